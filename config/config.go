@@ -1,0 +1,208 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Role is the node's place in the pair. It fixes the VRRP priority of every
+// instance: the form offers no per-VIP priority, so the pair can never split.
+type Role string
+
+// The two roles of the /ha form.
+const (
+	RoleMaster Role = "master"
+	RoleBackup Role = "backup"
+)
+
+// AuthMode selects how VRRP adverts are authenticated.
+type AuthMode string
+
+const (
+	// AuthAH is VRRPv3 inside IPsec AH (RFC 4302) with HMAC-SHA-256-128 keyed
+	// from the password. The default.
+	AuthAH AuthMode = "ah"
+	// AuthKeepalivedAH is keepalived's VRRPv2 AH (HMAC-MD5-96, 8-byte key)
+	// for pairing with a keepalived node during a migration. IPv4 only.
+	AuthKeepalivedAH AuthMode = "keepalived-ah"
+	// AuthNone is plain RFC 9568 VRRPv3 for interop with routers.
+	AuthNone AuthMode = "none"
+)
+
+// ChecksumMode selects what the VRRPv3 checksum covers. RFC 9568 section
+// 5.2.8 includes the IPv4 pseudo-header; some implementations (older
+// keepalived, some routers) checksum the VRRP message only.
+type ChecksumMode string
+
+// Checksum modes accepted by checksum_mode.
+const (
+	ChecksumPseudoHeader ChecksumMode = "pseudo-header"
+	ChecksumMessageOnly  ChecksumMode = "message-only"
+)
+
+// Config is one node's validated configuration. Every field is set: Parse
+// fills defaults, so consumers never re-derive them.
+type Config struct {
+	// File is the name Parse was given, for messages.
+	File string
+
+	Role Role
+	// Password is the VRRP authentication secret (and the root of the
+	// conntrack sync key). Never logged.
+	Password string
+	// SyncInterface carries VRRP adverts and conntrack sync.
+	SyncInterface string
+	// Peer is the peer's management address (DB sync and health).
+	Peer netip.Addr
+	// VIPs in file order; each has its VRID resolved.
+	VIPs []VIP
+
+	AdvertInterval time.Duration
+	Auth           AuthMode
+	Preempt        bool
+	PreemptDelay   time.Duration
+	GARP           GARP
+	// VMAC gives each instance the RFC 9568 virtual MAC 00-00-5E-00-01-{VRID}
+	// (IPv4) / 00-00-5E-00-02-{VRID} (IPv6) through a macvlan.
+	VMAC         bool
+	ChecksumMode ChecksumMode
+
+	// StateDir holds persistent per-node state (TLS material, JWT secret).
+	StateDir string
+	// RunDir holds sockets and lock files; distinct per daemon on one host.
+	RunDir string
+
+	Status    Status
+	Metrics   Metrics
+	Conntrack Conntrack
+	DBSync    DBSync
+
+	// Warnings are problems that do not stop the node from running but that
+	// the operator should read (check prints them).
+	Warnings Problems
+}
+
+// VIP is one virtual IP and the VRRP instance that owns it.
+type VIP struct {
+	Interface string
+	// Address is the VIP with its on-link prefix length, as added to Interface.
+	Address netip.Prefix
+	VRID    uint8
+	// VRIDExplicit says the VRID came from the file rather than the default.
+	VRIDExplicit bool
+}
+
+// GARP controls the gratuitous ARP / unsolicited NA burst a new master sends.
+type GARP struct {
+	// Repeat is how many announcements per VIP in the burst.
+	Repeat int
+	// Interval spaces announcements within the burst.
+	Interval time.Duration
+	// Refresh re-announces periodically while master; 0 disables.
+	Refresh time.Duration
+}
+
+// Status is the local status listener used by `muros-had status`.
+type Status struct {
+	// Listen is an absolute path (unix socket) or host:port (TCP).
+	Listen string
+}
+
+// Metrics is the local Prometheus listener.
+type Metrics struct {
+	Enabled bool
+	// Listen is host:port. Loopback by default: each namespace has its own.
+	Listen string
+}
+
+// Conntrack configures connection-tracking replication over SyncInterface.
+type Conntrack struct {
+	Enabled bool
+	// Group is the IPv4 multicast group of the sync messages.
+	Group netip.Addr
+	Port  uint16
+	// Filter selects the replicated flows.
+	Filter ConntrackFilter
+	Resync Resync
+}
+
+// ConntrackFilter selects which flows are replicated. A flow is replicated
+// when its protocol is listed, no endpoint is excluded and, if Include is not
+// empty, an endpoint is included.
+type ConntrackFilter struct {
+	// ExcludeLocal drops flows to or from the node's own addresses (including
+	// the VIPs): they belong to the node, not to the traffic it forwards.
+	ExcludeLocal bool
+	Include      []netip.Prefix
+	Exclude      []netip.Prefix
+	// Protocols are lower-case names: tcp, udp, sctp, dccp, icmp, icmpv6.
+	Protocols []string
+}
+
+// Resync controls bulk transfers of the whole table.
+type Resync struct {
+	// StartupTimeout bounds how long a freshly started backup waits for its
+	// initial bulk sync before it may preempt anyway.
+	StartupTimeout time.Duration
+	// Interval schedules periodic full resyncs; 0 disables.
+	Interval time.Duration
+}
+
+// DBSync configures configuration and file replication over HTTPS.
+type DBSync struct {
+	Enabled bool
+	// Listen is the peer-facing HTTPS listener, host:port.
+	Listen string
+	// PeerPort is the port of the peer's listener at Peer.
+	PeerPort uint16
+	// Paths are replicated from master to backup (absolute).
+	Paths []string
+	TLS   TLS
+	JWT   JWT
+}
+
+// TLS is the peer HTTPS listener's material.
+type TLS struct {
+	Cert string
+	Key  string
+	// PeerSHA256 pins the peer's certificate (SHA-256 of its DER); nil means
+	// the certificate is not pinned and JWT alone authenticates the peer.
+	PeerSHA256 []byte
+}
+
+// JWT configures the bearer tokens both directions present.
+type JWT struct {
+	// SecretFile holds the shared HMAC secret (same file content on both nodes).
+	SecretFile string
+	// Algorithm is HS256, HS384 or HS512.
+	Algorithm string
+	TTL       time.Duration
+	// Issuer names this node in tokens it mints; Audience names the peer.
+	Issuer   string
+	Audience string
+}
+
+// Priority is the VRRP priority of every instance on this node.
+func (c *Config) Priority() uint8 {
+	if c.Role == RoleMaster {
+		return 150
+	}
+	return 100
+}
+
+// Version is the VRRP version spoken: 2 for keepalived-ah (keepalived's AH
+// exists only for VRRPv2), otherwise 3.
+func (c *Config) Version() int {
+	if c.Auth == AuthKeepalivedAH {
+		return 2
+	}
+	return 3
+}
+
+// PeerRole is the role the peer is expected to have.
+func (c *Config) PeerRole() Role {
+	if c.Role == RoleMaster {
+		return RoleBackup
+	}
+	return RoleMaster
+}
