@@ -245,6 +245,20 @@ func (n *Netns) Run(args ...string) (string, error) {
 	return string(out), nil
 }
 
+// RunInput is Run with stdin fed from input (e.g. `nft -f -`).
+func (n *Netns) RunInput(input string, args ...string) (string, error) {
+	if len(args) == 0 {
+		return "", errors.New("lab: RunInput: no command")
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	cmd.Stdin = strings.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("lab: %s: %s: %w: %s", n.Name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
 // MustRun is Run that fails the test on error.
 func (n *Netns) MustRun(t testing.TB, args ...string) string {
 	t.Helper()
@@ -441,6 +455,23 @@ func (n *Netns) SetSysctl(key, value string) error {
 		return fmt.Errorf("lab: sysctl %q: only net.* keys are per namespace", key)
 	}
 	_, err := n.Run("sysctl", "-q", "-w", key+"="+value)
+	return err
+}
+
+// SetSysctls sets several sysctls inside the namespace in one sysctl(8)
+// run; kv alternates keys and values.
+func (n *Netns) SetSysctls(kv ...string) error {
+	if len(kv)%2 != 0 {
+		return fmt.Errorf("lab: SetSysctls: odd number of arguments")
+	}
+	args := []string{"sysctl", "-q", "-w"}
+	for i := 0; i < len(kv); i += 2 {
+		if !sysctlKey.MatchString(kv[i]) || !strings.HasPrefix(kv[i], "net.") {
+			return fmt.Errorf("lab: sysctl %q: only net.* keys are per namespace", kv[i])
+		}
+		args = append(args, kv[i]+"="+kv[i+1])
+	}
+	_, err := n.Run(args...)
 	return err
 }
 
