@@ -1,0 +1,371 @@
+package ctrel
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/ctsync/ctwire"
+	"pgregory.net/rapid"
+)
+
+// sim joins a Sender and a Receiver through a lossy link and applies the
+// receiver's verdicts to a model of the backup's kernel table, the way the
+// shell does.
+type sim struct {
+	t        testing.TB
+	now      time.Duration
+	s        *Sender
+	r        *Receiver
+	table    map[ctwire.Key]ctwire.Flow // backup kernel model
+	bulkSeen map[ctwire.Key]bool
+	dropData func() bool
+	dropCtl  func() bool
+	buf      []byte
+	ranges   []ctwire.Range
+	rejected int
+}
+
+func newSim(t testing.TB, s *Sender) *sim {
+	return &sim{
+		t: t, s: s,
+		r:        NewReceiver(ReceiverConfig{}),
+		table:    map[ctwire.Key]ctwire.Flow{},
+		dropData: func() bool { return false },
+		dropCtl:  func() bool { return false },
+	}
+}
+
+func (m *sim) deliver(body []byte) {
+	h, p, err := ctwire.ParseHeader(body)
+	if err != nil {
+		m.t.Fatalf("sender produced bad datagram: %v", err)
+	}
+	v := m.r.OnDatagram(m.now, &h)
+	if v.Reason != ctwire.ReasonNone {
+		m.rejected++
+	}
+	if v.BulkBegin {
+		m.bulkSeen = map[ctwire.Key]bool{}
+	}
+	if v.Apply {
+		it := ctwire.NewRecords(p, h.Count)
+		var f ctwire.Flow
+		for it.Next(&f) {
+			k := f.Key()
+			if m.bulkSeen != nil {
+				m.bulkSeen[k] = true
+			}
+			if f.Op == ctwire.OpDestroy {
+				delete(m.table, k)
+			} else {
+				m.table[k] = f
+			}
+		}
+		if it.Err() != nil {
+			m.t.Fatal(it.Err())
+		}
+	}
+	if v.Synced {
+		for k := range m.table {
+			if !m.bulkSeen[k] {
+				delete(m.table, k)
+			}
+		}
+		m.bulkSeen = nil
+	}
+}
+
+// step advances time by d and runs both sides once.
+func (m *sim) step(d time.Duration) {
+	m.now += d
+	for {
+		body, ok := m.s.Next(m.now, m.buf[:0])
+		if !ok {
+			break
+		}
+		m.buf = body
+		if !m.dropData() {
+			m.deliver(append([]byte(nil), body...))
+		}
+	}
+	c := m.r.Tick(m.now, m.ranges, 100)
+	if c.Resync && !m.dropCtl() {
+		m.s.OnResync()
+	}
+	if len(c.NACK) > 0 && !m.dropCtl() {
+		for _, rg := range c.NACK {
+			m.s.OnNACK(rg)
+		}
+	}
+}
+
+// masterView is what the backup must converge to (timeouts ignored).
+func (m *sim) masterView() map[ctwire.Key]ctwire.Flow {
+	out := map[ctwire.Key]ctwire.Flow{}
+	for k, e := range m.s.table {
+		if !e.gone {
+			f := e.flow
+			out[k] = f
+		}
+	}
+	return out
+}
+
+func stripTimeouts(in map[ctwire.Key]ctwire.Flow) map[ctwire.Key]ctwire.Flow {
+	out := map[ctwire.Key]ctwire.Flow{}
+	for k, f := range in {
+		f.Timeout = 0
+		f.Op = ctwire.OpUpdate
+		out[k] = f
+	}
+	return out
+}
+
+func flowN(i int, state uint8) ctwire.Flow {
+	a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+	b := netip.MustParseAddr("198.51.100.1")
+	o := ctwire.Tuple{Src: a, Dst: b, SrcPort: uint16(1024 + i), DstPort: 443}
+	return ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Status: 0xe, Timeout: 120, Orig: o, Reply: o.Invert(), HasTCP: true, TCP: ctwire.TCPInfo{State: state}}
+}
+
+func (m *sim) converge(t testing.TB) {
+	t.Helper()
+	for i := 0; i < 400; i++ {
+		m.step(10 * time.Millisecond)
+	}
+	if diff := cmp.Diff(stripTimeouts(m.masterView()), stripTimeouts(m.table), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Fatalf("backup differs from master (-master +backup):\n%s", diff)
+	}
+	if !m.r.Synced() {
+		t.Fatalf("receiver not synced: %+v", m.r.Stats())
+	}
+}
+
+func TestLosslessReplication(t *testing.T) {
+	m := newSim(t, NewSender(SenderConfig{Epoch: 1}))
+	m.step(0)
+	for i := 0; i < 500; i++ {
+		f := flowN(i, 1)
+		m.s.Update(m.now, &f)
+	}
+	m.step(time.Millisecond)
+	for i := 0; i < 500; i += 2 {
+		f := flowN(i, 3)
+		m.s.Update(m.now, &f)
+	}
+	for i := 1; i < 500; i += 5 {
+		f := flowN(i, 3)
+		m.s.Destroy(m.now, f.Key())
+	}
+	m.converge(t)
+	st := m.s.Stats()
+	if st.Coalesced != 0 && st.Records == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if m.rejected != 0 {
+		t.Fatalf("%d datagrams rejected on a clean link", m.rejected)
+	}
+}
+
+func TestCoalescing(t *testing.T) {
+	s := NewSender(SenderConfig{Epoch: 1})
+	f := flowN(1, 1)
+	for st := uint8(1); st <= 5; st++ {
+		f.TCP.State = st
+		s.Update(0, &f)
+	}
+	body, ok := s.Next(0, nil)
+	if !ok {
+		t.Fatal("nothing to send")
+	}
+	h, p, err := ctwire.ParseHeader(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Count != 1 {
+		t.Fatalf("count %d, want 1 coalesced record", h.Count)
+	}
+	var g ctwire.Flow
+	if _, err := ctwire.ParseFlow(p, &g); err != nil || g.TCP.State != 5 {
+		t.Fatalf("record carries state %d (err %v), want the latest 5", g.TCP.State, err)
+	}
+	if got := s.Stats().Coalesced; got != 4 {
+		t.Fatalf("coalesced %d, want 4", got)
+	}
+}
+
+// TestHeartbeatRevealsLostLast: the last datagram before silence is lost;
+// the next heartbeat (within 250ms) exposes the gap and the NACK repairs it.
+func TestHeartbeatRevealsLostLast(t *testing.T) {
+	m := newSim(t, NewSender(SenderConfig{Epoch: 1}))
+	m.converge(t) // initial bulk of an empty table
+	f := flowN(7, 3)
+	m.s.Update(m.now, &f)
+	drop := true
+	m.dropData = func() bool { d := drop; drop = false; return d }
+	for i := 0; i < 100 && len(m.table) == 0; i++ {
+		m.step(10 * time.Millisecond)
+	}
+	if len(m.table) != 1 {
+		t.Fatalf("lost last update not repaired within 1s; stats %+v", m.r.Stats())
+	}
+	if m.r.Stats().Repaired == 0 {
+		t.Fatal("no repair counted")
+	}
+}
+
+func TestReplayRejected(t *testing.T) {
+	r := NewReceiver(ReceiverConfig{})
+	h := ctwire.Header{Type: ctwire.TypeData, Epoch: 5, Seq: 10}
+	if v := r.OnDatagram(0, &h); !v.Apply {
+		t.Fatal("first datagram not applied")
+	}
+	if v := r.OnDatagram(time.Millisecond, &h); v.Apply || v.Reason != ctwire.ReasonReplay {
+		t.Fatalf("replay verdict %+v", v)
+	}
+	old := ctwire.Header{Type: ctwire.TypeData, Epoch: 4, Seq: 99}
+	if v := r.OnDatagram(2*time.Millisecond, &old); v.Apply || v.Reason != ctwire.ReasonEpoch {
+		t.Fatalf("old epoch verdict %+v", v)
+	}
+	if v := r.OnDatagram(10*time.Second, &old); !v.Apply {
+		t.Fatalf("old epoch after peer silence should be a restart: %+v", v)
+	}
+}
+
+// TestHistoryOverflowFallsBackToBulk: a NACK for a seq no longer in the
+// history triggers a bulk.
+func TestHistoryOverflowFallsBackToBulk(t *testing.T) {
+	s := NewSender(SenderConfig{Epoch: 1, History: 4})
+	for i := 0; i < 10; i++ {
+		f := flowN(i, 3)
+		s.Update(0, &f)
+		s.Next(0, nil)
+	}
+	s.OnNACK(ctwire.Range{First: 2, Last: 2})
+	if !s.Bulking() {
+		t.Fatal("evicted seq did not start a bulk")
+	}
+}
+
+// TestBackupRestartResyncs: a fresh receiver joining mid-stream converges
+// through a bulk and purges nothing live.
+func TestBackupRestartResyncs(t *testing.T) {
+	m := newSim(t, NewSender(SenderConfig{Epoch: 1}))
+	for i := 0; i < 300; i++ {
+		f := flowN(i, 3)
+		m.s.Update(m.now, &f)
+	}
+	m.converge(t)
+	m.r = NewReceiver(ReceiverConfig{})
+	m.table = map[ctwire.Key]ctwire.Flow{}
+	ghost := flowN(9999, 3) // stale flow the new backup holds from before
+	m.table[ghost.Key()] = ghost
+	for i := 300; i < 400; i++ {
+		f := flowN(i, 3)
+		m.s.Update(m.now, &f)
+		m.step(time.Millisecond)
+	}
+	m.converge(t)
+	if m.r.Stats().BulksCompleted != 1 {
+		t.Fatalf("bulks %d", m.r.Stats().BulksCompleted)
+	}
+}
+
+// TestTimeoutRefresh: a flow whose master timeout keeps being refreshed by
+// traffic (no events) never expires on the backup.
+func TestTimeoutRefresh(t *testing.T) {
+	const refresh = 10 * time.Second
+	s := NewSender(SenderConfig{Epoch: 1, Refresh: refresh})
+	f := flowN(1, 3)
+	f.HasTCP, f.Proto, f.Timeout = false, 17, 30
+	s.Update(0, &f)
+	m := newSim(t, s)
+	var backupExpiry time.Duration
+	note := func() {
+		if g, ok := m.table[f.Key()]; ok && g.Timeout != 0 {
+			backupExpiry = m.now + time.Duration(g.Timeout)*time.Second
+			m.table[f.Key()] = ctwire.Flow{Timeout: 0, Orig: g.Orig, Proto: g.Proto}
+		}
+	}
+	m.step(0)
+	note()
+	for now := time.Duration(0); now < 30*time.Minute; now += refresh {
+		// Master: traffic keeps the flow at 30s; a sweep every interval.
+		for m.now < now {
+			m.step(100 * time.Millisecond)
+			note()
+			if m.now > backupExpiry {
+				t.Fatalf("backup copy expired at %v while alive on master", backupExpiry)
+			}
+		}
+		s.Reconcile(m.now, m.now, []ctwire.Flow{f})
+	}
+	if s.Stats().Refreshed == 0 {
+		t.Fatal("no refresh counted")
+	}
+	if got := s.Stats().Records; got > 200 {
+		t.Fatalf("%d records in 30 min: refresh too chatty", got)
+	}
+}
+
+// TestConvergesUnderLoss is the property: whatever the loss pattern (data
+// and control, up to 40%), once loss stops the backup converges to the
+// master's table and reports synced.
+func TestConvergesUnderLoss(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		seed := rapid.Uint64().Draw(rt, "seed")
+		loss := rapid.IntRange(0, 40).Draw(rt, "loss%")
+		hist := rapid.IntRange(8, 512).Draw(rt, "history")
+		rng := rand.New(rand.NewPCG(seed, 1))
+		m := newSim(t, NewSender(SenderConfig{Epoch: 1, History: hist, MaxDatagram: 400}))
+		lossy := true
+		m.dropData = func() bool { return lossy && rng.IntN(100) < loss }
+		m.dropCtl = func() bool { return lossy && rng.IntN(100) < loss }
+		n := rapid.IntRange(1, 300).Draw(rt, "flows")
+		for i := 0; i < n; i++ {
+			f := flowN(rng.IntN(200), uint8(1+rng.IntN(8)))
+			switch rng.IntN(5) {
+			case 0:
+				m.s.Destroy(m.now, f.Key())
+			default:
+				m.s.Update(m.now, &f)
+			}
+			if rng.IntN(10) == 0 {
+				m.step(time.Duration(rng.IntN(50)) * time.Millisecond)
+			}
+		}
+		for i := 0; i < 300; i++ {
+			m.step(10 * time.Millisecond)
+		}
+		lossy = false
+		m.converge(t)
+	})
+}
+
+func BenchmarkSenderNext(b *testing.B) {
+	s := NewSender(SenderConfig{Epoch: 1})
+	flows := make([]ctwire.Flow, 26)
+	for i := range flows {
+		flows[i] = flowN(i, 3)
+	}
+	buf := make([]byte, 0, 1500)
+	for i := range flows { // warm the history slots and queue
+		s.Update(0, &flows[i])
+	}
+	for i := 0; i < 5000; i++ {
+		for j := range flows {
+			s.Update(0, &flows[j])
+		}
+		buf, _ = s.Next(0, buf[:0])
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range flows {
+			s.Update(0, &flows[i])
+		}
+		buf, _ = s.Next(0, buf[:0])
+	}
+}

@@ -1,0 +1,241 @@
+package ctrel
+
+import (
+	"slices"
+	"time"
+
+	"github.com/muros/muros-had/ctsync/ctwire"
+)
+
+// ReceiverConfig tunes the backup side.
+type ReceiverConfig struct {
+	Peer PeerConfig
+	// NACKRetry is how long an unanswered NACK waits before it is repeated.
+	NACKRetry time.Duration
+	// NACKTries is how many NACKs a gap gets before the receiver gives up
+	// on it and asks for a bulk resync.
+	NACKTries int
+	// ResyncRetry is how often a pending resync request is repeated while
+	// no bulk is arriving.
+	ResyncRetry time.Duration
+}
+
+func (c *ReceiverConfig) defaults() {
+	if c.NACKRetry <= 0 {
+		c.NACKRetry = 50 * time.Millisecond
+	}
+	if c.NACKTries <= 0 {
+		c.NACKTries = 5
+	}
+	if c.ResyncRetry <= 0 {
+		c.ResyncRetry = time.Second
+	}
+}
+
+// Receiver is the backup's state machine.
+type Receiver struct {
+	cfg        ReceiverConfig
+	peer       *Peer
+	synced     bool
+	everSynced bool
+	wantResync bool
+	inBulk     bool
+	bulkEnded  bool
+	resyncAt   time.Duration // last resync request sent
+	bulkHeard  time.Duration
+	bulkSeq    uint32 // seq of the current bulk's BULK_BEGIN
+	stats      ReceiverStats
+}
+
+// ReceiverStats are cumulative counters.
+type ReceiverStats struct {
+	Accepted       uint64
+	Lost           uint64 // sequence numbers detected missing
+	Repaired       uint64 // gaps closed by a repair or late datagram
+	NACKsSent      uint64
+	ResyncRequests uint64
+	BulksCompleted uint64
+	GaveUp         uint64 // gaps abandoned for a resync
+	Rejected       [ctwire.NumReasons]uint64
+}
+
+// Verdict tells the shell what to do with a datagram.
+type Verdict struct {
+	// Apply: inject the datagram's records.
+	Apply bool
+	// BulkBegin: a bulk starts with this datagram; start recording the
+	// keys it and later bulk datagrams carry.
+	BulkBegin bool
+	// Synced: the bulk is complete; purge the flows not recorded since
+	// BulkBegin (the verdict of a later datagram may carry it, once the
+	// last gap is repaired).
+	Synced bool
+	Reason ctwire.Reason
+}
+
+// NewReceiver returns a receiver that wants a bulk resync.
+func NewReceiver(cfg ReceiverConfig) *Receiver {
+	cfg.defaults()
+	return &Receiver{cfg: cfg, peer: NewPeer(cfg.Peer), wantResync: true, resyncAt: -1 << 62}
+}
+
+// Synced reports whether the receiver holds a complete copy.
+func (r *Receiver) Synced() bool { return r.synced }
+
+// EverSynced reports whether a bulk has ever completed.
+func (r *Receiver) EverSynced() bool { return r.everSynced }
+
+// Stats returns the counters.
+func (r *Receiver) Stats() ReceiverStats { return r.stats }
+
+// Missing is the number of open gaps.
+func (r *Receiver) Missing() int { return r.peer.Missing() }
+
+// RequestResync makes the receiver ask for a bulk (e.g. after injection
+// failures left the kernel table in doubt).
+func (r *Receiver) RequestResync() {
+	r.wantResync = true
+	r.synced = false
+}
+
+// OnDatagram accepts or rejects an authenticated datagram from the master.
+func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header) Verdict {
+	if h.Type == ctwire.TypeNACK || h.Type == ctwire.TypeResync {
+		// Another backup's control traffic; not for us.
+		return Verdict{}
+	}
+	a := r.peer.Accept(now, h)
+	if !a.OK {
+		r.stats.Rejected[a.Reason]++
+		return Verdict{Reason: a.Reason}
+	}
+	r.stats.Accepted++
+	r.stats.Lost += uint64(a.Lost)
+	if a.Late {
+		r.stats.Repaired++
+	}
+	if a.NewEpoch {
+		// A new master incarnation: its table is the truth now.
+		r.RequestResync()
+		r.inBulk = false
+	}
+	if r.peer.overflow {
+		r.peer.overflow = false
+		r.RequestResync()
+	}
+	if h.Flags&ctwire.FlagRepair != 0 {
+		if _, ok := r.peer.missing[h.Aux]; ok {
+			delete(r.peer.missing, h.Aux)
+			r.stats.Repaired++
+		}
+	}
+	v := Verdict{Apply: h.Type == ctwire.TypeData}
+	if h.Flags&ctwire.FlagBulkBegin != 0 && r.wantResync {
+		// Gaps before the bulk are superseded by it.
+		clear(r.peer.missing)
+		r.inBulk, r.bulkEnded, r.wantResync = true, false, false
+		r.bulkHeard = now
+		r.bulkSeq = h.Seq
+		v.BulkBegin = true
+	}
+	if r.inBulk {
+		if h.Flags&ctwire.FlagBulk != 0 {
+			r.bulkHeard = now
+		}
+		// A repair names the seq it replaces: only an END of this bulk
+		// (not a late repair of an older bulk's END) ends it.
+		endSeq := h.Seq
+		if h.Flags&ctwire.FlagRepair != 0 {
+			endSeq = h.Aux
+		}
+		if h.Flags&ctwire.FlagBulkEnd != 0 && endSeq-r.bulkSeq < 1<<31 {
+			r.bulkEnded = true
+		}
+		if r.bulkEnded && r.peer.Missing() == 0 {
+			r.inBulk, r.bulkEnded = false, false
+			r.synced, r.everSynced = true, true
+			r.stats.BulksCompleted++
+			v.Synced = true
+		}
+	}
+	return v
+}
+
+// Control is what the receiver wants sent now.
+type Control struct {
+	NACK   []ctwire.Range
+	Resync bool
+}
+
+// Tick returns the NACKs and resync request due at now. ranges is reused
+// as the NACK buffer. maxRanges caps the ranges (datagram size).
+func (r *Receiver) Tick(now time.Duration, ranges []ctwire.Range, maxRanges int) Control {
+	var c Control
+	if r.inBulk && now-r.bulkHeard > r.cfg.Peer.PeerTimeoutOr() {
+		// The bulk stalled (master gone or restarted mid-bulk): ask again.
+		r.inBulk, r.bulkEnded = false, false
+		r.wantResync = true
+	}
+	if r.wantResync && !r.inBulk && now-r.resyncAt >= r.cfg.ResyncRetry {
+		r.resyncAt = now
+		r.stats.ResyncRequests++
+		c.Resync = true
+	}
+	if len(r.peer.missing) == 0 {
+		return c
+	}
+	seqs := make([]uint32, 0, len(r.peer.missing))
+	gaveUp := false
+	for s, g := range r.peer.missing {
+		if g.nacked >= 0 && now-g.nacked < r.cfg.NACKRetry {
+			continue
+		}
+		if g.tries >= r.cfg.NACKTries {
+			gaveUp = true
+			continue
+		}
+		seqs = append(seqs, s)
+	}
+	if gaveUp {
+		r.stats.GaveUp++
+		clear(r.peer.missing)
+		r.RequestResync()
+		if r.inBulk {
+			r.inBulk, r.bulkEnded = false, false
+		}
+		if now-r.resyncAt >= r.cfg.ResyncRetry {
+			r.resyncAt = now
+			r.stats.ResyncRequests++
+			c.Resync = true
+		}
+		return c
+	}
+	slices.Sort(seqs)
+	ranges = ranges[:0]
+	for _, s := range seqs {
+		if n := len(ranges); n > 0 && ranges[n-1].Last+1 == s {
+			ranges[n-1].Last = s
+		} else {
+			if n == maxRanges {
+				break
+			}
+			ranges = append(ranges, ctwire.Range{First: s, Last: s})
+		}
+		g := r.peer.missing[s]
+		g.nacked = now
+		g.tries++
+	}
+	if len(ranges) > 0 {
+		r.stats.NACKsSent++
+		c.NACK = ranges
+	}
+	return c
+}
+
+// PeerTimeoutOr returns the configured peer timeout or its default.
+func (c PeerConfig) PeerTimeoutOr() time.Duration {
+	if c.PeerTimeout <= 0 {
+		return 3 * time.Second
+	}
+	return c.PeerTimeout
+}

@@ -1,0 +1,392 @@
+package ctrel
+
+import (
+	"time"
+
+	"github.com/muros/muros-had/ctsync/ctwire"
+)
+
+// SenderConfig tunes the master side.
+type SenderConfig struct {
+	// Epoch identifies this sender incarnation (start time, Unix ns).
+	Epoch uint64
+	// MaxDatagram is the largest datagram, MAC included (link MTU - 28).
+	MaxDatagram int
+	// History is how many recent datagrams are remembered for repair.
+	History int
+	// Heartbeat is the longest the sender stays silent.
+	Heartbeat time.Duration
+	// Refresh is the interval at which the shell calls Reconcile; announced
+	// timeouts are padded by 2*Refresh.
+	Refresh time.Duration
+}
+
+func (c *SenderConfig) defaults() {
+	if c.MaxDatagram <= 0 {
+		c.MaxDatagram = 1500 - ctwire.IPUDPOverhead
+	}
+	if c.History <= 0 {
+		c.History = 4096
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 250 * time.Millisecond
+	}
+	if c.Refresh <= 0 {
+		c.Refresh = 10 * time.Second
+	}
+}
+
+type entry struct {
+	flow    ctwire.Flow
+	queued  bool
+	gone    bool          // destroyed; kept until the DESTROY is sent
+	expiry  time.Duration // when the backup's copy times out
+	touched time.Duration // last event or dump that mentioned it
+}
+
+type histSlot struct {
+	seq   uint32
+	flags uint16 // bulk flags, so a repair of a BULK_END still ends the bulk
+	keys  []ctwire.Key
+}
+
+// SenderStats are cumulative counters.
+type SenderStats struct {
+	Datagrams   uint64
+	Records     uint64
+	Coalesced   uint64 // updates merged into an already queued record
+	Heartbeats  uint64
+	Repairs     uint64 // REPAIR datagrams sent
+	Bulks       uint64 // bulk resyncs started
+	Refreshed   uint64 // records re-announced to keep timeouts fresh
+	NACKsServed uint64
+	Flows       int // flows in the replicated table
+	Queued      int
+}
+
+// Sender is the master's state machine. Feed it flow changes, NACKs and
+// resync requests; call Next to obtain datagrams to send.
+type Sender struct {
+	cfg      SenderConfig
+	seq      uint32
+	table    map[ctwire.Key]*entry
+	queue    []ctwire.Key
+	qhead    int
+	bulk     []ctwire.Key
+	bulkNext int
+	bulkOn   bool
+	bulkSent bool // BULK_BEGIN sent
+	repairs  []uint32
+	hist     []histSlot
+	lastSend time.Duration
+	turn     bool // alternate queue and bulk
+	stats    SenderStats
+}
+
+// NewSender returns a Sender with an empty table.
+func NewSender(cfg SenderConfig) *Sender {
+	cfg.defaults()
+	return &Sender{cfg: cfg, table: make(map[ctwire.Key]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62}
+}
+
+// Stats returns the counters.
+func (s *Sender) Stats() SenderStats {
+	st := s.stats
+	st.Flows = len(s.table)
+	st.Queued = len(s.queue) - s.qhead
+	return st
+}
+
+func (s *Sender) enqueue(k ctwire.Key, e *entry) {
+	if e.queued {
+		s.stats.Coalesced++
+		return
+	}
+	e.queued = true
+	s.queue = append(s.queue, k)
+}
+
+// Update records a flow's new state (NEW or UPDATE event, or a dump).
+func (s *Sender) Update(now time.Duration, f *ctwire.Flow) {
+	k := f.Key()
+	e := s.table[k]
+	if e == nil {
+		e = &entry{}
+		s.table[k] = e
+	}
+	e.flow = *f
+	e.flow.Op = ctwire.OpUpdate
+	e.gone = false
+	e.touched = now
+	s.enqueue(k, e)
+}
+
+// Destroy records that a flow ended.
+func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
+	e := s.table[k]
+	if e == nil {
+		// Unknown (filtered, or predates us and missed by the dump): still
+		// tell the backup, it may hold a copy from a bulk.
+		e = &entry{flow: ctwire.Flow{Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}}
+		s.table[k] = e
+	}
+	e.gone = true
+	e.touched = now
+	s.enqueue(k, e)
+}
+
+// Reconcile merges a table dump taken at dumpStart: changed or new flows
+// are queued, flows whose backup copy would expire within two refresh
+// intervals are re-announced, and flows absent from the dump that no event
+// mentioned since dumpStart are destroyed. Reset(true) semantics are the
+// caller's: use it after a listener restart too.
+func (s *Sender) Reconcile(now, dumpStart time.Duration, flows []ctwire.Flow) {
+	seen := make(map[ctwire.Key]struct{}, len(flows))
+	for i := range flows {
+		f := &flows[i]
+		k := f.Key()
+		seen[k] = struct{}{}
+		e := s.table[k]
+		if e == nil || e.gone {
+			s.Update(now, f)
+			continue
+		}
+		if e.touched > dumpStart {
+			continue // an event is newer than the dump
+		}
+		old := e.flow
+		old.Timeout = f.Timeout
+		old.Op = ctwire.OpUpdate
+		changed := old != *f
+		e.flow = *f
+		e.flow.Op = ctwire.OpUpdate
+		masterExpiry := now + time.Duration(f.Timeout)*time.Second
+		stale := e.expiry < now+2*s.cfg.Refresh && e.expiry < masterExpiry
+		if changed || stale {
+			if stale && !changed && !e.queued {
+				s.stats.Refreshed++
+			}
+			s.enqueue(k, e)
+		}
+	}
+	for k, e := range s.table {
+		if _, ok := seen[k]; ok || e.gone || e.touched > dumpStart {
+			continue
+		}
+		s.Destroy(now, k)
+	}
+}
+
+// StartBulk begins a bulk resync of the whole table (a resync request, a
+// NACK beyond the history, or a listener restart).
+// The key snapshot is taken when BULK_BEGIN is built, so every flow sent
+// before BULK_BEGIN is in the bulk and every change after it follows it:
+// the receiver's purge at BULK_END never removes a live flow.
+func (s *Sender) StartBulk() {
+	s.bulk = s.bulk[:0]
+	s.bulkNext = 0
+	s.bulkOn = true
+	s.bulkSent = false
+	s.stats.Bulks++
+}
+
+// Bulking reports whether a bulk is in progress.
+func (s *Sender) Bulking() bool { return s.bulkOn }
+
+// OnResync handles a resync request; a bulk already running is not
+// restarted (the requester joins at the next BULK_BEGIN if it missed this
+// one: it keeps asking).
+func (s *Sender) OnResync() {
+	if !s.bulkOn {
+		s.StartBulk()
+	}
+}
+
+// OnNACK queues repairs for the given range.
+func (s *Sender) OnNACK(r ctwire.Range) {
+	s.stats.NACKsServed++
+	if r.Last < r.First || r.Last-r.First > uint32(len(s.hist)) || r.Last > s.seq {
+		s.OnResync()
+		return
+	}
+	for q := r.First; ; q++ {
+		slot := &s.hist[int(q)%len(s.hist)]
+		if slot.seq != q || q == 0 {
+			s.OnResync() // evicted: only a bulk can repair it
+			return
+		}
+		s.repairs = append(s.repairs, q)
+		if q == r.Last {
+			break
+		}
+	}
+}
+
+// Pending reports whether Next has a data datagram to produce.
+func (s *Sender) Pending() bool {
+	return len(s.repairs) > 0 || s.qhead < len(s.queue) || s.bulkOn
+}
+
+func (s *Sender) record(now time.Duration, k ctwire.Key, f *ctwire.Flow) {
+	e := s.table[k]
+	if e == nil || e.gone {
+		*f = ctwire.Flow{Op: ctwire.OpDestroy, Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
+		if e != nil {
+			f.Reply = e.flow.Reply
+		}
+		return
+	}
+	*f = e.flow
+	pad := 2 * s.cfg.Refresh
+	f.Timeout += uint32(pad / time.Second)
+	e.expiry = now + time.Duration(f.Timeout)*time.Second
+}
+
+// Next appends the next datagram body (header + payload, no MAC) to b and
+// returns it with true, or returns b, false when nothing is due. The caller
+// seals and sends it. Next is allocation-free once the history slots and
+// queues have grown to their working size.
+func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
+	limit := s.cfg.MaxDatagram - ctwire.MACLen
+	start := len(b)
+	h := ctwire.Header{Type: ctwire.TypeData, Epoch: s.cfg.Epoch}
+	var f ctwire.Flow
+	var slot *histSlot
+	count := 0
+	put := func(k ctwire.Key) bool {
+		s.record(now, k, &f)
+		if len(b)+ctwire.RecordLen(&f) > start+limit {
+			return false
+		}
+		b = ctwire.AppendFlow(b, &f)
+		slot.keys = append(slot.keys, k)
+		count++
+		return true
+	}
+	begin := func() {
+		s.wrap()
+		s.seq++
+		h.Seq, h.Epoch = s.seq, s.cfg.Epoch
+		slot = &s.hist[int(h.Seq)%len(s.hist)]
+		slot.seq = h.Seq
+		slot.flags = 0
+		slot.keys = slot.keys[:0]
+	}
+	switch {
+	case len(s.repairs) > 0:
+		q := s.repairs[0]
+		s.repairs = s.repairs[1:]
+		old := s.hist[int(q)%len(s.hist)]
+		if old.seq != q {
+			s.OnResync()
+			return s.Next(now, b)
+		}
+		keys := append([]ctwire.Key(nil), old.keys...)
+		begin()
+		h.Flags, h.Aux = ctwire.FlagRepair|old.flags&ctwire.FlagBulkEnd, q
+		b = ctwire.AppendHeader(b, &h)
+		for _, k := range keys {
+			if !put(k) {
+				break
+			}
+		}
+		s.stats.Repairs++
+	case s.qhead < len(s.queue) && (!s.bulkOn || !s.turn):
+		s.turn = true
+		begin()
+		b = ctwire.AppendHeader(b, &h)
+		for s.qhead < len(s.queue) {
+			k := s.queue[s.qhead]
+			e := s.table[k]
+			if !put(k) {
+				break
+			}
+			s.qhead++
+			if e != nil {
+				e.queued = false
+				if e.gone {
+					delete(s.table, k)
+				}
+			}
+		}
+		if s.qhead == len(s.queue) {
+			s.queue, s.qhead = s.queue[:0], 0
+		}
+	case s.bulkOn:
+		s.turn = false
+		begin()
+		h.Flags = ctwire.FlagBulk
+		if !s.bulkSent {
+			h.Flags |= ctwire.FlagBulkBegin
+			s.bulkSent = true
+			for k, e := range s.table {
+				if !e.gone {
+					s.bulk = append(s.bulk, k)
+				}
+			}
+		}
+		hdr := len(b)
+		b = ctwire.AppendHeader(b, &h)
+		for s.bulkNext < len(s.bulk) {
+			k := s.bulk[s.bulkNext]
+			if e := s.table[k]; e == nil || e.gone {
+				s.bulkNext++
+				continue
+			}
+			if !put(k) {
+				break
+			}
+			s.bulkNext++
+		}
+		if s.bulkNext == len(s.bulk) {
+			s.bulkOn = false
+			b[hdr+3] |= byte(ctwire.FlagBulkEnd) // low byte of the flags field
+			slot.flags = ctwire.FlagBulkEnd
+		}
+	case now-s.lastSend >= s.cfg.Heartbeat:
+		s.wrap()
+		s.seq++
+		h = ctwire.Header{Type: ctwire.TypeHeartbeat, Epoch: s.cfg.Epoch, Seq: s.seq}
+		// A heartbeat consumes a seq but carries no flow: keep the slot
+		// consistent so a NACK for it is served with an empty repair.
+		slot = &s.hist[int(h.Seq)%len(s.hist)]
+		slot.seq, slot.flags, slot.keys = h.Seq, 0, slot.keys[:0]
+		b = ctwire.AppendHeader(b, &h)
+		s.stats.Heartbeats++
+	default:
+		return b, false
+	}
+	if h.Type == ctwire.TypeData {
+		ctwire.SetPayload(b[start:], count)
+		s.stats.Records += uint64(count)
+	}
+	s.stats.Datagrams++
+	s.lastSend = now
+	return b, true
+}
+
+// wrap starts a new epoch before the sequence number space runs out; the
+// receiver sees a restart and resyncs.
+func (s *Sender) wrap() {
+	if s.seq < 1<<32-1 {
+		return
+	}
+	s.cfg.Epoch++
+	s.seq = 0
+	for i := range s.hist {
+		s.hist[i].seq = 0
+	}
+}
+
+// Epoch is the current epoch.
+func (s *Sender) Epoch() uint64 { return s.cfg.Epoch }
+
+// Sent stamps the wall-clock send time into a datagram body from Next.
+func Sent(body []byte, unixNano int64) {
+	for i := 0; i < 8; i++ {
+		body[20+i] = byte(uint64(unixNano) >> (56 - 8*i))
+	}
+}
+
+// Seq is the last sequence number used.
+func (s *Sender) Seq() uint32 { return s.seq }
