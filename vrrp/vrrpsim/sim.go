@@ -1,0 +1,629 @@
+// Package vrrpsim is a deterministic simulation harness for the VRRP state
+// machine and sync group of package vrrp (RFC 9568, section 6): two or more
+// nodes, each a vrrp.Group of one or more instances, exchange adverts over a
+// simulated multicast link with virtual time (an event queue, no real clock),
+// seeded per-packet loss and delay. It records every state change, VIP claim
+// and release, and packet with its virtual timestamp, and checks the pair's
+// safety invariants after every event:
+//
+//   - a node holds all of its sync group's VIPs or none (never split);
+//   - two live nodes hold the same VIP (a dual-master episode) for no longer
+//     than the bound implied by loss and delay: (lost + 1) * I + D, where I is
+//     the largest advert interval, D the largest one-way delay and lost the
+//     number of adverts of that VRID lost on the link during the episode
+//     (the winner advertises at least every I; the episode ends when one of
+//     its adverts reaches the loser).
+//
+// No bytes are encoded: an advert travels as the election fields the state
+// machine reads (vrrp.PeerAdvert). The codec is tested separately.
+package vrrpsim
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/muros/muros-had/vrrp"
+)
+
+// NodeConfig is one simulated node: its address and its sync group.
+type NodeConfig struct {
+	Name string
+	Addr netip.Addr
+	// Instances form the node's sync group. Primary defaults to Addr.
+	Instances []vrrp.InstanceConfig
+}
+
+// LinkConfig is the simulated multicast link.
+type LinkConfig struct {
+	Seed   uint64        // PRNG seed for loss and jitter
+	Loss   float64       // probability that one receiver misses one advert
+	Delay  time.Duration // one-way delay
+	Jitter time.Duration // extra delay, uniform in [0, Jitter)
+	// LossFor, if set, overrides Loss per sender and VRID.
+	LossFor func(from string, vrid uint8) float64
+}
+
+// RecordKind says what a Record is.
+type RecordKind uint8
+
+// Record kinds.
+const (
+	RecState    RecordKind = iota + 1 // state change (From, To, Reason)
+	RecClaim                          // VIPs of VRID claimed
+	RecRelease                        // VIPs of VRID released (also on crash)
+	RecAnnounce                       // gratuitous ARP / NA
+	RecSend                           // advert sent (Priority)
+	RecDeliver                        // advert delivered to Node from Peer
+	RecLost                           // advert to Node from Peer lost
+	RecStart                          // node started
+	RecCrash                          // node crashed (no priority 0)
+	RecShutdown                       // node stopped gracefully
+	RecTrack                          // tracked interface Reason went down (Priority 0) or up (1)
+	RecReady                          // readiness given to the node
+)
+
+var recordNames = [...]string{"", "state", "claim", "release", "announce", "send", "deliver", "lost", "start", "crash", "shutdown", "track", "ready"}
+
+func (k RecordKind) String() string {
+	if int(k) < len(recordNames) {
+		return recordNames[k]
+	}
+	return fmt.Sprintf("RecordKind(%d)", uint8(k))
+}
+
+// Record is one thing that happened, at virtual time At.
+type Record struct {
+	At       time.Duration
+	Kind     RecordKind
+	Node     string
+	Peer     string // RecDeliver, RecLost: the sender
+	VRID     uint8
+	From, To vrrp.State
+	Priority uint8
+	Reason   string
+}
+
+func (r Record) String() string {
+	s := fmt.Sprintf("%12v %-8s %-4s vrid=%d", r.At, r.Kind, r.Node, r.VRID)
+	switch r.Kind {
+	case RecState:
+		s += fmt.Sprintf(" %v->%v (%s)", r.From, r.To, r.Reason)
+	case RecSend:
+		s += fmt.Sprintf(" prio=%d", r.Priority)
+	case RecDeliver, RecLost:
+		s += fmt.Sprintf(" from=%s prio=%d", r.Peer, r.Priority)
+	case RecTrack:
+		s += " " + r.Reason
+	}
+	return s
+}
+
+// Node is one simulated node.
+type Node struct {
+	cfg     NodeConfig
+	group   *vrrp.Group
+	alive   bool
+	epoch   uint64
+	timers  map[timerKey]uint64
+	claimed map[uint8]bool
+	down    []string // tracked interfaces down (survive restarts)
+	ready   bool
+}
+
+type timerKey struct {
+	vrid  uint8
+	timer vrrp.TimerID
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Alive reports whether the node is running.
+func (n *Node) Alive() bool { return n.alive }
+
+// State returns the state of the node's instance vrid (Initialize if down).
+func (n *Node) State(vrid uint8) vrrp.State {
+	if !n.alive {
+		return vrrp.StateInitialize
+	}
+	if m := n.group.Member(vrid); m != nil {
+		return m.State()
+	}
+	return vrrp.StateInitialize
+}
+
+// Holds reports whether the node currently holds the VIPs of vrid.
+func (n *Node) Holds(vrid uint8) bool { return n.claimed[vrid] }
+
+// Group returns the node's current sync group (replaced on restart).
+func (n *Node) Group() *vrrp.Group { return n.group }
+
+type itemKind uint8
+
+const (
+	itemTimer itemKind = iota
+	itemPacket
+	itemFunc
+)
+
+type item struct {
+	at    time.Duration
+	seq   uint64
+	kind  itemKind
+	node  *Node
+	epoch uint64
+	vrid  uint8
+	timer vrrp.TimerID
+	gen   uint64
+	from  *Node
+	adv   vrrp.PeerAdvert
+	fn    func()
+}
+
+type queue []*item
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(*item)) }
+func (q *queue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return it
+}
+
+type episode struct {
+	start time.Duration
+	lost  int
+}
+
+// Sim is one simulation. It is not safe for concurrent use.
+type Sim struct {
+	link     LinkConfig
+	rng      *rand.Rand
+	now      time.Duration
+	seq      uint64
+	q        queue
+	nodes    []*Node
+	records  []Record
+	vrids    []uint8
+	maxIntvl time.Duration
+	episodes map[uint8]*episode
+	err      error
+	out      []vrrp.Action
+	// MaxDualMaster is the longest dual-master episode seen.
+	MaxDualMaster time.Duration
+}
+
+// New builds a simulation. Nodes start stopped; call Start.
+func New(link LinkConfig, nodes ...NodeConfig) (*Sim, error) {
+	if len(nodes) < 2 {
+		return nil, errors.New("vrrpsim: need at least two nodes")
+	}
+	if link.Loss < 0 || link.Loss > 1 || link.Delay < 0 || link.Jitter < 0 {
+		return nil, fmt.Errorf("vrrpsim: bad link %+v", link)
+	}
+	s := &Sim{link: link, rng: rand.New(rand.NewPCG(link.Seed, link.Seed^0x9e3779b97f4a7c15)), episodes: map[uint8]*episode{}}
+	seen := map[string]bool{}
+	for _, nc := range nodes {
+		if seen[nc.Name] || nc.Name == "" {
+			return nil, fmt.Errorf("vrrpsim: node name %q empty or repeated", nc.Name)
+		}
+		seen[nc.Name] = true
+		nc.Instances = slices.Clone(nc.Instances)
+		for i := range nc.Instances {
+			if !nc.Instances[i].Primary.IsValid() {
+				nc.Instances[i].Primary = nc.Addr
+			}
+			s.maxIntvl = max(s.maxIntvl, nc.Instances[i].Interval)
+			if !slices.Contains(s.vrids, nc.Instances[i].VRID) {
+				s.vrids = append(s.vrids, nc.Instances[i].VRID)
+			}
+		}
+		g, err := vrrp.NewGroup(nc.Instances)
+		if err != nil {
+			return nil, fmt.Errorf("vrrpsim: node %s: %w", nc.Name, err)
+		}
+		s.nodes = append(s.nodes, &Node{cfg: nc, group: g, timers: map[timerKey]uint64{}, claimed: map[uint8]bool{}})
+	}
+	return s, nil
+}
+
+// Now is the virtual time.
+func (s *Sim) Now() time.Duration { return s.now }
+
+// Records returns everything recorded so far.
+func (s *Sim) Records() []Record { return s.records }
+
+// Nodes returns the nodes in configuration order.
+func (s *Sim) Nodes() []*Node { return s.nodes }
+
+// Node returns the node called name; it panics on an unknown name (a test bug).
+func (s *Sim) Node(name string) *Node {
+	for _, n := range s.nodes {
+		if n.cfg.Name == name {
+			return n
+		}
+	}
+	panic("vrrpsim: no node " + name)
+}
+
+// Err is the first invariant violation seen, if any.
+func (s *Sim) Err() error { return s.err }
+
+// SetLoss changes the link's loss probability from now on.
+func (s *Sim) SetLoss(p float64) { s.link.Loss = p }
+
+// At schedules f at virtual time t (not before now).
+func (s *Sim) At(t time.Duration, f func()) {
+	s.push(&item{at: max(t, s.now), kind: itemFunc, fn: f})
+}
+
+// RunUntil processes every event up to and including virtual time t, then
+// sets the clock to t. It returns the first invariant violation.
+func (s *Sim) RunUntil(t time.Duration) error {
+	for s.err == nil && len(s.q) > 0 && s.q[0].at <= t {
+		it := heap.Pop(&s.q).(*item)
+		s.now = it.at
+		s.dispatch(it)
+		s.check()
+	}
+	if t > s.now {
+		s.now = t
+	}
+	s.check()
+	return s.err
+}
+
+// Run advances the clock by d.
+func (s *Sim) Run(d time.Duration) error { return s.RunUntil(s.now + d) }
+
+// Start starts (or restarts) a stopped node with a fresh sync group.
+func (s *Sim) Start(name string) {
+	n := s.Node(name)
+	if n.alive {
+		return
+	}
+	g, err := vrrp.NewGroup(n.cfg.Instances)
+	if err != nil {
+		s.fail(fmt.Errorf("restart %s: %w", name, err))
+		return
+	}
+	n.group, n.alive, n.ready = g, true, false
+	n.epoch++
+	clear(n.timers)
+	s.record(Record{Kind: RecStart, Node: name})
+	for _, ifname := range n.down {
+		s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventTrackDown, Interface: ifname}, s.out[:0]))
+	}
+	s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventStartup}, s.out[:0]))
+	s.check()
+}
+
+// StartAll starts every node at the current instant, in order.
+func (s *Sim) StartAll() {
+	for _, n := range s.nodes {
+		s.Start(n.cfg.Name)
+	}
+}
+
+// Crash stops a node without a word: its VIPs vanish with it, its timers
+// are lost, adverts already on the wire still arrive.
+func (s *Sim) Crash(name string) {
+	n := s.Node(name)
+	if !n.alive {
+		return
+	}
+	s.record(Record{Kind: RecCrash, Node: name})
+	s.stop(n)
+}
+
+// Shutdown stops a node gracefully (priority 0, release).
+func (s *Sim) Shutdown(name string) {
+	n := s.Node(name)
+	if !n.alive {
+		return
+	}
+	s.record(Record{Kind: RecShutdown, Node: name})
+	s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventShutdown}, s.out[:0]))
+	s.stop(n)
+}
+
+func (s *Sim) stop(n *Node) {
+	for _, v := range s.vrids {
+		if n.claimed[v] {
+			s.record(Record{Kind: RecRelease, Node: n.cfg.Name, VRID: v, Reason: "node stopped"})
+		}
+	}
+	clear(n.claimed)
+	clear(n.timers)
+	n.alive = false
+	n.epoch++
+	s.check()
+}
+
+// TrackDown takes a tracked interface of the node down (it stays down
+// across restarts until TrackUp). The event goes to the node's first
+// instance, as a VIP's interface belongs to one instance.
+func (s *Sim) TrackDown(name, ifname string) {
+	n := s.Node(name)
+	if slices.Contains(n.down, ifname) {
+		return
+	}
+	n.down = append(n.down, ifname)
+	s.record(Record{Kind: RecTrack, Node: name, Reason: ifname + " down"})
+	s.trackEvent(n, vrrp.Event{Kind: vrrp.EventTrackDown, Interface: ifname})
+}
+
+// TrackUp brings a tracked interface back.
+func (s *Sim) TrackUp(name, ifname string) {
+	n := s.Node(name)
+	i := slices.Index(n.down, ifname)
+	if i < 0 {
+		return
+	}
+	n.down = slices.Delete(n.down, i, i+1)
+	s.record(Record{Kind: RecTrack, Node: name, Reason: ifname + " up", Priority: 1})
+	s.trackEvent(n, vrrp.Event{Kind: vrrp.EventTrackUp, Interface: ifname})
+}
+
+func (s *Sim) trackEvent(n *Node, ev vrrp.Event) {
+	if !n.alive {
+		return
+	}
+	out, err := n.group.Step(n.cfg.Instances[0].VRID, ev, s.out[:0])
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	s.apply(n, out)
+	s.check()
+}
+
+// Ready tells a node that preemption may proceed (bulk sync done).
+func (s *Sim) Ready(name string) {
+	n := s.Node(name)
+	if !n.alive {
+		return
+	}
+	n.ready = true
+	s.record(Record{Kind: RecReady, Node: name})
+	s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventReady}, s.out[:0]))
+	s.check()
+}
+
+func (s *Sim) push(it *item) {
+	s.seq++
+	it.seq = s.seq
+	heap.Push(&s.q, it)
+}
+
+func (s *Sim) record(r Record) {
+	r.At = s.now
+	s.records = append(s.records, r)
+}
+
+func (s *Sim) fail(err error) {
+	if s.err == nil {
+		s.err = fmt.Errorf("at %v: %w", s.now, err)
+	}
+}
+
+func (s *Sim) dispatch(it *item) {
+	switch it.kind {
+	case itemFunc:
+		it.fn()
+	case itemTimer:
+		n := it.node
+		k := timerKey{it.vrid, it.timer}
+		if !n.alive || n.epoch != it.epoch || n.timers[k] != it.gen {
+			return // cancelled, re-armed, or the node restarted
+		}
+		delete(n.timers, k)
+		out, err := n.group.Step(it.vrid, vrrp.TimerEvent(it.timer, it.gen), s.out[:0])
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		s.apply(n, out)
+	case itemPacket:
+		n := it.node
+		if !n.alive || n.group.Member(it.vrid) == nil {
+			return
+		}
+		s.record(Record{Kind: RecDeliver, Node: n.cfg.Name, Peer: it.from.cfg.Name, VRID: it.vrid, Priority: it.adv.Priority})
+		out, err := n.group.Step(it.vrid, vrrp.Event{Kind: vrrp.EventAdvert, Advert: it.adv}, s.out[:0])
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		s.apply(n, out)
+	}
+}
+
+// apply executes a node's actions as a daemon would.
+func (s *Sim) apply(n *Node, out []vrrp.Action) {
+	s.out = out[:0]
+	name := n.cfg.Name
+	for _, a := range out {
+		switch a.Kind {
+		case vrrp.ActionNotify:
+			s.record(Record{Kind: RecState, Node: name, VRID: a.VRID, From: a.From, To: a.To, Reason: a.Reason})
+		case vrrp.ActionClaimVIPs:
+			n.claimed[a.VRID] = true
+			s.record(Record{Kind: RecClaim, Node: name, VRID: a.VRID})
+		case vrrp.ActionReleaseVIPs:
+			n.claimed[a.VRID] = false
+			s.record(Record{Kind: RecRelease, Node: name, VRID: a.VRID})
+		case vrrp.ActionAnnounce:
+			s.record(Record{Kind: RecAnnounce, Node: name, VRID: a.VRID})
+		case vrrp.ActionSetTimer:
+			n.timers[timerKey{a.VRID, a.Timer}] = a.Gen
+			s.push(&item{at: s.now + a.After, kind: itemTimer, node: n, epoch: n.epoch, vrid: a.VRID, timer: a.Timer, gen: a.Gen})
+		case vrrp.ActionStopTimer:
+			delete(n.timers, timerKey{a.VRID, a.Timer})
+		case vrrp.ActionSendAdvert:
+			s.send(n, a)
+		default:
+			s.fail(fmt.Errorf("node %s: unknown action %v", name, a.Kind))
+		}
+	}
+}
+
+func (s *Sim) send(n *Node, a vrrp.Action) {
+	s.record(Record{Kind: RecSend, Node: n.cfg.Name, VRID: a.VRID, Priority: a.Priority})
+	m := n.group.Member(a.VRID)
+	adv := vrrp.PeerAdvert{From: n.cfg.Addr, Priority: a.Priority, Interval: m.Config().Interval}
+	loss := s.link.Loss
+	if s.link.LossFor != nil {
+		loss = s.link.LossFor(n.cfg.Name, a.VRID)
+	}
+	for _, r := range s.nodes {
+		if r == n {
+			continue
+		}
+		// Draw both numbers for every receiver so that changing the loss
+		// rate does not shift the jitter sequence.
+		lost := s.rng.Float64() < loss
+		d := s.link.Delay
+		if s.link.Jitter > 0 {
+			d += time.Duration(s.rng.Int64N(int64(s.link.Jitter)))
+		}
+		if lost {
+			s.record(Record{Kind: RecLost, Node: r.cfg.Name, Peer: n.cfg.Name, VRID: a.VRID, Priority: a.Priority})
+			if ep := s.episodes[a.VRID]; ep != nil {
+				ep.lost++
+			}
+			continue
+		}
+		s.push(&item{at: s.now + d, kind: itemPacket, node: r, vrid: a.VRID, from: n, adv: adv})
+	}
+}
+
+// DualMasterBound is the longest a dual-master episode may last given lost
+// adverts lost during it.
+func (s *Sim) DualMasterBound(lost int) time.Duration {
+	return time.Duration(lost+1)*s.maxIntvl + s.link.Delay + s.link.Jitter
+}
+
+// check verifies the invariants at the current instant.
+func (s *Sim) check() {
+	if s.err != nil {
+		return
+	}
+	for _, n := range s.nodes {
+		held := 0
+		for _, v := range s.vrids {
+			if n.claimed[v] {
+				held++
+			}
+		}
+		if held != 0 && held != len(n.cfg.Instances) {
+			s.fail(fmt.Errorf("node %s holds %d of its %d sync-group VIPs (split)", n.cfg.Name, held, len(n.cfg.Instances)))
+			return
+		}
+	}
+	for _, v := range s.vrids {
+		holders := 0
+		for _, n := range s.nodes {
+			if n.alive && n.claimed[v] {
+				holders++
+			}
+		}
+		ep := s.episodes[v]
+		switch {
+		case holders >= 2 && ep == nil:
+			s.episodes[v] = &episode{start: s.now}
+		case ep != nil:
+			d := s.now - ep.start
+			if d > s.DualMasterBound(ep.lost) {
+				s.fail(fmt.Errorf("vrid %d held by %d nodes for %v > bound %v (%d adverts lost)", v, holders, d, s.DualMasterBound(ep.lost), ep.lost))
+				return
+			}
+			if holders < 2 {
+				s.MaxDualMaster = max(s.MaxDualMaster, d)
+				delete(s.episodes, v)
+			}
+		}
+	}
+}
+
+// Masters returns the live nodes holding vrid.
+func (s *Sim) Masters(vrid uint8) []string {
+	var names []string
+	for _, n := range s.nodes {
+		if n.alive && n.claimed[vrid] {
+			names = append(names, n.cfg.Name)
+		}
+	}
+	return names
+}
+
+// Converged reports nil if exactly one live node holds every VIP, it is
+// Master of every instance, and every other live node is Backup of every
+// instance; otherwise an error saying what is wrong.
+func (s *Sim) Converged() error {
+	var master string
+	for _, v := range s.vrids {
+		m := s.Masters(v)
+		if len(m) != 1 {
+			return fmt.Errorf("vrid %d held by %v, want exactly one node", v, m)
+		}
+		if master != "" && m[0] != master {
+			return fmt.Errorf("vrid %d held by %s, other VIPs by %s", v, m[0], master)
+		}
+		master = m[0]
+	}
+	for _, n := range s.nodes {
+		if !n.alive {
+			continue
+		}
+		want := vrrp.StateBackup
+		if n.cfg.Name == master {
+			want = vrrp.StateMaster
+		}
+		for _, ic := range n.cfg.Instances {
+			if st := n.State(ic.VRID); st != want {
+				return fmt.Errorf("node %s vrid %d is %v, want %v", n.cfg.Name, ic.VRID, st, want)
+			}
+		}
+	}
+	return nil
+}
+
+// Find returns the records matching keep, in order.
+func (s *Sim) Find(keep func(Record) bool) []Record {
+	var out []Record
+	for _, r := range s.records {
+		if keep(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Dump formats the last n records (all if n <= 0), for test failures.
+func (s *Sim) Dump(n int) string {
+	rs := s.records
+	if n > 0 && len(rs) > n {
+		rs = rs[len(rs)-n:]
+	}
+	var b strings.Builder
+	for _, r := range rs {
+		b.WriteString(r.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
