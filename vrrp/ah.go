@@ -254,14 +254,12 @@ func (c AHCounter) Next(now time.Time) AHCounter {
 }
 
 // NextKeepalived returns the keepalived-ah counter for the next advert:
-// seq = max(seq+1, 2 * (seconds since 2024-01-01)), capped at 0xFFFFFFFD
-// (keepalived treats anything above as a wrapped counter). The time floor
-// is what makes a restart safe without persistence; see the package doc.
+// seq = max(seq+1, floor(now)) with floor = half-seconds since 2024-01-01
+// (two sequence numbers per second), capped at 0xFFFFFFFD (keepalived
+// treats anything above as a wrapped counter). The time floor is what makes
+// a restart safe without persistence; see the package doc for the bound.
 func (c AHCounter) NextKeepalived(now time.Time) AHCounter {
-	floor := int64(0)
-	if s := now.Unix() - keepalivedSeqBase; s > 0 {
-		floor = 2 * s
-	}
+	floor := max((now.UnixMilli()-keepalivedSeqBase*1000)/500, 0)
 	seq := max(int64(c.Seq)+1, floor)
 	return AHCounter{Seq: uint32(min(seq, 0xfffffffd))}
 }
