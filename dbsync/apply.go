@@ -1,0 +1,488 @@
+package dbsync
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Apply errors. They map to HTTP statuses in the handler.
+var (
+	ErrStaleRevision  = errors.New("revision not newer than the applied one")
+	ErrChecksum       = errors.New("content does not match its sha256")
+	ErrPrefexMismatch = errors.New("append prefix does not match the local file")
+)
+
+// step names passed to the crash hook, in order.
+const (
+	stepStaged    = "staged"    // all files staged and fsynced, no journal yet
+	stepJournaled = "journaled" // journal durable: the batch will complete
+	stepOp        = "op"        // after each rename/delete (called once per op)
+	stepRevision  = "revision"  // revision durable, journal still present
+)
+
+// revisionState is persisted in <state>/revision.
+type revisionState struct {
+	Revision uint64 `json:"revision"`
+	Digest   string `json:"digest"` // hex sha256 of the batch body that made it
+}
+
+// journal is persisted in <state>/journal between staging and completion.
+type journal struct {
+	Revision uint64      `json:"revision"`
+	Digest   string      `json:"digest"`
+	Ops      []journalOp `json:"ops"`
+}
+
+type journalOp struct {
+	Op     Op     `json:"op"`
+	Wire   string `json:"path"`  // wire path, re-resolved on recovery
+	Stage  string `json:"stage"` // staged file name relative to the root, put/append only
+	SQLite bool   `json:"sqlite,omitempty"`
+}
+
+// ApplyResult tells the pusher what happened.
+type ApplyResult struct {
+	Revision uint64 `json:"revision"`
+	Applied  int    `json:"applied"` // entries applied
+	Bytes    int64  `json:"bytes"`   // payload bytes received (data of put and append)
+	Noop     bool   `json:"noop"`    // retried batch already applied
+}
+
+// applier writes batches into the replicated roots atomically. It is the
+// only writer of files on a backup.
+type applier struct {
+	roots    []Path
+	stateDir string
+	cache    *hashCache
+	// crash, when set, is called at each step; a non-nil error stops the
+	// apply right there, leaving disk as a process kill would.
+	crash func(step string) error
+
+	mu  sync.Mutex
+	rev revisionState
+}
+
+func newApplier(roots []Path, stateDir string, cache *hashCache) (*applier, error) {
+	a := &applier{roots: roots, stateDir: stateDir, cache: cache}
+	b, err := os.ReadFile(filepath.Join(stateDir, "revision"))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("read revision: %w", err)
+	default:
+		if err := json.Unmarshal(b, &a.rev); err != nil {
+			return nil, fmt.Errorf("parse %s: %w", filepath.Join(stateDir, "revision"), err)
+		}
+	}
+	return a, nil
+}
+
+func (a *applier) revision() revisionState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rev
+}
+
+// bumpRevision records a revision produced locally (as master) so it stays
+// monotonic across role changes and restarts.
+func (a *applier) bumpRevision(rev uint64, digest string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if rev <= a.rev.Revision {
+		return nil
+	}
+	st := revisionState{Revision: rev, Digest: digest}
+	if err := writeJSONAtomic(a.stateDir, "revision", st); err != nil {
+		return err
+	}
+	a.rev = st
+	return nil
+}
+
+// rootFor opens the os.Root that confines writes for r and returns the name
+// of the target inside it.
+func rootFor(r resolved) (*os.Root, string, error) {
+	dir, name := r.root.Local, r.rel
+	if !r.root.Dir {
+		dir, name = filepath.Dir(r.root.Local), filepath.Base(r.root.Local)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", fmt.Errorf("create root %s: %w", dir, err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("open root %s: %w", dir, err)
+	}
+	return root, filepath.FromSlash(name), nil
+}
+
+// apply stages, journals and installs b. digest identifies the request body
+// so a retry is recognised.
+func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	dhex := hex.EncodeToString(digest[:])
+	if b.Revision == a.rev.Revision && dhex == a.rev.Digest {
+		return ApplyResult{Revision: a.rev.Revision, Noop: true}, nil
+	}
+	if b.Revision <= a.rev.Revision {
+		return ApplyResult{Revision: a.rev.Revision}, fmt.Errorf("%w: got %d, have %d", ErrStaleRevision, b.Revision, a.rev.Revision)
+	}
+	res := ApplyResult{Revision: b.Revision, Applied: len(b.Entries)}
+	j := journal{Revision: b.Revision, Digest: dhex}
+	roots := map[string]*os.Root{}
+	defer func() {
+		for _, r := range roots {
+			r.Close()
+		}
+	}()
+	var staged []struct {
+		root *os.Root
+		name string
+	}
+	fail := func(err error) (ApplyResult, error) {
+		for _, s := range staged {
+			s.root.Remove(s.name)
+		}
+		return ApplyResult{Revision: a.rev.Revision}, err
+	}
+	seen := map[string]bool{}
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		rp, err := resolveWirePath(a.roots, e.Path)
+		if err != nil {
+			return fail(fmt.Errorf("entry %d %q: %w", i, e.Path, err))
+		}
+		if seen[e.Path] {
+			return fail(fmt.Errorf("entry %d %q: path twice in one batch", i, e.Path))
+		}
+		seen[e.Path] = true
+		root, ok := roots[rp.root.Name]
+		var name string
+		if !ok {
+			root, name, err = rootFor(rp)
+			if err != nil {
+				return fail(err)
+			}
+			roots[rp.root.Name] = root
+		} else {
+			_, name = rootName(rp)
+		}
+		op := journalOp{Op: e.Op, Wire: e.Path, SQLite: e.Flags&FlagSQLite != 0}
+		if e.Op != OpDelete {
+			op.Stage = filepath.Join(filepath.Dir(name), fmt.Sprintf("%sstage-%d-%d", tempPrefix, b.Revision, i))
+			if err := stage(root, name, op.Stage, e); err != nil {
+				root.Remove(op.Stage)
+				return fail(fmt.Errorf("entry %d %q: %w", i, e.Path, err))
+			}
+			staged = append(staged, struct {
+				root *os.Root
+				name string
+			}{root, op.Stage})
+			res.Bytes += int64(len(e.Data))
+		}
+		j.Ops = append(j.Ops, op)
+	}
+	if err := a.step(stepStaged); err != nil {
+		return ApplyResult{}, err
+	}
+	if err := writeJSONAtomic(a.stateDir, "journal", j); err != nil {
+		return fail(fmt.Errorf("write journal: %w", err))
+	}
+	if err := a.step(stepJournaled); err != nil {
+		return ApplyResult{}, err
+	}
+	if err := a.finish(j, roots); err != nil {
+		return ApplyResult{}, err
+	}
+	return res, nil
+}
+
+func rootName(rp resolved) (string, string) {
+	if !rp.root.Dir {
+		return filepath.Dir(rp.root.Local), filepath.Base(rp.root.Local)
+	}
+	return rp.root.Local, filepath.FromSlash(rp.rel)
+}
+
+func (a *applier) step(s string) error {
+	if a.crash == nil {
+		return nil
+	}
+	if err := a.crash(s); err != nil {
+		return fmt.Errorf("crash hook at %s: %w", s, err)
+	}
+	return nil
+}
+
+// stage writes the new content of e next to its target and fsyncs it.
+func stage(root *os.Root, target, stageName string, e *Entry) error {
+	if dir := filepath.Dir(target); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("mkdir: %w", err)
+		}
+	}
+	mode := fs.FileMode(e.Mode & 0o777)
+	f, err := root.OpenFile(stageName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("create stage: %w", err)
+	}
+	defer f.Close()
+	switch e.Op {
+	case OpPut:
+		if sha256.Sum256(e.Data) != e.SHA256 {
+			return ErrChecksum
+		}
+		if _, err := f.Write(e.Data); err != nil {
+			return fmt.Errorf("write stage: %w", err)
+		}
+	case OpAppend:
+		if err := stageAppend(root, target, f, e); err != nil {
+			return err
+		}
+	}
+	// The umask may have narrowed the mode at create.
+	if err := f.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod stage: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync stage: %w", err)
+	}
+	return f.Close()
+}
+
+// stageAppend copies the current file (verifying it is exactly the prefix the
+// master built on) and then the appended bytes, so the visible file is still
+// replaced by one rename.
+func stageAppend(root *os.Root, target string, dst *os.File, e *Entry) error {
+	src, err := root.Open(target)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrPrefexMismatch, err)
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || uint64(fi.Size()) != e.Offset {
+		return fmt.Errorf("%w: local size %d, offset %d", ErrPrefexMismatch, fi.Size(), e.Offset)
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(dst, h), io.LimitReader(src, int64(e.Offset)))
+	if err != nil {
+		return fmt.Errorf("copy prefix: %w", err)
+	}
+	if uint64(n) != e.Offset || !bytes.Equal(h.Sum(nil), e.PrefixSHA256[:]) {
+		return fmt.Errorf("%w: prefix hash", ErrPrefexMismatch)
+	}
+	h.Write(e.Data)
+	if !bytes.Equal(h.Sum(nil), e.SHA256[:]) {
+		return ErrChecksum
+	}
+	if _, err := dst.Write(e.Data); err != nil {
+		return fmt.Errorf("write stage: %w", err)
+	}
+	return nil
+}
+
+// finish performs the journaled operations, persists the revision and drops
+// the journal. It is idempotent: recovery calls it again after a crash.
+func (a *applier) finish(j journal, roots map[string]*os.Root) error {
+	dirs := map[*os.Root]map[string]bool{}
+	for _, op := range j.Ops {
+		rp, err := resolveWirePath(a.roots, op.Wire)
+		if err != nil {
+			return fmt.Errorf("journal op %q: %w", op.Wire, err)
+		}
+		root, ok := roots[rp.root.Name]
+		_, name := rootName(rp)
+		if !ok {
+			root, name, err = rootFor(rp)
+			if err != nil {
+				return err
+			}
+			roots[rp.root.Name] = root
+		}
+		if dirs[root] == nil {
+			dirs[root] = map[string]bool{}
+		}
+		dirs[root][filepath.Dir(name)] = true
+		switch op.Op {
+		case OpDelete:
+			if err := root.RemoveAll(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("delete %s: %w", op.Wire, err)
+			}
+			if rp.root.Dir {
+				pruneEmptyParents(root, name)
+			}
+		default:
+			if _, err := root.Lstat(op.Stage); errors.Is(err, fs.ErrNotExist) {
+				break // renamed before the crash
+			}
+			if op.SQLite {
+				// A stale WAL next to a new database would be replayed into it.
+				for _, s := range []string{"-wal", "-shm", "-journal"} {
+					if err := root.Remove(name + s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+						return fmt.Errorf("remove %s%s: %w", op.Wire, s, err)
+					}
+				}
+			}
+			if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
+				if err := root.RemoveAll(name); err != nil {
+					return fmt.Errorf("replace directory %s: %w", op.Wire, err)
+				}
+			}
+			if err := root.Rename(op.Stage, name); err != nil {
+				return fmt.Errorf("rename %s: %w", op.Wire, err)
+			}
+		}
+		a.cache.drop(rp.local())
+		if err := a.step(stepOp); err != nil {
+			return err
+		}
+	}
+	for root, ds := range dirs {
+		for d := range ds {
+			if err := syncDir(root, d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	st := revisionState{Revision: j.Revision, Digest: j.Digest}
+	if st.Revision > a.rev.Revision {
+		if err := writeJSONAtomic(a.stateDir, "revision", st); err != nil {
+			return fmt.Errorf("write revision: %w", err)
+		}
+		a.rev = st
+	}
+	if err := a.step(stepRevision); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(a.stateDir, "journal")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove journal: %w", err)
+	}
+	return syncPath(a.stateDir)
+}
+
+// recover completes a journaled batch left by a crash (roll forward) and
+// removes staged files of a batch that never reached its journal (roll back).
+func (a *applier) recover() (rolledForward bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b, err := os.ReadFile(filepath.Join(a.stateDir, "journal"))
+	if err == nil {
+		var j journal
+		if err := json.Unmarshal(b, &j); err != nil {
+			return false, fmt.Errorf("parse journal: %w", err)
+		}
+		roots := map[string]*os.Root{}
+		defer func() {
+			for _, r := range roots {
+				r.Close()
+			}
+		}()
+		if err := a.finish(j, roots); err != nil {
+			return false, fmt.Errorf("roll forward revision %d: %w", j.Revision, err)
+		}
+		rolledForward = true
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("read journal: %w", err)
+	}
+	// Anything still staged belongs to no journal.
+	for i := range a.roots {
+		r := &a.roots[i]
+		dir := r.Local
+		if !r.Dir {
+			dir = filepath.Dir(r.Local)
+		}
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() && p != dir && !r.Dir {
+				return filepath.SkipDir
+			}
+			if !d.IsDir() && strings.HasPrefix(d.Name(), tempPrefix+"stage-") {
+				os.Remove(p)
+			}
+			return nil
+		})
+	}
+	return rolledForward, nil
+}
+
+func pruneEmptyParents(root *os.Root, name string) {
+	for d := filepath.Dir(name); d != "." && d != "/"; d = filepath.Dir(d) {
+		if root.Remove(d) != nil { // fails when not empty
+			return
+		}
+	}
+}
+
+func syncDir(root *os.Root, dir string) error {
+	f, err := root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+func syncPath(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// writeJSONAtomic writes v to dir/name with the temp+fsync+rename+fsync dance.
+func writeJSONAtomic(dir, name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(dir, name, b, 0o600)
+}
+
+func writeFileAtomic(dir, name string, b []byte, mode fs.FileMode) error {
+	tmp, err := os.CreateTemp(dir, tempPrefix+path.Base(name)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return syncPath(dir)
+}

@@ -1,0 +1,492 @@
+package dbsync
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// backoff is the delay before retry number attempt (1-based): doubling from
+// min, capped at max. Pure.
+func backoff(attempt int, min, max time.Duration) time.Duration {
+	d := min
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// errConflict means the peer's state is not what we assumed; a full
+// anti-entropy pass follows.
+var errConflict = errors.New("peer state conflict")
+
+// masterState is the master loop's knowledge of the peer.
+type masterState struct {
+	shipped    map[string]FileState // what the peer holds; nil = unknown
+	dirty      map[string]struct{}  // wire paths changed since the last push
+	needFull   bool
+	peerBoot   string
+	peerRev    uint64
+	firstDirty time.Time
+}
+
+// runMaster watches the roots and pushes changes until ctx ends.
+func (n *Node) runMaster(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("fsnotify: %w", err)
+	}
+	defer w.Close()
+	for i := range n.cfg.Paths {
+		p := &n.cfg.Paths[i]
+		if p.Dir {
+			n.watchTree(w, p.Local)
+		} else if err := w.Add(filepath.Dir(p.Local)); err != nil {
+			n.log.Warn("dbsync: watch", "path", p.Local, "err", err)
+		}
+	}
+	st := &masterState{dirty: map[string]struct{}{}, needFull: true}
+	defer n.setPending(0, time.Time{})
+	maxDelay := 10 * n.cfg.Debounce
+	trigger := time.NewTimer(0)
+	defer trigger.Stop()
+	probe := time.NewTicker(n.cfg.ProbeInterval)
+	defer probe.Stop()
+	full := time.NewTicker(n.cfg.AntiEntropyInterval)
+	defer full.Stop()
+	failures := 0
+	kick := func(d time.Duration) {
+		if failures == 0 { // during backoff the timer holds the retry time
+			trigger.Reset(d)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("fsnotify: event channel closed")
+			}
+			if !n.noteEvent(w, st, ev) {
+				continue
+			}
+			n.setPending(len(st.dirty), st.firstDirty)
+			d := n.cfg.Debounce
+			if wait := time.Until(st.firstDirty.Add(maxDelay)); wait < d {
+				d = max(wait, 0) // a steady stream of writes must not starve the push
+			}
+			kick(d)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("fsnotify: error channel closed")
+			}
+			// Typically a queue overflow: events were lost, compare everything.
+			n.log.Warn("dbsync: watcher", "err", err)
+			n.stats.add("watch_errors", 1)
+			st.needFull = true
+			kick(n.cfg.Debounce)
+		case <-probe.C:
+			h, err := n.fetchHello(ctx)
+			if err != nil {
+				continue
+			}
+			if h.BootID != st.peerBoot || h.Revision != st.peerRev {
+				// The peer restarted or changed behind our back.
+				st.needFull = true
+				kick(0)
+			}
+		case <-full.C:
+			st.needFull = true
+			kick(0)
+		case <-trigger.C:
+			if !st.needFull && len(st.dirty) == 0 {
+				failures = 0
+				continue
+			}
+			if err := n.syncOnce(ctx, st); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				failures++
+				st.needFull = true
+				d := backoff(failures, n.cfg.RetryMin, n.cfg.RetryMax)
+				n.stats.add("sync_errors", 1)
+				n.setError(err)
+				n.log.Warn("dbsync: sync failed; retrying", "err", err, "attempt", failures, "in", d)
+				trigger.Reset(d)
+				continue
+			}
+			failures = 0
+			n.setError(nil)
+			if len(st.dirty) > 0 || st.needFull { // changes arrived meanwhile
+				kick(n.cfg.Debounce)
+			}
+		}
+	}
+}
+
+// watchTree adds dir and every directory below it to w.
+func (n *Node) watchTree(w *fsnotify.Watcher, dir string) {
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if err := w.Add(p); err != nil {
+				n.log.Warn("dbsync: watch", "path", p, "err", err)
+			}
+		}
+		return nil
+	})
+}
+
+// localToWire maps a local path to its wire path; ok=false if outside the set.
+func localToWire(roots []Path, local string) (string, bool) {
+	for i := range roots {
+		r := &roots[i]
+		if !r.Dir {
+			if local == r.Local {
+				return r.Name, true
+			}
+			continue
+		}
+		if rel, ok := strings.CutPrefix(local, r.Local+"/"); ok && rel != "" {
+			return r.Name + "/" + filepath.ToSlash(rel), true
+		}
+	}
+	return "", false
+}
+
+// noteEvent records a filesystem event; it reports whether anything became
+// dirty.
+func (n *Node) noteEvent(w *fsnotify.Watcher, st *masterState, ev fsnotify.Event) bool {
+	name := ev.Name
+	base := filepath.Base(name)
+	if strings.HasPrefix(base, tempPrefix) || strings.HasSuffix(base, "-shm") {
+		return false
+	}
+	// A commit in WAL or rollback mode touches only the sidecar: the
+	// database itself is what changed.
+	for _, s := range []string{"-wal", "-journal"} {
+		if t, ok := strings.CutSuffix(name, s); ok {
+			name = t
+			break
+		}
+	}
+	if ev.Has(fsnotify.Chmod) && !ev.Has(fsnotify.Write) && !ev.Has(fsnotify.Create) {
+		// atime/attribute noise; a real mode change is caught by anti-entropy.
+		if fi, err := os.Lstat(name); err != nil || fi.IsDir() {
+			return false
+		}
+	}
+	wire, ok := localToWire(n.cfg.Paths, name)
+	if !ok {
+		return false
+	}
+	if ev.Has(fsnotify.Create) {
+		if fi, err := os.Lstat(name); err == nil && fi.IsDir() {
+			n.watchTree(w, name)
+		}
+	}
+	if excluded(filepath.Base(name), n.cfg.Exclude) {
+		return false
+	}
+	if len(st.dirty) == 0 {
+		st.firstDirty = time.Now()
+	}
+	st.dirty[wire] = struct{}{}
+	return true
+}
+
+// expand turns dirty wire paths (files or directories, present or gone) into
+// the file paths to compare.
+func (n *Node) expand(st *masterState, dirty []string) []string {
+	set := map[string]struct{}{}
+	for _, w := range dirty {
+		rp, err := resolveWirePath(n.cfg.Paths, w)
+		if err != nil {
+			continue
+		}
+		local := rp.local()
+		fi, err := os.Lstat(local)
+		if err == nil && fi.IsDir() && rp.root.Dir {
+			filepath.WalkDir(local, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() && !excluded(d.Name(), n.cfg.Exclude) {
+					if pw, ok := localToWire(n.cfg.Paths, p); ok {
+						set[pw] = struct{}{}
+					}
+				}
+				return nil
+			})
+		} else {
+			set[w] = struct{}{}
+		}
+		// Whatever the peer has below a vanished or replaced directory.
+		for p := range st.shipped {
+			if strings.HasPrefix(p, w+"/") {
+				set[p] = struct{}{}
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// syncOnce brings the peer up to date: a full manifest comparison when the
+// peer's state is unknown, else the dirty paths only.
+func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
+	var paths []string
+	if st.needFull || st.shipped == nil {
+		h, err := n.fetchHello(ctx)
+		if err != nil {
+			return err
+		}
+		var m Manifest
+		if _, err := n.do(ctx, http.MethodGet, PathManifest, nil, &m); err != nil {
+			return fmt.Errorf("fetch manifest: %w", err)
+		}
+		local, err := n.src.manifest(ctx)
+		if err != nil {
+			return fmt.Errorf("local manifest: %w", err)
+		}
+		remote := manifestMap(m.Files)
+		d := diffManifests(local, remote)
+		st.shipped = remote
+		st.peerBoot = h.BootID
+		st.peerRev = max(m.Revision, h.Revision)
+		clear(st.dirty)
+		paths = append(d.Changed, d.Deleted...)
+		n.stats.add("anti_entropy_runs", 1)
+		if len(paths) > 0 {
+			n.stats.add("anti_entropy_repairs", uint64(len(paths)))
+			n.log.Info("dbsync: anti-entropy", "differing", len(paths), "peer_revision", st.peerRev)
+		}
+		st.needFull = false
+	} else {
+		dirty := make([]string, 0, len(st.dirty))
+		for p := range st.dirty {
+			dirty = append(dirty, p)
+		}
+		clear(st.dirty)
+		paths = n.expand(st, dirty)
+	}
+	if err := n.pushPaths(ctx, st, paths); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.st.lastSync = time.Now()
+	n.mu.Unlock()
+	n.setPending(len(st.dirty), st.firstDirty)
+	return nil
+}
+
+// pushPaths sends entries for paths in batches of at most MaxBatchBytes.
+func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) error {
+	var batch []Entry
+	var nexts []*FileState
+	size := batchHeaderLen
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := n.push(ctx, st, batch); err != nil {
+			return err
+		}
+		for i, e := range batch {
+			if nexts[i] == nil {
+				delete(st.shipped, e.Path)
+			} else {
+				st.shipped[e.Path] = *nexts[i]
+			}
+		}
+		batch, nexts, size = batch[:0], nexts[:0], batchHeaderLen
+		return nil
+	}
+	for _, p := range paths {
+		var peer *FileState
+		if s, ok := st.shipped[p]; ok {
+			peer = &s
+		}
+		e, next, ok, err := n.src.entry(ctx, p, peer)
+		if err != nil {
+			// One unreadable file must not block the others.
+			n.stats.add("read_errors", 1)
+			n.log.Warn("dbsync: cannot read", "path", p, "err", err)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		el := encodedEntryLen(&e)
+		if int64(el+batchHeaderLen) > n.cfg.MaxBodyBytes {
+			n.stats.add("too_large", 1)
+			n.log.Error("dbsync: file larger than the push limit; not replicated", "path", p, "bytes", el, "limit", n.cfg.MaxBodyBytes)
+			continue
+		}
+		if len(batch) > 0 && (size+el > n.cfg.MaxBatchBytes || len(batch) == maxEntries) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, e)
+		nexts = append(nexts, next)
+		size += el
+	}
+	return flush()
+}
+
+// push sends one batch with the next revision. A transport error is retried
+// with the same body: the peer treats a repeat as a no-op.
+func (n *Node) push(ctx context.Context, st *masterState, entries []Entry) error {
+	rev := max(n.applier.revision().Revision, st.peerRev) + 1
+	body, err := AppendBatch(nil, Batch{Revision: rev, Entries: entries})
+	if err != nil {
+		return err
+	}
+	var res ApplyResult
+	for attempt := 1; ; attempt++ {
+		_, err = n.do(ctx, http.MethodPost, PathPush, body, &res)
+		var se *statusError
+		if err == nil || errors.As(err, &se) || attempt == 3 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(n.cfg.RetryMin)
+	}
+	if err != nil {
+		var se *statusError
+		if errors.As(err, &se) && se.status == http.StatusConflict {
+			st.peerRev = max(st.peerRev, se.revision)
+			return fmt.Errorf("push revision %d: %w: %w", rev, errConflict, err)
+		}
+		return fmt.Errorf("push revision %d: %w", rev, err)
+	}
+	digest := sha256.Sum256(body)
+	if err := n.applier.bumpRevision(rev, hex.EncodeToString(digest[:])); err != nil {
+		return fmt.Errorf("persist revision: %w", err)
+	}
+	st.peerRev = rev
+	var payload int64
+	for i := range entries {
+		payload += int64(len(entries[i].Data))
+		n.stats.add("entries_sent_"+entries[i].Op.String(), 1)
+	}
+	n.stats.add("pushes_sent", 1)
+	n.stats.add("bytes_sent", uint64(payload))
+	n.stats.add("wire_bytes_sent", uint64(len(body)))
+	n.log.Debug("dbsync: pushed", "revision", rev, "entries", len(entries), "bytes", payload)
+	return nil
+}
+
+type statusError struct {
+	status   int
+	revision uint64
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("peer answered %d %s", e.status, http.StatusText(e.status))
+}
+
+// do performs one authenticated request to the peer and decodes a JSON
+// answer into out.
+func (n *Node) do(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	tok, err := n.auth.mint(ScopeSync, n.cfg.Auth.TokenTTL)
+	if err != nil {
+		return 0, err
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, n.cfg.PeerURL+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := n.client.Do(req)
+	if err != nil {
+		n.peerSeen(false, "", 0)
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, n.cfg.MaxBodyBytes))
+	if err != nil {
+		n.peerSeen(false, "", 0)
+		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	n.peerSeen(true, "", 0)
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		json.Unmarshal(rb, &eb)
+		return resp.StatusCode, &statusError{status: resp.StatusCode, revision: eb.Revision}
+	}
+	if out != nil {
+		if err := json.Unmarshal(rb, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func (n *Node) fetchHello(ctx context.Context) (Hello, error) {
+	var h Hello
+	if _, err := n.do(ctx, http.MethodGet, PathHello, nil, &h); err != nil {
+		return h, fmt.Errorf("hello: %w", err)
+	}
+	n.peerSeen(true, h.Role, h.Revision)
+	return h, nil
+}
+
+func (n *Node) peerSeen(ok bool, role string, rev uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.st.reachable = ok
+	if ok {
+		n.st.lastContact = time.Now()
+	}
+	if role != "" {
+		n.st.role = role
+		n.st.revision = rev
+	}
+}
+
+func (n *Node) setPending(count int, since time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.st.pending = count
+	n.st.pendingSince = since
+}
+
+func (n *Node) setError(err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err == nil {
+		n.st.lastError = ""
+	} else {
+		n.st.lastError = err.Error()
+	}
+}

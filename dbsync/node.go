@@ -1,0 +1,403 @@
+package dbsync
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures a Node. It is independent of package config; the daemon
+// fills it from the YAML.
+type Config struct {
+	NodeID string // this node's identity (JWT iss of its tokens)
+	PeerID string // the peer's identity (JWT aud of this node's tokens)
+	// PeerURL is the peer's listener, e.g. "https://192.168.255.2:7443".
+	PeerURL string
+	// PeerCertSHA256 pins the peer's TLS certificate (hex, colons allowed).
+	PeerCertSHA256 string
+	// StateDir holds the TLS identity, the revision and the apply journal.
+	StateDir string
+	// Paths is the replicated set; empty means DefaultPaths().
+	Paths []Path
+	// Exclude lists base-name globs never replicated (besides SQLite
+	// sidecars and staging files, always excluded).
+	Exclude []string
+	Auth    AuthConfig
+
+	Debounce            time.Duration // quiet time after a change before pushing (default 20 ms)
+	AntiEntropyInterval time.Duration // full manifest comparison period (default 60 s)
+	ProbeInterval       time.Duration // peer liveness/restart probe period (default 2 s)
+	RetryMin, RetryMax  time.Duration // push retry backoff (default 100 ms .. 30 s)
+	RequestTimeout      time.Duration // per HTTP request (default 60 s)
+	MaxBodyBytes        int64         // largest push accepted (default 64 MiB)
+	MaxBatchBytes       int           // a push is split above this (default 8 MiB)
+	SQLite3             string        // sqlite3 CLI for snapshots (default "sqlite3")
+
+	// Dial, when set, opens connections to the peer (tests dial inside a
+	// network namespace).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Health supplies the other parts of GET /api/health (e.g. "vrrp",
+	// "conntrack"); its keys are merged into the top-level object.
+	Health func() map[string]any
+}
+
+// DefaultPaths is the replicated set when Config.Paths is empty: the MurOS
+// DB directory and Kea's lease directory.
+func DefaultPaths() []Path {
+	return []Path{
+		{Name: "muros-db", Local: "/var/lib/muros", Dir: true},
+		{Name: "kea-leases", Local: "/var/lib/kea", Dir: true},
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Paths) == 0 {
+		c.Paths = DefaultPaths()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Debounce, 20*time.Millisecond)
+	def(&c.AntiEntropyInterval, 60*time.Second)
+	def(&c.ProbeInterval, 2*time.Second)
+	def(&c.RetryMin, 100*time.Millisecond)
+	def(&c.RetryMax, 30*time.Second)
+	def(&c.RequestTimeout, 60*time.Second)
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 64 << 20
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 8 << 20
+	}
+	if c.SQLite3 == "" {
+		c.SQLite3 = "sqlite3"
+	}
+	c.Auth = c.Auth.withDefaults()
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if !validName(c.NodeID) || !validName(c.PeerID) || c.NodeID == c.PeerID {
+		errs = append(errs, fmt.Errorf("node and peer IDs %q, %q: want distinct [a-z0-9._-]+", c.NodeID, c.PeerID))
+	}
+	if c.PeerURL == "" {
+		errs = append(errs, errors.New("peer URL is empty"))
+	}
+	if _, err := NormalizeFingerprint(c.PeerCertSHA256); err != nil {
+		errs = append(errs, fmt.Errorf("peer certificate pin: %w", err))
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("state dir %q is not absolute", c.StateDir))
+	}
+	if err := validatePaths(c.Paths); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Auth.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxBatchBytes <= 0 || int64(c.MaxBatchBytes) > c.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("max batch %d must be in (0, max body %d]", c.MaxBatchBytes, c.MaxBodyBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Node replicates the configured paths from whichever node is VRRP master
+// to the other one.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	id      Identity
+	pin     string
+	auth    *authenticator
+	applier *applier
+	cache   *hashCache
+	src     *source
+	client  *http.Client
+	bootID  string
+
+	master  atomic.Bool
+	roleCh  chan struct{} // signalled on SetRole
+	started atomic.Bool
+
+	rejected counters
+	stats    counters
+
+	mu sync.Mutex
+	st peerStatus
+}
+
+// peerStatus is the master loop's view of the peer, for Status and health.
+type peerStatus struct {
+	reachable    bool
+	lastContact  time.Time
+	role         string
+	revision     uint64
+	pending      int
+	pendingSince time.Time
+	lastSync     time.Time
+	lastApply    time.Time
+	lastError    string
+}
+
+// New validates cfg, loads or creates the TLS identity, recovers an
+// interrupted apply and returns a Node in the backup role.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("dbsync config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pin, _ := NormalizeFingerprint(cfg.PeerCertSHA256)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	id, err := EnsureIdentity(cfg.StateDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Paths {
+		dir := p.Local
+		if !p.Dir {
+			dir = filepath.Dir(p.Local)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("replicated path %s: %w", p.Name, err)
+		}
+	}
+	cache := newHashCache()
+	ap, err := newApplier(cfg.Paths, cfg.StateDir, cache)
+	if err != nil {
+		return nil, err
+	}
+	if fwd, err := ap.recover(); err != nil {
+		return nil, fmt.Errorf("recover interrupted apply: %w", err)
+	} else if fwd {
+		log.Warn("dbsync: completed an apply interrupted by a crash", "revision", ap.revision().Revision)
+	}
+	var boot [8]byte
+	rand.Read(boot[:])
+	n := &Node{
+		cfg:     cfg,
+		log:     log,
+		id:      id,
+		pin:     pin,
+		auth:    &authenticator{cfg: cfg.Auth, self: cfg.NodeID, peer: cfg.PeerID, now: time.Now},
+		applier: ap,
+		cache:   cache,
+		src:     &source{roots: cfg.Paths, exclude: cfg.Exclude, cache: cache, sqlite3: cfg.SQLite3, tmpDir: cfg.StateDir},
+		bootID:  hex.EncodeToString(boot[:]),
+		roleCh:  make(chan struct{}, 1),
+	}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext
+	}
+	n.client = &http.Client{
+		Transport: &http.Transport{
+			DialContext:         dial,
+			TLSClientConfig:     clientTLS(id, pin),
+			TLSHandshakeTimeout: 10 * time.Second,
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     90 * time.Second,
+		},
+		Timeout: cfg.RequestTimeout,
+	}
+	return n, nil
+}
+
+// Fingerprint is the SHA-256 of this node's certificate: the value the
+// peer's PeerCertSHA256 must hold.
+func (n *Node) Fingerprint() string { return n.id.Fingerprint }
+
+// TLSConfig is the server configuration for the peer listener.
+func (n *Node) TLSConfig() *tls.Config { return serverTLS(n.id) }
+
+// SetRole follows the VRRP role: a master watches and pushes, a backup
+// accepts pushes. Safe to call from any goroutine.
+func (n *Node) SetRole(master bool) {
+	if n.master.Swap(master) == master {
+		return
+	}
+	n.log.Info("dbsync: role", "master", master)
+	select {
+	case n.roleCh <- struct{}{}:
+	default:
+	}
+}
+
+// Run replicates while ctx lives: as master it watches and pushes; as backup
+// it waits (pushes arrive through Handler).
+func (n *Node) Run(ctx context.Context) error {
+	if n.started.Swap(true) {
+		return errors.New("dbsync: Run called twice")
+	}
+	for {
+		if n.master.Load() {
+			sctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- n.runMaster(sctx) }()
+			var err error
+		wait:
+			for {
+				select {
+				case <-n.roleCh:
+					if !n.master.Load() {
+						cancel()
+						err = <-done
+						break wait
+					}
+				case err = <-done:
+					break wait
+				}
+			}
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.roleCh:
+		}
+	}
+}
+
+// Serve accepts peer connections on ln (TLS is added here) until ctx ends.
+func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           n.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       n.cfg.RequestTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	tl := tls.NewListener(ln, n.TLSConfig())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tl) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-errc
+		return nil
+	}
+}
+
+// Status is a snapshot for `muros-had status` and the health endpoint.
+type Status struct {
+	Node         string            `json:"node"`
+	Role         string            `json:"role"`
+	BootID       string            `json:"boot_id"`
+	Fingerprint  string            `json:"fingerprint"`
+	Revision     uint64            `json:"revision"`
+	Peer         PeerStatus        `json:"peer"`
+	PendingPaths int               `json:"pending_paths"`
+	LagMillis    int64             `json:"lag_ms"` // age of the oldest change not yet on the peer (master)
+	LastSync     *time.Time        `json:"last_sync,omitempty"`
+	LastApply    *time.Time        `json:"last_apply,omitempty"`
+	LastError    string            `json:"last_error,omitempty"`
+	Stats        map[string]uint64 `json:"stats"`
+	Rejected     map[string]uint64 `json:"rejected"`
+}
+
+// PeerStatus is what this node knows of its peer.
+type PeerStatus struct {
+	ID          string     `json:"id"`
+	URL         string     `json:"url"`
+	Reachable   bool       `json:"reachable"`
+	Role        string     `json:"role,omitempty"`
+	Revision    uint64     `json:"revision"`
+	LastContact *time.Time `json:"last_contact,omitempty"`
+}
+
+func roleName(master bool) string {
+	if master {
+		return "master"
+	}
+	return "backup"
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// Status returns the current replication state.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	st := n.st
+	n.mu.Unlock()
+	s := Status{
+		Node:        n.cfg.NodeID,
+		Role:        roleName(n.master.Load()),
+		BootID:      n.bootID,
+		Fingerprint: n.id.Fingerprint,
+		Revision:    n.applier.revision().Revision,
+		Peer: PeerStatus{
+			ID: n.cfg.PeerID, URL: n.cfg.PeerURL, Reachable: st.reachable, Role: st.role,
+			Revision: st.revision, LastContact: timePtr(st.lastContact),
+		},
+		PendingPaths: st.pending,
+		LastSync:     timePtr(st.lastSync),
+		LastApply:    timePtr(st.lastApply),
+		LastError:    st.lastError,
+		Stats:        n.stats.snapshot(),
+		Rejected:     n.rejected.snapshot(),
+	}
+	if st.pending > 0 && !st.pendingSince.IsZero() {
+		s.LagMillis = time.Since(st.pendingSince).Milliseconds()
+	}
+	return s
+}
+
+// counters is a set of named monotonic counters.
+type counters struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+func (c *counters) add(name string, v uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]uint64{}
+	}
+	c.m[name] += v
+}
+
+func (c *counters) snapshot() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]uint64, len(c.m))
+	for k, v := range c.m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,147 @@
+package dbsync
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Path is one replicated path: a file or a whole directory tree. Name is its
+// identity on the wire, so two nodes may keep the same data at different
+// local locations (several daemons on one host in tests).
+type Path struct {
+	Name  string // [a-z0-9._-]+, unique
+	Local string // absolute local path of the file or directory
+	// Dir is true for a directory tree, false for a single file.
+	Dir bool
+}
+
+// Path safety errors; each is a rejection reason.
+var (
+	ErrPathAbsolute = errors.New("path is absolute")
+	ErrPathDotDot   = errors.New("path has a .. element")
+	ErrPathUnclean  = errors.New("path is not in clean form")
+	ErrPathRoot     = errors.New("path is not under a replicated root")
+	ErrPathChars    = errors.New("path has a NUL byte")
+	ErrPathInternal = errors.New("path names an internal temporary file")
+)
+
+// tempPrefix starts the names of staged files; they are never replicated.
+const tempPrefix = ".muros-had-"
+
+func validName(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validatePaths checks the configured list.
+func validatePaths(ps []Path) error {
+	seen := map[string]bool{}
+	for i, p := range ps {
+		if !validName(p.Name) {
+			return fmt.Errorf("paths[%d]: name %q: want [a-z0-9._-]+", i, p.Name)
+		}
+		if seen[p.Name] {
+			return fmt.Errorf("paths[%d]: duplicate name %q", i, p.Name)
+		}
+		seen[p.Name] = true
+		if !filepath.IsAbs(p.Local) || filepath.Clean(p.Local) != p.Local || p.Local == "/" {
+			return fmt.Errorf("paths[%d] (%s): local path %q must be absolute, clean and not /", i, p.Name, p.Local)
+		}
+	}
+	return nil
+}
+
+// resolved is a wire path checked against the configured roots.
+type resolved struct {
+	root *Path
+	rel  string // slash-separated path inside root; "" for a file root
+}
+
+// local is the absolute local path.
+func (r resolved) local() string {
+	if r.rel == "" {
+		return r.root.Local
+	}
+	return filepath.Join(r.root.Local, filepath.FromSlash(r.rel))
+}
+
+// resolveWirePath checks that wire names a file inside the replicated set.
+// Symlinks are not resolved here: the applier opens every path through an
+// os.Root, which refuses any path that leaves the root through a symlink.
+func resolveWirePath(roots []Path, wire string) (resolved, error) {
+	if strings.IndexByte(wire, 0) >= 0 {
+		return resolved{}, ErrPathChars
+	}
+	if strings.HasPrefix(wire, "/") {
+		return resolved{}, ErrPathAbsolute
+	}
+	for _, el := range strings.Split(wire, "/") {
+		if el == ".." {
+			return resolved{}, ErrPathDotDot
+		}
+	}
+	if path.Clean(wire) != wire || wire == "." {
+		return resolved{}, ErrPathUnclean
+	}
+	name, rel, _ := strings.Cut(wire, "/")
+	for i := range roots {
+		r := &roots[i]
+		if r.Name != name {
+			continue
+		}
+		if !r.Dir {
+			if rel != "" {
+				return resolved{}, fmt.Errorf("%w: %s is a file root", ErrPathRoot, name)
+			}
+			return resolved{root: r}, nil
+		}
+		if rel == "" {
+			return resolved{}, fmt.Errorf("%w: %s is a directory root, not a file", ErrPathRoot, name)
+		}
+		if strings.HasPrefix(path.Base(rel), tempPrefix) {
+			return resolved{}, ErrPathInternal
+		}
+		return resolved{root: r, rel: rel}, nil
+	}
+	return resolved{}, fmt.Errorf("%w: %q", ErrPathRoot, name)
+}
+
+// wirePath is the inverse of resolveWirePath.
+func wirePath(root *Path, rel string) string {
+	if rel == "" {
+		return root.Name
+	}
+	return root.Name + "/" + rel
+}
+
+// excluded reports whether a file (by base name) is never replicated:
+// our own staging files, SQLite's sidecars (the snapshot already holds their
+// committed content) and operator-configured globs.
+func excluded(base string, globs []string) bool {
+	if strings.HasPrefix(base, tempPrefix) {
+		return true
+	}
+	for _, s := range []string{"-wal", "-shm", "-journal"} {
+		if strings.HasSuffix(base, s) {
+			return true
+		}
+	}
+	for _, g := range globs {
+		if ok, _ := path.Match(g, base); ok {
+			return true
+		}
+	}
+	return false
+}

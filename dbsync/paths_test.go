@@ -1,0 +1,89 @@
+package dbsync
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestResolveWirePath(t *testing.T) {
+	roots := []Path{
+		{Name: "muros-db", Local: "/var/lib/muros", Dir: true},
+		{Name: "leases", Local: "/var/lib/kea/leases.csv"},
+	}
+	tests := []struct {
+		wire    string
+		want    string // local path when accepted
+		wantErr error
+	}{
+		{wire: "muros-db/config.db", want: "/var/lib/muros/config.db"},
+		{wire: "muros-db/a/b/c", want: "/var/lib/muros/a/b/c"},
+		{wire: "leases", want: "/var/lib/kea/leases.csv"},
+		{wire: "/etc/passwd", wantErr: ErrPathAbsolute},
+		{wire: "/muros-db/x", wantErr: ErrPathAbsolute},
+		{wire: "muros-db/../../etc/shadow", wantErr: ErrPathDotDot},
+		{wire: "muros-db/..", wantErr: ErrPathDotDot},
+		{wire: "..", wantErr: ErrPathDotDot},
+		{wire: "muros-db/./x", wantErr: ErrPathUnclean},
+		{wire: "muros-db//x", wantErr: ErrPathUnclean},
+		{wire: "muros-db/x/", wantErr: ErrPathUnclean},
+		{wire: ".", wantErr: ErrPathUnclean},
+		{wire: "muros-db/x\x00y", wantErr: ErrPathChars},
+		{wire: "other/x", wantErr: ErrPathRoot},
+		{wire: "muros-db", wantErr: ErrPathRoot},
+		{wire: "leases/x", wantErr: ErrPathRoot},
+		{wire: "muros-db/.muros-had-stage-1-0", wantErr: ErrPathInternal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.wire, func(t *testing.T) {
+			r, err := resolveWirePath(roots, tt.wire)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.local(); got != tt.want {
+				t.Fatalf("local = %q, want %q", got, tt.want)
+			}
+			if w, ok := localToWire(roots, r.local()); !ok || w != tt.wire {
+				t.Fatalf("localToWire(%q) = %q, %v", r.local(), w, ok)
+			}
+		})
+	}
+}
+
+func TestValidatePaths(t *testing.T) {
+	tests := []struct {
+		name  string
+		paths []Path
+		ok    bool
+	}{
+		{"defaults", DefaultPaths(), true},
+		{"relative", []Path{{Name: "a", Local: "var/lib"}}, false},
+		{"unclean", []Path{{Name: "a", Local: "/var/lib/../x"}}, false},
+		{"root dir", []Path{{Name: "a", Local: "/"}}, false},
+		{"bad name", []Path{{Name: "A/b", Local: "/x"}}, false},
+		{"duplicate", []Path{{Name: "a", Local: "/x"}, {Name: "a", Local: "/y"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := validatePaths(tt.paths); (err == nil) != tt.ok {
+				t.Fatalf("validatePaths = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestExcluded(t *testing.T) {
+	for name, want := range map[string]bool{
+		"config.db": false, "config.db-wal": true, "config.db-shm": true, "config.db-journal": true,
+		".muros-had-stage-3-1": true, "kea.pid": true, "leases.csv": false,
+	} {
+		if got := excluded(name, []string{"*.pid"}); got != want {
+			t.Errorf("excluded(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

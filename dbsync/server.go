@@ -1,0 +1,232 @@
+package dbsync
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// HTTP paths of the peer listener.
+const (
+	PathPush     = "/api/sync/push"
+	PathManifest = "/api/sync/manifest"
+	PathHello    = "/api/sync/hello"
+	PathHealth   = "/api/health"
+)
+
+// Request rejection reasons (besides the token reasons in auth.go).
+const (
+	ReasonPeerCert   = "peer_cert"
+	ReasonTooLarge   = "body_too_large"
+	ReasonTruncated  = "body_truncated"
+	ReasonDecode     = "body_decode"
+	ReasonPath       = "path_unsafe"
+	ReasonNotBackup  = "not_backup"
+	ReasonStale      = "stale_revision"
+	ReasonChecksum   = "checksum"
+	ReasonPrefix     = "append_prefix"
+	ReasonApplyError = "apply_error"
+	ReasonMethod     = "method"
+)
+
+// Hello is the body of GET /api/sync/hello: cheap liveness and restart
+// detection for the master's probe.
+type Hello struct {
+	Node     string `json:"node"`
+	BootID   string `json:"boot_id"`
+	Revision uint64 `json:"revision"`
+	Role     string `json:"role"`
+}
+
+// errorBody is every error response: a generic message, nothing more.
+type errorBody struct {
+	Error    string `json:"error"`
+	Revision uint64 `json:"revision,omitempty"`
+}
+
+// Handler serves the peer API: the sync endpoints (pinned peer certificate
+// and a sync-scope token) and GET /api/health (any valid token).
+func (n *Node) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST "+PathPush, n.peerOnly(http.HandlerFunc(n.handlePush)))
+	mux.Handle("GET "+PathManifest, n.peerOnly(http.HandlerFunc(n.handleManifest)))
+	mux.Handle("GET "+PathHello, n.peerOnly(http.HandlerFunc(n.handleHello)))
+	mux.Handle("GET "+PathHealth, n.Authenticate(http.HandlerFunc(n.handleHealth)))
+	return mux
+}
+
+func (n *Node) reject(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
+	n.rejected.add(reason, 1)
+	n.log.Warn("dbsync: request rejected", "reason", reason, "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
+	msg := http.StatusText(status)
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+// Authenticate wraps h so it runs only with a valid bearer token from the
+// peer (any scope). The daemon may use it for further endpoints.
+func (n *Node) Authenticate(h http.Handler) http.Handler {
+	return n.withToken(ScopeHealth, h)
+}
+
+func (n *Node) withToken(scope string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, reason, err := n.auth.verify(r.Header.Get("Authorization"), scope); err != nil {
+			n.reject(w, r, http.StatusUnauthorized, reason, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// peerOnly requires the pinned peer certificate and a sync-scope token.
+func (n *Node) peerOnly(h http.Handler) http.Handler {
+	inner := n.withToken(ScopeSync, h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || !fingerprintMatches(r.TLS.PeerCertificates[0].Raw, n.pin) {
+			n.reject(w, r, http.StatusUnauthorized, ReasonPeerCert, errPin)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > n.cfg.MaxBodyBytes {
+		n.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Errorf("content length %d", r.ContentLength))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, n.cfg.MaxBodyBytes))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		n.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, err)
+		return
+	case err != nil:
+		n.reject(w, r, http.StatusBadRequest, ReasonTruncated, err)
+		return
+	case r.ContentLength >= 0 && int64(len(body)) != r.ContentLength:
+		n.reject(w, r, http.StatusBadRequest, ReasonTruncated, fmt.Errorf("read %d of %d bytes", len(body), r.ContentLength))
+		return
+	}
+	if n.master.Load() {
+		// Two masters (split brain): neither overwrites the other.
+		n.reject(w, r, http.StatusConflict, ReasonNotBackup, errors.New("this node is master"))
+		return
+	}
+	b, err := ParseBatch(body, nil)
+	if err != nil {
+		reason := ReasonDecode
+		if errors.Is(err, ErrShort) {
+			reason = ReasonTruncated
+		}
+		n.reject(w, r, http.StatusBadRequest, reason, err)
+		return
+	}
+	for i := range b.Entries {
+		if _, err := resolveWirePath(n.cfg.Paths, b.Entries[i].Path); err != nil {
+			n.reject(w, r, http.StatusBadRequest, ReasonPath, fmt.Errorf("entry %d %q: %w", i, b.Entries[i].Path, err))
+			return
+		}
+	}
+	res, err := n.applier.apply(b, sha256.Sum256(body))
+	if err != nil {
+		status, reason := http.StatusInternalServerError, ReasonApplyError
+		switch {
+		case errors.Is(err, ErrStaleRevision):
+			status, reason = http.StatusConflict, ReasonStale
+		case errors.Is(err, ErrPrefexMismatch):
+			status, reason = http.StatusConflict, ReasonPrefix
+		case errors.Is(err, ErrChecksum):
+			status, reason = http.StatusBadRequest, ReasonChecksum
+		case errors.Is(err, ErrPathRoot), errors.Is(err, ErrPathInternal):
+			status, reason = http.StatusBadRequest, ReasonPath
+		}
+		n.rejected.add(reason, 1)
+		n.log.Warn("dbsync: push not applied", "reason", reason, "remote", r.RemoteAddr, "err", err)
+		writeJSON(w, status, errorBody{Error: http.StatusText(status), Revision: n.applier.revision().Revision})
+		return
+	}
+	if res.Noop {
+		n.stats.add("pushes_noop", 1)
+	} else {
+		n.stats.add("pushes_applied", 1)
+		n.stats.add("entries_applied", uint64(res.Applied))
+		n.stats.add("bytes_applied", uint64(res.Bytes))
+		n.mu.Lock()
+		n.st.lastApply = time.Now()
+		n.st.lastContact = n.st.lastApply
+		n.mu.Unlock()
+		n.log.Debug("dbsync: applied", "revision", res.Revision, "entries", res.Applied, "bytes", res.Bytes)
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
+	files, err := replicaManifest(n.cfg.Paths, n.cfg.Exclude, n.cache)
+	if err != nil {
+		n.log.Error("dbsync: manifest", "err", err)
+		writeJSON(w, http.StatusInternalServerError, errorBody{Error: http.StatusText(http.StatusInternalServerError)})
+		return
+	}
+	if files == nil {
+		files = []FileState{}
+	}
+	writeJSON(w, http.StatusOK, Manifest{
+		Node: n.cfg.NodeID, BootID: n.bootID, Revision: n.applier.revision().Revision,
+		Role: roleName(n.master.Load()), Files: files,
+	})
+}
+
+func (n *Node) handleHello(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, n.hello())
+}
+
+func (n *Node) hello() Hello {
+	return Hello{Node: n.cfg.NodeID, BootID: n.bootID, Revision: n.applier.revision().Revision, Role: roleName(n.master.Load())}
+}
+
+// reservedHealthKeys are set by dbsync and never overridden by the provider.
+var reservedHealthKeys = [...]string{"node", "role", "peer", "db"}
+
+func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, n.HealthDocument())
+}
+
+// HealthDocument is the body of GET /api/health: node, role, peer, db, plus
+// the keys of Config.Health (VRRP per VRID, conntrack sync).
+func (n *Node) HealthDocument() map[string]any {
+	s := n.Status()
+	doc := map[string]any{}
+	if n.cfg.Health != nil {
+		for k, v := range n.cfg.Health() {
+			doc[k] = v
+		}
+	}
+	for _, k := range reservedHealthKeys {
+		delete(doc, k)
+	}
+	doc["node"] = s.Node
+	doc["role"] = s.Role
+	doc["peer"] = s.Peer
+	doc["db"] = map[string]any{
+		"revision":      s.Revision,
+		"peer_revision": s.Peer.Revision,
+		"pending_paths": s.PendingPaths,
+		"lag_ms":        s.LagMillis,
+		"last_sync":     s.LastSync,
+		"last_apply":    s.LastApply,
+		"in_sync":       s.Role == "master" && s.PendingPaths == 0 && s.Peer.Reachable && s.LastSync != nil,
+	}
+	return doc
+}
