@@ -26,6 +26,7 @@ type sim struct {
 	buf      []byte
 	ranges   []ctwire.Range
 	rejected int
+	logf     func(string, ...any)
 }
 
 func newSim(t testing.TB, s *Sender) *sim {
@@ -44,6 +45,9 @@ func (m *sim) deliver(body []byte) {
 		m.t.Fatalf("sender produced bad datagram: %v", err)
 	}
 	v := m.r.OnDatagram(m.now, &h)
+	if m.logf != nil {
+		m.logf("recv %v seq %d flags %x aux %d count %d -> %+v missing %d", h.Type, h.Seq, h.Flags, h.Aux, h.Count, v, m.r.Missing())
+	}
 	if v.Reason != ctwire.ReasonNone {
 		m.rejected++
 	}
@@ -92,6 +96,9 @@ func (m *sim) step(d time.Duration) {
 		}
 	}
 	c := m.r.Tick(m.now, m.ranges, 100)
+	if m.logf != nil && (c.Resync || len(c.NACK) > 0) {
+		m.logf("ctl resync %v nack %v", c.Resync, c.NACK)
+	}
 	if c.Resync && !m.dropCtl() {
 		m.s.OnResync()
 	}

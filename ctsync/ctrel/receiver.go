@@ -96,6 +96,8 @@ func (r *Receiver) Missing() int { return r.peer.Missing() }
 func (r *Receiver) RequestResync() {
 	r.wantResync = true
 	r.synced = false
+	// A bulk in progress can no longer complete us: gaps were dropped.
+	r.inBulk, r.bulkEnded = false, false
 }
 
 // OnDatagram accepts or rejects an authenticated datagram from the master.

@@ -1,6 +1,7 @@
 package ctrel
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/muros/muros-had/ctsync/ctwire"
@@ -77,10 +78,14 @@ type Sender struct {
 	bulkOn   bool
 	bulkSent bool // BULK_BEGIN sent
 	repairs  []uint32
-	hist     []histSlot
-	lastSend time.Duration
-	turn     bool // alternate queue and bulk
-	stats    SenderStats
+	// the repair in progress: its remaining keys and bulk-end flag
+	repairKeys   []ctwire.Key
+	repairEnd    uint16
+	repairLoaded bool
+	hist         []histSlot
+	lastSend     time.Duration
+	turn         bool // alternate queue and bulk
+	stats        SenderStats
 }
 
 // NewSender returns a Sender with an empty table.
@@ -275,20 +280,32 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 	switch {
 	case len(s.repairs) > 0:
 		q := s.repairs[0]
-		s.repairs = s.repairs[1:]
-		old := s.hist[int(q)%len(s.hist)]
-		if old.seq != q {
-			s.OnResync()
-			return s.Next(now, b)
-		}
-		keys := append([]ctwire.Key(nil), old.keys...)
-		begin()
-		h.Flags, h.Aux = ctwire.FlagRepair|old.flags&ctwire.FlagBulkEnd, q
-		b = ctwire.AppendHeader(b, &h)
-		for _, k := range keys {
-			if !put(k) {
-				break
+		if !s.repairLoaded {
+			old := &s.hist[int(q)%len(s.hist)]
+			if old.seq != q {
+				s.repairs = s.repairs[1:]
+				s.OnResync()
+				return s.Next(now, b)
 			}
+			// Copy: begin() below may reuse this very slot.
+			s.repairKeys = append(s.repairKeys[:0], old.keys...)
+			s.repairEnd = old.flags & ctwire.FlagBulkEnd
+			s.repairLoaded = true
+		}
+		begin()
+		hdr := len(b)
+		b = ctwire.AppendHeader(b, &h)
+		for len(s.repairKeys) > 0 && put(s.repairKeys[0]) {
+			s.repairKeys = s.repairKeys[1:]
+		}
+		if len(s.repairKeys) == 0 {
+			// Only the last part of a repair closes the receiver's gap, so
+			// a gap never closes before all its flows were resent.
+			binary.BigEndian.PutUint16(b[hdr+2:], ctwire.FlagRepair|s.repairEnd)
+			binary.BigEndian.PutUint32(b[hdr+16:], q)
+			slot.flags = s.repairEnd
+			s.repairs = s.repairs[1:]
+			s.repairLoaded = false
 		}
 		s.stats.Repairs++
 	case s.qhead < len(s.queue) && (!s.bulkOn || !s.turn):
