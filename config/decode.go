@@ -68,7 +68,7 @@ func Load(path string) (*Config, error) {
 // problem found, sorted by line; on success Config.Warnings may still hold
 // advice.
 func Parse(file string, data []byte) (*Config, error) {
-	d := &decoder{file: file, lines: map[string]int{}}
+	d := &decoder{file: file, lines: map[string]int{}, failed: map[string]bool{}}
 	if len(data) > maxFileSize {
 		d.problems = append(d.problems, Problem{File: file, Message: fmt.Sprintf("file is %d bytes, larger than the %d-byte limit", len(data), maxFileSize)})
 		return nil, d.problems
@@ -150,11 +150,15 @@ type decoder struct {
 	warnings Problems
 	// lines records the line of every key decoded, for cross-key checks.
 	lines map[string]int
+	// failed marks keys already reported, so cross-key checks stay quiet
+	// about them: one mistake, one problem.
+	failed map[string]bool
 	// vipNodes and per-VIP flags feed the cross-VIP checks in finish.
 	vipLines []int
 }
 
 func (d *decoder) fail(line int, key, format string, args ...any) {
+	d.failed[key] = true
 	d.problems = append(d.problems, Problem{File: d.file, Line: line, Key: key, Message: fmt.Sprintf(format, args...)})
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -19,9 +20,8 @@ type RenderOptions struct {
 	// NotifyScript is conntrackd's primary-backup.sh; keepalived's sync group
 	// calls it with primary, backup or fault. Empty means DefaultNotifyScript.
 	NotifyScript string
-	// SyncAddress is this node's IPv4 address on the sync interface, used as
-	// conntrackd's IPv4_interface (the multicast source). Optional: without
-	// it conntrackd picks the interface by name only.
+	// SyncAddress is this node's IPv4 address on the sync interface,
+	// conntrackd's IPv4_interface (multicast join and source). Required.
 	SyncAddress netip.Addr
 }
 
@@ -52,7 +52,13 @@ func Render(c *Config, opt RenderOptions) (Rendered, error) {
 	if !filepath.IsAbs(opt.NotifyScript) || strings.ContainsAny(opt.NotifyScript, " \t\n\"'\\#!") {
 		return Rendered{}, fmt.Errorf("render: notify script %q must be an absolute path without spaces, quotes or comment characters", opt.NotifyScript)
 	}
-	if opt.SyncAddress.IsValid() && !opt.SyncAddress.Is4() {
+	if !opt.SyncAddress.IsValid() {
+		// Without IPv4_interface conntrackd joins and sends by route lookup:
+		// on a firewall that is the default route's interface, not the sync
+		// link (and with no route at all it cannot start).
+		return Rendered{}, errors.New("render: this node's IPv4 address on the sync interface is required (conntrackd's IPv4_interface)")
+	}
+	if !opt.SyncAddress.Is4() {
 		return Rendered{}, fmt.Errorf("render: sync address %s is not IPv4: conntrackd multicast sync is IPv4", opt.SyncAddress)
 	}
 	var r Rendered
@@ -68,16 +74,15 @@ func Render(c *Config, opt RenderOptions) (Rendered, error) {
 // InstanceName is the keepalived vrrp_instance name of a VIP.
 func InstanceName(v VIP) string { return "VI_" + strconv.Itoa(int(v.VRID)) }
 
-// keepalivedString quotes s for keepalived's parser, which treats '#' and
-// '!' as comments even inside quotes, so those cannot be carried.
+// keepalivedString quotes s for keepalived's parser. keepalived 2.2.7
+// treats '#' and '!' as comments and rejects escaped quotes and backslashes
+// ("Unmatched quote"), so those cannot be carried at all.
 func keepalivedString(s string) (string, error) {
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == '#' || r == '!' {
+		if r < 0x20 || r == 0x7f || strings.ContainsRune(`#!"'\`, r) {
 			return "", fmt.Errorf("render: the password contains %q, which keepalived.conf cannot carry", r)
 		}
 	}
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	s = strings.ReplaceAll(s, `"`, `\"`)
 	return `"` + s + `"`, nil
 }
 
@@ -100,7 +105,7 @@ func renderKeepalived(c *Config, opt RenderOptions, notes *[]string) ([]byte, er
 		note("vmac: keepalived's use_vmac puts the virtual MAC on the advert interface, not on each VIP's interface; not rendered")
 	}
 	if c.Auth == AuthKeepalivedAH && len(c.Password) > KeepalivedAHKeyLen {
-		note(fmt.Sprintf("keepalived uses only the first %d bytes of the password", KeepalivedAHKeyLen))
+		note(fmt.Sprintf("auth_pass holds the first %d bytes of the password: keepalived uses no more", KeepalivedAHKeyLen))
 	}
 
 	fmt.Fprintf(&b, "# keepalived.conf rendered by `muros-had render` from %s.\n", c.File)
@@ -134,12 +139,20 @@ func renderKeepalived(c *Config, opt RenderOptions, notes *[]string) ([]byte, er
 	var pass string
 	if c.Auth == AuthKeepalivedAH {
 		var err error
-		if pass, err = keepalivedString(c.Password); err != nil {
+		// keepalived keys AH with the first 8 bytes and fails its config
+		// test on a longer auth_pass; cut it here, as the note says.
+		p := c.Password
+		if len(p) > KeepalivedAHKeyLen {
+			p = p[:KeepalivedAHKeyLen]
+		}
+		if pass, err = keepalivedString(p); err != nil {
 			return nil, err
 		}
 	}
+	// keepalived ignores preempt_delay and nopreempt unless the initial state
+	// is BACKUP; priority still makes the master win the election.
 	state := "BACKUP"
-	if c.Role == RoleMaster && c.Preempt {
+	if c.Role == RoleMaster && c.Preempt && c.PreemptDelay == 0 {
 		state = "MASTER"
 	}
 	advert := seconds(c.AdvertInterval)
@@ -201,9 +214,7 @@ func renderConntrackd(c *Config, opt RenderOptions, notes *[]string) []byte {
 	b.WriteString("\nSync {\n    Mode FTFW {\n    }\n    Multicast {\n")
 	fmt.Fprintf(&b, "        IPv4_address %s\n", c.Conntrack.Group)
 	fmt.Fprintf(&b, "        Group %d\n", c.Conntrack.Port)
-	if opt.SyncAddress.IsValid() {
-		fmt.Fprintf(&b, "        IPv4_interface %s\n", opt.SyncAddress)
-	}
+	fmt.Fprintf(&b, "        IPv4_interface %s\n", opt.SyncAddress)
 	fmt.Fprintf(&b, "        Interface %s\n", c.SyncInterface)
 	b.WriteString("        SndSocketBuffer 1249280\n        RcvSocketBuffer 1249280\n        Checksum on\n    }\n}\n\n")
 
@@ -242,9 +253,7 @@ func renderConntrackd(c *Config, opt RenderOptions, notes *[]string) []byte {
 				add(netip.PrefixFrom(a, a.BitLen()), "VIP "+InstanceName(v))
 			}
 			add(netip.PrefixFrom(c.Peer.WithZone(""), c.Peer.BitLen()), "peer")
-			if opt.SyncAddress.IsValid() {
-				add(netip.PrefixFrom(opt.SyncAddress, 32), "sync link")
-			}
+			add(netip.PrefixFrom(opt.SyncAddress, 32), "sync link")
 		}
 		for _, p := range c.Conntrack.Filter.Exclude {
 			add(p, "conntrack.filter.exclude")

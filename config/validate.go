@@ -13,7 +13,7 @@ func (d *decoder) finish(c *Config) {
 	d.checkVIPs(c)
 	d.checkAuth(c)
 
-	if _, ok := d.lines["password"]; ok && c.Password == "" {
+	if _, ok := d.lines["password"]; ok && !d.failed["password"] && c.Password == "" {
 		d.fail(d.lines["password"], "password", "empty: the VRRP and sync authentication need a shared secret")
 	}
 	if c.AdvertInterval%(10*time.Millisecond) != 0 && c.Auth != AuthKeepalivedAH {
@@ -49,7 +49,7 @@ func (d *decoder) finish(c *Config) {
 // explicit vrid never shifts the others, so editing one entry never
 // renumbers another VIP (which would re-elect it on a live pair).
 func (d *decoder) checkVIPs(c *Config) {
-	if _, ok := d.lines["vips"]; ok && len(d.vipLines) == 0 {
+	if _, ok := d.lines["vips"]; ok && !d.failed["vips"] && len(d.vipLines) == 0 {
 		d.fail(d.lines["vips"], "vips", "empty: at least one VIP is required")
 	}
 	type owner struct {

@@ -23,23 +23,20 @@ func cmdRender(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", "", "configuration file (YAML)")
 	out := fs.String("out", ".", "directory to write keepalived.conf and conntrackd.conf into")
 	script := fs.String("notify-script", config.DefaultNotifyScript, "conntrackd primary-backup.sh called by keepalived on transitions")
-	syncAddr := fs.String("sync-address", "", "this node's IPv4 address on the sync interface (conntrackd IPv4_interface); optional")
+	syncAddr := fs.String("sync-address", "", "this node's IPv4 address on the sync interface (conntrackd IPv4_interface); required")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: muros-had render --config FILE [--out DIR] [--notify-script PATH] [--sync-address IP]")
+	if *path == "" || *syncAddr == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: muros-had render --config FILE --sync-address IP [--out DIR] [--notify-script PATH]")
 		return 2
 	}
-	opt := config.RenderOptions{NotifyScript: *script}
-	if *syncAddr != "" {
-		a, err := netip.ParseAddr(*syncAddr)
-		if err != nil {
-			fmt.Fprintf(stderr, "muros-had render: --sync-address: %v\n", err)
-			return 2
-		}
-		opt.SyncAddress = a
+	a, err := netip.ParseAddr(*syncAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "muros-had render: --sync-address: %v\n", err)
+		return 2
 	}
+	opt := config.RenderOptions{NotifyScript: *script, SyncAddress: a}
 	c, err := config.Load(*path)
 	if err != nil {
 		var problems config.Problems

@@ -1,0 +1,76 @@
+// Package config is the muros-had configuration: the YAML file behind the
+// MurOS /ha form (SPEC.md, "What the operator configures"), decoded
+// strictly, filled with defaults and validated, plus Render, which writes
+// the keepalived.conf / conntrackd.conf fallback.
+//
+// Standards: YAML 1.2 as implemented by go.yaml.in/yaml/v3; VRRP limits from
+// RFC 9568 (VRRPv3: VRID 1..255, 12-bit advert interval in centiseconds, so
+// 10ms..40.95s) and RFC 3768 (VRRPv2: 8-bit whole seconds, used by
+// auth: keepalived-ah); the rendered files follow keepalived.conf(5) of
+// keepalived 2.2.7 and conntrackd.conf(5) of conntrack-tools 1.4.7.
+//
+// # File format
+//
+// Required keys (exactly the form's fields):
+//
+//	role: master|backup          priority 150|100 on every instance
+//	password: STRING             shared secret, non-empty
+//	sync_interface: IFNAME       VRRP adverts and conntrack sync
+//	peer: IP                     peer management address
+//	vips:                        at least one
+//	  - interface: IFNAME        one VIP per interface
+//	    address: IP/LEN          IPv4 or IPv6 (IPv6 needs VRRPv3)
+//	    vrid: 1..255             optional
+//
+// Optional keys and defaults:
+//
+//	advert_interval: 1s          10ms..40.95s, multiple of 10ms; whole 1s..255s with keepalived-ah
+//	auth: ah                     ah | keepalived-ah | none
+//	preempt: true
+//	preempt_delay: 0s            0..1000s
+//	garp: {repeat: 5, interval: 10ms, refresh: 0s}
+//	vmac: false
+//	checksum_mode: pseudo-header pseudo-header | message-only
+//	state_dir: /var/lib/muros-had
+//	run_dir: /run/muros-had
+//	status: {listen: <run_dir>/status.sock}     absolute socket path or IP:port
+//	metrics: {enabled: true, listen: 127.0.0.1:9732}
+//	conntrack:
+//	  enabled: true
+//	  group: 225.0.0.50          IPv4 multicast
+//	  port: 3780
+//	  filter: {exclude_local: true, include: [], exclude: [], protocols: [tcp, udp]}
+//	  resync: {startup_timeout: 30s, interval: 0s}
+//	dbsync:
+//	  enabled: true
+//	  listen: ":7443"
+//	  peer_port: 7443
+//	  paths: [/var/lib/muros/db, /var/lib/kea]
+//	  tls: {cert: <state_dir>/tls/cert.pem, key: <state_dir>/tls/key.pem, peer_sha256: ""}
+//	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
+//	        issuer: muros-had-<role>, audience: muros-had-<peer role>}
+//
+// Durations are Go duration strings with a unit ("1s", "100ms"); a bare
+// number is rejected rather than guessed. Nothing is hard-wired: sockets,
+// locks and key files derive from run_dir and state_dir, so several daemons
+// can share a host in separate network namespaces.
+//
+// # VRID defaults
+//
+// An entry without vrid gets 10 + its position in the list (10, 11, 12 ...),
+// regardless of explicit vrid values elsewhere: editing one entry never
+// renumbers another VIP. A collision between an explicit and a defaulted VRID
+// is an error naming both entries; the fix is an explicit vrid.
+//
+// # Problems
+//
+// Parse reports every problem, not the first, as Problems (an error): one
+// line each, "FILE:LINE: KEY: message", sorted by line. Decoding is by hand
+// over yaml.Node so unknown keys, keys set twice, wrong types and bad values
+// all carry their line. Some findings are warnings (Config.Warnings) rather
+// than errors:
+//   - a VIP on the sync interface (allowed: the sync link may be a VLAN of
+//     the LAN, but adverts and sync then share that LAN);
+//   - a password longer than 8 bytes with keepalived-ah (keepalived keys
+//     HMAC-MD5 with the first 8 bytes only; ours does the same to interoperate).
+package config
