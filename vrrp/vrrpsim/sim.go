@@ -306,7 +306,7 @@ func (s *Sim) Start(name string) {
 	clear(n.timers)
 	s.record(Record{Kind: RecStart, Node: name})
 	for _, ifname := range n.down {
-		s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventTrackDown, Interface: ifname}, s.out[:0]))
+		s.trackEvent(n, vrrp.Event{Kind: vrrp.EventTrackDown, Interface: ifname})
 	}
 	s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventStartup}, s.out[:0]))
 	s.check()
