@@ -255,6 +255,10 @@ dbsync:
 			`config.yaml:34: dbsync.jwt.issuer: "muros-had-master" equals the audience: a token this node mints would be accepted by itself`,
 			"config.yaml:36: dbsync.jwt.extra: unknown key (valid keys: secret_file, algorithm, ttl, issuer, audience)",
 		}},
+		{"listeners on one port", minimal + "metrics:\n  listen: 127.0.0.1:7443\n", []string{
+			"config.yaml:11: metrics.listen: 127.0.0.1:7443 binds the same port as dbsync.listen (:7443)",
+		}},
+		{"listeners on one port, different hosts", minimal + "metrics:\n  listen: 127.0.0.1:7443\ndbsync:\n  listen: 192.0.2.1:7443\n", nil},
 		{"mapping where scalar expected", strings.Replace(minimal, "password: secret", "password: {a: b}", 1), []string{
 			"config.yaml:2: password: must be a single value, not a mapping",
 		}},

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 )
@@ -12,6 +13,7 @@ import (
 func (d *decoder) finish(c *Config) {
 	d.checkVIPs(c)
 	d.checkAuth(c)
+	d.checkListeners(c)
 
 	if _, ok := d.lines["password"]; ok && !d.failed["password"] && c.Password == "" {
 		d.fail(d.lines["password"], "password", "empty: the VRRP and sync authentication need a shared secret")
@@ -135,4 +137,43 @@ func (d *decoder) checkAuth(c *Config) {
 	if len(c.Password) > KeepalivedAHKeyLen {
 		d.warn(d.lines["password"], "password", "keepalived-ah uses only the first %d bytes of the password", KeepalivedAHKeyLen)
 	}
+}
+
+// checkListeners reports two TCP listeners of this node on one port and
+// overlapping addresses: the daemon would fail to start on the second bind.
+func (d *decoder) checkListeners(c *Config) {
+	type listener struct{ key, addr string }
+	var ls []listener
+	if !filepath.IsAbs(c.Status.Listen) {
+		ls = append(ls, listener{"status.listen", c.Status.Listen})
+	}
+	if c.Metrics.Enabled {
+		ls = append(ls, listener{"metrics.listen", c.Metrics.Listen})
+	}
+	if c.DBSync.Enabled {
+		ls = append(ls, listener{"dbsync.listen", c.DBSync.Listen})
+	}
+	for i, a := range ls {
+		for _, b := range ls[:i] {
+			if d.failed[a.key] || d.failed[b.key] || !listenersOverlap(a.addr, b.addr) {
+				continue
+			}
+			// Report on a key the operator wrote, not on a default.
+			at, other := a, b
+			if _, ok := d.lines[at.key]; !ok {
+				at, other = b, a
+			}
+			d.fail(d.lines[at.key], at.key, "%s binds the same port as %s (%s)", at.addr, other.key, other.addr)
+		}
+	}
+}
+
+func listenersOverlap(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wildcard(ha) || wildcard(hb)
 }
