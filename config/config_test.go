@@ -152,6 +152,14 @@ func TestProblems(t *testing.T) {
 			"config.yaml:1: peer: missing required key",
 			"config.yaml:1: vips: missing required key",
 		}},
+		{"two documents", minimal + "---\nrole: master\n", []string{"config.yaml:10: more than one YAML document: put everything in one"}},
+		{"comment-only file", "# nothing\n", []string{
+			"config.yaml:1: role: missing required key",
+			"config.yaml:1: password: missing required key",
+			"config.yaml:1: sync_interface: missing required key",
+			"config.yaml:1: peer: missing required key",
+			"config.yaml:1: vips: missing required key",
+		}},
 		{"not a mapping", "- a\n", []string{`config.yaml:1: must be a mapping of keys, not a list`}},
 		{"yaml syntax", "role: [master\n", []string{"config.yaml:1: invalid YAML: did not find expected ',' or ']'"}},
 		{"unknown key and typo'd vip key", minimal + "advert: 1s\n", []string{

@@ -1,7 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"encoding/hex"
+	"errors"
+	"io"
 	"fmt"
 	"net"
 	"net/netip"
@@ -74,8 +77,19 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, d.problems
 	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		d.problems = append(d.problems, yamlProblem(file, err))
+		return nil, d.problems
+	}
+	// A second document would be silently ignored by a plain Unmarshal.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		p := Problem{File: file, Line: extra.Line, Message: "more than one YAML document: put everything in one"}
+		if err != nil {
+			p = yamlProblem(file, err)
+		}
+		d.problems = append(d.problems, p)
 		return nil, d.problems
 	}
 	c := defaults()
