@@ -145,6 +145,12 @@ func (g *Group) reconcile(out []Action, cause *Machine, demoted bool) []Action {
 	if demoted {
 		for _, m := range g.members {
 			if m != cause && m.state == StateMaster {
+				// Until its own advert arrives, assume the new master's
+				// instances share the interval learned by cause: a stale
+				// (own, possibly much shorter) interval would time out
+				// before the new master's first advert for this VRID.
+				m.masterAdverInterval = cause.masterAdverInterval
+				m.masterAddr = cause.masterAddr
 				out = m.leaveMaster(out, fmt.Sprintf("sync group: vrid %d yielded to %v", cause.cfg.VRID, cause.masterAddr))
 			}
 		}

@@ -7,6 +7,8 @@
 // safety invariants after every event:
 //
 //   - a node holds all of its sync group's VIPs or none (never split);
+//   - claims and releases of one VRID alternate on a node (every claim is
+//     paired with a release);
 //   - two live nodes hold the same VIP (a dual-master episode) for no longer
 //     than the bound implied by loss and delay: (lost + 1) * I + D, where I is
 //     the largest advert interval, D the largest one-way delay and lost the
@@ -462,9 +464,15 @@ func (s *Sim) apply(n *Node, out []vrrp.Action) {
 		case vrrp.ActionNotify:
 			s.record(Record{Kind: RecState, Node: name, VRID: a.VRID, From: a.From, To: a.To, Reason: a.Reason})
 		case vrrp.ActionClaimVIPs:
+			if n.claimed[a.VRID] {
+				s.fail(fmt.Errorf("node %s claims vrid %d twice without a release", name, a.VRID))
+			}
 			n.claimed[a.VRID] = true
 			s.record(Record{Kind: RecClaim, Node: name, VRID: a.VRID})
 		case vrrp.ActionReleaseVIPs:
+			if !n.claimed[a.VRID] {
+				s.fail(fmt.Errorf("node %s releases vrid %d it does not hold", name, a.VRID))
+			}
 			n.claimed[a.VRID] = false
 			s.record(Record{Kind: RecRelease, Node: name, VRID: a.VRID})
 		case vrrp.ActionAnnounce:
