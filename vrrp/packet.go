@@ -67,8 +67,9 @@ type Advert struct {
 	Interval time.Duration
 	// Addrs are the virtual addresses, all of the packet's family.
 	Addrs []netip.Addr
-	// AuthType and AuthData exist only in v2. AuthData holds the clear-text
-	// password (zero-padded to 8 bytes) for AuthTypeSimple, zeros otherwise.
+	// AuthType and AuthData exist only in v2. AuthData is the trailing 8
+	// bytes as on the wire: the clear-text password (zero-padded) for
+	// AuthTypeSimple, zeros by convention otherwise (Codec sends zeros).
 	AuthType uint8
 	AuthData [8]byte
 	// Checksum is the checksum field as received. Marshal computes its own.
@@ -194,11 +195,7 @@ func AppendAdvert(b []byte, a *Advert, src, dst netip.Addr, form ChecksumForm) (
 		}
 	}
 	if a.Version == 2 {
-		if a.AuthType == AuthTypeSimple {
-			b = append(b, a.AuthData[:]...)
-		} else {
-			b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
-		}
+		b = append(b, a.AuthData[:]...)
 	}
 	msg := b[start:]
 	useForm := ChecksumMessageOnly
