@@ -7,14 +7,16 @@ package vrrp
 //
 // Mapping to the RFC:
 //   - 6.1 parameters: InstanceConfig (VRID, Priority, Advertisement_Interval,
-//     Preempt_Mode as !NoPreempt, primary address for the tie-break).
-//   - 6.2 variables: Machine.MasterAdverInterval, SkewTime, MasterDownInterval.
-//   - 6.3 timers: TimerMasterDown and TimerAdver (plus TimerPreemptDelay, a
+//     Preempt_Mode as !NoPreempt, primary address for the tie-break) and the
+//     derived Machine.MasterAdverInterval, SkewTime, MasterDownInterval.
+//     Accept_Mode is not the state machine's business: the vip/ adapter
+//     decides whether a master answers for addresses it does not own.
+//   - 6.2 timers: TimerMasterDown and TimerAdver (plus TimerPreemptDelay, a
 //     keepalived extension). Timers are armed and cancelled through actions and
 //     carry a generation number so that a timer that fired while it was being
 //     re-armed is recognised as stale and ignored.
-//   - 6.4.1 Initialize, 6.4.2 Backup, 6.4.3 Master: stepInitialize,
-//     stepBackup, stepMaster.
+//   - 6.3 state diagram and 6.4.1 Initialize, 6.4.2 Backup, 6.4.3 Master:
+//     stepInitialize, stepBackup, stepMaster.
 //
 // Additions over the RFC, each modelled on keepalived (vrrp.c,
 // vrrp_scheduler.c) unless said otherwise:
@@ -64,7 +66,7 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", uint8(s))
 }
 
-// TimerID names one of the instance's timers (RFC 9568 6.3).
+// TimerID names one of the instance's timers (RFC 9568 6.2).
 type TimerID uint8
 
 // Timers.
@@ -301,14 +303,17 @@ func (c InstanceConfig) Validate() error {
 	return nil
 }
 
-// Machine is one VRRP instance's state machine. It is not safe for
-// concurrent use; the caller serialises events (one goroutine per node).
+// Machine is one VRRP instance's state machine: RFC 9568 section 6.4
+// (Initialize 6.4.1, Backup 6.4.2, Master 6.4.3) plus FAULT, preempt delay
+// and readiness (see the file comment). It is not safe for concurrent use;
+// the caller serialises events (one goroutine per node). Daemons with
+// several VIPs use it through Group, which adds the sync-group rules.
 type Machine struct {
 	cfg      InstanceConfig
 	state    State
 	priority uint8
 
-	masterAdverInterval time.Duration // RFC 9568 6.2 Master_Adver_Interval
+	masterAdverInterval time.Duration // RFC 9568 6.1 Master_Adver_Interval
 	masterAddr          netip.Addr    // sender of the last accepted advert (status only)
 
 	gen     [numTimers]uint64 // generation of the currently armed timer; 0 = not armed
@@ -376,7 +381,7 @@ func (m *Machine) Faulty() bool { return len(m.down) > 0 }
 // learned from the master's adverts (our own interval until one is heard).
 func (m *Machine) MasterAdverInterval() time.Duration { return m.masterAdverInterval }
 
-// SkewTime is RFC 9568 6.2 Skew_Time = ((256 - Priority) *
+// SkewTime is RFC 9568 6.1 Skew_Time = ((256 - Priority) *
 // Master_Adver_Interval) / 256, computed in nanoseconds (keepalived uses
 // microseconds; the RFC's centiseconds would truncate up to 10ms). VRRPv2
 // (RFC 3768 6.1) does not scale by the interval: (256 - Priority) / 256 s.
@@ -387,7 +392,7 @@ func (m *Machine) SkewTime() time.Duration {
 	return time.Duration(256-int64(m.priority)) * m.masterAdverInterval / 256
 }
 
-// MasterDownInterval is RFC 9568 6.2 Master_Down_Interval =
+// MasterDownInterval is RFC 9568 6.1 Master_Down_Interval =
 // 3 * Master_Adver_Interval + Skew_Time.
 func (m *Machine) MasterDownInterval() time.Duration {
 	return 3*m.masterAdverInterval + m.SkewTime()

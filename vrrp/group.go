@@ -91,6 +91,17 @@ func (g *Group) State() State {
 	return StateBackup
 }
 
+// Ignored sums the members' ignored-event counters, by reason.
+func (g *Group) Ignored() IgnoreCounts {
+	var sum IgnoreCounts
+	for _, m := range g.members {
+		for r, n := range m.ignored {
+			sum[r] += n
+		}
+	}
+	return sum
+}
+
 // ErrUnknownVRID is returned by Step for an event addressed to no member.
 var ErrUnknownVRID = errors.New("vrrp sync group: no instance with that vrid")
 
