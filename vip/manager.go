@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -246,6 +247,13 @@ func (m *Manager) addVIP(v VIP) (netlink.Link, error) {
 		if link, err = m.ensureVMAC(link, v); err != nil {
 			return nil, fmt.Errorf("vip: claim %s: %w", v, err)
 		}
+		// Both the parent and every virtual-MAC interface receive each
+		// ARP request; only the interface holding the VIP may answer.
+		for _, ifName := range []string{v.Interface, link.Attrs().Name} {
+			if err := m.ignoreForeignARP(ifName); err != nil {
+				return nil, fmt.Errorf("vip: claim %s: %w", v, err)
+			}
+		}
 	}
 	if err := m.h.AddrAdd(link, m.addr(v, link.Attrs().Name)); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, fmt.Errorf("vip: claim %s: add address to %s: %w", v, link.Attrs().Name, err)
@@ -291,6 +299,32 @@ func (m *Manager) ensureVMAC(parent netlink.Link, v VIP) (netlink.Link, error) {
 	return l, nil
 }
 
+// ignoreForeignARP keeps the parent of a virtual-MAC interface, and the
+// other virtual-MAC interfaces on it, from handing out their MAC for a VIP
+// they do not hold, as keepalived does:
+//   - arp_ignore=1: Linux answers ARP for any local address on any
+//     interface, so the parent (or vmac6.N) would answer requests for the
+//     VIP with its own MAC, racing vmac4.N; with 1 an interface answers only
+//     for its own addresses.
+//   - arp_announce=2: replies leave through the parent (the parent's prefix
+//     route comes first) and its ARP requests would carry the VIP as sender
+//     address, teaching every host the parent's MAC; with 2 they carry the
+//     parent's own address.
+//
+// The values stay on release: in this mode the parent never holds a VIP,
+// and the virtual-MAC interfaces are deleted.
+func (m *Manager) ignoreForeignARP(parent string) error {
+	dir := "/proc/sys/net/ipv4/conf/" + parent + "/"
+	err := m.cfg.Enter(func() error {
+		return errors.Join(os.WriteFile(dir+"arp_ignore", []byte("1"), 0o644),
+			os.WriteFile(dir+"arp_announce", []byte("2"), 0o644))
+	})
+	if err != nil {
+		return fmt.Errorf("set arp_ignore=1 arp_announce=2 on %s: %w", parent, err)
+	}
+	return nil
+}
+
 // Release gives the VIPs up: it stops the announcements, removes the
 // addresses (a missing address or interface is fine) and deletes the
 // virtual-MAC interfaces.
@@ -311,7 +345,11 @@ func (m *Manager) Release(ctx context.Context) error {
 		if m.cfg.VirtualMAC {
 			ifName = vmacName(v)
 		}
-		if err := m.delAddr(ifName, m.addr(v, ifName)); err != nil {
+		// No label on delete: the kernel would then only delete an address
+		// with that label, and a VIP added by hand must go too.
+		a := m.addr(v, ifName)
+		a.Label = ""
+		if err := m.delAddr(ifName, a); err != nil {
 			errs = append(errs, fmt.Errorf("vip: release %s: %w", v, err))
 		}
 		if m.cfg.VirtualMAC {
