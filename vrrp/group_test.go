@@ -146,3 +146,25 @@ func TestGroupState(t *testing.T) {
 		t.Fatalf("group state %v, want MASTER", g.State())
 	}
 }
+
+func BenchmarkGroupAdvertReceived(b *testing.B) {
+	var cfgs []InstanceConfig
+	for v := uint8(10); v < 14; v++ {
+		c := baseConfig()
+		c.VRID = v
+		cfgs = append(cfgs, c)
+	}
+	g, err := NewGroup(cfgs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := g.StepAll(ev(EventStartup), make([]Action, 0, 16))
+	e := AdvertEvent(addrHigh, 150, time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err = g.Step(12, e, out[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
