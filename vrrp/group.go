@@ -24,6 +24,13 @@ package vrrp
 //     priorities (the SPEC gives them all the same one).
 //   - keepalived lets a group of one member degenerate to a plain instance;
 //     ours behaves the same by construction.
+//   - an address owner (priority 255) in a group with non-owners waits for
+//     them like any member: the RFC's "owner is Master at once" holds only
+//     when every member is an owner. Never splitting VIPs comes first.
+//   - a member that gets no adverts while its siblings still hear the
+//     master (one-sided loss) does not pull the group to Master; the group
+//     goes Master only when every member has lost the master, so a lossy
+//     VRID can delay a real takeover up to its own Master_Down_Interval.
 
 import (
 	"errors"
