@@ -330,6 +330,9 @@ func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) e
 			peer = &s
 		}
 		e, next, ok, err := n.src.entry(ctx, p, peer)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err != nil {
 			// One unreadable file must not block the others.
 			n.stats.add("read_errors", 1)
