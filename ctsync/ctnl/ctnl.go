@@ -415,6 +415,9 @@ func (in *Injector) Apply(f *ctwire.Flow) error {
 	return nil
 }
 
+// Known is the number of flows the injector believes exist.
+func (in *Injector) Known() int { return len(in.known) }
+
 // Forget drops the injector's memory of which flows exist (after a purge
 // or a role change).
 func (in *Injector) Forget() { clear(in.known) }

@@ -1,0 +1,829 @@
+// Package ctsync replicates the kernel connection-tracking table of the
+// master firewall to the backup over the sync link, so that established
+// flows (NAT'd ones included) survive a takeover. It replaces conntrackd.
+//
+// Standards: Linux ctnetlink (events and dumps through ti-mo/conntrack,
+// injection through package ctnl), UDP over IPv4 multicast (RFC 1112) with
+// the authenticated muros-had sync protocol of package ctwire, and the
+// reliability layer of package ctrel. The wire format is documented byte by
+// byte in package ctwire.
+//
+// Roles. The master subscribes to NEW, UPDATE and DESTROY events, dumps the
+// table once the subscription is live (flows that predate it), and
+// multicasts flow records; the backup injects every record into its own
+// kernel table at once, so the state is already in the kernel when a VIP is
+// claimed (no commit step as with conntrackd's external cache). The backup
+// does not listen to its own kernel, so its injections are never echoed.
+// SetRole swaps roles: a new master starts a new epoch, listens, dumps and
+// sends a bulk; a node returning to backup drops its sender, asks for a
+// bulk and purges at its end the flows the master no longer has.
+//
+// Supervision. The event socket gets a large receive buffer
+// (SO_RCVBUFFORCE). Any receive error (ENOBUFS after an event storm
+// included) ends the listener generation; the supervisor restarts it,
+// re-dumps the table, reconciles the sender with the dump (new and changed
+// flows queued, vanished ones destroyed) and sends a bulk, so an overrun
+// never silently stops or skews replication.
+//
+// Timeouts. A packet that refreshes a conntrack timeout produces no event,
+// so every RefreshInterval the master dumps its table and re-announces the
+// flows whose backup copy would expire within two intervals, with the
+// timeout padded by two intervals (see package ctrel). A flow alive on the
+// master is alive on the backup at takeover; a flow that dies on the master
+// dies on the backup through its DESTROY event.
+//
+// Filter. Flows to or from the firewall's own addresses (its SSH, the sync
+// traffic itself) are not replicated unless Filter.ReplicateLocal; the
+// filter also narrows by protocol and CIDR.
+package ctsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ti-mo/conntrack"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/muros/muros-had/ctsync/ctnl"
+	"github.com/muros/muros-had/ctsync/ctrel"
+	"github.com/muros/muros-had/ctsync/ctwire"
+)
+
+// Defaults.
+const (
+	DefaultPort       = 3780
+	DefaultHeartbeat  = 250 * time.Millisecond
+	DefaultRefresh    = 10 * time.Second
+	DefaultReadBuffer = 64 << 20
+	DefaultHistory    = 4096
+	tickInterval      = 10 * time.Millisecond
+	udpBuffer         = 8 << 20
+)
+
+// DefaultGroup is the sync multicast group (conntrackd's default too).
+var DefaultGroup = netip.MustParseAddr("225.0.0.50")
+
+// Filter selects the flows to replicate.
+type Filter struct {
+	// Protocols, if not empty, limits replication to these IP protocols.
+	Protocols []uint8
+	// Include, if not empty, limits replication to flows whose original
+	// source or destination is in one of these prefixes.
+	Include []netip.Prefix
+	// Exclude drops flows with any tuple address in one of these prefixes.
+	Exclude []netip.Prefix
+	// ReplicateLocal also replicates flows from or to the firewall itself.
+	ReplicateLocal bool
+}
+
+// Config configures a Sync. Only Interface and Password are required.
+type Config struct {
+	Interface string     // the sync link
+	Group     netip.Addr // default 225.0.0.50
+	Port      int        // default 3780
+	Password  string     // the cluster password; the sync key is derived with a label
+	// LocalAddrs are the firewall's own addresses; nil: every address
+	// configured in the namespace when New runs.
+	LocalAddrs []netip.Addr
+	Filter     Filter
+	Heartbeat  time.Duration // default 250ms
+	Refresh    time.Duration // timeout refresh sweep, default 10s
+	History    int           // datagrams kept for repair, default 4096
+	// ReadBuffer is the kernel event socket's receive buffer, default 64 MiB.
+	ReadBuffer int
+	// OnApplied, if set, is called on the backup after each record reaches
+	// the kernel, with the record and the master's send time (benchmarks).
+	OnApplied func(f *ctwire.Flow, sent time.Time)
+}
+
+// Status is a snapshot of the replication state.
+type Status struct {
+	Master     bool
+	BulkSynced bool
+	// Flows: master, the flows in the replicated table; backup, the flows
+	// injected and not deleted since the last purge.
+	Flows int
+	// Lag: backup, send-to-kernel delay of the last applied datagram
+	// (wall clocks of both nodes; meaningful with NTP).
+	Lag time.Duration
+
+	DatagramsSent, DatagramsReceived uint64
+	RecordsSent, RecordsApplied      uint64
+	Lost, Repaired                   uint64 // sequence gaps found and closed
+	NACKsSent, NACKsServed           uint64
+	Resyncs                          uint64 // backup: bulk resyncs completed; master: bulks sent
+	ResyncRequests                   uint64
+	Coalesced, Refreshed             uint64
+	ListenerRestarts, Overruns       uint64
+	InjectErrors, Purged             uint64
+	Forged                           uint64 // datagrams dropped for a bad MAC
+	Rejected                         map[string]uint64
+}
+
+// Sync is the conntrack replication service of one node.
+type Sync struct {
+	cfg      Config
+	log      *slog.Logger
+	key      []byte
+	ns       netns.NsHandle
+	local    map[netip.Addr]bool
+	maxDgram int
+
+	udp  *ipv4.PacketConn
+	raw  net.PacketConn
+	dst  *net.UDPAddr
+	dump *conntrack.Conn
+	inj  *ctnl.Injector
+
+	roleCh    chan bool
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	mu     sync.Mutex
+	status Status
+
+	// owned by the Run goroutine
+	master    bool
+	sender    *ctrel.Sender
+	recv      *ctrel.Receiver
+	lst       *listener
+	start     time.Time
+	lastEpoch uint64
+	bulkSeen  map[ctwire.Key]struct{}
+	rejected  [ctwire.NumReasons]uint64
+	counters  Status
+	auth      *ctwire.Auth // send side, Run goroutine only
+	peer      *ctrel.Peer  // master: the backup's control datagrams
+	ranges    []ctwire.Range
+	ctlSeq    uint32
+	ctlEp     uint64
+}
+
+// New opens the sockets of a Sync in the calling thread's network
+// namespace (call it inside the node's namespace). Run starts it.
+func New(cfg Config, log *slog.Logger) (*Sync, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Interface == "" {
+		return nil, errors.New("ctsync: no sync interface")
+	}
+	if cfg.Password == "" {
+		return nil, errors.New("ctsync: no password")
+	}
+	if !cfg.Group.IsValid() {
+		cfg.Group = DefaultGroup
+	}
+	if !cfg.Group.Is4() || !cfg.Group.IsMulticast() {
+		return nil, fmt.Errorf("ctsync: group %s is not an IPv4 multicast address", cfg.Group)
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.History <= 0 {
+		cfg.History = DefaultHistory
+	}
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = DefaultReadBuffer
+	}
+	s := &Sync{
+		cfg: cfg, log: log, key: ctwire.DeriveKey([]byte(cfg.Password)),
+		roleCh: make(chan bool, 1), ready: make(chan struct{}),
+		local: map[netip.Addr]bool{},
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeSockets()
+		}
+	}()
+	var err error
+	if s.ns, err = netns.Get(); err != nil {
+		return nil, fmt.Errorf("ctsync: netns handle: %w", err)
+	}
+	ifi, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("ctsync: sync interface: %w", err)
+	}
+	s.maxDgram = ifi.MTU - ctwire.IPUDPOverhead
+	if s.maxDgram < 576-ctwire.IPUDPOverhead {
+		return nil, fmt.Errorf("ctsync: interface %s MTU %d too small", cfg.Interface, ifi.MTU)
+	}
+	if cfg.LocalAddrs == nil {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return nil, fmt.Errorf("ctsync: local addresses: %w", err)
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				s.local[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	for _, a := range cfg.LocalAddrs {
+		s.local[a.Unmap()] = true
+	}
+	if err := s.openUDP(ifi); err != nil {
+		return nil, err
+	}
+	if s.dump, err = conntrack.Dial(nil); err != nil {
+		return nil, fmt.Errorf("ctsync: dial ctnetlink: %w", err)
+	}
+	if s.inj, err = ctnl.DialInjector(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+func (s *Sync) openUDP(ifi *net.Interface) error {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+				return
+			}
+			if serr = unix.BindToDevice(int(fd), ifi.Name); serr != nil {
+				return
+			}
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpBuffer) != nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpBuffer)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	// Bound to the group address: only sync datagrams are received.
+	pc, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort(s.cfg.Group.String(), fmt.Sprint(s.cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("ctsync: sync socket: %w", err)
+	}
+	s.raw = pc
+	p := ipv4.NewPacketConn(pc)
+	s.udp = p
+	s.dst = &net.UDPAddr{IP: s.cfg.Group.AsSlice(), Port: s.cfg.Port}
+	if err := p.JoinGroup(ifi, &net.UDPAddr{IP: s.cfg.Group.AsSlice()}); err != nil {
+		return fmt.Errorf("ctsync: join %s on %s: %w", s.cfg.Group, ifi.Name, err)
+	}
+	if err := p.SetMulticastInterface(ifi); err != nil {
+		return fmt.Errorf("ctsync: multicast interface: %w", err)
+	}
+	if err := p.SetMulticastTTL(1); err != nil {
+		return fmt.Errorf("ctsync: multicast TTL: %w", err)
+	}
+	if err := p.SetMulticastLoopback(false); err != nil {
+		return fmt.Errorf("ctsync: multicast loopback: %w", err)
+	}
+	return nil
+}
+
+func (s *Sync) closeSockets() {
+	if s.raw != nil {
+		s.raw.Close()
+	}
+	if s.dump != nil {
+		s.dump.Close()
+	}
+	if s.inj != nil {
+		s.inj.Close()
+	}
+	if s.ns.IsOpen() {
+		s.ns.Close()
+	}
+}
+
+// SetRole switches the node to master (true) or backup (false). It does
+// not block; the last call wins.
+func (s *Sync) SetRole(master bool) {
+	for {
+		select {
+		case s.roleCh <- master:
+			return
+		default:
+		}
+		select {
+		case <-s.roleCh:
+		default:
+		}
+	}
+}
+
+// Ready is closed once the node holds a complete copy of the master's
+// table (its first bulk resync finished) or has become master. VRRP holds
+// preemption until then.
+func (s *Sync) Ready() <-chan struct{} { return s.ready }
+
+// BulkSynced reports whether the node's table is currently complete:
+// always for a master, after a finished bulk with no gap left for a backup.
+func (s *Sync) BulkSynced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.BulkSynced
+}
+
+// Status returns a snapshot of the counters.
+func (s *Sync) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Rejected = make(map[string]uint64)
+	for r, n := range s.rejected {
+		if n > 0 {
+			st.Rejected[ctwire.Reason(r).String()] = n
+		}
+	}
+	return st
+}
+
+type datagram struct {
+	body []byte
+	h    ctwire.Header
+	p    []byte
+	at   time.Time
+}
+
+// Run serves until ctx ends, starting as backup unless SetRole(true) was
+// called. It closes the sockets on return.
+func (s *Sync) Run(ctx context.Context) error {
+	defer s.closeSockets()
+	s.start = time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	in := make(chan datagram, 1024)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.receive(ctx, in)
+	}()
+	defer func() {
+		cancel()
+		s.raw.Close()
+		wg.Wait()
+		if s.lst != nil {
+			s.lst.close()
+			s.lst = nil
+		}
+	}()
+
+	s.becomeBackup()
+	select {
+	case m := <-s.roleCh:
+		if m {
+			s.becomeMaster()
+		}
+	default:
+	}
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
+	refresh := time.NewTicker(s.cfg.Refresh)
+	defer refresh.Stop()
+	buf := make([]byte, 0, 65536)
+	for {
+		var events <-chan conntrack.Event
+		var lerr <-chan error
+		if s.lst != nil {
+			events, lerr = s.lst.events, s.lst.errc
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-s.roleCh:
+			if m && !s.master {
+				s.becomeMaster()
+			} else if !m && s.master {
+				s.becomeBackup()
+			}
+		case d := <-in:
+			s.onDatagram(d)
+			// Drain what is already queued before sending.
+			for n := 0; n < 64; n++ {
+				select {
+				case d := <-in:
+					s.onDatagram(d)
+					continue
+				default:
+				}
+				break
+			}
+		case ev := <-events:
+			s.onEvent(ev)
+			for n := 0; n < 256; n++ {
+				select {
+				case ev := <-events:
+					s.onEvent(ev)
+					continue
+				default:
+				}
+				break
+			}
+		case err := <-lerr:
+			s.restartListener(err)
+		case <-refresh.C:
+			if s.master {
+				s.sweep()
+			}
+		case <-tick.C:
+			if !s.master {
+				s.backupTick(buf)
+			}
+		}
+		if s.master {
+			buf = s.flush(buf)
+		}
+		s.publish()
+	}
+}
+
+func (s *Sync) now() time.Duration { return time.Since(s.start) }
+
+// receive reads, authenticates and parses datagrams.
+func (s *Sync) receive(ctx context.Context, out chan<- datagram) {
+	auth := ctwire.NewAuth(s.key)
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := s.raw.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("ctsync: receive", "err", err)
+			continue
+		}
+		body, err := auth.Open(buf[:n])
+		var h ctwire.Header
+		var p []byte
+		if err == nil {
+			h, p, err = ctwire.ParseHeader(body)
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.rejected[ctwire.ReasonOf(err)]++
+			s.mu.Unlock()
+			continue
+		}
+		c := append([]byte(nil), body...)
+		d := datagram{body: c, h: h, p: c[ctwire.HeaderLen : ctwire.HeaderLen+len(p)], at: time.Now()}
+		select {
+		case out <- d:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Sync) send(body []byte, auth *ctwire.Auth) {
+	ctrel.Sent(body, time.Now().UnixNano())
+	d := auth.Seal(body)
+	if _, err := s.raw.WriteTo(d, s.dst); err != nil {
+		s.log.Warn("ctsync: send", "err", err)
+		return
+	}
+	s.counters.DatagramsSent++
+}
+
+func (s *Sync) newEpoch() uint64 {
+	e := uint64(time.Now().UnixNano())
+	if e <= s.lastEpoch {
+		e = s.lastEpoch + 1
+	}
+	s.lastEpoch = e
+	return e
+}
+
+func (s *Sync) becomeMaster() {
+	s.log.Info("ctsync: master: listening and sending")
+	s.master = true
+	s.peer = nil
+	s.recv = nil
+	s.bulkSeen = nil
+	s.sender = ctrel.NewSender(ctrel.SenderConfig{
+		Epoch: s.newEpoch(), MaxDatagram: s.maxDgram, History: s.cfg.History,
+		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh,
+	})
+	s.readyOnce.Do(func() { close(s.ready) })
+	s.startListener()
+}
+
+func (s *Sync) becomeBackup() {
+	if s.lst != nil {
+		s.lst.close()
+		s.lst = nil
+	}
+	if s.master {
+		s.log.Info("ctsync: backup: receiving, resync requested")
+	}
+	s.master = false
+	s.sender = nil
+	s.recv = ctrel.NewReceiver(ctrel.ReceiverConfig{})
+	s.inj.Forget()
+}
+
+// startListener subscribes to events, then dumps the table into the sender
+// and starts a bulk: events during the dump are newer than it and win.
+func (s *Sync) startListener() {
+	for attempt := 0; ; attempt++ {
+		l, err := startListener(s.ns, s.cfg.ReadBuffer)
+		if err == nil {
+			s.lst = l
+			break
+		}
+		s.log.Error("ctsync: listener start failed", "err", err, "attempt", attempt)
+		if attempt >= 50 {
+			return // the next sweep or role change retries
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	dumpStart := s.now()
+	flows, err := s.dumpFiltered()
+	if err != nil {
+		s.log.Error("ctsync: table dump failed", "err", err)
+	}
+	s.sender.Reconcile(s.now(), dumpStart, flows)
+	s.sender.StartBulk()
+}
+
+func (s *Sync) restartListener(err error) {
+	s.counters.ListenerRestarts++
+	if isOverrun(err) {
+		s.counters.Overruns++
+	}
+	s.log.Warn("ctsync: event listener ended; restarting and resyncing peer", "err", err)
+	if s.lst != nil {
+		s.lst.close()
+		s.lst = nil
+	}
+	if s.master {
+		s.startListener()
+	}
+}
+
+func (s *Sync) dumpFiltered() ([]ctwire.Flow, error) {
+	kf, err := s.dump.Dump(nil)
+	if err != nil {
+		return nil, fmt.Errorf("ctsync: dump: %w", err)
+	}
+	out := make([]ctwire.Flow, 0, len(kf))
+	for i := range kf {
+		if f, ok := ctnl.FromKernel(&kf[i]); ok && s.replicate(&f) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func (s *Sync) sweep() {
+	if s.lst == nil {
+		s.startListener()
+		return
+	}
+	dumpStart := s.now()
+	flows, err := s.dumpFiltered()
+	if err != nil {
+		s.log.Warn("ctsync: refresh dump failed", "err", err)
+		return
+	}
+	s.sender.Reconcile(s.now(), dumpStart, flows)
+}
+
+func inAny(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// replicate applies the filter.
+func (s *Sync) replicate(f *ctwire.Flow) bool {
+	ft := &s.cfg.Filter
+	if len(ft.Protocols) > 0 && !slices.Contains(ft.Protocols, f.Proto) {
+		return false
+	}
+	// From the firewall: original source is ours. To the firewall: the
+	// reply comes from us (a DNAT'd flow to a VIP is forwarded, not local).
+	if !ft.ReplicateLocal && (s.local[f.Orig.Src] || s.local[f.Reply.Src]) {
+		return false
+	}
+	for _, a := range [...]netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst} {
+		if inAny(a, ft.Exclude) {
+			return false
+		}
+	}
+	if len(ft.Include) > 0 && !inAny(f.Orig.Src, ft.Include) && !inAny(f.Orig.Dst, ft.Include) {
+		return false
+	}
+	return true
+}
+
+func (s *Sync) onEvent(ev conntrack.Event) {
+	if !s.master || s.sender == nil {
+		return
+	}
+	f, ok := ctnl.FromKernel(ev.Flow)
+	if !ok || !s.replicate(&f) {
+		return
+	}
+	switch ev.Type {
+	case conntrack.EventNew, conntrack.EventUpdate:
+		s.sender.Update(s.now(), &f)
+	case conntrack.EventDestroy:
+		s.sender.Destroy(s.now(), f.Key())
+	}
+}
+
+// flush sends every datagram the sender has due.
+func (s *Sync) flush(buf []byte) []byte {
+	auth := s.sendAuth()
+	for i := 0; i < 4096; i++ {
+		body, ok := s.sender.Next(s.now(), buf[:0])
+		if !ok {
+			break
+		}
+		buf = body
+		s.send(body, auth)
+	}
+	return buf
+}
+
+func (s *Sync) sendAuth() *ctwire.Auth {
+	if s.auth == nil {
+		s.auth = ctwire.NewAuth(s.key)
+	}
+	return s.auth
+}
+
+func (s *Sync) onDatagram(d datagram) {
+	s.counters.DatagramsReceived++
+	if s.master {
+		s.masterControl(d)
+		return
+	}
+	now := s.now()
+	v := s.recv.OnDatagram(now, &d.h)
+	if v.Reason != ctwire.ReasonNone {
+		s.mu.Lock()
+		s.rejected[v.Reason]++
+		s.mu.Unlock()
+		return
+	}
+	if v.BulkBegin {
+		s.bulkSeen = make(map[ctwire.Key]struct{})
+	}
+	if v.Apply {
+		it := ctwire.NewRecords(d.p, d.h.Count)
+		var f ctwire.Flow
+		sent := time.Unix(0, d.h.Sent)
+		for it.Next(&f) {
+			if s.bulkSeen != nil {
+				s.bulkSeen[f.Key()] = struct{}{}
+			}
+			if err := s.inj.Apply(&f); err != nil {
+				s.counters.InjectErrors++
+				s.log.Debug("ctsync: inject", "err", err)
+				continue
+			}
+			s.counters.RecordsApplied++
+			if s.cfg.OnApplied != nil {
+				s.cfg.OnApplied(&f, sent)
+			}
+		}
+		if err := it.Err(); err != nil {
+			s.mu.Lock()
+			s.rejected[ctwire.ReasonOf(err)]++
+			s.mu.Unlock()
+		}
+		s.counters.Lag = time.Since(sent)
+	}
+	if v.Synced {
+		s.purge()
+		s.bulkSeen = nil
+		s.readyOnce.Do(func() { close(s.ready) })
+	}
+}
+
+// purge deletes replicated-looking flows the completed bulk did not carry:
+// they ended on the master while we were not listening.
+func (s *Sync) purge() {
+	flows, err := s.dumpFiltered()
+	if err != nil {
+		s.log.Warn("ctsync: purge dump failed", "err", err)
+		return
+	}
+	for i := range flows {
+		f := &flows[i]
+		if _, ok := s.bulkSeen[f.Key()]; ok {
+			continue
+		}
+		f.Op = ctwire.OpDestroy
+		if err := s.inj.Apply(f); err != nil {
+			s.counters.InjectErrors++
+			continue
+		}
+		s.counters.Purged++
+	}
+}
+
+func (s *Sync) masterControl(d datagram) {
+	if s.peer == nil {
+		s.peer = ctrel.NewPeer(ctrel.PeerConfig{})
+	}
+	if d.h.Type != ctwire.TypeNACK && d.h.Type != ctwire.TypeResync {
+		// Another master's data: split brain or a role swap in flight.
+		return
+	}
+	a := s.peer.Accept(s.now(), &d.h)
+	if !a.OK {
+		s.mu.Lock()
+		s.rejected[a.Reason]++
+		s.mu.Unlock()
+		return
+	}
+	switch d.h.Type {
+	case ctwire.TypeResync:
+		s.sender.OnResync()
+	case ctwire.TypeNACK:
+		for i := 0; i < int(d.h.Count); i++ {
+			s.sender.OnNACK(ctwire.RangeAt(d.p, i))
+		}
+	}
+}
+
+func (s *Sync) backupTick(buf []byte) {
+	maxRanges := (s.maxDgram - ctwire.Overhead) / ctwire.NACKRangeLen
+	c := s.recv.Tick(s.now(), s.ranges[:0], maxRanges)
+	s.ranges = c.NACK
+	auth := s.sendAuth()
+	if c.Resync {
+		s.ctlSeq++
+		h := ctwire.Header{Type: ctwire.TypeResync, Epoch: s.ctlEpoch(), Seq: s.ctlSeq}
+		s.send(ctwire.AppendHeader(buf[:0], &h), auth)
+	}
+	if len(c.NACK) > 0 {
+		s.ctlSeq++
+		h := ctwire.Header{Type: ctwire.TypeNACK, Epoch: s.ctlEpoch(), Seq: s.ctlSeq}
+		b := ctwire.AppendHeader(buf[:0], &h)
+		for _, r := range c.NACK {
+			b = ctwire.AppendRange(b, r)
+		}
+		ctwire.SetPayload(b, len(c.NACK))
+		s.send(b, auth)
+	}
+}
+
+func (s *Sync) ctlEpoch() uint64 {
+	if s.ctlEp == 0 {
+		s.ctlEp = s.newEpoch()
+	}
+	return s.ctlEp
+}
+
+// publish copies the counters into the status snapshot.
+func (s *Sync) publish() {
+	st := s.counters
+	st.Master = s.master
+	if s.master && s.sender != nil {
+		ss := s.sender.Stats()
+		st.BulkSynced = true
+		st.Flows = ss.Flows
+		st.RecordsSent = ss.Records
+		st.Coalesced = ss.Coalesced
+		st.Refreshed = ss.Refreshed
+		st.NACKsServed = ss.NACKsServed
+		st.Resyncs = ss.Bulks
+		st.Lag = 0
+	} else if s.recv != nil {
+		rs := s.recv.Stats()
+		st.BulkSynced = s.recv.Synced()
+		st.Lost = rs.Lost
+		st.Repaired = rs.Repaired
+		st.NACKsSent = rs.NACKsSent
+		st.Resyncs = rs.BulksCompleted
+		st.ResyncRequests = rs.ResyncRequests
+		st.Flows = s.inj.Known()
+	}
+	s.mu.Lock()
+	st.Forged = s.rejected[ctwire.ReasonMAC]
+	s.status = st
+	s.mu.Unlock()
+}
