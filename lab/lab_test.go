@@ -299,9 +299,12 @@ func TestReapAfterKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := n.Start("sleep", "1000"); err != nil {
+		p, err := n.Start("sh", "-c", "echo ready; exec sleep 1000")
+		if err != nil {
 			t.Fatal(err)
 		}
+		// Only once the shell runs is it inside the namespace.
+		waitFor(t, func() bool { return strings.Contains(p.Log(), "ready") }, "sleeper in the namespace")
 		os.Stdout.WriteString("NETNS " + n.Name + "\n")
 		time.Sleep(60 * time.Second) // killed long before
 		n.Close()
@@ -353,5 +356,45 @@ func TestReapAfterKill(t *testing.T) {
 	}
 	if !netnsExists(mine.Name) {
 		t.Errorf("Reap deleted %s of a live process", mine.Name)
+	}
+}
+
+func TestCapture(t *testing.T) {
+	a := NewNetnsT(t, "capa")
+	b := NewNetnsT(t, "capb")
+	if err := Veth(a, "c0", b, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddAddr("c0", netip.MustParsePrefix("192.0.2.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAddr("c1", netip.MustParsePrefix("192.0.2.2/24")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.StartCapture("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.MustPing(t, netip.MustParseAddr("192.0.2.2"))
+	path, n, err := c.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	// tcpdump reads the file: it is a valid pcap, and Stop lost nothing.
+	out := b.MustRun(t, "tcpdump", "-n", "-r", path)
+	for _, want := range []string{"192.0.2.1 > 192.0.2.2: ICMP echo request", "192.0.2.2 > 192.0.2.1: ICMP echo reply"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("capture lacks %q:\n%s", want, out)
+		}
+	}
+	frames, err := ReadPcap(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(frames) != n || n < 2 {
+		t.Errorf("ReadPcap: %d frames, Stop said %d, want >= 2 (request, reply)", len(frames), n)
 	}
 }

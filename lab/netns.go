@@ -259,6 +259,14 @@ func (n *Netns) RunInput(input string, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// Command returns an unstarted command that runs inside the namespace,
+// for callers that need their own stdin, stdout or environment. The
+// caller owns it: Close does not know about it, but kills it anyway as a
+// process left in the namespace.
+func (n *Netns) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
 // MustRun is Run that fails the test on error.
 func (n *Netns) MustRun(t testing.TB, args ...string) string {
 	t.Helper()
@@ -438,13 +446,9 @@ func (n *Netns) AddRoute(dst string, gw netip.Addr) error {
 	return n.ip("route", "add", dst, "via", gw.String())
 }
 
-// FlushNeighbours empties the namespace's ARP and NDP caches.
-func (n *Netns) FlushNeighbours() error {
-	if err := n.ip("neigh", "flush", "all"); err != nil {
-		return err
-	}
-	return n.ip("-6", "neigh", "flush", "all")
-}
+// FlushNeighbours empties the namespace's ARP and NDP caches (`ip neigh
+// flush all` covers both families).
+func (n *Netns) FlushNeighbours() error { return n.ip("neigh", "flush", "all") }
 
 var sysctlKey = regexp.MustCompile(`^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$`)
 

@@ -438,13 +438,8 @@ func (p *Pair) SetLinkUp(ns *Netns, ifName string) error { return ns.LinkUp(ifNa
 func (p *Pair) FlushNeighbours() error {
 	var errs []error
 	for _, h := range []*Netns{p.Client, p.Server} {
-		if err := h.ip("neigh", "flush", "all"); err != nil {
+		if err := h.FlushNeighbours(); err != nil {
 			errs = append(errs, err)
-		}
-		if p.Options.IPv6 {
-			if err := h.ip("-6", "neigh", "flush", "all"); err != nil {
-				errs = append(errs, err)
-			}
 		}
 	}
 	return errors.Join(errs...)
