@@ -367,3 +367,52 @@ func BenchmarkSimulatedMinute(b *testing.B) {
 		}
 	}
 }
+
+func TestThreeNodesHighestBackupTakesOver(t *testing.T) {
+	const delay = time.Millisecond
+	s, err := New(LinkConfig{Seed: 8, Delay: delay},
+		NodeConfig{Name: "a", Addr: addrA, Instances: instances(150, time.Second, nil, 10, 11)},
+		NodeConfig{Name: "b", Addr: addrB, Instances: instances(100, time.Second, nil, 10, 11)},
+		NodeConfig{Name: "c", Addr: addrC, Instances: instances(120, time.Second, nil, 10, 11)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.StartAll()
+	run(t, s, 10*time.Second)
+	converged(t, s, "a")
+	crashAt := s.Now() + 400*time.Millisecond
+	run(t, s, crashAt)
+	s.Crash("a")
+	run(t, s, crashAt+10*time.Second)
+	converged(t, s, "c") // Skew_Time of 120 is shorter than of 100
+	if _, ok := firstClaim(s, "b", 10, crashAt); ok {
+		t.Fatalf("b claimed after the crash:\n%s", s.Dump(60))
+	}
+	last := lastDelivery(s, "c", "a", 10, crashAt)
+	claim, _ := firstClaim(s, "c", 10, crashAt)
+	if want := last + masterDown(120, time.Second); claim != want {
+		t.Fatalf("c took over at %v, want %v", claim, want)
+	}
+}
+
+func TestBackupFaultLeavesMasterAlone(t *testing.T) {
+	s := newPair(t, pairOpts{link: LinkConfig{Seed: 9, Delay: time.Millisecond}})
+	s.StartAll()
+	run(t, s, 10*time.Second)
+	s.TrackDown("b", "eth1")
+	run(t, s, 20*time.Second)
+	if got := s.Masters(11); !cmp.Equal(got, []string{"a"}) {
+		t.Fatalf("masters = %v", got)
+	}
+	for _, v := range []uint8{10, 11} {
+		if st := s.Node("b").State(v); st != vrrp.StateFault {
+			t.Fatalf("b vrid %d is %v, want FAULT", v, st)
+		}
+	}
+	if n := len(s.Find(func(r Record) bool { return r.Kind == RecClaim && r.At > 10*time.Second })); n != 0 {
+		t.Fatalf("%d claims after the backup's fault", n)
+	}
+	s.TrackUp("b", "eth1")
+	run(t, s, 30*time.Second)
+	converged(t, s, "a")
+}
