@@ -6,11 +6,12 @@
 // # Standards
 //
 //   - Gratuitous ARP: RFC 826 (the ARP packet) used as an announcement in the
-//     sense of RFC 5227 section 2.3 and RFC 9568 section 6.4.2 ("broadcast a
-//     gratuitous ARP request"). Some hosts only update their caches from one
-//     form, so every round sends both a request and a reply.
+//     sense of RFC 5227 section 2.3, as RFC 9568 section 6.4 asks of a
+//     router becoming Active. RFC 9568 names the request form; some hosts
+//     only update their caches from one form, so every round sends both a
+//     request and a reply.
 //   - Unsolicited neighbour advertisement: RFC 4861 section 7.2.6, as RFC 9568
-//     section 6.4.2 requires for IPv6 virtual addresses.
+//     section 6.4 requires for IPv6 virtual addresses.
 //   - Virtual router MAC: RFC 9568 section 7.3, 00-00-5E-00-01-{VRID} for IPv4
 //     and 00-00-5E-00-02-{VRID} for IPv6, carried by a macvlan interface.
 //

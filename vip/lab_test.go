@@ -37,7 +37,7 @@ type vipLab struct {
 	fwMAC      net.HardwareAddr
 }
 
-func handleIn(t *testing.T, ns *lab.Netns) *netlink.Handle {
+func handleIn(t testing.TB, ns *lab.Netns) *netlink.Handle {
 	t.Helper()
 	nsh, err := netns.GetFromName(ns.Name)
 	if err != nil {
@@ -52,7 +52,7 @@ func handleIn(t *testing.T, ns *lab.Netns) *netlink.Handle {
 	return h
 }
 
-func newVIPLab(t *testing.T) *vipLab {
+func newVIPLab(t testing.TB) *vipLab {
 	t.Helper()
 	l := &vipLab{fw: lab.NewNetnsT(t, "vipfw"), host: lab.NewNetnsT(t, "viphost")}
 	if err := lab.Veth(l.fw, "lan0", l.host, "eth0"); err != nil {
@@ -79,7 +79,7 @@ func newVIPLab(t *testing.T) *vipLab {
 	return l
 }
 
-func (l *vipLab) manager(t *testing.T, cfg Config) *Manager {
+func (l *vipLab) manager(t testing.TB, cfg Config) *Manager {
 	t.Helper()
 	cfg.Enter = l.fw.Do
 	cfg.Logger = quietLogger()
@@ -121,6 +121,7 @@ func addrsOn(t *testing.T, h *netlink.Handle, ifName string) []string {
 }
 
 func TestLabClaimReleaseIdempotent(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := newVIPLab(t)
 	m := l.manager(t, Config{VIPs: []VIP{{"lan0", vip4, 10}, {"lan0", vip6, 11}}, Schedule: Schedule{Repeat: 1}})
 	ctx := t.Context()
@@ -282,6 +283,7 @@ func neighbour(t *testing.T, h *netlink.Handle, ifName string, ip netip.Addr) st
 }
 
 func TestLabGratuitousARP(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := newVIPLab(t)
 	// The host knows the VIP at another MAC, as after the old master.
 	l.host.MustRun(t, "ip", "neigh", "replace", vip4.Addr().String(), "lladdr", staleMAC, "dev", "eth0", "nud", "stale")
@@ -330,6 +332,7 @@ func TestLabGratuitousARP(t *testing.T) {
 }
 
 func TestLabRefresh(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := newVIPLab(t)
 	capt := startCapture(t, l.host, "eth0")
 	m := l.manager(t, Config{VIPs: []VIP{{"lan0", vip4, 10}}, Schedule: Schedule{Repeat: 1, Refresh: 50 * time.Millisecond}})
@@ -357,6 +360,7 @@ func TestLabRefresh(t *testing.T) {
 }
 
 func TestLabUnsolicitedNA(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := newVIPLab(t)
 	l.host.MustRun(t, "ip", "-6", "neigh", "replace", vip6.Addr().String(), "lladdr", staleMAC, "dev", "eth0", "nud", "stale")
 	capt := startCapture(t, l.host, "eth0")
@@ -394,6 +398,7 @@ func TestLabUnsolicitedNA(t *testing.T) {
 }
 
 func TestLabVirtualMAC(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	l := newVIPLab(t)
 	capt := startCapture(t, l.host, "eth0")
 	m := l.manager(t, Config{VIPs: []VIP{{"lan0", vip4, 10}, {"lan0", vip6, 10}}, VirtualMAC: true,
@@ -603,4 +608,41 @@ func TestLabMonitorOverrunResubscribes(t *testing.T) {
 		t.Errorf("after lan0 up on the new subscription: %+v", ev)
 	}
 	t.Logf("resubscribes %d, subscription errors %d", mon.Resubscribes(), mon.Errors())
+}
+
+// Cost of a takeover and a give-back of one IPv4 and one IPv6 VIP
+// (netlink round trips, socket setup, first announcement round).
+func BenchmarkLabClaimRelease(b *testing.B) {
+	l := newVIPLab(b)
+	m := l.manager(b, Config{VIPs: []VIP{{"lan0", vip4, 10}, {"lan0", vip6, 11}}, Schedule: Schedule{Repeat: 1}})
+	ctx := b.Context()
+	for b.Loop() {
+		if err := m.Claim(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Cost of one announcement round: a gratuitous ARP request and reply and
+// one neighbour advertisement, written to the kernel.
+func BenchmarkLabAnnounce(b *testing.B) {
+	l := newVIPLab(b)
+	m := l.manager(b, Config{VIPs: []VIP{{"lan0", vip4, 10}, {"lan0", vip6, 11}}, Schedule: Schedule{Repeat: 1}})
+	ctx := b.Context()
+	if err := m.Claim(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.Announce(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if st := m.Stats(); st.Failures["arp_write"]+st.Failures["na_write"] != 0 {
+		b.Fatalf("send failures: %v", st.Failures)
+	}
 }
