@@ -210,7 +210,9 @@ func (c *Codec) inspect(ipHdr []byte, f Family, proto uint8, src, dst netip.Addr
 // an advert: TTL 255 (unless unicast), the configured version and
 // authentication (including the v2 auth type field), the checksum and the
 // ICV or password. The error's reason (ReasonOf) is the counter label.
-// Replay is left to the caller's per-peer ReplayState.
+// Replay is left to the caller's per-peer ReplayState. When only an
+// enforced check fails, the returned Received is still filled in, for
+// logging.
 func (c *Codec) Decode(pkt []byte, addrs []netip.Addr) (Received, error) {
 	r, err := c.Inspect(pkt, addrs)
 	if err != nil {

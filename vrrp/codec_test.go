@@ -2,6 +2,7 @@ package vrrp
 
 import (
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -324,4 +325,42 @@ func TestParseAuthMode(t *testing.T) {
 	if _, err := ParseAuthMode("md5"); err == nil {
 		t.Error("ParseAuthMode(md5) accepted")
 	}
+}
+
+// ExampleCodec shows a sender and a receiver of the default scheme (VRRPv3 in
+// AH with HMAC-SHA-256-128) with the anti-replay state both sides keep.
+func ExampleCodec() {
+	cfg := Config{Version: 3, Auth: AuthAH, Password: "change-me"}
+	tx, _ := NewCodec(cfg)
+	rx, _ := NewCodec(cfg)
+	now := time.Date(2026, 11, 25, 5, 0, 0, 0, time.UTC)
+
+	ctr := NewAHCounter(0, now) // persist ctr.Epoch before sending
+	var replay ReplayState      // one per peer
+	buf := make([]byte, 0, 128)
+	addrs := make([]netip.Addr, 0, 4)
+	src, group := netip.MustParseAddr("192.168.255.1"), netip.MustParseAddr("224.0.0.18")
+	for range 2 {
+		ctr = ctr.Next(now)
+		buf, _ = tx.AppendPacket(buf[:0], src, group, &Advert{VRID: 10, Priority: 150, Interval: time.Second,
+			Addrs: []netip.Addr{netip.MustParseAddr("203.0.113.1")}}, ctr)
+		r, err := rx.Decode(buf, addrs)
+		if err != nil {
+			fmt.Println("drop:", ReasonOf(err))
+			continue
+		}
+		if replay, err = replay.Accept(r.SPI, r.Seq); err != nil {
+			fmt.Println("drop:", ReasonOf(err))
+			continue
+		}
+		fmt.Println(r.Src, r.Advert.VRID, r.Advert.Priority, r.Advert.Interval, r.Advert.Addrs, r.Auth, r.Seq)
+	}
+	// A replayed packet (the last one again) is dropped.
+	r, _ := rx.Decode(buf, addrs)
+	_, err := replay.Accept(r.SPI, r.Seq)
+	fmt.Println("replay:", ReasonOf(err))
+	// Output:
+	// 192.168.255.1 10 150 1s [203.0.113.1] ah 1
+	// 192.168.255.1 10 150 1s [203.0.113.1] ah 2
+	// replay: replay
 }
