@@ -122,3 +122,18 @@ func TestVRIDAssignmentProperty(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkParse measures decoding and validating the shipped example, the
+// cost paid on every start and SIGHUP reload.
+func BenchmarkParse(b *testing.B) {
+	data, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse("example.yaml", data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
