@@ -191,6 +191,15 @@ func TestProblems(t *testing.T) {
 		{"duplicate address", strings.Replace(minimal, "10.10.0.1/24", "203.0.113.1/25", 1), []string{
 			"config.yaml:9: vips[1].address: address 203.0.113.1 is already used by vips[0] (line 7)",
 		}},
+		{"network, broadcast, multicast vip", minimal + "  - {interface: eth3, address: 10.3.0.255/24}\n  - {interface: eth4, address: 224.0.0.18/4}\n  - {interface: eth5, address: 10.5.0.1/31}\n  - {interface: eth6, address: \"::/64\"}\n",
+			[]string{
+				"config.yaml:10: vips[2].address: 10.3.0.255/24 is the broadcast address of its subnet, not a host address",
+				"config.yaml:11: vips[3].address: 224.0.0.18/4 is a multicast address, not a host address",
+				"config.yaml:13: vips[5].address: ::/64 is the unspecified address, not a host address",
+			}},
+		{"network address vip", strings.Replace(minimal, "10.10.0.1/24", "10.10.0.0/24", 1), []string{
+			"config.yaml:9: vips[1].address: 10.10.0.0/24 is the network address of its subnet, not a host address",
+		}},
 		{"peer is a vip", strings.Replace(minimal, "peer: 192.168.255.1", "peer: 10.10.0.1", 1), []string{
 			"config.yaml:4: peer: 10.10.0.1 is the address of vips[1]: the peer needs its own management address",
 		}},

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 )
@@ -104,6 +105,9 @@ func (d *decoder) checkVIPs(c *Config) {
 			} else {
 				byAddr[a] = owner{key: key, line: d.lines[k]}
 			}
+			if reason := unusableHost(v.Address); reason != "" {
+				d.fail(d.lines[k], k, "%s is %s, not a host address", v.Address, reason)
+			}
 			if c.Peer.IsValid() && c.Peer.WithZone("") == v.Address.Addr() {
 				d.fail(d.lines["peer"], "peer", "%s is the address of %s: the peer needs its own management address", c.Peer, key)
 			}
@@ -176,4 +180,27 @@ func listenersOverlap(a, b string) bool {
 	}
 	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	return ha == hb || wildcard(ha) || wildcard(hb)
+}
+
+// unusableHost says why p's address cannot be a VIP on its subnet, or "".
+func unusableHost(p netip.Prefix) string {
+	a := p.Addr()
+	switch {
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsMulticast():
+		return "a multicast address"
+	case a.IsLoopback():
+		return "a loopback address"
+	case !a.Is4() || p.Bits() >= 31:
+		return "" // IPv6 has no broadcast; /31 and /32 use every address
+	case a == p.Masked().Addr():
+		return "the network address of its subnet"
+	}
+	b := a.As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	if (uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3]))&host == host {
+		return "the broadcast address of its subnet"
+	}
+	return ""
 }
