@@ -9,6 +9,15 @@
 // auth: keepalived-ah); the rendered files follow keepalived.conf(5) of
 // keepalived 2.2.7 and conntrackd.conf(5) of conntrack-tools 1.4.7.
 //
+// # Render
+//
+// Render needs one fact the file does not hold: this node's IPv4 address on
+// the sync link (conntrackd's IPv4_interface; without it conntrackd joins
+// the group on the default route's interface). keepalived has no VRRPv3
+// authentication, so auth: ah renders unauthenticated VRRPv3 and says so in
+// the file and in Rendered.Notes; keepalived-ah renders auth_type AH with the
+// first 8 bytes of the password, the only bytes keepalived uses.
+//
 // # File format
 //
 // Required keys (exactly the form's fields):
@@ -63,6 +72,12 @@
 // is an error naming both entries; the fix is an explicit vrid.
 //
 // # Problems
+//
+// Besides types and ranges, Parse checks across keys: one VIP per interface,
+// unique VIP addresses and VRIDs, VIPs that are host addresses (not network,
+// broadcast, multicast, loopback), a peer that is not a VIP, keepalived-ah
+// limits (whole-second interval, IPv4 only), and TCP listeners (status,
+// metrics, dbsync) that would bind the same port.
 //
 // Parse reports every problem, not the first, as Problems (an error): one
 // line each, "FILE:LINE: KEY: message", sorted by line. Decoding is by hand
