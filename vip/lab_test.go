@@ -626,6 +626,23 @@ func BenchmarkLabClaimRelease(b *testing.B) {
 	}
 }
 
+// Cost of a takeover alone: what Claim adds to the failover time.
+func BenchmarkLabClaim(b *testing.B) {
+	l := newVIPLab(b)
+	m := l.manager(b, Config{VIPs: []VIP{{"lan0", vip4, 10}, {"lan0", vip6, 11}}, Schedule: Schedule{Repeat: 1}})
+	ctx := b.Context()
+	for b.Loop() {
+		if err := m.Claim(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := m.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
 // Cost of one announcement round: a gratuitous ARP request and reply and
 // one neighbour advertisement, written to the kernel.
 func BenchmarkLabAnnounce(b *testing.B) {

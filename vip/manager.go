@@ -332,7 +332,9 @@ func (m *Manager) Release(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stopAnnouncer()
-	m.closeConns()
+	// Sockets close last: closing an AF_PACKET socket waits for an RCU
+	// grace period (about 10 ms here), and the addresses should go first.
+	defer m.closeConns()
 	m.anns = nil
 	m.claimed = false
 	var errs []error
