@@ -36,7 +36,7 @@ func BenchmarkProbeNoiseFloor(b *testing.B) {
 	if err := p.FW1.AddAddr(IfWAN, p.WANVIP); err != nil {
 		b.Fatal(err)
 	}
-	var worst, sum time.Duration
+	var worst, sum, lag time.Duration
 	var lost, runs int
 	for b.Loop() {
 		res, err := ProbeUDP(context.Background(), p.Client, p.Server, p.ServerAddr.Addr(), UDPProbeOptions{Duration: time.Second})
@@ -46,9 +46,11 @@ func BenchmarkProbeNoiseFloor(b *testing.B) {
 		worst = max(worst, res.MaxGap)
 		sum += res.MaxGap
 		lost += res.Lost
+		lag = max(lag, res.MaxSendLag)
 		runs++
 	}
 	b.ReportMetric(float64(sum.Microseconds())/float64(runs)/1000, "maxgap-ms/run")
 	b.ReportMetric(float64(worst.Microseconds())/1000, "worst-maxgap-ms")
 	b.ReportMetric(float64(lost)/float64(runs), "lost/run")
+	b.ReportMetric(float64(lag.Microseconds())/1000, "worst-sendlag-ms")
 }

@@ -23,16 +23,18 @@
 //
 // # The pair (NewPair)
 //
-//	                        switch namespace (Switch)
-//	                 +---------------------------------------+
-//	server  eth0 ----|wsrv    brwan (WAN)     wfw1|wfw2      |
-//	                 |                         |     |       |
-//	client  eth0 ----|lcli    brlan (LAN)     lfw1|lfw2      |
-//	                 +-------------------------|-----|-------+
-//	                             wan0,lan0 ----+     +---- wan0,lan0
-//	                                 FW1 sync0 ========= sync0 FW2
-//	                                    (direct veth, the sync link)
+//	                     switch namespace (Switch)
+//	               +-------------------------------------+
+//	client eth0 ---|lcli           brlan           lfw1|--- lan0 FW1
+//	               |                               lfw2|--- lan0 FW2
+//	server eth0 ---|wsrv           brwan           wfw1|--- wan0 FW1
+//	               |                               wfw2|--- wan0 FW2
+//	               +-------------------------------------+
+//	                     FW1 sync0 ============ sync0 FW2
+//	                       (direct veth: the sync link)
 //
+// Names inside the switch (lcli, lfw1, ...) are the switch-side ends of
+// the veth pairs; taking one down cuts that host off from the bridge.
 // Every firewall has lan0 and wan0 (ports of the two bridges) and sync0.
 // The client and the server have eth0 only. Bridges: STP off, forward
 // delay 0, multicast snooping off (VRRP adverts flood).

@@ -523,6 +523,14 @@ func Reap() {
 	for _, name := range orphanNamespaces() {
 		deleteNetns(name)
 	}
+	// State directories of dead owners ("<name>.<random>" in TempDir).
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), NamePrefix+"*"))
+	for _, d := range dirs {
+		name, _, _ := strings.Cut(filepath.Base(d), ".")
+		if pid, ok := ownerPid(name); ok && pid != os.Getpid() && !processAlive(pid) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func orphanNamespaces() []string {

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -73,14 +74,12 @@ type FirewallAddrs struct {
 	LAN6, WAN6     netip.Prefix // invalid unless Options.IPv6
 }
 
-// Pair is a two-firewall lab:
+// Pair is a two-firewall lab (diagram and addresses in the package
+// documentation):
 //
-//	               switch namespace
-//	server eth0 --[wsrv]--+ brwan +--[wfw1]-- wan0 fw1 lan0 --[lfw1]--+ brlan +--[lcli]-- eth0 client
-//	                      |       +--[wfw2]-- wan0 fw2 lan0 --[lfw2]--+       |
-//	                                          fw1 sync0 ==== sync0 fw2 (direct veth)
-//
-// See the package documentation for addresses.
+//	client eth0 -- brlan -- lan0 FW1 wan0 -- brwan -- eth0 server
+//	                  \-- lan0 FW2 wan0 --/
+//	                 FW1 sync0 ====== sync0 FW2
 type Pair struct {
 	Client, Server, FW1, FW2, Switch *Netns
 	LANBridge, WANBridge             *Bridge
@@ -354,6 +353,25 @@ func FirewallRuleset(opts Options, lan netip.Prefix, wanVIP netip.Addr) string {
 	}
 	b.WriteString("\t}\n}\n")
 	return b.String()
+}
+
+// ProbeUDP runs ProbeUDP from the client to the server's IPv4 address
+// (or IPv6 with v6), through whichever firewall holds the VIPs.
+func (p *Pair) ProbeUDP(ctx context.Context, v6 bool, opts UDPProbeOptions) (UDPProbeResult, error) {
+	dst := p.ServerAddr.Addr()
+	if v6 {
+		if !p.ServerAddr6.IsValid() {
+			return UDPProbeResult{}, errors.New("lab: ProbeUDP over IPv6 on a pair without Options.IPv6")
+		}
+		dst = p.ServerAddr6.Addr()
+	}
+	return ProbeUDP(ctx, p.Client, p.Server, dst, opts)
+}
+
+// StartTCPStream starts a TCP stream from the client to the server's IPv4
+// address through whichever firewall holds the VIPs.
+func (p *Pair) StartTCPStream(opts TCPStreamOptions) (*TCPStream, error) {
+	return StartTCPStream(p.Client, p.Server, p.ServerAddr.Addr(), opts)
 }
 
 // Nft runs an nft -f script in a namespace (normally a firewall), e.g. to

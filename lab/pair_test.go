@@ -231,7 +231,7 @@ func TestProbeSteadyPath(t *testing.T) {
 		}
 	}
 
-	s, err := StartTCPStream(p.Client, p.Server, p.ServerAddr.Addr(), TCPStreamOptions{Duration: time.Second})
+	s, err := p.StartTCPStream(TCPStreamOptions{Duration: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestProbeSeesOutage(t *testing.T) {
 	p := NewPairT(t, Options{})
 	addStandInVIPs(t, p, p.FW1)
 	var crashed time.Time
-	res, err := ProbeUDP(context.Background(), p.Client, p.Server, p.ServerAddr.Addr(), UDPProbeOptions{
+	res, err := p.ProbeUDP(context.Background(), false, UDPProbeOptions{
 		Duration: 1500 * time.Millisecond,
 		During: func() {
 			time.Sleep(200 * time.Millisecond)

@@ -130,6 +130,10 @@ type UDPProbeResult struct {
 	Elapsed                  time.Duration // sending time
 	Start                    time.Time     // wall clock of offset 0
 	FirstReply, LastReplyAge time.Duration // offset of the first reply; silence at the end
+	// MaxSendLag is how late the sender ran against its schedule: when
+	// this process was starved of CPU the probe stopped probing, and a gap
+	// up to this size says nothing about the path.
+	MaxSendLag time.Duration
 }
 
 func (o *UDPProbeOptions) defaults() {
@@ -181,8 +185,9 @@ func ProbeUDP(ctx context.Context, client, server *Netns, dst netip.Addr, opts U
 			n, err := conn.Read(buf)
 			at := time.Since(start)
 			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
+				var ne net.Error
+				if errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout()) {
+					return // drained: see the deadline set after Drain
 				}
 				res.RecvErrors++
 				continue
@@ -223,7 +228,9 @@ send:
 		now := time.Since(start)
 		due := min(int(now/opts.Interval)+1, capacity, seq+10)
 		for ; seq < due; seq++ {
-			msg = AppendProbe(msg[:0], uint64(seq), time.Since(start))
+			at := time.Since(start)
+			res.MaxSendLag = max(res.MaxSendLag, at-time.Duration(seq)*opts.Interval)
+			msg = AppendProbe(msg[:0], uint64(seq), at)
 			if _, err := conn.Write(msg); err != nil {
 				res.SendErrors++
 			}
@@ -246,8 +253,12 @@ send:
 	case <-drain.C:
 	}
 	drain.Stop()
-	conn.Close()
+	// Replies already queued on the socket are read at once; only an empty
+	// queue waits for the deadline. Closing instead would drop them (a
+	// starved receiver goroutine is not a lost reply).
+	conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 	recv.Wait()
+	conn.Close()
 	during.Wait()
 
 	gaps.Finish(sendDone)
