@@ -340,14 +340,16 @@ func TestInspectUsage(t *testing.T) {
 }
 
 // FuzzInspectCapture feeds arbitrary capture files: errors are fine, panics
-// are not, and every output line is one JSON object.
+// are not, and every output line is one JSON object. Go's minimizer spends up
+// to a minute on each new capture-sized input; fuzz with
+// -fuzzminimizetime 2s for throughput (about 3,000 execs/s here).
 func FuzzInspectCapture(f *testing.F) {
 	for _, name := range []string{"v2-ah.pcap", "v3-ipv6.pcap", "v3-ipv4-multivip.pcap", "v2-none-sll.pcap"} {
 		b, err := os.ReadFile(filepath.Join(pcapDir, name))
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b)
+		f.Add(firstRecords(b, 2)) // small seeds keep minimization fast
 	}
 	f.Fuzz(func(t *testing.T, capture []byte) {
 		in, err := newInspector("pw")
@@ -384,6 +386,18 @@ func FuzzInspectIP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// firstRecords cuts a little-endian classic pcap after n packet records.
+func firstRecords(capture []byte, n int) []byte {
+	off := 24
+	for range n {
+		if off+16 > len(capture) {
+			break
+		}
+		off += 16 + int(binary.LittleEndian.Uint32(capture[off+8:]))
+	}
+	return capture[:min(off, len(capture))]
 }
 
 func ipv4HeaderChecksum(h []byte) uint16 {
