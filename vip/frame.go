@@ -41,11 +41,11 @@ const (
 
 // Errors returned by the frame builders.
 var (
-	ErrBadMAC     = errors.New("vip: MAC address is not 6 bytes")
-	ErrNotIPv4    = errors.New("vip: address is not IPv4")
-	ErrNotIPv6    = errors.New("vip: address is not IPv6")
-	ErrBadARPOp   = errors.New("vip: ARP operation is neither request nor reply")
-	ErrBadNATargt = errors.New("vip: neighbour advertisement target is multicast or unspecified")
+	ErrBadMAC      = errors.New("vip: MAC address is not 6 bytes")
+	ErrNotIPv4     = errors.New("vip: address is not IPv4")
+	ErrNotIPv6     = errors.New("vip: address is not IPv6")
+	ErrBadARPOp    = errors.New("vip: ARP operation is neither request nor reply")
+	ErrBadNATarget = errors.New("vip: neighbour advertisement target is multicast or unspecified")
 )
 
 // VirtualMAC returns the RFC 9568 section 7.3 virtual router MAC for vrid:
@@ -113,7 +113,7 @@ func AppendUnsolicitedNA(b []byte, target netip.Addr, mac net.HardwareAddr, rout
 		return b, fmt.Errorf("neighbour advertisement for %s: %w", target, ErrNotIPv6)
 	}
 	if target.IsMulticast() || target.IsUnspecified() {
-		return b, fmt.Errorf("neighbour advertisement for %s: %w", target, ErrBadNATargt)
+		return b, fmt.Errorf("neighbour advertisement for %s: %w", target, ErrBadNATarget)
 	}
 	flags := byte(naFlagOverride)
 	if router {

@@ -148,8 +148,8 @@ func TestAppendUnsolicitedNAErrors(t *testing.T) {
 		{"short MAC", testMAC[:4], "2001:db8::1", ErrBadMAC},
 		{"IPv4", testMAC, "192.0.2.1", ErrNotIPv6},
 		{"mapped", testMAC, "::ffff:192.0.2.1", ErrNotIPv6},
-		{"multicast", testMAC, "ff02::1", ErrBadNATargt},
-		{"unspecified", testMAC, "::", ErrBadNATargt},
+		{"multicast", testMAC, "ff02::1", ErrBadNATarget},
+		{"unspecified", testMAC, "::", ErrBadNATarget},
 	}
 	for _, tt := range tests {
 		b, err := AppendUnsolicitedNA(nil, netip.MustParseAddr(tt.ip), tt.mac, false)
