@@ -1,12 +1,91 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/daemon"
 )
 
-// cmdRun is not built yet; the issue that delivers it replaces this file.
+// cmdRun runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP
+// reloads the configuration.
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "muros-had run: not available in this build yet")
-	return 1
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/muros-had/muros-had.yaml", "configuration `file`")
+	level := fs.String("log-level", "info", "debug | info | warn | error")
+	format := fs.String("log-format", "text", "text | json")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "muros-had run: --log-level: %v\n", err)
+		return 2
+	}
+	hopts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
+	if *format == "json" {
+		h = slog.NewJSONHandler(stderr, hopts)
+	}
+	log := slog.New(h)
+
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "warning", w.String())
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	notify := func(state string) { _, _ = sddaemon.SdNotify(false, state) }
+	wd, _ := sddaemon.SdWatchdogEnabled(false)
+	for {
+		d, err := daemon.New(daemon.Options{
+			Config: cfg, Logger: log, Notify: notify, WatchdogInterval: wd / 2,
+			Reload: func() (*config.Config, error) { return config.Load(*path) },
+		})
+		if err != nil {
+			log.Error("start", "err", err)
+			return 1
+		}
+		done := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-hup:
+					d.Trigger()
+				case <-done:
+					return
+				}
+			}
+		}()
+		err = d.Run(ctx)
+		close(done)
+		if errors.Is(err, daemon.ErrRestart) {
+			cfg = d.NextConfig()
+			continue
+		}
+		if err != nil {
+			log.Error("stopped", "err", err)
+			return 1
+		}
+		return 0
+	}
 }

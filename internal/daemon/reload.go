@@ -1,0 +1,78 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"slices"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/vrrp"
+)
+
+// ErrRestart is returned by Run after a reload changed something the running
+// election cannot adopt in place (VIPs, VRIDs, interval, authentication, the
+// sync interface...): the daemon has stopped gracefully (priority 0, VIPs
+// released) and the caller starts a new one with Config.
+var ErrRestart = errors.New("daemon: configuration change needs a restart of the VRRP instances")
+
+// electionChanges lists the keys whose change cannot be applied to the
+// running sync group. A role change is not among them: it only moves the
+// priority, which RFC 9568 lets an instance change in place.
+func electionChanges(old, cur *config.Config) []string {
+	var out []string
+	add := func(name string, changed bool) {
+		if changed {
+			out = append(out, name)
+		}
+	}
+	add("password", old.Password != cur.Password)
+	add("sync_interface", old.SyncInterface != cur.SyncInterface)
+	add("vips", !slices.EqualFunc(old.VIPs, cur.VIPs, func(a, b config.VIP) bool {
+		return a.Interface == b.Interface && a.Address == b.Address && a.VRID == b.VRID
+	}))
+	add("advert_interval", old.AdvertInterval != cur.AdvertInterval)
+	add("auth", old.Auth != cur.Auth)
+	add("preempt", old.Preempt != cur.Preempt)
+	add("preempt_delay", old.PreemptDelay != cur.PreemptDelay)
+	add("garp", old.GARP != cur.GARP)
+	add("vmac", old.VMAC != cur.VMAC)
+	add("checksum_mode", old.ChecksumMode != cur.ChecksumMode)
+	add("state_dir", old.StateDir != cur.StateDir)
+	add("run_dir", old.RunDir != cur.RunDir)
+	add("status", old.Status != cur.Status)
+	add("metrics", old.Metrics != cur.Metrics)
+	add("conntrack", !reflect.DeepEqual(old.Conntrack, cur.Conntrack))
+	add("dbsync", !reflect.DeepEqual(old.DBSync, cur.DBSync))
+	return out
+}
+
+// reload re-reads the configuration. Nothing relevant changed: keep running,
+// no re-election. Only the role changed: change the priority in place.
+// Anything else: stop gracefully and let the caller restart (ErrRestart).
+func (d *Daemon) reload(ctx context.Context) {
+	if d.opts.Reload == nil {
+		return
+	}
+	d.opts.Notify("RELOADING=1")
+	defer d.opts.Notify("READY=1")
+	cfg, err := d.opts.Reload()
+	if err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "err", err)
+		return
+	}
+	if changed := electionChanges(d.cfg, cfg); len(changed) > 0 {
+		d.log.Warn("reload: restarting the VRRP instances", "changed", changed)
+		d.next = cfg
+		return
+	}
+	if cfg.Priority() != d.cfg.Priority() {
+		d.log.Info("reload: priority changes in place", "role", cfg.Role, "priority", cfg.Priority())
+		d.cfg = cfg
+		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventSetPriority, Priority: cfg.Priority()}, d.actions[:0]))
+		d.status.setRole(cfg)
+		return
+	}
+	d.cfg = cfg
+	d.log.Info("reload: nothing relevant changed, no re-election")
+}

@@ -1,0 +1,378 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/vrrp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Status is the Cluster status of SPEC "Operator surface": what `muros-had
+// status` prints, the status page shows and /api/health returns.
+type Status struct {
+	Node         string          `json:"node"`
+	Role         string          `json:"role"`  // configured role: master | backup
+	State        string          `json:"state"` // the sync group's VRRP state now
+	Priority     uint8           `json:"priority"`
+	Since        time.Time       `json:"since"` // daemon start
+	Peer         PeerStatus      `json:"peer"`
+	LastFailover *Failover       `json:"last_failover,omitempty"`
+	VIPs         []VIPStatus     `json:"vips"`
+	Links        map[string]bool `json:"links"` // tracked interface -> up
+	Adverts      AdvertStats     `json:"adverts"`
+	Foreign      []ForeignRouter `json:"foreign_routers,omitempty"`
+	Conntrack    any             `json:"conntrack,omitempty"`
+	DB           any             `json:"db,omitempty"`
+}
+
+// PeerStatus is what this node knows of the other one.
+type PeerStatus struct {
+	Management string    `json:"management"` // configured peer management IP
+	Address    string    `json:"address,omitempty"`
+	Role       string    `json:"role"` // master (its adverts are heard) | not-master | unknown
+	Priority   *uint8    `json:"priority,omitempty"`
+	LastAdvert time.Time `json:"last_advert,omitzero"`
+}
+
+// Failover is the last change of the group's state.
+type Failover struct {
+	Time   time.Time `json:"time"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Reason string    `json:"reason"`
+}
+
+// VIPStatus is one virtual IP and its VRRP instance.
+type VIPStatus struct {
+	VRID      uint8  `json:"vrid"`
+	Interface string `json:"interface"`
+	Address   string `json:"address"`
+	State     string `json:"state"`
+}
+
+// AdvertStats counts adverts sent and dropped by reason.
+type AdvertStats struct {
+	Sent       uint64            `json:"sent"`
+	SendErrors uint64            `json:"send_errors"`
+	Rejected   map[string]uint64 `json:"rejected"`
+}
+
+// ForeignRouter is a router that advertises one of our VRIDs with addresses
+// that are not ours: a VRID collision on the link.
+type ForeignRouter struct {
+	VRID     uint8     `json:"vrid"`
+	Address  string    `json:"address"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// statusBook holds the status fields the event loop updates; readers take a
+// snapshot under the lock.
+type statusBook struct {
+	mu      sync.Mutex
+	st      Status
+	peerPri uint8
+}
+
+func newStatusBook(cfg *config.Config) *statusBook {
+	host, _ := os.Hostname()
+	b := &statusBook{st: Status{
+		Node:     host,
+		Role:     string(cfg.Role),
+		State:    vrrp.StateInitialize.String(),
+		Priority: cfg.Priority(),
+		Since:    time.Now().UTC(),
+		Peer:     PeerStatus{Management: cfg.Peer.String(), Role: "unknown"},
+		Links:    map[string]bool{},
+	}}
+	for _, v := range cfg.VIPs {
+		b.st.VIPs = append(b.st.VIPs, VIPStatus{VRID: v.VRID, Interface: v.Interface, Address: v.Address.String(), State: vrrp.StateInitialize.String()})
+	}
+	return b
+}
+
+func (b *statusBook) transition(vrid uint8, from, to vrrp.State, reason string, now time.Time, group vrrp.State) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range b.st.VIPs {
+		if b.st.VIPs[i].VRID == vrid {
+			b.st.VIPs[i].State = to.String()
+		}
+	}
+	if g := group.String(); g != b.st.State {
+		b.st.LastFailover = &Failover{Time: now.UTC(), From: b.st.State, To: g, Reason: reason}
+		b.st.State = g
+	}
+}
+
+func (b *statusBook) peerAdvert(vrid uint8, src netip.Addr, priority uint8, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.st.Peer.Address = src.String()
+	b.st.Peer.LastAdvert = now.UTC()
+	b.peerPri = priority
+	if priority == 0 {
+		b.st.Peer.Role = "leaving"
+	} else {
+		b.st.Peer.Role = "master"
+	}
+}
+
+func (b *statusBook) foreignRouter(vrid uint8, src netip.Addr, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range b.st.Foreign {
+		if b.st.Foreign[i].VRID == vrid && b.st.Foreign[i].Address == src.String() {
+			b.st.Foreign[i].LastSeen = now.UTC()
+			return
+		}
+	}
+	b.st.Foreign = append(b.st.Foreign, ForeignRouter{VRID: vrid, Address: src.String(), LastSeen: now.UTC()})
+}
+
+func (b *statusBook) setRole(cfg *config.Config) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.st.Role = string(cfg.Role)
+	b.st.Priority = cfg.Priority()
+}
+
+func (b *statusBook) link(ifname string, up bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.st.Links[ifname] = up
+}
+
+// snapshot returns a copy; peer role is derived from how recent its adverts
+// are (only a master advertises).
+func (b *statusBook) snapshot(downAfter time.Duration, now time.Time) Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.st
+	s.VIPs = slices.Clone(b.st.VIPs)
+	s.Foreign = slices.Clone(b.st.Foreign)
+	s.Links = make(map[string]bool, len(b.st.Links))
+	for k, v := range b.st.Links {
+		s.Links[k] = v
+	}
+	if b.st.LastFailover != nil {
+		f := *b.st.LastFailover
+		s.LastFailover = &f
+	}
+	if !s.Peer.LastAdvert.IsZero() {
+		p := b.peerPri
+		s.Peer.Priority = &p
+		if now.Sub(s.Peer.LastAdvert) > downAfter {
+			s.Peer.Role = "not-master"
+		}
+	}
+	return s
+}
+
+// rxStats counts adverts; the counters are Prometheus metrics in a registry
+// of the daemon's own (no global registry: several daemons per process in
+// tests).
+type rxStats struct {
+	reg      *prometheus.Registry
+	rejected *prometheus.CounterVec
+	sentC    prometheus.Counter
+	sendErrs prometheus.Counter
+	mu       sync.Mutex
+	byReason map[string]uint64
+	nSent    uint64
+	nSendErr uint64
+}
+
+func newRxStats() *rxStats {
+	s := &rxStats{
+		reg: prometheus.NewRegistry(),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "muros_had_vrrp_adverts_rejected_total", Help: "VRRP adverts dropped, by reason.",
+		}, []string{"reason"}),
+		sentC:    prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_adverts_sent_total", Help: "VRRP adverts sent."}),
+		sendErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_advert_send_errors_total", Help: "VRRP adverts the kernel refused."}),
+		byReason: map[string]uint64{},
+	}
+	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs)
+	return s
+}
+
+func (s *rxStats) reject(reason string) {
+	s.rejected.WithLabelValues(reason).Inc()
+	s.mu.Lock()
+	s.byReason[reason]++
+	s.mu.Unlock()
+}
+
+func (s *rxStats) sent() {
+	s.sentC.Inc()
+	s.mu.Lock()
+	s.nSent++
+	s.mu.Unlock()
+}
+
+func (s *rxStats) sendError() {
+	s.sendErrs.Inc()
+	s.mu.Lock()
+	s.nSendErr++
+	s.mu.Unlock()
+}
+
+func (s *rxStats) snapshot() AdvertStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := make(map[string]uint64, len(s.byReason))
+	for k, v := range s.byReason {
+		r[k] = v
+	}
+	return AdvertStats{Sent: s.nSent, SendErrors: s.nSendErr, Rejected: r}
+}
+
+// Status returns the current cluster status.
+func (d *Daemon) Status() Status {
+	// The peer is no longer master once its adverts stop for longer than a
+	// backup would wait (3 intervals plus slack).
+	s := d.status.snapshot(4*d.cfg.AdvertInterval+time.Second, time.Now())
+	s.Adverts = d.stats.snapshot()
+	return s
+}
+
+type closers []func() error
+
+func (c closers) Close() error {
+	var errs []error
+	for _, f := range c {
+		errs = append(errs, f())
+	}
+	return errors.Join(errs...)
+}
+
+// startStatusServers starts the local status listener (JSON, page, metrics)
+// and the Prometheus listener.
+func (d *Daemon) startStatusServers(ctx context.Context) (closers, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(d.Status())
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = statusPage.Execute(w, d.Status())
+	})
+	metrics := promhttp.HandlerFor(d.stats.reg, promhttp.HandlerOpts{})
+	mux.Handle("GET /metrics", metrics)
+
+	var cs closers
+	l, err := listen(d.cfg.Status.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: status listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	cs = append(cs, srv.Close)
+	if d.cfg.Metrics.Enabled && d.cfg.Metrics.Listen != "" {
+		ml, err := listen(d.cfg.Metrics.Listen)
+		if err != nil {
+			cs.Close()
+			return nil, fmt.Errorf("daemon: metrics listener: %w", err)
+		}
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", metrics)
+		ms := &http.Server{Handler: mm, ReadHeaderTimeout: 5 * time.Second}
+		go ms.Serve(ml)
+		cs = append(cs, ms.Close)
+	}
+	return cs, nil
+}
+
+// listen opens a unix socket (absolute path; a stale socket file from a
+// crashed run is replaced) or a TCP listener.
+func listen(addr string) (net.Listener, error) {
+	if strings.HasPrefix(addr, "/") {
+		if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {
+			return nil, err
+		}
+		_ = os.Remove(addr)
+		l, err := net.Listen("unix", addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = os.Chmod(addr, 0o660)
+		return l, nil
+	}
+	return net.Listen("tcp", addr)
+}
+
+var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>muros-had: {{.Node}}</title>
+<meta http-equiv="refresh" content="2">
+<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}
+.MASTER{color:#070}.BACKUP{color:#555}.FAULT{color:#b00}</style></head><body>
+<h1>Cluster status</h1>
+<table>
+<tr><th>Node</th><td>{{.Node}} ({{.Role}}, priority {{.Priority}})</td></tr>
+<tr><th>Local state</th><td class="{{.State}}">{{.State}}</td></tr>
+<tr><th>Peer</th><td>{{.Peer.Management}}: {{.Peer.Role}}{{with .Peer.Address}} (adverts from {{.}}){{end}}</td></tr>
+<tr><th>Last failover</th><td>{{with .LastFailover}}{{.Time.Format "2006-01-02 15:04:05.000Z07:00"}}: {{.From}} &rarr; {{.To}} ({{.Reason}}){{else}}none{{end}}</td></tr>
+</table>
+<h2>VIPs</h2>
+<table><tr><th>VRID</th><th>Interface</th><th>Address</th><th>State</th></tr>
+{{range .VIPs}}<tr><td>{{.VRID}}</td><td>{{.Interface}}</td><td>{{.Address}}</td><td class="{{.State}}">{{.State}}</td></tr>{{end}}
+</table>
+<h2>Adverts</h2><p>sent {{.Adverts.Sent}}, rejected: {{range $k, $v := .Adverts.Rejected}}{{$k}}={{$v}} {{else}}none{{end}}</p>
+{{with .Foreign}}<h2>Foreign routers on our VRIDs</h2><ul>{{range .}}<li>VRID {{.VRID}} from {{.Address}}, last seen {{.LastSeen}}</li>{{end}}</ul>{{end}}
+</body></html>
+`))
+
+// FetchStatus asks the daemon listening on addr (unix socket path or
+// host:port) for its status; it returns the decoded status and the raw JSON.
+func FetchStatus(ctx context.Context, addr string) (Status, []byte, error) {
+	tr := &http.Transport{DisableKeepAlives: true}
+	url := "http://" + addr + "/status"
+	if strings.HasPrefix(addr, "/") {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", addr)
+		}
+		url = "http://muros-had/status"
+	}
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return Status{}, nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("daemon not reachable at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Status{}, nil, fmt.Errorf("daemon at %s answered %s", addr, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("reading status from %s: %w", addr, err)
+	}
+	var st Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return Status{}, body, fmt.Errorf("bad status from %s: %w", addr, err)
+	}
+	return st, body, nil
+}

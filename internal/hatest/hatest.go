@@ -1,0 +1,206 @@
+// Package hatest runs muros-had (and keepalived, as a reference peer) on the
+// firewalls of a lab.Pair: it builds the binary, writes each node's
+// configuration into its namespace's private directory, starts the daemon
+// inside the namespace and reads its status. Integration tests, the demo and
+// the benchmarks share it.
+package hatest
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/lab"
+)
+
+// BuildBinary builds cmd/muros-had into dir and returns its path.
+func BuildBinary(dir string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "muros-had")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/muros-had")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+func moduleRoot() (string, error) {
+	b, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(b))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("not inside the muros-had module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// NodeOptions choose a node's configuration.
+type NodeOptions struct {
+	Role     string        // master | backup
+	Password string        // default "lab-secret"
+	Auth     string        // ah (default) | keepalived-ah | none
+	Interval time.Duration // default 100ms
+	// NoPreempt sets preempt: false.
+	NoPreempt    bool
+	PreemptDelay time.Duration
+	// IPv6 adds the IPv6 VIPs of the pair (needs lab.Options.IPv6).
+	IPv6 bool
+	// Extra is YAML appended to the generated file (top-level keys).
+	Extra string
+}
+
+// Node is a muros-had daemon running in a firewall namespace.
+type Node struct {
+	NS         *lab.Netns
+	Proc       *lab.Process
+	ConfigPath string
+	StatusSock string
+	Options    NodeOptions
+}
+
+// Config returns the YAML configuration of fw in p.
+func Config(p *lab.Pair, fw *lab.Netns, o NodeOptions) string {
+	if o.Password == "" {
+		o.Password = "lab-secret"
+	}
+	if o.Auth == "" {
+		o.Auth = "ah"
+	}
+	if o.Interval == 0 {
+		o.Interval = 100 * time.Millisecond
+	}
+	peer := p.FW2Addrs.Sync.Addr()
+	if fw == p.FW2 {
+		peer = p.FW1Addrs.Sync.Addr()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "role: %s\npassword: %q\nsync_interface: %s\npeer: %s\n", o.Role, o.Password, lab.IfSync, peer)
+	fmt.Fprintf(&b, "vips:\n  - interface: %s\n    address: %s\n  - interface: %s\n    address: %s\n", lab.IfWAN, p.WANVIP, lab.IfLAN, p.LANVIP)
+	if o.IPv6 {
+		fmt.Fprintf(&b, "  - interface: %s\n    address: %s\n  - interface: %s\n    address: %s\n", lab.IfWAN, p.WANVIP6, lab.IfLAN, p.LANVIP6)
+	}
+	fmt.Fprintf(&b, "advert_interval: %s\nauth: %s\n", durationYAML(o.Interval), o.Auth)
+	if o.NoPreempt {
+		b.WriteString("preempt: false\n")
+	}
+	if o.PreemptDelay > 0 {
+		fmt.Fprintf(&b, "preempt_delay: %s\n", durationYAML(o.PreemptDelay))
+	}
+	fmt.Fprintf(&b, "state_dir: %s\nrun_dir: %s\n", filepath.Join(fw.Dir, "state"), filepath.Join(fw.Dir, "run"))
+	fmt.Fprintf(&b, "status:\n  listen: %s\n", statusSock(fw))
+	b.WriteString("metrics:\n  enabled: false\n")
+	if !strings.Contains(o.Extra, "conntrack:") {
+		b.WriteString("conntrack:\n  enabled: false\n")
+	}
+	if !strings.Contains(o.Extra, "dbsync:") {
+		b.WriteString("dbsync:\n  enabled: false\n")
+	}
+	b.WriteString(o.Extra)
+	return b.String()
+}
+
+func durationYAML(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return fmt.Sprintf("%dms", d/time.Millisecond)
+}
+
+func statusSock(fw *lab.Netns) string { return filepath.Join(fw.Dir, "run", "status.sock") }
+
+// StartNode writes fw's configuration and starts muros-had in fw.
+func StartNode(bin string, p *lab.Pair, fw *lab.Netns, o NodeOptions) (*Node, error) {
+	n := &Node{NS: fw, ConfigPath: filepath.Join(fw.Dir, "muros-had.yaml"), StatusSock: statusSock(fw), Options: o}
+	if err := os.WriteFile(n.ConfigPath, []byte(Config(p, fw, o)), 0o600); err != nil {
+		return nil, fmt.Errorf("hatest: writing config: %w", err)
+	}
+	if err := n.Start(bin); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Start (re)starts the daemon with the node's configuration file.
+func (n *Node) Start(bin string) error {
+	_ = os.Remove(n.StatusSock)
+	proc, err := n.NS.Start(bin, "run", "--config", n.ConfigPath, "--log-level", "debug")
+	if err != nil {
+		return fmt.Errorf("hatest: starting muros-had in %s: %w", n.NS, err)
+	}
+	n.Proc = proc
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := n.Status(ctx); err == nil {
+			return nil
+		}
+		if proc.Exited() {
+			return fmt.Errorf("hatest: muros-had in %s exited at start:\n%s", n.NS, proc.Log())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hatest: muros-had in %s never answered on %s:\n%s", n.NS, n.StatusSock, proc.Log())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Status reads the node's status over its status socket.
+func (n *Node) Status(ctx context.Context) (daemon.Status, error) {
+	st, _, err := daemon.FetchStatus(ctx, n.StatusSock)
+	return st, err
+}
+
+// WaitState waits until the node's group state is state (MASTER, BACKUP,
+// FAULT) or timeout passes.
+func (n *Node) WaitState(state string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	last := "unknown"
+	for {
+		st, err := n.Status(ctx)
+		if err == nil {
+			last = st.State
+			if st.State == state {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hatest: %s stayed %s, want %s after %s", n.NS, last, state, timeout)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// HasAddr reports whether addr is configured on an interface of ns.
+func HasAddr(ns *lab.Netns, addr netip.Addr) (bool, error) {
+	out, err := ns.Run("ip", "-o", "addr", "show")
+	if err != nil {
+		return false, err
+	}
+	for _, f := range strings.Fields(out) {
+		if p, err := netip.ParsePrefix(f); err == nil && p.Addr() == addr {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Stop sends SIGTERM (graceful stop) and waits for the exit.
+func (n *Node) Stop() error { return n.Proc.Stop(5 * time.Second) }
+
+// Kill ends the daemon with SIGKILL: no priority 0, VIPs left behind.
+func (n *Node) Kill() error { return n.Proc.Kill() }
