@@ -85,8 +85,9 @@
 // The receiver also requires SPI == source address. These are the rules of
 // keepalived 2.2.7 vrrp.c (vrrp_build_ip4, vrrp_build_ipsecah,
 // vrrp_update_pkt, vrrp_in_chk_ipsecah); TestKeepalivedCaptures re-encodes
-// keepalived's own packets byte for byte and the captures in
-// testdata/pcaps verify (multicast and unicast).
+// keepalived's own packets byte for byte, the captures in testdata/pcaps
+// verify (multicast and unicast), and TestLabKeepalivedAcceptsOurAH shows
+// a running keepalived accepting ours.
 //
 // AHSHA256 (auth: ah, the default, VRRPv3 over IPv4 and IPv6): 32-byte AH,
 // payload length 6 (16-byte ICV then 4 zero bytes, so that the header is a
@@ -122,7 +123,9 @@
 // VIPs move, until the peer's own higher sequence numbers reach the
 // restarted node, which adopts them (lower-priority advert rule) and whose
 // next adverts pass again; then the VIPs move back. A needless double
-// failover after every such restart.
+// failover after every such restart. TestLabKeepalivedAcceptsOurAH
+// reproduces the drop against the real keepalived ("sequence number 1
+// already processed").
 //
 // AHSHA256 closes it with an epoch in the SPI. The sender keeps an
 // AHCounter: NewAHCounter sets Epoch = max(unix seconds, persisted epoch + 1)
