@@ -118,7 +118,7 @@ func New(h *netlink.Handle, cfg Config) (*Manager, error) {
 		return nil, errors.New("vip: nil netlink handle")
 	}
 	if cfg.Schedule == (Schedule{}) {
-		cfg.Schedule = DefaultSchedule
+		cfg.Schedule = DefaultSchedule()
 	}
 	if cfg.LabelSuffix == "" {
 		cfg.LabelSuffix = "vip"

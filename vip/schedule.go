@@ -19,7 +19,7 @@ type Schedule struct {
 
 // DefaultSchedule is keepalived's garp_master_repeat (5) with a short gap
 // between rounds so a lost frame is covered; no refresh.
-var DefaultSchedule = Schedule{Repeat: 5, Interval: 200 * time.Millisecond}
+func DefaultSchedule() Schedule { return Schedule{Repeat: 5, Interval: 200 * time.Millisecond} }
 
 // Validate reports a schedule that cannot be run.
 func (s Schedule) Validate() error {

@@ -45,7 +45,7 @@ func TestScheduleValidate(t *testing.T) {
 		s    Schedule
 		fail bool
 	}{
-		{DefaultSchedule, false},
+		{DefaultSchedule(), false},
 		{Schedule{Repeat: 1}, false},
 		{Schedule{Repeat: 0}, true},
 		{Schedule{Repeat: 1, Interval: -1}, true},
