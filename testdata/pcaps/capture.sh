@@ -34,10 +34,18 @@ namespaces=()
 
 teardown() {
 	local p ns
+	# keepalived needs a moment to stop its VRRP child; give it 3 s.
 	for p in "${pids[@]:-}"; do
 		[ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
 	done
-	sleep 0.5
+	for _ in 1 2 3 4 5 6; do
+		local alive=0
+		for p in "${pids[@]:-}"; do
+			[ -n "$p" ] && kill -0 "$p" 2>/dev/null && alive=1
+		done
+		[ "$alive" -eq 0 ] && break
+		sleep 0.5
+	done
 	for p in "${pids[@]:-}"; do
 		[ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
 	done
