@@ -21,6 +21,7 @@ type announcement struct {
 	ifIndex int
 	mac     net.HardwareAddr
 	frames  [][]byte // ARP request and reply, or one NA
+	arpDst  *packet.Addr
 	arp     *packet.Conn
 	icmp    *ipv6.PacketConn
 	cm      *ipv6.ControlMessage
@@ -33,11 +34,6 @@ type ifaceConns struct {
 	arp   *packet.Conn
 	icmp  *ipv6.PacketConn
 }
-
-var (
-	broadcastAddr = &packet.Addr{HardwareAddr: net.HardwareAddr(broadcastMAC[:])}
-	allNodes      = net.ParseIP("ff02::1")
-)
 
 // announcementFor builds v's frames for link (the interface carrying it).
 func (m *Manager) announcementFor(v VIP, link netlink.Link) (announcement, error) {
@@ -52,6 +48,7 @@ func (m *Manager) announcementFor(v VIP, link netlink.Link) (announcement, error
 			}
 			a.frames = append(a.frames, f)
 		}
+		a.arpDst = &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
 		return a, nil
 	}
 	f, err := AppendUnsolicitedNA(make([]byte, 0, NALen), ip, a.mac, m.cfg.Router)
@@ -60,7 +57,7 @@ func (m *Manager) announcementFor(v VIP, link netlink.Link) (announcement, error
 	}
 	a.frames = [][]byte{f}
 	a.cm = &ipv6.ControlMessage{HopLimit: 255, Src: ip.AsSlice(), IfIndex: attrs.Index}
-	a.dst = &net.IPAddr{IP: allNodes, Zone: attrs.Name}
+	a.dst = &net.IPAddr{IP: net.ParseIP("ff02::1"), Zone: attrs.Name}
 	return a, nil
 }
 
@@ -173,7 +170,7 @@ func (m *Manager) round() {
 		a := &m.anns[i]
 		if a.arp != nil {
 			for _, f := range a.frames {
-				if _, err := a.arp.WriteTo(f, broadcastAddr); err != nil {
+				if _, err := a.arp.WriteTo(f, a.arpDst); err != nil {
 					m.failures[ReasonARPWrite].Add(1)
 					m.log.Warn("gratuitous ARP not sent", "vip", a.vip.Prefix, "interface", a.ifName, "err", err)
 					continue

@@ -64,8 +64,6 @@ func isVirtualMAC(mac net.HardwareAddr) bool {
 		(mac[4] == 1 || mac[4] == 2)
 }
 
-var broadcastMAC = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
 // AppendGratuitousARP appends a 60-byte gratuitous ARP frame announcing that
 // ip is at mac (layout in the package doc) and returns the extended slice.
 // It does not allocate when b has ARPFrameLen bytes of spare capacity.
@@ -80,7 +78,7 @@ func AppendGratuitousARP(b []byte, op ARPOp, mac net.HardwareAddr, ip netip.Addr
 		return b, fmt.Errorf("gratuitous ARP for %s: operation %d: %w", ip, op, ErrBadARPOp)
 	}
 	ip4 := ip.As4()
-	b = append(b, broadcastMAC[:]...)
+	b = append(b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
 	b = append(b, mac...)
 	b = binary.BigEndian.AppendUint16(b, etherTypeARP)
 	b = binary.BigEndian.AppendUint16(b, arpHWEthernet)
@@ -92,7 +90,7 @@ func AppendGratuitousARP(b []byte, op ARPOp, mac net.HardwareAddr, ip netip.Addr
 	if op == ARPRequest {
 		b = append(b, 0, 0, 0, 0, 0, 0)
 	} else {
-		b = append(b, broadcastMAC[:]...)
+		b = append(b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
 	}
 	b = append(b, ip4[:]...)
 	var pad [ARPFrameLen - 42]byte
