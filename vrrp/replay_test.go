@@ -203,6 +203,16 @@ func TestReplayKeepalivedCaptures(t *testing.T) {
 						t.Errorf("%s: wrong password: reason %q (%v), want %q", name, got, err, vrrp.ReasonAuthFailed)
 					}
 				}
+				// keepalived's ICV covers the TTL for multicast only: the
+				// other delivery mode's rule must not verify.
+				if tc.auth == vrrp.AuthKeepalivedAH {
+					cfg := tc.config(tc.password)
+					cfg.Unicast = !cfg.Unicast
+					_, err := newCodec(t, cfg).Decode(pkt, addrs)
+					if got := vrrp.ReasonOf(err); got != vrrp.ReasonAuthFailed {
+						t.Errorf("%s: unicast=%v ICV rule: reason %q (%v), want %q", name, cfg.Unicast, got, err, vrrp.ReasonAuthFailed)
+					}
+				}
 				// One changed bit in the advert is caught.
 				checkTampered(t, name, tc, codec, pkt)
 
