@@ -220,6 +220,8 @@ func TestInspectSynthetic(t *testing.T) {
 	binary.BigEndian.PutUint16(udp[10:12], ipv4HeaderChecksum(udp[:20]))
 
 	v6 := synPacket(t, vrrp.Config{Version: 3, Auth: vrrp.AuthNone}, synSrc6, synDst6, netip.MustParseAddr("2001:db8::1"))
+	v6ah := synPacket(t, ahCfg, synSrc6, synDst6, netip.MustParseAddr("2001:db8::1"))
+	snapped := good[:30] // cut by a small snap length: IP total length says 40
 
 	path := writePcap(t, layers.LinkTypeEthernet,
 		ethernet(0x0800, good),
@@ -232,6 +234,8 @@ func TestInspectSynthetic(t *testing.T) {
 		append([]byte{1, 0, 0x5e, 0, 0, 0x12, 2, 0, 0, 0, 0, 1, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00}, ah...),
 		ethernet(0x0800, ahBadNext),
 		ethernet(0x86dd, v6),
+		ethernet(0x86dd, v6ah),
+		ethernet(0x0800, snapped),
 	)
 	got := runInspect(t, "--password", "s3cret", path)
 	want := []string{
@@ -242,6 +246,8 @@ func TestInspectSynthetic(t *testing.T) {
 		`{"src":"192.0.2.1","dst":"224.0.0.18","ttl":255,"version":3,"vrid":7,"priority":200,"advert_interval_ms":1000,"addresses":["192.0.2.100"],"auth":"ah","checksum_ok":true,"auth_ok":true}`,
 		`{"src":"192.0.2.1","dst":"224.0.0.18","error":"vrrp: ah_bad_next_header (got 17, want 112)"}`,
 		`{"src":"fe80::1","dst":"ff02::12","ttl":255,"version":3,"vrid":7,"priority":200,"advert_interval_ms":1000,"addresses":["2001:db8::1"],"auth":"none","checksum_ok":true,"auth_ok":false}`,
+		`{"src":"fe80::1","dst":"ff02::12","ttl":255,"version":3,"vrid":7,"priority":200,"advert_interval_ms":1000,"addresses":["2001:db8::1"],"auth":"ah","checksum_ok":true,"auth_ok":true}`,
+		`{"src":"192.0.2.1","dst":"224.0.0.18","error":"vrrp: ip_bad_total_len (got 40, want 30)"}`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
