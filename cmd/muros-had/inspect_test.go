@@ -17,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"pgregory.net/rapid"
 
 	"github.com/muros/muros-had/vrrp"
 )
@@ -415,4 +416,76 @@ func ipv4HeaderChecksum(h []byte) uint16 {
 		s = s>>16 + s&0xffff
 	}
 	return ^uint16(s)
+}
+
+// TestInspectProperty: whatever advert the codec builds, inspect reports its
+// fields back, authenticates it with the sender's password and not with
+// another one.
+func TestInspectProperty(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		auth := rapid.SampledFrom([]vrrp.AuthMode{vrrp.AuthNone, vrrp.AuthPass, vrrp.AuthKeepalivedAH, vrrp.AuthAH}).Draw(rt, "auth")
+		version := uint8(3)
+		if auth == vrrp.AuthPass || auth == vrrp.AuthKeepalivedAH || (auth == vrrp.AuthNone && rapid.Bool().Draw(rt, "v2")) {
+			version = 2
+		}
+		ipv6 := version == 3 && rapid.Bool().Draw(rt, "ipv6")
+		password := rapid.StringMatching(`[a-zA-Z0-9]{1,8}`).Draw(rt, "password")
+		interval := time.Duration(rapid.IntRange(1, 255).Draw(rt, "seconds")) * time.Second
+		if version == 3 {
+			interval = time.Duration(rapid.IntRange(1, 4095).Draw(rt, "centiseconds")) * 10 * time.Millisecond
+		}
+		n := rapid.IntRange(0, 20).Draw(rt, "addresses")
+		src, dst := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("224.0.0.18")
+		if ipv6 {
+			src, dst = netip.MustParseAddr("fe80::7"), netip.MustParseAddr("ff02::12")
+		}
+		a := vrrp.Advert{
+			VRID:     rapid.Uint8Range(1, 255).Draw(rt, "vrid"),
+			Priority: rapid.Byte().Draw(rt, "priority"),
+			Interval: interval,
+		}
+		wantAddrs := []string{}
+		for i := range n {
+			ad := netip.AddrFrom4([4]byte{10, 0, byte(i), 1})
+			if ipv6 {
+				ad = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)})
+			}
+			a.Addrs = append(a.Addrs, ad)
+			wantAddrs = append(wantAddrs, ad.String())
+		}
+		c, err := vrrp.NewCodec(vrrp.Config{Version: version, Auth: auth, Password: password})
+		if err != nil {
+			rt.Fatal(err)
+		}
+		pkt, err := c.AppendPacket(nil, src, dst, &a, vrrp.AHCounter{Epoch: 1 << 24, Seq: rapid.Uint32().Draw(rt, "seq")})
+		if err != nil {
+			rt.Fatal(err)
+		}
+		wantAuth := map[vrrp.AuthMode]string{vrrp.AuthNone: "none", vrrp.AuthPass: "pass", vrrp.AuthKeepalivedAH: "ah", vrrp.AuthAH: "ah"}[auth]
+		for _, try := range []struct {
+			password string
+			ok       bool
+		}{{password, auth != vrrp.AuthNone}, {password + "x", false}} {
+			in, err := newInspector(try.password)
+			if err != nil {
+				rt.Fatal(err)
+			}
+			rec, ok := in.inspectIP(pkt)
+			if !ok {
+				rt.Fatal("packet not recognised as VRRP")
+			}
+			authOK := try.ok
+			if len(try.password) > 8 && (auth == vrrp.AuthPass || auth == vrrp.AuthKeepalivedAH) {
+				authOK = true // keepalived keys use the first 8 bytes only
+			}
+			want := advertRecord{
+				Src: src.String(), Dst: dst.String(), TTL: 255, Version: int(version),
+				VRID: int(a.VRID), Priority: int(a.Priority), AdvertIntervalMS: interval.Milliseconds(),
+				Addresses: wantAddrs, Auth: wantAuth, ChecksumOK: true, AuthOK: &authOK,
+			}
+			if diff := cmp.Diff(any(want), rec); diff != "" {
+				rt.Fatalf("password %q (-want +got):\n%s", try.password, diff)
+			}
+		}
+	})
 }
