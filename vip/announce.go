@@ -85,7 +85,12 @@ func (m *Manager) openConns(anns []announcement) ([]announcement, error) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("vip: sockets for %s: %w", a.vip, err))
 			}
-			a.arp, a.icmp = c.arp, c.icmp
+			// Only the socket of the VIP's family: round sends by family.
+			if a.vip.Prefix.Addr().Is4() {
+				a.arp = c.arp
+			} else {
+				a.icmp = c.icmp
+			}
 		}
 		return nil
 	})
@@ -168,7 +173,7 @@ func (m *Manager) round() {
 	m.rounds.Add(1)
 	for i := range m.anns {
 		a := &m.anns[i]
-		if a.arp != nil {
+		if a.vip.Prefix.Addr().Is4() {
 			for _, f := range a.frames {
 				if _, err := a.arp.WriteTo(f, a.arpDst); err != nil {
 					m.failures[ReasonARPWrite].Add(1)

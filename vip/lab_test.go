@@ -397,6 +397,45 @@ func TestLabUnsolicitedNA(t *testing.T) {
 	}
 }
 
+// IPv4 and IPv6 VIPs on one interface share it without mixing: each family
+// goes out on its own socket, and nothing but ARP and IPv6 leaves.
+func TestLabMixedFamilies(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newVIPLab(t)
+	capt := startCapture(t, l.host, "eth0")
+	m := l.manager(t, Config{VIPs: []VIP{{"lan0", vip4, 10}, {"lan0", vip6, 11}},
+		Schedule: Schedule{Repeat: 2, Interval: 50 * time.Millisecond}})
+	if err := m.Claim(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var arps, nas int
+	capt.until(t, 5*time.Second, func(f []byte) bool {
+		if len(f) < 14 {
+			t.Errorf("runt frame %x", f)
+			return false
+		}
+		switch et := uint16(f[12])<<8 | uint16(f[13]); et {
+		case 0x0806, 0x86dd, 0x0800:
+		default:
+			t.Errorf("frame with EtherType %#04x: %x", et, f)
+		}
+		if v, err := decodeARPFrame(f); err == nil && v.SenderIP == vip4.Addr() {
+			arps++
+		}
+		if p, ok := decodeNAFrame(f); ok && p.NA.Target == vip6.Addr() {
+			nas++
+		}
+		return arps >= 4 && nas >= 2
+	})
+	if err := m.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Stats()
+	if st.Rounds != 2 || st.ARPFrames != 4 || st.NAs != 2 {
+		t.Errorf("stats %+v, want 2 rounds, 4 ARP frames, 2 NAs", st)
+	}
+}
+
 func TestLabVirtualMAC(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	l := newVIPLab(t)
