@@ -25,6 +25,7 @@ package main
 // a password, auth_ok is false for an advert that carries no authentication.
 // A protocol 112 / 51 packet that does not decode yields {"src", "dst",
 // "error"} where error names the rejection reason; other packets are ignored.
+// A summary line on stderr counts decoded and undecodable packets by reason.
 
 import (
 	"bufio"
@@ -34,8 +35,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -101,6 +105,7 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "muros-had inspect: %s: %v\n", fs.Arg(0), err)
 		return 1
 	}
+	fmt.Fprintf(stderr, "muros-had inspect: %s: %s\n", fs.Arg(0), in.summary())
 	return 0
 }
 
@@ -133,6 +138,8 @@ type inspector struct {
 	// in keepalived's AH ICV (TTL zeroed).
 	multicast, unicast *vrrp.Codec
 	addrs              []netip.Addr // reused across packets
+	decoded            int
+	rejected           map[vrrp.Reason]int // undecodable packets by reason
 }
 
 func newInspector(password string) (*inspector, error) {
@@ -146,7 +153,13 @@ func newInspector(password string) (*inspector, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &inspector{withPassword: password != "", multicast: m, unicast: u, addrs: make([]netip.Addr, 0, 255)}, nil
+	return &inspector{
+		withPassword: password != "",
+		multicast:    m,
+		unicast:      u,
+		addrs:        make([]netip.Addr, 0, 255),
+		rejected:     map[vrrp.Reason]int{},
+	}, nil
 }
 
 // run reads the capture from r and writes JSON lines to w.
@@ -201,6 +214,22 @@ func (in *inspector) run(r io.Reader, w io.Writer) error {
 			return err
 		}
 	}
+}
+
+// summary counts decoded and undecodable packets, the latter by reason.
+func (in *inspector) summary() string {
+	s := fmt.Sprintf("%d VRRP/AH packets decoded", in.decoded)
+	reasons := slices.Sorted(maps.Keys(in.rejected))
+	if len(reasons) == 0 {
+		return s
+	}
+	total := 0
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		total += in.rejected[r]
+		parts[i] = fmt.Sprintf("%s %d", r, in.rejected[r])
+	}
+	return fmt.Sprintf("%s, %d undecodable (%s)", s, total, strings.Join(parts, ", "))
 }
 
 // linkPayload returns the IPv4 / IPv6 packet inside a link-layer frame, or
@@ -264,8 +293,14 @@ func (in *inspector) inspectIP(pkt []byte) (any, bool) {
 	}
 	rec, err := in.decode(pkt)
 	if err != nil {
+		r := vrrp.ReasonOf(err)
+		if r == "" {
+			r = "other"
+		}
+		in.rejected[r]++
 		return errorRecord{Src: addrString(src), Dst: addrString(dst), Error: err.Error()}, true
 	}
+	in.decoded++
 	return rec, true
 }
 

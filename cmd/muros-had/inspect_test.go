@@ -238,7 +238,15 @@ func TestInspectSynthetic(t *testing.T) {
 		ethernet(0x86dd, v6ah),
 		ethernet(0x0800, snapped),
 	)
-	got := runInspect(t, "--password", "s3cret", path)
+	var stdout, stderr bytes.Buffer
+	if code := cmdInspect([]string{"--password", "s3cret", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d, stderr: %s", code, stderr.String())
+	}
+	wantSummary := "muros-had inspect: " + path + ": 5 VRRP/AH packets decoded, 4 undecodable (ah_bad_next_header 1, bad_version 1, ip_bad_total_len 1, length_mismatch 1)\n"
+	if diff := cmp.Diff(wantSummary, stderr.String()); diff != "" {
+		t.Errorf("stderr summary (-want +got):\n%s", diff)
+	}
+	got := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
 	want := []string{
 		`{"src":"192.0.2.1","dst":"224.0.0.18","ttl":255,"version":2,"vrid":7,"priority":200,"advert_interval_ms":1000,"addresses":["192.0.2.100"],"auth":"none","checksum_ok":true,"auth_ok":false}`,
 		`{"src":"192.0.2.1","dst":"224.0.0.18","ttl":255,"version":2,"vrid":7,"priority":200,"advert_interval_ms":1000,"addresses":["192.0.2.100"],"auth":"none","checksum_ok":false,"auth_ok":false}`,
