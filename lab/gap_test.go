@@ -1,11 +1,14 @@
 package lab
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 	"pgregory.net/rapid"
 )
 
@@ -140,4 +143,48 @@ func BenchmarkProbeCodec(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func timestampCmsg(sec, nsec int64) []byte {
+	b := make([]byte, unix.CmsgSpace(16))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS
+	h.SetLen(unix.CmsgLen(16))
+	binary.NativeEndian.PutUint64(b[unix.CmsgLen(0):], uint64(sec))
+	binary.NativeEndian.PutUint64(b[unix.CmsgLen(0)+8:], uint64(nsec))
+	return b
+}
+
+func TestArrival(t *testing.T) {
+	start := time.Unix(1000, 0)
+	other := make([]byte, unix.CmsgSpace(4))
+	oh := (*unix.Cmsghdr)(unsafe.Pointer(&other[0]))
+	oh.Level, oh.Type = unix.SOL_IP, unix.IP_TTL
+	oh.SetLen(unix.CmsgLen(4))
+	tests := []struct {
+		name string
+		oob  []byte
+		want time.Duration
+	}{
+		{"timestamp", timestampCmsg(1001, 500), time.Second + 500},
+		{"after another cmsg", append(append([]byte(nil), other...), timestampCmsg(1000, 7)...), 7},
+	}
+	for _, tc := range tests {
+		if got := arrival(tc.oob, start); got != tc.want {
+			t.Errorf("%s: arrival = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// Without a timestamp it falls back to the clock: far from 1970+1000s.
+	if got := arrival(other, start); got < time.Hour {
+		t.Errorf("no timestamp: arrival = %v, want the time since start by the clock", got)
+	}
+}
+
+func FuzzArrival(f *testing.F) {
+	f.Add(timestampCmsg(1, 2))
+	f.Add([]byte{})
+	f.Add(make([]byte, unix.SizeofCmsghdr))
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		arrival(oob, time.Unix(0, 0)) // must not panic on any input
+	})
 }

@@ -289,8 +289,10 @@ func TestProbeSeesOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	// Drop the flow's packets on fw1: the stream must report the stall.
-	if err := p.Nft(p.FW1, "add rule inet "+NftTable+" "+NftForwardExtra+" meta l4proto tcp th dport 9000 drop\n"); err != nil {
+	// Drop the flow's packets both ways on fw1: no echo can arrive after
+	// the rule is in, so the silence at the end covers the sleep below.
+	if err := p.Nft(p.FW1, "add rule inet "+NftTable+" "+NftForwardExtra+" meta l4proto tcp th dport 9000 drop\n"+
+		"add rule inet "+NftTable+" "+NftForwardExtra+" meta l4proto tcp th sport 9000 drop\n"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Probe datagram, 20 bytes, echoed unchanged by the echo server:
@@ -170,6 +173,10 @@ func ProbeUDP(ctx context.Context, client, server *Netns, dst netip.Addr, opts U
 	}); err != nil {
 		return UDPProbeResult{}, fmt.Errorf("lab: udp probe socket in %s: %w", client.Name, err)
 	}
+	if err := enableRxTimestamps(conn); err != nil {
+		conn.Close()
+		return UDPProbeResult{}, err
+	}
 
 	capacity := int(opts.Duration/opts.Interval) + 1
 	seqs := NewSeqTracker(capacity)
@@ -180,10 +187,11 @@ func ProbeUDP(ctx context.Context, client, server *Netns, dst netip.Addr, opts U
 	var recv sync.WaitGroup
 	recv.Go(func() {
 		buf := make([]byte, 2048)
+		oob := make([]byte, 128)
 		first := true
 		for {
-			n, err := conn.Read(buf)
-			at := time.Since(start)
+			n, oobn, _, _, err := conn.ReadMsgUDP(buf, oob)
+			at := arrival(oob[:oobn], start)
 			if err != nil {
 				var ne net.Error
 				if errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout()) {
@@ -525,3 +533,45 @@ func (s *TCPStream) Wait() TCPStreamResult {
 
 // Done is closed when the stream has been stopped (by Stop or Duration).
 func (s *TCPStream) Done() <-chan struct{} { return s.stop }
+
+// enableRxTimestamps asks the kernel to stamp every datagram on arrival
+// (SO_TIMESTAMPNS): gaps are then measured when replies reached the
+// client, not when a possibly starved goroutine got to read them.
+func enableRxTimestamps(conn *net.UDPConn) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("lab: probe socket: %w", err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil {
+		return fmt.Errorf("lab: probe socket: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("lab: SO_TIMESTAMPNS: %w", serr)
+	}
+	return nil
+}
+
+// arrival returns the kernel receive instant from an SCM_TIMESTAMPNS
+// control message (struct timespec: int64 seconds, int64 nanoseconds, in
+// native byte order) as an offset from start, or the time now if there is
+// none.
+func arrival(oob []byte, start time.Time) time.Duration {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			break
+		}
+		data := oob[unix.CmsgLen(0):l]
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(data[0:8]))
+			nsec := int64(binary.NativeEndian.Uint64(data[8:16]))
+			return time.Unix(sec, nsec).Sub(start)
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	}
+	return time.Since(start)
+}
