@@ -50,6 +50,7 @@ var replayCases = []replayCase{
 	{file: "v3-ipv4-multivip.pcap", version: 3, mode: vrrp.ChecksumModePseudoHeader, form: vrrp.ChecksumPseudoHeader, packets: 27, vips: 3},
 	{file: "v3-ipv4-msgsum.pcap", version: 3, mode: vrrp.ChecksumModeMessageOnly, form: vrrp.ChecksumMessageOnly, packets: 15, vips: 1},
 	{file: "v3-ipv4-multivip-msgsum.pcap", version: 3, mode: vrrp.ChecksumModeMessageOnly, form: vrrp.ChecksumMessageOnly, packets: 27, vips: 3},
+	{file: "v3-ipv4-unicast.pcap", version: 3, unicast: true, mode: vrrp.ChecksumModePseudoHeader, form: vrrp.ChecksumPseudoHeader, packets: 15, vips: 1},
 	{file: "v3-ipv6.pcap", version: 3, mode: vrrp.ChecksumModePseudoHeader, form: vrrp.ChecksumPseudoHeader, packets: 15, vips: 2},
 }
 

@@ -154,6 +154,7 @@ pick v2-ah-unicast && capture v2-ah-unicast 6
 pick v2-ah-multivip && capture v2-ah-multivip 6
 pick v3-ipv4 && capture v3-ipv4 4
 pick v3-ipv4-multivip && capture v3-ipv4-multivip 3 LINUX_SLL2
+pick v3-ipv4-unicast && capture v3-ipv4-unicast 4
 pick v3-ipv6 && capture v3-ipv6 4
 
 # keepalived 2.2.7 checksums VRRPv3 over IPv4 with the pseudo-header; derive
