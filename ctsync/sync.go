@@ -559,7 +559,9 @@ func (s *Sync) startListener() {
 		s.log.Error("ctsync: table dump failed", "err", err)
 	}
 	s.sender.Reconcile(s.now(), dumpStart, flows)
-	s.sender.StartBulk()
+	// A bulk already running keeps going (its snapshot is taken when it
+	// begins); under repeated overruns restarting it would never finish.
+	s.sender.OnResync()
 }
 
 func (s *Sync) restartListener(err error) {

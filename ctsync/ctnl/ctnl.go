@@ -325,6 +325,7 @@ type Injector struct {
 // InjectStats counts kernel operations.
 type InjectStats struct {
 	Created, Updated, Deleted, Errors uint64
+	LabelsDropped                     uint64 // created without their labels
 }
 
 // DialInjector opens a ctnetlink socket in the calling thread's namespace.
@@ -373,6 +374,18 @@ func (in *Injector) create(f *ctwire.Flow) error {
 	return err
 }
 
+func (in *Injector) update(f *ctwire.Flow) error {
+	err := in.query(ipctnlMsgCTNew, 0, family(f), UpdateAttrs(f))
+	if err != nil && f.HasLabels && !errors.Is(err, unix.ENOENT) {
+		nl := *f
+		nl.HasLabels = false
+		if err = in.query(ipctnlMsgCTNew, 0, family(f), UpdateAttrs(&nl)); err == nil {
+			in.stats.LabelsDropped++
+		}
+	}
+	return err
+}
+
 // Apply creates, updates or deletes the kernel entry for f.
 func (in *Injector) Apply(f *ctwire.Flow) error {
 	k := f.Key()
@@ -387,7 +400,7 @@ func (in *Injector) Apply(f *ctwire.Flow) error {
 		return nil
 	}
 	if _, ok := in.known[k]; ok {
-		err := in.query(ipctnlMsgCTNew, 0, family(f), UpdateAttrs(f))
+		err := in.update(f)
 		if err == nil {
 			in.stats.Updated++
 			return nil
@@ -399,9 +412,18 @@ func (in *Injector) Apply(f *ctwire.Flow) error {
 		delete(in.known, k) // expired or deleted locally: create again
 	}
 	err := in.create(f)
+	if err != nil && f.HasLabels && !errors.Is(err, unix.EEXIST) {
+		// No connlabel extension here (no rule uses ct label): keep the
+		// flow, lose the labels.
+		nl := *f
+		nl.HasLabels = false
+		if err = in.create(&nl); err == nil {
+			in.stats.LabelsDropped++
+		}
+	}
 	if errors.Is(err, unix.EEXIST) {
 		in.known[k] = struct{}{}
-		if err = in.query(ipctnlMsgCTNew, 0, family(f), UpdateAttrs(f)); err == nil {
+		if err = in.update(f); err == nil {
 			in.stats.Updated++
 			return nil
 		}
