@@ -1,0 +1,176 @@
+package dbsync
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// handlerNode is a backup Node "b" whose peer is "a", served without a
+// network: requests carry a fake TLS state with a's certificate.
+func handlerNode(t *testing.T) (n *Node, peer Identity, auth AuthConfig) {
+	t.Helper()
+	base := t.TempDir()
+	peer, err := EnsureIdentity(filepath.Join(base, "peer"), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth = AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}
+	n, err = New(Config{
+		NodeID: "b", PeerID: "a", PeerURL: "https://192.0.2.1:7443", PeerCertSHA256: peer.Fingerprint,
+		StateDir: filepath.Join(base, "state"), Auth: auth, MaxBodyBytes: 4096, MaxBatchBytes: 2048,
+		Paths: []Path{{Name: "db", Local: filepath.Join(base, "db"), Dir: true}},
+		Health: func() map[string]any {
+			return map[string]any{"vrrp": map[string]string{"10": "BACKUP"}, "role": "overridden?"}
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, peer, auth
+}
+
+func peerRequest(t *testing.T, peer Identity, method, path string, body []byte, token string) *http.Request {
+	t.Helper()
+	r := httptest.NewRequest(method, path, bytes.NewReader(body))
+	leaf, err := x509.ParseCertificate(peer.Cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}}
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	return r
+}
+
+func TestHandlerRejects(t *testing.T) {
+	n, peer, auth := handlerNode(t)
+	h := n.Handler()
+	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	wrongAud, _ := mintToken(auth.withDefaults(), "a", "c", ScopeSync, time.Minute, time.Now())
+	good, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("db/ok", "ok")}})
+	escape, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("db/../../etc/passwd", "x")}})
+	absolute, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("/etc/passwd", "x")}})
+	notRoot, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("etc/passwd", "x")}})
+	huge, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("db/big", strings.Repeat("x", 5000))}})
+	tests := []struct {
+		name   string
+		req    func() *http.Request
+		status int
+		reason string
+	}{
+		{"no token", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, "") }, 401, ReasonMissing},
+		{"wrong audience", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, wrongAud) }, 401, ReasonAudience},
+		{"no client certificate", func() *http.Request {
+			r := peerRequest(t, peer, "POST", PathPush, good, tok)
+			r.TLS.PeerCertificates = nil
+			return r
+		}, 401, ReasonPeerCert},
+		{"health without token", func() *http.Request { return peerRequest(t, peer, "GET", PathHealth, nil, "") }, 401, ReasonMissing},
+		{"too large", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, huge, tok) }, 413, ReasonTooLarge},
+		{"truncated", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good[:len(good)-3], tok) }, 400, ReasonTruncated},
+		{"garbage", func() *http.Request {
+			return peerRequest(t, peer, "POST", PathPush, []byte("hello world, not a batch"), tok)
+		}, 400, ReasonDecode},
+		{"dot dot", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, escape, tok) }, 400, ReasonPath},
+		{"absolute", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, absolute, tok) }, 400, ReasonPath},
+		{"not under a root", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, notRoot, tok) }, 400, ReasonPath},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := n.Status().Rejected[tt.reason]
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, tt.req())
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d; body %s", w.Code, tt.status, w.Body)
+			}
+			if got := n.Status().Rejected[tt.reason] - before; got != 1 {
+				t.Fatalf("reason %q counted %d times, want 1 (all: %v)", tt.reason, got, n.Status().Rejected)
+			}
+			// Nothing beyond a generic message.
+			var eb map[string]any
+			json.Unmarshal(w.Body.Bytes(), &eb)
+			if d := cmp.Diff(map[string]any{"error": http.StatusText(tt.status)}, eb); d != "" {
+				t.Fatalf("body (-want +got):\n%s", d)
+			}
+		})
+	}
+	if n.Status().Revision != 0 {
+		t.Fatal("a rejected push changed the revision")
+	}
+}
+
+func TestHandlerPushAndHealth(t *testing.T) {
+	n, peer, auth := handlerNode(t)
+	h := n.Handler()
+	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	body, _ := AppendBatch(nil, Batch{Revision: 7, Entries: []Entry{put("db/ok", "ok")}})
+	for i, want := range []ApplyResult{{Revision: 7, Applied: 1, Bytes: 2}, {Revision: 7, Noop: true}} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body, tok))
+		var got ApplyResult
+		json.Unmarshal(w.Body.Bytes(), &got)
+		if w.Code != 200 {
+			t.Fatalf("push %d: status %d %s", i, w.Code, w.Body)
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Fatalf("push %d (-want +got):\n%s", i, d)
+		}
+	}
+	// A master refuses pushes (split brain must not overwrite).
+	n.SetRole(true)
+	w := httptest.NewRecorder()
+	body2, _ := AppendBatch(nil, Batch{Revision: 8, Entries: []Entry{put("db/ok", "no")}})
+	h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body2, tok))
+	if w.Code != http.StatusConflict {
+		t.Fatalf("push to master: %d", w.Code)
+	}
+	n.SetRole(false)
+
+	// Health with an operator token, no client certificate needed.
+	op, err := MintOperatorToken(auth, "a", "b", 5*time.Minute, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := peerRequest(t, peer, "GET", PathHealth, nil, op)
+	r.TLS.PeerCertificates = nil
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 {
+		t.Fatalf("health: %d %s", w.Code, w.Body)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc["role"] != "backup" || doc["node"] != "b" || doc["vrrp"] == nil {
+		t.Fatalf("health document: %s", w.Body)
+	}
+	db := doc["db"].(map[string]any)
+	if db["revision"].(float64) != 7 {
+		t.Fatalf("health db: %v", db)
+	}
+	// Operator tokens do not open the sync endpoints.
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, peerRequest(t, peer, "GET", PathManifest, nil, op))
+	if w.Code != 401 {
+		t.Fatalf("manifest with operator token: %d", w.Code)
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, peerRequest(t, peer, "GET", PathManifest, nil, tok))
+	var m Manifest
+	json.Unmarshal(w.Body.Bytes(), &m)
+	if w.Code != 200 || len(m.Files) != 1 || m.Files[0].Path != "db/ok" || m.Revision != 7 {
+		t.Fatalf("manifest: %d %s", w.Code, w.Body)
+	}
+}
