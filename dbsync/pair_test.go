@@ -21,7 +21,7 @@ import (
 // testNode is one side of a two-node lab: its own network namespace, its
 // own directories, a Node that can be stopped and started again.
 type testNode struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	ns      *lab.Netns
 	addr    netip.Addr
@@ -42,7 +42,7 @@ type pairOptions struct {
 
 // newLabPair builds nodes a (10.77.0.1) and b (10.77.0.2) joined by a veth,
 // each listening inside its own namespace, a started as master.
-func newLabPair(t *testing.T, opts pairOptions) (a, b *testNode) {
+func newLabPair(t testing.TB, opts pairOptions) (a, b *testNode) {
 	t.Helper()
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		t.Fatalf("sqlite3 CLI not on PATH (dbsync lab tests never skip): %v", err)
@@ -148,7 +148,7 @@ func (tn *testNode) stop() {
 }
 
 type testWriter struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 }
 
@@ -158,7 +158,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // waitFor polls cond; the timeout is a liveness bound, not a speed check.
-func waitFor(t *testing.T, what string, cond func() error) {
+func waitFor(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -199,7 +199,7 @@ func gone(p string) func() error {
 	}
 }
 
-func writeFile(t *testing.T, p, content string) {
+func writeFile(t testing.TB, p, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
