@@ -140,12 +140,13 @@ func (n *Netns) Close() error {
 	procs := n.procs
 	n.mu.Unlock()
 
-	var errs []error
-	for _, p := range procs {
-		if err := p.Stop(stopGrace); err != nil {
-			errs = append(errs, err)
-		}
+	// In parallel: each may take the whole grace period.
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() { errs[i] = p.Stop(stopGrace) })
 	}
+	wg.Wait()
 	if err := deleteNetns(n.Name); err != nil {
 		errs = append(errs, err)
 	}
