@@ -138,7 +138,7 @@ func parseEntry(p []byte) (Entry, []byte, error) {
 	pl := int(binary.BigEndian.Uint16(p[6:8]))
 	p = p[entryFixedLen:]
 	if e.Op != OpPut && e.Op != OpAppend && e.Op != OpDelete {
-		return e, nil, fmt.Errorf("%w %d", ErrOp, p[0])
+		return e, nil, fmt.Errorf("%w %d", ErrOp, e.Op)
 	}
 	if e.Flags&^knownFlags != 0 {
 		return e, nil, fmt.Errorf("entry: %w %#x", ErrFlags, e.Flags)

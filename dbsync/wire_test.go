@@ -75,6 +75,7 @@ func TestParseBatchErrors(t *testing.T) {
 		{"mode", mut(func(b []byte) []byte { b[18] = 1; return b }), ErrMode},
 		{"path len 0", mut(func(b []byte) []byte { b[22], b[23] = 0, 0; return b }), ErrPathLen},
 		{"path len huge", mut(func(b []byte) []byte { b[22], b[23] = 0xff, 0xff; return b }), ErrPathLen},
+		{"bad op, nothing after", append(bytes.Clone(good[:16]), 9, 0, 0, 0, 0, 0, 0, 1), ErrOp},
 		{"more entries than sent", mut(func(b []byte) []byte { b[7] = 5; return b }), ErrShort},
 	}
 	for _, tt := range tests {
@@ -141,6 +142,7 @@ func FuzzParseBatch(f *testing.F) {
 	f.Add(good[:20])
 	f.Add([]byte("MHSB\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x03\x00\x00\x00\x00\x00\x00\x05../.."))
 	f.Add([]byte{})
+	f.Add(append(bytes.Clone(good[:16]), 9, 0, 0, 0, 0, 0, 0, 1))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		batch, err := ParseBatch(b, nil)
 		if err != nil {
