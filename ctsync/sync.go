@@ -167,6 +167,8 @@ type Sync struct {
 	ranges    []ctwire.Range
 	ctlSeq    uint32
 	ctlEp     uint64
+	batch     []ctwire.Flow
+	applied   []bool
 }
 
 // New opens the sockets of a Sync in the calling thread's network
@@ -694,26 +696,33 @@ func (s *Sync) onDatagram(d datagram) {
 	}
 	if v.Apply {
 		it := ctwire.NewRecords(d.p, d.h.Count)
-		var f ctwire.Flow
 		sent := time.Unix(0, d.h.Sent)
+		s.batch = s.batch[:0]
+		var f ctwire.Flow
 		for it.Next(&f) {
 			if s.bulkSeen != nil {
 				s.bulkSeen[f.Key()] = struct{}{}
 			}
-			if err := s.inj.Apply(&f); err != nil {
-				s.counters.InjectErrors++
-				s.log.Debug("ctsync: inject", "err", err)
-				continue
-			}
-			s.counters.RecordsApplied++
-			if s.cfg.OnApplied != nil {
-				s.cfg.OnApplied(&f, sent)
-			}
+			s.batch = append(s.batch, f)
 		}
 		if err := it.Err(); err != nil {
 			s.mu.Lock()
 			s.rejected[ctwire.ReasonOf(err)]++
 			s.mu.Unlock()
+		}
+		s.applied = append(s.applied[:0], make([]bool, len(s.batch))...)
+		failed, err := s.inj.ApplyBatch(s.batch, s.applied)
+		if failed > 0 {
+			s.counters.InjectErrors += uint64(failed)
+			s.log.Debug("ctsync: inject", "failed", failed, "err", err)
+		}
+		s.counters.RecordsApplied += uint64(len(s.batch) - failed)
+		if s.cfg.OnApplied != nil {
+			for i := range s.batch {
+				if s.applied[i] {
+					s.cfg.OnApplied(&s.batch[i], sent)
+				}
+			}
 		}
 		s.counters.Lag = time.Since(sent)
 	}

@@ -320,6 +320,8 @@ type Injector struct {
 	known   map[ctwire.Key]struct{}
 	confirm bool // this kernel wants IPS_CONFIRMED in a create's CTA_STATUS
 	stats   InjectStats
+	b       *batchConn // nil after a batch failure: one by one from then on
+	kinds   []opKind
 }
 
 // InjectStats counts kernel operations.
@@ -334,11 +336,21 @@ func DialInjector() (*Injector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ctnl: dial ctnetlink: %w", err)
 	}
-	return &Injector{c: c, known: make(map[ctwire.Key]struct{})}, nil
+	b, err := dialBatch()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &Injector{c: c, b: b, known: make(map[ctwire.Key]struct{})}, nil
 }
 
-// Close closes the socket.
-func (in *Injector) Close() error { return in.c.Close() }
+// Close closes the sockets.
+func (in *Injector) Close() error {
+	if in.b != nil {
+		in.b.close()
+	}
+	return in.c.Close()
+}
 
 // Stats returns the counters.
 func (in *Injector) Stats() InjectStats { return in.stats }

@@ -188,3 +188,59 @@ func TestFromKernelConntrackCLI(t *testing.T) {
 		t.Fatalf("conntrack -L in backup does not show the NAT address:\n%s", l)
 	}
 }
+
+// TestApplyBatch: one round trip per batch, with the second-step cases
+// (create of an existing flow, delete of a missing one) handled.
+func TestApplyBatch(t *testing.T) {
+	ns := lab.NewNetnsT(t, "ctnlbatch")
+	in := injectorIn(t, ns)
+	var fs []ctwire.Flow
+	for i := 0; i < 30; i++ {
+		o := ctwire.Tuple{Src: netip.AddrFrom4([4]byte{10, 5, 0, byte(i)}), Dst: addr("198.51.100.1"), SrcPort: uint16(30000 + i), DstPort: 443}
+		r := o.Invert()
+		if i%3 == 0 {
+			r.Dst, r.DstPort = addr("203.0.113.1"), uint16(50000+i) // SNAT
+		}
+		fs = append(fs, ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Status: StatusSeenReply | StatusAssured, Timeout: 600,
+			Orig: o, Reply: r, HasTCP: true, TCP: ctwire.TCPInfo{State: 3}, Mark: uint32(i)})
+	}
+	ok := make([]bool, len(fs))
+	if n, err := in.ApplyBatch(fs, ok); n != 0 {
+		t.Fatalf("%d failures: %v", n, err)
+	}
+	flows := dumpIn(t, ns)
+	for i := range fs {
+		got, found := find(flows, fs[i].Key())
+		if !found || got.Reply != fs[i].Reply || got.Mark != fs[i].Mark {
+			t.Fatalf("flow %d: found %v got %+v want reply %+v", i, found, got, fs[i].Reply)
+		}
+	}
+	// A fresh injector does not know them: creates meet EEXIST, then update.
+	in2 := injectorIn(t, ns)
+	for i := range fs {
+		fs[i].Mark += 100
+	}
+	if n, err := in2.ApplyBatch(fs, ok); n != 0 {
+		t.Fatalf("%d failures on re-apply: %v", n, err)
+	}
+	flows = dumpIn(t, ns)
+	for i := range fs {
+		if got, _ := find(flows, fs[i].Key()); got.Mark != fs[i].Mark {
+			t.Fatalf("flow %d mark %d want %d", i, got.Mark, fs[i].Mark)
+		}
+	}
+	for i := range fs {
+		fs[i].Op = ctwire.OpDestroy
+	}
+	fs = append(fs, fs[0]) // a delete of a flow already deleted in this batch
+	ok = make([]bool, len(fs))
+	if n, err := in2.ApplyBatch(fs, ok); n != 0 {
+		t.Fatalf("%d failures on delete: %v", n, err)
+	}
+	if n := len(dumpIn(t, ns)); n != 0 {
+		t.Fatalf("%d flows left after batch delete", n)
+	}
+	if st := in2.Stats(); st.Created != 0 || st.Updated != 30 || st.Deleted != 31 {
+		t.Fatalf("stats %+v", st)
+	}
+}
