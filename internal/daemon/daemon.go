@@ -56,6 +56,7 @@ type Daemon struct {
 	group   *vrrp.Group
 	links   map[vrrp.Family]*familyLink
 	vips    *vip.Manager
+	ct      conntrackSync // nil when conntrack sync is off
 	nl      *netlink.Handle
 	timers  map[timerKey]*time.Timer
 	replay  map[replayKey]vrrp.ReplayState
@@ -75,6 +76,9 @@ type familyLink struct {
 	ctr    vrrp.AHCounter
 	buf    []byte
 	addrs  []netip.Addr // per-VRID advert address lists are in instance
+	// sendFailing is set while sends fail (e.g. ENOBUFS on IPv6 while the
+	// sync link has no carrier): one log line per streak, not per advert.
+	sendFailing bool
 }
 
 type timerKey struct {
@@ -155,7 +159,10 @@ func instanceConfigs(cfg *config.Config, primary map[vrrp.Family]netip.Addr) []v
 			Primary:      primary[familyOf(v.Address.Addr())],
 			NoPreempt:    !cfg.Preempt,
 			PreemptDelay: cfg.PreemptDelay,
-			WaitReady:    false,
+			// A freshly started node does not preempt before its conntrack
+			// table is complete (SPEC); takeover from a dead master is never
+			// held (package vrrp).
+			WaitReady: cfg.Conntrack.Enabled,
 		})
 	}
 	return out
@@ -222,6 +229,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 
+	if d.cfg.Conntrack.Enabled {
+		ct, err := newConntrackSync(d.cfg, d)
+		if err != nil {
+			return err
+		}
+		d.ct = ct
+	}
+
 	primary := map[vrrp.Family]netip.Addr{}
 	for f, l := range d.links {
 		primary[f] = l.conn.Source()
@@ -248,6 +263,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.readLoop(bg, l, proto)
 			}()
 		}
+	}
+	if d.ct != nil {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := d.ct.Run(bg); err != nil && bg.Err() == nil {
+				d.log.Error("conntrack sync stopped", "err", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			d.waitConntrackReady(bg, d.ct, d.cfg.Conntrack.Resync.StartupTimeout)
+		}()
 	}
 	mon, err := vip.NewMonitor(nl, vip.MonitorConfig{Interfaces: trackedInterfaces(d.cfg), Logger: d.log})
 	if err != nil {
@@ -457,6 +485,12 @@ func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
 	want := d.group.State() == vrrp.StateMaster
 	switch have := d.vips.Claimed(); {
 	case want && !have:
+		// The replicated flows are already in this node's kernel (the
+		// backup injects as it receives), so the VIPs can be claimed at
+		// once; the node now becomes the sender.
+		if d.ct != nil {
+			d.ct.SetRole(true)
+		}
 		if err := d.vips.Claim(ctx); err != nil {
 			d.log.Error("claiming VIPs", "err", err)
 		}
@@ -467,6 +501,9 @@ func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
 			d.log.Error("releasing VIPs", "err", err)
 		}
 		d.log.Info("VIPs released", "state", d.group.State())
+		if d.ct != nil {
+			d.ct.SetRole(false)
+		}
 	}
 	return false
 }
@@ -522,8 +559,15 @@ func (d *Daemon) sendAdvert(ctx context.Context, vrid uint8, priority uint8) {
 	}
 	if err := l.conn.Write(ctx, proto, pkt, l.conn.Group()); err != nil {
 		d.stats.sendError()
-		d.log.Warn("sending advert", "vrid", vrid, "err", err)
+		if !l.sendFailing {
+			l.sendFailing = true
+			d.log.Warn("sending adverts fails; counting further errors silently", "vrid", vrid, "err", err)
+		}
 		return
+	}
+	if l.sendFailing {
+		l.sendFailing = false
+		d.log.Info("sending adverts works again", "vrid", vrid)
 	}
 	d.stats.sent()
 }
