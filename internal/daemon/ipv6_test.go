@@ -2,8 +2,8 @@ package daemon_test
 
 import (
 	"context"
-	"fmt"
 	be "encoding/binary"
+	"fmt"
 	"net/netip"
 	"strings"
 	"syscall"
