@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out=$(mktemp /tmp/muros-had-test.XXXXXX)
 trap 'rm -f "$out"' EXIT
 go vet ./... || exit 1
-go test -count=1 -v -timeout 80m "$@" ./... 2>&1 | tee "$out" | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)' | grep -v '^=== RUN' 
+go test -count=1 -v -timeout 80m "$@" ./... 2>&1 | tee "$out" | grep --line-buffered -E '^(--- |ok|FAIL|panic)'
 rc=${PIPESTATUS[0]}
 passed=$(grep -cE '^\s*--- PASS' "$out")
 failed=$(grep -cE '^\s*--- FAIL' "$out")

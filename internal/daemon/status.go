@@ -249,6 +249,9 @@ func (d *Daemon) Status() Status {
 	// backup would wait (3 intervals plus slack).
 	s := d.status.snapshot(4*d.cfg.AdvertInterval+time.Second, time.Now())
 	s.Adverts = d.stats.snapshot()
+	if d.ct != nil {
+		s.Conntrack = conntrackStatus(d.ct.Status())
+	}
 	return s
 }
 

@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/ctsync"
+)
+
+// conntrackSync is what the daemon needs of the conntrack replication
+// (package ctsync): it follows the VRRP role and tells when the node holds a
+// complete copy of the master's table.
+type conntrackSync interface {
+	Run(ctx context.Context) error
+	SetRole(master bool)
+	Ready() <-chan struct{}
+	Status() ctsync.Status
+}
+
+// ConntrackStatus is the conntrack part of the cluster status.
+type ConntrackStatus struct {
+	Role             string            `json:"role"` // sender (master) | receiver (backup)
+	BulkSynced       bool              `json:"bulk_synced"`
+	Flows            int               `json:"flows"`
+	LagMS            float64           `json:"lag_ms"`
+	DatagramsSent    uint64            `json:"datagrams_sent"`
+	DatagramsRecv    uint64            `json:"datagrams_received"`
+	RecordsApplied   uint64            `json:"records_applied"`
+	Lost             uint64            `json:"lost"`
+	Repaired         uint64            `json:"repaired"`
+	Resyncs          uint64            `json:"resyncs"`
+	ListenerRestarts uint64            `json:"listener_restarts"`
+	InjectErrors     uint64            `json:"inject_errors"`
+	Forged           uint64            `json:"forged_dropped"`
+	Rejected         map[string]uint64 `json:"rejected,omitempty"`
+}
+
+func conntrackStatus(s ctsync.Status) *ConntrackStatus {
+	role := "receiver"
+	if s.Master {
+		role = "sender"
+	}
+	return &ConntrackStatus{
+		Role: role, BulkSynced: s.BulkSynced, Flows: s.Flows, LagMS: float64(s.Lag) / float64(time.Millisecond),
+		DatagramsSent: s.DatagramsSent, DatagramsRecv: s.DatagramsReceived, RecordsApplied: s.RecordsApplied,
+		Lost: s.Lost, Repaired: s.Repaired, Resyncs: s.Resyncs, ListenerRestarts: s.ListenerRestarts,
+		InjectErrors: s.InjectErrors, Forged: s.Forged, Rejected: s.Rejected,
+	}
+}
+
+var protocolNumbers = map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "dccp": 33, "icmp": 1, "icmpv6": 58}
+
+// newConntrackSync builds the replication from the configuration. It opens
+// its sockets in the daemon's network namespace.
+func newConntrackSync(cfg *config.Config, d *Daemon) (*ctsync.Sync, error) {
+	f := ctsync.Filter{
+		Include:        cfg.Conntrack.Filter.Include,
+		Exclude:        cfg.Conntrack.Filter.Exclude,
+		ReplicateLocal: !cfg.Conntrack.Filter.ExcludeLocal,
+	}
+	for _, p := range cfg.Conntrack.Filter.Protocols {
+		n, ok := protocolNumbers[p]
+		if !ok {
+			return nil, fmt.Errorf("daemon: conntrack filter: unknown protocol %q", p)
+		}
+		f.Protocols = append(f.Protocols, n)
+	}
+	s, err := ctsync.New(ctsync.Config{
+		Interface: cfg.SyncInterface,
+		Group:     cfg.Conntrack.Group,
+		Port:      int(cfg.Conntrack.Port),
+		Password:  cfg.Password,
+		Filter:    f,
+	}, d.log.With("component", "ctsync"))
+	if err != nil {
+		return nil, fmt.Errorf("daemon: conntrack sync: %w", err)
+	}
+	return s, nil
+}
+
+// waitConntrackReady lifts the preemption hold once the initial bulk sync is
+// complete, or after the configured startup timeout (a backup that cannot
+// get the table must not block its own election forever: it then preempts
+// with what it has and says so).
+func (d *Daemon) waitConntrackReady(ctx context.Context, ct conntrackSync, timeout time.Duration) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-ct.Ready():
+		d.log.Info("conntrack bulk sync complete: preemption allowed")
+	case <-expired:
+		d.log.Warn("conntrack bulk sync not complete within the startup timeout: preemption allowed anyway", "timeout", timeout)
+	}
+	ready := true
+	select {
+	case d.events <- loopEvent{ready: &ready}:
+	case <-ctx.Done():
+	}
+}
