@@ -194,6 +194,24 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		}
 		j.Ops = append(j.Ops, op)
 	}
+	// Make the staged files' directory entries (and any directory just
+	// created for them) durable before the commit point: recovery reads a
+	// missing staged file as "already renamed".
+	synced := map[string]bool{}
+	for _, s := range staged {
+		for d := filepath.Dir(s.name); ; d = filepath.Dir(d) {
+			key := s.root.Name() + "\x00" + d
+			if !synced[key] {
+				synced[key] = true
+				if err := syncDir(s.root, d); err != nil {
+					return fail(err)
+				}
+			}
+			if d == "." || d == "/" {
+				break
+			}
+		}
+	}
 	if err := a.step(stepStaged); err != nil {
 		return ApplyResult{}, err
 	}

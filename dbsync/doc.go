@@ -1,0 +1,159 @@
+// Package dbsync replicates the MurOS configuration DB and other configured
+// paths from the VRRP master to the backup over HTTPS (TLS 1.3, RFC 8446)
+// with JSON Web Tokens (RFC 7519, signed per RFC 7515: HS256 with a shared
+// cluster secret, or EdDSA/Ed25519 per RFC 8037 with one key pair per node).
+// It replaces the MurOS DB sync agent ("muros-watcher").
+//
+// # What is replicated
+//
+// Config.Paths lists files and whole directory trees, each with a Name that
+// identifies it on the wire (default: "muros-db" = /var/lib/muros and
+// "kea-leases" = /var/lib/kea). Only regular files are replicated; symlinks,
+// devices, SQLite sidecars (-wal, -shm, -journal), this package's staging
+// files (".muros-had-*") and Config.Exclude globs are not. Permission bits
+// (0o777) travel with the content; owner, mtime and xattrs do not. Empty
+// directories are not replicated. Each file is shipped one of three ways:
+//
+//   - SQLite database (first 16 bytes "SQLite format 3\0"): a consistent
+//     snapshot taken with SQLite's online backup API (the sqlite3 CLI's
+//     ".backup", read-only, in one read transaction), correct in rollback
+//     and WAL mode; never a torn copy of a file in mid-transaction. The
+//     backup removes stale -wal/-shm/-journal sidecars when it installs it.
+//   - Append-only growth (Kea's memfile lease CSV): when the file is longer
+//     than what the peer holds and its first peer-size bytes still hash to
+//     the peer's SHA-256, only the appended bytes are sent (OpAppend). The
+//     peer re-checks size and prefix hash before applying.
+//   - Anything else: the whole file when its content changes (OpPut).
+//
+// # Direction
+//
+// The daemon calls SetRole with the VRRP role. The master watches the roots
+// with fsnotify (recursively, new subdirectories added as they appear; a
+// commit that only touches a -wal or -journal file marks its database),
+// debounces for Config.Debounce (20 ms; a steady stream of writes is pushed
+// at least every 10 debounce periods) and pushes to the peer. The backup
+// only accepts pushes; a node that believes it is master answers a push
+// with 409 so a split brain never overwrites either side. After a takeover
+// the new master starts with a full anti-entropy pass, which brings the
+// returning node, now backup, up to date: the master's content wins,
+// including deleting files the master does not have.
+//
+// # Anti-entropy
+//
+// The master compares manifests (wire path, size, SHA-256, mode) when it
+// becomes master, after any failed push (retried with exponential backoff
+// from RetryMin to RetryMax; the peer being down is routine), when its
+// probe (GET /api/sync/hello every ProbeInterval) sees the peer's boot ID or
+// revision change (a restart), and every AntiEntropyInterval. It sends what
+// differs. Hashes are cached by (size, mtime, ctime, inode), SQLite
+// snapshot hashes by the stat of the database and its -wal.
+//
+// # HTTP API (peer listener, HTTPS, TLS 1.3 only)
+//
+// Each node has a self-signed ECDSA P-256 certificate generated on first
+// start in StateDir (dbsync-cert.pem, dbsync-key.pem); the peer's is pinned
+// by the SHA-256 of its DER (Config.PeerCertSHA256; Node.Fingerprint prints
+// one's own). The client presents its certificate; the /api/sync endpoints
+// require it to match the pin, /api/health does not (so an operator's curl
+// works). Every request carries "Authorization: Bearer <JWT>". A missing or
+// bad token or certificate gets 401 with body {"error":"Unauthorized"} and
+// nothing else; the reason is logged and counted (Status.Rejected). Every
+// error body is {"error":"<HTTP status text>"} plus "revision" (the
+// receiver's, number) on 409 answers to a push.
+//
+//	POST /api/sync/push      body: a batch (binary, below). 200 answer:
+//	                         {"revision":N,"applied":entries,"bytes":payload,"noop":bool}
+//	                         400 undecodable/truncated/unsafe path/checksum,
+//	                         409 stale revision, append prefix mismatch or
+//	                         receiver is master, 413 over MaxBodyBytes.
+//	GET  /api/sync/manifest  {"node":id,"boot_id":hex,"revision":N,"role":"master"|"backup",
+//	                          "files":[{"path":wire,"size":N,"sha256":hex,"mode":N},...]}
+//	GET  /api/sync/hello     {"node":id,"boot_id":hex,"revision":N,"role":...}
+//	GET  /api/health         {"node":id,"role":...,"peer":{"id","url","reachable",
+//	                          "role","revision","last_contact"},"db":{"revision",
+//	                          "peer_revision","pending_paths","lag_ms","last_sync",
+//	                          "last_apply","in_sync"}} plus the keys returned by
+//	                          Config.Health (e.g. "vrrp" per VRID, "conntrack").
+//
+// A wire path is "<root name>" for a file root or "<root name>/<relative
+// path>" for a directory root: slash-separated, clean (no "", "." or ".."
+// elements, no trailing slash), no NUL, not absolute, not naming a staging
+// file. Anything else is refused with 400 before any write. Writes go
+// through an os.Root per root, so a symlink on the backup cannot lead a
+// write outside the root.
+//
+// # JWT claims
+//
+// iss = sender's node ID, aud = [receiver's node ID], iat, nbf = iat, exp =
+// iat + TokenTTL (60 s), jti = 96 random bits (hex), scope = "sync" (node to
+// node) or "health" (operator tokens from MintOperatorToken, at most 1 h).
+// The receiver accepts only the configured alg (jwt.WithValidMethods: "none",
+// HS512 or an HS256 token under an EdDSA config are refused), its own ID as
+// audience, the peer's ID as issuer (a node's own token reflected back
+// fails), requires exp and iat, allows Leeway (5 s) of clock skew, refuses
+// sync tokens living longer than 2×TokenTTL, and health-scoped tokens on the
+// sync endpoints.
+//
+// # Batch wire format (POST /api/sync/push body; integers big-endian)
+//
+// Header, 16 bytes:
+//
+//	0..3   magic "MHSB"
+//	4      version, 1
+//	5      flags, 0 (anything else is refused)
+//	6..7   entry count, 1..65535
+//	8..15  revision (uint64)
+//
+// Then each entry:
+//
+//	0      op: 1 put, 2 append, 3 delete
+//	1      flags: bit 0 = SQLite snapshot (receiver drops -wal/-shm/-journal); others refused
+//	2..5   mode: permission bits, at most 0o7777
+//	6..7   path length L, 1..4096
+//	8..    path, L bytes (wire path, above)
+//	put:    32 bytes SHA-256 of the data, 8 bytes data length D, D bytes data
+//	append: 8 bytes offset (the receiver's current size), 32 bytes SHA-256 of
+//	        the receiver's current content (the prefix), 32 bytes SHA-256 of
+//	        the whole file after the append, 8 bytes length D, D bytes appended
+//	delete: nothing
+//
+// No bytes may follow the last entry. A batch names each path at most once.
+// ParseBatch never panics on any input (FuzzParseBatch); Data slices alias
+// the body.
+//
+// # Revisions, retries and the journal
+//
+// Each applied batch carries a revision larger than any the receiver has
+// applied: the master uses max(own, peer's) + 1, and persists it in its own
+// StateDir/revision too, so revisions keep increasing across role changes
+// and restarts. The receiver persists {revision, digest} (digest = SHA-256
+// of the request body). A retried push with the same revision and digest is
+// a no-op success; any other push at or below the current revision is 409.
+//
+// Apply on the backup, per batch:
+//
+//  1. stage: each put/append is written to ".muros-had-stage-<rev>-<i>" in
+//     the target's own directory (same filesystem), verified against its
+//     SHA-256 (for append: after copying the current file, whose size and
+//     prefix hash must match), fsynced, and its directory (with any parent
+//     created for it) fsynced, so a staged file is durable before commit;
+//  2. commit: StateDir/journal (revision, digest, the list of renames and
+//     deletes) is written to a temp file, fsynced, renamed into place and
+//     the directory fsynced. This is the commit point;
+//  3. install: each staged file is renamed over its target (SQLite sidecars
+//     removed first), deletions done, every touched directory fsynced;
+//  4. StateDir/revision is replaced atomically, then the journal removed.
+//
+// On start (New) a journal left by a crash is replayed (renames whose
+// staged file is gone were done already; deletes are idempotent), and any
+// staging file without a journal is removed. So after a crash at any point
+// the backup restarts with either every file of the batch at its old
+// version (crash before step 2) or every file at its new version (after):
+// never a mix within a batch, and never a half-written file, since a file
+// is only ever replaced by rename. While a batch is being installed (step 3,
+// milliseconds) a concurrent reader on the backup may see some files of the
+// batch new and others still old; each single file is always whole.
+// Directories created for staging remain if a batch is rolled back.
+// A single file larger than MaxBodyBytes (64 MiB) is not replicated; it is
+// logged and counted ("too_large").
+package dbsync
