@@ -237,3 +237,64 @@ func checkIPv6Adverts(t *testing.T, path string, n int, src netip.Addr, p *lab.P
 		t.Errorf("IPv6 adverts seen on fw2's sync link by VRID: %v (of %d frames), want VRIDs 12 and 13", seen, n)
 	}
 }
+
+// TestVirtualMACMovesWithTakeover runs the pair with vmac: true. The master
+// holds each VIP on a macvlan carrying the RFC 9568 MAC 00:00:5e:00:01:VRID;
+// after a crash takeover the client's ARP entry for the LAN VIP still names
+// that MAC (the MAC moved, the client did not have to relearn) and traffic
+// resumes through the new master.
+func TestVirtualMACMovesWithTakeover(t *testing.T) {
+	// With a virtual MAC the LAN's packets enter the firewall through the
+	// macvlan, not lan0: a ruleset keyed on iifname must name it too (the
+	// same holds for keepalived's use_vmac).
+	p := lab.NewPairT(t, lab.Options{ExtraRules: "add rule inet muros_lab forward_extra iifname \"vmac4.11\" ct state new accept\n"})
+	o := hatest.NodeOptions{Extra: "vmac: true\n"}
+	n1, n2 := pairNodes(t, p, o, o)
+	mustOwn(t, p, p.FW1)
+	const lanVRID, lanVMAC = "11", "00:00:5e:00:01:0b"
+	checkVMAC := func(owner *lab.Netns, fws ...*lab.Netns) {
+		t.Helper()
+		for _, fw := range fws {
+			out, err := fw.Run("ip", "-o", "addr", "show", "dev", "vmac4."+lanVRID)
+			has := err == nil && strings.Contains(out, p.LANVIP.String())
+			if want := fw == owner; has != want {
+				t.Errorf("%s: LAN VIP on vmac4.%s = %v, want %v (%v: %s)", fw, lanVRID, has, want, err, out)
+			}
+			if fw == owner {
+				if mac := macOf(t, fw, "vmac4."+lanVRID); mac != lanVMAC {
+					t.Errorf("%s: vmac4.%s MAC %s, want %s", fw, lanVRID, mac, lanVMAC)
+				}
+			}
+		}
+	}
+	checkVMAC(p.FW1, p.FW1, p.FW2)
+	res := probe(t, p, 300*time.Millisecond, nil)
+	if res.Received == 0 {
+		t.Fatalf("client through the VIP on the virtual MAC: %+v", res)
+	}
+	if mac, _ := neighbour(t, p.Client, p.LANVIP.Addr()); mac != lanVMAC {
+		t.Fatalf("client's ARP entry for %s = %q, want the virtual MAC %s", p.LANVIP.Addr(), mac, lanVMAC)
+	}
+
+	res = probe(t, p, 3*time.Second, func() {
+		time.Sleep(500 * time.Millisecond)
+		if err := n1.Proc.Signal(syscall.SIGSTOP); err != nil {
+			t.Error(err)
+		}
+		if err := p.CrashNode(p.FW1); err != nil {
+			t.Error(err)
+		}
+		if err := n1.Kill(); err != nil {
+			t.Error(err)
+		}
+	})
+	mustState(t, n2, "MASTER", 3*time.Second)
+	checkVMAC(p.FW2, p.FW2) // the dead fw1 keeps what it had
+	if res.LastReplyAge > 200*time.Millisecond || res.Received == 0 {
+		t.Fatalf("client traffic did not resume after the takeover: %+v", res)
+	}
+	if mac, _ := neighbour(t, p.Client, p.LANVIP.Addr()); mac != lanVMAC {
+		t.Errorf("client's ARP entry for %s = %q after takeover, want the virtual MAC %s", p.LANVIP.Addr(), mac, lanVMAC)
+	}
+	t.Logf("vmac crash: client-visible gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
+}
