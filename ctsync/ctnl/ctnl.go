@@ -92,6 +92,8 @@ const (
 	ipProtoICMPv6         = 58
 	ipProtoTCP            = 6
 	tcpFlagBeLiberal      = 0x08
+	tcpStateSynSent       = 1
+	tcpStateEstablished   = 3
 	StatusSeenReply       = 1 << 1
 	StatusAssured         = 1 << 2
 	StatusConfirmed       = 1 << 3
@@ -261,7 +263,7 @@ func CreateAttrs(f *ctwire.Flow, confirmed bool) []netfilter.Attribute {
 		tupleAttr(ctaTupleOrig, f.Proto, f.Orig),
 		tupleAttr(ctaTupleReply, f.Proto, reply),
 	}
-	attrs = append(attrs, common(f, confirmed)...)
+	attrs = append(attrs, common(f, confirmed, true)...)
 	icmp := isICMP(f.Proto)
 	if n.DstNAT {
 		attrs = append(attrs, natAttr(ctaNATDst, n.DstAddr, n.DstPort, !icmp))
@@ -275,10 +277,10 @@ func CreateAttrs(f *ctwire.Flow, confirmed bool) []netfilter.Attribute {
 // UpdateAttrs builds the attributes of an IPCTNL_MSG_CT_NEW that changes
 // the existing entry for f (no NAT: immutable after creation).
 func UpdateAttrs(f *ctwire.Flow) []netfilter.Attribute {
-	return append([]netfilter.Attribute{tupleAttr(ctaTupleOrig, f.Proto, f.Orig)}, common(f, true)...)
+	return append([]netfilter.Attribute{tupleAttr(ctaTupleOrig, f.Proto, f.Orig)}, common(f, true, false)...)
 }
 
-func common(f *ctwire.Flow, confirmed bool) []netfilter.Attribute {
+func common(f *ctwire.Flow, confirmed, create bool) []netfilter.Attribute {
 	timeout := f.Timeout
 	if timeout == 0 {
 		timeout = defaultInjectTimeout
@@ -295,8 +297,17 @@ func common(f *ctwire.Flow, confirmed bool) []netfilter.Attribute {
 	if f.Zone != 0 {
 		attrs = append(attrs, netfilter.Attribute{Type: ctaZone, Data: netfilter.Uint16Bytes(f.Zone)})
 	}
-	if f.HasTCP && f.Proto == ipProtoTCP {
-		attrs = append(attrs, tcpAttr(f.TCP))
+	if f.Proto == ipProtoTCP && (f.HasTCP || create) {
+		t := f.TCP
+		if !f.HasTCP {
+			// No state known: a flow that has seen a reply is taken as
+			// established (be-liberal follows), else as opening.
+			t = ctwire.TCPInfo{State: tcpStateSynSent}
+			if f.Status&StatusSeenReply != 0 {
+				t.State = tcpStateEstablished
+			}
+		}
+		attrs = append(attrs, tcpAttr(t))
 	}
 	if f.HasLabels {
 		attrs = append(attrs, netfilter.Attribute{Type: ctaLabels, Data: append([]byte(nil), f.Labels[:]...)})

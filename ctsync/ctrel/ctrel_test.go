@@ -204,6 +204,35 @@ func TestCoalescing(t *testing.T) {
 	}
 }
 
+// TestUpdateKeepsOmittedAttributes: an UPDATE event without protoinfo or
+// labels (ctnetlink leaves out what did not change) keeps the known ones.
+func TestUpdateKeepsOmittedAttributes(t *testing.T) {
+	s := NewSender(SenderConfig{Epoch: 1})
+	f := flowN(1, 3)
+	f.TCP.WScaleOrig = 7
+	f.HasLabels, f.Labels[0] = true, 1
+	s.Update(0, &f)
+	u := f
+	u.HasTCP, u.TCP, u.HasLabels, u.Labels = false, ctwire.TCPInfo{}, false, [16]byte{}
+	u.Mark = 5
+	s.Update(0, &u)
+	body, _ := s.Next(0, nil)
+	_, p, err := ctwire.ParseHeader(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g ctwire.Flow
+	if _, err := ctwire.ParseFlow(p, &g); err != nil {
+		t.Fatal(err)
+	}
+	want := f
+	want.Mark = 5
+	want.Timeout = g.Timeout
+	if diff := cmp.Diff(want, g, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+}
+
 // TestHeartbeatRevealsLostLast: the last datagram before silence is lost;
 // the next heartbeat (within 250ms) exposes the gap and the NACK repairs it.
 func TestHeartbeatRevealsLostLast(t *testing.T) {

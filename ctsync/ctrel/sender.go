@@ -119,8 +119,17 @@ func (s *Sender) Update(now time.Duration, f *ctwire.Flow) {
 		e = &entry{}
 		s.table[k] = e
 	}
+	old := e.flow
 	e.flow = *f
 	e.flow.Op = ctwire.OpUpdate
+	// ctnetlink omits CTA_PROTOINFO and CTA_LABELS from an UPDATE event
+	// that did not change them: keep what an earlier event said.
+	if !f.HasTCP && old.HasTCP && old.Proto == f.Proto {
+		e.flow.HasTCP, e.flow.TCP = true, old.TCP
+	}
+	if !f.HasLabels && old.HasLabels {
+		e.flow.HasLabels, e.flow.Labels = true, old.Labels
+	}
 	e.gone = false
 	e.touched = now
 	s.enqueue(k, e)
