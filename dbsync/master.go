@@ -72,6 +72,7 @@ func (n *Node) runMaster(ctx context.Context) error {
 	full := time.NewTicker(n.cfg.AntiEntropyInterval)
 	defer full.Stop()
 	failures := 0
+	var lastErr error
 	kick := func(d time.Duration) {
 		if failures == 0 { // during backoff the timer holds the retry time
 			trigger.Reset(d)
@@ -108,6 +109,14 @@ func (n *Node) runMaster(ctx context.Context) error {
 			if err != nil {
 				continue
 			}
+			if failures > 0 && !errors.Is(lastErr, errReadFailed) {
+				// The peer is back: catch up now rather than at the end of
+				// a long backoff.
+				failures = 0
+				st.needFull = true
+				trigger.Reset(0)
+				continue
+			}
 			if h.BootID != st.peerBoot || h.Revision != st.peerRev {
 				// The peer restarted or changed behind our back.
 				st.needFull = true
@@ -125,8 +134,11 @@ func (n *Node) runMaster(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
+				lastErr = err
 				failures++
-				st.needFull = true
+				if !errors.Is(err, errReadFailed) {
+					st.needFull = true
+				}
 				d := backoff(failures, n.cfg.RetryMin, n.cfg.RetryMax)
 				n.stats.add("sync_errors", 1)
 				n.setError(err)
@@ -134,7 +146,7 @@ func (n *Node) runMaster(ctx context.Context) error {
 				trigger.Reset(d)
 				continue
 			}
-			failures = 0
+			failures, lastErr = 0, nil
 			n.setError(nil)
 			if len(st.dirty) > 0 || st.needFull { // changes arrived meanwhile
 				kick(n.cfg.Debounce)
@@ -306,6 +318,8 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) error {
 	var batch []Entry
 	var nexts []*FileState
+	var failed []string
+	var readErr error
 	size := batchHeaderLen
 	flush := func() error {
 		if len(batch) == 0 {
@@ -334,9 +348,11 @@ func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) e
 			return ctx.Err()
 		}
 		if err != nil {
-			// One unreadable file must not block the others.
+			// One unreadable file (e.g. a database locked for seconds) must
+			// not block the others; it is retried with backoff.
 			n.stats.add("read_errors", 1)
-			n.log.Warn("dbsync: cannot read", "path", p, "err", err)
+			failed = append(failed, p)
+			readErr = err
 			continue
 		}
 		if !ok {
@@ -357,8 +373,24 @@ func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) e
 		nexts = append(nexts, next)
 		size += el
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		for _, p := range failed {
+			if len(st.dirty) == 0 {
+				st.firstDirty = time.Now()
+			}
+			st.dirty[p] = struct{}{}
+		}
+		return fmt.Errorf("%w: %d paths, e.g. %s: %w", errReadFailed, len(failed), failed[0], readErr)
+	}
+	return nil
 }
+
+// errReadFailed means some local files could not be read; they stay dirty
+// and are retried with backoff, without a full comparison.
+var errReadFailed = errors.New("cannot read local files")
 
 // push sends one batch with the next revision. A transport error is retried
 // with the same body: the peer treats a repeat as a no-op.

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,8 +96,13 @@ func (c Config) validate() error {
 	if !validName(c.NodeID) || !validName(c.PeerID) || c.NodeID == c.PeerID {
 		errs = append(errs, fmt.Errorf("node and peer IDs %q, %q: want distinct [a-z0-9._-]+", c.NodeID, c.PeerID))
 	}
-	if c.PeerURL == "" {
-		errs = append(errs, errors.New("peer URL is empty"))
+	if u, err := url.Parse(c.PeerURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		errs = append(errs, fmt.Errorf("peer URL %q: want https://host:port", c.PeerURL))
+	}
+	for _, p := range c.Paths {
+		if rel, err := filepath.Rel(p.Local, c.StateDir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			errs = append(errs, fmt.Errorf("state dir %s is inside replicated path %s", c.StateDir, p.Name))
+		}
 	}
 	if _, err := NormalizeFingerprint(c.PeerCertSHA256); err != nil {
 		errs = append(errs, fmt.Errorf("peer certificate pin: %w", err))
@@ -157,6 +164,7 @@ type peerStatus struct {
 // interrupted apply and returns a Node in the backup role.
 func New(cfg Config, log *slog.Logger) (*Node, error) {
 	cfg = cfg.withDefaults()
+	cfg.PeerURL = strings.TrimSuffix(cfg.PeerURL, "/")
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("dbsync config: %w", err)
 	}
