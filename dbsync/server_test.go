@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // handlerNode is a backup Node "b" whose peer is "a", served without a
@@ -172,5 +173,40 @@ func TestHandlerPushAndHealth(t *testing.T) {
 	json.Unmarshal(w.Body.Bytes(), &m)
 	if w.Code != 200 || len(m.Files) != 1 || m.Files[0].Path != "db/ok" || m.Revision != 7 {
 		t.Fatalf("manifest: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	n, peer, _ := handlerNode(t)
+	w := httptest.NewRecorder()
+	n.Handler().ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, []byte("x"), ""))
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(n.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetValue() + "}"
+			}
+			got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"muros_had_dbsync_rejected_total{token_missing}": 1,
+		"muros_had_dbsync_revision":                      0,
+		"muros_had_dbsync_lag_seconds":                   0,
+		"muros_had_dbsync_pending_paths":                 0,
+		"muros_had_dbsync_peer_reachable":                0,
+		"muros_had_dbsync_master":                        0,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("metrics (-want +got):\n%s", d)
 	}
 }
