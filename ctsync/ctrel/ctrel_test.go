@@ -405,3 +405,29 @@ func BenchmarkSenderNext(b *testing.B) {
 		buf, _ = s.Next(0, buf[:0])
 	}
 }
+
+// TestLateDatagramNotApplied: a datagram overtaken by a later one is not
+// applied (it would roll the flow back); its gap is repaired with the
+// flow's current state.
+func TestLateDatagramNotApplied(t *testing.T) {
+	m := newSim(t, NewSender(SenderConfig{Epoch: 1}))
+	m.converge(t)
+	f := flowN(3, 1)
+	m.s.Update(m.now, &f)
+	d1, _ := m.s.Next(m.now, nil)
+	f.TCP.State = 2
+	m.s.Update(m.now, &f)
+	d2, _ := m.s.Next(m.now, nil)
+	m.deliver(d2)
+	m.deliver(d1) // late
+	if got := m.table[f.Key()].TCP.State; got != 2 {
+		t.Fatalf("late datagram rolled the flow back to state %d", got)
+	}
+	if m.rejected != 1 {
+		t.Fatalf("late datagram not rejected (%d)", m.rejected)
+	}
+	m.converge(t)
+	if m.r.Stats().Repaired == 0 {
+		t.Fatal("gap left by the late datagram not repaired")
+	}
+}

@@ -8,8 +8,11 @@
 //
 //   - Every datagram carries the sender's epoch (start time) and a sequence
 //     number incremented for every datagram. Peer accepts a datagram once:
-//     a sequence number at or below the highest seen is accepted only if it
-//     was recorded missing, so replays are rejected; a smaller epoch is
+//     a sequence number at or below the highest seen is rejected (the
+//     receiver: a late datagram may carry state older than what followed
+//     it, its gap is repaired with current state instead) or, for control
+//     traffic, accepted only if it was recorded missing, so replays are
+//     rejected; a smaller epoch is
 //     rejected unless the peer has been silent for PeerTimeout (a clock
 //     stepped back across a restart).
 //   - Sender (the master) coalesces queued changes of one flow into one
@@ -50,6 +53,10 @@ type PeerConfig struct {
 	// PeerTimeout: after this much silence a smaller epoch is accepted as a
 	// restart.
 	PeerTimeout time.Duration
+	// RejectLate drops a datagram that arrives after a later one (its
+	// records may be older than what was applied since) and leaves its
+	// gap open, so it is repaired with the flows' current state.
+	RejectLate bool
 }
 
 // Peer tracks one remote sender's epoch and sequence numbers.
@@ -122,7 +129,7 @@ func (p *Peer) Accept(now time.Duration, h *ctwire.Header) Acceptance {
 		a.Lost = int(lost)
 		p.highest = h.Seq
 	default:
-		if _, ok := p.missing[h.Seq]; !ok {
+		if _, ok := p.missing[h.Seq]; !ok || p.cfg.RejectLate {
 			return Acceptance{Reason: ctwire.ReasonReplay}
 		}
 		delete(p.missing, h.Seq)

@@ -25,7 +25,7 @@ func (c *ReceiverConfig) defaults() {
 		c.NACKRetry = 50 * time.Millisecond
 	}
 	if c.NACKTries <= 0 {
-		c.NACKTries = 5
+		c.NACKTries = 8
 	}
 	if c.ResyncRetry <= 0 {
 		c.ResyncRetry = time.Second
@@ -76,6 +76,7 @@ type Verdict struct {
 // NewReceiver returns a receiver that wants a bulk resync.
 func NewReceiver(cfg ReceiverConfig) *Receiver {
 	cfg.defaults()
+	cfg.Peer.RejectLate = true
 	return &Receiver{cfg: cfg, peer: NewPeer(cfg.Peer), wantResync: true, resyncAt: -1 << 62}
 }
 
