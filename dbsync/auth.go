@@ -14,7 +14,9 @@ import (
 
 // JWT methods supported by AuthConfig.Method.
 const (
-	MethodHS256 = "HS256" // shared cluster secret
+	MethodHS256 = "HS256" // shared cluster secret (also HS384, HS512)
+	MethodHS384 = "HS384"
+	MethodHS512 = "HS512"
 	MethodEdDSA = "EdDSA" // per-node Ed25519 key pairs
 )
 
@@ -62,9 +64,9 @@ func (c AuthConfig) withDefaults() AuthConfig {
 
 func (c *AuthConfig) validate() error {
 	switch c.Method {
-	case MethodHS256:
+	case MethodHS256, MethodHS384, MethodHS512:
 		if len(c.Secret) < 32 {
-			return fmt.Errorf("auth: HS256 secret must be at least 32 bytes, have %d", len(c.Secret))
+			return fmt.Errorf("auth: %s secret must be at least 32 bytes, have %d", c.Method, len(c.Secret))
 		}
 	case MethodEdDSA:
 		if len(c.PrivateKey) != ed25519.PrivateKeySize {
@@ -74,7 +76,7 @@ func (c *AuthConfig) validate() error {
 			return errors.New("auth: EdDSA needs the peer's Ed25519 public key")
 		}
 	default:
-		return fmt.Errorf("auth: method %q: want %s or %s", c.Method, MethodHS256, MethodEdDSA)
+		return fmt.Errorf("auth: method %q: want %s, %s, %s or %s", c.Method, MethodHS256, MethodHS384, MethodHS512, MethodEdDSA)
 	}
 	if c.TokenTTL < 0 || c.TokenTTL > MaxOperatorTokenTTL {
 		return fmt.Errorf("auth: token TTL %v out of range", c.TokenTTL)
@@ -122,8 +124,13 @@ func (a *authenticator) verifyKey() any {
 }
 
 func signingMethod(m string) jwt.SigningMethod {
-	if m == MethodEdDSA {
+	switch m {
+	case MethodEdDSA:
 		return jwt.SigningMethodEdDSA
+	case MethodHS384:
+		return jwt.SigningMethodHS384
+	case MethodHS512:
+		return jwt.SigningMethodHS512
 	}
 	return jwt.SigningMethodHS256
 }

@@ -114,6 +114,25 @@ func TestVerifyEdDSA(t *testing.T) {
 	}
 }
 
+func TestVerifyHS512(t *testing.T) {
+	cfg := AuthConfig{Method: MethodHS512, Secret: []byte("0123456789abcdef0123456789abcdef")}.withDefaults()
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := mintToken(cfg, "a", "b", ScopeSync, time.Minute, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, reason, err := verifierFor(cfg).verify("Bearer "+tok, ScopeSync); err != nil {
+		t.Fatalf("HS512 token rejected: %s %v", reason, err)
+	}
+	// An HS256 token with the same secret is an algorithm mismatch.
+	tok256, _ := mintToken(hsAuth(), "a", "b", ScopeSync, time.Minute, testNow)
+	if _, reason, _ := verifierFor(cfg).verify("Bearer "+tok256, ScopeSync); reason != ReasonAlgorithm {
+		t.Fatalf("HS256 token under HS512 config: reason %q", reason)
+	}
+}
+
 func TestMintOperatorToken(t *testing.T) {
 	cfg := hsAuth()
 	tok, err := MintOperatorToken(cfg, "a", "b", 10*time.Minute, testNow)

@@ -1,7 +1,8 @@
 // Package dbsync replicates the MurOS configuration DB and other configured
 // paths from the VRRP master to the backup over HTTPS (TLS 1.3, RFC 8446)
-// with JSON Web Tokens (RFC 7519, signed per RFC 7515: HS256 with a shared
-// cluster secret, or EdDSA/Ed25519 per RFC 8037 with one key pair per node).
+// with JSON Web Tokens (RFC 7519, signed per RFC 7515/7518: HS256, HS384 or
+// HS512 with a shared cluster secret of at least 32 bytes, or EdDSA/Ed25519
+// per RFC 8037 with one key pair per node).
 // It replaces the MurOS DB sync agent ("muros-watcher").
 //
 // # What is replicated
@@ -88,7 +89,7 @@
 // iat + TokenTTL (60 s), jti = 96 random bits (hex), scope = "sync" (node to
 // node) or "health" (operator tokens from MintOperatorToken, at most 1 h).
 // The receiver accepts only the configured alg (jwt.WithValidMethods: "none",
-// HS512 or an HS256 token under an EdDSA config are refused), its own ID as
+// another HMAC size, or an HS256 token under an EdDSA config are refused), its own ID as
 // audience, the peer's ID as issuer (a node's own token reflected back
 // fails), requires exp and iat, allows Leeway (5 s) of clock skew, refuses
 // sync tokens living longer than 2×TokenTTL, and health-scoped tokens on the

@@ -93,8 +93,8 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	var errs []error
-	if !validName(c.NodeID) || !validName(c.PeerID) || c.NodeID == c.PeerID {
-		errs = append(errs, fmt.Errorf("node and peer IDs %q, %q: want distinct [a-z0-9._-]+", c.NodeID, c.PeerID))
+	if !validNodeID(c.NodeID) || !validNodeID(c.PeerID) || c.NodeID == c.PeerID {
+		errs = append(errs, fmt.Errorf("node and peer IDs %q, %q: want two distinct printable names", c.NodeID, c.PeerID))
 	}
 	if u, err := url.Parse(c.PeerURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		errs = append(errs, fmt.Errorf("peer URL %q: want https://host:port", c.PeerURL))
@@ -120,6 +120,18 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("max batch %d must be in (0, max body %d]", c.MaxBatchBytes, c.MaxBodyBytes))
 	}
 	return errors.Join(errs...)
+}
+
+func validNodeID(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // Node replicates the configured paths from whichever node is VRRP master
