@@ -27,6 +27,7 @@ func commands() []command {
 		{"render", "write keepalived.conf and conntrackd.conf equivalents (--config FILE)", cmdRender},
 		{"inspect", "decode VRRP/AH packets in a pcap as JSON lines ([--password P] FILE.pcap)", cmdInspect},
 		{"token", "print a peer API bearer token (--config FILE)", cmdToken},
+		{"fingerprint", "print this node's DB sync certificate fingerprint for the peer's dbsync.tls.peer_sha256 (--config FILE)", cmdFingerprint},
 	}
 }
 

@@ -1,12 +1,60 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
+	"time"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/daemon"
 )
 
-// cmdToken is not built yet; the issue that delivers it replaces this file.
+// cmdToken prints a short-lived bearer token that the peer's HTTPS listener
+// accepts for GET /api/health:
+//
+//	curl -sk https://<peer-ip>:7443/api/health -H "Authorization: Bearer $(muros-had token)"
 func cmdToken(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "muros-had token: not available in this build yet")
-	return 1
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/muros-had/muros-had.yaml", "configuration `file`")
+	ttl := fs.Duration("ttl", 5*time.Minute, "token lifetime")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	tok, err := daemon.MintOperatorToken(cfg, *ttl)
+	if err != nil {
+		fmt.Fprintf(stderr, "muros-had token: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}
+
+// cmdFingerprint prints the SHA-256 fingerprint of this node's DB sync
+// certificate (creating the identity on first use); the peer pins it.
+func cmdFingerprint(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fingerprint", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/muros-had/muros-had.yaml", "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fp, err := daemon.Fingerprint(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "muros-had fingerprint: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, fp)
+	return 0
 }

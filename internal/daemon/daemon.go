@@ -57,6 +57,8 @@ type Daemon struct {
 	links   map[vrrp.Family]*familyLink
 	vips    *vip.Manager
 	ct      conntrackSync // nil when conntrack sync is off
+	db      dbReplica     // nil when DB sync is off
+	dbErr   string        // why DB sync is off although enabled
 	nl      *netlink.Handle
 	timers  map[timerKey]*time.Timer
 	replay  map[replayKey]vrrp.ReplayState
@@ -237,6 +239,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.ct = ct
 	}
 
+	var dbListener net.Listener
+	if d.cfg.DBSync.Enabled {
+		// DB sync that cannot start (no peer pin, no JWT secret, port in use)
+		// must not cost the pair its failover: VRRP runs, the problem is
+		// logged and shown in the status.
+		db, err := newDBReplica(d.cfg, d)
+		if err == nil {
+			dbListener, err = net.Listen("tcp", d.cfg.DBSync.Listen)
+			if err != nil {
+				err = fmt.Errorf("daemon: dbsync listener: %w", err)
+			}
+		}
+		if err != nil {
+			d.log.Error("DB sync is OFF", "err", err)
+			d.dbErr = err.Error()
+		} else {
+			d.db = db
+		}
+	}
+
 	primary := map[vrrp.Family]netip.Addr{}
 	for f, l := range d.links {
 		primary[f] = l.conn.Source()
@@ -275,6 +297,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			d.waitConntrackReady(bg, d.ct, d.cfg.Conntrack.Resync.StartupTimeout)
+		}()
+	}
+	if d.db != nil {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := d.db.Serve(bg, dbListener); err != nil && bg.Err() == nil {
+				d.log.Error("dbsync listener stopped", "err", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := d.db.Run(bg); err != nil && bg.Err() == nil {
+				d.log.Error("dbsync stopped", "err", err)
+			}
 		}()
 	}
 	mon, err := vip.NewMonitor(nl, vip.MonitorConfig{Interfaces: trackedInterfaces(d.cfg), Logger: d.log})
@@ -491,6 +528,9 @@ func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
 		if d.ct != nil {
 			d.ct.SetRole(true)
 		}
+		if d.db != nil {
+			d.db.SetRole(true)
+		}
 		if err := d.vips.Claim(ctx); err != nil {
 			d.log.Error("claiming VIPs", "err", err)
 		}
@@ -503,6 +543,9 @@ func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
 		d.log.Info("VIPs released", "state", d.group.State())
 		if d.ct != nil {
 			d.ct.SetRole(false)
+		}
+		if d.db != nil {
+			d.db.SetRole(false)
 		}
 	}
 	return false

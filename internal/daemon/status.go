@@ -245,6 +245,19 @@ func (s *rxStats) snapshot() AdvertStats {
 
 // Status returns the current cluster status.
 func (d *Daemon) Status() Status {
+	s := d.statusCore()
+	if d.db != nil {
+		db := d.db.Status()
+		s.DB = &db
+	} else if d.dbErr != "" {
+		s.DB = map[string]string{"error": d.dbErr}
+	}
+	return s
+}
+
+// statusCore is the status without the DB part: the DB replication's health
+// document includes it, so it must not call back into the replication.
+func (d *Daemon) statusCore() Status {
 	// The peer is no longer master once its adverts stop for longer than a
 	// backup would wait (3 intervals plus slack).
 	s := d.status.snapshot(4*d.cfg.AdvertInterval+time.Second, time.Now())

@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/dbsync"
+)
+
+// dbReplica is what the daemon needs of the DB replication (package dbsync).
+type dbReplica interface {
+	Run(ctx context.Context) error
+	Serve(ctx context.Context, ln net.Listener) error
+	SetRole(master bool)
+	Status() dbsync.Status
+}
+
+var pathNameChars = regexp.MustCompile(`[^a-z0-9._-]+`)
+
+// replicatedPaths names each configured path by its base name: the name is
+// its identity on the wire, so the two nodes agree on it even where their
+// local locations differ. A path that does not exist yet is a directory
+// (the MurOS DB and Kea lease directories are).
+func replicatedPaths(paths []string) ([]dbsync.Path, error) {
+	out := make([]dbsync.Path, 0, len(paths))
+	seen := map[string]string{}
+	for _, p := range paths {
+		name := strings.Trim(pathNameChars.ReplaceAllString(strings.ToLower(filepath.Base(p)), "-"), "-")
+		if name == "" {
+			return nil, fmt.Errorf("daemon: dbsync path %q has no usable name", p)
+		}
+		if other, dup := seen[name]; dup {
+			return nil, fmt.Errorf("daemon: dbsync paths %q and %q share the name %q", other, p, name)
+		}
+		seen[name] = p
+		dir := true
+		if fi, err := os.Stat(p); err == nil {
+			dir = fi.IsDir()
+		} else if errors.Is(err, fs.ErrNotExist) {
+			if err := os.MkdirAll(p, 0o750); err != nil {
+				return nil, fmt.Errorf("daemon: dbsync path: %w", err)
+			}
+		} else {
+			return nil, fmt.Errorf("daemon: dbsync path: %w", err)
+		}
+		out = append(out, dbsync.Path{Name: name, Local: p, Dir: dir})
+	}
+	return out, nil
+}
+
+// dbAuth reads the JWT key material of the configuration.
+func dbAuth(cfg *config.Config) (dbsync.AuthConfig, error) {
+	secret, err := os.ReadFile(cfg.DBSync.JWT.SecretFile)
+	if err != nil {
+		return dbsync.AuthConfig{}, fmt.Errorf("daemon: dbsync JWT secret: %w", err)
+	}
+	return dbsync.AuthConfig{
+		Method:   cfg.DBSync.JWT.Algorithm,
+		Secret:   []byte(strings.TrimSpace(string(secret))),
+		TokenTTL: cfg.DBSync.JWT.TTL,
+	}, nil
+}
+
+// newDBReplica builds the DB replication from the configuration.
+func newDBReplica(cfg *config.Config, d *Daemon) (*dbsync.Node, error) {
+	paths, err := replicatedPaths(cfg.DBSync.Paths)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := dbAuth(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n, err := dbsync.New(dbsync.Config{
+		NodeID:         cfg.DBSync.JWT.Issuer,
+		PeerID:         cfg.DBSync.JWT.Audience,
+		PeerURL:        "https://" + net.JoinHostPort(cfg.Peer.String(), strconv.Itoa(int(cfg.DBSync.PeerPort))),
+		PeerCertSHA256: hex.EncodeToString(cfg.DBSync.TLS.PeerSHA256),
+		StateDir:       filepath.Join(cfg.StateDir, "dbsync"),
+		Paths:          paths,
+		Auth:           auth,
+		Health:         d.healthExtras,
+	}, d.log.With("component", "dbsync"))
+	if err != nil {
+		return nil, fmt.Errorf("daemon: dbsync: %w", err)
+	}
+	return n, nil
+}
+
+// healthExtras is the VRRP and conntrack part of GET /api/health.
+func (d *Daemon) healthExtras() map[string]any {
+	st := d.statusCore()
+	m := map[string]any{
+		"vrrp": map[string]any{
+			"state":         st.State,
+			"priority":      st.Priority,
+			"vips":          st.VIPs,
+			"last_failover": st.LastFailover,
+			"peer":          st.Peer,
+		},
+	}
+	if st.Conntrack != nil {
+		m["conntrack"] = st.Conntrack
+	}
+	return m
+}
+
+// MintOperatorToken returns a bearer token for the peer's /api/health, for
+// `muros-had token`.
+func MintOperatorToken(cfg *config.Config, ttl time.Duration) (string, error) {
+	auth, err := dbAuth(cfg)
+	if err != nil {
+		return "", err
+	}
+	return dbsync.MintOperatorToken(auth, cfg.DBSync.JWT.Issuer, cfg.DBSync.JWT.Audience, ttl, time.Now())
+}
+
+// Fingerprint loads or creates this node's peer-listener TLS identity and
+// returns its SHA-256 fingerprint: the value the peer's
+// dbsync.tls.peer_sha256 must hold.
+func Fingerprint(cfg *config.Config) (string, error) {
+	id, err := dbsync.EnsureIdentity(filepath.Join(cfg.StateDir, "dbsync"), cfg.DBSync.JWT.Issuer)
+	if err != nil {
+		return "", fmt.Errorf("daemon: dbsync identity: %w", err)
+	}
+	return id.Fingerprint, nil
+}
