@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -159,4 +160,28 @@ func TestMintOperatorToken(t *testing.T) {
 			t.Errorf("claim %q missing: %s", k, raw)
 		}
 	}
+}
+
+// Token expiry as the clock really moves (synctest's fake clock).
+func TestTokenExpiresWithClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hsAuth()
+		minter := &authenticator{cfg: cfg, self: "a", peer: "b", now: time.Now}
+		verifier := &authenticator{cfg: cfg, self: "b", peer: "a", now: time.Now}
+		tok, err := minter.mint(ScopeSync, cfg.TokenTTL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, reason, err := verifier.verify("Bearer "+tok, ScopeSync); err != nil {
+			t.Fatalf("fresh token: %s %v", reason, err)
+		}
+		time.Sleep(cfg.TokenTTL) // within leeway still
+		if _, reason, err := verifier.verify("Bearer "+tok, ScopeSync); err != nil {
+			t.Fatalf("token at exp (leeway %v): %s %v", cfg.Leeway, reason, err)
+		}
+		time.Sleep(cfg.Leeway + time.Second)
+		if _, reason, _ := verifier.verify("Bearer "+tok, ScopeSync); reason != ReasonExpired {
+			t.Fatalf("token after exp+leeway: reason %q, want %q", reason, ReasonExpired)
+		}
+	})
 }

@@ -223,7 +223,24 @@ func TestLabPairReplicates(t *testing.T) {
 	os.RemoveAll(filepath.Join(a.dbDir(), "zones"))
 	waitFor(t, "directory deletion", gone(filepath.Join(b.dbDir(), "zones", "lan", "hosts")))
 
-	// The health endpoint answers over the same listener with an operator token.
+	// The health endpoint answers an operator's curl (no client
+	// certificate) over the same listener, with a token minted on a.
+	tok, err := MintOperatorToken(a.cfg.Auth, a.name, b.name, time.Minute, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://10.77.0.2:7443/api/health"
+	out, err := a.ns.Run("curl", "-sk", "--tlsv1.3", "-H", "Authorization: Bearer "+tok, url)
+	if err != nil || !strings.Contains(out, `"role":"backup"`) || !strings.Contains(out, `"revision"`) {
+		t.Fatalf("curl health: %v: %s", err, out)
+	}
+	out, _ = a.ns.Run("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", url)
+	if out != "401" {
+		t.Fatalf("curl health without token: %q, want 401", out)
+	}
+	if out, err := a.ns.Run("curl", "-sk", "--tls-max", "1.2", "-H", "Authorization: Bearer "+tok, url); err == nil {
+		t.Fatalf("TLS 1.2 client got an answer: %s", out)
+	}
 	st := b.node.Status()
 	if st.Revision == 0 || st.Role != "backup" {
 		t.Fatalf("backup status %+v", st)

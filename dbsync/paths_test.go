@@ -2,6 +2,8 @@ package dbsync
 
 import (
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -86,4 +88,29 @@ func TestExcluded(t *testing.T) {
 			t.Errorf("excluded(%q) = %v, want %v", name, got, want)
 		}
 	}
+}
+
+// FuzzResolveWirePath: whatever the peer sends, an accepted path stays
+// inside its root.
+func FuzzResolveWirePath(f *testing.F) {
+	roots := []Path{{Name: "db", Local: "/var/lib/muros", Dir: true}, {Name: "lease", Local: "/var/lib/kea/l.csv"}}
+	for _, s := range []string{"db/a", "lease", "db/../x", "/db/a", "db/a/../../b", "db/.", "db//a", "db/a\x00", "x/y", "db/.muros-had-stage-1-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, wire string) {
+		r, err := resolveWirePath(roots, wire)
+		if err != nil {
+			return
+		}
+		local := r.local()
+		if filepath.Clean(local) != local {
+			t.Fatalf("%q resolved to unclean %q", wire, local)
+		}
+		if r.root.Dir && !strings.HasPrefix(local, r.root.Local+"/") {
+			t.Fatalf("%q escaped to %q", wire, local)
+		}
+		if !r.root.Dir && local != r.root.Local {
+			t.Fatalf("%q resolved to %q, not the file root", wire, local)
+		}
+	})
 }
