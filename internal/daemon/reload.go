@@ -43,8 +43,23 @@ func electionChanges(old, cur *config.Config) []string {
 	add("status", old.Status != cur.Status)
 	add("metrics", old.Metrics != cur.Metrics)
 	add("conntrack", !reflect.DeepEqual(old.Conntrack, cur.Conntrack))
-	add("dbsync", !reflect.DeepEqual(old.DBSync, cur.DBSync))
+	add("dbsync", !reflect.DeepEqual(roleNeutralDBSync(old), roleNeutralDBSync(cur)))
 	return out
+}
+
+// roleNeutralDBSync is cfg.DBSync without the JWT issuer and audience that
+// config derives from the role ("muros-had-<role>", "muros-had-<peer role>"):
+// a role swap changes them and must still be an in-place priority change.
+// Explicitly configured names are kept and compared.
+func roleNeutralDBSync(cfg *config.Config) config.DBSync {
+	db := cfg.DBSync
+	if db.JWT.Issuer == "muros-had-"+string(cfg.Role) {
+		db.JWT.Issuer = ""
+	}
+	if db.JWT.Audience == "muros-had-"+string(cfg.PeerRole()) {
+		db.JWT.Audience = ""
+	}
+	return db
 }
 
 // reload re-reads the configuration. Nothing relevant changed: keep running,
@@ -52,25 +67,28 @@ func electionChanges(old, cur *config.Config) []string {
 // Anything else: stop gracefully and let the caller restart (ErrRestart).
 func (d *Daemon) reload(ctx context.Context) {
 	if d.opts.Reload == nil {
+		d.log.Warn("reload: ignored, the daemon was started without a configuration file to re-read")
 		return
 	}
 	d.opts.Notify("RELOADING=1")
 	defer d.opts.Notify("READY=1")
 	cfg, err := d.opts.Reload()
 	if err != nil {
-		d.log.Error("reload failed; keeping the running configuration", "err", err)
+		d.log.Error("reload: failed, keeping the running configuration", "err", err)
 		return
 	}
 	if changed := electionChanges(d.cfg, cfg); len(changed) > 0 {
-		d.log.Warn("reload: restarting the VRRP instances", "changed", changed)
+		d.log.Warn("reload: restarting the VRRP instances gracefully", "changed", changed)
 		d.next = cfg
 		return
 	}
 	if cfg.Priority() != d.cfg.Priority() {
-		d.log.Info("reload: priority changes in place", "role", cfg.Role, "priority", cfg.Priority())
+		from := d.cfg.Priority()
 		d.cfg = cfg
-		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventSetPriority, Priority: cfg.Priority()}, d.actions[:0]))
+		// Status first: whoever reads the log line then sees the new role.
 		d.status.setRole(cfg)
+		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventSetPriority, Priority: cfg.Priority()}, d.actions[:0]))
+		d.log.Info("reload: priority changes in place, no restart", "role", cfg.Role, "from", from, "priority", cfg.Priority())
 		return
 	}
 	d.cfg = cfg

@@ -1,0 +1,229 @@
+package daemon_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/lab"
+)
+
+// hup sends SIGHUP to n and waits until its log holds one more line
+// containing outcome than before: the reload's one-line verdict.
+func hup(t *testing.T, n *hatest.Node, outcome string) {
+	t.Helper()
+	before := strings.Count(n.Proc.Log(), outcome)
+	if err := n.Proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, n, outcome, before+1, 5*time.Second)
+}
+
+// waitLog waits until n's log holds want lines containing s.
+func waitLog(t *testing.T, n *hatest.Node, s string, want int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for strings.Count(n.Proc.Log(), s) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: log never held %d lines with %q:\n%s", n.NS, want, s, tail(n.Proc.Log(), 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func writeConfig(t *testing.T, n *hatest.Node, cfg string) {
+	t.Helper()
+	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustStatus(t *testing.T, n *hatest.Node) daemon.Status {
+	t.Helper()
+	st, err := n.Status(context.Background())
+	if err != nil {
+		t.Fatalf("%s: %v", n.NS, err)
+	}
+	return st
+}
+
+// TestReloadWithoutRelevantChangeKeepsElection: a reload whose file differs
+// only in what the election does not use keeps both nodes as they are: no
+// state change, the same last failover, the VIPs never released, and the
+// client through the VIPs sees no loss.
+func TestReloadWithoutRelevantChangeKeepsElection(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := pairNodes(t, p, hatest.NodeOptions{}, hatest.NodeOptions{})
+	before1, before2 := mustStatus(t, n1), mustStatus(t, n2)
+	res := probe(t, p, 1500*time.Millisecond, func() {
+		time.Sleep(300 * time.Millisecond)
+		for _, n := range []*hatest.Node{n1, n2} {
+			cfg := "# reviewed by the operator; nothing to change\n" + hatest.Config(p, n.NS, n.Options)
+			if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o600); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		if err := n1.Proc.Signal(syscall.SIGHUP); err != nil {
+			t.Error(err)
+		}
+		if err := n2.Proc.Signal(syscall.SIGHUP); err != nil {
+			t.Error(err)
+		}
+	})
+	const verdict = "reload: nothing relevant changed, no re-election"
+	waitLog(t, n1, verdict, 1, 3*time.Second)
+	waitLog(t, n2, verdict, 1, 3*time.Second)
+	mustState(t, n1, "MASTER", time.Second)
+	mustState(t, n2, "BACKUP", time.Second)
+	mustOwn(t, p, p.FW1)
+	after1, after2 := mustStatus(t, n1), mustStatus(t, n2)
+	if diff := cmp.Diff(before1.LastFailover, after1.LastFailover); diff != "" {
+		t.Errorf("master's last failover changed across the reload (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(before2.LastFailover, after2.LastFailover); diff != "" {
+		t.Errorf("backup's last failover changed across the reload (-before +after):\n%s", diff)
+	}
+	if strings.Contains(n1.Proc.Log(), "VIPs released") {
+		t.Errorf("master released its VIPs during the reload:\n%s", tail(n1.Proc.Log(), 20))
+	}
+	if res.Lost > 0 || res.Received == 0 {
+		t.Errorf("client through the VIPs lost traffic across the reload: %+v", res)
+	}
+	t.Logf("reload without change: client-visible max gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
+}
+
+// TestReloadRoleSwapChangesPriorityInPlace swaps the roles by editing both
+// files and reloading: the old master only lowers its priority (no restart,
+// still master, no re-election), and once the peer's priority rises it
+// preempts.
+func TestReloadRoleSwapChangesPriorityInPlace(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := pairNodes(t, p, hatest.NodeOptions{}, hatest.NodeOptions{})
+	before := mustStatus(t, n1)
+
+	const verdict = "reload: priority changes in place, no restart"
+	writeConfig(t, n1, hatest.Config(p, p.FW1, hatest.NodeOptions{Role: "backup"}))
+	hup(t, n1, verdict)
+	st := mustStatus(t, n1)
+	if st.Role != "backup" || st.Priority != 100 || st.State != "MASTER" {
+		t.Errorf("old master after its reload: role %s priority %d state %s, want backup 100 MASTER", st.Role, st.Priority, st.State)
+	}
+	if diff := cmp.Diff(before.LastFailover, st.LastFailover); diff != "" {
+		t.Errorf("lowering the priority re-elected (-before +after):\n%s", diff)
+	}
+	// Equal priorities: the peer keeps waiting (RFC 9568 6.4.2 preempts
+	// only on a lower advertised priority).
+	mustState(t, n2, "BACKUP", time.Second)
+
+	writeConfig(t, n2, hatest.Config(p, p.FW2, hatest.NodeOptions{Role: "master"}))
+	hup(t, n2, verdict)
+	mustState(t, n2, "MASTER", 3*time.Second)
+	mustState(t, n1, "BACKUP", 3*time.Second)
+	mustOwn(t, p, p.FW2)
+	st2 := mustStatus(t, n2)
+	if st2.Role != "master" || st2.Priority != 150 {
+		t.Errorf("new master: role %s priority %d, want master 150", st2.Role, st2.Priority)
+	}
+	if st1 := mustStatus(t, n1); st1.Peer.Priority == nil || *st1.Peer.Priority != 150 {
+		t.Errorf("old master's view of the peer = %+v, want priority 150", st1.Peer)
+	}
+	for _, n := range []*hatest.Node{n1, n2} {
+		if strings.Contains(n.Proc.Log(), "restarting the VRRP instances") || strings.Count(n.Proc.Log(), "msg=starting") != 1 {
+			t.Errorf("%s restarted for a role change:\n%s", n.NS, tail(n.Proc.Log(), 20))
+		}
+	}
+}
+
+// TestReloadAddedVIPRestartsInstances adds a VIP on a new interface: each
+// daemon restarts its VRRP instances in-process (graceful stop, new start,
+// same pid) and the master ends up owning the new VIP too.
+func TestReloadAddedVIPRestartsInstances(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	for _, fw := range p.Firewalls() {
+		// A veth pair inside the firewall: carrier up, no dummy module needed.
+		fw.MustRun(t, "ip", "link", "add", "dmz0", "type", "veth", "peer", "name", "dmz0p")
+		fw.MustRun(t, "ip", "link", "set", "dmz0p", "up")
+		fw.MustRun(t, "ip", "link", "set", "dmz0", "up")
+	}
+	n1, n2 := pairNodes(t, p, hatest.NodeOptions{}, hatest.NodeOptions{})
+	pid1, pid2 := n1.Proc.Pid(), n2.Proc.Pid()
+	const dmzVIP = "192.0.2.1"
+	withDMZ := func(n *hatest.Node) string {
+		return strings.Replace(hatest.Config(p, n.NS, n.Options), "advert_interval:",
+			"  - interface: dmz0\n    address: "+dmzVIP+"/24\nadvert_interval:", 1)
+	}
+	const verdict = "reload: restarting the VRRP instances gracefully"
+	const started = `msg=starting role=master priority=150 vrids="[10 11 12]"`
+	writeConfig(t, n1, withDMZ(n1))
+	hup(t, n1, verdict)
+	waitLog(t, n1, started, 1, 5*time.Second)
+	mustState(t, n1, "MASTER", 5*time.Second)
+	writeConfig(t, n2, withDMZ(n2))
+	hup(t, n2, verdict)
+	waitLog(t, n2, `msg=starting role=backup priority=100 vrids="[10 11 12]"`, 1, 5*time.Second)
+	mustState(t, n2, "BACKUP", 5*time.Second)
+	mustState(t, n1, "MASTER", time.Second)
+	mustOwn(t, p, p.FW1)
+	for _, fw := range p.Firewalls() {
+		has, err := hatest.HasAddr(fw, netipMust(dmzVIP))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fw == p.FW1; has != want {
+			t.Errorf("%s holds the new VIP %s = %v, want %v", fw, dmzVIP, has, want)
+		}
+	}
+	if n1.Proc.Pid() != pid1 || n2.Proc.Pid() != pid2 || n1.Proc.Exited() || n2.Proc.Exited() {
+		t.Errorf("a daemon process exited on reload")
+	}
+	st1, st2 := mustStatus(t, n1), mustStatus(t, n2)
+	if len(st1.VIPs) != 3 || len(st2.VIPs) != 3 {
+		t.Errorf("VIPs after reload: fw1 %+v, fw2 %+v, want 3 each", st1.VIPs, st2.VIPs)
+	}
+	// The restarted senders' AH sequence numbers are accepted by the peer.
+	for _, st := range []daemon.Status{st1, st2} {
+		if n := st.Adverts.Rejected["replay"]; n != 0 {
+			t.Errorf("%s rejected %d adverts as replays after the peer's restart", st.Node, n)
+		}
+	}
+}
+
+// TestReloadBrokenConfigKeepsRunning: a file that does not validate is
+// reported in one line and the running configuration stays.
+func TestReloadBrokenConfigKeepsRunning(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := pairNodes(t, p, hatest.NodeOptions{}, hatest.NodeOptions{})
+	before := mustStatus(t, n1)
+	writeConfig(t, n1, strings.Replace(hatest.Config(p, p.FW1, n1.Options), "role: master", "role: primary", 1))
+	hup(t, n1, "reload: failed, keeping the running configuration")
+	line := ""
+	for _, l := range strings.Split(n1.Proc.Log(), "\n") {
+		if strings.Contains(l, "reload: failed") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "role") || !strings.Contains(line, "primary") {
+		t.Errorf("reload failure line does not name the problem: %s", line)
+	}
+	time.Sleep(300 * time.Millisecond)
+	mustState(t, n1, "MASTER", time.Second)
+	mustState(t, n2, "BACKUP", time.Second)
+	mustOwn(t, p, p.FW1)
+	st := mustStatus(t, n1)
+	if st.Role != "master" || st.Priority != 150 {
+		t.Errorf("after a failed reload: role %s priority %d, want master 150", st.Role, st.Priority)
+	}
+	if diff := cmp.Diff(before.LastFailover, st.LastFailover); diff != "" {
+		t.Errorf("failed reload changed the election (-before +after):\n%s", diff)
+	}
+}
+
+func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
