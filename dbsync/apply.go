@@ -417,6 +417,15 @@ func (a *applier) recover() (rolledForward bool, err error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("read journal: %w", err)
 	}
+	// Temp files of an interrupted atomic write (journal, revision) and
+	// snapshot directories in the state dir.
+	if des, err := os.ReadDir(a.stateDir); err == nil {
+		for _, de := range des {
+			if strings.HasPrefix(de.Name(), tempPrefix) {
+				os.RemoveAll(filepath.Join(a.stateDir, de.Name()))
+			}
+		}
+	}
 	// Anything still staged belongs to no journal.
 	for i := range a.roots {
 		r := &a.roots[i]
