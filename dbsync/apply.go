@@ -132,6 +132,9 @@ func rootFor(r resolved) (*os.Root, string, error) {
 func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if _, err := a.finishPendingJournal(); err != nil {
+		return ApplyResult{Revision: a.rev.Revision}, err
+	}
 	dhex := hex.EncodeToString(digest[:])
 	if b.Revision == a.rev.Revision && dhex == a.rev.Digest {
 		return ApplyResult{Revision: a.rev.Revision, Noop: true}, nil
@@ -398,24 +401,8 @@ func (a *applier) finish(j journal, roots map[string]*os.Root) error {
 func (a *applier) recover() (rolledForward bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	b, err := os.ReadFile(filepath.Join(a.stateDir, "journal"))
-	if err == nil {
-		var j journal
-		if err := json.Unmarshal(b, &j); err != nil {
-			return false, fmt.Errorf("parse journal: %w", err)
-		}
-		roots := map[string]*os.Root{}
-		defer func() {
-			for _, r := range roots {
-				r.Close()
-			}
-		}()
-		if err := a.finish(j, roots); err != nil {
-			return false, fmt.Errorf("roll forward revision %d: %w", j.Revision, err)
-		}
-		rolledForward = true
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("read journal: %w", err)
+	if rolledForward, err = a.finishPendingJournal(); err != nil {
+		return false, err
 	}
 	// Temp files of an interrupted atomic write (journal, revision) and
 	// snapshot directories in the state dir.
@@ -447,6 +434,33 @@ func (a *applier) recover() (rolledForward bool, err error) {
 		})
 	}
 	return rolledForward, nil
+}
+
+// finishPendingJournal completes a journaled batch, if one is pending: after
+// a crash, or after an install step failed (disk full, EIO) in a process
+// that kept running. Caller holds a.mu.
+func (a *applier) finishPendingJournal() (bool, error) {
+	b, err := os.ReadFile(filepath.Join(a.stateDir, "journal"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read journal: %w", err)
+	}
+	var j journal
+	if err := json.Unmarshal(b, &j); err != nil {
+		return false, fmt.Errorf("parse journal: %w", err)
+	}
+	roots := map[string]*os.Root{}
+	defer func() {
+		for _, r := range roots {
+			r.Close()
+		}
+	}()
+	if err := a.finish(j, roots); err != nil {
+		return false, fmt.Errorf("roll forward revision %d: %w", j.Revision, err)
+	}
+	return true, nil
 }
 
 func pruneEmptyParents(root *os.Root, name string) {

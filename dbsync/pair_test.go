@@ -422,3 +422,44 @@ func TestLabPairPeerDownCatchUp(t *testing.T) {
 		t.Fatal("no sync errors counted while the peer was down")
 	}
 }
+
+// The backup fails in the middle of installing a batch (an error from the
+// install step, as a full disk would cause), then restarts: nothing is lost
+// and the master's retries complete the replica.
+func TestLabPairBackupFailsMidApply(t *testing.T) {
+	a, b := newLabPair(t, pairOptions{})
+	writeFile(t, filepath.Join(a.dbDir(), "seed"), "seed\n")
+	waitFor(t, "seed", sameFile(filepath.Join(a.dbDir(), "seed"), filepath.Join(b.dbDir(), "seed")))
+	var once sync.Once
+	failed := make(chan struct{})
+	b.node.applier.mu.Lock()
+	b.node.applier.crash = func(step string) error {
+		if step != stepOp {
+			return nil
+		}
+		var err error
+		once.Do(func() { err = errCrash; close(failed) })
+		return err
+	}
+	b.node.applier.mu.Unlock()
+	names := []string{"r1", "r2", "r3", "r4", "r5"}
+	for _, n := range names {
+		writeFile(t, filepath.Join(a.dbDir(), "batch", n), strings.Repeat(n, 1000))
+	}
+	select {
+	case <-failed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the injected install failure never happened")
+	}
+	for _, n := range names {
+		waitFor(t, "after the failed install, "+n, sameFile(filepath.Join(a.dbDir(), "batch", n), filepath.Join(b.dbDir(), "batch", n)))
+	}
+	// And a restart of the backup finds a clean state.
+	b.stop()
+	b.start(false)
+	writeFile(t, filepath.Join(a.dbDir(), "after-restart"), "x")
+	waitFor(t, "after restart", sameFile(filepath.Join(a.dbDir(), "after-restart"), filepath.Join(b.dbDir(), "after-restart")))
+	if b.node.Status().Stats["pushes_applied"] == 0 {
+		t.Fatal("restarted backup applied nothing")
+	}
+}
