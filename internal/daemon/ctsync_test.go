@@ -1,0 +1,579 @@
+package daemon_test
+
+// Lab tests of conntrack replication through the live daemon (issue 4,
+// item 7): established flows cross a takeover because the backup's kernel
+// already holds their conntrack entries. The firewalls run with
+// nf_conntrack_tcp_loose = 0, so a TCP segment the new master has no entry
+// for is dropped as invalid (counted in fwd_invalid): the control test shows
+// the lab tells a lost flow from a kept one.
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/ctsync/ctwire"
+	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/lab"
+	"golang.org/x/net/ipv4"
+)
+
+const ctSyncOn = "conntrack:\n  enabled: true\n"
+
+// labPassword is hatest's default cluster password.
+const labPassword = "lab-secret"
+
+// Conntrack status bits (IPS_*, include/uapi/linux/netfilter/nf_conntrack_common.h).
+const (
+	ipsSeenReply = 1 << 1
+	ipsAssured   = 1 << 2
+	ipsConfirmed = 1 << 3
+)
+
+// ctPair starts muros-had on both firewalls with conntrack sync on or off.
+// With sync, it returns once the backup's initial bulk is complete.
+func ctPair(t *testing.T, opts lab.Options, sync bool) (*lab.Pair, *hatest.Node, *hatest.Node) {
+	t.Helper()
+	p := lab.NewPairT(t, opts)
+	o := hatest.NodeOptions{}
+	if sync {
+		o.Extra = ctSyncOn
+	}
+	n1, n2 := pairNodes(t, p, o, o)
+	if !sync {
+		if st := ctStatus(t, n2); st != nil {
+			t.Fatalf("conntrack sync off, yet the status has %+v", st)
+		}
+		return p, n1, n2
+	}
+	waitCT(t, n2, "the backup's initial bulk sync", 10*time.Second, func(c *daemon.ConntrackStatus) bool {
+		return c.BulkSynced && c.Role == "receiver"
+	})
+	if st := ctStatus(t, n1); st == nil || st.Role != "sender" {
+		t.Fatalf("master's conntrack status %+v, want role sender", st)
+	}
+	return p, n1, n2
+}
+
+func ctStatus(t *testing.T, n *hatest.Node) *daemon.ConntrackStatus {
+	t.Helper()
+	st, err := n.ConntrackStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitCT polls n's conntrack status until ok holds.
+func waitCT(t *testing.T, n *hatest.Node, what string, timeout time.Duration, ok func(*daemon.ConntrackStatus) bool) *daemon.ConntrackStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := ctStatus(t, n)
+		if st != nil && ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %v; conntrack status of %s: %+v\nlog:\n%s", what, timeout, n.NS, st, tail(n.Proc.Log(), 40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pollFlow polls fw's forwarded flows until one matches; it does not touch
+// t, so it may run in a probe's During goroutine.
+func pollFlow(p *lab.Pair, fw *lab.Netns, timeout time.Duration, match func(hatest.CTFlow) bool) (hatest.CTFlow, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		flows, err := hatest.ForwardedFlows(p, fw)
+		if err != nil {
+			return hatest.CTFlow{}, err
+		}
+		if i := slices.IndexFunc(flows, match); i >= 0 {
+			return flows[i], nil
+		}
+		if time.Now().After(deadline) {
+			return hatest.CTFlow{}, fmt.Errorf("no matching flow in %s after %v; forwarded flows: %v", fw, timeout, flows)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func mustFlow(t *testing.T, p *lab.Pair, fw *lab.Netns, what string, timeout time.Duration, match func(hatest.CTFlow) bool) hatest.CTFlow {
+	t.Helper()
+	f, err := pollFlow(p, fw, timeout, match)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return f
+}
+
+func hasFlow(t *testing.T, p *lab.Pair, fw *lab.Netns, match func(hatest.CTFlow) bool) bool {
+	t.Helper()
+	flows, err := hatest.ForwardedFlows(p, fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(flows, match)
+}
+
+// replicaOf waits until fw's copy of m is identical to m (tuples, NAT,
+// status bits, TCP state) and returns the last difference on timeout.
+func replicaOf(p *lab.Pair, fw *lab.Netns, m hatest.CTFlow, timeout time.Duration) (hatest.CTFlow, error) {
+	var last hatest.CTFlow
+	_, err := pollFlow(p, fw, timeout, func(f hatest.CTFlow) bool {
+		if !sameKey(f, m) {
+			return false
+		}
+		last = f
+		return f == m
+	})
+	if err != nil && last.Proto != 0 {
+		return last, fmt.Errorf("replica in %s differs (-master +replica):\n%s", fw, cmp.Diff(m, last))
+	}
+	return last, err
+}
+
+func sameKey(a, b hatest.CTFlow) bool {
+	return a.Proto == b.Proto && a.OrigSrc == b.OrigSrc && a.OrigDst == b.OrigDst && a.Zone == b.Zone
+}
+
+// tcpStreamFlow matches the established, assured entry of lab's TCP stream.
+func tcpStreamFlow(f hatest.CTFlow) bool {
+	return f.Proto == 6 && f.OrigDst.Port() == lab.DefaultProbePort && f.TCPState == hatest.TCPEstablished && f.Status&ipsAssured != 0
+}
+
+// udpProbeFlow matches the entry of lab's UDP probe once a reply was seen.
+func udpProbeFlow(f hatest.CTFlow) bool {
+	return f.Proto == 17 && f.OrigDst.Port() == lab.DefaultProbePort && f.Status&ipsSeenReply != 0
+}
+
+func counter(t *testing.T, p *lab.Pair, fw *lab.Netns, name string) uint64 {
+	t.Helper()
+	n, _, err := p.Counter(fw, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+type takeoverKind int
+
+const (
+	crashTakeover    takeoverKind = iota // links down and SIGKILL: Master_Down_Interval
+	gracefulTakeover                     // SIGTERM: priority 0, Skew_Time
+)
+
+func (k takeoverKind) String() string { return [...]string{"crash", "graceful"}[k] }
+
+// takeOver ends the master fw1 at a random phase of its advert timer (100
+// ms), so the measured gap does not lock to the start-up timing. It does not
+// touch t: it may run in a probe's During goroutine.
+func takeOver(p *lab.Pair, n1 *hatest.Node, kind takeoverKind) error {
+	time.Sleep(mrand.N(100 * time.Millisecond))
+	if kind == gracefulTakeover {
+		return n1.Stop()
+	}
+	return errors.Join(p.CrashNode(p.FW1), n1.Kill())
+}
+
+// TestCTSyncTCPTakeover: a paced TCP echo stream client -> server through
+// the VIPs, then a takeover. Without sync (control) fw2 drops the stream's
+// segments as invalid and the stream dies; with sync the stream's entry is
+// on fw2 (identical to fw1's, NAT binding included) before the takeover and
+// echoes continue after it, with no reset and no corruption.
+func TestCTSyncTCPTakeover(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sync    bool
+		snat    bool
+		kind    takeoverKind
+		survive bool
+	}{
+		{"control without sync, crash", false, false, crashTakeover, false},
+		{"sync, crash", true, false, crashTakeover, true},
+		{"sync, graceful", true, false, gracefulTakeover, true},
+		{"sync, SNAT, crash", true, true, crashTakeover, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, n1, n2 := ctPair(t, lab.Options{SNAT: tc.snat}, tc.sync)
+			start := time.Now() // the stream's offsets count from about here
+			s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: 20 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Stop() })
+			m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", 5*time.Second, tcpStreamFlow)
+			if tc.snat && (!m.SrcNATed() || m.ReplyDst.Addr() != p.WANVIP.Addr()) {
+				t.Fatalf("SNAT on, yet fw1's entry is not source-NATed to the WAN VIP: %v", m)
+			}
+			if tc.sync {
+				b, err := replicaOf(p, p.FW2, m, 5*time.Second)
+				if err != nil {
+					t.Fatalf("the stream's replica on fw2: %v", err)
+				}
+				t.Logf("fw2 holds the replica before the takeover: %v", b)
+			} else {
+				time.Sleep(500 * time.Millisecond)
+				if hasFlow(t, p, p.FW2, func(f hatest.CTFlow) bool { return sameKey(f, m) }) {
+					t.Fatalf("sync off, yet fw2 has the stream's entry")
+				}
+			}
+			time.Sleep(500 * time.Millisecond) // echoes flow through fw1 first
+			invalid0 := counter(t, p, p.FW2, lab.CounterInvalid)
+			at := time.Since(start)
+			if err := takeOver(p, n1, tc.kind); err != nil {
+				t.Fatal(err)
+			}
+			mustState(t, n2, "MASTER", 3*time.Second)
+			// Long enough for TCP's retransmission backoff to retry more
+			// than once after the new master owns the VIPs.
+			time.Sleep(3 * time.Second)
+			res := s.Stop()
+			invalid := counter(t, p, p.FW2, lab.CounterInvalid) - invalid0
+			t.Logf("%s takeover at %v: max stall %v from %v, last echo age %v, echoed %d of %d bytes, reset %v, corrupt %v, err %v; fw2 dropped %d invalid",
+				tc.kind, at.Round(time.Millisecond), res.MaxStall, res.MaxStallFrom.Round(time.Millisecond), res.LastEchoAge,
+				res.Echoed, res.Sent, res.Reset, res.Corrupt, res.Err, invalid)
+			if !tc.survive {
+				if !res.Reset && res.LastEchoAge < time.Second {
+					t.Errorf("control: the stream survived a takeover without sync (last echo %v ago): the lab cannot tell", res.LastEchoAge)
+				}
+				if invalid == 0 {
+					t.Errorf("control: fw2 dropped nothing as invalid")
+				}
+				return
+			}
+			if res.Reset || res.Corrupt || res.Err != nil {
+				t.Errorf("stream broken by the takeover: reset %v corrupt %v err %v", res.Reset, res.Corrupt, res.Err)
+			}
+			if res.LastEchoAge > 500*time.Millisecond {
+				t.Errorf("no echo for the last %v: the stream did not resume after the takeover", res.LastEchoAge)
+			}
+			if res.MaxStallFrom < at-100*time.Millisecond {
+				t.Errorf("the longest stall (%v) began at %v, before the takeover at %v", res.MaxStall, res.MaxStallFrom, at)
+			}
+			// fw2 kept the replica's tuples: the NAT binding did not change.
+			after := mustFlow(t, p, p.FW2, "the stream's entry on fw2 after the takeover", time.Second, func(f hatest.CTFlow) bool { return sameKey(f, m) })
+			if after.ReplySrc != m.ReplySrc || after.ReplyDst != m.ReplyDst {
+				t.Errorf("fw2's entry after the takeover %v, want fw1's reply tuple %v -> %v", after, m.ReplySrc, m.ReplyDst)
+			}
+		})
+	}
+}
+
+// TestCTSyncUDPTakeover: a UDP probe through the VIPs (one source port for
+// the whole run). fw2 holds the flow's entry, identical to fw1's, before
+// the crash; after it replies keep coming and fw2 forwards the flow on the
+// replica: no new flow is accepted from the LAN (fwd_new_lan unchanged)
+// and the NAT mapping (reply tuple) is the one fw1 chose.
+func TestCTSyncUDPTakeover(t *testing.T) {
+	for _, snat := range []bool{false, true} {
+		t.Run(fmt.Sprintf("snat=%v", snat), func(t *testing.T) {
+			p, n1, n2 := ctPair(t, lab.Options{SNAT: snat}, true)
+			var m, b hatest.CTFlow
+			var newLAN0 uint64
+			var at time.Duration
+			res := probe(t, p, 3*time.Second, func() {
+				start := time.Now()
+				var err error
+				if m, err = pollFlow(p, p.FW1, 3*time.Second, udpProbeFlow); err != nil {
+					t.Errorf("the probe's entry on fw1: %v", err)
+					return
+				}
+				if b, err = replicaOf(p, p.FW2, m, 3*time.Second); err != nil {
+					t.Errorf("the probe's replica on fw2: %v", err)
+					return
+				}
+				if newLAN0, _, err = p.Counter(p.FW2, lab.CounterNewLAN); err != nil {
+					t.Error(err)
+					return
+				}
+				at = time.Since(start)
+				if err := takeOver(p, n1, crashTakeover); err != nil {
+					t.Error(err)
+				}
+			})
+			if t.Failed() {
+				return
+			}
+			mustState(t, n2, "MASTER", 3*time.Second)
+			t.Logf("crash about %v after the flow appeared: client-visible gap %v at %v (%d lost of %d), last reply age %v; replica %v",
+				at.Round(time.Millisecond), res.MaxGap, res.MaxGapFrom.Round(time.Millisecond), res.Lost, res.Sent, res.LastReplyAge, b)
+			if snat && (!m.SrcNATed() || m.ReplyDst.Addr() != p.WANVIP.Addr()) {
+				t.Errorf("SNAT on, yet fw1's entry is not source-NATed to the WAN VIP: %v", m)
+			}
+			if res.LastReplyAge > 200*time.Millisecond || res.Received == 0 {
+				t.Errorf("replies did not resume after the takeover: %+v", res)
+			}
+			if got := counter(t, p, p.FW2, lab.CounterNewLAN) - newLAN0; got != 0 {
+				t.Errorf("fw2 accepted %d packets as new flows from the LAN after the takeover: the replica was not used", got)
+			}
+			after := mustFlow(t, p, p.FW2, "the probe's entry on fw2 after the takeover", time.Second, func(f hatest.CTFlow) bool { return sameKey(f, m) })
+			if after.ReplySrc != m.ReplySrc || after.ReplyDst != m.ReplyDst {
+				t.Errorf("fw2's entry after the takeover %v, want fw1's reply tuple %v -> %v", after, m.ReplySrc, m.ReplyDst)
+			}
+		})
+	}
+}
+
+// syncDatagram builds a ctwire DATA datagram carrying f, sealed with the
+// key of password.
+func syncDatagram(password string, epoch uint64, seq uint32, f *ctwire.Flow) []byte {
+	h := ctwire.Header{Type: ctwire.TypeData, Epoch: epoch, Seq: seq, Sent: time.Now().UnixNano()}
+	b := ctwire.AppendHeader(nil, &h)
+	b = ctwire.AppendFlow(b, f)
+	ctwire.SetPayload(b, 1)
+	return ctwire.NewAuth(ctwire.DeriveKey([]byte(password))).Seal(b)
+}
+
+// syncSender sends UDP datagrams to the conntrack sync group out of fw1's
+// sync link, as a forger on the link (or a compromised peer) would.
+type syncSender struct {
+	conn *net.UDPConn
+	dst  *net.UDPAddr
+}
+
+func newSyncSender(t *testing.T, p *lab.Pair) *syncSender {
+	t.Helper()
+	s := &syncSender{dst: &net.UDPAddr{IP: net.ParseIP(ctwireGroup), Port: ctwirePort}}
+	err := p.FW1.Do(func() error {
+		ifi, err := net.InterfaceByName(lab.IfSync)
+		if err != nil {
+			return err
+		}
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: p.FW1Addrs.Sync.Addr().AsSlice()})
+		if err != nil {
+			return err
+		}
+		pc := ipv4.NewPacketConn(c)
+		if err := errors.Join(pc.SetMulticastInterface(ifi), pc.SetMulticastTTL(1)); err != nil {
+			c.Close()
+			return err
+		}
+		s.conn = c
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("opening the sync sender in fw1: %v", err)
+	}
+	t.Cleanup(func() { s.conn.Close() })
+	return s
+}
+
+const (
+	ctwireGroup = "225.0.0.50"
+	ctwirePort  = 3780
+)
+
+func (s *syncSender) send(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := s.conn.WriteToUDP(b, s.dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCTSyncForgedDatagramInsertsNothing: datagrams on the sync link that
+// do not carry the cluster key (random bytes, too short to hold a MAC, and
+// a well-formed DATA datagram for a fake established flow sealed with
+// another password, from a larger epoch than the master's) insert nothing
+// into fw2's kernel and are counted. Control: the same datagram sealed
+// with the cluster password is applied, so the check of fw2's table can
+// fail.
+func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
+	p, _, n2 := ctPair(t, lab.Options{}, true)
+	before := ctStatus(t, n2)
+	fake := ctwire.Flow{
+		Op: ctwire.OpUpdate, Proto: 6, Status: ipsSeenReply | ipsAssured | ipsConfirmed, Timeout: 600,
+		Orig:   ctwire.Tuple{Src: p.ClientAddr.Addr(), Dst: p.ServerAddr.Addr(), SrcPort: 40000, DstPort: 5555},
+		HasTCP: true, TCP: ctwire.TCPInfo{State: hatest.TCPEstablished},
+	}
+	fake.Reply = fake.Orig.Invert()
+	isFake := func(f hatest.CTFlow) bool { return f.Proto == 6 && f.OrigDst.Port() == 5555 }
+
+	s := newSyncSender(t, p)
+	epoch := uint64(time.Now().UnixNano())
+	const each = 3
+	for i := range each {
+		short := make([]byte, ctwire.MACLen-1)
+		random := make([]byte, 200)
+		rand.Read(short)
+		rand.Read(random)
+		s.send(t, short)
+		s.send(t, random)
+		s.send(t, syncDatagram("not-the-secret", epoch, uint32(i+1), &fake))
+	}
+	shortReason := ctwire.ReasonShort.String()
+	st := waitCT(t, n2, "forged datagrams counted", 3*time.Second, func(c *daemon.ConntrackStatus) bool {
+		return c.Forged-before.Forged >= 2*each && c.Rejected[shortReason]-before.Rejected[shortReason] >= each
+	})
+	// Give an (erroneous) injection time to reach the kernel.
+	time.Sleep(500 * time.Millisecond)
+	if hasFlow(t, p, p.FW2, isFake) {
+		t.Fatalf("a forged datagram inserted a flow into fw2")
+	}
+	t.Logf("fw2 counted forged_dropped +%d, rejected %v (before %v)", st.Forged-before.Forged, st.Rejected, before.Rejected)
+
+	// Control: the cluster key makes the same record land in fw2's table.
+	s.send(t, syncDatagram(labPassword, epoch+1, 1, &fake))
+	if _, err := pollFlow(p, p.FW2, 3*time.Second, isFake); err != nil {
+		t.Fatalf("control: a datagram sealed with the cluster password was not applied either, so the check above proves nothing: %v", err)
+	}
+}
+
+// TestCTSyncBackupRestartResyncs: the backup is killed (SIGKILL) while a
+// TCP stream crosses the master, its kernel table flushed as on a fresh
+// box, and restarted: it reports bulk_synced only with the stream's entry in
+// its kernel, and then survives the master's crash.
+func TestCTSyncBackupRestartResyncs(t *testing.T) {
+	p, n1, n2 := ctPair(t, lab.Options{}, true)
+	start := time.Now()
+	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", 5*time.Second, tcpStreamFlow)
+	if _, err := replicaOf(p, p.FW2, m, 5*time.Second); err != nil {
+		t.Fatalf("the stream's replica on fw2: %v", err)
+	}
+	if err := n2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := hatest.FlushConntrack(p.FW2); err != nil {
+		t.Fatal(err)
+	}
+	if hasFlow(t, p, p.FW2, func(f hatest.CTFlow) bool { return sameKey(f, m) }) {
+		t.Fatal("conntrack -F left the stream's entry on fw2")
+	}
+	restarted := time.Now()
+	if err := n2.Start(binary); err != nil {
+		t.Fatal(err)
+	}
+	st := waitCT(t, n2, "the restarted backup's bulk sync", 10*time.Second, func(c *daemon.ConntrackStatus) bool { return c.BulkSynced })
+	synced := time.Since(restarted)
+	// bulk_synced promises the table is in the kernel: look at once.
+	if !hasFlow(t, p, p.FW2, func(f hatest.CTFlow) bool { return f == m }) {
+		flows, _ := hatest.ForwardedFlows(p, p.FW2)
+		t.Fatalf("fw2 reports bulk_synced, yet its kernel lacks the stream's entry %v; it has %v", m, flows)
+	}
+	if st.Resyncs < 1 {
+		t.Errorf("restarted backup status %+v: want resyncs >= 1", st)
+	}
+	mustState(t, n2, "BACKUP", 3*time.Second)
+	t.Logf("restarted backup bulk-synced %v after its start (flows %d, resyncs %d, records applied %d)", synced.Round(time.Millisecond), st.Flows, st.Resyncs, st.RecordsApplied)
+
+	at := time.Since(start)
+	if err := takeOver(p, n1, crashTakeover); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "MASTER", 3*time.Second)
+	time.Sleep(3 * time.Second)
+	res := s.Stop()
+	t.Logf("crash at %v: max stall %v from %v, last echo age %v, echoed %d of %d bytes",
+		at.Round(time.Millisecond), res.MaxStall, res.MaxStallFrom.Round(time.Millisecond), res.LastEchoAge, res.Echoed, res.Sent)
+	if res.Reset || res.Corrupt || res.Err != nil {
+		t.Errorf("stream broken by the takeover: reset %v corrupt %v err %v", res.Reset, res.Corrupt, res.Err)
+	}
+	if res.LastEchoAge > 500*time.Millisecond {
+		t.Errorf("no echo for the last %v: the stream did not resume after the takeover", res.LastEchoAge)
+	}
+}
+
+// TestCTSyncBurstConvergesUnderLoss: with 20 % of the conntrack sync
+// datagrams dropped in both directions, 200 TCP connections opened at once
+// through the master (and kept open) reach the backup's kernel: its table
+// of forwarded flows converges to the master's.
+func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
+	p, _, n2 := ctPair(t, lab.Options{}, true)
+	// Like lab's SyncLoss, but only the conntrack sync datagrams: VRRP
+	// adverts losing 20 % would now and then elect fw2.
+	loss := fmt.Sprintf("add rule inet %s %s oifname %q udp dport %d numgen random mod 100 < 20 counter name %s drop\n",
+		lab.NftTable, lab.NftSyncLoss, lab.IfSync, ctwirePort, lab.CounterSyncLoss)
+	for _, fw := range p.Firewalls() {
+		if err := p.Nft(fw, loss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const port, flows = 9100, 200
+	echo, err := lab.StartTCPEcho(p.Server, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	before := ctStatus(t, n2)
+	dst := netip.AddrPortFrom(p.ServerAddr.Addr(), port).String()
+	conns := make([]net.Conn, 0, flows)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	err = p.Client.Do(func() error {
+		for range flows {
+			c, err := net.DialTimeout("tcp4", dst, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("opening %d connections: %v", flows, err)
+	}
+	// One round trip each: every entry ends ESTABLISHED and ASSURED.
+	buf := make([]byte, 1)
+	for _, c := range conns {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	burstEnd := time.Now()
+	isBurst := func(f hatest.CTFlow) bool { return f.Proto == 6 && f.OrigDst.Port() == port }
+	table := func(fw *lab.Netns) []hatest.CTFlow {
+		all, err := hatest.ForwardedFlows(p, fw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.DeleteFunc(all, func(f hatest.CTFlow) bool { return !isBurst(f) })
+	}
+	const within = 10 * time.Second
+	var diff string
+	for {
+		m, b := table(p.FW1), table(p.FW2)
+		if len(m) != flows {
+			t.Fatalf("fw1 holds %d burst flows, want %d", len(m), flows)
+		}
+		if diff = cmp.Diff(m, b); diff == "" {
+			break
+		}
+		if time.Since(burstEnd) > within {
+			if len(diff) > 3000 {
+				diff = diff[:3000] + "..."
+			}
+			t.Fatalf("fw2 did not converge within %v of the burst: fw1 %d flows, fw2 %d (-fw1 +fw2):\n%s", within, len(m), len(b), diff)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(burstEnd)
+	dropped := counter(t, p, p.FW1, lab.CounterSyncLoss) + counter(t, p, p.FW2, lab.CounterSyncLoss)
+	st := ctStatus(t, n2)
+	t.Logf("%d flows converged on fw2 %v after the burst; sync datagrams dropped %d; backup lost %d repaired %d resyncs %d",
+		flows, took.Round(time.Millisecond), dropped, st.Lost-before.Lost, st.Repaired-before.Repaired, st.Resyncs-before.Resyncs)
+	if dropped == 0 {
+		t.Errorf("the loss rule dropped no sync datagram: the test did not test loss")
+	}
+}
