@@ -1,6 +1,7 @@
 package ctwire
 
 import (
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -442,15 +443,24 @@ func RangeAt(payload []byte, i int) Range {
 	return Range{First: binary.BigEndian.Uint32(p), Last: binary.BigEndian.Uint32(p[4:])}
 }
 
-// keyLabel separates the sync key from every other key derived from the
-// cluster password (the VRRP AH key in particular).
-const keyLabel = "muros-had ctsync v1 key"
+// The HKDF salt is shared with the VRRP AH key (package vrrp); the info
+// label separates the sync key from it and from every other key derived
+// from the cluster password.
+const (
+	keySalt = "muros-had"
+	keyInfo = "muros-had ctsync hmac-sha256-128 v1"
+)
 
-// DeriveKey derives the 32-byte sync MAC key from the configured password.
+// DeriveKey derives the 32-byte sync MAC key from the configured password:
+// HKDF-SHA-256 (RFC 5869), salt "muros-had", info "muros-had ctsync
+// hmac-sha256-128 v1".
 func DeriveKey(password []byte) []byte {
-	m := hmac.New(sha256.New, password)
-	m.Write([]byte(keyLabel))
-	return m.Sum(nil)
+	k, err := hkdf.Key(sha256.New, password, []byte(keySalt), keyInfo, sha256.Size)
+	if err != nil {
+		// Only possible for an output longer than 255 hash lengths.
+		panic("ctwire: hkdf: " + err.Error())
+	}
+	return k
 }
 
 // Auth appends and checks datagram MACs. It is not safe for concurrent use:

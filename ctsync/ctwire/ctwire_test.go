@@ -2,6 +2,8 @@ package ctwire
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"net/netip"
 	"testing"
 
@@ -160,9 +162,25 @@ func TestRejects(t *testing.T) {
 	}
 }
 
-func TestDeriveKeyDistinct(t *testing.T) {
+// hkdf32 is RFC 5869 written out (one output block), to pin DeriveKey.
+func hkdf32(password, salt, info string) []byte {
+	ext := hmac.New(sha256.New, []byte(salt))
+	ext.Write([]byte(password))
+	exp := hmac.New(sha256.New, ext.Sum(nil))
+	exp.Write([]byte(info))
+	exp.Write([]byte{1})
+	return exp.Sum(nil)
+}
+
+func TestDeriveKey(t *testing.T) {
 	k := DeriveKey([]byte("change-me"))
-	if len(k) != 32 || bytes.Equal(k, DeriveKey([]byte("change-mf"))) {
+	if !bytes.Equal(k, hkdf32("change-me", "muros-had", "muros-had ctsync hmac-sha256-128 v1")) {
+		t.Fatal("DeriveKey is not the documented HKDF")
+	}
+	if bytes.Equal(k, hkdf32("change-me", "muros-had", "muros-had vrrp ah hmac-sha256-128 v1")) {
+		t.Fatal("sync key equals the VRRP AH key")
+	}
+	if bytes.Equal(k, DeriveKey([]byte("change-mf"))) {
 		t.Fatal("derived keys not distinct")
 	}
 }

@@ -6,9 +6,10 @@
 // 225.0.0.50 by default, TTL 1 so datagrams never leave the sync link). Every
 // datagram is authenticated with HMAC-SHA-256 (RFC 2104, FIPS 180-4)
 // truncated to 128 bits (the truncation rule of RFC 4868 section 2.3), keyed
-// with DeriveKey(password): HMAC-SHA-256(password, "muros-had ctsync v1
-// key"), so the sync key differs from the VRRP AH key derived from the same
-// password. The protocol itself is our own; conntrackd's (which is not
+// with DeriveKey(password): HKDF-SHA-256 (RFC 5869) of the password, salt
+// "muros-had", info "muros-had ctsync hmac-sha256-128 v1", 32 bytes; the
+// VRRP AH key uses the same salt and its own info label, so the two keys
+// differ. The protocol itself is our own; conntrackd's (which is not
 // authenticated) is not spoken.
 //
 // All integers are big-endian (network byte order).
