@@ -109,7 +109,7 @@ func (n *Node) runMaster(ctx context.Context) error {
 			if err != nil {
 				continue
 			}
-			if failures > 0 && !errors.Is(lastErr, errReadFailed) {
+			if failures > 0 && h.Role != "master" && !errors.Is(lastErr, errReadFailed) {
 				// The peer is back: catch up now rather than at the end of
 				// a long backoff.
 				failures = 0
@@ -204,7 +204,8 @@ func (n *Node) noteEvent(w *fsnotify.Watcher, st *masterState, ev fsnotify.Event
 		}
 	}
 	if ev.Has(fsnotify.Chmod) && !ev.Has(fsnotify.Write) && !ev.Has(fsnotify.Create) {
-		// atime/attribute noise; a real mode change is caught by anti-entropy.
+		// Attribute-only change: a regular file's mode is replicated, a
+		// vanished path or a directory's attributes are not.
 		if fi, err := os.Lstat(name); err != nil || fi.IsDir() {
 			return false
 		}
