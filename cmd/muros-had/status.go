@@ -67,7 +67,10 @@ func printStatus(w io.Writer, st daemon.Status) {
 		reasons = append(reasons, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(reasons)
-	fmt.Fprintf(w, "adverts:       sent %d, rejected %s\n", st.Adverts.Sent, strings.Join(append([]string{}, reasons...), " "))
+	if len(reasons) == 0 {
+		reasons = append(reasons, "none")
+	}
+	fmt.Fprintf(w, "adverts:       sent %d, rejected %s\n", st.Adverts.Sent, strings.Join(reasons, " "))
 	for _, f := range st.Foreign {
 		fmt.Fprintf(w, "WARNING:       foreign router %s advertises our VRID %d (last %s)\n", f.Address, f.VRID, f.LastSeen.Format(time.RFC3339))
 	}

@@ -141,6 +141,7 @@ func New(opts Options) (*Daemon, error) {
 		stop:   make(chan struct{}),
 	}
 	d.status = newStatusBook(d.cfg)
+	d.stats.initStates(d.cfg)
 	d.epochPath = filepath.Join(d.cfg.StateDir, "ah-epoch")
 	return d, nil
 }
@@ -504,6 +505,7 @@ func (d *Daemon) apply(ctx context.Context, acts []vrrp.Action) {
 		case vrrp.ActionNotify:
 			d.log.Info("state change", "vrid", a.VRID, "from", a.From, "to", a.To, "reason", a.Reason)
 			d.status.transition(a.VRID, a.From, a.To, a.Reason, time.Now(), d.group.State())
+			d.stats.stateChange(a.VRID, a.To, d.group.State())
 		}
 	}
 	claimedNow := d.reconcileVIPs(ctx)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -115,7 +116,12 @@ func (b *statusBook) transition(vrid uint8, from, to vrrp.State, reason string, 
 		}
 	}
 	if g := group.String(); g != b.st.State {
-		b.st.LastFailover = &Failover{Time: now.UTC(), From: b.st.State, To: g, Reason: reason}
+		// A failover is the group entering or leaving MASTER, or going to
+		// FAULT; a start as BACKUP is not one.
+		master, fault := vrrp.StateMaster.String(), vrrp.StateFault.String()
+		if g == master || b.st.State == master || g == fault {
+			b.st.LastFailover = &Failover{Time: now.UTC(), From: b.st.State, To: g, Reason: reason}
+		}
 		b.st.State = g
 	}
 }
@@ -192,10 +198,15 @@ type rxStats struct {
 	rejected *prometheus.CounterVec
 	sentC    prometheus.Counter
 	sendErrs prometheus.Counter
-	mu       sync.Mutex
-	byReason map[string]uint64
-	nSent    uint64
-	nSendErr uint64
+	// groupState and vridState are enum gauges: 1 on the current state's
+	// series, 0 on the others, so a dashboard can sum or alert on one label.
+	groupState  *prometheus.GaugeVec
+	vridState   *prometheus.GaugeVec
+	transitions *prometheus.CounterVec
+	mu          sync.Mutex
+	byReason    map[string]uint64
+	nSent       uint64
+	nSendErr    uint64
 }
 
 func newRxStats() *rxStats {
@@ -206,10 +217,48 @@ func newRxStats() *rxStats {
 		}, []string{"reason"}),
 		sentC:    prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_adverts_sent_total", Help: "VRRP adverts sent."}),
 		sendErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_advert_send_errors_total", Help: "VRRP adverts the kernel refused."}),
+		groupState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "muros_had_vrrp_group_state", Help: "State of the sync group (1 on the current state).",
+		}, []string{"state"}),
+		vridState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "muros_had_vrrp_instance_state", Help: "State of each VRRP instance (1 on the current state).",
+		}, []string{"vrid", "state"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "muros_had_vrrp_transitions_total", Help: "VRRP instance state changes, by VRID and new state.",
+		}, []string{"vrid", "to"}),
 		byReason: map[string]uint64{},
 	}
-	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs)
+	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions)
 	return s
+}
+
+// initStates sets every instance and the group to INIT, so each series
+// exists from the start.
+func (s *rxStats) initStates(cfg *config.Config) {
+	setEnum(func(state string) prometheus.Gauge { return s.groupState.WithLabelValues(state) }, vrrp.StateInitialize)
+	for _, v := range cfg.VIPs {
+		vrid := strconv.Itoa(int(v.VRID))
+		setEnum(func(state string) prometheus.Gauge { return s.vridState.WithLabelValues(vrid, state) }, vrrp.StateInitialize)
+	}
+}
+
+// stateChange records an instance transition and the group state after it.
+func (s *rxStats) stateChange(vrid uint8, to, group vrrp.State) {
+	id := strconv.Itoa(int(vrid))
+	s.transitions.WithLabelValues(id, to.String()).Inc()
+	setEnum(func(state string) prometheus.Gauge { return s.vridState.WithLabelValues(id, state) }, to)
+	setEnum(func(state string) prometheus.Gauge { return s.groupState.WithLabelValues(state) }, group)
+}
+
+// setEnum sets the series of every state the gauges carry: 1 for cur.
+func setEnum(gauge func(state string) prometheus.Gauge, cur vrrp.State) {
+	for _, st := range []vrrp.State{vrrp.StateInitialize, vrrp.StateBackup, vrrp.StateMaster, vrrp.StateFault} {
+		v := 0.0
+		if st == cur {
+			v = 1
+		}
+		gauge(st.String()).Set(v)
+	}
 }
 
 func (s *rxStats) reject(reason string) {
