@@ -105,8 +105,8 @@ const KeepalivedGroup = "MUROS"
 // defaults): the VIP layout of Config, as an operator would write it for a
 // keepalived node paired with muros-had. One vrrp_instance per VIP, VRID 10
 // for the WAN VIP on wan0 and 11 for the LAN VIP on lan0 (muros-had's
-// default VRIDs in list order), adverts on sync0, every VIP interface
-// tracked, both instances in the sync group KeepalivedGroup, initial state
+// default VRIDs in list order), adverts on sync0 (not tracked: see
+// dont_track_primary below), every VIP interface tracked, both instances in the sync group KeepalivedGroup, initial state
 // BACKUP (the priority decides the election, as for muros-had, and a
 // starting keepalived hears the peer's AH sequence number before it sends
 // its own), and state changes written to notifyFIFO.
@@ -138,6 +138,11 @@ func KeepalivedConfig(p *lab.Pair, fw *lab.Netns, o KeepalivedOptions, notifyFIF
 		if o.NoPreempt {
 			b.WriteString("    nopreempt\n")
 		}
+		// dont_track_primary: the adverts' interface is the direct sync
+		// veth, whose carrier drops when the peer box dies; keepalived
+		// would go FAULT on it and never take over. muros-had tracks only
+		// the VIP interfaces, and so does this configuration.
+		b.WriteString("    dont_track_primary\n")
 		fmt.Fprintf(&b, "    track_interface {\n        %s\n        %s\n    }\n", lab.IfWAN, lab.IfLAN)
 		if o.Auth == KeepalivedAuthAH {
 			pass := o.Password
