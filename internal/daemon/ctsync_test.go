@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,22 +127,48 @@ func hasFlow(t *testing.T, p *lab.Pair, fw *lab.Netns, match func(hatest.CTFlow)
 	return slices.ContainsFunc(flows, match)
 }
 
-// replicaOf waits until fw's copy of m is identical to m (tuples, NAT,
-// status bits, TCP state) and returns the last difference on timeout.
-func replicaOf(p *lab.Pair, fw *lab.Netns, m hatest.CTFlow, timeout time.Duration) (hatest.CTFlow, error) {
-	var last hatest.CTFlow
-	_, err := pollFlow(p, fw, timeout, func(f hatest.CTFlow) bool {
-		if !sameKey(f, m) {
-			return false
+// replicaOf waits until fw's copy of the flow m has exactly the master's
+// current entry (tuples, NAT, status bits, TCP state; the master is fw's
+// peer and its entry is read again each round, since it may still be
+// moving, e.g. to ASSURED). It returns both entries as last seen.
+func replicaOf(p *lab.Pair, fw *lab.Netns, m hatest.CTFlow, timeout time.Duration) (master, replica hatest.CTFlow, err error) {
+	deadline := time.Now().Add(timeout)
+	find := func(ns *lab.Netns) (hatest.CTFlow, bool, error) {
+		flows, err := hatest.ForwardedFlows(p, ns)
+		if err != nil {
+			return hatest.CTFlow{}, false, err
 		}
-		last = f
-		return f == m
-	})
-	if err != nil && last.Proto != 0 {
-		return last, fmt.Errorf("replica in %s differs (-master +replica):\n%s", fw, cmp.Diff(m, last))
+		i := slices.IndexFunc(flows, func(f hatest.CTFlow) bool { return sameKey(f, m) })
+		if i < 0 {
+			return hatest.CTFlow{}, false, nil
+		}
+		return flows[i], true, nil
 	}
-	return last, err
+	for {
+		var okM, okR bool
+		if master, okM, err = find(p.Peer(fw)); err != nil {
+			return master, replica, err
+		}
+		if replica, okR, err = find(fw); err != nil {
+			return master, replica, err
+		}
+		switch {
+		case okM && okR && master == replica:
+			return master, replica, nil
+		case time.Now().Before(deadline):
+			time.Sleep(20 * time.Millisecond)
+		case !okM:
+			return master, replica, fmt.Errorf("the master %s no longer has %v", p.Peer(fw), m)
+		case !okR:
+			return master, replica, fmt.Errorf("no replica of %v in %s after %v", m, fw, timeout)
+		default:
+			return master, replica, fmt.Errorf("replica in %s differs after %v (-master +replica):\n%s", fw, timeout, cmp.Diff(master, replica, ctFlowCmp))
+		}
+	}
 }
+
+// ctFlowCmp lets cmp.Diff look into netip.AddrPort fields.
+var ctFlowCmp = cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })
 
 func sameKey(a, b hatest.CTFlow) bool {
 	return a.Proto == b.Proto && a.OrigSrc == b.OrigSrc && a.OrigDst == b.OrigDst && a.Zone == b.Zone
@@ -217,7 +244,7 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 				t.Fatalf("SNAT on, yet fw1's entry is not source-NATed to the WAN VIP: %v", m)
 			}
 			if tc.sync {
-				b, err := replicaOf(p, p.FW2, m, 5*time.Second)
+				_, b, err := replicaOf(p, p.FW2, m, 5*time.Second)
 				if err != nil {
 					t.Fatalf("the stream's replica on fw2: %v", err)
 				}
@@ -235,6 +262,9 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustState(t, n2, "MASTER", 3*time.Second)
+			if st := ctStatus(t, n2); tc.sync && st.Role != "sender" {
+				t.Errorf("fw2 is MASTER, yet its conntrack role is %q", st.Role)
+			}
 			// Long enough for TCP's retransmission backoff to retry more
 			// than once after the new master owns the VIPs.
 			time.Sleep(3 * time.Second)
@@ -289,10 +319,11 @@ func TestCTSyncUDPTakeover(t *testing.T) {
 					t.Errorf("the probe's entry on fw1: %v", err)
 					return
 				}
-				if b, err = replicaOf(p, p.FW2, m, 3*time.Second); err != nil {
+				if m, b, err = replicaOf(p, p.FW2, m, 3*time.Second); err != nil {
 					t.Errorf("the probe's replica on fw2: %v", err)
 					return
 				}
+				time.Sleep(300 * time.Millisecond) // replies flow through fw1 first
 				if newLAN0, _, err = p.Counter(p.FW2, lab.CounterNewLAN); err != nil {
 					t.Error(err)
 					return
@@ -442,7 +473,7 @@ func TestCTSyncBackupRestartResyncs(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Stop() })
 	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", 5*time.Second, tcpStreamFlow)
-	if _, err := replicaOf(p, p.FW2, m, 5*time.Second); err != nil {
+	if m, _, err = replicaOf(p, p.FW2, m, 5*time.Second); err != nil {
 		t.Fatalf("the stream's replica on fw2: %v", err)
 	}
 	if err := n2.Kill(); err != nil {
@@ -469,6 +500,7 @@ func TestCTSyncBackupRestartResyncs(t *testing.T) {
 		t.Errorf("restarted backup status %+v: want resyncs >= 1", st)
 	}
 	mustState(t, n2, "BACKUP", 3*time.Second)
+	time.Sleep(500 * time.Millisecond) // echoes flow with the restarted backup listening
 	t.Logf("restarted backup bulk-synced %v after its start (flows %d, resyncs %d, records applied %d)", synced.Round(time.Millisecond), st.Flows, st.Resyncs, st.RecordsApplied)
 
 	at := time.Since(start)
@@ -557,7 +589,7 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 		if len(m) != flows {
 			t.Fatalf("fw1 holds %d burst flows, want %d", len(m), flows)
 		}
-		if diff = cmp.Diff(m, b); diff == "" {
+		if diff = cmp.Diff(m, b, ctFlowCmp); diff == "" {
 			break
 		}
 		if time.Since(burstEnd) > within {
@@ -575,5 +607,103 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 		flows, took.Round(time.Millisecond), dropped, st.Lost-before.Lost, st.Repaired-before.Repaired, st.Resyncs-before.Resyncs)
 	if dropped == 0 {
 		t.Errorf("the loss rule dropped no sync datagram: the test did not test loss")
+	}
+}
+
+// TestCTSyncReturningMasterWaitsForBulk: the master crashes and the stream
+// moves to fw2; fw1 comes back as a fresh box (VIPs gone, conntrack table
+// empty). While fw2's sync datagrams cannot reach it, fw1 holds its
+// preemption: it stays BACKUP although its priority is higher. Once they
+// can, it completes its bulk, only then preempts, and the stream survives
+// the fail-back too.
+func TestCTSyncReturningMasterWaitsForBulk(t *testing.T) {
+	p, n1, n2 := ctPair(t, lab.Options{}, true)
+	start := time.Now()
+	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", 5*time.Second, tcpStreamFlow)
+	if m, _, err = replicaOf(p, p.FW2, m, 5*time.Second); err != nil {
+		t.Fatalf("the stream's replica on fw2: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // echoes flow through fw1 first
+	crashAt := time.Since(start)
+	if err := takeOver(p, n1, crashTakeover); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "MASTER", 3*time.Second)
+	if st := ctStatus(t, n2); st.Role != "sender" {
+		t.Fatalf("fw2 is MASTER, yet its conntrack role is %q", st.Role)
+	}
+
+	// fw1 reboots: the SIGKILLed daemon left its VIPs behind, a reboot
+	// would not have them, nor any conntrack entry.
+	for _, a := range []struct {
+		ifName string
+		vip    netip.Prefix
+	}{{lab.IfLAN, p.LANVIP}, {lab.IfWAN, p.WANVIP}} {
+		if has, _ := hatest.HasAddr(p.FW1, a.vip.Addr()); has {
+			if err := p.FW1.DelAddr(a.ifName, a.vip); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := hatest.FlushConntrack(p.FW1); err != nil {
+		t.Fatal(err)
+	}
+	block := fmt.Sprintf("add rule inet %s %s oifname %q udp dport %d drop\n", lab.NftTable, lab.NftOutputExtra, lab.IfSync, ctwirePort)
+	if err := p.Nft(p.FW2, block); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RestoreNode(p.FW1); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Start(binary); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "BACKUP", 3*time.Second)
+	// 2 s is many Master_Down_Intervals (about 0.3 s) of adverts from a
+	// lower-priority master that fw1 would preempt if it were allowed to.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		st, err := n1.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State != "BACKUP" {
+			t.Fatalf("fw1 went %s without its bulk sync (fw2's sync datagrams are blocked)", st.State)
+		}
+	}
+	if st := ctStatus(t, n1); st.BulkSynced || st.Role != "receiver" {
+		t.Fatalf("fw1 conntrack status %+v while blocked: want an incomplete receiver", st)
+	}
+	if hasFlow(t, p, p.FW1, func(f hatest.CTFlow) bool { return sameKey(f, m) }) {
+		t.Fatal("fw1 holds the stream's entry although no sync datagram reached it")
+	}
+
+	unblocked := time.Now()
+	if err := p.Nft(p.FW2, fmt.Sprintf("flush chain inet %s %s\n", lab.NftTable, lab.NftOutputExtra)); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 10*time.Second)
+	preempted := time.Since(unblocked)
+	mustState(t, n2, "BACKUP", 3*time.Second)
+	if !hasFlow(t, p, p.FW1, func(f hatest.CTFlow) bool { return f == m }) {
+		flows, _ := hatest.ForwardedFlows(p, p.FW1)
+		t.Fatalf("fw1 preempted without the stream's entry %v in its kernel; it has %v", m, flows)
+	}
+	if log := n1.Proc.Log(); !strings.Contains(log, "conntrack bulk sync complete") {
+		t.Errorf("fw1 did not log the end of its bulk sync:\n%s", tail(log, 30))
+	}
+	time.Sleep(2 * time.Second)
+	res := s.Stop()
+	t.Logf("crash at %v, fw1 preempted %v after its sync was unblocked: max stall %v from %v, last echo age %v, echoed %d of %d bytes",
+		crashAt.Round(time.Millisecond), preempted.Round(time.Millisecond), res.MaxStall, res.MaxStallFrom.Round(time.Millisecond), res.LastEchoAge, res.Echoed, res.Sent)
+	if res.Reset || res.Corrupt || res.Err != nil {
+		t.Errorf("stream broken: reset %v corrupt %v err %v", res.Reset, res.Corrupt, res.Err)
+	}
+	if res.LastEchoAge > 500*time.Millisecond {
+		t.Errorf("no echo for the last %v: the stream did not survive the fail-back", res.LastEchoAge)
 	}
 }
