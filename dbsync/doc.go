@@ -11,7 +11,7 @@
 // identifies it on the wire (default: "muros-db" = /var/lib/muros and
 // "kea-leases" = /var/lib/kea). Only regular files are replicated; symlinks,
 // devices, SQLite sidecars (-wal, -shm, -journal), this package's staging
-// files (".muros-had-*") and Config.Exclude globs are not. Permission bits
+// files (".muros-had-*") and Config.Exclude globs (default "*.pid") are not. Permission bits
 // (0o777) travel with the content; owner, mtime and xattrs do not. Empty
 // directories are not replicated. Each file is shipped one of three ways:
 //

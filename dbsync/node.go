@@ -33,7 +33,8 @@ type Config struct {
 	// Paths is the replicated set; empty means DefaultPaths().
 	Paths []Path
 	// Exclude lists base-name globs never replicated (besides SQLite
-	// sidecars and staging files, always excluded).
+	// sidecars and staging files, always excluded); nil means
+	// DefaultExclude.
 	Exclude []string
 	Auth    AuthConfig
 
@@ -63,9 +64,16 @@ func DefaultPaths() []Path {
 	}
 }
 
+// DefaultExclude keeps process-local files off the peer: a Kea LFC or
+// daemon pid file from the master would mislead the backup's processes.
+func DefaultExclude() []string { return []string{"*.pid"} }
+
 func (c Config) withDefaults() Config {
 	if len(c.Paths) == 0 {
 		c.Paths = DefaultPaths()
+	}
+	if c.Exclude == nil {
+		c.Exclude = DefaultExclude()
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
