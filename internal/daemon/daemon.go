@@ -91,6 +91,7 @@ type timerKey struct {
 type replayKey struct {
 	src  netip.Addr
 	auth vrrp.AuthMode
+	vrid uint8 // keepalived keeps one AH sequence counter per instance (VRID)
 }
 
 // loopEvent is one input of the event loop.
@@ -444,7 +445,7 @@ func (d *Daemon) handleAdvert(ctx context.Context, a *rxAdvert) {
 		return
 	}
 	if a.auth != vrrp.AuthNone && a.auth != vrrp.AuthPass {
-		k := replayKey{src: a.src, auth: a.auth}
+		k := replayKey{src: a.src, auth: a.auth, vrid: a.vrid}
 		next, err := d.replay[k].Accept(a.spi, a.seq)
 		if err != nil {
 			d.stats.reject(string(vrrp.ReasonOf(err)))
