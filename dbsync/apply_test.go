@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -277,6 +278,26 @@ func TestDiffManifests(t *testing.T) {
 	}
 	if d := diffManifests(local, local); len(d.Changed)+len(d.Deleted) != 0 {
 		t.Fatalf("self diff = %+v", d)
+	}
+}
+
+func TestDebounceDelay(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := time.Millisecond
+	tests := []struct {
+		now  time.Duration // since the first dirty event
+		want time.Duration
+	}{
+		{0, 20 * ms},
+		{100 * ms, 20 * ms},
+		{190 * ms, 10 * ms},
+		{200 * ms, 0},
+		{5 * time.Second, 0},
+	}
+	for _, tt := range tests {
+		if got := debounceDelay(t0, t0.Add(tt.now), 20*ms, 200*ms); got != tt.want {
+			t.Errorf("at +%v: %v, want %v", tt.now, got, tt.want)
+		}
 	}
 }
 

@@ -33,6 +33,17 @@ func backoff(attempt int, min, max time.Duration) time.Duration {
 	return d
 }
 
+// debounceDelay is how long to wait after an event before pushing: a quiet
+// period of debounce, but never past firstDirty+maxDelay, so a steady stream
+// of writes cannot starve the push. Pure.
+func debounceDelay(firstDirty, now time.Time, debounce, maxDelay time.Duration) time.Duration {
+	d := debounce
+	if wait := firstDirty.Add(maxDelay).Sub(now); wait < d {
+		d = max(wait, 0)
+	}
+	return d
+}
+
 // errConflict means the peer's state is not what we assumed; a full
 // anti-entropy pass follows.
 var errConflict = errors.New("peer state conflict")
@@ -90,11 +101,7 @@ func (n *Node) runMaster(ctx context.Context) error {
 				continue
 			}
 			n.setPending(len(st.dirty), st.firstDirty)
-			d := n.cfg.Debounce
-			if wait := time.Until(st.firstDirty.Add(maxDelay)); wait < d {
-				d = max(wait, 0) // a steady stream of writes must not starve the push
-			}
-			kick(d)
+			kick(debounceDelay(st.firstDirty, time.Now(), n.cfg.Debounce, maxDelay))
 		case err, ok := <-w.Errors:
 			if !ok {
 				return errors.New("fsnotify: error channel closed")
