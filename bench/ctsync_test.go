@@ -1,0 +1,1276 @@
+package bench
+
+// Conntrack replication, muros-had (package ctsync, run by the daemon with
+// conntrack enabled) side by side with conntrackd 1.4.7 in FTFW mode.
+//
+// BenchmarkConntrackStorm: a storm of new flows created on the master's
+// kernel table through ctnetlink (one writer, one create per flow, each
+// raising the NEW event forwarded traffic would), replicated to the backup.
+// Rate = flows / (first create -> the backup's table holds them all), polled
+// from the backup namespace's nf_conntrack_count every millisecond and
+// confirmed by a dump. Lag = for every 64th flow, its NEW event in the
+// backup's kernel (a netlink listener in the backup namespace with a BPF
+// filter that passes only those flows) minus the instant just before its
+// create on the master: the same clock, the same method for both daemons.
+// CPU = utime + stime of the processes in each firewall namespace.
+//
+// BenchmarkConntrackTakeover: 1,000 TCP connections client -> server through
+// the VIPs, each writing 8 bytes every 100 ms to an echo server; the master
+// crashes (forwarding stops, its daemons are killed, its LAN and WAN links
+// go down) and a connection survives if it sees no error and gets an echo
+// back through the new master within 5 s.
+
+import (
+	"context"
+	endian "encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/muros/muros-had/ctsync/ctnl"
+	"github.com/muros/muros-had/ctsync/ctwire"
+	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/lab"
+)
+
+var (
+	ctFlowsFlag = flag.Int("ct.flows", 100000, "flows in a conntrack storm")
+	ctRepsFlag  = flag.Int("ct.reps", 3, "repetitions per conntrack case (at least; -benchtime=Nx raises it)")
+	ctConnsFlag = flag.Int("ct.conns", 1000, "TCP connections in a takeover")
+)
+
+const (
+	// stormBase is the source address of storm flow 0; flow i comes from
+	// stormBase + i (10.64.0.0/14 holds 262,144 flows).
+	stormBase = 0x0a400000
+	stormMask = 0xfffc0000
+	// Every 2^sampleShift-th flow is timed.
+	sampleShift = 6
+	sampleMask  = 1<<sampleShift - 1
+	// stormWait bounds how long the backup may take to hold every flow.
+	stormWait = 90 * time.Second
+)
+
+func stormFlow(i int) conntrack.Flow {
+	v := uint32(stormBase + i)
+	src := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	f := conntrack.NewFlow(6, conntrack.StatusSeenReply|conntrack.StatusAssured|conntrack.StatusConfirmed,
+		src, netip.MustParseAddr("198.51.100.80"), uint16(1024+i%60000), 80, 3600, 0)
+	f.ProtoInfo.TCP = &conntrack.ProtoInfoTCP{State: 3} // ESTABLISHED
+	return f
+}
+
+// stormResult is one storm as measured.
+type stormResult struct {
+	Flows                int
+	Create               time.Duration // the master's writer: all creates done
+	Elapsed              time.Duration // first create -> backup holds all
+	Lags                 []time.Duration
+	Missed               int // sampled flows whose backup NEW event never came
+	MasterCPU, BackupCPU time.Duration
+	Sampler              samplerStats
+}
+
+func (r stormResult) Rate() float64 { return float64(r.Flows) / r.Elapsed.Seconds() }
+
+// stormCase starts the daemons under test on a fresh pair, fw1 the
+// replicating master, fw2 the backup.
+type stormCase struct {
+	name  string
+	start func(b *testing.B, p *lab.Pair)
+}
+
+// BenchmarkConntrackStorm measures the replication of a storm of new flows:
+// rate into the backup's kernel table, lag p50/p99 while it runs, CPU.
+func BenchmarkConntrackStorm(b *testing.B) {
+	for _, c := range []stormCase{
+		{"muros-had", func(b *testing.B, p *lab.Pair) { startMurosConntrack(b, p) }},
+		{"conntrackd-direct", func(b *testing.B, p *lab.Pair) { startConntrackdPair(b, p, true) }},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchStorm(b, c) })
+	}
+	b.Run("conntrackd-commit", benchStormCommit)
+}
+
+func benchStorm(b *testing.B, c stormCase) {
+	lab.Require(b)
+	n := *ctFlowsFlag
+	var rates, p50s, p99s, mcpu, bcpu []float64
+	for rep := range max(*ctRepsFlag, b.N) {
+		r := func() stormResult {
+			p := newPair(b)
+			defer p.Close()
+			c.start(b, p)
+			r, err := runStorm(p, n)
+			if err != nil {
+				b.Fatalf("%s rep %d: %v", c.name, rep, err)
+			}
+			return r
+		}()
+		s := lagSummary(r.Lags)
+		b.Logf("%s rep %d: %d flows, created in %v, backup holds all after %v = %.0f flows/s; lag p50 %v p99 %v max %v (%d samples, %d missed); cpu master %v backup %v; sampler %+v",
+			c.name, rep, n, r.Create.Round(time.Millisecond), r.Elapsed.Round(time.Millisecond), r.Rate(),
+			s.p50, s.p99, s.max, len(r.Lags), r.Missed, r.MasterCPU, r.BackupCPU, r.Sampler)
+		rates = append(rates, r.Rate())
+		p50s = append(p50s, Millis(s.p50))
+		p99s = append(p99s, Millis(s.p99))
+		mcpu = append(mcpu, r.MasterCPU.Seconds()*1000)
+		bcpu = append(bcpu, r.BackupCPU.Seconds()*1000)
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(rates), "flows/s")
+	b.ReportMetric(median(p50s), "lag_p50_ms")
+	b.ReportMetric(median(p99s), "lag_p99_ms")
+	b.ReportMetric(median(mcpu), "cpu_master_ms")
+	b.ReportMetric(median(bcpu), "cpu_backup_ms")
+}
+
+// benchStormCommit is conntrackd's default mode: the backup keeps what it
+// receives in its external cache and the kernel table gets it only when
+// the failover script commits. It reports how long the storm takes to
+// reach the external cache (polled every 50 ms with `conntrackd -s cache`,
+// so coarse) and how long the commit takes until the kernel holds it all.
+func benchStormCommit(b *testing.B) {
+	lab.Require(b)
+	n := *ctFlowsFlag
+	var recv, commit, cmdTook []float64
+	for rep := range max(*ctRepsFlag, b.N) {
+		func() {
+			p := newPair(b)
+			defer p.Close()
+			_, ct2 := startConntrackdPair(b, p, false)
+			count, err := openConntrackCount(p.FW2)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer count.Close()
+			base, err := count.Read()
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			if _, err := createStorm(p.FW1, n, start, nil); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				got, err := ct2.ExternalCacheSize()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got >= n {
+					break
+				}
+				if time.Since(start) > stormWait {
+					b.Fatalf("conntrackd external cache holds %d of %d flows after %v", got, n, stormWait)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			received := time.Since(start)
+			c0 := time.Now()
+			if out, err := ct2.Ctl("-c"); err != nil {
+				b.Fatalf("conntrackd -c: %v\n%s", err, out)
+			}
+			cmd := time.Since(c0)
+			if err := count.WaitAtLeast(base+n, c0.Add(stormWait)); err != nil {
+				b.Fatal(err)
+			}
+			took := time.Since(c0)
+			if err := verifyStorm(p.FW2, n); err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("conntrackd-commit rep %d: %d flows in the external cache after %v; commit: conntrackd -c returned after %v, kernel holds all after %v",
+				rep, n, received.Round(time.Millisecond), cmd.Round(time.Millisecond), took.Round(time.Millisecond))
+			recv = append(recv, received.Seconds()*1000)
+			commit = append(commit, took.Seconds()*1000)
+			cmdTook = append(cmdTook, cmd.Seconds()*1000)
+		}()
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(recv), "to_cache_ms")
+	b.ReportMetric(float64(n)/(median(recv)/1000), "to_cache_flows/s")
+	b.ReportMetric(median(commit), "commit_ms")
+	b.ReportMetric(median(cmdTook), "commit_cmd_ms")
+}
+
+func newPair(b *testing.B) *lab.Pair {
+	b.Helper()
+	p, err := lab.NewPair(lab.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := lab.CloseOnSignal(p)
+	b.Cleanup(func() { stop(); p.Close() })
+	return p
+}
+
+// conntrackExtra turns replication on in a muros-had node's configuration.
+const conntrackExtra = "conntrack:\n  enabled: true\n"
+
+// startMurosConntrack runs muros-had with conntrack replication on both
+// firewalls (fw1 master) and waits until the backup's bulk sync is done.
+func startMurosConntrack(b *testing.B, p *lab.Pair) (master, backup *hatest.Node) {
+	b.Helper()
+	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Extra: conntrackExtra})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Extra: conntrackExtra})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := n1.WaitState("MASTER", 10*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	if err := n2.WaitState("BACKUP", 10*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	if err := waitBulkSynced(n2, 10*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	return n1, n2
+}
+
+// murosConntrack returns the conntrack part of a node's status.
+func murosConntrack(n *hatest.Node) (daemon.ConntrackStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := n.Status(ctx)
+	if err != nil {
+		return daemon.ConntrackStatus{}, err
+	}
+	var cs daemon.ConntrackStatus
+	raw, err := json.Marshal(st.Conntrack)
+	if err != nil {
+		return cs, err
+	}
+	if err := json.Unmarshal(raw, &cs); err != nil {
+		return cs, fmt.Errorf("conntrack status %s: %w", raw, err)
+	}
+	return cs, nil
+}
+
+func waitBulkSynced(n *hatest.Node, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		cs, err := murosConntrack(n)
+		if err == nil && cs.BulkSynced {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: conntrack bulk sync not complete after %v (%+v, %v)", n.NS, timeout, cs, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// conntrackdOptions is fw's conntrackd.conf: sync link traffic ignored.
+func conntrackdOptions(p *lab.Pair, fw *lab.Netns, direct bool) ConntrackdOptions {
+	self := p.FW1Addrs.Sync.Addr()
+	if fw == p.FW2 {
+		self = p.FW2Addrs.Sync.Addr()
+	}
+	return ConntrackdOptions{
+		SyncAddr:             self,
+		Ignore:               []netip.Addr{p.FW1Addrs.Sync.Addr(), p.FW2Addrs.Sync.Addr()},
+		DisableExternalCache: direct,
+	}
+}
+
+// startConntrackdPair runs conntrackd on both firewalls. FTFW replicates
+// both ways; fw1 is where the storm is created.
+func startConntrackdPair(b *testing.B, p *lab.Pair, direct bool) (*Conntrackd, *Conntrackd) {
+	b.Helper()
+	c1, err := StartConntrackd(p.FW1, conntrackdOptions(p, p.FW1, direct))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c2, err := StartConntrackd(p.FW2, conntrackdOptions(p, p.FW2, direct))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Let both join the group and exchange their first (empty) state.
+	time.Sleep(500 * time.Millisecond)
+	return c1, c2
+}
+
+// runStorm creates n flows on fw1 and waits until fw2's kernel table holds
+// them all.
+func runStorm(p *lab.Pair, n int) (stormResult, error) {
+	r := stormResult{Flows: n}
+	count, err := openConntrackCount(p.FW2)
+	if err != nil {
+		return r, err
+	}
+	defer count.Close()
+	base, err := count.Read()
+	if err != nil {
+		return r, err
+	}
+	start := time.Now()
+	sampler, err := startSampler(p.FW2, n, start)
+	if err != nil {
+		return r, err
+	}
+	m0, err := nsTicks(p.FW1)
+	if err != nil {
+		sampler.Stop()
+		return r, err
+	}
+	b0, err := nsTicks(p.FW2)
+	if err != nil {
+		sampler.Stop()
+		return r, err
+	}
+	created := make([]time.Duration, n>>sampleShift+1)
+	r.Create, err = createStorm(p.FW1, n, start, created)
+	if err != nil {
+		sampler.Stop()
+		return r, err
+	}
+	werr := count.WaitAtLeast(base+n, start.Add(stormWait))
+	r.Elapsed = time.Since(start)
+	m1, err1 := nsTicks(p.FW1)
+	b1, err2 := nsTicks(p.FW2)
+	// Late events of sampled flows are still lag: give them a moment.
+	time.Sleep(50 * time.Millisecond)
+	seen, stats := sampler.Stop()
+	r.Sampler = stats
+	if werr != nil {
+		return r, werr
+	}
+	if err := errors.Join(err1, err2); err != nil {
+		return r, err
+	}
+	r.MasterCPU = ticksDuration(m1 - m0)
+	r.BackupCPU = ticksDuration(b1 - b0)
+	for i := 0; i < n; i += 1 << sampleShift {
+		s := i >> sampleShift
+		if seen[s] == 0 {
+			r.Missed++
+			continue
+		}
+		r.Lags = append(r.Lags, seen[s]-created[s])
+	}
+	return r, verifyStorm(p.FW2, n)
+}
+
+func ticksDuration(t uint64) time.Duration { return time.Duration(t) * time.Second / UserHZ }
+
+// stormBatch is how many creates the storm writer sends per sendmsg.
+const stormBatch = 100
+
+// createStorm creates flows 0..n-1 in ns, stormBatch per sendmsg through
+// ctnl.Injector (a single writer with one create per round trip tops out
+// near 12k flows/s here, below what the daemons replicate: the writer
+// must not be what is measured). It records in created (if not nil) the
+// offset from start just before the batch holding each sampled flow is
+// sent (its event may be replicated before the call returns).
+func createStorm(ns *lab.Netns, n int, start time.Time, created []time.Duration) (time.Duration, error) {
+	var in *ctnl.Injector
+	if err := ns.Do(func() (err error) { in, err = ctnl.DialInjector(); return err }); err != nil {
+		return 0, fmt.Errorf("ctnetlink in %s: %w", ns, err)
+	}
+	defer in.Close()
+	batch := make([]ctwire.Flow, 0, stormBatch)
+	ok := make([]bool, stormBatch)
+	for i := 0; i < n; i += stormBatch {
+		batch = batch[:0]
+		for j := i; j < min(i+stormBatch, n); j++ {
+			kf := stormFlow(j)
+			f, good := ctnl.FromKernel(&kf)
+			if !good {
+				return 0, fmt.Errorf("storm flow %d does not convert", j)
+			}
+			batch = append(batch, f)
+		}
+		if created != nil {
+			now := time.Since(start)
+			for j := i; j < i+len(batch); j++ {
+				if j&sampleMask == 0 {
+					created[j>>sampleShift] = now
+				}
+			}
+		}
+		if failed, err := in.ApplyBatch(batch, ok[:len(batch)]); failed > 0 || err != nil {
+			return 0, fmt.Errorf("create flows %d..%d in %s: %d failed: %w", i, i+len(batch)-1, ns, failed, err)
+		}
+	}
+	return time.Since(start), nil
+}
+
+// verifyStorm dumps ns's table and checks that it holds every storm flow.
+func verifyStorm(ns *lab.Netns, n int) error {
+	var c *conntrack.Conn
+	if err := ns.Do(func() (err error) { c, err = conntrack.Dial(nil); return err }); err != nil {
+		return fmt.Errorf("ctnetlink in %s: %w", ns, err)
+	}
+	defer c.Close()
+	flows, err := c.Dump(nil)
+	if err != nil {
+		return fmt.Errorf("dump %s: %w", ns, err)
+	}
+	got := 0
+	for _, f := range flows {
+		if a := f.TupleOrig.IP.SourceAddress; a.Is4() && endian.BigEndian.Uint32(a.AsSlice())&stormMask == stormBase {
+			got++
+		}
+	}
+	if got != n {
+		return fmt.Errorf("%s holds %d storm flows, want %d (its table counted enough entries, but not all of them storm flows)", ns, got, n)
+	}
+	return nil
+}
+
+// conntrackCount reads a namespace's nf_conntrack_count. The sysctl file
+// is opened from a thread inside the namespace, which binds it to that
+// namespace's value; each read is then a pread, no process.
+type conntrackCount struct{ f *os.File }
+
+func openConntrackCount(ns *lab.Netns) (*conntrackCount, error) {
+	var f *os.File
+	if err := ns.Do(func() (err error) {
+		f, err = os.Open("/proc/sys/net/netfilter/nf_conntrack_count")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("nf_conntrack_count of %s: %w", ns, err)
+	}
+	return &conntrackCount{f: f}, nil
+}
+
+func (c *conntrackCount) Close() error { return c.f.Close() }
+
+func (c *conntrackCount) Read() (int, error) {
+	var buf [32]byte
+	n, err := c.f.ReadAt(buf[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("nf_conntrack_count: %w", err)
+	}
+	var v int
+	for _, ch := range buf[:n] {
+		if ch == '\n' {
+			break
+		}
+		if ch < '0' || ch > '9' {
+			return 0, fmt.Errorf("nf_conntrack_count: %q is not a number", buf[:n])
+		}
+		v = v*10 + int(ch-'0')
+	}
+	return v, nil
+}
+
+// WaitAtLeast polls every millisecond until the count reaches want.
+func (c *conntrackCount) WaitAtLeast(want int, deadline time.Time) error {
+	for {
+		v, err := c.Read()
+		if err != nil {
+			return err
+		}
+		if v >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the backup's conntrack table holds %d entries, want %d, at the deadline", v, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Netlink constants of the conntrack NEW event (linux/netfilter/nfnetlink.h,
+// nfnetlink_conntrack.h).
+const (
+	nfnlGroupConntrackNew = 1      // NFNLGRP_CONNTRACK_NEW
+	ctMsgNew              = 0x0100 // NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW
+	ctaTupleOrig          = 1
+	ctaTupleIP            = 1
+	ctaIPv4Src            = 1
+	nlaTypeMask           = 0x3fff // without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+	// The original source address of a NEW event sits at a fixed offset:
+	// nlmsghdr (16) + nfgenmsg (4) + CTA_TUPLE_ORIG header (4) +
+	// CTA_TUPLE_IP header (4) + CTA_IP_V4_SRC header (4), because the
+	// kernel (ctnetlink_conntrack_event) writes the original tuple first.
+	ctEventSrcOffset = 32
+)
+
+// Reasons a netlink message is not a sampled storm flow's NEW event.
+var (
+	errEventShort  = errors.New("shorter than its header or its length")
+	errEventType   = errors.New("not a conntrack NEW message")
+	errEventNoSrc  = errors.New("no IPv4 original source")
+	errEventAttr   = errors.New("attribute overruns its parent")
+	errEventNotOur = errors.New("not a storm flow")
+)
+
+// ParseCTEventSrc decodes one ctnetlink event message (nlmsghdr, nfgenmsg,
+// attributes) and returns its original IPv4 source address and the length
+// of the message, so a caller can walk a buffer of several.
+//
+//	offset 0..3   nlmsg_len (host order)     4..5 nlmsg_type (host order)
+//	offset 6..15  flags, sequence, port id   16..19 nfgenmsg
+//	offset 20..   attributes: u16 len, u16 type (host order), payload,
+//	              padded to 4; CTA_TUPLE_ORIG > CTA_TUPLE_IP > CTA_IP_V4_SRC
+//	              holds the address in network order
+func parseCTEventSrc(b []byte) (src uint32, msgLen int, err error) {
+	if len(b) < 20 {
+		return 0, 0, errEventShort
+	}
+	l := int(endian.NativeEndian.Uint32(b[0:4]))
+	if l < 20 || l > len(b) {
+		return 0, 0, errEventShort
+	}
+	msgLen = (l + 3) &^ 3
+	if msgLen > len(b) {
+		msgLen = len(b)
+	}
+	if endian.NativeEndian.Uint16(b[4:6]) != ctMsgNew {
+		return 0, msgLen, errEventType
+	}
+	orig, err := nlAttr(b[20:l], ctaTupleOrig)
+	if err != nil {
+		return 0, msgLen, err
+	}
+	ip, err := nlAttr(orig, ctaTupleIP)
+	if err != nil {
+		return 0, msgLen, err
+	}
+	a, err := nlAttr(ip, ctaIPv4Src)
+	if err != nil {
+		return 0, msgLen, err
+	}
+	if len(a) != 4 {
+		return 0, msgLen, errEventNoSrc
+	}
+	return endian.BigEndian.Uint32(a), msgLen, nil
+}
+
+// nlAttr returns the payload of the first attribute of type typ in b.
+func nlAttr(b []byte, typ uint16) ([]byte, error) {
+	for len(b) >= 4 {
+		l := int(endian.NativeEndian.Uint16(b[0:2]))
+		if l < 4 || l > len(b) {
+			return nil, errEventAttr
+		}
+		if endian.NativeEndian.Uint16(b[2:4])&nlaTypeMask == typ {
+			return b[4:l], nil
+		}
+		next := (l + 3) &^ 3
+		if next >= len(b) {
+			break
+		}
+		b = b[next:]
+	}
+	return nil, errEventNoSrc
+}
+
+// samplerFilter is the classic BPF program on the sampler's socket: it
+// passes only events whose original source is a sampled storm flow (in
+// stormBase/14 with the low sampleShift bits zero), so the listener costs
+// the machine next to nothing while the daemons work. Packet loads are big
+// endian, as the address is.
+func samplerFilter() ([]unix.SockFilter, error) {
+	raw, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: ctEventSrcOffset, Size: 4},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: stormMask | sampleMask},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: stormBase, SkipFalse: 1},
+		bpf.RetConstant{Val: 0x40000},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return out, nil
+}
+
+// samplerStats counts what the sampler read, by outcome.
+type samplerStats struct {
+	Events   int
+	Rejected map[string]int
+	Overruns int // ENOBUFS: the socket dropped events
+}
+
+// sampler records when sampled storm flows appear in a namespace's kernel
+// table, from NEW events.
+type sampler struct {
+	fd    int
+	start time.Time
+	seen  []time.Duration
+	stats samplerStats
+	stop  atomic.Bool
+	done  chan struct{}
+}
+
+func startSampler(ns *lab.Netns, n int, start time.Time) (*sampler, error) {
+	prog, err := samplerFilter()
+	if err != nil {
+		return nil, err
+	}
+	s := &sampler{fd: -1, start: start, seen: make([]time.Duration, n>>sampleShift+1),
+		stats: samplerStats{Rejected: map[string]int{}}, done: make(chan struct{})}
+	err = ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return fmt.Errorf("netlink socket: %w", err)
+		}
+		s.fd = fd
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
+			return fmt.Errorf("SO_RCVBUFFORCE: %w", err)
+		}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}); err != nil {
+			return fmt.Errorf("SO_ATTACH_FILTER: %w", err)
+		}
+		// The read timeout lets Stop end the reader without closing the
+		// socket under a blocked recvfrom.
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50000}); err != nil {
+			return fmt.Errorf("SO_RCVTIMEO: %w", err)
+		}
+		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (nfnlGroupConntrackNew - 1)})
+	})
+	if err != nil {
+		if s.fd >= 0 {
+			unix.Close(s.fd)
+		}
+		return nil, fmt.Errorf("event sampler in %s: %w", ns, err)
+	}
+	go s.run()
+	return s, nil
+}
+
+func (s *sampler) run() {
+	defer close(s.done)
+	buf := make([]byte, 64<<10)
+	for !s.stop.Load() {
+		n, _, err := unix.Recvfrom(s.fd, buf, 0)
+		now := time.Since(s.start)
+		switch {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOBUFS):
+			s.stats.Overruns++
+			continue
+		case err != nil:
+			s.stats.Rejected["recv: "+err.Error()]++
+			return
+		}
+		for b := buf[:n]; len(b) > 0; {
+			src, l, err := parseCTEventSrc(b)
+			if err == nil && src&stormMask != stormBase {
+				err = errEventNotOur
+			}
+			if err != nil {
+				s.stats.Rejected[err.Error()]++
+			} else {
+				s.stats.Events++
+				if i := int(src-stormBase) >> sampleShift; i < len(s.seen) && s.seen[i] == 0 {
+					s.seen[i] = now
+				}
+			}
+			if l == 0 {
+				break
+			}
+			b = b[l:]
+		}
+	}
+}
+
+// Stop ends the reader and returns the appearance offsets (0: never seen).
+func (s *sampler) Stop() ([]time.Duration, samplerStats) {
+	s.stop.Store(true)
+	<-s.done
+	unix.Close(s.fd)
+	return s.seen, s.stats
+}
+
+type lagStats struct{ p50, p99, max time.Duration }
+
+func lagSummary(lags []time.Duration) lagStats {
+	if len(lags) == 0 {
+		return lagStats{}
+	}
+	s := slices.Clone(lags)
+	slices.Sort(s)
+	return lagStats{p50: percentile(s, 50), p99: percentile(s, 99), max: s[len(s)-1]}
+}
+
+// percentile of sorted s by the nearest-rank method.
+func percentile(s []time.Duration, p int) time.Duration {
+	i := (len(s)*p + 99) / 100
+	return s[max(i-1, 0)]
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// takeoverCase is a pair of firewalls with state replication that can be
+// crashed.
+type takeoverCase struct {
+	name string
+	// start elects fw1 and returns how to crash it and, after the crash,
+	// a note on the survivor (e.g. how long conntrackd's commit took).
+	start func(b *testing.B, p *lab.Pair) (crash func() error, after func(crashed time.Time) string)
+}
+
+// BenchmarkConntrackTakeover measures the fraction of established TCP
+// connections that survive a crash of the master.
+func BenchmarkConntrackTakeover(b *testing.B) {
+	for _, c := range []takeoverCase{
+		{"muros-had", takeoverMuros},
+		{"keepalived+conntrackd", takeoverKeepalivedConntrackd},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchTakeover(b, c) })
+	}
+}
+
+func takeoverMuros(b *testing.B, p *lab.Pair) (func() error, func(time.Time) string) {
+	n1, n2 := startMurosConntrack(b, p)
+	crash := func() error {
+		if err := stopForwarding(p); err != nil {
+			return err
+		}
+		if err := n1.Kill(); err != nil {
+			return err
+		}
+		return powerOff(p)
+	}
+	after := func(time.Time) string {
+		if err := n2.WaitState("MASTER", 5*time.Second); err != nil {
+			return err.Error()
+		}
+		cs, err := murosConntrack(n2)
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("new master conntrack %+v", cs)
+	}
+	return crash, after
+}
+
+func takeoverKeepalivedConntrackd(b *testing.B, p *lab.Pair) (func() error, func(time.Time) string) {
+	ko := hatest.KeepalivedOptions{Auth: hatest.KeepalivedAuthNone, Interval: 100 * time.Millisecond}
+	ko.Role = "master"
+	k1, err := StartKeepalivedConntrackd(p, p.FW1, ko, conntrackdOptions(p, p.FW1, false))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ko.Role = "backup"
+	k2, err := StartKeepalivedConntrackd(p, p.FW2, ko, conntrackdOptions(p, p.FW2, false))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := WaitVIP(ctx, p.FW1, p.LANVIP.Addr()); err != nil {
+		b.Fatal(err)
+	}
+	if err := WaitVIP(ctx, p.FW1, p.WANVIP.Addr()); err != nil {
+		b.Fatal(err)
+	}
+	// The first election's script runs (fw1 primary: commit, flush,
+	// resync, bulk) must be over before the connections start.
+	for {
+		if _, _, ok := k1.PrimaryDone(time.Time{}); ok {
+			break
+		}
+		if ctx.Err() != nil {
+			b.Fatalf("fw1's primary-backup.sh primary never finished:\n%s", k1.Keepalived.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	crash := func() error {
+		if err := stopForwarding(p); err != nil {
+			return err
+		}
+		if err := k1.Kill(); err != nil {
+			return err
+		}
+		return powerOff(p)
+	}
+	after := func(crashed time.Time) string {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if end, took, ok := k2.PrimaryDone(crashed); ok {
+				return fmt.Sprintf("fw2 primary-backup.sh primary (commit, flush, resync, bulk) took %v, done %v after the crash",
+					took.Round(time.Millisecond), end.Sub(crashed).Round(time.Millisecond))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return "fw2 never ran primary-backup.sh primary:\n" + k2.Keepalived.Log()
+	}
+	return crash, after
+}
+
+// takeoverResult is one takeover as the connections saw it.
+type takeoverResult struct {
+	Conns    int
+	Survived int
+	Errors   map[string]int // connections that saw an error, by error
+	Silent   int            // no error, but no echo within the window
+	Recovery []time.Duration
+	Survivor string
+}
+
+func benchTakeover(b *testing.B, c takeoverCase) {
+	lab.Require(b)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	var pct, p50s, p99s, maxs []float64
+	for rep := range max(*ctRepsFlag, b.N) {
+		r := func() takeoverResult {
+			p := newPair(b)
+			defer p.Close()
+			r, err := runTakeover(b, p, c, *ctConnsFlag, rng)
+			if err != nil {
+				b.Fatalf("%s rep %d: %v", c.name, rep, err)
+			}
+			return r
+		}()
+		s := lagSummary(r.Recovery)
+		b.Logf("%s rep %d: %d/%d survived (errors %v, silent %d); first echo after the crash p50 %v p99 %v max %v; %s",
+			c.name, rep, r.Survived, r.Conns, r.Errors, r.Silent, s.p50, s.p99, s.max, r.Survivor)
+		pct = append(pct, 100*float64(r.Survived)/float64(r.Conns))
+		p50s = append(p50s, Millis(s.p50))
+		p99s = append(p99s, Millis(s.p99))
+		maxs = append(maxs, Millis(s.max))
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(pct), "survived_pct")
+	b.ReportMetric(slices.Min(pct), "survived_min_pct")
+	b.ReportMetric(median(p50s), "recovery_p50_ms")
+	b.ReportMetric(median(p99s), "recovery_p99_ms")
+	b.ReportMetric(median(maxs), "recovery_max_ms")
+}
+
+// survivalWindow is how long after the crash a connection has to get an
+// echo back.
+const survivalWindow = 5 * time.Second
+
+func runTakeover(b *testing.B, p *lab.Pair, c takeoverCase, conns int, rng *rand.Rand) (takeoverResult, error) {
+	crash, after := c.start(b, p)
+	if err := p.FlushNeighbours(); err != nil {
+		return takeoverResult{}, err
+	}
+	fleet, err := startFleet(p, conns)
+	if err != nil {
+		return takeoverResult{}, err
+	}
+	defer fleet.Close()
+	if err := fleet.WaitAllEchoed(10 * time.Second); err != nil {
+		return takeoverResult{}, err
+	}
+	// Established and replicated; crash at a random phase of the 100 ms
+	// advert and write timers.
+	time.Sleep(time.Second + time.Duration(rng.Int64N(int64(100*time.Millisecond))))
+	crashed := time.Now()
+	fleet.crashAt.Store(int64(crashed.Sub(fleet.start)))
+	if err := crash(); err != nil {
+		return takeoverResult{}, fmt.Errorf("crash: %w", err)
+	}
+	survivor := after(crashed)
+	time.Sleep(time.Until(crashed.Add(survivalWindow)))
+	r := fleet.Result(crashed.Sub(fleet.start), survivalWindow)
+	r.Survivor = survivor
+	return r, nil
+}
+
+// fleet is many paced TCP connections from the client to an echo server
+// on the server, through the VIPs.
+type fleet struct {
+	start   time.Time
+	ln      net.Listener
+	conns   []*fleetConn
+	crashAt atomic.Int64 // offset from start; 0 before the crash
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	served  []net.Conn
+}
+
+type fleetConn struct {
+	c net.Conn
+	// Offsets from the fleet's start; 0: none yet.
+	firstEcho, firstAfterCrash, lastEcho atomic.Int64
+	mu                                   sync.Mutex
+	err                                  error
+}
+
+const fleetPort = 9100
+
+func startFleet(p *lab.Pair, n int) (*fleet, error) {
+	f := &fleet{start: time.Now()}
+	if err := p.Server.Do(func() (err error) {
+		f.ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", fleetPort))
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("echo server: %w", err)
+	}
+	f.wg.Add(1)
+	go f.serve()
+	dst := netip.AddrPortFrom(p.ServerAddr.Addr(), fleetPort).String()
+	err := p.Client.Do(func() error {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		for range n {
+			c, err := d.Dial("tcp4", dst)
+			if err != nil {
+				return fmt.Errorf("dial %s: %w", dst, err)
+			}
+			f.conns = append(f.conns, &fleetConn{c: c})
+		}
+		return nil
+	})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("client connections (%d open): %w", len(f.conns), err)
+	}
+	for i, fc := range f.conns {
+		f.wg.Add(2)
+		go f.write(fc, time.Duration(i)*100*time.Millisecond/time.Duration(n))
+		go f.read(fc)
+	}
+	return f, nil
+}
+
+func (f *fleet) serve() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		if f.closing.Load() {
+			f.mu.Unlock()
+			c.Close()
+			return
+		}
+		f.served = append(f.served, c)
+		f.wg.Add(1)
+		f.mu.Unlock()
+		go func() {
+			defer f.wg.Done()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+func (f *fleet) write(fc *fleetConn, phase time.Duration) {
+	defer f.wg.Done()
+	time.Sleep(phase)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var msg [8]byte
+	for seq := uint64(0); ; seq++ {
+		endian.BigEndian.PutUint64(msg[:], seq)
+		if _, err := fc.c.Write(msg[:]); err != nil {
+			f.fail(fc, err)
+			return
+		}
+		<-t.C
+		if f.closing.Load() {
+			return
+		}
+	}
+}
+
+func (f *fleet) read(fc *fleetConn) {
+	defer f.wg.Done()
+	buf := make([]byte, 4096)
+	for {
+		_, err := fc.c.Read(buf)
+		if err != nil {
+			f.fail(fc, err)
+			return
+		}
+		now := int64(time.Since(f.start))
+		fc.firstEcho.CompareAndSwap(0, now)
+		fc.lastEcho.Store(now)
+		if ca := f.crashAt.Load(); ca != 0 && now > ca {
+			fc.firstAfterCrash.CompareAndSwap(0, now)
+		}
+	}
+}
+
+func (f *fleet) fail(fc *fleetConn, err error) {
+	if f.closing.Load() {
+		return
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.err == nil {
+		fc.err = err
+	}
+}
+
+// WaitAllEchoed waits until every connection has had an echo.
+func (f *fleet) WaitAllEchoed(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := 0
+		for _, fc := range f.conns {
+			if fc.firstEcho.Load() == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d connections never echoed within %v", missing, len(f.conns), timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Result judges every connection: survived if it saw no error and got an
+// echo back within window after crash.
+func (f *fleet) Result(crash, window time.Duration) takeoverResult {
+	r := takeoverResult{Conns: len(f.conns), Errors: map[string]int{}}
+	for _, fc := range f.conns {
+		fc.mu.Lock()
+		err := fc.err
+		fc.mu.Unlock()
+		after := time.Duration(fc.firstAfterCrash.Load())
+		switch {
+		case err != nil:
+			r.Errors[errorClass(err)]++
+		case after == 0 || after-crash > window:
+			r.Silent++
+		default:
+			r.Survived++
+			r.Recovery = append(r.Recovery, after-crash)
+		}
+	}
+	return r
+}
+
+func errorClass(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "reset"
+	case errors.Is(err, io.EOF):
+		return "eof"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return err.Error()
+}
+
+// Close ends every connection and goroutine.
+func (f *fleet) Close() {
+	f.closing.Store(true)
+	f.mu.Lock()
+	f.ln.Close()
+	for _, c := range f.served {
+		c.Close()
+	}
+	f.mu.Unlock()
+	for _, fc := range f.conns {
+		fc.c.Close()
+	}
+	f.wg.Wait()
+}
+
+// Unit tests of the pure parts.
+
+func appendCTEvent(b []byte, typ uint16, src [4]byte) []byte {
+	attr := func(b []byte, typ uint16, payload []byte) []byte {
+		b = endian.NativeEndian.AppendUint16(b, uint16(4+len(payload)))
+		b = endian.NativeEndian.AppendUint16(b, typ)
+		b = append(b, payload...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	ip := attr(nil, ctaIPv4Src, src[:])
+	ip = attr(ip, 2, []byte{198, 51, 100, 80}) // CTA_IP_V4_DST
+	orig := attr(nil, ctaTupleIP|0x8000, ip)
+	attrs := attr(nil, ctaTupleOrig|0x8000, orig)
+	msg := endian.NativeEndian.AppendUint32(nil, uint32(20+len(attrs)))
+	msg = endian.NativeEndian.AppendUint16(msg, typ)
+	msg = append(msg, make([]byte, 10)...) // flags, seq, pid
+	msg = append(msg, 2, 0, 0, 0)          // nfgenmsg: AF_INET, version, res_id
+	return append(b, append(msg, attrs...)...)
+}
+
+func TestParseCTEventSrc(t *testing.T) {
+	good := appendCTEvent(nil, ctMsgNew, [4]byte{10, 64, 1, 0})
+	type out struct {
+		Src uint32
+		Len int
+		Err string
+	}
+	errStr := func(err error) string {
+		if err == nil {
+			return ""
+		}
+		return err.Error()
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want out
+	}{
+		{"new event", good, out{0x0a400100, len(good), ""}},
+		{"short", good[:10], out{0, 0, errEventShort.Error()}},
+		{"truncated", good[:len(good)-4], out{0, 0, errEventShort.Error()}},
+		{"update type", appendCTEvent(nil, 0x0101, [4]byte{10, 64, 0, 0}), out{0, len(good), errEventType.Error()}},
+		{"no attributes", func() []byte {
+			b := slices.Clone(good[:20])
+			endian.NativeEndian.PutUint32(b, 20)
+			return b
+		}(), out{0, 20, errEventNoSrc.Error()}},
+		{"attribute overrun", func() []byte {
+			b := slices.Clone(good)
+			endian.NativeEndian.PutUint16(b[20:], 200)
+			return b
+		}(), out{0, len(good), errEventAttr.Error()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, l, err := parseCTEventSrc(tc.in)
+			if diff := cmp.Diff(tc.want, out{src, l, errStr(err)}); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSamplerFilterOffset checks that the BPF filter's fixed offset is
+// where the decoder finds the source address in a kernel-shaped event.
+func TestSamplerFilterOffset(t *testing.T) {
+	ev := appendCTEvent(nil, ctMsgNew, [4]byte{10, 65, 2, 64})
+	if got := endian.BigEndian.Uint32(ev[ctEventSrcOffset:]); got != 0x0a410240 {
+		t.Fatalf("word at %d = %#x, want 0x0a410240", ctEventSrcOffset, got)
+	}
+	vm, err := func() (*bpf.VM, error) {
+		prog, err := samplerFilter()
+		if err != nil {
+			return nil, err
+		}
+		ins := make([]bpf.Instruction, len(prog))
+		for i, p := range prog {
+			ins[i] = bpf.RawInstruction{Op: p.Code, Jt: p.Jt, Jf: p.Jf, K: p.K}.Disassemble()
+		}
+		return bpf.NewVM(ins)
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		src  [4]byte
+		pass bool
+	}{
+		{[4]byte{10, 64, 0, 0}, true},
+		{[4]byte{10, 65, 2, 64}, true},
+		{[4]byte{10, 65, 2, 65}, false},
+		{[4]byte{10, 68, 0, 0}, false},
+		{[4]byte{192, 168, 255, 1}, false},
+	} {
+		n, err := vm.Run(appendCTEvent(nil, ctMsgNew, tc.src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (n > 0) != tc.pass {
+			t.Errorf("%v: filter returned %d, want pass=%v", tc.src, n, tc.pass)
+		}
+	}
+}
+
+func TestParseExternalCacheSize(t *testing.T) {
+	out := "cache:internal active objects:            3\n\tactive/total entries:       3/      3\n" +
+		"cache:external active objects:       100000\n\tactive/total entries:  100000/ 100000\n"
+	n, err := ParseExternalCacheSize(out)
+	if err != nil || n != 100000 {
+		t.Fatalf("got %d, %v; want 100000", n, err)
+	}
+	if _, err := ParseExternalCacheSize("nothing"); err == nil {
+		t.Fatal("no error for output without an external cache line")
+	}
+}
+
+func TestKeepalivedWithScript(t *testing.T) {
+	conf := "global_defs {\n}\n\nvrrp_sync_group MUROS {\n    group {\n        WAN\n    }\n}\n"
+	got, err := KeepalivedWithScript(conf, "/x/pb.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "global_defs {\n}\n\nvrrp_sync_group MUROS {\n" +
+		"    notify_master \"/x/pb.sh primary\"\n    notify_backup \"/x/pb.sh backup\"\n    notify_fault \"/x/pb.sh fault\"\n" +
+		"    group {\n        WAN\n    }\n}\n"
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	if _, err := KeepalivedWithScript("global_defs {\n}\n", "/x"); err == nil {
+		t.Error("no error without a sync group")
+	}
+}
+
+func FuzzParseCTEventSrc(f *testing.F) {
+	f.Add(appendCTEvent(nil, ctMsgNew, [4]byte{10, 64, 0, 0}))
+	f.Add(appendCTEvent(appendCTEvent(nil, ctMsgNew, [4]byte{10, 64, 0, 64}), 0x0101, [4]byte{1, 2, 3, 4}))
+	f.Add([]byte{})
+	f.Add(make([]byte, 20))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for len(b) > 0 {
+			src, l, err := parseCTEventSrc(b)
+			if err != nil && src != 0 {
+				t.Fatalf("error %v with source %#x", err, src)
+			}
+			if l < 0 || l > len(b) {
+				t.Fatalf("length %d of a %d-byte buffer", l, len(b))
+			}
+			if l == 0 {
+				return
+			}
+			b = b[l:]
+		}
+	})
+}
+
+// BenchmarkConntrackStormWriter is the storm writer alone (no daemon on
+// either firewall): the ceiling of the storm rates above on this machine.
+func BenchmarkConntrackStormWriter(b *testing.B) {
+	lab.Require(b)
+	n := *ctFlowsFlag
+	var rates []float64
+	for range max(*ctRepsFlag, b.N) {
+		func() {
+			p := newPair(b)
+			defer p.Close()
+			took, err := createStorm(p.FW1, n, time.Now(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rates = append(rates, float64(n)/took.Seconds())
+		}()
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(rates), "flows/s")
+}
