@@ -27,8 +27,8 @@
 //
 // Timeouts. A packet that refreshes a conntrack timeout produces no event,
 // so every RefreshInterval the master dumps its table and re-announces the
-// flows whose backup copy would expire within two intervals, with the
-// timeout padded by two intervals (see package ctrel). A flow alive on the
+// flows whose backup copy would expire within three intervals, with the
+// timeout padded by three intervals (see package ctrel). A flow alive on the
 // master is alive on the backup at takeover; a flow that dies on the master
 // dies on the backup through its DESTROY event.
 //

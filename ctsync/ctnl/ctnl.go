@@ -22,6 +22,10 @@
 //     IPS_UNCHANGEABLE_MASK (NAT, CONFIRMED, EXPECTED ...) cannot be set
 //     through CTA_STATUS, and a CTA_STATUS that differs from the entry in
 //     CONFIRMED, EXPECTED or DYING is refused with EBUSY.
+//   - Several ctnetlink requests may share one sendmsg: netlink_rcv_skb
+//     processes them in order and, with NLM_F_ACK, answers each with an
+//     NLMSG_ERROR carrying its sequence number (0 = success). ApplyBatch
+//     injects a whole datagram that way.
 //   - CTA_PROTOINFO_TCP_FLAGS_* are struct nf_ct_tcp_flags {flags, mask};
 //     the kernel applies flags under mask. Injected TCP entries get
 //     IP_CT_TCP_FLAG_BE_LIBERAL in both directions so window tracking,

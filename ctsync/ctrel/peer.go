@@ -32,11 +32,13 @@
 //   - Timeouts: the kernel reports no event when a packet refreshes a
 //     conntrack timeout, so the sender periodically feeds a table dump to
 //     Reconcile. A flow is re-announced when the expiry the backup was
-//     given falls within two refresh intervals; every announced timeout is
-//     padded by two refresh intervals. Hence a flow alive on the master is
+//     given falls within RefreshMargin (three refresh intervals); every
+//     announced timeout is padded by RefreshMargin. After any sweep every
+//     backup copy outlives the next sweep by at least two intervals, so a
+//     late sweep does not lose flows either: a flow alive on the master is
 //     alive on the backup (its DESTROY event, not its timer, removes it
-//     there), and the refresh traffic is one record per flow per
-//     (timeout + pad - 2 intervals), not one per sweep.
+//     there). Refresh traffic is about one record per flow per master
+//     timeout, not one per sweep.
 package ctrel
 
 import (

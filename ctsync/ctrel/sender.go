@@ -18,7 +18,7 @@ type SenderConfig struct {
 	// Heartbeat is the longest the sender stays silent.
 	Heartbeat time.Duration
 	// Refresh is the interval at which the shell calls Reconcile; announced
-	// timeouts are padded by 2*Refresh.
+	// timeouts are padded by RefreshMargin intervals.
 	Refresh time.Duration
 }
 
@@ -36,6 +36,11 @@ func (c *SenderConfig) defaults() {
 		c.Refresh = 10 * time.Second
 	}
 }
+
+// RefreshMargin is, in refresh intervals, both the padding added to every
+// announced timeout and how close to expiry a backup copy may come before
+// it is re-announced.
+const RefreshMargin = 3
 
 type entry struct {
 	flow    ctwire.Flow
@@ -150,7 +155,7 @@ func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
 }
 
 // Reconcile merges a table dump taken at dumpStart: changed or new flows
-// are queued, flows whose backup copy would expire within two refresh
+// are queued, flows whose backup copy would expire within RefreshMargin
 // intervals are re-announced, and flows absent from the dump that no event
 // mentioned since dumpStart are destroyed. Reset(true) semantics are the
 // caller's: use it after a listener restart too.
@@ -175,7 +180,7 @@ func (s *Sender) Reconcile(now, dumpStart time.Duration, flows []ctwire.Flow) {
 		e.flow = *f
 		e.flow.Op = ctwire.OpUpdate
 		masterExpiry := now + time.Duration(f.Timeout)*time.Second
-		stale := e.expiry < now+2*s.cfg.Refresh && e.expiry < masterExpiry
+		stale := e.expiry < now+RefreshMargin*s.cfg.Refresh && e.expiry < masterExpiry
 		if changed || stale {
 			if stale && !changed && !e.queued {
 				s.stats.Refreshed++
@@ -251,7 +256,7 @@ func (s *Sender) record(now time.Duration, k ctwire.Key, f *ctwire.Flow) {
 		return
 	}
 	*f = e.flow
-	pad := 2 * s.cfg.Refresh
+	pad := RefreshMargin * s.cfg.Refresh
 	f.Timeout += uint32(pad / time.Second)
 	e.expiry = now + time.Duration(f.Timeout)*time.Second
 }
