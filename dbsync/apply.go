@@ -34,7 +34,7 @@ const (
 // revisionState is persisted in <state>/revision.
 type revisionState struct {
 	Revision uint64 `json:"revision"`
-	Digest   string `json:"digest"` // hex sha256 of the batch body that made it
+	Digest   string `json:"digest"` // hex BatchDigest of the batch that made it
 }
 
 // journal is persisted in <state>/journal between staging and completion.
@@ -127,8 +127,8 @@ func rootFor(r resolved) (*os.Root, string, error) {
 	return root, filepath.FromSlash(name), nil
 }
 
-// apply stages, journals and installs b. digest identifies the request body
-// so a retry is recognised.
+// apply stages, journals and installs b. digest (BatchDigest) identifies
+// the batch so a retry is recognised.
 func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

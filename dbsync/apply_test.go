@@ -33,11 +33,10 @@ func appendEntry(path, prefix, tail string) Entry {
 
 func mustApply(t *testing.T, a *applier, b Batch) ApplyResult {
 	t.Helper()
-	wire, err := AppendBatch(nil, b)
-	if err != nil {
+	if _, err := AppendBatch(nil, b); err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.apply(b, sha256.Sum256(wire))
+	res, err := a.apply(b, BatchDigest(b))
 	if err != nil {
 		t.Fatalf("apply revision %d: %v", b.Revision, err)
 	}
@@ -115,8 +114,8 @@ func TestApplyIdempotentAndStale(t *testing.T) {
 	if !res.Noop || res.Revision != 5 {
 		t.Fatalf("retry = %+v, want no-op at 5", res)
 	}
-	wire, _ := AppendBatch(nil, Batch{Revision: 5, Entries: []Entry{put("db/a", "other")}})
-	if _, err := a.apply(Batch{Revision: 5, Entries: []Entry{put("db/a", "other")}}, sha256.Sum256(wire)); !errors.Is(err, ErrStaleRevision) {
+	other := Batch{Revision: 5, Entries: []Entry{put("db/a", "other")}}
+	if _, err := a.apply(other, BatchDigest(other)); !errors.Is(err, ErrStaleRevision) {
 		t.Fatalf("same revision, other content: %v, want ErrStaleRevision", err)
 	}
 	if _, err := a.apply(Batch{Revision: 4, Entries: []Entry{put("db/a", "old")}}, [32]byte{9}); !errors.Is(err, ErrStaleRevision) {
@@ -216,8 +215,7 @@ func TestApplyCrashRecovery(t *testing.T) {
 				}
 				return nil
 			}
-			wire, _ := AppendBatch(nil, next)
-			if _, err := a.apply(next, sha256.Sum256(wire)); !errors.Is(err, errCrash) {
+			if _, err := a.apply(next, BatchDigest(next)); !errors.Is(err, errCrash) {
 				t.Fatalf("apply = %v, want the simulated crash", err)
 			}
 			// Restart.
@@ -235,7 +233,7 @@ func TestApplyCrashRecovery(t *testing.T) {
 				t.Fatalf("journal left after recovery: %v", err)
 			}
 			// The master's retry of the same batch is then a no-op or applies.
-			res, err := b.apply(next, sha256.Sum256(wire))
+			res, err := b.apply(next, BatchDigest(next))
 			if tt.wantR == 2 && (err != nil || !res.Noop) {
 				t.Fatalf("retry after roll-forward = %+v, %v; want no-op", res, err)
 			}

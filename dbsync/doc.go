@@ -127,8 +127,9 @@
 // Each applied batch carries a revision larger than any the receiver has
 // applied: the master uses max(own, peer's) + 1, and persists it in its own
 // StateDir/revision too, so revisions keep increasing across role changes
-// and restarts. The receiver persists {revision, digest} (digest = SHA-256
-// of the request body). A retried push with the same revision and digest is
+// and restarts. The receiver persists {revision, digest} (digest =
+// BatchDigest: SHA-256 over the batch's wire form without the data bytes,
+// which still covers the content through each entry's SHA-256). A retried push with the same revision and digest is
 // a no-op success; any other push at or below the current revision is 409.
 //
 // Apply on the backup, per batch:

@@ -1,7 +1,6 @@
 package dbsync
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,8 +99,7 @@ func crashChild() {
 	}
 	for rev := a.revision().Revision + 1; ; rev++ {
 		b := Batch{Revision: rev, Entries: crashSet(crashVersion(rev))}
-		wire, _ := AppendBatch(nil, b)
-		if _, err := a.apply(b, sha256.Sum256(wire)); err != nil {
+		if _, err := a.apply(b, BatchDigest(b)); err != nil {
 			fail(err)
 		}
 		if os.Getenv(crashStepEnv) != "" {

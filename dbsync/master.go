@@ -3,7 +3,6 @@ package dbsync
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -425,7 +424,7 @@ func (n *Node) push(ctx context.Context, st *masterState, entries []Entry) error
 		}
 		return fmt.Errorf("push revision %d: %w", rev, err)
 	}
-	digest := sha256.Sum256(body)
+	digest := BatchDigest(Batch{Revision: rev, Entries: entries})
 	if err := n.applier.bumpRevision(rev, hex.EncodeToString(digest[:])); err != nil {
 		return fmt.Errorf("persist revision: %w", err)
 	}

@@ -1,7 +1,6 @@
 package dbsync
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,7 +138,7 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := n.applier.apply(b, sha256.Sum256(body))
+	res, err := n.applier.apply(b, BatchDigest(b))
 	if err != nil {
 		status, reason := http.StatusInternalServerError, ReasonApplyError
 		switch {

@@ -1,6 +1,7 @@
 package dbsync
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -229,6 +230,33 @@ func AppendBatch(dst []byte, b Batch) ([]byte, error) {
 		}
 	}
 	return dst, nil
+}
+
+// BatchDigest identifies a batch for retry detection: SHA-256 over the
+// wire form with every Data field left out. Each put and append carries the
+// SHA-256 of its resulting file (verified on apply), so the digest still
+// covers the content, without hashing the data a second time.
+func BatchDigest(b Batch) [32]byte {
+	h := sha256.New()
+	var buf [batchHeaderLen + entryFixedLen + appendFixedLen + 32]byte
+	hdr := binary.BigEndian.AppendUint64(append(buf[:0], batchMagic...), b.Revision)
+	h.Write(hdr)
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		p := append(buf[:0], byte(e.Op), e.Flags)
+		p = binary.BigEndian.AppendUint32(p, e.Mode)
+		p = binary.BigEndian.AppendUint16(p, uint16(len(e.Path)))
+		h.Write(p)
+		h.Write([]byte(e.Path))
+		p = append(buf[:0], e.SHA256[:]...)
+		p = binary.BigEndian.AppendUint64(p, e.Offset)
+		p = append(p, e.PrefixSHA256[:]...)
+		p = binary.BigEndian.AppendUint64(p, uint64(len(e.Data)))
+		h.Write(p)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // encodedEntryLen is the wire size of e, used to split batches.

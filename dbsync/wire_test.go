@@ -88,6 +88,33 @@ func TestParseBatchErrors(t *testing.T) {
 	}
 }
 
+func TestBatchDigest(t *testing.T) {
+	base := sampleBatch()
+	d0 := BatchDigest(base)
+	if BatchDigest(sampleBatch()) != d0 {
+		t.Fatal("digest not deterministic")
+	}
+	mutations := map[string]func(b *Batch){
+		"revision": func(b *Batch) { b.Revision++ },
+		"op":       func(b *Batch) { b.Entries[2].Op = OpPut },
+		"flags":    func(b *Batch) { b.Entries[0].Flags = 0 },
+		"mode":     func(b *Batch) { b.Entries[0].Mode = 0o600 },
+		"path":     func(b *Batch) { b.Entries[0].Path = "muros-db/other.db" },
+		"content":  func(b *Batch) { b.Entries[0].SHA256[0] ^= 1 },
+		"offset":   func(b *Batch) { b.Entries[1].Offset++ },
+		"prefix":   func(b *Batch) { b.Entries[1].PrefixSHA256[0] ^= 1 },
+		"length":   func(b *Batch) { b.Entries[1].Data = b.Entries[1].Data[:3] },
+		"entries":  func(b *Batch) { b.Entries = b.Entries[:3] },
+	}
+	for name, m := range mutations {
+		b := sampleBatch()
+		m(&b)
+		if BatchDigest(b) == d0 {
+			t.Errorf("changing %s keeps the digest", name)
+		}
+	}
+}
+
 func TestBatchRoundTripProperty(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		n := rapid.IntRange(1, 5).Draw(t, "n")
