@@ -80,6 +80,17 @@ func TestInjectNAT(t *testing.T) {
 			Reply:  ctwire.Tuple{Src: addr("198.51.100.8"), Dst: addr("10.10.0.7"), SrcPort: 22, DstPort: 41000},
 			HasTCP: true, TCP: ctwire.TCPInfo{State: 3},
 		}, StatusSeenReply | StatusAssured},
+		{"udp6", ctwire.Flow{
+			Op: ctwire.OpUpdate, Proto: 17, Status: StatusSeenReply, Timeout: 60, Mark: 3,
+			Orig:  ctwire.Tuple{Src: addr("2001:db8:1::5"), Dst: addr("2001:db8:2::53"), SrcPort: 5000, DstPort: 53},
+			Reply: ctwire.Tuple{Src: addr("2001:db8:2::53"), Dst: addr("2001:db8:1::5"), SrcPort: 53, DstPort: 5000},
+		}, StatusSeenReply},
+		{"tcp6 dnat", ctwire.Flow{
+			Op: ctwire.OpUpdate, Proto: 6, Status: StatusSeenReply | StatusAssured, Timeout: 300,
+			Orig:   ctwire.Tuple{Src: addr("2001:db8:9::1"), Dst: addr("2001:db8:1::1"), SrcPort: 40001, DstPort: 443},
+			Reply:  ctwire.Tuple{Src: addr("2001:db8:1::80"), Dst: addr("2001:db8:9::1"), SrcPort: 8443, DstPort: 40001},
+			HasTCP: true, TCP: ctwire.TCPInfo{State: 3},
+		}, 1<<5 | 1<<8},
 		{"icmp", ctwire.Flow{
 			Op: ctwire.OpUpdate, Proto: 1, Timeout: 30,
 			Orig:  ctwire.Tuple{Src: addr("10.10.0.8"), Dst: addr("198.51.100.9"), SrcPort: 99, DstPort: 8 << 8},
@@ -140,6 +151,41 @@ func TestInjectNAT(t *testing.T) {
 				t.Fatalf("delete of a missing flow must be a no-op: %v", err)
 			}
 		})
+	}
+}
+
+// TestInjectLabels: connlabels are recreated where the ruleset uses them,
+// and the flow is still created where it does not.
+func TestInjectLabels(t *testing.T) {
+	ns := lab.NewNetnsT(t, "ctnllbl")
+	f := ctwire.Flow{Op: ctwire.OpUpdate, Proto: 17, Status: StatusSeenReply, Timeout: 60,
+		Orig:      ctwire.Tuple{Src: addr("10.7.0.1"), Dst: addr("10.7.0.2"), SrcPort: 1, DstPort: 2},
+		Reply:     ctwire.Tuple{Src: addr("10.7.0.2"), Dst: addr("10.7.0.1"), SrcPort: 2, DstPort: 1},
+		HasLabels: true, Labels: [16]byte{0: 0x05}}
+	in := injectorIn(t, ns)
+	if err := in.Apply(&f); err != nil {
+		t.Fatalf("create without label support: %v", err)
+	}
+	// This kernel creates the flow and ignores the labels; others refuse
+	// and Apply retries without them. Either way the flow exists.
+	if _, ok := find(dumpIn(t, ns), f.Key()); !ok {
+		t.Fatal("flow with labels not created where labels are unused")
+	}
+	d := f
+	d.Op = ctwire.OpDestroy
+	if err := in.Apply(&d); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ns.Run("nft", "add table inet lbl; add chain inet lbl c { type filter hook input priority 0; }; add rule inet lbl c ct label set 127")
+	if err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	if err := in.Apply(&f); err != nil {
+		t.Fatalf("create with labels: %v", err)
+	}
+	got, ok := find(dumpIn(t, ns), f.Key())
+	if !ok || !got.HasLabels || got.Labels != f.Labels {
+		t.Fatalf("labels not recreated: %+v", got)
 	}
 }
 
