@@ -57,30 +57,21 @@ func (n *interopNode) mustState(t *testing.T, state string, timeout time.Duratio
 	}
 }
 
-func (n *interopNode) stop(t *testing.T) {
-	t.Helper()
-	var err error
+// stop is a graceful stop (SIGTERM: priority 0). It returns an error rather
+// than failing the test: it may run in a probe's goroutine.
+func (n *interopNode) stop() error {
 	if n.muros != nil {
-		err = n.muros.Stop()
-	} else {
-		err = n.ka.Stop()
+		return n.muros.Stop()
 	}
-	if err != nil {
-		t.Fatalf("stopping %s: %v", n, err)
-	}
+	return n.ka.Stop()
 }
 
-func (n *interopNode) kill(t *testing.T) {
-	t.Helper()
-	var err error
+// kill is a crash (SIGKILL: no priority 0, addresses left behind).
+func (n *interopNode) kill() error {
 	if n.muros != nil {
-		err = n.muros.Kill()
-	} else {
-		err = n.ka.Kill()
+		return n.muros.Kill()
 	}
-	if err != nil {
-		t.Fatalf("killing %s: %v", n, err)
-	}
+	return n.ka.Kill()
 }
 
 func (n *interopNode) restart(t *testing.T) {
@@ -252,12 +243,22 @@ func TestInteropKeepalived(t *testing.T) {
 				backup.checkAccepted(t)
 				master.checkAccepted(t)
 
-				// Graceful stop: priority 0, the backup takes over at skew time.
+				// Graceful stop: priority 0, the backup takes over at skew
+				// time and the client's traffic follows it.
 				from := backup.logLen()
-				master.stop(t)
+				res := probe(t, p, m.interval+1300*time.Millisecond, func() {
+					time.Sleep(300 * time.Millisecond)
+					if err := master.stop(); err != nil {
+						t.Errorf("stopping %s: %v", master, err)
+					}
+				})
 				backup.mustState(t, "MASTER", wait)
 				mustOwn(t, p, p.FW2)
 				backup.checkTakeover(t, true, from)
+				if res.LastReplyAge > 300*time.Millisecond {
+					t.Errorf("client traffic did not resume through %s: %+v", backup, res)
+				}
+				t.Logf("graceful stop of %s: client-visible gap %v (%d lost of %d)", master, res.MaxGap, res.Lost, res.Sent)
 
 				// The master returns and preempts.
 				master.restart(t)
@@ -274,13 +275,22 @@ func TestInteropKeepalived(t *testing.T) {
 				// going down first, a live daemon sees its tracked interfaces
 				// fail and sends priority 0 before sync0 goes too.
 				from = backup.logLen()
-				master.kill(t)
-				if err := p.CrashNode(p.FW1); err != nil {
-					t.Fatal(err)
-				}
+				res = probe(t, p, 4*m.interval+1300*time.Millisecond, func() {
+					time.Sleep(300 * time.Millisecond)
+					if err := master.kill(); err != nil {
+						t.Errorf("killing %s: %v", master, err)
+					}
+					if err := p.CrashNode(p.FW1); err != nil {
+						t.Error(err)
+					}
+				})
 				backup.mustState(t, "MASTER", wait)
 				mustHold(t, p, p.FW2)
 				backup.checkTakeover(t, false, from)
+				if res.LastReplyAge > 300*time.Millisecond {
+					t.Errorf("client traffic did not resume through %s: %+v", backup, res)
+				}
+				t.Logf("crash of %s: client-visible gap %v (%d lost of %d)", master, res.MaxGap, res.Lost, res.Sent)
 
 				// The box comes back; the restarted master preempts again.
 				if err := p.RestoreNode(p.FW1); err != nil {
