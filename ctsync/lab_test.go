@@ -133,7 +133,7 @@ func table(t testing.TB, ns *lab.Netns) map[ctwire.Key]view {
 	out := map[ctwire.Key]view{}
 	for i := range kf {
 		f, ok := ctnl.FromKernel(&kf[i])
-		if !ok || f.Orig.Dst == DefaultGroup || f.Orig.Src.String() == "10.99.0.1" || f.Orig.Src.String() == "10.99.0.2" {
+		if !ok || f.Orig.Dst.String() == DefaultGroup || f.Orig.Src.String() == "10.99.0.1" || f.Orig.Src.String() == "10.99.0.2" {
 			continue // the sync traffic itself
 		}
 		out[f.Key()] = view{Orig: f.Orig, Reply: f.Reply, Proto: f.Proto, Zone: f.Zone, Mark: f.Mark, Status: f.Status & statusCompared, TCPState: f.TCP.State}

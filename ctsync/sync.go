@@ -71,7 +71,7 @@ const (
 )
 
 // DefaultGroup is the sync multicast group (conntrackd's default too).
-var DefaultGroup = netip.MustParseAddr("225.0.0.50")
+const DefaultGroup = "225.0.0.50"
 
 // Filter selects the flows to replicate.
 type Filter struct {
@@ -184,7 +184,7 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 		return nil, errors.New("ctsync: no password")
 	}
 	if !cfg.Group.IsValid() {
-		cfg.Group = DefaultGroup
+		cfg.Group = netip.MustParseAddr(DefaultGroup)
 	}
 	if !cfg.Group.Is4() || !cfg.Group.IsMulticast() {
 		return nil, fmt.Errorf("ctsync: group %s is not an IPv4 multicast address", cfg.Group)
