@@ -430,13 +430,13 @@ func (n *Node) push(ctx context.Context, st *masterState, entries []Entry) error
 	}
 	st.peerRev = rev
 	var payload int64
+	deltas := map[string]uint64{"pushes_sent": 1, "wire_bytes_sent": uint64(len(body))}
 	for i := range entries {
 		payload += int64(len(entries[i].Data))
-		n.stats.add("entries_sent_"+entries[i].Op.String(), 1)
+		deltas["entries_sent_"+entries[i].Op.String()]++
 	}
-	n.stats.add("pushes_sent", 1)
-	n.stats.add("bytes_sent", uint64(payload))
-	n.stats.add("wire_bytes_sent", uint64(len(body)))
+	deltas["bytes_sent"] = uint64(payload)
+	n.stats.addAll(deltas)
 	n.log.Debug("dbsync: pushed", "revision", rev, "entries", len(entries), "bytes", payload)
 	return nil
 }

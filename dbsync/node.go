@@ -420,6 +420,19 @@ func (c *counters) add(name string, v uint64) {
 	c.m[name] += v
 }
 
+// addAll adds several counters at once, so a snapshot never sees a
+// partial update.
+func (c *counters) addAll(deltas map[string]uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]uint64{}
+	}
+	for k, v := range deltas {
+		c.m[k] += v
+	}
+}
+
 func (c *counters) snapshot() map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -159,9 +159,7 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 	if res.Noop {
 		n.stats.add("pushes_noop", 1)
 	} else {
-		n.stats.add("pushes_applied", 1)
-		n.stats.add("entries_applied", uint64(res.Applied))
-		n.stats.add("bytes_applied", uint64(res.Bytes))
+		n.stats.addAll(map[string]uint64{"pushes_applied": 1, "entries_applied": uint64(res.Applied), "bytes_applied": uint64(res.Bytes)})
 		n.mu.Lock()
 		n.st.lastApply = time.Now()
 		n.st.lastContact = n.st.lastApply
