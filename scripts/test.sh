@@ -4,21 +4,25 @@
 # test that skips is a test that does not exist.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=$(mktemp /tmp/muros-had-test.XXXXXX)
-trap 'rm -f "$out"' EXIT
+out=${MUROS_TEST_LOG:-/tmp/muros-had-test.log}
 go vet ./... || exit 1
-go test -count=1 -v -timeout 80m "$@" ./... 2>&1 | tee "$out" | grep --line-buffered -E '^(--- |ok|FAIL|panic)'
+go test -count=1 -v -timeout 20m "$@" ./... 2>&1 | tee "$out" | grep --line-buffered -E '^(--- |ok|FAIL|panic)'
 rc=${PIPESTATUS[0]}
 passed=$(grep -cE '^\s*--- PASS' "$out")
 failed=$(grep -cE '^\s*--- FAIL' "$out")
 skipped=$(grep -cE '^\s*--- SKIP' "$out")
+# A package that fails to build, panics or times out has no "--- FAIL" line
+# of its own: count it once.
+failed_pkgs=$(grep -E '^FAIL\s' "$out" | sort -u | wc -l)
+[ "$failed_pkgs" -gt "$failed" ] && failed=$failed_pkgs
 if [ "$skipped" -gt 0 ]; then
   echo "skipped tests (not allowed: every test must run):"
   grep -E '^\s*--- SKIP' -A2 "$out"
   rc=1
 fi
-if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
-  grep -E '^(FAIL|panic|.*build failed)' "$out" | head -20
+if [ "$rc" -ne 0 ]; then
+  echo "---- failure context (full log: $out) ----"
+  grep -E -B60 '^\s*--- FAIL|^panic:|^FAIL\s|build failed' "$out" | grep -vE '^=== (RUN|PAUSE|CONT)' | tail -300
 fi
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit "$rc"
