@@ -523,7 +523,7 @@ func (s *Sync) becomeMaster() {
 		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh,
 	})
 	s.readyOnce.Do(func() { close(s.ready) })
-	s.startListener()
+	s.startListener(true)
 }
 
 func (s *Sync) becomeBackup() {
@@ -542,7 +542,7 @@ func (s *Sync) becomeBackup() {
 
 // startListener subscribes to events, then dumps the table into the sender
 // and starts a bulk: events during the dump are newer than it and win.
-func (s *Sync) startListener() {
+func (s *Sync) startListener(fresh bool) {
 	for attempt := 0; ; attempt++ {
 		l, err := startListener(s.ns, s.cfg.ReadBuffer)
 		if err == nil {
@@ -560,7 +560,12 @@ func (s *Sync) startListener() {
 	if err != nil {
 		s.log.Error("ctsync: table dump failed", "err", err)
 	}
-	s.sender.Reconcile(s.now(), dumpStart, flows)
+	if fresh {
+		// A new master: the bulk carries every flow, queue nothing twice.
+		s.sender.Load(s.now(), dumpStart, flows)
+	} else {
+		s.sender.Reconcile(s.now(), dumpStart, flows)
+	}
 	// A bulk already running keeps going (its snapshot is taken when it
 	// begins); under repeated overruns restarting it would never finish.
 	s.sender.OnResync()
@@ -577,7 +582,7 @@ func (s *Sync) restartListener(err error) {
 		s.lst = nil
 	}
 	if s.master {
-		s.startListener()
+		s.startListener(false)
 	}
 }
 
@@ -597,7 +602,7 @@ func (s *Sync) dumpFiltered() ([]ctwire.Flow, error) {
 
 func (s *Sync) sweep() {
 	if s.lst == nil {
-		s.startListener()
+		s.startListener(false)
 		return
 	}
 	dumpStart := s.now()

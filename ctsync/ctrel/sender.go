@@ -196,6 +196,22 @@ func (s *Sender) Reconcile(now, dumpStart time.Duration, flows []ctwire.Flow) {
 	}
 }
 
+// Load fills the table from a dump taken at dumpStart without queueing
+// anything: for a new master, whose bulk (StartBulk) carries the flows
+// anyway. Flows an event mentioned since dumpStart keep the event's state.
+func (s *Sender) Load(now, dumpStart time.Duration, flows []ctwire.Flow) {
+	for i := range flows {
+		f := &flows[i]
+		k := f.Key()
+		if e := s.table[k]; e != nil && e.touched > dumpStart {
+			continue
+		}
+		e := &entry{flow: *f, touched: now}
+		e.flow.Op = ctwire.OpUpdate
+		s.table[k] = e
+	}
+}
+
 // StartBulk begins a bulk resync of the whole table (a resync request, a
 // NACK beyond the history, or a listener restart).
 // The key snapshot is taken when BULK_BEGIN is built, so every flow sent
