@@ -107,13 +107,27 @@ func (n *interopNode) checkAccepted(t *testing.T) {
 		return
 	}
 	log := n.log()
-	// keepalived 2.2.7's messages for adverts it drops for being wrong
-	// (vrrp.c), not for losing the election ("lower priority ... discarding").
-	for _, bad := range []string{"IPSEC", "AH header", "auth", "checksum", "sequence number", "TTL", "ttl", "Invalid", "invalid", "mismatch", "Discarding packet"} {
+	for _, bad := range keepalivedRejects() {
 		if strings.Contains(log, bad) {
 			t.Errorf("%s logged %q: it rejected muros-had's adverts:\n%s", n, bad, tail(log, 30))
 			return
 		}
+	}
+}
+
+// keepalivedRejects are the log messages keepalived 2.2.7 writes when it
+// drops an advert as malformed or unauthenticated (vrrp_check_packet and
+// vrrp_in_chk_ipsecah in keepalived/vrrp/vrrp.c), as opposed to losing the
+// election ("lower priority ... discarding") or "IPSEC-AH : Syncing seq_num",
+// which a master logs for an accepted lower-priority advert.
+func keepalivedRejects() []string {
+	return []string{
+		"invalid IPSEC", "already processed", "AH header", "vrrp packet too ",
+		"invalid TTL", "wrong version", "Invalid auth type", "auth, expecting",
+		"invalid passwd", "interval mismatch", "Invalid packet type",
+		"unexpected ip number count", "ip_tot_len mismatch", "Invalid VRRPv3 checksum",
+		"Invalid VRRPv2 checksum", "icast packet but received", "VIPs but received",
+		"not present in MASTER advert", "not in range", "Checksum ERROR",
 	}
 }
 
@@ -310,33 +324,41 @@ func TestInteropKeepalived(t *testing.T) {
 }
 
 // TestInteropKeepalivedWrongPassword pairs muros-had and keepalived with
-// keepalived-ah and different passwords: neither may accept the other's
-// adverts, so both become master (the split that no authentication
-// agreement must produce), muros-had counts the rejects as auth_failed and
-// keepalived logs its HMAC failure.
+// keepalived-ah and different passwords, both ways round: neither may
+// accept the other's adverts, so both become master (the split that no
+// authentication agreement must produce), muros-had counts the rejects as
+// auth_failed and keepalived logs its HMAC failure.
 func TestInteropKeepalivedWrongPassword(t *testing.T) {
-	p := lab.NewPairT(t, lab.Options{})
 	m := interopModes()[0]
-	muros, ka := startInterop(t, p, m, true, "otherpw")
-	wait := electTimeout(m)
-	muros.mustState(t, "MASTER", wait)
-	ka.mustState(t, "MASTER", wait)
-	time.Sleep(3 * m.interval)
-	muros.mustState(t, "MASTER", time.Second)
-	ka.mustState(t, "MASTER", time.Second)
-	mustHold(t, p, p.FW1)
-	mustHold(t, p, p.FW2)
-	rejected := muros.status(t).Adverts.Rejected
-	if rejected["auth_failed"] < 2 {
-		t.Errorf("muros-had rejected %v, want auth_failed >= 2", rejected)
-	}
-	for reason, n := range rejected {
-		if reason != "auth_failed" {
-			t.Errorf("muros-had rejected %d adverts as %s, want only auth_failed", n, reason)
-		}
-	}
-	const kaReject = "IPSEC-AH : invalid IPSEC HMAC-MD5 value"
-	if !strings.Contains(ka.log(), kaReject) {
-		t.Errorf("keepalived never logged %q:\n%s", kaReject, tail(ka.log(), 30))
+	for _, murosMaster := range []bool{true, false} {
+		t.Run(fmt.Sprintf("muros-had-master=%v", murosMaster), func(t *testing.T) {
+			p := lab.NewPairT(t, lab.Options{})
+			master, backup := startInterop(t, p, m, murosMaster, "otherpw")
+			muros, ka := master, backup
+			if !murosMaster {
+				muros, ka = backup, master
+			}
+			wait := electTimeout(m)
+			muros.mustState(t, "MASTER", wait)
+			ka.mustState(t, "MASTER", wait)
+			time.Sleep(3 * m.interval)
+			muros.mustState(t, "MASTER", time.Second)
+			ka.mustState(t, "MASTER", time.Second)
+			mustHold(t, p, p.FW1)
+			mustHold(t, p, p.FW2)
+			rejected := muros.status(t).Adverts.Rejected
+			if rejected["auth_failed"] < 2 {
+				t.Errorf("muros-had rejected %v, want auth_failed >= 2", rejected)
+			}
+			for reason, n := range rejected {
+				if reason != "auth_failed" {
+					t.Errorf("muros-had rejected %d adverts as %s, want only auth_failed", n, reason)
+				}
+			}
+			const kaReject = "IPSEC-AH : invalid IPSEC HMAC-MD5 value"
+			if !strings.Contains(ka.log(), kaReject) {
+				t.Errorf("keepalived never logged %q:\n%s", kaReject, tail(ka.log(), 30))
+			}
+		})
 	}
 }
