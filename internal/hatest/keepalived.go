@@ -334,19 +334,42 @@ func (k *Keepalived) Stop() error {
 	return err
 }
 
-// Kill ends keepalived with SIGKILL on the parent and its VRRP child: no
-// priority 0 advert, VIPs left behind (a crashed box, with lab CrashNode).
+// Kill ends keepalived with SIGKILL on its VRRP child and then the parent:
+// no priority 0 advert, VIPs left behind (a crashed box, with lab
+// CrashNode). The child goes first because keepalived sets
+// PR_SET_PDEATHSIG to SIGTERM in it: killing only the parent would make
+// the child shut down gracefully, and -R keeps the parent from respawning
+// it in between.
 func (k *Keepalived) Kill() error {
-	// The VRRP child would otherwise notice its parent's death and shut
-	// down gracefully, which is not a crash.
-	if b, err := os.ReadFile(filepath.Join(k.NS.Dir, "vrrp.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-			_ = unix.Kill(pid, unix.SIGKILL)
+	pid := k.Proc.Pid()
+	children := vrrpChildren(k.NS.Dir, pid)
+	if len(children) == 0 && !k.Proc.Exited() {
+		return fmt.Errorf("hatest: keepalived %d in %s has no VRRP child to kill", pid, k.NS)
+	}
+	for _, c := range children {
+		if err := unix.Kill(c, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("hatest: killing keepalived's VRRP child %d: %w", c, err)
 		}
 	}
 	err := k.Proc.Kill()
 	k.drain()
 	return err
+}
+
+// vrrpChildren returns the pids of keepalived's children: from
+// /proc/PID/task/PID/children, else from the VRRP pid file.
+func vrrpChildren(dir string, pid int) []int {
+	var pids []int
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+		b, _ = os.ReadFile(filepath.Join(dir, "vrrp.pid"))
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if c, err := strconv.Atoi(f); err == nil && c > 0 {
+			pids = append(pids, c)
+		}
+	}
+	return pids
 }
 
 func (k *Keepalived) drain() {
