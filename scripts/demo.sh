@@ -1,25 +1,20 @@
 #!/usr/bin/env bash
-# Interim main job (the live two-node demo replaces it): builds the binary and
-# decodes real keepalived 2.2.7 captures from testdata/pcaps with
-# `muros-had inspect`, one JSON object per VRRP / AH packet.
+# The main job (`make demo`): builds muros-had and runs the live two-node
+# demo in throw-away network namespaces: election, who owns the VIPs, a crash
+# of the master and a graceful stop, each with the failover gap a client
+# sending through the VIPs every millisecond sees. Needs root (namespaces,
+# raw sockets); touches nothing outside the namespaces it creates, also on
+# Ctrl-C. Extra arguments go to the demo, e.g. `scripts/demo.sh --interval 10ms`
+# (see `bin/muros-had-demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+	echo "demo: needs root for network namespaces: run \`sudo make demo\`" >&2
+	exit 1
+fi
+command -v go >/dev/null || { echo "demo: Go 1.26 is required (https://go.dev/doc/install)" >&2; exit 1; }
+echo "== building bin/muros-had and bin/muros-had-demo"
 go build -o bin/muros-had ./cmd/muros-had
-
-show() {
-	echo
-	echo "\$ bin/muros-had inspect $*"
-	bin/muros-had inspect "$@"
-}
-
-echo "== keepalived VRRPv2 in IPsec AH (HMAC-MD5-96), multicast, password ahMcast1:"
-echo "   master a (priority 150) stops gracefully (priority 0), backup b takes over"
-show --password ahMcast1 testdata/pcaps/v2-ah.pcap
-
-echo
-echo "== the same capture with a wrong password: every advert fails authentication"
-show --password wrong-pw testdata/pcaps/v2-ah.pcap
-
-echo
-echo "== keepalived VRRPv3 over IPv6, 500 ms adverts, two VIPs (no authentication in v3)"
-show testdata/pcaps/v3-ipv6.pcap
+go build -o bin/muros-had-demo ./internal/demo
+# exec: Ctrl-C reaches the demo directly, which tears the lab down.
+exec bin/muros-had-demo --bin bin/muros-had "$@"

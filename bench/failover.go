@@ -1,0 +1,315 @@
+// Package bench measures muros-had side by side with the daemons it replaces
+// (keepalived for VRRP), on the lab pair of package lab: two firewalls in
+// network namespaces, a client on the LAN and a server on the WAN.
+//
+// The failover figure is what a user of the path sees: lab.ProbeUDP sends a
+// 20-byte numbered UDP datagram (format at lab.ProbeLen) from the client
+// through the VIPs to an echo server every millisecond, and the gap is the
+// longest time without any reply. The master is taken away at a random phase
+// of the advert timer, either by a crash (all links down and SIGKILL: the
+// backup waits for Master_Down_Interval, RFC 9568 section 6.1) or by a
+// graceful stop (SIGTERM: a priority 0 advert, RFC 9568 section 6.4.3, and
+// the backup waits for Skew_Time). The benchmarks themselves are in
+// failover_test.go; this file holds the pure parts (targets, outcome
+// checks, statistics, /proc parsing) that the demo shares.
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/muros/muros-had/lab"
+)
+
+// BackupPriority is the priority of the backup node (role backup): the
+// skew of RFC 9568 section 6.1 follows from it.
+const BackupPriority = 100
+
+// Bounds are the RFC 9568 timers of a backup and the targets the failover
+// gap is held to.
+type Bounds struct {
+	Skew           time.Duration // Skew_Time = (256 - priority) x interval / 256
+	MasterDown     time.Duration // Master_Down_Interval = 3 x interval + Skew_Time
+	CrashTarget    time.Duration // MasterDown + 5 ms (GARP and one probe slot)
+	GracefulTarget time.Duration // Skew + 5 ms
+}
+
+// Targets returns the bounds for a backup of the given priority at interval.
+func Targets(interval time.Duration, priority uint8) Bounds {
+	skew := time.Duration(256-int64(priority)) * interval / 256
+	md := 3*interval + skew
+	return Bounds{
+		Skew:           skew,
+		MasterDown:     md,
+		CrashTarget:    md + 5*time.Millisecond,
+		GracefulTarget: skew + 5*time.Millisecond,
+	}
+}
+
+// FailoverOutcome is one failover as the client saw it.
+type FailoverOutcome struct {
+	Gap     time.Duration // longest time without a reply in the run
+	GapFrom time.Duration // where it began, from the start of the probe
+	// Trigger and TriggerDone bracket taking the master away (e.g. the
+	// `ip -batch` run that takes its links down), same origin.
+	Trigger, TriggerDone time.Duration
+	// LastReply is the offset of the last reply (zero if none).
+	LastReply time.Duration
+	Received  int
+	Lost      int
+	SendLag   time.Duration // the prober's worst lag behind its schedule
+	end       time.Duration
+	lastAge   time.Duration
+}
+
+// Outcome reads a probe run in which the master was taken away between
+// offsets trigger and done.
+func Outcome(res lab.UDPProbeResult, trigger, done time.Duration) FailoverOutcome {
+	o := FailoverOutcome{
+		Gap: res.MaxGap, GapFrom: res.MaxGapFrom, Trigger: trigger, TriggerDone: done,
+		Received: res.Received, Lost: res.Lost, SendLag: res.MaxSendLag,
+		end: res.Elapsed, lastAge: res.LastReplyAge,
+	}
+	if res.Received > 0 {
+		o.LastReply = res.Elapsed - res.LastReplyAge
+	}
+	return o
+}
+
+// maxSilenceAtEnd is how long the path may be quiet at the end of a run
+// before the failover counts as not recovered.
+const maxSilenceAtEnd = 200 * time.Millisecond
+
+// Reasons a failover run is not a measurement.
+var (
+	ErrNoReplies     = errors.New("no reply at all: the path through the VIPs never worked")
+	ErrNotRecovered  = errors.New("no reply after the master was taken away: the path never came back")
+	ErrSilentAtEnd   = errors.New("the path went silent again before the end of the run")
+	ErrGapNotAtEvent = errors.New("the longest gap is not the failover")
+)
+
+// Err says why the run does not measure a failover, or nil. The longest gap
+// must begin while the master was being taken away (or just before: the
+// last reply may precede the trigger by up to one probe interval plus the
+// prober's lag) and end after the trigger: a gap elsewhere would mean the
+// failover was shorter than the prober's noise, or that the path broke at
+// another time.
+func (o FailoverOutcome) Err() error {
+	switch {
+	case o.Received == 0:
+		return ErrNoReplies
+	case o.LastReply <= o.Trigger:
+		return fmt.Errorf("%w (last reply at %v, trigger at %v)", ErrNotRecovered, o.LastReply, o.Trigger)
+	case o.lastAge > maxSilenceAtEnd:
+		return fmt.Errorf("%w (silent for the last %v)", ErrSilentAtEnd, o.lastAge)
+	case o.GapFrom > o.TriggerDone || o.GapFrom+o.Gap < o.Trigger:
+		return fmt.Errorf("%w: %v from %v, trigger from %v to %v", ErrGapNotAtEvent, o.Gap, o.GapFrom, o.Trigger, o.TriggerDone)
+	}
+	return nil
+}
+
+// Summary is the distribution of a set of samples.
+type Summary struct {
+	N             int
+	Min, P50, Max time.Duration
+}
+
+// Summarize returns the median (the mean of the two middle samples for an
+// even count), minimum and maximum of samples.
+func Summarize(samples []time.Duration) Summary {
+	if len(samples) == 0 {
+		return Summary{}
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	n := len(s)
+	p50 := s[n/2]
+	if n%2 == 0 {
+		p50 = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Summary{N: n, Min: s[0], P50: p50, Max: s[n-1]}
+}
+
+// Millis converts d to float milliseconds, for b.ReportMetric.
+func Millis(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// ErrProcStat is returned for a /proc/<pid>/stat that cannot be read.
+var ErrProcStat = errors.New("bench: malformed /proc/<pid>/stat")
+
+// ParseStatCPU returns utime + stime, in clock ticks, from the contents of
+// /proc/<pid>/stat (proc(5)): "pid (comm) state ppid ...", where comm may
+// hold spaces and parentheses, so fields are counted after the last ')'.
+// utime and stime are fields 14 and 15, i.e. the 12th and 13th after comm.
+func ParseStatCPU(b []byte) (uint64, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%w: no ')' after comm", ErrProcStat)
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%w: %d fields after comm, want >= 13", ErrProcStat, len(f))
+	}
+	var sum uint64
+	for _, s := range f[11:13] {
+		v, err := strconv.ParseUint(string(s), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrProcStat, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// UserHZ is the unit of the tick counts in /proc/<pid>/stat. The kernel
+// exports them in USER_HZ, which is 100 on every architecture Linux
+// supports today regardless of CONFIG_HZ.
+const UserHZ = 100
+
+// CPUPercent converts ticks used over wall time into % of one core.
+func CPUPercent(ticks uint64, wall time.Duration) float64 {
+	if wall <= 0 {
+		return 0
+	}
+	return float64(ticks) / UserHZ / wall.Seconds() * 100
+}
+
+// Timeline is where a failover's gap is spent, from captures on the
+// backup's sync link (the master's adverts) and on the client's LAN port
+// (the new owner's gratuitous ARP). Offsets are from the start of the
+// probe; a zero value means "not seen".
+type Timeline struct {
+	// LastAdvert is the master's last advert with a priority above 0 seen
+	// before the trigger ended: the backup's Master_Down timer runs from it.
+	LastAdvert time.Duration
+	// Priority0 is the master's first priority 0 advert (graceful stop).
+	Priority0 time.Duration
+	// Announce is the first gratuitous ARP for the LAN VIP after the
+	// trigger: the backup has claimed the VIPs.
+	Announce time.Duration
+}
+
+// Reasons a frame is not what a timeline looks for.
+var (
+	ErrFrameShort = errors.New("bench: frame too short")
+	ErrNotIPv4    = errors.New("bench: not an IPv4 frame")
+	ErrNotVRRP    = errors.New("bench: not a VRRP advert (IP protocol 112, or 51 carrying 112)")
+	ErrNotARP     = errors.New("bench: not an Ethernet/IPv4 ARP frame")
+	ErrNotGARP    = errors.New("bench: ARP but not gratuitous (sender IP != target IP)")
+)
+
+// ParseAdvertFrame returns the source address and priority of a VRRP
+// advert in an Ethernet frame, plain or inside IPsec AH:
+//
+//	Ethernet: 0..5 dst MAC, 6..11 src MAC, 12..13 EtherType 0x0800
+//	IPv4 (RFC 791), at 14: byte 0 low nibble IHL (x4 bytes),
+//	    byte 9 protocol (112 VRRP, 51 AH), bytes 12..15 source
+//	AH (RFC 4302) when protocol 51: byte 0 next header (112),
+//	    byte 1 payload length (AH length in 4-byte words minus 2)
+//	VRRP (RFC 9568 section 5.2 and RFC 3768 section 5.3): byte 0
+//	    version/type, byte 1 VRID, byte 2 priority
+func ParseAdvertFrame(b []byte) (src netip.Addr, priority uint8, err error) {
+	if len(b) < 14+20 {
+		return netip.Addr{}, 0, ErrFrameShort
+	}
+	if b[12] != 0x08 || b[13] != 0x00 || b[14]>>4 != 4 {
+		return netip.Addr{}, 0, ErrNotIPv4
+	}
+	ihl := int(b[14]&0x0f) * 4
+	if ihl < 20 || len(b) < 14+ihl {
+		return netip.Addr{}, 0, ErrFrameShort
+	}
+	src = netip.AddrFrom4([4]byte(b[14+12 : 14+16]))
+	proto, pl := b[14+9], b[14+ihl:]
+	if proto == 51 {
+		if len(pl) < 2 {
+			return netip.Addr{}, 0, ErrFrameShort
+		}
+		if pl[0] != 112 {
+			return netip.Addr{}, 0, ErrNotVRRP
+		}
+		ahLen := (int(pl[1]) + 2) * 4
+		if len(pl) < ahLen {
+			return netip.Addr{}, 0, ErrFrameShort
+		}
+		pl, proto = pl[ahLen:], 112
+	}
+	if proto != 112 {
+		return netip.Addr{}, 0, ErrNotVRRP
+	}
+	if len(pl) < 3 {
+		return netip.Addr{}, 0, ErrFrameShort
+	}
+	return src, pl[2], nil
+}
+
+// ParseGratuitousARP returns the announced address of a gratuitous ARP
+// (request or reply whose sender and target protocol addresses are equal):
+//
+//	Ethernet: 12..13 EtherType 0x0806
+//	ARP (RFC 826), at 14: 0..1 hardware type 1, 2..3 protocol 0x0800,
+//	    4 hlen 6, 5 plen 4, 6..7 op, 8..13 sender MAC, 14..17 sender IP,
+//	    18..23 target MAC, 24..27 target IP
+func ParseGratuitousARP(b []byte) (netip.Addr, error) {
+	if len(b) < 14+28 {
+		return netip.Addr{}, ErrFrameShort
+	}
+	a := b[14:]
+	if b[12] != 0x08 || b[13] != 0x06 || a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0 || a[4] != 6 || a[5] != 4 {
+		return netip.Addr{}, ErrNotARP
+	}
+	sender, target := netip.AddrFrom4([4]byte(a[14:18])), netip.AddrFrom4([4]byte(a[24:28]))
+	if sender != target {
+		return netip.Addr{}, ErrNotGARP
+	}
+	return sender, nil
+}
+
+// FrameRejects counts frames a timeline skipped, by reason (most are
+// simply other traffic: probes, ARP requests, the backup's own frames).
+type FrameRejects map[string]int
+
+// BuildTimeline finds the timeline of a failover in the frames captured on
+// the backup's sync link (sync) and on the client's port (lan). master is
+// the master's sync address, vip the LAN VIP, start the probe's start
+// (frame times are wall clock), trigger and done bracket the trigger.
+func BuildTimeline(sync, lan []lab.Frame, start time.Time, master, vip netip.Addr, trigger, done time.Duration, rejects FrameRejects) Timeline {
+	var tl Timeline
+	for _, f := range sync {
+		at := f.At.Sub(start)
+		src, prio, err := ParseAdvertFrame(f.Data)
+		if err != nil {
+			rejects[err.Error()]++
+			continue
+		}
+		if src != master {
+			continue
+		}
+		switch {
+		case prio > 0 && at <= done:
+			tl.LastAdvert = at
+		case prio == 0 && tl.Priority0 == 0 && at >= trigger:
+			tl.Priority0 = at
+		}
+	}
+	for _, f := range lan {
+		at := f.At.Sub(start)
+		if at < trigger {
+			continue
+		}
+		addr, err := ParseGratuitousARP(f.Data)
+		if err != nil {
+			rejects[err.Error()]++
+			continue
+		}
+		if addr == vip {
+			tl.Announce = at
+			break
+		}
+	}
+	return tl
+}
