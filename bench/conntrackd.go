@@ -247,8 +247,15 @@ func StartKeepalivedConntrackd(p *lab.Pair, fw *lab.Netns, ko hatest.KeepalivedO
 }
 
 // KeepalivedWithScript adds notify_master, notify_backup and notify_fault
-// lines calling script to the sync group of a hatest.KeepalivedConfig.
+// lines calling script to the sync group of a hatest.KeepalivedConfig, and
+// to global_defs the script security keepalived 2.2.7 insists on before it
+// runs scripts as root (its config test exits 6 without it).
 func KeepalivedWithScript(conf, script string) (string, error) {
+	const globals = "global_defs {\n"
+	if !strings.HasPrefix(conf, globals) {
+		return "", fmt.Errorf("bench: the keepalived config does not start with %q", strings.TrimSpace(globals))
+	}
+	conf = globals + "    enable_script_security\n    script_user root\n" + conf[len(globals):]
 	head := "vrrp_sync_group " + hatest.KeepalivedGroup + " {\n"
 	i := strings.Index(conf, head)
 	if i < 0 {
