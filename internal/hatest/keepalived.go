@@ -159,8 +159,10 @@ func KeepalivedConfig(p *lab.Pair, fw *lab.Netns, o KeepalivedOptions, notifyFIF
 // Keepalived is keepalived 2.2.7 (VRRP subsystem only) running as one
 // firewall of a lab.Pair. Its state is what keepalived itself reports on
 // its notify FIFO (lines such as `GROUP "MUROS" MASTER 0`), read without a
-// goroutine: keepalived holds the FIFO open read-write, so the lines wait
-// in the pipe until State drains them.
+// goroutine: keepalived opens the FIFO O_RDWR|O_NONBLOCK (lib/notify.c) and
+// our read end stays open across its restarts, so the lines wait in the
+// pipe until State drains them. The helper creates the FIFO itself, so
+// keepalived never unlinks it on exit.
 type Keepalived struct {
 	NS         *lab.Netns
 	Proc       *lab.Process
