@@ -13,6 +13,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashChildEnv) != "" {
 		crashChild() // never returns
 	}
+	if spec := os.Getenv(nodeChildEnv); spec != "" {
+		nodeChild(spec) // runs until killed
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
 
