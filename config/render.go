@@ -150,9 +150,10 @@ func renderKeepalived(c *Config, opt RenderOptions, notes *[]string) ([]byte, er
 		}
 	}
 	// keepalived ignores preempt_delay and nopreempt unless the initial state
-	// is BACKUP; priority still makes the master win the election.
+	// is BACKUP, and refuses an initial MASTER state with AH ("incompatible
+	// with AH authentication"); priority still makes the master win.
 	state := "BACKUP"
-	if c.Role == RoleMaster && c.Preempt && c.PreemptDelay == 0 {
+	if c.Role == RoleMaster && c.Preempt && c.PreemptDelay == 0 && c.Auth != AuthKeepalivedAH {
 		state = "MASTER"
 	}
 	advert := seconds(c.AdvertInterval)
@@ -160,6 +161,9 @@ func renderKeepalived(c *Config, opt RenderOptions, notes *[]string) ([]byte, er
 		fmt.Fprintf(&b, "\nvrrp_instance %s {\n", InstanceName(v))
 		fmt.Fprintf(&b, "    state %s\n", state)
 		fmt.Fprintf(&b, "    interface %s\n", c.SyncInterface)
+		// On a direct sync cable the carrier drops when the peer dies: the
+		// survivor must take over, not go FAULT on its own advert link.
+		b.WriteString("    dont_track_primary\n")
 		fmt.Fprintf(&b, "    virtual_router_id %d\n", v.VRID)
 		fmt.Fprintf(&b, "    version %d\n", c.Version())
 		fmt.Fprintf(&b, "    priority %d\n", c.Priority())

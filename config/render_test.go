@@ -40,6 +40,7 @@ func renderCases() []renderCase {
 	return []renderCase{
 		{name: "default ah", extra: "", opt: syncOpt},
 		{name: "keepalived-ah backup", extra: "auth: keepalived-ah\nadvert_interval: 2s\npreempt: false\n", opt: RenderOptions{SyncAddress: syncOpt.SyncAddress, NotifyScript: "/usr/local/lib/muros/primary-backup.sh"}},
+		{name: "keepalived-ah master", extra: "auth: keepalived-ah\n", opt: syncOpt},
 		{name: "none ipv6 fast", extra: "auth: none\nadvert_interval: 20ms\npreempt_delay: 1500ms\ngarp: {refresh: 30s, interval: 0s}\nchecksum_mode: message-only\nvmac: true\n" +
 			"conntrack:\n  filter:\n    exclude: [\"2001:db8::/32\", 198.51.100.0/24]\n    protocols: [tcp, udp, sctp, dccp, icmp, icmpv6]\n  resync: {interval: 10m}\n", opt: syncOpt},
 		{name: "include filter", extra: "conntrack:\n  filter:\n    include: [10.0.0.0/8]\n", opt: syncOpt},
