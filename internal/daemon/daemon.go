@@ -370,7 +370,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case ev := <-d.events:
 			d.handle(ctx, ev)
 			if d.next != nil {
-				d.opts.Notify("STOPPING=1")
+				// No STOPPING=1: systemd would take the in-process restart
+				// for the service stopping and kill it after TimeoutStopSec.
+				// The reload stays open (RELOADING=1) until the next
+				// instance sends READY=1.
 				d.shutdown()
 				return ErrRestart
 			}

@@ -71,17 +71,19 @@ func (d *Daemon) reload(ctx context.Context) {
 		return
 	}
 	d.opts.Notify("RELOADING=1")
-	defer d.opts.Notify("READY=1")
 	cfg, err := d.opts.Reload()
 	if err != nil {
 		d.log.Error("reload: failed, keeping the running configuration", "err", err)
+		d.opts.Notify("READY=1")
 		return
 	}
 	if changed := electionChanges(d.cfg, cfg); len(changed) > 0 {
+		// READY=1 comes from the restarted instance once it runs.
 		d.log.Warn("reload: restarting the VRRP instances gracefully", "changed", changed)
 		d.next = cfg
 		return
 	}
+	defer d.opts.Notify("READY=1")
 	if cfg.Priority() != d.cfg.Priority() {
 		from := d.cfg.Priority()
 		d.cfg = cfg

@@ -2,9 +2,12 @@ package daemon_test
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -227,3 +230,194 @@ func TestReloadBrokenConfigKeepsRunning(t *testing.T) {
 }
 
 func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// notifyListener is the service manager's end of sd_notify(3): a unixgram
+// socket in the filesystem (shared with the daemon's network namespace)
+// recording every state message.
+type notifyListener struct {
+	path string
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+	// onReady, if set, runs when READY=1 arrives, before it is recorded.
+	onReady func()
+	done    chan struct{}
+}
+
+func newNotifyListener(t *testing.T) *notifyListener {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mhn") // short: sun_path is 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	l := &notifyListener{path: filepath.Join(dir, "notify.sock"), done: make(chan struct{})}
+	l.conn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: l.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(l.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := l.conn.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, m := range strings.Split(strings.TrimSpace(string(buf[:n])), "\n") {
+				if m == "READY=1" && l.onReady != nil {
+					l.onReady()
+				}
+				l.mu.Lock()
+				l.msgs = append(l.msgs, m)
+				l.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { l.conn.Close(); <-l.done })
+	return l
+}
+
+func (l *notifyListener) messages() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.msgs...)
+}
+
+// waitFor waits until msg has arrived count times after index from.
+func (l *notifyListener) waitFor(t *testing.T, from int, msg string, count int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := 0
+		m := l.messages()
+		for _, s := range m[min(from, len(m)):] {
+			if s == msg {
+				got++
+			}
+		}
+		if got >= count {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sd_notify: %d x %q after message %d, want %d; all: %q", got, msg, from, count, m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSystemdNotify runs the master as systemd would with Type=notify and
+// WatchdogSec: READY=1 once the election has started, WATCHDOG=1 at half
+// the watchdog period, RELOADING=1 then READY=1 around a reload, no
+// STOPPING=1 when a reload restarts the instances in-process (systemd would
+// treat it as a stop and kill the service), STOPPING=1 on SIGTERM.
+func TestSystemdNotify(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	nl := newNotifyListener(t)
+	// A file, not a pipe: what the daemon logged before sending READY=1 is
+	// in it when READY=1 arrives.
+	out, err := os.Create(filepath.Join(p.FW1.Dir, "notify-run.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	logText := func() string {
+		b, _ := os.ReadFile(out.Name())
+		return string(b)
+	}
+	readyLog := make(chan string, 4)
+	nl.onReady = func() {
+		select {
+		case readyLog <- logText():
+		default:
+		}
+	}
+	n1 := &hatest.Node{NS: p.FW1, ConfigPath: filepath.Join(p.FW1.Dir, "muros-had.yaml"), StatusSock: filepath.Join(p.FW1.Dir, "run", "status.sock"),
+		Options: hatest.NodeOptions{Role: "master"}}
+	writeConfig(t, n1, hatest.Config(p, p.FW1, n1.Options))
+	cmd := p.FW1.Command(binary, "run", "--config", n1.ConfigPath)
+	// 200 ms: the daemon pings every 100 ms.
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nl.path, "WATCHDOG_USEC=200000")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	var n2 *hatest.Node
+	n2, err = hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 5*time.Second)
+	mustState(t, n2, "BACKUP", 5*time.Second)
+
+	nl.waitFor(t, 0, "READY=1", 1)
+	if m := nl.messages(); m[0] != "READY=1" {
+		t.Errorf("first sd_notify message %q, want READY=1 (all: %q)", m[0], m)
+	}
+	if l := <-readyLog; !strings.Contains(l, "reason=startup") {
+		t.Errorf("READY=1 came before the election started; log then:\n%s", l)
+	}
+	nl.waitFor(t, 1, "WATCHDOG=1", 5)
+
+	// A reload that changes nothing relevant.
+	mark := len(nl.messages())
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	nl.waitFor(t, mark, "READY=1", 1)
+	checkReloadSequence(t, nl.messages()[mark:])
+
+	// A reload that restarts the instances (garp is not adopted in place).
+	writeConfig(t, n1, hatest.Config(p, p.FW1, hatest.NodeOptions{Role: "master", Extra: "garp:\n  repeat: 3\n"}))
+	mark = len(nl.messages())
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	nl.waitFor(t, mark, "READY=1", 1)
+	checkReloadSequence(t, nl.messages()[mark:])
+	if !strings.Contains(logText(), "reload: restarting the VRRP instances gracefully") {
+		t.Errorf("second reload did not restart the instances:\n%s", tail(logText(), 20))
+	}
+	mustState(t, n1, "MASTER", 5*time.Second)
+	mark = len(nl.messages())
+	nl.waitFor(t, mark, "WATCHDOG=1", 2)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if exitErr != nil {
+			t.Errorf("daemon exit after SIGTERM: %v\n%s", exitErr, tail(logText(), 20))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("daemon did not exit after SIGTERM")
+	}
+	nl.waitFor(t, mark, "STOPPING=1", 1)
+}
+
+// checkReloadSequence asserts RELOADING=1 ... READY=1 with no STOPPING=1
+// (watchdog pings may interleave).
+func checkReloadSequence(t *testing.T, msgs []string) {
+	t.Helper()
+	var states []string
+	for _, m := range msgs {
+		if m != "WATCHDOG=1" {
+			states = append(states, m)
+		}
+	}
+	if diff := cmp.Diff([]string{"RELOADING=1", "READY=1"}, states); diff != "" {
+		t.Errorf("sd_notify around a reload (-want +got):\n%s", diff)
+	}
+}
