@@ -298,3 +298,57 @@ func TestVirtualMACMovesWithTakeover(t *testing.T) {
 	}
 	t.Logf("vmac crash: client-visible gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
 }
+
+// TestMixedFamilySyncGroup puts IPv4 and IPv6 VIPs in one sync group (the
+// IPv6 one on an extra interface, as config allows one VIP per interface):
+// the group elects over both VRRP links and every VIP moves together on a
+// graceful stop.
+func TestMixedFamilySyncGroup(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{IPv6: true})
+	const dmzVIP = "2001:db8:99::1/64"
+	for _, fw := range p.Firewalls() {
+		fw.MustRun(t, "ip", "link", "add", "dmz0", "type", "veth", "peer", "name", "dmz0p")
+		fw.MustRun(t, "ip", "link", "set", "dmz0p", "up")
+		fw.MustRun(t, "ip", "link", "set", "dmz0", "up")
+	}
+	withDMZ := func(cfg string) string {
+		return strings.Replace(cfg, "advert_interval:", "  - interface: dmz0\n    address: "+dmzVIP+"\nadvert_interval:", 1)
+	}
+	n1 := startCustomNode(t, p, p.FW1, hatest.NodeOptions{Role: "master"}, withDMZ)
+	n2 := startCustomNode(t, p, p.FW2, hatest.NodeOptions{Role: "backup"}, withDMZ)
+	mustState(t, n1, "MASTER", 5*time.Second)
+	mustState(t, n2, "BACKUP", 5*time.Second)
+	owns := func(owner *lab.Netns) {
+		t.Helper()
+		mustOwn(t, p, owner)
+		for _, fw := range p.Firewalls() {
+			has, err := hatest.HasAddr(fw, netip.MustParsePrefix(dmzVIP).Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fw == owner; has != want {
+				t.Errorf("%s holds %s = %v, want %v", fw, dmzVIP, has, want)
+			}
+		}
+	}
+	owns(p.FW1)
+	st := mustStatus(t, n2)
+	if st.Peer.Role != "master" {
+		t.Errorf("backup's view of the peer: %+v", st.Peer)
+	}
+	for _, v := range st.VIPs {
+		if v.State != "BACKUP" {
+			t.Errorf("backup's VIP %+v", v)
+		}
+	}
+	if err := n1.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "MASTER", 3*time.Second)
+	owns(p.FW2)
+	for _, v := range mustStatus(t, n2).VIPs {
+		if v.State != "MASTER" {
+			t.Errorf("new master's VIP %+v", v)
+		}
+	}
+}
