@@ -165,8 +165,9 @@ func (c *Conntrackd) logTail() string {
 // flush both caches, resync the internal cache with the kernel and send a
 // bulk; on "backup" start conntrackd if it is not answering, shorten the
 // kernel timers and ask the peer for a resync; on "fault" shorten the
-// timers. It also appends "<state> <start> <end>" (Unix nanoseconds) to log,
-// so the benchmark can tell when the commit finished.
+// timers. It also appends "<state> <start> <commit end> <end>" (Unix
+// nanoseconds; commit end is the start for other states) to log, so the
+// benchmark can tell when the commit and the whole script finished.
 func PrimaryBackupScript(conf, lock, log string) string {
 	return fmt.Sprintf(`#!/bin/sh
 CONNTRACKD="conntrackd -C %[1]s"
@@ -174,11 +175,13 @@ start=$(date +%%s%%N)
 case "$1" in
 primary)
     $CONNTRACKD -c || logger "ERROR: failed to invoke conntrackd -c"
+    commit=$(date +%%s%%N)
     $CONNTRACKD -f || logger "ERROR: failed to invoke conntrackd -f"
     $CONNTRACKD -R || logger "ERROR: failed to invoke conntrackd -R"
     $CONNTRACKD -B || logger "ERROR: failed to invoke conntrackd -B"
     ;;
 backup)
+    commit=$start
     if ! $CONNTRACKD -s >/dev/null; then
         rm -f %[2]s
         $CONNTRACKD -d || exit 1
@@ -187,6 +190,7 @@ backup)
     $CONNTRACKD -n || logger "ERROR: failed to invoke conntrackd -n"
     ;;
 fault)
+    commit=$start
     $CONNTRACKD -t || logger "ERROR: failed to invoke conntrackd -t"
     ;;
 *)
@@ -194,7 +198,7 @@ fault)
     exit 1
     ;;
 esac
-echo "$1 $start $(date +%%s%%N)" >> %[3]s
+echo "$1 $start $commit $(date +%%s%%N)" >> %[3]s
 exit 0
 `, conf, lock, log)
 }
@@ -206,7 +210,7 @@ type KeepalivedConntrackd struct {
 	NS         *lab.Netns
 	Keepalived *lab.Process
 	Conntrackd *Conntrackd
-	ScriptLog  string // the script's "<state> <start> <end>" lines
+	ScriptLog  string // the script's "<state> <start> <commit end> <end>" lines
 }
 
 // StartKeepalivedConntrackd starts conntrackd (external cache, as the
@@ -266,26 +270,48 @@ func KeepalivedWithScript(conf, script string) (string, error) {
 	return conf[:i] + notify + conf[i:], nil
 }
 
-// PrimaryDone returns when the first "primary" run of the script that
-// started at or after since finished, and how long it took.
-func (k *KeepalivedConntrackd) PrimaryDone(since time.Time) (end time.Time, took time.Duration, ok bool) {
-	b, err := os.ReadFile(k.ScriptLog)
-	if err != nil {
-		return time.Time{}, 0, false
-	}
+// ScriptRun is one run of PrimaryBackupScript as it logged it.
+type ScriptRun struct {
+	State                 string
+	Start, CommitEnd, End time.Time
+}
+
+// ParseScriptLog reads PrimaryBackupScript's log lines; malformed lines
+// (a run cut short) are skipped.
+func ParseScriptLog(b []byte) []ScriptRun {
+	var runs []ScriptRun
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "primary" {
+		if len(f) != 4 {
 			continue
 		}
-		s, err1 := strconv.ParseInt(f[1], 10, 64)
-		e, err2 := strconv.ParseInt(f[2], 10, 64)
-		if err1 != nil || err2 != nil || time.Unix(0, s).Before(since) {
-			continue
+		var ns [3]int64
+		ok := true
+		for i := range ns {
+			v, err := strconv.ParseInt(f[i+1], 10, 64)
+			ok = ok && err == nil
+			ns[i] = v
 		}
-		return time.Unix(0, e), time.Duration(e - s), true
+		if ok {
+			runs = append(runs, ScriptRun{State: f[0], Start: time.Unix(0, ns[0]), CommitEnd: time.Unix(0, ns[1]), End: time.Unix(0, ns[2])})
+		}
 	}
-	return time.Time{}, 0, false
+	return runs
+}
+
+// PrimaryDone returns the first "primary" run of the script that started
+// at or after since.
+func (k *KeepalivedConntrackd) PrimaryDone(since time.Time) (ScriptRun, bool) {
+	b, err := os.ReadFile(k.ScriptLog)
+	if err != nil {
+		return ScriptRun{}, false
+	}
+	for _, r := range ParseScriptLog(b) {
+		if r.State == "primary" && !r.Start.Before(since) {
+			return r, true
+		}
+	}
+	return ScriptRun{}, false
 }
 
 // Kill crashes the node's daemons: SIGKILL to keepalived's VRRP child and
