@@ -44,6 +44,8 @@ func electionChanges(old, cur *config.Config) []string {
 	add("metrics", old.Metrics != cur.Metrics)
 	add("conntrack", !reflect.DeepEqual(old.Conntrack, cur.Conntrack))
 	add("dbsync", !reflect.DeepEqual(roleNeutralDBSync(old), roleNeutralDBSync(cur)))
+	// The DB sync client is built with the peer's address.
+	add("peer", old.Peer != cur.Peer && (old.DBSync.Enabled || cur.DBSync.Enabled))
 	return out
 }
 
@@ -85,12 +87,18 @@ func (d *Daemon) reload(ctx context.Context) {
 	}
 	defer d.opts.Notify("READY=1")
 	if cfg.Priority() != d.cfg.Priority() {
-		from := d.cfg.Priority()
+		old, from := d.cfg, d.cfg.Priority()
 		d.cfg = cfg
 		// Status first: whoever reads the log line then sees the new role.
 		d.status.setRole(cfg)
 		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventSetPriority, Priority: cfg.Priority()}, d.actions[:0]))
 		d.log.Info("reload: priority changes in place, no restart", "role", cfg.Role, "from", from, "priority", cfg.Priority())
+		if old.DBSync.Enabled && old.DBSync.JWT != cfg.DBSync.JWT {
+			// The running DB sync keeps the token names it started with;
+			// they still match the peer's until one of the daemons restarts.
+			d.log.Warn("reload: dbsync keeps its JWT issuer/audience until the daemon restarts; set dbsync.jwt.issuer and audience explicitly to make them independent of the role",
+				"issuer", old.DBSync.JWT.Issuer, "configured", cfg.DBSync.JWT.Issuer)
+		}
 		return
 	}
 	d.cfg = cfg
