@@ -176,7 +176,10 @@ func TestProblems(t *testing.T) {
 			"config.yaml:10: vips[2].address: missing required key",
 		}},
 		{"interface twice", strings.Replace(minimal, "interface: eth1", "interface: eth0", 1), []string{
-			"config.yaml:8: vips[1].interface: interface eth0 is already used by vips[0] (line 6): one VIP per interface",
+			"config.yaml:8: vips[1].interface: interface eth0 already has an IPv4 VIP in vips[0] (line 6): one VIP per interface and family",
+		}},
+		{"one interface, both families", minimal + "  - interface: eth0\n    address: 2001:db8::1/64\n  - interface: eth0\n    address: 2001:db8::2/64\n", []string{
+			"config.yaml:12: vips[3].interface: interface eth0 already has an IPv6 VIP in vips[2] (line 10): one VIP per interface and family",
 		}},
 		{"explicit vrid collides with default", minimal + "    vrid: 10\n", []string{
 			"config.yaml:10: vips[1].vrid: VRID 10 is already used by vips[0] (default VRID, line 6)",

@@ -27,7 +27,7 @@
 //	sync_interface: IFNAME       VRRP adverts and conntrack sync
 //	peer: IP                     peer management address
 //	vips:                        at least one
-//	  - interface: IFNAME        one VIP per interface
+//	  - interface: IFNAME        one VIP per interface and address family
 //	    address: IP/LEN          IPv4 or IPv6 (IPv6 needs VRRPv3)
 //	    vrid: 1..255             optional
 //
@@ -73,7 +73,7 @@
 //
 // # Problems
 //
-// Besides types and ranges, Parse checks across keys: one VIP per interface,
+// Besides types and ranges, Parse checks across keys: one VIP per interface and family,
 // unique VIP addresses and VRIDs, VIPs that are host addresses (not network,
 // broadcast, multicast, loopback), a peer that is not a VIP, keepalived-ah
 // limits (whole-second interval, IPv4 only), and TCP listeners (status,

@@ -88,10 +88,16 @@ func (d *decoder) checkVIPs(c *Config) {
 		}
 		if v.Interface != "" {
 			k := key + ".interface"
-			if prev, dup := byIface[v.Interface]; dup {
-				d.fail(d.lines[k], k, "interface %s is already used by %s (line %d): one VIP per interface", v.Interface, prev.key, prev.line)
+			// One VIP per interface and address family: a firewall LAN has
+			// its IPv4 and its IPv6 gateway address on the same interface.
+			fam := "IPv4"
+			if v.Address.IsValid() && !v.Address.Addr().Is4() {
+				fam = "IPv6"
+			}
+			if prev, dup := byIface[v.Interface+"/"+fam]; dup {
+				d.fail(d.lines[k], k, "interface %s already has an %s VIP in %s (line %d): one VIP per interface and family", v.Interface, fam, prev.key, prev.line)
 			} else {
-				byIface[v.Interface] = owner{key: key, line: d.lines[k]}
+				byIface[v.Interface+"/"+fam] = owner{key: key, line: d.lines[k]}
 			}
 			if v.Interface == c.SyncInterface {
 				d.warn(d.lines[k], k, "%s is also the sync_interface: a VIP's LAN then carries VRRP adverts and conntrack sync", v.Interface)

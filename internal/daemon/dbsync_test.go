@@ -140,10 +140,9 @@ func TestDBSyncThroughTheDaemon(t *testing.T) {
 
 	// Crash the master: the new master's changes flow the other way once the
 	// old one is back (as a backup).
-	if err := p.CrashNode(p.FW1); err != nil {
+	if err := n1.Crash(p); err != nil {
 		t.Fatal(err)
 	}
-	n1.Kill()
 	mustState(t, n2, "MASTER", 3*time.Second)
 	cfg2 := []byte("zone lan { iface lan0 } # edited on fw2\n")
 	if err := os.WriteFile(filepath.Join(db2, "rules.conf"), cfg2, 0o644); err != nil {

@@ -135,10 +135,7 @@ func TestCrashTakeover(t *testing.T) {
 	res := probe(t, p, 3*time.Second, func() {
 		time.Sleep(500 * time.Millisecond)
 		// A node gone: links down at once and the daemon dead (no priority 0).
-		if err := p.CrashNode(p.FW1); err != nil {
-			t.Error(err)
-		}
-		if err := n1.Kill(); err != nil {
+		if err := n1.Crash(p); err != nil {
 			t.Error(err)
 		}
 	})

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/muros/muros-had/internal/daemon"
@@ -204,3 +205,16 @@ func (n *Node) Stop() error { return n.Proc.Stop(5 * time.Second) }
 
 // Kill ends the daemon with SIGKILL: no priority 0, VIPs left behind.
 func (n *Node) Kill() error { return n.Proc.Kill() }
+
+// Crash models a node that is gone: the daemon is frozen first (SIGSTOP), so
+// it cannot see its own links go down and leave gracefully through FAULT with
+// priority 0; then all of its links go down at once and it is killed.
+func (n *Node) Crash(p *lab.Pair) error {
+	if err := n.Proc.Signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("hatest: freezing %s: %w", n.NS, err)
+	}
+	if err := p.CrashNode(n.NS); err != nil {
+		return err
+	}
+	return n.Kill()
+}
