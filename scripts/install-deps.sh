@@ -3,7 +3,7 @@
 # Debian machine (run as root). Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make)
+pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
