@@ -119,8 +119,8 @@
 //	delete: nothing
 //
 // No bytes may follow the last entry. A batch names each path at most once.
-// ParseBatch never panics on any input (FuzzParseBatch); Data slices alias
-// the body.
+// ParseBatch never panics on any input (FuzzParseBatch) and does not
+// allocate; paths and data alias the body.
 //
 // # Revisions, retries and the journal
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 )
 
 // Op is what an Entry asks the receiver to do with one path.
@@ -91,8 +92,8 @@ var (
 )
 
 // ParseBatch decodes b. Entries are appended to entries[:0] (pass a reused
-// slice to avoid allocation); Path strings are the only allocation per entry.
-// Data slices alias b.
+// slice and it does not allocate). Path strings and Data slices alias b
+// without copying, so b must not be modified while the Batch is in use.
 func ParseBatch(b []byte, entries []Entry) (Batch, error) {
 	if len(b) < batchHeaderLen {
 		return Batch{}, fmt.Errorf("header: %w", ErrShort)
@@ -153,7 +154,7 @@ func parseEntry(p []byte) (Entry, []byte, error) {
 	if len(p) < pl {
 		return e, nil, ErrShort
 	}
-	e.Path = string(p[:pl])
+	e.Path = unsafe.String(&p[0], pl) // aliases b, like Data: no allocation
 	p = p[pl:]
 	var dl uint64
 	switch e.Op {

@@ -185,6 +185,18 @@ func FuzzParseBatch(f *testing.F) {
 	})
 }
 
+func TestParseBatchAllocs(t *testing.T) {
+	w, _ := AppendBatch(nil, sampleBatch())
+	entries := make([]Entry, 0, 8)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := ParseBatch(w, entries); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("ParseBatch allocates %v times per call, want 0", n)
+	}
+}
+
 func BenchmarkParseBatch(b *testing.B) {
 	w, _ := AppendBatch(nil, sampleBatch())
 	entries := make([]Entry, 0, 8)
