@@ -40,12 +40,31 @@ const (
 	ipsConfirmed = 1 << 3
 )
 
+// Advert intervals. Takeover tests use a short one so a crash is detected
+// quickly; tests without a takeover use a long one, so a daemon starved of
+// CPU on a loaded 2-core machine (several Master_Down_Intervals have been
+// seen at load 30) does not hand the VIPs over in the middle of the test.
+const (
+	takeoverInterval = 200 * time.Millisecond
+	steadyInterval   = time.Second
+)
+
+// Upper bounds for what the tests wait for. They are generous on purpose:
+// a conntrack dump walks the kernel's global hash table, which other
+// namespaces on the machine may fill, and takes over a second on a loaded
+// machine. They bound correctness checks; speed is measured in bench/.
+const (
+	entryWait = 15 * time.Second // a flow's entry or its replica
+	bulkWait  = 20 * time.Second // a backup's bulk sync
+	stateWait = 5 * time.Second  // VRRP state after a takeover
+)
+
 // ctPair starts muros-had on both firewalls with conntrack sync on or off.
 // With sync, it returns once the backup's initial bulk is complete.
-func ctPair(t *testing.T, opts lab.Options, sync bool) (*lab.Pair, *hatest.Node, *hatest.Node) {
+func ctPair(t *testing.T, opts lab.Options, sync bool, interval time.Duration) (*lab.Pair, *hatest.Node, *hatest.Node) {
 	t.Helper()
 	p := lab.NewPairT(t, opts)
-	o := hatest.NodeOptions{}
+	o := hatest.NodeOptions{Interval: interval}
 	if sync {
 		o.Extra = ctSyncOn
 	}
@@ -56,11 +75,34 @@ func ctPair(t *testing.T, opts lab.Options, sync bool) (*lab.Pair, *hatest.Node,
 		}
 		return p, n1, n2
 	}
-	waitCT(t, n2, "the backup's initial bulk sync", 10*time.Second, func(c *daemon.ConntrackStatus) bool {
+	waitCT(t, n2, "the backup's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
 	becameSender(t, n1)
 	return p, n1, n2
+}
+
+// flapped reports an error if the backup n has been MASTER since it
+// started: the test's own takeover must be the first, or what it measures
+// is a spurious one (a daemon starved of CPU for a Master_Down_Interval).
+// It does not touch t (probe goroutines call it).
+func flapped(n *hatest.Node) error {
+	st, err := n.Status(context.Background())
+	if err != nil {
+		return err
+	}
+	if f := st.LastFailover; st.State != "BACKUP" || f != nil && (f.From == "MASTER" || f.To == "MASTER") {
+		return fmt.Errorf("%s is %s, last failover %+v: a takeover the test did not cause (machine overloaded?); the result would say nothing\nlog:\n%s",
+			n.NS, st.State, f, tail(n.Proc.Log(), 20))
+	}
+	return nil
+}
+
+func mustNotHaveFlapped(t *testing.T, n *hatest.Node) {
+	t.Helper()
+	if err := flapped(n); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func ctStatus(t *testing.T, n *hatest.Node) *daemon.ConntrackStatus {
@@ -91,7 +133,7 @@ func waitCT(t *testing.T, n *hatest.Node, what string, timeout time.Duration, ok
 // becameSender checks that a node that just became MASTER reports the
 // conntrack sender role. The status is a snapshot the sync loop publishes
 // after each step, so it may trail the VRRP state by one step (the new
-// master's first table dump): allow a second.
+// master's first table dump): allow a few seconds.
 func becameSender(t *testing.T, n *hatest.Node) {
 	t.Helper()
 	st := ctStatus(t, n)
@@ -102,7 +144,7 @@ func becameSender(t *testing.T, n *hatest.Node) {
 		return
 	}
 	start := time.Now()
-	waitCT(t, n, "the sender role on the new master", time.Second, func(c *daemon.ConntrackStatus) bool { return c.Role == "sender" })
+	waitCT(t, n, "the sender role on the new master", 3*time.Second, func(c *daemon.ConntrackStatus) bool { return c.Role == "sender" })
 	t.Logf("%s: MASTER, conntrack status still %q; sender %v later", n.NS, st.Role, time.Since(start).Round(time.Millisecond))
 }
 
@@ -218,11 +260,10 @@ const (
 
 func (k takeoverKind) String() string { return [...]string{"crash", "graceful"}[k] }
 
-// takeOver ends the master fw1 at a random phase of its advert timer (100
-// ms), so the measured gap does not lock to the start-up timing. It does not
+// takeOver ends the master fw1 at a random phase of its advert timer, so the measured gap does not lock to the start-up timing. It does not
 // touch t: it may run in a probe's During goroutine.
 func takeOver(p *lab.Pair, n1 *hatest.Node, kind takeoverKind) error {
-	time.Sleep(mrand.N(100 * time.Millisecond))
+	time.Sleep(mrand.N(takeoverInterval))
 	if kind == gracefulTakeover {
 		return n1.Stop()
 	}
@@ -248,19 +289,19 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 		{"sync, SNAT, crash", true, true, crashTakeover, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, n1, n2 := ctPair(t, lab.Options{SNAT: tc.snat}, tc.sync)
+			p, n1, n2 := ctPair(t, lab.Options{SNAT: tc.snat}, tc.sync, takeoverInterval)
 			start := time.Now() // the stream's offsets count from about here
-			s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: 20 * time.Second})
+			s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { s.Stop() })
-			m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", 5*time.Second, tcpStreamFlow)
+			m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", entryWait, tcpStreamFlow)
 			if tc.snat && (!m.SrcNATed() || m.ReplyDst.Addr() != p.WANVIP.Addr()) {
 				t.Fatalf("SNAT on, yet fw1's entry is not source-NATed to the WAN VIP: %v", m)
 			}
 			if tc.sync {
-				_, b, err := replicaOf(p, p.FW2, m, 5*time.Second)
+				_, b, err := replicaOf(p, p.FW2, m, entryWait)
 				if err != nil {
 					t.Fatalf("the stream's replica on fw2: %v", err)
 				}
@@ -272,12 +313,13 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 				}
 			}
 			time.Sleep(500 * time.Millisecond) // echoes flow through fw1 first
+			mustNotHaveFlapped(t, n2)
 			invalid0 := counter(t, p, p.FW2, lab.CounterInvalid)
 			at := time.Since(start)
 			if err := takeOver(p, n1, tc.kind); err != nil {
 				t.Fatal(err)
 			}
-			mustState(t, n2, "MASTER", 3*time.Second)
+			mustState(t, n2, "MASTER", stateWait)
 			if tc.sync {
 				becameSender(t, n2)
 			}
@@ -290,7 +332,7 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 				tc.kind, at.Round(time.Millisecond), res.MaxStall, res.MaxStallFrom.Round(time.Millisecond), res.LastEchoAge,
 				res.Echoed, res.Sent, res.Reset, res.Corrupt, res.Err, invalid)
 			if !tc.survive {
-				if !res.Reset && res.LastEchoAge < time.Second {
+				if !res.Reset && res.LastEchoAge < 2*time.Second {
 					t.Errorf("control: the stream survived a takeover without sync (last echo %v ago): the lab cannot tell", res.LastEchoAge)
 				}
 				if invalid == 0 {
@@ -301,11 +343,11 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 			if res.Reset || res.Corrupt || res.Err != nil {
 				t.Errorf("stream broken by the takeover: reset %v corrupt %v err %v", res.Reset, res.Corrupt, res.Err)
 			}
-			if res.LastEchoAge > 500*time.Millisecond {
+			if res.LastEchoAge > time.Second {
 				t.Errorf("no echo for the last %v: the stream did not resume after the takeover", res.LastEchoAge)
 			}
 			// fw2 kept the replica's tuples: the NAT binding did not change.
-			after := mustFlow(t, p, p.FW2, "the stream's entry on fw2 after the takeover", time.Second, func(f hatest.CTFlow) bool { return sameKey(f, m) })
+			after := mustFlow(t, p, p.FW2, "the stream's entry on fw2 after the takeover", entryWait, func(f hatest.CTFlow) bool { return sameKey(f, m) })
 			if after.ReplySrc != m.ReplySrc || after.ReplyDst != m.ReplyDst {
 				t.Errorf("fw2's entry after the takeover %v, want fw1's reply tuple %v -> %v", after, m.ReplySrc, m.ReplyDst)
 			}
@@ -319,25 +361,32 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 // replica: no new flow is accepted from the LAN (fwd_new_lan unchanged)
 // and the NAT mapping (reply tuple) is the one fw1 chose.
 func TestCTSyncUDPTakeover(t *testing.T) {
+	// Long enough for slow conntrack dumps before the crash and seconds of
+	// replies after it.
+	const udpProbeTime = 8 * time.Second
 	for _, snat := range []bool{false, true} {
 		t.Run(fmt.Sprintf("snat=%v", snat), func(t *testing.T) {
-			p, n1, n2 := ctPair(t, lab.Options{SNAT: snat}, true)
+			p, n1, n2 := ctPair(t, lab.Options{SNAT: snat}, true, takeoverInterval)
 			var m, b hatest.CTFlow
 			var newLAN0 uint64
 			var at time.Duration
-			res := probe(t, p, 3*time.Second, func() {
+			res := probe(t, p, udpProbeTime, func() {
 				start := time.Now()
 				var err error
-				if m, err = pollFlow(p, p.FW1, 3*time.Second, udpProbeFlow); err != nil {
+				if m, err = pollFlow(p, p.FW1, entryWait, udpProbeFlow); err != nil {
 					t.Errorf("the probe's entry on fw1: %v", err)
 					return
 				}
-				if m, b, err = replicaOf(p, p.FW2, m, 3*time.Second); err != nil {
+				if m, b, err = replicaOf(p, p.FW2, m, entryWait); err != nil {
 					t.Errorf("the probe's replica on fw2: %v", err)
 					return
 				}
 				time.Sleep(300 * time.Millisecond) // replies flow through fw1 first
 				if newLAN0, _, err = p.Counter(p.FW2, lab.CounterNewLAN); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := flapped(n2); err != nil {
 					t.Error(err)
 					return
 				}
@@ -349,19 +398,22 @@ func TestCTSyncUDPTakeover(t *testing.T) {
 			if t.Failed() {
 				return
 			}
-			mustState(t, n2, "MASTER", 3*time.Second)
+			mustState(t, n2, "MASTER", stateWait)
 			t.Logf("crash about %v after the flow appeared: client-visible gap %v at %v (%d lost of %d), last reply age %v; replica %v",
 				at.Round(time.Millisecond), res.MaxGap, res.MaxGapFrom.Round(time.Millisecond), res.Lost, res.Sent, res.LastReplyAge, b)
 			if snat && (!m.SrcNATed() || m.ReplyDst.Addr() != p.WANVIP.Addr()) {
 				t.Errorf("SNAT on, yet fw1's entry is not source-NATed to the WAN VIP: %v", m)
 			}
-			if res.LastReplyAge > 200*time.Millisecond || res.Received == 0 {
+			if at > udpProbeTime-2*time.Second {
+				t.Errorf("the crash came %v into a %v probe: too late to see the flow resume (machine overloaded?)", at, udpProbeTime)
+			}
+			if res.LastReplyAge > 500*time.Millisecond || res.Received == 0 {
 				t.Errorf("replies did not resume after the takeover: %+v", res)
 			}
 			if got := counter(t, p, p.FW2, lab.CounterNewLAN) - newLAN0; got != 0 {
 				t.Errorf("fw2 accepted %d packets as new flows from the LAN after the takeover: the replica was not used", got)
 			}
-			after := mustFlow(t, p, p.FW2, "the probe's entry on fw2 after the takeover", time.Second, func(f hatest.CTFlow) bool { return sameKey(f, m) })
+			after := mustFlow(t, p, p.FW2, "the probe's entry on fw2 after the takeover", entryWait, func(f hatest.CTFlow) bool { return sameKey(f, m) })
 			if after.ReplySrc != m.ReplySrc || after.ReplyDst != m.ReplyDst {
 				t.Errorf("fw2's entry after the takeover %v, want fw1's reply tuple %v -> %v", after, m.ReplySrc, m.ReplyDst)
 			}
@@ -433,7 +485,7 @@ func (s *syncSender) send(t *testing.T, b []byte) {
 // with the cluster password is applied, so the check of fw2's table can
 // fail.
 func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
-	p, _, n2 := ctPair(t, lab.Options{}, true)
+	p, _, n2 := ctPair(t, lab.Options{}, true, steadyInterval)
 	before := ctStatus(t, n2)
 	fake := ctwire.Flow{
 		Op: ctwire.OpUpdate, Proto: 6, Status: ipsSeenReply | ipsAssured | ipsConfirmed, Timeout: 600,
@@ -456,7 +508,7 @@ func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
 		s.send(t, syncDatagram("not-the-secret", epoch, uint32(i+1), &fake))
 	}
 	shortReason := ctwire.ReasonShort.String()
-	st := waitCT(t, n2, "forged datagrams counted", 3*time.Second, func(c *daemon.ConntrackStatus) bool {
+	st := waitCT(t, n2, "forged datagrams counted", 10*time.Second, func(c *daemon.ConntrackStatus) bool {
 		return c.Forged-before.Forged >= 2*each && c.Rejected[shortReason]-before.Rejected[shortReason] >= each
 	})
 	// Give an (erroneous) injection time to reach the kernel.
@@ -466,9 +518,12 @@ func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
 	}
 	t.Logf("fw2 counted forged_dropped +%d, rejected %v (before %v)", st.Forged-before.Forged, st.Rejected, before.Rejected)
 
+	mustNotHaveFlapped(t, n2) // a master ignores DATA: the check above needs a receiver
+
 	// Control: the cluster key makes the same record land in fw2's table.
 	s.send(t, syncDatagram(labPassword, epoch+1, 1, &fake))
-	if _, err := pollFlow(p, p.FW2, 3*time.Second, isFake); err != nil {
+	if _, err := pollFlow(p, p.FW2, entryWait, isFake); err != nil {
+		mustNotHaveFlapped(t, n2)
 		t.Fatalf("control: a datagram sealed with the cluster password was not applied either, so the check above proves nothing: %v", err)
 	}
 }
@@ -478,23 +533,26 @@ func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
 // box, and restarted: it reports bulk_synced only with the stream's entry in
 // its kernel, and then survives the master's crash.
 func TestCTSyncBackupRestartResyncs(t *testing.T) {
-	p, n1, n2 := ctPair(t, lab.Options{}, true)
+	p, n1, n2 := ctPair(t, lab.Options{}, true, takeoverInterval)
 	start := time.Now()
-	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: 30 * time.Second})
+	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop() })
-	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", 5*time.Second, tcpStreamFlow)
-	if m, _, err = replicaOf(p, p.FW2, m, 5*time.Second); err != nil {
+	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", entryWait, tcpStreamFlow)
+	if m, _, err = replicaOf(p, p.FW2, m, entryWait); err != nil {
 		t.Fatalf("the stream's replica on fw2: %v", err)
 	}
+	replicated := time.Since(start)
 	if err := n2.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	flushStart := time.Now()
 	if err := hatest.FlushConntrack(p.FW2); err != nil {
 		t.Fatal(err)
 	}
+	flushTook := time.Since(flushStart)
 	if hasFlow(t, p, p.FW2, func(f hatest.CTFlow) bool { return sameKey(f, m) }) {
 		t.Fatal("conntrack -F left the stream's entry on fw2")
 	}
@@ -502,25 +560,31 @@ func TestCTSyncBackupRestartResyncs(t *testing.T) {
 	if err := n2.Start(binary); err != nil {
 		t.Fatal(err)
 	}
-	st := waitCT(t, n2, "the restarted backup's bulk sync", 10*time.Second, func(c *daemon.ConntrackStatus) bool { return c.BulkSynced })
+	st := waitCT(t, n2, "the restarted backup's bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool { return c.BulkSynced })
 	synced := time.Since(restarted)
 	// bulk_synced promises the table is in the kernel: look at once.
-	if !hasFlow(t, p, p.FW2, func(f hatest.CTFlow) bool { return f == m }) {
+	if !hasFlow(t, p, p.FW2, func(f hatest.CTFlow) bool { return sameKey(f, m) }) {
 		flows, _ := hatest.ForwardedFlows(p, p.FW2)
 		t.Fatalf("fw2 reports bulk_synced, yet its kernel lacks the stream's entry %v; it has %v", m, flows)
+	}
+	if _, _, err := replicaOf(p, p.FW2, m, entryWait); err != nil {
+		t.Fatalf("after the bulk: %v", err)
 	}
 	if st.Resyncs < 1 {
 		t.Errorf("restarted backup status %+v: want resyncs >= 1", st)
 	}
 	mustState(t, n2, "BACKUP", 3*time.Second)
 	time.Sleep(500 * time.Millisecond) // echoes flow with the restarted backup listening
-	t.Logf("restarted backup bulk-synced %v after its start (flows %d, resyncs %d, records applied %d)", synced.Round(time.Millisecond), st.Flows, st.Resyncs, st.RecordsApplied)
+	t.Logf("stream replicated at %v, conntrack -F took %v, backup restarted at %v, bulk-synced %v after its start (flows %d, resyncs %d, records applied %d)",
+		replicated.Round(time.Millisecond), flushTook.Round(time.Millisecond), restarted.Sub(start).Round(time.Millisecond),
+		synced.Round(time.Millisecond), st.Flows, st.Resyncs, st.RecordsApplied)
 
+	mustNotHaveFlapped(t, n2)
 	at := time.Since(start)
 	if err := takeOver(p, n1, crashTakeover); err != nil {
 		t.Fatal(err)
 	}
-	mustState(t, n2, "MASTER", 3*time.Second)
+	mustState(t, n2, "MASTER", stateWait)
 	time.Sleep(3 * time.Second)
 	res := s.Stop()
 	t.Logf("crash at %v: max stall %v from %v, last echo age %v, echoed %d of %d bytes",
@@ -528,7 +592,7 @@ func TestCTSyncBackupRestartResyncs(t *testing.T) {
 	if res.Reset || res.Corrupt || res.Err != nil {
 		t.Errorf("stream broken by the takeover: reset %v corrupt %v err %v", res.Reset, res.Corrupt, res.Err)
 	}
-	if res.LastEchoAge > 500*time.Millisecond {
+	if res.LastEchoAge > time.Second {
 		t.Errorf("no echo for the last %v: the stream did not resume after the takeover", res.LastEchoAge)
 	}
 }
@@ -538,7 +602,7 @@ func TestCTSyncBackupRestartResyncs(t *testing.T) {
 // through the master (and kept open) reach the backup's kernel: its table
 // of forwarded flows converges to the master's.
 func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
-	p, _, n2 := ctPair(t, lab.Options{}, true)
+	p, _, n2 := ctPair(t, lab.Options{}, true, steadyInterval)
 	// Like lab's SyncLoss, but only the conntrack sync datagrams: VRRP
 	// adverts losing 20 % would now and then elect fw2.
 	loss := fmt.Sprintf("add rule inet %s %s oifname %q udp dport %d numgen random mod 100 < 20 counter name %s drop\n",
@@ -595,7 +659,7 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 		}
 		return slices.DeleteFunc(all, func(f hatest.CTFlow) bool { return !isBurst(f) })
 	}
-	const within = 10 * time.Second
+	const within = 20 * time.Second
 	var diff string
 	for {
 		m, b := table(p.FW1), table(p.FW2)
@@ -606,6 +670,7 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 			break
 		}
 		if time.Since(burstEnd) > within {
+			mustNotHaveFlapped(t, n2)
 			if len(diff) > 3000 {
 				diff = diff[:3000] + "..."
 			}
@@ -614,6 +679,7 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	took := time.Since(burstEnd)
+	mustNotHaveFlapped(t, n2)
 	dropped := counter(t, p, p.FW1, lab.CounterSyncLoss) + counter(t, p, p.FW2, lab.CounterSyncLoss)
 	st := ctStatus(t, n2)
 	t.Logf("%d flows converged on fw2 %v after the burst; sync datagrams dropped %d; backup lost %d repaired %d resyncs %d",
@@ -630,23 +696,24 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 // can, it completes its bulk, only then preempts, and the stream survives
 // the fail-back too.
 func TestCTSyncReturningMasterWaitsForBulk(t *testing.T) {
-	p, n1, n2 := ctPair(t, lab.Options{}, true)
+	p, n1, n2 := ctPair(t, lab.Options{}, true, takeoverInterval)
 	start := time.Now()
-	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: 30 * time.Second})
+	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop() })
-	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", 5*time.Second, tcpStreamFlow)
-	if m, _, err = replicaOf(p, p.FW2, m, 5*time.Second); err != nil {
+	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", entryWait, tcpStreamFlow)
+	if m, _, err = replicaOf(p, p.FW2, m, entryWait); err != nil {
 		t.Fatalf("the stream's replica on fw2: %v", err)
 	}
 	time.Sleep(500 * time.Millisecond) // echoes flow through fw1 first
+	mustNotHaveFlapped(t, n2)
 	crashAt := time.Since(start)
 	if err := takeOver(p, n1, crashTakeover); err != nil {
 		t.Fatal(err)
 	}
-	mustState(t, n2, "MASTER", 3*time.Second)
+	mustState(t, n2, "MASTER", stateWait)
 	becameSender(t, n2)
 
 	// fw1 reboots: the SIGKILLed daemon left its VIPs behind, a reboot
@@ -683,7 +750,10 @@ func TestCTSyncReturningMasterWaitsForBulk(t *testing.T) {
 			t.Fatal(err)
 		}
 		if st.State != "BACKUP" {
-			t.Fatalf("fw1 went %s without its bulk sync (fw2's sync datagrams are blocked)", st.State)
+			if f := st.LastFailover; f != nil && strings.Contains(f.Reason, "down") {
+				t.Fatalf("fw1 took over because fw2's adverts stopped for a Master_Down_Interval (%+v): a CPU-starved daemon (machine overloaded?), not a preemption; the hold was not tested", f)
+			}
+			t.Fatalf("fw1 went %s without its bulk sync (fw2's sync datagrams are blocked): %+v", st.State, st.LastFailover)
 		}
 	}
 	if st := ctStatus(t, n1); st.BulkSynced || st.Role != "receiver" {
@@ -697,10 +767,10 @@ func TestCTSyncReturningMasterWaitsForBulk(t *testing.T) {
 	if err := p.Nft(p.FW2, fmt.Sprintf("flush chain inet %s %s\n", lab.NftTable, lab.NftOutputExtra)); err != nil {
 		t.Fatal(err)
 	}
-	mustState(t, n1, "MASTER", 10*time.Second)
+	mustState(t, n1, "MASTER", bulkWait)
 	preempted := time.Since(unblocked)
 	mustState(t, n2, "BACKUP", 3*time.Second)
-	if !hasFlow(t, p, p.FW1, func(f hatest.CTFlow) bool { return f == m }) {
+	if !hasFlow(t, p, p.FW1, func(f hatest.CTFlow) bool { return sameKey(f, m) }) {
 		flows, _ := hatest.ForwardedFlows(p, p.FW1)
 		t.Fatalf("fw1 preempted without the stream's entry %v in its kernel; it has %v", m, flows)
 	}
@@ -714,7 +784,7 @@ func TestCTSyncReturningMasterWaitsForBulk(t *testing.T) {
 	if res.Reset || res.Corrupt || res.Err != nil {
 		t.Errorf("stream broken: reset %v corrupt %v err %v", res.Reset, res.Corrupt, res.Err)
 	}
-	if res.LastEchoAge > 500*time.Millisecond {
+	if res.LastEchoAge > time.Second {
 		t.Errorf("no echo for the last %v: the stream did not survive the fail-back", res.LastEchoAge)
 	}
 }
