@@ -175,12 +175,16 @@ func converge(t testing.TB, master, backup *lab.Netns, within time.Duration) map
 	}
 }
 
-func waitReady(t testing.TB, n *node, within time.Duration) {
+func waitReady(t testing.TB, n *node, within time.Duration, peers ...*node) {
 	t.Helper()
 	select {
 	case <-n.s.Ready():
 	case <-time.After(within):
-		t.Fatalf("%s: not bulk-synced within %v: %+v", n.ns, within, n.s.Status())
+		var ps []string
+		for _, p := range peers {
+			ps = append(ps, fmt.Sprintf("%s: %+v", p.ns, p.s.Status()))
+		}
+		t.Fatalf("%s: not bulk-synced within %v: %+v; peers %v", n.ns, within, n.s.Status(), ps)
 	}
 }
 
@@ -207,7 +211,7 @@ func TestReplicateNewUpdateDestroy(t *testing.T) {
 
 	backup := startNode(t, b, false, nil)
 	master := startNode(t, a, true, nil)
-	waitReady(t, backup, 10*time.Second)
+	waitReady(t, backup, 60*time.Second)
 	if !backup.s.BulkSynced() {
 		t.Fatal("Ready closed but BulkSynced false")
 	}
@@ -253,7 +257,7 @@ func TestLossConverges(t *testing.T) {
 		"add rule inet loss in udp dport 3780 numgen random mod 100 < 20 counter drop")
 	backup := startNode(t, b, false, nil)
 	startNode(t, a, true, nil)
-	waitReady(t, backup, 20*time.Second)
+	waitReady(t, backup, 60*time.Second)
 	flows := 400
 	if err := a.Do(func() error { return createFlows(0, flows) }); err != nil {
 		t.Fatal(err)
@@ -389,7 +393,7 @@ func TestBackupRestartResyncs(t *testing.T) {
 	a, b := syncPair(t)
 	backup := startNode(t, b, false, nil)
 	master := startNode(t, a, true, nil)
-	waitReady(t, backup, 10*time.Second)
+	waitReady(t, backup, 60*time.Second)
 	must(t, a.Do(func() error { return createFlows(0, 300) }))
 	converge(t, a, b, 20*time.Second)
 	backup.stop(t)
@@ -397,16 +401,15 @@ func TestBackupRestartResyncs(t *testing.T) {
 	must(t, a.Do(func() error { return deleteFlows(0, 100) }))
 	// Let the master send the destroys to nobody, so only the bulk's purge
 	// can remove the stale flows.
-	for last := uint64(0); ; {
-		time.Sleep(300 * time.Millisecond)
-		n := master.s.Status().RecordsSent
-		if n == last {
-			break
+	deadline := time.Now().Add(30 * time.Second)
+	for st := master.s.Status(); st.Flows != 400 || st.Queued != 0; st = master.s.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("master never settled at 400 flows: %+v", st)
 		}
-		last = n
+		time.Sleep(50 * time.Millisecond)
 	}
 	backup2 := startNode(t, b, false, nil)
-	waitReady(t, backup2, 10*time.Second)
+	waitReady(t, backup2, 60*time.Second)
 	m := converge(t, a, b, 20*time.Second)
 	if len(m) != 400 {
 		t.Fatalf("master has %d flows, want 400", len(m))
@@ -425,7 +428,7 @@ func TestListenerOverrunRecovers(t *testing.T) {
 	a, b := syncPair(t)
 	backup := startNode(t, b, false, nil)
 	master := startNode(t, a, true, func(c *Config) { c.ReadBuffer = 4096 })
-	waitReady(t, backup, 10*time.Second)
+	waitReady(t, backup, 60*time.Second)
 	var wg sync.WaitGroup
 	for w := 0; w < 2; w++ {
 		wg.Add(1)
@@ -437,7 +440,7 @@ func TestListenerOverrunRecovers(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
-	converge(t, a, b, 30*time.Second)
+	converge(t, a, b, 90*time.Second)
 	ms := master.s.Status()
 	if ms.Overruns == 0 || ms.ListenerRestarts == 0 {
 		t.Fatalf("storm did not overrun the 4 KiB event buffer (test proves nothing): %+v", ms)

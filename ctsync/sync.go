@@ -116,6 +116,8 @@ type Status struct {
 	// Lag: backup, send-to-kernel delay of the last applied datagram
 	// (wall clocks of both nodes; meaningful with NTP).
 	Lag time.Duration
+	// Queued: master, flow changes waiting to be sent.
+	Queued int
 
 	DatagramsSent, DatagramsReceived uint64
 	RecordsSent, RecordsApplied      uint64
@@ -612,6 +614,8 @@ func (s *Sync) sweep() {
 		return
 	}
 	s.sender.Reconcile(s.now(), dumpStart, flows)
+	st := s.sender.Stats()
+	s.log.Debug("ctsync: refresh sweep", "dumped", len(flows), "flows", st.Flows, "queued", st.Queued, "refreshed", st.Refreshed)
 }
 
 func inAny(a netip.Addr, ps []netip.Prefix) bool {
@@ -822,6 +826,7 @@ func (s *Sync) publish() {
 		ss := s.sender.Stats()
 		st.BulkSynced = true
 		st.Flows = ss.Flows
+		st.Queued = ss.Queued
 		st.RecordsSent = ss.Records
 		st.Coalesced = ss.Coalesced
 		st.Refreshed = ss.Refreshed

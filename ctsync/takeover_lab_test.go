@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ti-mo/conntrack"
+
 	"github.com/muros/muros-had/lab"
 )
 
@@ -158,7 +160,7 @@ func TestTCPSurvivesTakeover(t *testing.T) {
 	echoServer(t, p.server, "10.2.0.2:5001")
 	backup := startNode(t, p.fwB, false, nil)
 	master := startNode(t, p.fwA, true, nil)
-	waitReady(t, backup, 10*time.Second)
+	waitReady(t, backup, 60*time.Second, master)
 
 	replicated := dialIn(t, p.client, "10.2.0.2:5001")
 	for i := 0; i < 20; i++ {
@@ -206,14 +208,15 @@ func hasAssuredNAT(t *testing.T, ns *lab.Netns) bool {
 // TestUDPTimeoutRefreshed: a UDP flow kept alive by traffic on the master
 // produces no conntrack event after it is assured, yet its backup copy
 // never expires: the refresh sweep re-announces it. The conntrack UDP
-// timeouts are cut to 3s in both firewalls so the flow would vanish from
-// the backup within seconds without the sweep.
+// timeouts are cut to 8s in both firewalls and the sweep runs every 2s, so
+// without re-announcements the backup copy (8s + 3 x 2s padding) would
+// vanish after about 14s of the test's 30s.
 func TestUDPTimeoutRefreshed(t *testing.T) {
 	leakCheck(t)
 	p := newFWPair(t)
 	for _, fw := range []*lab.Netns{p.fwA, p.fwB} {
-		must(t, fw.SetSysctl("net.netfilter.nf_conntrack_udp_timeout", "3"))
-		must(t, fw.SetSysctl("net.netfilter.nf_conntrack_udp_timeout_stream", "3"))
+		must(t, fw.SetSysctl("net.netfilter.nf_conntrack_udp_timeout", "8"))
+		must(t, fw.SetSysctl("net.netfilter.nf_conntrack_udp_timeout_stream", "8"))
 	}
 	var srv net.PacketConn
 	must(t, p.server.Do(func() (err error) { srv, err = net.ListenPacket("udp4", "10.2.0.2:5353"); return err }))
@@ -231,22 +234,51 @@ func TestUDPTimeoutRefreshed(t *testing.T) {
 		}
 	}()
 	defer func() { srv.Close(); wg.Wait() }()
-	backup := startNode(t, p.fwB, false, func(c *Config) { c.Refresh = time.Second })
-	master := startNode(t, p.fwA, true, func(c *Config) { c.Refresh = time.Second })
-	waitReady(t, backup, 10*time.Second)
+	backup := startNode(t, p.fwB, false, func(c *Config) { c.Refresh = 2 * time.Second })
+	master := startNode(t, p.fwA, true, func(c *Config) { c.Refresh = 2 * time.Second })
+	waitReady(t, backup, 60*time.Second, master)
 	var cl net.Conn
 	must(t, p.client.Do(func() (err error) { cl, err = net.Dial("udp4", "10.2.0.2:5353"); return err }))
 	defer cl.Close()
+	// Traffic every 200ms from its own goroutine, so slow checks below do
+	// not let the flow expire on the master.
+	stop := make(chan struct{})
+	trafficErr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			select {
+			case <-stop:
+				trafficErr <- nil
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			cl.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := cl.Write([]byte("ping")); err != nil {
+				trafficErr <- err
+				return
+			}
+			if _, err := cl.Read(buf); err != nil {
+				trafficErr <- fmt.Errorf("UDP echo through fwA: %w", err)
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-trafficErr; err != nil {
+			t.Error(err)
+		}
+	}()
 	seen := false
-	buf := make([]byte, 64)
-	for i := 0; i < 30; i++ { // 15 s of traffic, 5 x the timeout
-		cl.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := cl.Write([]byte("ping")); err != nil {
-			t.Fatal(err)
+	var masterID uint32
+	start := time.Now()
+	for time.Since(start) < 30*time.Second {
+		id, ok := udpFlowID(t, p.fwA)
+		if masterID != 0 && (!ok || id != masterID) {
+			t.Fatalf("the flow expired on the master itself after %v (no packet for 8s: machine overloaded); test invalid", time.Since(start))
 		}
-		if _, err := cl.Read(buf); err != nil {
-			t.Fatalf("UDP echo through fwA: %v", err)
-		}
+		masterID = id
 		has := false
 		for k := range table(t, p.fwB) {
 			if k.Proto == 17 && k.Orig.DstPort == 5353 {
@@ -254,7 +286,7 @@ func TestUDPTimeoutRefreshed(t *testing.T) {
 			}
 		}
 		if seen && !has {
-			t.Fatalf("backup lost the live UDP flow after %d x 500ms (refresh failed); master status %+v", i, master.s.Status())
+			t.Fatalf("backup lost the live UDP flow after %v (refresh failed); master status %+v", time.Since(start), master.s.Status())
 		}
 		seen = seen || has
 		time.Sleep(500 * time.Millisecond)
@@ -267,6 +299,27 @@ func TestUDPTimeoutRefreshed(t *testing.T) {
 	}
 }
 
+// udpFlowID returns the conntrack ID of the test's UDP flow in ns.
+func udpFlowID(t *testing.T, ns *lab.Netns) (uint32, bool) {
+	var id uint32
+	var found bool
+	must(t, ns.Do(func() error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		flows, err := c.Dump(nil)
+		for _, f := range flows {
+			if f.TupleOrig.Proto.Protocol == 17 && f.TupleOrig.Proto.DestinationPort == 5353 {
+				id, found = f.ID, true
+			}
+		}
+		return err
+	}))
+	return id, found
+}
+
 // TestRoleSwap: the backup becomes master (dump + bulk), the old master
 // becomes backup, requests a resync and then mirrors the new master.
 func TestRoleSwap(t *testing.T) {
@@ -274,7 +327,7 @@ func TestRoleSwap(t *testing.T) {
 	a, b := syncPair(t)
 	nb := startNode(t, b, false, nil)
 	na := startNode(t, a, true, nil)
-	waitReady(t, nb, 10*time.Second)
+	waitReady(t, nb, 60*time.Second)
 	must(t, a.Do(func() error { return createFlows(0, 100) }))
 	converge(t, a, b, 10*time.Second)
 
