@@ -49,6 +49,19 @@
 // differs. Hashes are cached by (size, mtime, ctime, inode), SQLite
 // snapshot hashes by the stat of the database and its -wal.
 //
+// # Readiness (takeover ordering)
+//
+// A node that returns as backup while its peer is master may hold older
+// content: had it preempted at once, its master loop would push that stale
+// content over the operator's newer edits on the peer. Node.Ready is closed
+// when preemption is safe, and the daemon holds VRRP preemption until then
+// (takeover from a dead master is never held): when the master's full
+// comparison against this node's current boot ID completed and it said so
+// with POST /api/sync/synced (sent once per peer boot, after every
+// difference was pushed); when the peer answers GET /api/sync/hello and is
+// not master; when the peer stayed unreachable for ReadyPeerTimeout; or when
+// this node becomes master. Status.ReadyReason tells which.
+//
 // # HTTP API (peer listener, HTTPS, TLS 1.3 only)
 //
 // Each node has a self-signed ECDSA P-256 certificate generated on first
@@ -70,10 +83,14 @@
 //	GET  /api/sync/manifest  {"node":id,"boot_id":hex,"revision":N,"role":"master"|"backup",
 //	                          "files":[{"path":wire,"size":N,"sha256":hex,"mode":N},...]}
 //	GET  /api/sync/hello     {"node":id,"boot_id":hex,"revision":N,"role":...}
+//	POST /api/sync/synced    {"boot_id":hex,"revision":N}: the master compared the
+//	                         manifest the receiver served under boot_id and pushed
+//	                         every difference. 200 {}; 409 receiver is master or
+//	                         boot_id is not its current one; 400 undecodable.
 //	GET  /api/health         {"node":id,"role":...,"peer":{"id","url","reachable",
 //	                          "role","revision","last_contact"},"db":{"revision",
 //	                          "peer_revision","pending_paths","lag_ms","last_sync",
-//	                          "last_apply","in_sync"}} plus the keys returned by
+//	                          "last_apply","in_sync","ready"}} plus the keys returned by
 //	                          Config.Health (e.g. "vrrp" per VRID, "conntrack").
 //
 // A wire path is "<root name>" for a file root or "<root name>/<relative

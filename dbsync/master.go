@@ -54,6 +54,7 @@ type masterState struct {
 	needFull   bool
 	peerBoot   string
 	peerRev    uint64
+	syncedBoot string // the peer incarnation last told it is in sync
 	firstDirty time.Time
 }
 
@@ -277,6 +278,7 @@ func (n *Node) expand(st *masterState, dirty []string) []string {
 // peer's state is unknown, else the dirty paths only.
 func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 	var paths []string
+	comparedBoot := "" // set by a full comparison: whom to tell it is in sync
 	if st.needFull || st.shipped == nil {
 		h, err := n.fetchHello(ctx)
 		if err != nil {
@@ -294,6 +296,7 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 		d := diffManifests(local, remote)
 		st.shipped = remote
 		st.peerBoot = h.BootID
+		comparedBoot = m.BootID
 		st.peerRev = max(m.Revision, h.Revision)
 		clear(st.dirty)
 		paths = append(d.Changed, d.Deleted...)
@@ -313,6 +316,14 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 	}
 	if err := n.pushPaths(ctx, st, paths); err != nil {
 		return err
+	}
+	if comparedBoot != "" && comparedBoot != st.syncedBoot {
+		// Every difference is on the peer: a returning node may now preempt
+		// without pushing stale content back (ready.go).
+		if err := n.notifySynced(ctx, comparedBoot); err != nil {
+			return err
+		}
+		st.syncedBoot = comparedBoot
 	}
 	n.mu.Lock()
 	n.st.lastSync = time.Now()

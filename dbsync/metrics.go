@@ -25,10 +25,12 @@ var (
 		"1 when the last request to the peer got an answer.", nil, nil)
 	descMaster = prometheus.NewDesc("muros_had_dbsync_master",
 		"1 when this node pushes (VRRP master).", nil, nil)
+	descReady = prometheus.NewDesc("muros_had_dbsync_ready",
+		"1 once this node holds the master's content or may preempt anyway.", nil, nil)
 )
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRejected, descEvents, descRevision, descLag, descPending, descPeerUp, descMaster} {
+	for _, d := range []*prometheus.Desc{descRejected, descEvents, descRevision, descLag, descPending, descPeerUp, descMaster, descReady} {
 		ch <- d
 	}
 }
@@ -46,6 +48,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(s.PendingPaths))
 	ch <- prometheus.MustNewConstMetric(descPeerUp, prometheus.GaugeValue, b2f(s.Peer.Reachable))
 	ch <- prometheus.MustNewConstMetric(descMaster, prometheus.GaugeValue, b2f(s.Role == "master"))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(s.Ready))
 }
 
 func b2f(b bool) float64 {

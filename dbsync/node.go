@@ -43,9 +43,12 @@ type Config struct {
 	ProbeInterval       time.Duration // peer liveness/restart probe period (default 2 s)
 	RetryMin, RetryMax  time.Duration // push retry backoff (default 100 ms .. 30 s)
 	RequestTimeout      time.Duration // per HTTP request (default 60 s)
-	MaxBodyBytes        int64         // largest push accepted (default 64 MiB)
-	MaxBatchBytes       int           // a push is split above this (default 8 MiB)
-	SQLite3             string        // sqlite3 CLI for snapshots (default "sqlite3")
+	// ReadyPeerTimeout is how long a starting backup waits for an
+	// unreachable peer before calling itself ready (default 10 s).
+	ReadyPeerTimeout time.Duration
+	MaxBodyBytes     int64  // largest push accepted (default 64 MiB)
+	MaxBatchBytes    int    // a push is split above this (default 8 MiB)
+	SQLite3          string // sqlite3 CLI for snapshots (default "sqlite3")
 
 	// Dial, when set, opens connections to the peer (tests dial inside a
 	// network namespace).
@@ -86,6 +89,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryMin, 100*time.Millisecond)
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.RequestTimeout, 60*time.Second)
+	def(&c.ReadyPeerTimeout, 10*time.Second)
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 64 << 20
 	}
@@ -163,8 +167,12 @@ type Node struct {
 	rejected counters
 	stats    counters
 
-	mu sync.Mutex
-	st peerStatus
+	ready     chan struct{} // closed once preemption is safe (ready.go)
+	readyOnce sync.Once
+
+	mu          sync.Mutex
+	st          peerStatus
+	readyReason string
 }
 
 // peerStatus is the master loop's view of the peer, for Status and health.
@@ -231,6 +239,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		src:     &source{roots: cfg.Paths, exclude: cfg.Exclude, cache: cache, sqlite3: cfg.SQLite3, tmpDir: cfg.StateDir},
 		bootID:  hex.EncodeToString(boot[:]),
 		roleCh:  make(chan struct{}, 1),
+		ready:   make(chan struct{}),
 	}
 	dial := cfg.Dial
 	if dial == nil {
@@ -263,6 +272,9 @@ func (n *Node) SetRole(master bool) {
 		return
 	}
 	n.log.Info("dbsync: role", "master", master)
+	if master {
+		n.markReady(ReadyMaster)
+	}
 	select {
 	case n.roleCh <- struct{}{}:
 	default:
@@ -270,11 +282,21 @@ func (n *Node) SetRole(master bool) {
 }
 
 // Run replicates while ctx lives: as master it watches and pushes; as backup
-// it waits (pushes arrive through Handler).
+// it waits (pushes arrive through Handler) and probes the peer until Ready.
 func (n *Node) Run(ctx context.Context) error {
 	if n.started.Swap(true) {
 		return errors.New("dbsync: Run called twice")
 	}
+	rctx, stopReadiness := context.WithCancel(ctx)
+	readinessDone := make(chan struct{})
+	go func() {
+		defer close(readinessDone)
+		n.watchReadiness(rctx)
+	}()
+	defer func() {
+		stopReadiness()
+		<-readinessDone
+	}()
 	for {
 		if n.master.Load() {
 			sctx, cancel := context.WithCancel(ctx)
@@ -351,6 +373,10 @@ type Status struct {
 	LastError    string            `json:"last_error,omitempty"`
 	Stats        map[string]uint64 `json:"stats"`
 	Rejected     map[string]uint64 `json:"rejected"`
+	// Ready: this node holds the master's content or may preempt anyway
+	// (ReadyReason says which, see Ready).
+	Ready       bool   `json:"ready"`
+	ReadyReason string `json:"ready_reason,omitempty"`
 }
 
 // PeerStatus is what this node knows of its peer.
@@ -380,7 +406,7 @@ func timePtr(t time.Time) *time.Time {
 // Status returns the current replication state.
 func (n *Node) Status() Status {
 	n.mu.Lock()
-	st := n.st
+	st, readyReason := n.st, n.readyReason
 	n.mu.Unlock()
 	s := Status{
 		Node:        n.cfg.NodeID,
@@ -398,6 +424,8 @@ func (n *Node) Status() Status {
 		LastError:    st.lastError,
 		Stats:        n.stats.snapshot(),
 		Rejected:     n.rejected.snapshot(),
+		Ready:        readyReason != "",
+		ReadyReason:  readyReason,
 	}
 	if st.pending > 0 && !st.pendingSince.IsZero() {
 		s.LagMillis = time.Since(st.pendingSince).Milliseconds()

@@ -14,6 +14,7 @@ const (
 	PathPush     = "/api/sync/push"
 	PathManifest = "/api/sync/manifest"
 	PathHello    = "/api/sync/hello"
+	PathSynced   = "/api/sync/synced"
 	PathHealth   = "/api/health"
 )
 
@@ -54,6 +55,7 @@ func (n *Node) Handler() http.Handler {
 	mux.Handle("POST "+PathPush, n.peerOnly(http.HandlerFunc(n.handlePush)))
 	mux.Handle("GET "+PathManifest, n.peerOnly(http.HandlerFunc(n.handleManifest)))
 	mux.Handle("GET "+PathHello, n.peerOnly(http.HandlerFunc(n.handleHello)))
+	mux.Handle("POST "+PathSynced, n.peerOnly(http.HandlerFunc(n.handleSynced)))
 	mux.Handle("GET "+PathHealth, n.Authenticate(http.HandlerFunc(n.handleHealth)))
 	return mux
 }
@@ -224,6 +226,7 @@ func (n *Node) HealthDocument() map[string]any {
 		"last_sync":     s.LastSync,
 		"last_apply":    s.LastApply,
 		"in_sync":       s.Role == "master" && s.PendingPaths == 0 && s.Peer.Reachable && s.LastSync != nil,
+		"ready":         s.Ready,
 	}
 	return doc
 }

@@ -1,0 +1,221 @@
+package dbsync
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestPeerProbe(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	type probe struct {
+		at        time.Duration // since t0
+		reachable bool
+		role      string
+	}
+	type verdict struct {
+		Ready  bool
+		Reason string
+	}
+	tests := []struct {
+		name   string
+		probes []probe
+		want   []verdict
+	}{
+		{"peer is backup", []probe{{0, true, "backup"}}, []verdict{{true, ReadyPeerBackup}}},
+		{"peer is master: wait for its round", []probe{{0, true, "master"}, {time.Hour, true, "master"}},
+			[]verdict{{false, ""}, {false, ""}}},
+		{"unreachable from the start", []probe{{time.Second, false, ""}, {9 * time.Second, false, ""}, {10 * time.Second, false, ""}},
+			[]verdict{{false, ""}, {false, ""}, {true, ReadyPeerDown}}},
+		{"an answering master resets the streak", []probe{{9 * time.Second, false, ""}, {9500 * time.Millisecond, true, "master"},
+			{12 * time.Second, false, ""}, {21 * time.Second, false, ""}, {22 * time.Second, false, ""}},
+			[]verdict{{false, ""}, {false, ""}, {false, ""}, {false, ""}, {true, ReadyPeerDown}}},
+		{"master steps down", []probe{{0, true, "master"}, {time.Second, true, "backup"}},
+			[]verdict{{false, ""}, {true, ReadyPeerBackup}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := peerProbe{bound: 10 * time.Second, downSince: t0}
+			var got []verdict
+			for _, pr := range tt.probes {
+				ok, reason := p.observe(t0.Add(pr.at), pr.reachable, pr.role)
+				got = append(got, verdict{ok, reason})
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Fatalf("verdicts (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestReadyWhenMaster(t *testing.T) {
+	n, _, _ := handlerNode(t)
+	if isClosed(n.Ready()) || n.Status().Ready {
+		t.Fatal("a new backup is ready before anything happened")
+	}
+	n.SetRole(true)
+	if !isClosed(n.Ready()) {
+		t.Fatal("not ready after becoming master")
+	}
+	n.SetRole(false) // readiness gates the first preemption only
+	if s := n.Status(); !isClosed(n.Ready()) || !s.Ready || s.ReadyReason != ReadyMaster {
+		t.Fatalf("after stepping down: ready %v, reason %q", s.Ready, s.ReadyReason)
+	}
+}
+
+func TestHandlerSynced(t *testing.T) {
+	n, peer, auth := handlerNode(t)
+	h := n.Handler()
+	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	health, _ := mintToken(auth.withDefaults(), "a", "b", ScopeHealth, time.Minute, time.Now())
+	body := func(boot string) []byte {
+		b, _ := json.Marshal(Synced{BootID: boot, Revision: 7})
+		return b
+	}
+	rejects := []struct {
+		name   string
+		req    *http.Request
+		status int
+		reason string
+	}{
+		{"no token", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), ""), 401, ReasonMissing},
+		{"health scope", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), health), 401, ReasonScope},
+		{"earlier boot", peerRequest(t, peer, "POST", PathSynced, body("0123456789abcdef"), tok), 409, ReasonStaleBoot},
+		{"garbage", peerRequest(t, peer, "POST", PathSynced, []byte("{boot"), tok), 400, ReasonDecode},
+		{"too large", peerRequest(t, peer, "POST", PathSynced, make([]byte, 2*maxSyncedBody), tok), 413, ReasonTooLarge},
+	}
+	for _, tt := range rejects {
+		t.Run(tt.name, func(t *testing.T) {
+			before := n.Status().Rejected[tt.reason]
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, tt.req)
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d; body %s", w.Code, tt.status, w.Body)
+			}
+			if got := n.Status().Rejected[tt.reason] - before; got != 1 {
+				t.Fatalf("reason %q counted %d times, want 1 (all: %v)", tt.reason, got, n.Status().Rejected)
+			}
+			if isClosed(n.Ready()) {
+				t.Fatal("ready after a rejected notice")
+			}
+		})
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, body(n.bootID), tok))
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d; body %s", w.Code, w.Body)
+	}
+	if s := n.Status(); !isClosed(n.Ready()) || s.ReadyReason != ReadySynced || s.Stats["synced_notices_received"] != 1 {
+		t.Fatalf("after the notice: ready %v, reason %q, stats %v", isClosed(n.Ready()), s.ReadyReason, s.Stats)
+	}
+}
+
+func TestHandlerSyncedRefusedByMaster(t *testing.T) {
+	n, peer, auth := handlerNode(t)
+	n.SetRole(true)
+	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	b, _ := json.Marshal(Synced{BootID: n.bootID})
+	w := httptest.NewRecorder()
+	n.Handler().ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, b, tok))
+	if w.Code != http.StatusConflict || n.Status().Rejected[ReasonNotBackup] != 1 {
+		t.Fatalf("status %d, rejected %v", w.Code, n.Status().Rejected)
+	}
+}
+
+// waitReady waits for n's Ready; the bound is a liveness check, not a speed
+// check.
+func waitReady(t *testing.T, tn *testNode) {
+	t.Helper()
+	select {
+	case <-tn.node.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s not ready after 20s: %+v", tn.name, tn.node.Status())
+	}
+}
+
+// A backup that returns with stale content is ready only once the master's
+// anti-entropy round has brought it up to date.
+func TestLabReadyAfterMasterRound(t *testing.T) {
+	a, b := newLabPair(t, pairOptions{})
+	if !isClosed(a.node.Ready()) {
+		t.Fatal("the master is not ready")
+	}
+	writeFile(t, filepath.Join(a.dbDir(), "rules"), "v1\n")
+	waitFor(t, "initial sync", sameFile(filepath.Join(a.dbDir(), "rules"), filepath.Join(b.dbDir(), "rules")))
+	waitReady(t, b)
+	b.stop()
+	// Edits the stopped node misses, several files so the round takes a
+	// few pushes' worth of work.
+	writeFile(t, filepath.Join(a.dbDir(), "rules"), "v2, edited while b was down\n")
+	for i := range 50 {
+		writeFile(t, filepath.Join(a.dbDir(), "objects", fmt.Sprintf("o%02d", i)), fmt.Sprintf("object %d\n", i))
+	}
+	waitFor(t, "master notices the peer is down", func() error {
+		if a.node.Status().Peer.Reachable {
+			return fmt.Errorf("peer still reachable")
+		}
+		return nil
+	})
+	b.start(false)
+	if isClosed(b.node.Ready()) {
+		t.Fatal("a restarted backup is ready at once")
+	}
+	waitReady(t, b)
+	// At the moment of readiness the content is already there.
+	for _, p := range []string{"rules", "objects/o00", "objects/o49"} {
+		if err := sameFile(filepath.Join(a.dbDir(), p), filepath.Join(b.dbDir(), p))(); err != nil {
+			t.Fatalf("ready before %s arrived: %v", p, err)
+		}
+	}
+	if s := b.node.Status(); s.ReadyReason != ReadySynced {
+		t.Fatalf("ready reason %q, want %q", s.ReadyReason, ReadySynced)
+	}
+	// The master counts its notice once the answer is back: it may trail.
+	waitFor(t, "one notice per peer boot", func() error {
+		if n := a.node.Status().Stats["synced_notices_sent"]; n != 2 {
+			return fmt.Errorf("master sent %d synced notices, want 2", n)
+		}
+		return nil
+	})
+}
+
+// Neither node master: nobody holds newer content, both are ready at once.
+func TestLabReadyPeerNotMaster(t *testing.T) {
+	a, b := newLabPair(t, pairOptions{})
+	a.stop()
+	b.stop()
+	b.start(false)
+	a.start(false)
+	waitReady(t, a)
+	if r := a.node.Status().ReadyReason; r != ReadyPeerBackup {
+		t.Fatalf("ready reason %q, want %q", r, ReadyPeerBackup)
+	}
+}
+
+// A node alone does not wait for its peer forever.
+func TestLabReadyPeerUnreachable(t *testing.T) {
+	a, b := newLabPair(t, pairOptions{})
+	a.stop()
+	b.stop()
+	a.cfg.ReadyPeerTimeout = 600 * time.Millisecond
+	a.start(false)
+	waitReady(t, a)
+	if s := a.node.Status(); s.ReadyReason != ReadyPeerDown || s.Peer.Reachable {
+		t.Fatalf("ready reason %q (peer reachable %v), want %q", s.ReadyReason, s.Peer.Reachable, ReadyPeerDown)
+	}
+}
