@@ -93,9 +93,15 @@ func normalise(k *conntrack.Flow) CTFlow {
 		Mark:     k.Mark,
 		Status:   uint32(k.Status) & CTStatusCompared,
 	}
+	// ICMP has no ports: the identifier and type<<8|code take their place
+	// (as in ctwire), so echo flows stay distinct.
 	if o.Proto.ICMPv4 || o.Proto.ICMPv6 {
 		f.OrigSrc = ap(o.IP.SourceAddress, o.Proto.ICMPID)
 		f.OrigDst = ap(o.IP.DestinationAddress, uint16(o.Proto.ICMPType)<<8|uint16(o.Proto.ICMPCode))
+	}
+	if r.Proto.ICMPv4 || r.Proto.ICMPv6 {
+		f.ReplySrc = ap(r.IP.SourceAddress, r.Proto.ICMPID)
+		f.ReplyDst = ap(r.IP.DestinationAddress, uint16(r.Proto.ICMPType)<<8|uint16(r.Proto.ICMPCode))
 	}
 	if k.ProtoInfo.TCP != nil {
 		f.HasTCPInfo = true
