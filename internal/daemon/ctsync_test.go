@@ -242,7 +242,7 @@ func udpProbeFlow(f hatest.CTFlow) bool {
 	return f.Proto == 17 && f.OrigDst.Port() == lab.DefaultProbePort && f.Status&ipsSeenReply != 0
 }
 
-func counter(t *testing.T, p *lab.Pair, fw *lab.Netns, name string) uint64 {
+func fwCounter(t *testing.T, p *lab.Pair, fw *lab.Netns, name string) uint64 {
 	t.Helper()
 	n, _, err := p.Counter(fw, name)
 	if err != nil {
@@ -260,8 +260,9 @@ const (
 
 func (k takeoverKind) String() string { return [...]string{"crash", "graceful"}[k] }
 
-// takeOver ends the master fw1 at a random phase of its advert timer, so the measured gap does not lock to the start-up timing. It does not
-// touch t: it may run in a probe's During goroutine.
+// takeOver ends the master fw1 at a random phase of its advert timer, so
+// the measured gap does not lock to the start-up timing. It does not touch
+// t: it may run in a probe's During goroutine.
 func takeOver(p *lab.Pair, n1 *hatest.Node, kind takeoverKind) error {
 	time.Sleep(mrand.N(takeoverInterval))
 	if kind == gracefulTakeover {
@@ -314,7 +315,7 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond) // echoes flow through fw1 first
 			mustNotHaveFlapped(t, n2)
-			invalid0 := counter(t, p, p.FW2, lab.CounterInvalid)
+			invalid0 := fwCounter(t, p, p.FW2, lab.CounterInvalid)
 			at := time.Since(start)
 			if err := takeOver(p, n1, tc.kind); err != nil {
 				t.Fatal(err)
@@ -327,7 +328,7 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 			// than once after the new master owns the VIPs.
 			time.Sleep(3 * time.Second)
 			res := s.Stop()
-			invalid := counter(t, p, p.FW2, lab.CounterInvalid) - invalid0
+			invalid := fwCounter(t, p, p.FW2, lab.CounterInvalid) - invalid0
 			t.Logf("%s takeover at %v: max stall %v from %v, last echo age %v, echoed %d of %d bytes, reset %v, corrupt %v, err %v; fw2 dropped %d invalid",
 				tc.kind, at.Round(time.Millisecond), res.MaxStall, res.MaxStallFrom.Round(time.Millisecond), res.LastEchoAge,
 				res.Echoed, res.Sent, res.Reset, res.Corrupt, res.Err, invalid)
@@ -410,7 +411,7 @@ func TestCTSyncUDPTakeover(t *testing.T) {
 			if res.LastReplyAge > 500*time.Millisecond || res.Received == 0 {
 				t.Errorf("replies did not resume after the takeover: %+v", res)
 			}
-			if got := counter(t, p, p.FW2, lab.CounterNewLAN) - newLAN0; got != 0 {
+			if got := fwCounter(t, p, p.FW2, lab.CounterNewLAN) - newLAN0; got != 0 {
 				t.Errorf("fw2 accepted %d packets as new flows from the LAN after the takeover: the replica was not used", got)
 			}
 			after := mustFlow(t, p, p.FW2, "the probe's entry on fw2 after the takeover", entryWait, func(f hatest.CTFlow) bool { return sameKey(f, m) })
@@ -680,7 +681,7 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 	}
 	took := time.Since(burstEnd)
 	mustNotHaveFlapped(t, n2)
-	dropped := counter(t, p, p.FW1, lab.CounterSyncLoss) + counter(t, p, p.FW2, lab.CounterSyncLoss)
+	dropped := fwCounter(t, p, p.FW1, lab.CounterSyncLoss) + fwCounter(t, p, p.FW2, lab.CounterSyncLoss)
 	st := ctStatus(t, n2)
 	t.Logf("%d flows converged on fw2 %v after the burst; sync datagrams dropped %d; backup lost %d repaired %d resyncs %d",
 		flows, took.Round(time.Millisecond), dropped, st.Lost-before.Lost, st.Repaired-before.Repaired, st.Resyncs-before.Resyncs)
