@@ -341,6 +341,7 @@ func (d *Daemon) startStatusServers(ctx context.Context) (closers, error) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statusPage.Execute(w, d.Status())
 	})
+	d.registerSyncMetrics()
 	metrics := promhttp.HandlerFor(d.stats.reg, promhttp.HandlerOpts{})
 	mux.Handle("GET /metrics", metrics)
 
