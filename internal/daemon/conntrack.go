@@ -79,29 +79,3 @@ func newConntrackSync(cfg *config.Config, d *Daemon) (*ctsync.Sync, error) {
 	}
 	return s, nil
 }
-
-// waitConntrackReady lifts the preemption hold once the initial bulk sync is
-// complete, or after the configured startup timeout (a backup that cannot
-// get the table must not block its own election forever: it then preempts
-// with what it has and says so).
-func (d *Daemon) waitConntrackReady(ctx context.Context, ct conntrackSync, timeout time.Duration) {
-	var expired <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		expired = t.C
-	}
-	select {
-	case <-ctx.Done():
-		return
-	case <-ct.Ready():
-		d.log.Info("conntrack bulk sync complete: preemption allowed")
-	case <-expired:
-		d.log.Warn("conntrack bulk sync not complete within the startup timeout: preemption allowed anyway", "timeout", timeout)
-	}
-	ready := true
-	select {
-	case d.events <- loopEvent{ready: &ready}:
-	case <-ctx.Done():
-	}
-}

@@ -164,12 +164,65 @@ func instanceConfigs(cfg *config.Config, primary map[vrrp.Family]netip.Addr) []v
 			NoPreempt:    !cfg.Preempt,
 			PreemptDelay: cfg.PreemptDelay,
 			// A freshly started node does not preempt before its conntrack
-			// table is complete (SPEC); takeover from a dead master is never
-			// held (package vrrp).
-			WaitReady: cfg.Conntrack.Enabled,
+			// table is complete (SPEC) nor with a stale configuration DB
+			// (SPEC "takeover ordering"); takeover from a dead master is never
+			// held (package vrrp). The readiness gate lifts the hold.
+			WaitReady: holdsPreemption(cfg),
 		})
 	}
 	return out
+}
+
+// holdsPreemption reports whether the node starts "not ready" and waits for
+// its replications (readinessGate) before it may preempt.
+func holdsPreemption(cfg *config.Config) bool {
+	return cfg.Conntrack.Enabled || cfg.DBSync.Enabled
+}
+
+// replication is one replication the first preemption waits for.
+type replication struct {
+	name  string          // for the log: what is complete
+	ready <-chan struct{} // closed when complete
+}
+
+// readinessGate lifts the preemption hold once every replication in reps is
+// complete, or after timeout (a backup that cannot get the master's state
+// must not block its own election forever: it then preempts with what it
+// has and says so). One timeout bounds all of them.
+func (d *Daemon) readinessGate(ctx context.Context, reps []replication, timeout time.Duration) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+wait:
+	for i, r := range reps {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.ready:
+			d.log.Info(r.name + " complete")
+		case <-expired:
+			var pending []string
+			for _, r := range reps[i:] {
+				select {
+				case <-r.ready:
+				default:
+					pending = append(pending, r.name)
+				}
+			}
+			d.log.Warn("replication not complete within the startup timeout (conntrack.resync.startup_timeout, one bound for conntrack and DB sync): preemption allowed anyway",
+				"timeout", timeout, "incomplete", strings.Join(pending, ", "))
+			break wait
+		}
+	}
+	d.log.Info("replication ready: preemption allowed")
+	ready := true
+	select {
+	case d.events <- loopEvent{ready: &ready}:
+	case <-ctx.Done():
+	}
 }
 
 func familyOf(a netip.Addr) vrrp.Family {
@@ -288,17 +341,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}()
 		}
 	}
+	if holdsPreemption(d.cfg) {
+		// A replication enabled but off (DB sync that could not start) has
+		// nothing to wait for: it is logged and shown in the status.
+		var reps []replication
+		if d.ct != nil {
+			reps = append(reps, replication{"conntrack bulk sync", d.ct.Ready()})
+		}
+		if d.db != nil {
+			reps = append(reps, replication{"DB sync (this node holds the master's content)", d.db.Ready()})
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.readinessGate(bg, reps, d.cfg.Conntrack.Resync.StartupTimeout)
+		}()
+	}
 	if d.ct != nil {
-		wg.Add(2)
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := d.ct.Run(bg); err != nil && bg.Err() == nil {
 				d.log.Error("conntrack sync stopped", "err", err)
 			}
-		}()
-		go func() {
-			defer wg.Done()
-			d.waitConntrackReady(bg, d.ct, d.cfg.Conntrack.Resync.StartupTimeout)
 		}()
 	}
 	if d.db != nil {
