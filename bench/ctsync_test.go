@@ -58,6 +58,7 @@ var (
 	ctFlowsFlag = flag.Int("ct.flows", 100000, "flows in a conntrack storm")
 	ctRepsFlag  = flag.Int("ct.reps", 3, "repetitions per conntrack case (at least; -benchtime=Nx raises it)")
 	ctConnsFlag = flag.Int("ct.conns", 1000, "TCP connections in a takeover")
+	ctTableFlag = flag.Int("ct.table", 50000, "idle flows in the table beside the connections in the table-N takeover")
 	ctRateFlag  = flag.Int("ct.rate", 5000, "flows per second of the paced storm")
 	ctPerfFlag  = flag.String("ct.perf", "", "directory: record each storm's firewall processes with perf(1) into it (fw1.<case>.<rep>.data, fw2...)")
 )
@@ -829,55 +830,76 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// takeoverCase is a pair of firewalls with state replication that can be
-// crashed.
+// takeoverRig is an elected pair of firewalls with state replication.
+type takeoverRig struct {
+	// crash takes fw1 away; it calls stopped the moment fw1 no longer
+	// forwards (its nft drop rule is in): the origin of the recovery
+	// times, since under load the rest of the crash (kill, links down)
+	// can take a while.
+	crash func(stopped func()) error
+	// after describes the survivor once the window is over (e.g. how long
+	// conntrackd's commit took).
+	after func(crashed time.Time) string
+	// held is how many flows the backup holds ready for a takeover: its
+	// kernel table (muros-had) or its external cache (conntrackd).
+	held func() (int, error)
+}
+
+// takeoverCase elects fw1 on a fresh pair.
 type takeoverCase struct {
-	name string
-	// start elects fw1 and returns how to crash it and, after the crash,
-	// a note on the survivor (e.g. how long conntrackd's commit took).
-	// crash calls stopped the moment fw1 no longer forwards (its nft drop
-	// rule is in): the origin of the recovery times, since under load the
-	// rest of the crash (kill, links down) can take a while.
-	start func(b *testing.B, p *lab.Pair) (crash func(stopped func()) error, after func(crashed time.Time) string)
+	name  string
+	start func(b *testing.B, p *lab.Pair) takeoverRig
 }
 
 // BenchmarkConntrackTakeover measures the fraction of established TCP
-// connections that survive a crash of the master.
+// connections that survive a crash of the master, with nothing else in
+// the table ("table-0") and with -ct.table idle flows replicated beside
+// them ("table-N": conntrackd then commits them all at takeover, which is
+// the race of SPEC "Facts about such a lab").
 func BenchmarkConntrackTakeover(b *testing.B) {
-	for _, c := range []takeoverCase{
-		{"muros-had", takeoverMuros},
-		{"keepalived+conntrackd", takeoverKeepalivedConntrackd},
-	} {
-		b.Run(c.name, func(b *testing.B) { benchTakeover(b, c) })
+	for _, table := range []int{0, *ctTableFlag} {
+		for _, c := range []takeoverCase{
+			{"muros-had", takeoverMuros},
+			{"keepalived+conntrackd", takeoverKeepalivedConntrackd},
+		} {
+			b.Run(fmt.Sprintf("table-%d/%s", table, c.name), func(b *testing.B) { benchTakeover(b, c, table) })
+		}
 	}
 }
 
-func takeoverMuros(b *testing.B, p *lab.Pair) (func(func()) error, func(time.Time) string) {
+func takeoverMuros(b *testing.B, p *lab.Pair) takeoverRig {
 	n1, n2 := startMurosConntrack(b, p)
-	crash := func(stopped func()) error {
-		if err := stopForwarding(p); err != nil {
-			return err
-		}
-		stopped()
-		if err := n1.Kill(); err != nil {
-			return err
-		}
-		return powerOff(p)
+	count, err := openConntrackCount(p.FW2)
+	if err != nil {
+		b.Fatal(err)
 	}
-	after := func(time.Time) string {
-		if err := n2.WaitState("MASTER", 5*time.Second); err != nil {
-			return err.Error()
-		}
-		cs, err := murosConntrack(n2)
-		if err != nil {
-			return err.Error()
-		}
-		return fmt.Sprintf("new master conntrack %+v", cs)
+	b.Cleanup(func() { count.Close() })
+	return takeoverRig{
+		crash: func(stopped func()) error {
+			if err := stopForwarding(p); err != nil {
+				return err
+			}
+			stopped()
+			if err := n1.Kill(); err != nil {
+				return err
+			}
+			return powerOff(p)
+		},
+		after: func(time.Time) string {
+			if err := n2.WaitState("MASTER", 5*time.Second); err != nil {
+				return err.Error()
+			}
+			cs, err := murosConntrack(n2)
+			if err != nil {
+				return err.Error()
+			}
+			return fmt.Sprintf("new master conntrack %+v", cs)
+		},
+		held: count.Read,
 	}
-	return crash, after
 }
 
-func takeoverKeepalivedConntrackd(b *testing.B, p *lab.Pair) (func(func()) error, func(time.Time) string) {
+func takeoverKeepalivedConntrackd(b *testing.B, p *lab.Pair) takeoverRig {
 	ko := hatest.KeepalivedOptions{Auth: hatest.KeepalivedAuthNone, Interval: 100 * time.Millisecond}
 	ko.Role = "master"
 	k1, err := StartKeepalivedConntrackd(p, p.FW1, ko, conntrackdOptions(p, p.FW1, false))
@@ -908,29 +930,31 @@ func takeoverKeepalivedConntrackd(b *testing.B, p *lab.Pair) (func(func()) error
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	crash := func(stopped func()) error {
-		if err := stopForwarding(p); err != nil {
-			return err
-		}
-		stopped()
-		if err := k1.Kill(); err != nil {
-			return err
-		}
-		return powerOff(p)
-	}
-	after := func(crashed time.Time) string {
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			if r, ok := k2.PrimaryDone(crashed); ok {
-				return fmt.Sprintf("fw2 primary-backup.sh primary started %v after fw1 stopped; commit (conntrackd -c) took %v; the script (commit, flush, resync, bulk) %v, done %v after fw1 stopped",
-					r.Start.Sub(crashed).Round(time.Millisecond), r.CommitEnd.Sub(r.Start).Round(time.Millisecond),
-					r.End.Sub(r.Start).Round(time.Millisecond), r.End.Sub(crashed).Round(time.Millisecond))
+	return takeoverRig{
+		crash: func(stopped func()) error {
+			if err := stopForwarding(p); err != nil {
+				return err
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return "fw2 never ran primary-backup.sh primary:\n" + k2.Keepalived.Log()
+			stopped()
+			if err := k1.Kill(); err != nil {
+				return err
+			}
+			return powerOff(p)
+		},
+		after: func(crashed time.Time) string {
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				if r, ok := k2.PrimaryDone(crashed); ok {
+					return fmt.Sprintf("fw2 primary-backup.sh primary started %v after fw1 stopped; commit (conntrackd -c) took %v; the script (commit, flush, resync, bulk) %v, done %v after fw1 stopped",
+						r.Start.Sub(crashed).Round(time.Millisecond), r.CommitEnd.Sub(r.Start).Round(time.Millisecond),
+						r.End.Sub(r.Start).Round(time.Millisecond), r.End.Sub(crashed).Round(time.Millisecond))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			return "fw2 never ran primary-backup.sh primary:\n" + k2.Keepalived.Log()
+		},
+		held: k2.Conntrackd.ExternalCacheSize,
 	}
-	return crash, after
 }
 
 // takeoverResult is one takeover as the connections saw it.
@@ -943,7 +967,7 @@ type takeoverResult struct {
 	Survivor string
 }
 
-func benchTakeover(b *testing.B, c takeoverCase) {
+func benchTakeover(b *testing.B, c takeoverCase, table int) {
 	lab.Require(b)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	var pct, p50s, p99s, maxs []float64
@@ -951,7 +975,7 @@ func benchTakeover(b *testing.B, c takeoverCase) {
 		r := func() takeoverResult {
 			p := newPair(b)
 			defer p.Close()
-			r, err := runTakeover(b, p, c, *ctConnsFlag, rng)
+			r, err := runTakeover(b, p, c, *ctConnsFlag, table, rng)
 			if err != nil {
 				b.Fatalf("%s rep %d: %v", c.name, rep, err)
 			}
@@ -977,8 +1001,32 @@ func benchTakeover(b *testing.B, c takeoverCase) {
 // echo back.
 const survivalWindow = 5 * time.Second
 
-func runTakeover(b *testing.B, p *lab.Pair, c takeoverCase, conns int, rng *rand.Rand) (takeoverResult, error) {
-	crash, after := c.start(b, p)
+func runTakeover(b *testing.B, p *lab.Pair, c takeoverCase, conns, table int, rng *rand.Rand) (takeoverResult, error) {
+	rig := c.start(b, p)
+	if table > 0 {
+		// Idle flows first, replicated before the connections start.
+		base, err := rig.held()
+		if err != nil {
+			return takeoverResult{}, err
+		}
+		if _, err := createStorm(p.FW1, table, 0, time.Now(), nil); err != nil {
+			return takeoverResult{}, err
+		}
+		deadline := time.Now().Add(stormWait)
+		for {
+			n, err := rig.held()
+			if err != nil {
+				return takeoverResult{}, err
+			}
+			if n >= base+table {
+				break
+			}
+			if time.Now().After(deadline) {
+				return takeoverResult{}, fmt.Errorf("the backup holds %d of %d idle flows after %v", n-base, table, stormWait)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	if err := p.FlushNeighbours(); err != nil {
 		return takeoverResult{}, err
 	}
@@ -993,8 +1041,12 @@ func runTakeover(b *testing.B, p *lab.Pair, c takeoverCase, conns int, rng *rand
 	// Established and replicated; crash at a random phase of the 100 ms
 	// advert and write timers.
 	time.Sleep(time.Second + time.Duration(rng.Int64N(int64(100*time.Millisecond))))
+	held, err := rig.held()
+	if err != nil {
+		return takeoverResult{}, err
+	}
 	var crashed time.Time
-	if err := crash(func() {
+	if err := rig.crash(func() {
 		crashed = time.Now()
 		fleet.crashAt.Store(int64(crashed.Sub(fleet.start)))
 	}); err != nil {
@@ -1002,7 +1054,7 @@ func runTakeover(b *testing.B, p *lab.Pair, c takeoverCase, conns int, rng *rand
 	}
 	time.Sleep(time.Until(crashed.Add(survivalWindow)))
 	r := fleet.Result(crashed.Sub(fleet.start), survivalWindow)
-	r.Survivor = after(crashed)
+	r.Survivor = fmt.Sprintf("backup held %d flows at the crash; %s", held, rig.after(crashed))
 	return r, nil
 }
 
