@@ -28,10 +28,28 @@ const dbBlock = `table inet dbready_block {
 // Takeover ordering (SPEC, issue 5): with preempt on, a master that crashed
 // and comes back must not preempt with its stale configuration DB. It
 // returns as BACKUP, receives the edits made on the new master while it was
-// gone, and only then preempts; the edits survive on both nodes.
+// gone, and only then preempts; the edits survive on both nodes. With
+// conntrack sync on as well, the hold lasts until both are complete.
 func TestReturningMasterPreemptsOnlyWithCurrentDB(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra string
+		ready []string // log lines that must precede the preemption
+	}{
+		{"dbsync", "", []string{dbReadyLine}},
+		{"dbsync and conntrack", "conntrack:\n  enabled: true\n", []string{dbReadyLine, "conntrack bulk sync complete"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testReturningMasterWithCurrentDB(t, tc.extra, tc.ready) })
+	}
+}
+
+// dbReadyLine is what the daemon logs when the DB sync lifts its part of
+// the hold.
+const dbReadyLine = "DB sync (this node holds the master's content) complete"
+
+func testReturningMasterWithCurrentDB(t *testing.T, extra string, readyLines []string) {
 	p := lab.NewPairT(t, lab.Options{})
-	o1, o2 := hatest.NodeOptions{Role: "master"}, hatest.NodeOptions{Role: "backup"}
+	o1, o2 := hatest.NodeOptions{Role: "master", Extra: extra}, hatest.NodeOptions{Role: "backup", Extra: extra}
 	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
 	if err != nil {
 		t.Fatal(err)
@@ -101,17 +119,20 @@ func TestReturningMasterPreemptsOnlyWithCurrentDB(t *testing.T) {
 	mustState(t, n2, "BACKUP", 5*time.Second)
 
 	log := n1.Proc.Log()
-	ready := strings.Index(log, "DB sync (this node holds the master's content) complete")
 	master := strings.Index(log, "to=MASTER")
-	switch {
-	case ready < 0:
-		t.Fatalf("fw1 never logged its DB as ready:\n%s", tail(log, 60))
-	case master < 0:
+	if master < 0 {
 		t.Fatalf("fw1 never logged its transition to MASTER:\n%s", tail(log, 60))
-	case master < ready:
-		t.Fatalf("fw1 preempted before its DB was ready:\n%s", tail(log, 60))
-	case strings.Contains(log, "startup timeout"):
-		t.Fatalf("fw1 was released by the startup timeout, not by the DB catch-up:\n%s", tail(log, 60))
+	}
+	if strings.Contains(log, "startup timeout") {
+		t.Fatalf("fw1 was released by the startup timeout, not by the catch-up:\n%s", tail(log, 60))
+	}
+	for _, line := range readyLines {
+		switch ready := strings.Index(log, line); {
+		case ready < 0:
+			t.Fatalf("fw1 never logged %q:\n%s", line, tail(log, 60))
+		case master < ready:
+			t.Fatalf("fw1 preempted before %q:\n%s", line, tail(log, 60))
+		}
 	}
 	st, err := n1.Status(context.Background())
 	if err != nil {
@@ -145,4 +166,48 @@ func TestReturningMasterPreemptsOnlyWithCurrentDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFile(t, rules2, again, 5*time.Second)
+}
+
+// A returning node that cannot reach the DB sync of its peer preempts once
+// the startup timeout passes (it must not block its own election forever),
+// and says which replication was incomplete.
+func TestReturningMasterPreemptsAfterStartupTimeout(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	// 2 s: shorter than the 10 s the DB sync waits for an unreachable peer,
+	// so the daemon's timeout is what releases the hold.
+	extra := "conntrack:\n  enabled: false\n  resync:\n    startup_timeout: 2s\n"
+	n1, n2, err := hatest.StartPairWithDBSync(binary, p, hatest.NodeOptions{Role: "master", Extra: extra}, hatest.NodeOptions{Role: "backup", Extra: extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 15*time.Second)
+	mustState(t, n2, "BACKUP", 5*time.Second)
+	if err := n1.Crash(p); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "MASTER", 3*time.Second)
+	if err := p.RestoreNode(p.FW1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Nft(p.FW1, dbBlock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.FW1.Run("nft", "delete", "table", "inet", "dbready_block") })
+	if err := n1.Start(binary); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "BACKUP", 5*time.Second)
+	mustState(t, n1, "MASTER", 15*time.Second)
+	mustState(t, n2, "BACKUP", 5*time.Second)
+	log := n1.Proc.Log()
+	timeout := strings.Index(log, "startup timeout")
+	master := strings.Index(log, "to=MASTER")
+	switch {
+	case timeout < 0 || !strings.Contains(log[timeout:], "incomplete=\"DB sync"):
+		t.Fatalf("fw1 did not log the startup timeout naming the DB sync:\n%s", tail(log, 60))
+	case master < timeout:
+		t.Fatalf("fw1 preempted before the startup timeout:\n%s", tail(log, 60))
+	case strings.Contains(log, dbReadyLine):
+		t.Fatalf("fw1's DB sync was ready although its peer was unreachable:\n%s", tail(log, 60))
+	}
 }
