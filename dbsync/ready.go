@@ -152,25 +152,37 @@ func (n *Node) notifySynced(ctx context.Context, bootID string) error {
 // maxSyncedBody bounds POST /api/sync/synced: a boot ID and a number.
 const maxSyncedBody = 1 << 10
 
-func (n *Node) handleSynced(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSyncedBody))
-	if err != nil {
-		n.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, err)
-		return
+// checkSynced decodes a synced notice for the incarnation bootID; on error
+// it names the rejection reason and HTTP status. Pure.
+func checkSynced(body []byte, bootID string) (s Synced, status int, reason string, err error) {
+	if len(body) > maxSyncedBody {
+		return s, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Errorf("body over %d bytes", maxSyncedBody)
 	}
-	var s Synced
 	if err := json.Unmarshal(body, &s); err != nil {
-		n.reject(w, r, http.StatusBadRequest, ReasonDecode, err)
+		return s, http.StatusBadRequest, ReasonDecode, err
+	}
+	if s.BootID != bootID {
+		// The master compared an earlier incarnation of this node: its
+		// probe sees the new boot ID and compares again.
+		return s, http.StatusConflict, ReasonStaleBoot, fmt.Errorf("boot ID %q, this node is %q", s.BootID, bootID)
+	}
+	return s, http.StatusOK, "", nil
+}
+
+func (n *Node) handleSynced(w http.ResponseWriter, r *http.Request) {
+	// One byte over the limit is enough to tell "too large".
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSyncedBody+1))
+	if err != nil {
+		n.reject(w, r, http.StatusBadRequest, ReasonTruncated, err)
 		return
 	}
 	if n.master.Load() {
 		n.reject(w, r, http.StatusConflict, ReasonNotBackup, errors.New("this node is master"))
 		return
 	}
-	if s.BootID != n.bootID {
-		// The master compared an earlier incarnation of this node: its
-		// probe sees the new boot ID and compares again.
-		n.reject(w, r, http.StatusConflict, ReasonStaleBoot, fmt.Errorf("boot ID %q, this node is %q", s.BootID, n.bootID))
+	s, status, reason, err := checkSynced(body, n.bootID)
+	if err != nil {
+		n.reject(w, r, status, reason, err)
 		return
 	}
 	n.stats.add("synced_notices_received", 1)

@@ -1,15 +1,21 @@
 package dbsync
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"pgregory.net/rapid"
 )
 
 func TestPeerProbe(t *testing.T) {
@@ -218,4 +224,103 @@ func TestLabReadyPeerUnreachable(t *testing.T) {
 	if s := a.node.Status(); s.ReadyReason != ReadyPeerDown || s.Peer.Reachable {
 		t.Fatalf("ready reason %q (peer reachable %v), want %q", s.ReadyReason, s.Peer.Reachable, ReadyPeerDown)
 	}
+}
+
+// Property: a reachable master never makes the node ready; an unreachable
+// streak makes it ready exactly when the streak reaches the bound.
+func TestPeerProbeProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		bound := time.Duration(rapid.Int64Range(1, int64(time.Minute)).Draw(t, "bound"))
+		start := time.Unix(1_700_000_000, 0)
+		p := peerProbe{bound: bound, downSince: start}
+		now, streak := start, start // streak: start of the current unreachable run
+		for i := range rapid.IntRange(1, 50).Draw(t, "probes") {
+			now = now.Add(time.Duration(rapid.Int64Range(0, int64(bound)).Draw(t, fmt.Sprint("step", i))))
+			reachable := rapid.Bool().Draw(t, fmt.Sprint("reachable", i))
+			ready, reason := p.observe(now, reachable, "master")
+			if reachable {
+				if ready {
+					t.Fatalf("probe %d: ready (%s) while a live master answers", i, reason)
+				}
+				streak = time.Time{}
+				continue
+			}
+			if streak.IsZero() {
+				streak = now
+			}
+			if want := now.Sub(streak) >= bound; ready != want || (ready && reason != ReadyPeerDown) {
+				t.Fatalf("probe %d: ready %v (%s) after %v unreachable, bound %v", i, ready, reason, now.Sub(streak), bound)
+			}
+			if ready {
+				return
+			}
+		}
+	})
+}
+
+// The probe loop in virtual time: a peer that refuses every connection
+// makes the node ready after ReadyPeerTimeout, not before.
+func TestWatchReadinessPeerDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		base := t.TempDir()
+		peer, err := EnsureIdentity(filepath.Join(base, "peer"), "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := New(Config{
+			NodeID: "b", PeerID: "a", PeerURL: "https://192.0.2.1:7443", PeerCertSHA256: peer.Fingerprint,
+			StateDir: filepath.Join(base, "state"), Auth: hsAuth(),
+			Paths:         []Path{{Name: "db", Local: filepath.Join(base, "db"), Dir: true}},
+			ProbeInterval: 2 * time.Second, ReadyPeerTimeout: 10 * time.Second,
+			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return nil, syscall.ECONNREFUSED
+			},
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- n.Run(ctx) }()
+		time.Sleep(10*time.Second - time.Millisecond)
+		synctest.Wait()
+		if isClosed(n.Ready()) {
+			t.Fatalf("ready before ReadyPeerTimeout: %+v", n.Status())
+		}
+		time.Sleep(2 * time.Second) // the next probe after the bound
+		synctest.Wait()
+		if s := n.Status(); !isClosed(n.Ready()) || s.ReadyReason != ReadyPeerDown {
+			t.Fatalf("not ready after ReadyPeerTimeout: ready %v, reason %q", isClosed(n.Ready()), s.ReadyReason)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		n.client.CloseIdleConnections()
+	})
+}
+
+// FuzzCheckSynced: any body either is refused with a reason and a 4xx
+// status, or names this node's boot ID; never a panic.
+func FuzzCheckSynced(f *testing.F) {
+	const boot = "00112233aabbccdd"
+	f.Add([]byte(`{"boot_id":"00112233aabbccdd","revision":3}`))
+	f.Add([]byte(`{"boot_id":"0123456789abcdef"}`))
+	f.Add([]byte(`{"boot_id":1}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(``))
+	f.Add([]byte(`{"boot_id":"00112233aabbccdd","revision":-1}`))
+	f.Add(bytes.Repeat([]byte(" "), maxSyncedBody+1))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		s, status, reason, err := checkSynced(body, boot)
+		if err == nil {
+			if s.BootID != boot || status != http.StatusOK || reason != "" || len(body) > maxSyncedBody {
+				t.Fatalf("body %q accepted as %+v (status %d, reason %q)", body, s, status, reason)
+			}
+			return
+		}
+		if status < 400 || status > 499 || reason == "" {
+			t.Fatalf("body %q refused with status %d, reason %q", body, status, reason)
+		}
+	})
 }
