@@ -79,7 +79,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		err = d.Run(ctx)
 		close(done)
 		if errors.Is(err, daemon.ErrRestart) {
+			if ctx.Err() != nil {
+				return 0 // stopped while restarting: the old instance already left gracefully
+			}
 			cfg = d.NextConfig()
+			for _, w := range cfg.Warnings {
+				log.Warn("configuration", "warning", w.String())
+			}
 			continue
 		}
 		if err != nil {

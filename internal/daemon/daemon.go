@@ -68,6 +68,10 @@ type Daemon struct {
 	epochPath string
 	stop      chan struct{}  // closed when Run returns: late timer fires are dropped
 	next      *config.Config // set by a reload that needs a restart
+	reloadReq chan struct{}
+	// vipDirty is set when claiming or releasing failed: the loop retries
+	// every second until the kernel agrees with the group state.
+	vipDirty bool
 }
 
 // familyLink is the VRRP socket of one address family with its encoder.
@@ -99,7 +103,6 @@ type loopEvent struct {
 	advert *rxAdvert
 	timer  *timerFire
 	link   *vip.LinkEvent
-	reload bool
 	ready  *bool
 }
 
@@ -140,6 +143,8 @@ func New(opts Options) (*Daemon, error) {
 		timers: make(map[timerKey]*time.Timer),
 		replay: make(map[replayKey]vrrp.ReplayState),
 		stop:   make(chan struct{}),
+		// reloadReq has room for one pending SIGHUP.
+		reloadReq: make(chan struct{}, 1),
 	}
 	d.status = newStatusBook(d.cfg)
 	d.stats.initStates(d.cfg)
@@ -424,6 +429,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer t.Stop()
 		watchdog = t.C
 	}
+	// Netlink and socket work must finish even once a stop is requested:
+	// a VIP release cut short by a cancelled context would leave the VIPs
+	// on a node that exits.
+	work := context.WithoutCancel(ctx)
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	vipRetry := retry.C
 	for {
 		select {
 		case <-ctx.Done():
@@ -432,8 +444,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case <-watchdog:
 			d.opts.Notify("WATCHDOG=1")
+		case <-d.reloadReq:
+			d.reload(work)
+			if d.next != nil {
+				// No STOPPING=1: systemd would take the in-process restart
+				// for the service stopping and kill it after TimeoutStopSec.
+				// The reload stays open (RELOADING=1) until the next
+				// instance sends READY=1.
+				d.shutdown()
+				return ErrRestart
+			}
+		case <-vipRetry:
+			if d.vipDirty {
+				d.reconcileVIPs(work)
+			}
 		case ev := <-d.events:
-			d.handle(ctx, ev)
+			if ctx.Err() != nil {
+				// A stop is pending: it goes first (select picks at random
+				// among ready cases), so no event runs after SIGTERM.
+				continue
+			}
+			d.handle(work, ev)
 			if d.next != nil {
 				// No STOPPING=1: systemd would take the in-process restart
 				// for the service stopping and kill it after TimeoutStopSec.
@@ -452,10 +483,10 @@ func (d *Daemon) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventShutdown}, d.actions[:0]))
-	if d.vips.Claimed() {
-		if err := d.vips.Release(ctx); err != nil {
-			d.log.Error("releasing VIPs at shutdown", "err", err)
-		}
+	// Unconditional: Release is idempotent, and a claim whose state is in
+	// doubt must not outlive the process.
+	if err := d.vips.Release(ctx); err != nil {
+		d.log.Error("releasing VIPs at shutdown", "err", err)
 	}
 	for k, t := range d.timers {
 		t.Stop()
@@ -470,8 +501,10 @@ func (d *Daemon) NextConfig() *config.Config { return d.next }
 
 // Trigger asks the loop to reload the configuration (SIGHUP).
 func (d *Daemon) Trigger() {
+	// Capacity 1: requests arriving while one is pending coalesce into it,
+	// none is lost behind a full event queue.
 	select {
-	case d.events <- loopEvent{reload: true}:
+	case d.reloadReq <- struct{}{}:
 	default:
 	}
 }
@@ -487,8 +520,6 @@ func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
 		}
 	case ev.link != nil:
 		d.handleLink(ctx, *ev.link)
-	case ev.reload:
-		d.reload(ctx)
 	case ev.ready != nil:
 		kind := vrrp.EventNotReady
 		if *ev.ready {
@@ -502,6 +533,12 @@ func (d *Daemon) handleAdvert(ctx context.Context, a *rxAdvert) {
 	m := d.group.Member(a.vrid)
 	if m == nil {
 		d.stats.reject("unknown_vrid")
+		return
+	}
+	// IPv4 and IPv6 VRIDs are separate spaces (RFC 9568 section 7): an
+	// advert for one of our VRIDs over the other family is not for us.
+	if v, ok := d.vipOf(a.vrid); !ok || familyOf(v.Address.Addr()) != a.family {
+		d.stats.reject("wrong_family")
 		return
 	}
 	// A router on the link that advertises one of our VRIDs with another
@@ -591,6 +628,16 @@ func (d *Daemon) apply(ctx context.Context, acts []vrrp.Action) {
 // when the sync group is MASTER. It reports whether it claimed them.
 func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
 	want := d.group.State() == vrrp.StateMaster
+	if d.vipDirty {
+		// The last attempt failed: both operations are idempotent, so redo
+		// the one the group state asks for whatever the manager believes.
+		if want {
+			d.vipResult("claim", d.vips.Claim(ctx))
+		} else {
+			d.vipResult("release", d.vips.Release(ctx))
+		}
+		return false
+	}
 	switch have := d.vips.Claimed(); {
 	case want && !have:
 		// The replicated flows are already in this node's kernel (the
@@ -602,16 +649,10 @@ func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
 		if d.db != nil {
 			d.db.SetRole(true)
 		}
-		if err := d.vips.Claim(ctx); err != nil {
-			d.log.Error("claiming VIPs", "err", err)
-		}
-		d.log.Info("VIPs claimed", "vips", len(d.cfg.VIPs))
+		d.vipResult("claim", d.vips.Claim(ctx))
 		return true
 	case !want && have:
-		if err := d.vips.Release(ctx); err != nil {
-			d.log.Error("releasing VIPs", "err", err)
-		}
-		d.log.Info("VIPs released", "state", d.group.State())
+		d.vipResult("release", d.vips.Release(ctx))
 		if d.ct != nil {
 			d.ct.SetRole(false)
 		}
@@ -620,6 +661,24 @@ func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
 		}
 	}
 	return false
+}
+
+// vipResult logs the outcome of a claim or release and arms the retry.
+func (d *Daemon) vipResult(op string, err error) {
+	if err != nil {
+		if !d.vipDirty {
+			d.log.Error("VIP "+op+" failed; retrying every second", "err", err)
+		}
+		d.vipDirty = true
+		d.status.vipError(op, err)
+		return
+	}
+	if d.vipDirty {
+		d.log.Info("VIP " + op + " succeeded after retries")
+	}
+	d.vipDirty = false
+	d.status.vipError("", nil)
+	d.log.Info("VIPs "+op+"ed", "vips", len(d.cfg.VIPs), "state", d.group.State())
 }
 
 func (d *Daemon) setTimer(k timerKey, after time.Duration, gen uint64) {

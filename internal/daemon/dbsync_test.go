@@ -90,7 +90,7 @@ func TestDBSyncThroughTheDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustState(t, n1, "MASTER", 5*time.Second)
-	mustState(t, n2, "BACKUP", 5*time.Second)
+	mustSettledBackup(t, n2, 5*time.Second)
 	db1, kea1 := hatest.DBPaths(p.FW1)
 	db2, kea2 := hatest.DBPaths(p.FW2)
 

@@ -55,8 +55,26 @@ func pairNodes(t *testing.T, p *lab.Pair, o1, o2 hatest.NodeOptions) (*hatest.No
 		t.Fatal(err)
 	}
 	mustState(t, n1, "MASTER", 5*time.Second)
-	mustState(t, n2, "BACKUP", 5*time.Second)
+	mustSettledBackup(t, n2, 5*time.Second)
 	return n1, n2
+}
+
+// mustSettledBackup waits until n is BACKUP because it hears a master: the
+// BACKUP of start-up, before Master_Down_Interval ran out, does not count
+// (on a loaded machine the backup may still go master once and yield).
+func mustSettledBackup(t *testing.T, n *hatest.Node, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := n.Status(context.Background())
+		if err == nil && st.State == "BACKUP" && st.Peer.Role == "master" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not settle as the backup of a master: %+v (err %v)\n%s", n.NS, st, err, tail(n.Proc.Log(), 30))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func mustState(t *testing.T, n *hatest.Node, state string, timeout time.Duration) {

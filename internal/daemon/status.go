@@ -38,8 +38,11 @@ type Status struct {
 	Links        map[string]bool `json:"links"` // tracked interface -> up
 	Adverts      AdvertStats     `json:"adverts"`
 	Foreign      []ForeignRouter `json:"foreign_routers,omitempty"`
-	Conntrack    any             `json:"conntrack,omitempty"`
-	DB           any             `json:"db,omitempty"`
+	// VIPError is the last failed claim or release, retried every second
+	// until it succeeds; empty when the kernel agrees with the state.
+	VIPError  string `json:"vip_error,omitempty"`
+	Conntrack any    `json:"conntrack,omitempty"`
+	DB        any    `json:"db,omitempty"`
 }
 
 // PeerStatus is what this node knows of the other one.
@@ -88,11 +91,16 @@ type statusBook struct {
 	mu      sync.Mutex
 	st      Status
 	peerPri uint8
+	// peerDownAfter: the peer is no longer master once its adverts stop for
+	// longer than a backup would wait (3 intervals plus slack). Kept here,
+	// under the lock, because reload changes the interval while status
+	// readers run.
+	peerDownAfter time.Duration
 }
 
 func newStatusBook(cfg *config.Config) *statusBook {
 	host, _ := os.Hostname()
-	b := &statusBook{st: Status{
+	b := &statusBook{peerDownAfter: 4*cfg.AdvertInterval + time.Second, st: Status{
 		Node:     host,
 		Role:     string(cfg.Role),
 		State:    vrrp.StateInitialize.String(),
@@ -156,6 +164,17 @@ func (b *statusBook) setRole(cfg *config.Config) {
 	defer b.mu.Unlock()
 	b.st.Role = string(cfg.Role)
 	b.st.Priority = cfg.Priority()
+	b.peerDownAfter = 4*cfg.AdvertInterval + time.Second
+}
+
+func (b *statusBook) vipError(op string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		b.st.VIPError = ""
+		return
+	}
+	b.st.VIPError = op + ": " + err.Error()
 }
 
 func (b *statusBook) link(ifname string, up bool) {
@@ -166,7 +185,7 @@ func (b *statusBook) link(ifname string, up bool) {
 
 // snapshot returns a copy; peer role is derived from how recent its adverts
 // are (only a master advertises).
-func (b *statusBook) snapshot(downAfter time.Duration, now time.Time) Status {
+func (b *statusBook) snapshot(now time.Time) Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.st
@@ -183,7 +202,7 @@ func (b *statusBook) snapshot(downAfter time.Duration, now time.Time) Status {
 	if !s.Peer.LastAdvert.IsZero() {
 		p := b.peerPri
 		s.Peer.Priority = &p
-		if now.Sub(s.Peer.LastAdvert) > downAfter {
+		if now.Sub(s.Peer.LastAdvert) > b.peerDownAfter {
 			s.Peer.Role = "not-master"
 		}
 	}
@@ -307,9 +326,7 @@ func (d *Daemon) Status() Status {
 // statusCore is the status without the DB part: the DB replication's health
 // document includes it, so it must not call back into the replication.
 func (d *Daemon) statusCore() Status {
-	// The peer is no longer master once its adverts stop for longer than a
-	// backup would wait (3 intervals plus slack).
-	s := d.status.snapshot(4*d.cfg.AdvertInterval+time.Second, time.Now())
+	s := d.status.snapshot(time.Now())
 	s.Adverts = d.stats.snapshot()
 	if d.ct != nil {
 		s.Conntrack = conntrackStatus(d.ct.Status())

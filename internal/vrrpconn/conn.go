@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"unsafe"
 
 	"github.com/mdlayher/socket"
 	"golang.org/x/sys/unix"
@@ -64,6 +65,7 @@ type Conn struct {
 	src     netip.Addr // our source address on the interface
 	socks   [2]*socket.Conn
 	protos  [2]int
+	oob     []byte // IPv6: the IPV6_PKTINFO control message of every send
 }
 
 // Open opens raw sockets for VRRP and AH on ifname. src is the address the
@@ -75,6 +77,9 @@ func Open(ifname string, src netip.Addr) (*Conn, error) {
 		return nil, fmt.Errorf("vrrpconn: interface %q: %w", ifname, err)
 	}
 	c := &Conn{v6: src.Is6() && !src.Is4In6(), ifindex: ifi.Index, src: src.Unmap(), protos: [2]int{ProtoVRRP, ProtoAH}}
+	if c.v6 {
+		c.oob = pktinfo(c.src, c.ifindex)
+	}
 	for i, proto := range c.protos {
 		s, err := c.open(ifname, proto)
 		if err != nil {
@@ -210,34 +215,28 @@ func (c *Conn) Read(ctx context.Context, proto int, b, oob []byte) (Packet, erro
 	return p, nil
 }
 
-// parseIPv6Cmsgs reads IPV6_HOPLIMIT and IPV6_PKTINFO without allocating.
+// parseIPv6Cmsgs reads IPV6_HOPLIMIT and IPV6_PKTINFO. The control message
+// layout (header size, alignment) is the platform's, so it goes through
+// x/sys/unix rather than fixed offsets.
 func parseIPv6Cmsgs(oob []byte, p *Packet) {
-	const hdrLen = unix.SizeofCmsghdr
-	for len(oob) >= hdrLen {
-		l := int(binary.NativeEndian.Uint64(oob[0:8]))
-		level := int32(binary.NativeEndian.Uint32(oob[8:12]))
-		typ := int32(binary.NativeEndian.Uint32(oob[12:16]))
-		if l < hdrLen || l > len(oob) {
-			return
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.IPPROTO_IPV6 {
+			continue
 		}
-		data := oob[hdrLen:l]
-		if level == unix.IPPROTO_IPV6 {
-			switch typ {
-			case unix.IPV6_HOPLIMIT:
-				if len(data) >= 4 {
-					p.HopLimit = int(int32(binary.NativeEndian.Uint32(data)))
-				}
-			case unix.IPV6_PKTINFO:
-				if len(data) >= 16 {
-					p.Dst = netip.AddrFrom16([16]byte(data[:16]))
-				}
+		switch m.Header.Type {
+		case unix.IPV6_HOPLIMIT:
+			if len(m.Data) >= 4 {
+				p.HopLimit = int(int32(binary.NativeEndian.Uint32(m.Data)))
+			}
+		case unix.IPV6_PKTINFO:
+			if len(m.Data) >= 16 {
+				p.Dst = netip.AddrFrom16([16]byte(m.Data[:16]))
 			}
 		}
-		adv := (l + 7) &^ 7
-		if adv > len(oob) {
-			return
-		}
-		oob = oob[adv:]
 	}
 }
 
@@ -267,7 +266,7 @@ func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr)
 		return nil
 	}
 	to := &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(c.ifindex)}
-	if _, err := s.Sendmsg(ctx, pkt, c.pktinfo(), to, 0); err != nil {
+	if _, err := s.Sendmsg(ctx, pkt, c.oob, to, 0); err != nil {
 		return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
 	}
 	return nil
@@ -275,13 +274,15 @@ func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr)
 
 // pktinfo pins the IPv6 source address and interface of a send: the AH ICV
 // and the VRRP checksum cover the source, so the kernel may not pick another.
-func (c *Conn) pktinfo() []byte {
+// Built once at Open; the layout is the platform's (unix.Cmsghdr).
+func pktinfo(src netip.Addr, ifindex int) []byte {
 	b := make([]byte, unix.CmsgSpace(unix.SizeofInet6Pktinfo))
-	binary.NativeEndian.PutUint64(b[0:8], uint64(unix.CmsgLen(unix.SizeofInet6Pktinfo)))
-	binary.NativeEndian.PutUint32(b[8:12], uint32(unix.IPPROTO_IPV6))
-	binary.NativeEndian.PutUint32(b[12:16], uint32(unix.IPV6_PKTINFO))
-	a := c.src.As16()
-	copy(b[unix.SizeofCmsghdr:], a[:])
-	binary.NativeEndian.PutUint32(b[unix.SizeofCmsghdr+16:], uint32(c.ifindex))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.IPPROTO_IPV6
+	h.Type = unix.IPV6_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+	info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+	info.Addr = src.As16()
+	info.Ifindex = uint32(ifindex)
 	return b
 }
