@@ -50,7 +50,25 @@ func conntrackStatus(s ctsync.Status) *ConntrackStatus {
 	}
 }
 
-var protocolNumbers = map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "dccp": 33, "icmp": 1, "icmpv6": 58}
+// protocolNumber maps the configuration's protocol names to IP protocol
+// numbers.
+func protocolNumber(name string) (uint8, bool) {
+	switch name {
+	case "tcp":
+		return 6, true
+	case "udp":
+		return 17, true
+	case "sctp":
+		return 132, true
+	case "dccp":
+		return 33, true
+	case "icmp":
+		return 1, true
+	case "icmpv6":
+		return 58, true
+	}
+	return 0, false
+}
 
 // newConntrackSync builds the replication from the configuration. It opens
 // its sockets in the daemon's network namespace.
@@ -61,7 +79,7 @@ func newConntrackSync(cfg *config.Config, d *Daemon) (*ctsync.Sync, error) {
 		ReplicateLocal: !cfg.Conntrack.Filter.ExcludeLocal,
 	}
 	for _, p := range cfg.Conntrack.Filter.Protocols {
-		n, ok := protocolNumbers[p]
+		n, ok := protocolNumber(p)
 		if !ok {
 			return nil, fmt.Errorf("daemon: conntrack filter: unknown protocol %q", p)
 		}

@@ -57,7 +57,6 @@ func ctMetrics() []ctMetric {
 	}
 }
 
-
 func (conntrackCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range ctMetrics() {
 		ch <- m.desc
