@@ -122,12 +122,22 @@ func (c *Conntrackd) Ctl(args ...string) (string, error) {
 // ExternalCacheSize returns the number of flows in conntrackd's external
 // cache (what it received from the peer and has not committed), from
 // `conntrackd -s cache`.
+// A busy conntrackd can refuse a control connection now and then; a dead
+// one is reported with its log.
 func (c *Conntrackd) ExternalCacheSize() (int, error) {
-	out, err := c.Ctl("-s", "cache")
-	if err != nil {
-		return 0, err
+	var err error
+	for range 10 {
+		var out string
+		out, err = c.Ctl("-s", "cache")
+		if err == nil {
+			return ParseExternalCacheSize(out)
+		}
+		if c.Proc.Exited() {
+			return 0, fmt.Errorf("bench: conntrackd in %s exited (%v):\n%s\n%s", c.NS, c.Proc.Wait(), c.Proc.Log(), c.logTail())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return ParseExternalCacheSize(out)
+	return 0, fmt.Errorf("%w\n%s", err, c.logTail())
 }
 
 // ParseExternalCacheSize reads the "current active connections" count of
