@@ -730,7 +730,11 @@ func (d *Daemon) sendAdvert(ctx context.Context, vrid uint8, priority uint8) {
 	if fam == vrrp.IPv6 {
 		pkt = pkt[vrrp.IPv6HeaderLen:]
 	}
-	if err := l.conn.Write(ctx, proto, pkt, l.conn.Group()); err != nil {
+	// A send that cannot complete within one interval is late anyway; it
+	// must not hold the loop (and with it every timer) any longer.
+	sendCtx, cancel := context.WithTimeout(ctx, d.cfg.AdvertInterval)
+	defer cancel()
+	if err := l.conn.Write(sendCtx, proto, pkt, l.conn.Group()); err != nil {
 		d.stats.sendError()
 		if !l.sendFailing {
 			l.sendFailing = true

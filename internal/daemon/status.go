@@ -392,6 +392,13 @@ func listen(addr string) (net.Listener, error) {
 		if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {
 			return nil, err
 		}
+		// A socket file that still answers belongs to a running daemon: two
+		// daemons on one run dir would fight over the same VIPs. One that
+		// does not answer is left over from a crash and is replaced.
+		if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by a running daemon", addr)
+		}
 		_ = os.Remove(addr)
 		l, err := net.Listen("unix", addr)
 		if err != nil {
