@@ -55,8 +55,9 @@ func Targets(interval time.Duration, priority uint8) Bounds {
 type FailoverOutcome struct {
 	Gap     time.Duration // longest time without a reply in the run
 	GapFrom time.Duration // where it began, from the start of the probe
-	// Trigger and TriggerDone bracket taking the master away (e.g. the
-	// `ip -batch` run that takes its links down), same origin.
+	// Trigger and TriggerDone bracket the start of the failover: by
+	// TriggerDone the master has stopped forwarding, so the failover's gap
+	// begins in between (same origin).
 	Trigger, TriggerDone time.Duration
 	// LastReply is the offset of the last reply (zero if none).
 	LastReply time.Duration
@@ -183,8 +184,8 @@ func CPUPercent(ticks uint64, wall time.Duration) float64 {
 // (the new owner's gratuitous ARP). Offsets are from the start of the
 // probe; a zero value means "not seen".
 type Timeline struct {
-	// LastAdvert is the master's last advert with a priority above 0 seen
-	// before the trigger ended: the backup's Master_Down timer runs from it.
+	// LastAdvert is the master's last advert with a priority above 0: the
+	// backup's Master_Down timer runs from it.
 	LastAdvert time.Duration
 	// Priority0 is the master's first priority 0 advert (graceful stop).
 	Priority0 time.Duration
@@ -276,8 +277,9 @@ type FrameRejects map[string]int
 // BuildTimeline finds the timeline of a failover in the frames captured on
 // the backup's sync link (sync) and on the client's port (lan). master is
 // the master's sync address, vip the LAN VIP, start the probe's start
-// (frame times are wall clock), trigger and done bracket the trigger.
-func BuildTimeline(sync, lan []lab.Frame, start time.Time, master, vip netip.Addr, trigger, done time.Duration, rejects FrameRejects) Timeline {
+// (frame times are wall clock), trigger the instant the master was taken
+// away.
+func BuildTimeline(sync, lan []lab.Frame, start time.Time, master, vip netip.Addr, trigger time.Duration, rejects FrameRejects) Timeline {
 	var tl Timeline
 	for _, f := range sync {
 		at := f.At.Sub(start)
@@ -290,7 +292,7 @@ func BuildTimeline(sync, lan []lab.Frame, start time.Time, master, vip netip.Add
 			continue
 		}
 		switch {
-		case prio > 0 && at <= done:
+		case prio > 0:
 			tl.LastAdvert = at
 		case prio == 0 && tl.Priority0 == 0 && at >= trigger:
 			tl.Priority0 = at

@@ -314,7 +314,7 @@ func TestBuildTimeline(t *testing.T) {
 		{At: at(1074), Data: garpFrame(vip, vip)},
 	}
 	rejects := FrameRejects{}
-	got := BuildTimeline(sync, lan, start, netip.AddrFrom4(fw1), netip.AddrFrom4(vip), 1001*time.Millisecond, 1010*time.Millisecond, rejects)
+	got := BuildTimeline(sync, lan, start, netip.AddrFrom4(fw1), netip.AddrFrom4(vip), 1001*time.Millisecond, rejects)
 	want := Timeline{LastAdvert: 1000 * time.Millisecond, Priority0: 1003 * time.Millisecond, Announce: 1064 * time.Millisecond}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("BuildTimeline (-want +got):\n%s", diff)
