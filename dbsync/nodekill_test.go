@@ -152,9 +152,14 @@ func TestLabBackupProcessKilledMidApply(t *testing.T) {
 	for _, n := range names {
 		waitFor(t, n, sameFile(filepath.Join(a.dbDir(), n), filepath.Join(params.DBDir, n)))
 	}
-	if _, err := os.Stat(filepath.Join(params.StateDir, "journal")); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("journal still present after restart: %v", err)
-	}
+	// The journal goes after the last file is renamed into place and the
+	// revision is durable: it may trail the content by an fsync.
+	waitFor(t, "journal removed after restart", func() error {
+		if _, err := os.Stat(filepath.Join(params.StateDir, "journal")); !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("journal still present: %v", err)
+		}
+		return nil
+	})
 	filepath.WalkDir(params.DBDir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && strings.HasPrefix(d.Name(), tempPrefix) {
 			t.Errorf("staging file left: %s", p)
