@@ -327,8 +327,10 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 			// Long enough for TCP's retransmission backoff to retry more
 			// than once after the new master owns the VIPs.
 			time.Sleep(3 * time.Second)
-			res := s.Stop()
+			// Read before Stop: closing the stream's socket sends an RST
+			// the firewall may count as invalid.
 			invalid := fwCounter(t, p, p.FW2, lab.CounterInvalid) - invalid0
+			res := s.Stop()
 			t.Logf("%s takeover at %v: max stall %v from %v, last echo age %v, echoed %d of %d bytes, reset %v, corrupt %v, err %v; fw2 dropped %d invalid",
 				tc.kind, at.Round(time.Millisecond), res.MaxStall, res.MaxStallFrom.Round(time.Millisecond), res.LastEchoAge,
 				res.Echoed, res.Sent, res.Reset, res.Corrupt, res.Err, invalid)
