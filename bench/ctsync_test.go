@@ -143,7 +143,7 @@ func conntrackdStats(c1, c2 *Conntrackd) string {
 	var b strings.Builder
 	for i, c := range []*Conntrackd{c1, c2} {
 		out, err := c.Ctl("-s")
-		fmt.Fprintf(&b, "fw%d conntrackd -s (%v):\n%s\n", i+1, err, out)
+		fmt.Fprintf(&b, "fw%d conntrackd -s (%v): %s; ", i+1, err, strings.Join(strings.Fields(out), " "))
 	}
 	return b.String()
 }
@@ -156,6 +156,7 @@ func benchStorm(b *testing.B, c stormCase, rate int) {
 	}
 	var rates, writer, p50s, p99s, mcpu, bcpu []float64
 	for rep := range max(*ctRepsFlag, b.N) {
+		var after string
 		r := func() stormResult {
 			p := newPair(b)
 			defer p.Close()
@@ -164,10 +165,10 @@ func benchStorm(b *testing.B, c stormCase, rate int) {
 			r, err := runStorm(p, n, rate)
 			stop()
 			if diag != nil {
-				b.Logf("%s rep %d after the storm: %s", c.name, rep, diag())
+				after = diag()
 			}
 			if err != nil {
-				b.Fatalf("%s rep %d: %v", c.name, rep, err)
+				b.Fatalf("%s rep %d: %v; after the storm: %s", c.name, rep, err, after)
 			}
 			return r
 		}()
@@ -175,6 +176,7 @@ func benchStorm(b *testing.B, c stormCase, rate int) {
 		b.Logf("%s rep %d (load average %s): %d flows, created in %v, backup holds all after %v = %.0f flows/s; lag p50 %v p99 %v max %v (%d samples, %d missed); cpu master %v backup %v; sampler %+v",
 			c.name, rep, loadAverage(), n, r.Create.Round(time.Millisecond), r.Elapsed.Round(time.Millisecond), r.Rate(),
 			s.p50, s.p99, s.max, len(r.Lags), r.Missed, r.MasterCPU, r.BackupCPU, r.Sampler)
+		b.Logf("%s rep %d after the storm: %s", c.name, rep, after)
 		rates = append(rates, r.Rate())
 		writer = append(writer, float64(n)/r.Create.Seconds())
 		p50s = append(p50s, Millis(s.p50))
