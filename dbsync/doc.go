@@ -86,7 +86,8 @@
 //	POST /api/sync/synced    {"boot_id":hex,"revision":N}: the master compared the
 //	                         manifest the receiver served under boot_id and pushed
 //	                         every difference. 200 {}; 409 receiver is master or
-//	                         boot_id is not its current one; 400 undecodable.
+//	                         boot_id is not its current one; 400 undecodable;
+//	                         413 over 1 KiB. A 404 (an older peer) counts as sent.
 //	GET  /api/health         {"node":id,"role":...,"peer":{"id","url","reachable",
 //	                          "role","revision","last_contact"},"db":{"revision",
 //	                          "peer_revision","pending_paths","lag_ms","last_sync",
