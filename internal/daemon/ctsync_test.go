@@ -349,6 +349,9 @@ func TestCTSyncTCPTakeover(t *testing.T) {
 			if res.LastEchoAge > time.Second {
 				t.Errorf("no echo for the last %v: the stream did not resume after the takeover", res.LastEchoAge)
 			}
+			if invalid != 0 {
+				t.Errorf("fw2 dropped %d packets as invalid after the takeover: its replica did not match the flow", invalid)
+			}
 			// fw2 kept the replica's tuples: the NAT binding did not change.
 			after := mustFlow(t, p, p.FW2, "the stream's entry on fw2 after the takeover", entryWait, func(f hatest.CTFlow) bool { return sameKey(f, m) })
 			if after.ReplySrc != m.ReplySrc || after.ReplyDst != m.ReplyDst {
