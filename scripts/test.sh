@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: unit, fuzz seed corpora, property tests, and the lab tests
+# (one package at a time: lab tests measure takeovers and must not compete
+# for the two cores with another package's lab)
 # in network namespaces (these need root). A skipped test is a failure: a lab
 # test that skips is a test that does not exist.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${MUROS_TEST_LOG:-/tmp/muros-had-test.log}
 go vet ./... || exit 1
-go test -count=1 -v -timeout 20m "$@" ./... 2>&1 | tee "$out" | grep --line-buffered -E '^(--- |ok|FAIL|panic)'
+go test -count=1 -p 1 -v -timeout 20m "$@" ./... 2>&1 | tee "$out" | grep --line-buffered -E '^(--- |ok|FAIL|panic)'
 rc=${PIPESTATUS[0]}
 passed=$(grep -cE '^\s*--- PASS' "$out")
 failed=$(grep -cE '^\s*--- FAIL' "$out")
