@@ -141,8 +141,9 @@ type ConntrackFilter struct {
 
 // Resync controls bulk transfers of the whole table.
 type Resync struct {
-	// StartupTimeout bounds how long a freshly started backup waits for its
-	// initial bulk sync before it may preempt anyway.
+	// StartupTimeout bounds how long a freshly started node waits for its
+	// replication to complete (the conntrack bulk sync and, with DB sync on,
+	// the master's DB) before it may preempt anyway. One bound for both.
 	StartupTimeout time.Duration
 	// Interval schedules periodic full resyncs; 0 disables.
 	Interval time.Duration

@@ -201,6 +201,7 @@ func (d *Daemon) readinessGate(ctx context.Context, reps []replication, timeout 
 		defer t.Stop()
 		expired = t.C
 	}
+	timedOut := false
 wait:
 	for i, r := range reps {
 		select {
@@ -219,10 +220,13 @@ wait:
 			}
 			d.log.Warn("replication not complete within the startup timeout (conntrack.resync.startup_timeout, one bound for conntrack and DB sync): preemption allowed anyway",
 				"timeout", timeout, "incomplete", strings.Join(pending, ", "))
+			timedOut = true
 			break wait
 		}
 	}
-	d.log.Info("replication ready: preemption allowed")
+	if !timedOut {
+		d.log.Info("replication ready: preemption allowed")
+	}
 	ready := true
 	select {
 	case d.events <- loopEvent{ready: &ready}:

@@ -79,9 +79,9 @@ func healthGet(t *testing.T, from *lab.Netns, to string, auth string) (int, map[
 
 func TestDBSyncThroughTheDaemon(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	// No preemption: the returning node must come back as a backup and be
-	// brought up to date by the new master (see the preemption note in the
-	// issue: a preempting node first waits for its conntrack bulk sync).
+	// No preemption, so that this test sees the plain replication both ways;
+	// preemption held until the returning node has the master's DB is
+	// dbready_test.go's subject.
 	o := hatest.NodeOptions{NoPreempt: true}
 	o1, o2 := o, o
 	o1.Role, o2.Role = "master", "backup"
