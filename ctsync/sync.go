@@ -525,6 +525,9 @@ func (s *Sync) becomeMaster() {
 		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh,
 	})
 	s.readyOnce.Do(func() { close(s.ready) })
+	// Published before the dump: the status must say "sender" as soon as
+	// the role changed, not once a large table has been read.
+	s.publish()
 	s.startListener(true)
 }
 
