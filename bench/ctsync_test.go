@@ -66,8 +66,9 @@ var (
 const (
 	// stormBase is the source address of storm flow 0; flow i comes from
 	// stormBase + i (10.64.0.0/14 holds 262,144 flows).
-	stormBase = 0x0a400000
-	stormMask = 0xfffc0000
+	stormBase  = 0x0a400000
+	stormMask  = 0xfffc0000
+	stormSpace = 1 << 18
 	// Every 2^sampleShift-th flow is timed.
 	sampleShift = 6
 	sampleMask  = 1<<sampleShift - 1
@@ -148,9 +149,18 @@ func conntrackdStats(c1, c2 *Conntrackd) string {
 	return b.String()
 }
 
+// stormFlows returns -ct.flows, which must fit in the storm's /14.
+func stormFlows(b *testing.B) int {
+	n := *ctFlowsFlag
+	if n < 1 || n > stormSpace {
+		b.Fatalf("-ct.flows=%d: want 1..%d (sources are 10.64.0.0/14)", n, stormSpace)
+	}
+	return n
+}
+
 func benchStorm(b *testing.B, c stormCase, rate int) {
 	lab.Require(b)
-	n := *ctFlowsFlag
+	n := stormFlows(b)
 	if rate > 0 {
 		n = min(n, rate*5) // five seconds of paced storm
 	}
@@ -200,7 +210,7 @@ func benchStorm(b *testing.B, c stormCase, rate int) {
 // so coarse) and how long the commit takes until the kernel holds it all.
 func benchStormCommit(b *testing.B) {
 	lab.Require(b)
-	n := *ctFlowsFlag
+	n := stormFlows(b)
 	var recv, commit, cmdTook []float64
 	for rep := range max(*ctRepsFlag, b.N) {
 		func() {
@@ -1429,7 +1439,7 @@ func FuzzParseCTEventSrc(f *testing.F) {
 // either firewall): the ceiling of the storm rates above on this machine.
 func BenchmarkConntrackStormWriter(b *testing.B) {
 	lab.Require(b)
-	n := *ctFlowsFlag
+	n := stormFlows(b)
 	var rates []float64
 	for range max(*ctRepsFlag, b.N) {
 		func() {
