@@ -320,7 +320,7 @@ func (d *demo) report(what string, o bench.FailoverOutcome, target time.Duration
 	if err := o.Err(); errors.Is(err, bench.ErrGapNotAtEvent) {
 		// The takeover happened (the caller checks the new owner), but
 		// this machine stalled for longer somewhere else in the run.
-		fmt.Fprintf(d.out, "note: the client saw a longer stall elsewhere in the run (%v); the failover gap was at most that (a loaded machine)\n", err)
+		fmt.Fprintf(d.out, "note: the failover gap was shorter than the longest stall elsewhere in the run, so it is below what this machine resolves now (%v)\n", err)
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
