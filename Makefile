@@ -15,7 +15,8 @@ demo:
 	bash scripts/demo.sh
 
 bench:
-	go test -run '^$$' -bench . -benchmem -count 6 ./bench/... ./vrrp/...
+	go test -run '^$$' -bench . -benchmem -count 6 ./vrrp/... ./vip/... ./ctsync/ctwire/...
+	go test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./bench/
 
 clean:
 	rm -rf bin

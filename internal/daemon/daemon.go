@@ -608,8 +608,14 @@ func (d *Daemon) apply(ctx context.Context, acts []vrrp.Action) {
 				t.Stop()
 				delete(d.timers, k)
 			}
-		case vrrp.ActionClaimVIPs, vrrp.ActionReleaseVIPs:
+		case vrrp.ActionClaimVIPs:
+			// Claimed at once: the new master's adverts and announcements
+			// that follow in the batch must find the VIPs in place.
 			d.reconcileVIPs(ctx)
+		case vrrp.ActionReleaseVIPs:
+			// Released after the batch: a release waits for the kernel
+			// (closing the announcement sockets takes an RCU grace period),
+			// and the other members' priority 0 adverts must not wait for it.
 		case vrrp.ActionAnnounce:
 			announce = true
 		case vrrp.ActionNotify:

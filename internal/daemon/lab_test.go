@@ -242,6 +242,15 @@ func TestTrackedLinkDownFaultsAndHandsOver(t *testing.T) {
 	mustState(t, n1, "FAULT", 3*time.Second)
 	mustState(t, n2, "MASTER", 3*time.Second)
 	mustOwn(t, p, p.FW2)
+	// A master entering FAULT leaves with priority 0 (as keepalived does):
+	// the backup takes over after Skew_Time, not Master_Down_Interval.
+	st2, err := n2.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.LastFailover == nil || !strings.Contains(st2.LastFailover.Reason, "priority 0") {
+		t.Errorf("backup's takeover reason = %+v, want the master's priority 0", st2.LastFailover)
+	}
 	res := probe(t, p, 300*time.Millisecond, nil)
 	if res.Received == 0 {
 		t.Fatalf("client cannot reach the server through the new master: %+v", res)
