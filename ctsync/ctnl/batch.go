@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
 	"github.com/muros/muros-had/ctsync/ctwire"
@@ -21,6 +19,7 @@ type batchConn struct {
 	seq  uint32
 	wbuf []byte
 	rbuf []byte
+	got  []bool // reused by exchange
 }
 
 const (
@@ -44,28 +43,6 @@ func dialBatch() (*batchConn, error) {
 
 func (b *batchConn) close() error { return unix.Close(b.fd) }
 
-func (b *batchConn) append(msgType uint8, flags netlink.HeaderFlags, fam netfilter.ProtoFamily, attrs []netfilter.Attribute, seq uint32) error {
-	m, err := netfilter.MarshalNetlink(netfilter.Header{
-		SubsystemID: netfilter.NFSubsysCTNetlink,
-		MessageType: netfilter.MessageType(msgType),
-		Family:      fam,
-	}, attrs)
-	if err != nil {
-		return fmt.Errorf("ctnl: marshal: %w", err)
-	}
-	n := nlmsgHdrLen + len(m.Data)
-	b.wbuf = binary.NativeEndian.AppendUint32(b.wbuf, uint32(n))
-	b.wbuf = binary.NativeEndian.AppendUint16(b.wbuf, uint16(m.Header.Type))
-	b.wbuf = binary.NativeEndian.AppendUint16(b.wbuf, uint16(netlink.Request|netlink.Acknowledge|flags))
-	b.wbuf = binary.NativeEndian.AppendUint32(b.wbuf, seq)
-	b.wbuf = binary.NativeEndian.AppendUint32(b.wbuf, 0)
-	b.wbuf = append(b.wbuf, m.Data...)
-	for len(b.wbuf)%4 != 0 {
-		b.wbuf = append(b.wbuf, 0)
-	}
-	return nil
-}
-
 // exchange sends the queued messages and collects the errno of each
 // (0 = success) into res, indexed by seq - base.
 func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
@@ -73,7 +50,11 @@ func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
 		return fmt.Errorf("ctnl: batch send: %w", err)
 	}
 	b.wbuf = b.wbuf[:0]
-	got := make([]bool, len(res))
+	got := b.got[:0]
+	for range res {
+		got = append(got, false)
+	}
+	b.got = got
 	pending := len(res)
 	for pending > 0 {
 		n, err := unix.Read(b.fd, b.rbuf)
@@ -122,30 +103,30 @@ func (in *Injector) ApplyBatch(fs []ctwire.Flow, ok []bool) (int, error) {
 	}
 	base := in.b.seq + 1
 	kinds := in.kinds[:0]
+	w := in.b.wbuf[:0]
 	for i := range fs {
 		f := &fs[i]
-		k := f.Key()
 		seq := base + uint32(i)
-		var err error
-		switch _, known := in.known[k]; {
+		switch _, known := in.known[f.Key()]; {
 		case f.Op == ctwire.OpDestroy:
 			kinds = append(kinds, opDelete)
-			err = in.b.append(ipctnlMsgCTDelete, 0, family(f), DeleteAttrs(k), seq)
+			w = AppendDelete(w, f, seq)
 		case known:
 			kinds = append(kinds, opUpdate)
-			err = in.b.append(ipctnlMsgCTNew, 0, family(f), UpdateAttrs(f), seq)
+			w = AppendUpdate(w, f, seq)
 		default:
 			kinds = append(kinds, opCreate)
-			err = in.b.append(ipctnlMsgCTNew, netlink.Create|netlink.Excl, family(f), CreateAttrs(f, in.confirm), seq)
-		}
-		if err != nil {
-			in.b.wbuf = in.b.wbuf[:0]
-			return in.applyEach(fs, ok)
+			w = AppendCreate(w, f, in.confirm, seq)
 		}
 	}
+	in.b.wbuf = w
 	in.kinds = kinds
 	in.b.seq = base + uint32(len(fs)) - 1
-	res := make([]unix.Errno, len(fs))
+	res := in.res[:0]
+	for range fs {
+		res = append(res, 0)
+	}
+	in.res = res
 	if err := in.b.exchange(base, res); err != nil {
 		// The socket is in an unknown state: drop it, redo one by one.
 		in.b.close()

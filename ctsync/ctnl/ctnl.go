@@ -337,6 +337,7 @@ type Injector struct {
 	stats   InjectStats
 	b       *batchConn // nil after a batch failure: one by one from then on
 	kinds   []opKind
+	res     []unix.Errno // ApplyBatch's per-record errno, reused
 }
 
 // InjectStats counts kernel operations.
