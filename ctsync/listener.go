@@ -1,15 +1,20 @@
 package ctsync
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
 	"sync"
+	"syscall"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/muros/muros-had/ctsync/ctnl"
+	"github.com/muros/muros-had/ctsync/ctwire"
 )
 
 // Netlink multicast groups of ctnetlink (enum nfnetlink_groups).
@@ -19,17 +24,54 @@ const (
 	nfnlgrpConntrackDestroy = 3
 )
 
-// listener is one generation of the kernel event subscription. Events are
-// decoded with ti-mo/conntrack; the receive loop is ours so that the
-// socket's buffer can be forced above rmem_max (SO_RCVBUFFORCE) and so that
-// an error ends the generation visibly: the supervisor in Sync restarts it
-// and resyncs the peer.
+// listener is one generation of the kernel event subscription. The
+// receive loop is ours so that the socket's buffer can be forced above
+// rmem_max (SO_RCVBUFFORCE), so that an error ends the generation visibly
+// (the supervisor in Sync restarts it and resyncs the peer), and so that
+// the master's hot path stays cheap: one recvmmsg(2) takes up to
+// recvBatch queued events into buffers allocated once, ctnl.ParseEvent
+// decodes them without allocating, and the loop receives them as one
+// batch per read instead of one channel send per event.
 type listener struct {
-	c      *netlink.Conn
-	events chan conntrack.Event
-	errc   chan error
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	c       *netlink.Conn
+	rc      syscall.RawConn
+	batches chan *eventBatch // to the loop
+	free    chan *eventBatch // back from the loop
+	errc    chan error
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// event is one decoded kernel event.
+type event struct {
+	typ ctnl.EventType
+	f   ctwire.Flow
+}
+
+// eventBatch is what one read produced.
+type eventBatch struct {
+	events   []event
+	rejected [ctnl.NumEventReasons]uint64
+}
+
+const (
+	// recvBatch is the number of datagrams (each one event: ctnetlink
+	// sends one skb per event) one recvmmsg takes.
+	recvBatch = 64
+	// recvSlot holds one event with room to spare (an IPv6 event with
+	// every optional attribute is under 1 KiB); a longer one is
+	// truncated and rejected, not misread.
+	recvSlot = 4096
+	// batchPool bounds the batches in flight: when the loop holds them
+	// all, the listener waits and the socket buffer absorbs the storm.
+	batchPool = 8
+)
+
+// mmsghdr is struct mmsghdr: a msghdr and the length received. Go pads
+// it to the msghdr's alignment, as C does.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
 }
 
 // inNamespace runs fn on a thread switched into ns (the namespace Sync was
@@ -94,7 +136,17 @@ func startListener(ns netns.NsHandle, readBuffer int) (*listener, error) {
 			return nil, fmt.Errorf("ctsync: join ctnetlink group %d: %w", g, err)
 		}
 	}
-	l := &listener{c: c, events: make(chan conntrack.Event, 4096), errc: make(chan error, 1), stop: make(chan struct{})}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("ctsync: event socket: %w", err)
+	}
+	l := &listener{c: c, rc: rc,
+		batches: make(chan *eventBatch, batchPool), free: make(chan *eventBatch, batchPool),
+		errc: make(chan error, 1), stop: make(chan struct{})}
+	for range batchPool {
+		l.free <- &eventBatch{events: make([]event, 0, recvBatch)}
+	}
 	l.wg.Add(1)
 	go l.run()
 	return l, nil
@@ -102,8 +154,23 @@ func startListener(ns netns.NsHandle, readBuffer int) (*listener, error) {
 
 func (l *listener) run() {
 	defer l.wg.Done()
+	buf := make([]byte, recvBatch*recvSlot)
+	iov := make([]unix.Iovec, recvBatch)
+	hdrs := make([]mmsghdr, recvBatch)
+	for i := range hdrs {
+		iov[i].Base = &buf[i*recvSlot]
+		iov[i].SetLen(recvSlot)
+		hdrs[i].hdr.Iov = &iov[i]
+		hdrs[i].hdr.SetIovlen(1)
+	}
 	for {
-		msgs, err := l.c.Receive()
+		var b *eventBatch
+		select {
+		case b = <-l.free:
+		case <-l.stop:
+			return
+		}
+		n, err := l.read(hdrs)
 		if err != nil {
 			select {
 			case <-l.stop:
@@ -112,19 +179,72 @@ func (l *listener) run() {
 			}
 			return
 		}
-		for _, m := range msgs {
-			var ev conntrack.Event
-			if err := ev.Unmarshal(m); err != nil || ev.Flow == nil {
-				continue // not a flow event (expectations, unknown types)
-			}
-			select {
-			case l.events <- ev:
-			case <-l.stop:
-				return
-			}
+		b.events = b.events[:0]
+		b.rejected = [ctnl.NumEventReasons]uint64{}
+		for i := range n {
+			decodeDatagram(b, buf[i*recvSlot:i*recvSlot+int(min(hdrs[i].n, recvSlot))], hdrs[i].hdr.Flags&unix.MSG_TRUNC != 0)
+		}
+		select {
+		case l.batches <- b:
+		case <-l.stop:
+			return
 		}
 	}
 }
+
+// read waits for events and takes up to len(hdrs) of them.
+func (l *listener) read(hdrs []mmsghdr) (int, error) {
+	for i := range hdrs {
+		hdrs[i].hdr.Flags = 0
+		hdrs[i].n = 0
+	}
+	var n int
+	var errno unix.Errno
+	err := l.rc.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		n, errno = int(r), e
+		return errno != unix.EAGAIN && errno != unix.EINTR
+	})
+	runtime.KeepAlive(hdrs)
+	if err != nil {
+		return 0, fmt.Errorf("ctsync: receive events: %w", err)
+	}
+	if errno != 0 {
+		return 0, fmt.Errorf("ctsync: receive events: %w", errno)
+	}
+	return n, nil
+}
+
+// decodeDatagram appends the flow events of one netlink datagram to b and
+// counts what it rejects.
+func decodeDatagram(b *eventBatch, d []byte, truncated bool) {
+	if truncated {
+		b.rejected[ctnl.EventBadLength]++
+		return
+	}
+	for len(d) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(d))
+		if l < nlmsgHdrLen || l > len(d) {
+			b.rejected[ctnl.EventBadLength]++
+			return
+		}
+		b.events = append(b.events, event{})
+		ev := &b.events[len(b.events)-1]
+		typ, err := ctnl.ParseEvent(d[:l], &ev.f)
+		switch {
+		case err != nil:
+			b.rejected[ctnl.EventReasonOf(err)]++
+			b.events = b.events[:len(b.events)-1]
+		case typ == ctnl.EventNone: // expectation events
+			b.events = b.events[:len(b.events)-1]
+		default:
+			ev.typ = typ
+		}
+		d = d[min((l+3)&^3, len(d)):]
+	}
+}
+
+const nlmsgHdrLen = 16
 
 // close ends the generation and waits for its goroutine.
 func (l *listener) close() {

@@ -163,14 +163,16 @@ type Sync struct {
 	lastEpoch uint64
 	bulkSeen  map[ctwire.Key]struct{}
 	rejected  [ctwire.NumReasons]uint64
-	counters  Status
-	auth      *ctwire.Auth // send side, Run goroutine only
-	peer      *ctrel.Peer  // master: the backup's control datagrams
-	ranges    []ctwire.Range
-	ctlSeq    uint32
-	ctlEp     uint64
-	batch     []ctwire.Flow
-	applied   []bool
+	// eventRejected counts kernel event messages ParseEvent refused.
+	eventRejected [ctnl.NumEventReasons]uint64
+	counters      Status
+	auth          *ctwire.Auth // send side, Run goroutine only
+	peer          *ctrel.Peer  // master: the backup's control datagrams
+	ranges        []ctwire.Range
+	ctlSeq        uint32
+	ctlEp         uint64
+	batch         []ctwire.Flow
+	applied       []bool
 }
 
 // New opens the sockets of a Sync in the calling thread's network
@@ -354,6 +356,11 @@ func (s *Sync) Status() Status {
 			st.Rejected[ctwire.Reason(r).String()] = n
 		}
 	}
+	for r, n := range s.eventRejected {
+		if n > 0 {
+			st.Rejected["kernel event: "+ctnl.EventReason(r).String()] = n
+		}
+	}
 	return st
 }
 
@@ -403,10 +410,10 @@ func (s *Sync) Run(ctx context.Context) error {
 	defer refresh.Stop()
 	buf := make([]byte, 0, 65536)
 	for {
-		var events <-chan conntrack.Event
+		var batches <-chan *eventBatch
 		var lerr <-chan error
 		if s.lst != nil {
-			events, lerr = s.lst.events, s.lst.errc
+			batches, lerr = s.lst.batches, s.lst.errc
 		}
 		select {
 		case <-ctx.Done():
@@ -429,12 +436,14 @@ func (s *Sync) Run(ctx context.Context) error {
 				}
 				break
 			}
-		case ev := <-events:
-			s.onEvent(ev)
-			for n := 0; n < 256; n++ {
+		case b := <-batches:
+			s.onEvents(b)
+			// Take what is already queued (up to 256 events) before
+			// sending.
+			for n := 0; n < 3; n++ {
 				select {
-				case ev := <-events:
-					s.onEvent(ev)
+				case b := <-batches:
+					s.onEvents(b)
 					continue
 				default:
 				}
@@ -652,18 +661,35 @@ func (s *Sync) replicate(f *ctwire.Flow) bool {
 	return true
 }
 
-func (s *Sync) onEvent(ev conntrack.Event) {
-	if !s.master || s.sender == nil {
+// onEvents feeds one listener batch to the sender and hands the batch
+// back to the listener.
+func (s *Sync) onEvents(b *eventBatch) {
+	for i := range b.events {
+		s.onEvent(b.events[i].typ, &b.events[i].f)
+	}
+	if b.rejected != ([ctnl.NumEventReasons]uint64{}) {
+		s.mu.Lock()
+		for r, n := range b.rejected {
+			s.eventRejected[r] += n
+		}
+		s.mu.Unlock()
+	}
+	if s.lst != nil {
+		select {
+		case s.lst.free <- b:
+		default: // a batch of an earlier generation
+		}
+	}
+}
+
+func (s *Sync) onEvent(typ ctnl.EventType, f *ctwire.Flow) {
+	if !s.master || s.sender == nil || !s.replicate(f) {
 		return
 	}
-	f, ok := ctnl.FromKernel(ev.Flow)
-	if !ok || !s.replicate(&f) {
-		return
-	}
-	switch ev.Type {
-	case conntrack.EventNew, conntrack.EventUpdate:
-		s.sender.Update(s.now(), &f)
-	case conntrack.EventDestroy:
+	switch typ {
+	case ctnl.EventNew, ctnl.EventUpdate:
+		s.sender.Update(s.now(), f)
+	case ctnl.EventDestroy:
 		s.sender.Destroy(s.now(), f.Key())
 	}
 }

@@ -49,8 +49,8 @@ type encodeCase struct {
 func encodeCases() []encodeCase {
 	a4 := netip.MustParseAddr
 	tcp := ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Status: StatusSeenReply | StatusAssured | StatusConfirmed, Timeout: 3600, Mark: 7,
-		Orig:  ctwire.Tuple{Src: a4("10.0.0.1"), Dst: a4("192.0.2.1"), SrcPort: 40000, DstPort: 443},
-		Reply: ctwire.Tuple{Src: a4("192.0.2.1"), Dst: a4("10.0.0.1"), SrcPort: 443, DstPort: 40000},
+		Orig:   ctwire.Tuple{Src: a4("10.0.0.1"), Dst: a4("192.0.2.1"), SrcPort: 40000, DstPort: 443},
+		Reply:  ctwire.Tuple{Src: a4("192.0.2.1"), Dst: a4("10.0.0.1"), SrcPort: 443, DstPort: 40000},
 		HasTCP: true, TCP: ctwire.TCPInfo{State: 3, WScaleOrig: 7, WScaleReply: 9, FlagsOrig: 0x23, FlagsReply: 0x22}}
 	snat := tcp
 	snat.Reply.Dst, snat.Reply.DstPort = a4("198.51.100.9"), 61000
