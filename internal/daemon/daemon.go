@@ -688,7 +688,8 @@ func (d *Daemon) vipResult(op string, err error) {
 	}
 	d.vipDirty = false
 	d.status.vipError("", nil)
-	d.log.Info("VIPs "+op+"ed", "vips", len(d.cfg.VIPs), "state", d.group.State())
+	done := map[string]string{"claim": "VIPs claimed", "release": "VIPs released"}[op]
+	d.log.Info(done, "vips", len(d.cfg.VIPs), "state", d.group.State())
 }
 
 func (d *Daemon) setTimer(k timerKey, after time.Duration, gen uint64) {

@@ -173,14 +173,27 @@ func (n *interopNode) checkTakeover(t *testing.T, graceful bool, logFrom int) {
 // crashed node keeps its addresses on its downed links).
 func mustHold(t *testing.T, p *lab.Pair, fw *lab.Netns) {
 	t.Helper()
-	for _, v := range []netip.Prefix{p.LANVIP, p.WANVIP} {
-		has, err := hatest.HasAddr(fw, v.Addr())
-		if err != nil {
-			t.Fatal(err)
+	// Given a moment: the VIPs follow the state change within milliseconds.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var missing []string
+		for _, v := range []netip.Prefix{p.LANVIP, p.WANVIP} {
+			has, err := hatest.HasAddr(fw, v.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !has {
+				missing = append(missing, v.Addr().String())
+			}
 		}
-		if !has {
-			t.Errorf("%s does not hold %s", fw, v.Addr())
+		if len(missing) == 0 {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s does not hold %v", fw, missing)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

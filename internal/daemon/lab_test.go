@@ -93,18 +93,33 @@ func tail(s string, lines int) string {
 }
 
 // mustOwn asserts which firewall holds the VIPs: exactly owner, never both.
+// The kernel follows a state change within a few milliseconds (a release
+// runs after the transition's adverts, a vmac deletion waits for the
+// kernel), so ownership is given a short time to settle.
 func mustOwn(t *testing.T, p *lab.Pair, owner *lab.Netns) {
 	t.Helper()
-	for _, fw := range p.Firewalls() {
-		for _, v := range []netip.Prefix{p.LANVIP, p.WANVIP} {
-			has, err := hatest.HasAddr(fw, v.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := fw == owner; has != want {
-				t.Errorf("%s holds %s = %v, want %v", fw, v.Addr(), has, want)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var wrong []string
+		for _, fw := range p.Firewalls() {
+			for _, v := range []netip.Prefix{p.LANVIP, p.WANVIP} {
+				has, err := hatest.HasAddr(fw, v.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := fw == owner; has != want {
+					wrong = append(wrong, fmt.Sprintf("%s holds %s = %v, want %v", fw, v.Addr(), has, want))
+				}
 			}
 		}
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Error(strings.Join(wrong, "\n"))
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
