@@ -69,6 +69,7 @@ type Daemon struct {
 	stop      chan struct{}  // closed when Run returns: late timer fires are dropped
 	next      *config.Config // set by a reload that needs a restart
 	reloadReq chan struct{}
+	syncIndex int // ifindex the VRRP sockets are bound to
 	// vipDirty is set when claiming or releasing failed: the loop retries
 	// every second until the kernel agrees with the group state.
 	vipDirty bool
@@ -390,7 +391,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	mon, err := vip.NewMonitor(nl, vip.MonitorConfig{Interfaces: trackedInterfaces(d.cfg), Logger: d.log})
+	// The sync interface is watched too, not tracked: losing its carrier
+	// is what a dead peer looks like on a direct cable. But if it is
+	// deleted and created again (ifdown/ifup of a VLAN or bond), the
+	// sockets bound to the old one hear nothing: see handleLink.
+	watched := append(trackedInterfaces(d.cfg), d.cfg.SyncInterface)
+	mon, err := vip.NewMonitor(nl, vip.MonitorConfig{Interfaces: watched, Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("daemon: link monitor: %w", err)
 	}
@@ -570,6 +576,13 @@ func (d *Daemon) handleAdvert(ctx context.Context, a *rxAdvert) {
 }
 
 func (d *Daemon) handleLink(ctx context.Context, ev vip.LinkEvent) {
+	if ev.Interface == d.cfg.SyncInterface && !d.isTracked(ev.Interface) {
+		if ev.Exists && d.syncIndex != 0 && ev.Index != d.syncIndex {
+			d.log.Warn("sync interface was re-created: restarting the VRRP instances on it", "interface", ev.Interface, "old_index", d.syncIndex, "index", ev.Index)
+			d.next = d.cfg
+		}
+		return
+	}
 	kind := vrrp.EventTrackDown
 	if ev.Up {
 		kind = vrrp.EventTrackUp
@@ -813,6 +826,9 @@ func (d *Daemon) openLinks(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
 		}
+		if link, err := d.nl.LinkByName(d.cfg.SyncInterface); err == nil {
+			d.syncIndex = link.Attrs().Index
+		}
 		codec, err := vrrp.NewCodec(codecConfig(d.cfg))
 		if err != nil {
 			conn.Close()
@@ -948,6 +964,15 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	defer df.Close()
 	return df.Sync()
+}
+
+func (d *Daemon) isTracked(ifname string) bool {
+	for _, v := range d.cfg.VIPs {
+		if v.Interface == ifname {
+			return true
+		}
+	}
+	return false
 }
 
 func trackedInterfaces(cfg *config.Config) []string {

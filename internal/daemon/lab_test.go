@@ -382,3 +382,36 @@ func TestBadAdvertsAreDroppedAndCounted(t *testing.T) {
 		})
 	}
 }
+
+// A sync link that is deleted and created again (ifdown/ifup of a VLAN or a
+// bond) must not leave sockets bound to the dead interface: the daemons
+// restart their instances on the new one and the election resumes with
+// adverts heard on both sides.
+func TestSyncInterfaceRecreated(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := pairNodes(t, p, hatest.NodeOptions{Interval: 200 * time.Millisecond}, hatest.NodeOptions{Interval: 200 * time.Millisecond})
+	if _, err := p.FW1.Run("ip", "link", "del", lab.IfSync); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Veth(p.FW1, lab.IfSync, p.FW2, lab.IfSync); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.FW1.AddAddr(lab.IfSync, p.FW1Addrs.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.FW2.AddAddr(lab.IfSync, p.FW2Addrs.Sync); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*hatest.Node{n1, n2} {
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(n.Proc.Log(), "sync interface was re-created") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not notice the new sync interface:\n%s", n.NS, tail(n.Proc.Log(), 20))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	mustState(t, n1, "MASTER", 10*time.Second)
+	mustSettledBackup(t, n2, 10*time.Second)
+	mustOwn(t, p, p.FW1)
+}
