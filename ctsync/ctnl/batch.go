@@ -101,6 +101,11 @@ func (in *Injector) ApplyBatch(fs []ctwire.Flow, ok []bool) (int, error) {
 	if in.b == nil {
 		return in.applyEach(fs, ok)
 	}
+	if len(fs) == 0 {
+		// A datagram without records (bulk markers): an empty sendmsg
+		// fails with ENODATA and would cost the batch socket.
+		return 0, nil
+	}
 	base := in.b.seq + 1
 	kinds := in.kinds[:0]
 	w := in.b.wbuf[:0]

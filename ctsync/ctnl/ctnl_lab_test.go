@@ -250,6 +250,11 @@ func TestApplyBatch(t *testing.T) {
 		fs = append(fs, ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Status: StatusSeenReply | StatusAssured, Timeout: 600,
 			Orig: o, Reply: r, HasTCP: true, TCP: ctwire.TCPInfo{State: 3}, Mark: uint32(i)})
 	}
+	// An empty batch (a datagram of bulk markers only) is no error and
+	// keeps the batch socket.
+	if n, err := in.ApplyBatch(nil, nil); n != 0 || err != nil || in.b == nil {
+		t.Fatalf("empty batch: %d failures, %v, batch socket kept %v", n, err, in.b != nil)
+	}
 	ok := make([]bool, len(fs))
 	if n, err := in.ApplyBatch(fs, ok); n != 0 {
 		t.Fatalf("%d failures: %v", n, err)
@@ -288,5 +293,9 @@ func TestApplyBatch(t *testing.T) {
 	}
 	if st := in2.Stats(); st.Created != 0 || st.Updated != 30 || st.Deleted != 31 {
 		t.Fatalf("stats %+v", st)
+	}
+	// Every batch went in one round trip: no fallback to one by one.
+	if in.b == nil || in2.b == nil {
+		t.Fatalf("batch socket dropped (first injector %v, second %v)", in.b != nil, in2.b != nil)
 	}
 }
