@@ -2,8 +2,9 @@
 // master firewall to the backup over the sync link, so that established
 // flows (NAT'd ones included) survive a takeover. It replaces conntrackd.
 //
-// Standards: Linux ctnetlink (events and dumps through ti-mo/conntrack,
-// injection through package ctnl), UDP over IPv4 multicast (RFC 1112) with
+// Standards: Linux ctnetlink (dumps through ti-mo/conntrack; events read
+// with recvmmsg(2) and decoded by ctnl.ParseEvent; injection through
+// package ctnl), UDP over IPv4 multicast (RFC 1112) with
 // the authenticated muros-had sync protocol of package ctwire, and the
 // reliability layer of package ctrel. The wire format is documented byte by
 // byte in package ctwire.

@@ -1,8 +1,12 @@
 // Package ctnl is the kernel side of conntrack synchronisation: it converts
-// kernel conntrack entries (read with github.com/ti-mo/conntrack) to wire
-// records and injects wire records into the local kernel table with
-// ctnetlink messages built here on github.com/ti-mo/netfilter, because
-// ti-mo/conntrack's Create cannot carry NAT bindings.
+// kernel conntrack entries (dumped with github.com/ti-mo/conntrack, or
+// events decoded allocation-free by ParseEvent) to wire records and
+// injects wire records into the local kernel table with ctnetlink
+// messages built here, because ti-mo/conntrack's Create cannot carry NAT
+// bindings. The batch path appends them straight into one buffer
+// (AppendCreate, AppendUpdate, AppendDelete; layout in encode.go); the
+// one-by-one fallback builds the same bytes as github.com/ti-mo/netfilter
+// attribute trees (CreateAttrs, UpdateAttrs, DeleteAttrs).
 //
 // Standards: Linux ctnetlink (include/uapi/linux/netfilter/
 // nfnetlink_conntrack.h; net/netfilter/nf_conntrack_netlink.c). The facts
