@@ -140,14 +140,13 @@ func (d *demo) run() (err error) {
 	}
 
 	b := bench.Targets(d.opts.interval, 100)
-	d.step("round 1: crash of the master (fw1 links down + SIGKILL) while the client probes every 1 ms")
+	d.step("round 1: crash of the master (fw1 frozen, links down, SIGKILL: no priority 0) while the client probes every 1 ms")
 	fmt.Fprintf(d.out, "expected: fw2 takes over after Master_Down_Interval = 3 x %v + skew %v = %v after fw1's last advert\n",
 		d.opts.interval, b.Skew.Round(time.Millisecond), b.MasterDown.Round(time.Millisecond))
 	res, err := d.probeAround(b.MasterDown, func() error {
-		if err := p.CrashNode(p.FW1); err != nil {
-			return err
-		}
-		return n1.Kill()
+		// A dead box sends nothing: frozen first, or the daemon would see
+		// its links go down and leave through FAULT with priority 0.
+		return n1.Crash(p)
 	})
 	if err != nil {
 		return err
