@@ -16,7 +16,6 @@ import (
 
 	"github.com/muros/muros-had/internal/hatest"
 	"github.com/muros/muros-had/lab"
-	"go.uber.org/goleak"
 )
 
 var (
@@ -34,25 +33,7 @@ var binary string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "muros-had-bench")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary, err = hatest.BuildBinary(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(hatest.MainWithBinary(m, &binary))
 }
 
 // node is what a failover needs of a VRRP daemon on a firewall: both

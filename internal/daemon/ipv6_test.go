@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -135,16 +134,8 @@ func TestIPv6VIPsCrashTakeover(t *testing.T) {
 
 	res = probe6(t, p, 3*time.Second, func() {
 		time.Sleep(500 * time.Millisecond)
-		// Frozen first: a live daemon would see its links go down, enter
-		// FAULT and send priority 0, which is a graceful handover, not the
-		// dead box this test is about.
-		if err := n1.Proc.Signal(syscall.SIGSTOP); err != nil {
-			t.Error(err)
-		}
-		if err := p.CrashNode(p.FW1); err != nil {
-			t.Error(err)
-		}
-		if err := n1.Kill(); err != nil {
+		// A dead box: frozen before its links go down (hatest.Node.Crash).
+		if err := n1.Crash(p); err != nil {
 			t.Error(err)
 		}
 	})
@@ -278,13 +269,8 @@ func TestVirtualMACMovesWithTakeover(t *testing.T) {
 
 	res = probe(t, p, 3*time.Second, func() {
 		time.Sleep(500 * time.Millisecond)
-		if err := n1.Proc.Signal(syscall.SIGSTOP); err != nil {
-			t.Error(err)
-		}
-		if err := p.CrashNode(p.FW1); err != nil {
-			t.Error(err)
-		}
-		if err := n1.Kill(); err != nil {
+		// A dead box: frozen before its links go down (hatest.Node.Crash).
+		if err := n1.Crash(p); err != nil {
 			t.Error(err)
 		}
 	})

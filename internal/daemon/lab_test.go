@@ -13,33 +13,12 @@ import (
 	"github.com/muros/muros-had/internal/vrrpconn"
 	"github.com/muros/muros-had/lab"
 	"github.com/muros/muros-had/vrrp"
-	"go.uber.org/goleak"
 )
 
 // binary is the muros-had built once for every lab test of the package.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "muros-had-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary, err = hatest.BuildBinary(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(hatest.MainWithBinary(m, &binary)) }
 
 // pairNodes starts muros-had on both firewalls (fw1 master, fw2 backup) and
 // waits for the election to settle.

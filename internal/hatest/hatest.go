@@ -14,10 +14,12 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/lab"
+	"go.uber.org/goleak"
 )
 
 // BuildBinary builds cmd/muros-had into dir and returns its path.
@@ -217,4 +219,29 @@ func (n *Node) Crash(p *lab.Pair) error {
 		return err
 	}
 	return n.Kill()
+}
+
+// MainWithBinary is the TestMain of a package whose lab tests run the
+// daemon: it builds muros-had once into a temporary directory, stores the
+// path in *bin, runs the tests, and fails the run on leaked goroutines.
+// It returns the exit code.
+func MainWithBinary(m *testing.M, bin *string) int {
+	dir, err := os.MkdirTemp("", "muros-had-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = BuildBinary(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
 }
