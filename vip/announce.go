@@ -63,10 +63,27 @@ func (m *Manager) announcementFor(v VIP, link netlink.Link) (announcement, error
 
 // openConns opens, inside the handle's namespace, the sockets every
 // announcement needs (one per interface and kind) and returns the
-// announcements that have them.
+// announcements that have them. Sockets still open from an earlier claim
+// are reused; those of interfaces no announcement uses any more are closed.
 func (m *Manager) openConns(anns []announcement) ([]announcement, error) {
 	var errs []error
-	byIndex := make(map[int]*ifaceConns)
+	byIndex := make(map[int]*ifaceConns, len(m.conns))
+	for _, c := range m.conns {
+		byIndex[c.index] = c
+	}
+	m.conns = m.conns[:0]
+	used := make(map[int]bool, len(anns))
+	for _, a := range anns {
+		used[a.ifIndex] = true
+	}
+	for idx, c := range byIndex {
+		if used[idx] {
+			m.conns = append(m.conns, c)
+			continue
+		}
+		c.close()
+		delete(byIndex, idx)
+	}
 	err := m.cfg.Enter(func() error {
 		for i := range anns {
 			a := &anns[i]
@@ -157,14 +174,18 @@ func listenICMPv6(ifName string) (*ipv6.PacketConn, error) {
 
 func (m *Manager) closeConns() {
 	for _, c := range m.conns {
-		if c.arp != nil {
-			c.arp.Close()
-		}
-		if c.icmp != nil {
-			c.icmp.Close()
-		}
+		c.close()
 	}
 	m.conns = nil
+}
+
+func (c *ifaceConns) close() {
+	if c.arp != nil {
+		c.arp.Close()
+	}
+	if c.icmp != nil {
+		c.icmp.Close()
+	}
 }
 
 // round sends one announcement per VIP. A failed send is counted and

@@ -206,7 +206,6 @@ func (m *Manager) Claim(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stopAnnouncer()
-	m.closeConns()
 	m.claimed = true
 
 	var errs []error
@@ -332,9 +331,11 @@ func (m *Manager) Release(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stopAnnouncer()
-	// Sockets close last: closing an AF_PACKET socket waits for an RCU
-	// grace period (about 10 ms here), and the addresses should go first.
-	defer m.closeConns()
+	// The announcement sockets stay open for the next Claim: opening them
+	// there would delay a takeover's first announcement, and closing an
+	// AF_PACKET socket here waits for an RCU grace period (about 10 ms)
+	// that a graceful stop should not spend. Close closes them; a Claim
+	// closes those whose interface is gone (a deleted virtual MAC).
 	m.anns = nil
 	m.claimed = false
 	var errs []error
