@@ -148,6 +148,22 @@ func becameSender(t *testing.T, n *hatest.Node) {
 	t.Logf("%s: MASTER, conntrack status still %q; sender %v later", n.NS, st.Role, time.Since(start).Round(time.Millisecond))
 }
 
+// replicatedStream starts a long TCP stream client -> server through fw1 and
+// returns once fw2 holds the replica of its entry (which it returns).
+func replicatedStream(t *testing.T, p *lab.Pair) (*lab.TCPStream, hatest.CTFlow) {
+	t.Helper()
+	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", entryWait, tcpStreamFlow)
+	if m, _, err = replicaOf(p, p.FW2, m, entryWait); err != nil {
+		t.Fatalf("the stream's replica on fw2: %v", err)
+	}
+	return s, m
+}
+
 // pollFlow polls fw's forwarded flows until one matches; it does not touch
 // t, so it may run in a probe's During goroutine.
 func pollFlow(p *lab.Pair, fw *lab.Netns, timeout time.Duration, match func(hatest.CTFlow) bool) (hatest.CTFlow, error) {
@@ -543,15 +559,7 @@ func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
 func TestCTSyncBackupRestartResyncs(t *testing.T) {
 	p, n1, n2 := ctPair(t, lab.Options{}, true, takeoverInterval)
 	start := time.Now()
-	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", entryWait, tcpStreamFlow)
-	if m, _, err = replicaOf(p, p.FW2, m, entryWait); err != nil {
-		t.Fatalf("the stream's replica on fw2: %v", err)
-	}
+	s, m := replicatedStream(t, p)
 	replicated := time.Since(start)
 	if err := n2.Kill(); err != nil {
 		t.Fatal(err)
@@ -706,15 +714,7 @@ func TestCTSyncBurstConvergesUnderLoss(t *testing.T) {
 func TestCTSyncReturningMasterWaitsForBulk(t *testing.T) {
 	p, n1, n2 := ctPair(t, lab.Options{}, true, takeoverInterval)
 	start := time.Now()
-	s, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	m := mustFlow(t, p, p.FW1, "the stream's entry on fw1", entryWait, tcpStreamFlow)
-	if m, _, err = replicaOf(p, p.FW2, m, entryWait); err != nil {
-		t.Fatalf("the stream's replica on fw2: %v", err)
-	}
+	s, m := replicatedStream(t, p)
 	time.Sleep(500 * time.Millisecond) // echoes flow through fw1 first
 	mustNotHaveFlapped(t, n2)
 	crashAt := time.Since(start)

@@ -70,6 +70,7 @@ type Daemon struct {
 	next      *config.Config // set by a reload that needs a restart
 	reloadReq chan struct{}
 	syncIndex int // ifindex the VRRP sockets are bound to
+	instances map[uint8]instance
 	// vipDirty is set when claiming or releasing failed: the loop retries
 	// every second until the kernel agrees with the group state.
 	vipDirty bool
@@ -82,7 +83,6 @@ type familyLink struct {
 	family vrrp.Family
 	ctr    vrrp.AHCounter
 	buf    []byte
-	addrs  []netip.Addr // per-VRID advert address lists are in instance
 	// sendFailing is set while sends fail (e.g. ENOBUFS on IPv6 while the
 	// sync link has no carrier): one log line per streak, not per advert.
 	sendFailing bool
@@ -121,7 +121,20 @@ type rxAdvert struct {
 	interval time.Duration
 	auth     vrrp.AuthMode
 	spi, seq uint32
-	addrs    []netip.Addr
+	// addrsMatch: the advert's address list is ours for that VRID (checked
+	// by the reader against the read-only instance table, so no copy of the
+	// list crosses to the loop).
+	addrsMatch bool
+}
+
+// instance is what the daemon derives once from a VIP of the configuration:
+// its VRRP family and the address list its adverts carry. The table is
+// read-only after New (a reload that changes VIPs restarts the daemon), so
+// the socket readers consult it without locks.
+type instance struct {
+	vip    config.VIP
+	family vrrp.Family
+	addrs  []netip.Addr
 }
 
 // New checks the configuration and prepares a daemon; Run starts it.
@@ -148,6 +161,10 @@ func New(opts Options) (*Daemon, error) {
 		reloadReq: make(chan struct{}, 1),
 	}
 	d.status = newStatusBook(d.cfg)
+	d.instances = make(map[uint8]instance, len(d.cfg.VIPs))
+	for _, v := range d.cfg.VIPs {
+		d.instances[v.VRID] = instance{vip: v, family: familyOf(v.Address.Addr()), addrs: []netip.Addr{v.Address.Addr()}}
+	}
 	d.stats.initStates(d.cfg)
 	d.epochPath = filepath.Join(d.cfg.StateDir, "ah-epoch")
 	return d, nil
@@ -547,14 +564,14 @@ func (d *Daemon) handleAdvert(ctx context.Context, a *rxAdvert) {
 	}
 	// IPv4 and IPv6 VRIDs are separate spaces (RFC 9568 section 7): an
 	// advert for one of our VRIDs over the other family is not for us.
-	if v, ok := d.vipOf(a.vrid); !ok || familyOf(v.Address.Addr()) != a.family {
+	if in, ok := d.instances[a.vrid]; !ok || in.family != a.family {
 		d.stats.reject("wrong_family")
 		return
 	}
 	// A router on the link that advertises one of our VRIDs with another
 	// address list is a VRID collision (SPEC "common pitfalls"): report it
 	// and never let it take part in our election.
-	if !sameAddrs(a.addrs, d.instanceAddrs(a.vrid, a.family)) {
+	if !a.addrsMatch {
 		d.stats.reject("address_mismatch")
 		d.status.foreignRouter(a.vrid, a.src, time.Now())
 		return
@@ -701,7 +718,10 @@ func (d *Daemon) vipResult(op string, err error) {
 	}
 	d.vipDirty = false
 	d.status.vipError("", nil)
-	done := map[string]string{"claim": "VIPs claimed", "release": "VIPs released"}[op]
+	done := "VIPs claimed"
+	if op == "release" {
+		done = "VIPs released"
+	}
 	d.log.Info(done, "vips", len(d.cfg.VIPs), "state", d.group.State())
 }
 
@@ -720,16 +740,16 @@ func (d *Daemon) setTimer(k timerKey, after time.Duration, gen uint64) {
 }
 
 func (d *Daemon) sendAdvert(ctx context.Context, vrid uint8, priority uint8) {
-	v, ok := d.vipOf(vrid)
+	in, ok := d.instances[vrid]
 	if !ok {
 		return
 	}
-	fam := familyOf(v.Address.Addr())
+	fam := in.family
 	l := d.links[fam]
 	if l == nil {
 		return
 	}
-	adv := vrrp.Advert{VRID: vrid, Priority: priority, Interval: d.cfg.AdvertInterval, Addrs: d.instanceAddrs(vrid, fam)}
+	adv := vrrp.Advert{VRID: vrid, Priority: priority, Interval: d.cfg.AdvertInterval, Addrs: in.addrs}
 	now := time.Now()
 	switch d.cfg.Auth {
 	case config.AuthKeepalivedAH:
@@ -771,26 +791,6 @@ func (d *Daemon) sendAdvert(ctx context.Context, vrid uint8, priority uint8) {
 		d.log.Info("sending adverts works again", "vrid", vrid)
 	}
 	d.stats.sent()
-}
-
-func (d *Daemon) vipOf(vrid uint8) (config.VIP, bool) {
-	for _, v := range d.cfg.VIPs {
-		if v.VRID == vrid {
-			return v, true
-		}
-	}
-	return config.VIP{}, false
-}
-
-// instanceAddrs is the address list carried in vrid's adverts.
-func (d *Daemon) instanceAddrs(vrid uint8, fam vrrp.Family) []netip.Addr {
-	var out []netip.Addr
-	for _, v := range d.cfg.VIPs {
-		if v.VRID == vrid && familyOf(v.Address.Addr()) == fam {
-			out = append(out, v.Address.Addr())
-		}
-	}
-	return out
 }
 
 func sameAddrs(a, b []netip.Addr) bool {
@@ -1055,7 +1055,7 @@ func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
 		ev := &rxAdvert{
 			family: l.family, src: rx.Src, vrid: rx.Advert.VRID, priority: rx.Advert.Priority,
 			interval: rx.Advert.Interval, auth: rx.Auth, spi: rx.SPI, seq: rx.Seq,
-			addrs: append([]netip.Addr(nil), rx.Advert.Addrs...),
+			addrsMatch: sameAddrs(rx.Advert.Addrs, d.instances[rx.Advert.VRID].addrs),
 		}
 		select {
 		case d.events <- loopEvent{advert: ev}:
