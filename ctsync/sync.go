@@ -68,7 +68,14 @@ const (
 	DefaultReadBuffer = 64 << 20
 	DefaultHistory    = 4096
 	tickInterval      = 10 * time.Millisecond
-	udpBuffer         = 8 << 20
+	udpBuffer         = 16 << 20
+	// rxBatchLen is the datagrams one recvmmsg(2) takes on the sync
+	// socket, rxBatches the batches in flight between the reader and the
+	// loop (when the loop holds them all, the socket buffer absorbs).
+	rxBatchLen = 64
+	rxBatches  = 4
+	// txBatchLen is the datagrams one sendmmsg(2) carries.
+	txBatchLen = 64
 )
 
 // DefaultGroup is the sync multicast group (conntrackd's default too).
@@ -129,8 +136,11 @@ type Status struct {
 	Coalesced, Refreshed             uint64
 	ListenerRestarts, Overruns       uint64
 	InjectErrors, Purged             uint64
-	Forged                           uint64 // datagrams dropped for a bad MAC
-	Rejected                         map[string]uint64
+	// InjectRedials counts kernel batch sockets replaced after a failed
+	// exchange (that batch went one record at a time).
+	InjectRedials uint64
+	Forged        uint64 // datagrams dropped for a bad MAC
+	Rejected      map[string]uint64
 }
 
 // Sync is the conntrack replication service of one node.
@@ -172,8 +182,11 @@ type Sync struct {
 	ranges        []ctwire.Range
 	ctlSeq        uint32
 	ctlEp         uint64
-	batch         []ctwire.Flow
+	batch         []ctwire.Flow // backup: records waiting for applyPending
+	batchSent     []int64       // their master's send time, unix ns
 	applied       []bool
+	tx            []ipv4.Message // master: datagrams waiting for sendmmsg
+	txBufs        [][]byte
 }
 
 // New opens the sockets of a Sync in the calling thread's network
@@ -366,10 +379,15 @@ func (s *Sync) Status() Status {
 }
 
 type datagram struct {
-	body []byte
-	h    ctwire.Header
-	p    []byte
-	at   time.Time
+	h ctwire.Header
+	p []byte // payload, in its rxBatch's buffer
+}
+
+// rxBatch is what one recvmmsg produced: authenticated datagrams whose
+// payloads live in the batch's buffers until the loop hands it back.
+type rxBatch struct {
+	msgs   []ipv4.Message
+	dgrams []datagram
 }
 
 // Run serves until ctx ends, starting as backup unless SetRole(true) was
@@ -380,12 +398,16 @@ func (s *Sync) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	in := make(chan datagram, 1024)
+	in := make(chan *rxBatch, rxBatches)
+	free := make(chan *rxBatch, rxBatches)
+	for range rxBatches {
+		free <- newRxBatch(s.maxDgram + ctwire.MACLen)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.receive(ctx, in)
+		s.receive(ctx, in, free)
 	}()
 	defer func() {
 		cancel()
@@ -425,18 +447,9 @@ func (s *Sync) Run(ctx context.Context) error {
 			} else if !m && s.master {
 				s.becomeBackup()
 			}
-		case d := <-in:
-			s.onDatagram(d)
-			// Drain what is already queued before sending.
-			for n := 0; n < 64; n++ {
-				select {
-				case d := <-in:
-					s.onDatagram(d)
-					continue
-				default:
-				}
-				break
-			}
+		case b := <-in:
+			s.onDatagrams(b.dgrams)
+			free <- b
 		case b := <-batches:
 			s.onEvents(b)
 			// Take what is already queued (up to 256 events) before
@@ -470,35 +483,72 @@ func (s *Sync) Run(ctx context.Context) error {
 
 func (s *Sync) now() time.Duration { return time.Since(s.start) }
 
-// receive reads, authenticates and parses datagrams.
-func (s *Sync) receive(ctx context.Context, out chan<- datagram) {
+// newRxBatch allocates a batch whose slots hold a datagram of up to
+// maxLen bytes; a longer one is truncated and rejected (ReasonLength).
+func newRxBatch(maxLen int) *rxBatch {
+	b := &rxBatch{msgs: make([]ipv4.Message, rxBatchLen), dgrams: make([]datagram, 0, rxBatchLen)}
+	for i := range b.msgs {
+		b.msgs[i].Buffers = [][]byte{make([]byte, maxLen+1)}
+	}
+	return b
+}
+
+// receive reads datagrams in batches (recvmmsg), authenticates and parses
+// them, and hands each batch to the loop: one wakeup and one channel
+// send per batch, not per datagram.
+func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
 	auth := ctwire.NewAuth(s.key)
-	buf := make([]byte, 65536)
 	for {
-		n, _, err := s.raw.ReadFrom(buf)
+		var b *rxBatch
+		select {
+		case b = <-free:
+		case <-ctx.Done():
+			return
+		}
+		n, err := s.udp.ReadBatch(b.msgs, 0)
 		if err != nil {
+			free <- b
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			s.log.Warn("ctsync: receive", "err", err)
 			continue
 		}
-		body, err := auth.Open(buf[:n])
-		var h ctwire.Header
-		var p []byte
-		if err == nil {
-			h, p, err = ctwire.ParseHeader(body)
+		b.dgrams = b.dgrams[:0]
+		var rejected [ctwire.NumReasons]uint64
+		for i := range b.msgs[:n] {
+			m := &b.msgs[i]
+			buf := m.Buffers[0]
+			if m.N >= len(buf) || m.Flags&unix.MSG_TRUNC != 0 {
+				// Longer than our MTU allows: a peer with another MTU.
+				rejected[ctwire.ReasonLength]++
+				continue
+			}
+			body, err := auth.Open(buf[:m.N])
+			var h ctwire.Header
+			var p []byte
+			if err == nil {
+				h, p, err = ctwire.ParseHeader(body)
+			}
+			if err != nil {
+				rejected[ctwire.ReasonOf(err)]++
+				continue
+			}
+			b.dgrams = append(b.dgrams, datagram{h: h, p: p})
 		}
-		if err != nil {
+		if rejected != ([ctwire.NumReasons]uint64{}) {
 			s.mu.Lock()
-			s.rejected[ctwire.ReasonOf(err)]++
+			for r, c := range rejected {
+				s.rejected[r] += c
+			}
 			s.mu.Unlock()
+		}
+		if len(b.dgrams) == 0 {
+			free <- b
 			continue
 		}
-		c := append([]byte(nil), body...)
-		d := datagram{body: c, h: h, p: c[ctwire.HeaderLen : ctwire.HeaderLen+len(p)], at: time.Now()}
 		select {
-		case out <- d:
+		case out <- b:
 		case <-ctx.Done():
 			return
 		}
@@ -513,6 +563,22 @@ func (s *Sync) send(body []byte, auth *ctwire.Auth) {
 		return
 	}
 	s.counters.DatagramsSent++
+}
+
+// sendQueued sends the datagrams flush queued, in sendmmsg batches.
+func (s *Sync) sendQueued() {
+	for len(s.tx) > 0 {
+		n, err := s.udp.WriteBatch(s.tx, 0)
+		if err != nil || n <= 0 {
+			// The rest is lost on the wire as far as the backup can
+			// tell: it NACKs the gap and the history repairs it.
+			s.log.Warn("ctsync: send", "err", err, "unsent", len(s.tx))
+			break
+		}
+		s.counters.DatagramsSent += uint64(n)
+		s.tx = s.tx[n:]
+	}
+	s.tx = s.tx[:0]
 }
 
 func (s *Sync) newEpoch() uint64 {
@@ -695,17 +761,33 @@ func (s *Sync) onEvent(typ ctnl.EventType, f *ctwire.Flow) {
 	}
 }
 
-// flush sends every datagram the sender has due.
+// flush sends every datagram the sender has due (at most 4096 per call,
+// so that the loop still serves its other inputs during a storm), up to
+// txBatchLen per sendmmsg(2).
 func (s *Sync) flush(buf []byte) []byte {
 	auth := s.sendAuth()
+	if s.txBufs == nil {
+		s.txBufs = make([][]byte, txBatchLen)
+		for i := range s.txBufs {
+			s.txBufs[i] = make([]byte, 0, s.maxDgram+ctwire.MACLen)
+		}
+		s.tx = make([]ipv4.Message, 0, txBatchLen)
+	}
 	for i := 0; i < 4096; i++ {
-		body, ok := s.sender.Next(s.now(), buf[:0])
+		slot := len(s.tx)
+		body, ok := s.sender.Next(s.now(), s.txBufs[slot][:0])
 		if !ok {
 			break
 		}
-		buf = body
-		s.send(body, auth)
+		ctrel.Sent(body, time.Now().UnixNano())
+		d := auth.Seal(body)
+		s.txBufs[slot] = d
+		s.tx = append(s.tx, ipv4.Message{Buffers: s.txBufs[slot : slot+1], Addr: s.dst})
+		if len(s.tx) == txBatchLen {
+			s.sendQueued()
+		}
 	}
+	s.sendQueued()
 	return buf
 }
 
@@ -716,7 +798,16 @@ func (s *Sync) sendAuth() *ctwire.Auth {
 	return s.auth
 }
 
-func (s *Sync) onDatagram(d datagram) {
+// onDatagrams handles one received batch in order, the records of all its
+// data datagrams going to the kernel together (applyPending).
+func (s *Sync) onDatagrams(ds []datagram) {
+	for i := range ds {
+		s.onDatagram(&ds[i])
+	}
+	s.applyPending()
+}
+
+func (s *Sync) onDatagram(d *datagram) {
 	s.counters.DatagramsReceived++
 	if s.master {
 		s.masterControl(d)
@@ -735,41 +826,51 @@ func (s *Sync) onDatagram(d datagram) {
 	}
 	if v.Apply {
 		it := ctwire.NewRecords(d.p, d.h.Count)
-		sent := time.Unix(0, d.h.Sent)
-		s.batch = s.batch[:0]
 		var f ctwire.Flow
 		for it.Next(&f) {
 			if s.bulkSeen != nil {
 				s.bulkSeen[f.Key()] = struct{}{}
 			}
 			s.batch = append(s.batch, f)
+			s.batchSent = append(s.batchSent, d.h.Sent)
 		}
 		if err := it.Err(); err != nil {
 			s.mu.Lock()
 			s.rejected[ctwire.ReasonOf(err)]++
 			s.mu.Unlock()
 		}
-		s.applied = append(s.applied[:0], make([]bool, len(s.batch))...)
-		failed, err := s.inj.ApplyBatch(s.batch, s.applied)
-		if failed > 0 {
-			s.counters.InjectErrors += uint64(failed)
-			s.log.Debug("ctsync: inject", "failed", failed, "err", err)
-		}
-		s.counters.RecordsApplied += uint64(len(s.batch) - failed)
-		if s.cfg.OnApplied != nil {
-			for i := range s.batch {
-				if s.applied[i] {
-					s.cfg.OnApplied(&s.batch[i], sent)
-				}
-			}
-		}
-		s.counters.Lag = time.Since(sent)
 	}
 	if v.Synced {
+		// The purge dumps the kernel: what this batch carried goes first.
+		s.applyPending()
 		s.purge()
 		s.bulkSeen = nil
 		s.readyOnce.Do(func() { close(s.ready) })
 	}
+}
+
+// applyPending puts the records collected from received datagrams into the
+// kernel, in order, in as few round trips as ctnl allows.
+func (s *Sync) applyPending() {
+	if len(s.batch) == 0 {
+		return
+	}
+	s.applied = append(s.applied[:0], make([]bool, len(s.batch))...)
+	failed, err := s.inj.ApplyBatch(s.batch, s.applied)
+	if failed > 0 {
+		s.counters.InjectErrors += uint64(failed)
+		s.log.Debug("ctsync: inject", "failed", failed, "err", err)
+	}
+	s.counters.RecordsApplied += uint64(len(s.batch) - failed)
+	if s.cfg.OnApplied != nil {
+		for i := range s.batch {
+			if s.applied[i] {
+				s.cfg.OnApplied(&s.batch[i], time.Unix(0, s.batchSent[i]))
+			}
+		}
+	}
+	s.counters.Lag = time.Since(time.Unix(0, s.batchSent[len(s.batchSent)-1]))
+	s.batch, s.batchSent = s.batch[:0], s.batchSent[:0]
 }
 
 // purge deletes replicated-looking flows the completed bulk did not carry:
@@ -794,7 +895,7 @@ func (s *Sync) purge() {
 	}
 }
 
-func (s *Sync) masterControl(d datagram) {
+func (s *Sync) masterControl(d *datagram) {
 	if s.peer == nil {
 		s.peer = ctrel.NewPeer(ctrel.PeerConfig{})
 	}
@@ -872,6 +973,7 @@ func (s *Sync) publish() {
 		st.Resyncs = rs.BulksCompleted
 		st.ResyncRequests = rs.ResyncRequests
 		st.Flows = s.inj.Known()
+		st.InjectRedials = s.inj.Stats().BatchRedials
 	}
 	s.mu.Lock()
 	st.Forged = s.rejected[ctwire.ReasonMAC]

@@ -10,21 +10,32 @@ import (
 	"github.com/muros/muros-had/ctsync/ctwire"
 )
 
-// batchConn is a raw NETLINK_NETFILTER socket on which a whole datagram's
-// records go to the kernel in one sendmsg; the kernel (netlink_rcv_skb)
-// processes the messages in order and acknowledges each one, so a batch
-// costs one send and a few receives instead of two syscalls per flow.
+// batchConn is a raw NETLINK_NETFILTER socket on which many records go to
+// the kernel in one sendmsg. The kernel (netlink_rcv_skb) processes the
+// messages in order, in the sender's context, and answers only the failed
+// ones and the last one (the only message carrying NLM_F_ACK): a chunk of
+// maxChunk records costs one send and, when nothing fails, one receive of
+// one acknowledgement, instead of two syscalls and an acknowledgement skb
+// per flow. The last acknowledgement is the end marker: everything the
+// kernel had to say about the chunk is queued before it.
 type batchConn struct {
 	fd   int
 	seq  uint32
 	wbuf []byte
 	rbuf []byte
-	got  []bool // reused by exchange
+	offs []int // start of each message in wbuf
 }
 
 const (
 	nlmsgHdrLen = 16
 	nlmsgError  = 2
+	// maxChunk bounds the records of one sendmsg so that even a chunk in
+	// which every record fails gets all its error messages into batchRcvBuf
+	// (NETLINK_CAP_ACK: an error is 36 bytes, an skb under 1 KiB), and
+	// the request stays far below the socket's send buffer.
+	maxChunk = 256
+	// batchRcvBuf is the batch socket's receive buffer (SO_RCVBUFFORCE).
+	batchRcvBuf = 4 << 20
 )
 
 func dialBatch() (*batchConn, error) {
@@ -36,32 +47,48 @@ func dialBatch() (*batchConn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("ctnl: batch bind: %w", err)
 	}
-	// Extended ACKs would make acknowledgements variable-sized; the plain
-	// ones are 36 bytes (header + errno + the request's header).
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, batchRcvBuf) != nil {
+		// Without CAP_NET_ADMIN: as large as rmem_max allows.
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, batchRcvBuf)
+	}
+	// An error message without a copy of the failed request: small and
+	// fixed-size (header + errno + the request's header). Extended ACKs
+	// stay off for the same reason.
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ctnl: batch NETLINK_CAP_ACK: %w", err)
+	}
 	return &batchConn{fd: fd, rbuf: make([]byte, 1<<16)}, nil
 }
 
 func (b *batchConn) close() error { return unix.Close(b.fd) }
 
-// exchange sends the queued messages and collects the errno of each
-// (0 = success) into res, indexed by seq - base.
+// exchange sends the queued messages (sequence numbers base ..
+// base+len(res)-1, offsets in b.offs), leaving NLM_F_ACK on the last one
+// only, and stores the errno of each (0 = success) in res.
 func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
-	if _, err := unix.Write(b.fd, b.wbuf); err != nil {
+	if len(res) == 0 || len(b.offs) != len(res) {
+		return fmt.Errorf("ctnl: batch of %d messages, %d offsets", len(res), len(b.offs))
+	}
+	for _, o := range b.offs[:len(b.offs)-1] {
+		fl := binary.NativeEndian.Uint16(b.wbuf[o+6:])
+		binary.NativeEndian.PutUint16(b.wbuf[o+6:], fl&^nlmFAck)
+	}
+	last := base + uint32(len(res)) - 1
+	_, err := unix.Write(b.fd, b.wbuf)
+	b.wbuf, b.offs = b.wbuf[:0], b.offs[:0]
+	if err != nil {
 		return fmt.Errorf("ctnl: batch send: %w", err)
 	}
-	b.wbuf = b.wbuf[:0]
-	got := b.got[:0]
-	for range res {
-		got = append(got, false)
-	}
-	b.got = got
-	pending := len(res)
-	for pending > 0 {
+	clear(res)
+	for {
 		n, err := unix.Read(b.fd, b.rbuf)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
+			// ENOBUFS here means answers were lost: the outcome of some
+			// records is unknown, the caller redoes the chunk.
 			return fmt.Errorf("ctnl: batch receive: %w", err)
 		}
 		p := b.rbuf[:n]
@@ -73,12 +100,11 @@ func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
 			typ := binary.NativeEndian.Uint16(p[4:])
 			seq := binary.NativeEndian.Uint32(p[8:])
 			if typ == nlmsgError && l >= nlmsgHdrLen+4 {
-				i := int(seq - base)
-				if i >= 0 && i < len(res) && !got[i] {
-					code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:]))
-					res[i] = unix.Errno(-code)
-					got[i] = true
-					pending--
+				if i := int(seq - base); i >= 0 && i < len(res) {
+					res[i] = unix.Errno(-int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])))
+					if seq == last {
+						return nil
+					}
 				}
 			}
 			al := (l + 3) &^ 3
@@ -88,30 +114,50 @@ func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
 			p = p[al:]
 		}
 	}
-	return nil
 }
 
-// ApplyBatch applies fs like Apply, in one kernel round trip for the
-// common cases; records that need a second step (an existing flow met by a
-// create, an expired one met by an update, a kernel that wants a different
-// CONFIRMED bit, missing connlabels) go through Apply. ok[i] reports
-// whether fs[i] reached the kernel. It returns the number of failures and
-// the first error.
+// ApplyBatch applies fs like Apply, in one kernel round trip per maxChunk
+// records for the common cases; records that need a second step (an
+// existing flow met by a create, an expired one met by an update, a kernel
+// that wants a different CONFIRMED bit, missing connlabels) go through
+// Apply. ok[i] reports whether fs[i] reached the kernel. It returns the
+// number of failures and the first error.
+//
+// A failed exchange (the socket's state is then unknown) closes the batch
+// socket, counts a BatchRedial, opens a new one and redoes that chunk one
+// record at a time; while no batch socket can be opened, records go one by
+// one and every call tries again.
 func (in *Injector) ApplyBatch(fs []ctwire.Flow, ok []bool) (int, error) {
-	if in.b == nil {
-		return in.applyEach(fs, ok)
+	failed := 0
+	var first error
+	for len(fs) > 0 {
+		n := min(len(fs), maxChunk)
+		f, err := in.applyChunk(fs[:n], ok[:n])
+		failed += f
+		if first == nil {
+			first = err
+		}
+		fs, ok = fs[n:], ok[n:]
 	}
-	if len(fs) == 0 {
-		// A datagram without records (bulk markers): an empty sendmsg
-		// fails with ENODATA and would cost the batch socket.
-		return 0, nil
+	return failed, first
+}
+
+func (in *Injector) applyChunk(fs []ctwire.Flow, ok []bool) (int, error) {
+	if in.b == nil {
+		b, err := dialBatch()
+		if err != nil {
+			return in.applyEach(fs, ok)
+		}
+		in.b = b
 	}
 	base := in.b.seq + 1
 	kinds := in.kinds[:0]
 	w := in.b.wbuf[:0]
+	offs := in.b.offs[:0]
 	for i := range fs {
 		f := &fs[i]
 		seq := base + uint32(i)
+		offs = append(offs, len(w))
 		switch _, known := in.known[f.Key()]; {
 		case f.Op == ctwire.OpDestroy:
 			kinds = append(kinds, opDelete)
@@ -124,7 +170,7 @@ func (in *Injector) ApplyBatch(fs []ctwire.Flow, ok []bool) (int, error) {
 			w = AppendCreate(w, f, in.confirm, seq)
 		}
 	}
-	in.b.wbuf = w
+	in.b.wbuf, in.b.offs = w, offs
 	in.kinds = kinds
 	in.b.seq = base + uint32(len(fs)) - 1
 	res := in.res[:0]
@@ -133,9 +179,11 @@ func (in *Injector) ApplyBatch(fs []ctwire.Flow, ok []bool) (int, error) {
 	}
 	in.res = res
 	if err := in.b.exchange(base, res); err != nil {
-		// The socket is in an unknown state: drop it, redo one by one.
+		// Unknown state: a new socket, and this chunk one by one (a
+		// create that did land meets EEXIST there and becomes an update).
 		in.b.close()
 		in.b = nil
+		in.stats.BatchRedials++
 		return in.applyEach(fs, ok)
 	}
 	failed := 0

@@ -339,7 +339,7 @@ type Injector struct {
 	known   map[ctwire.Key]struct{}
 	confirm bool // this kernel wants IPS_CONFIRMED in a create's CTA_STATUS
 	stats   InjectStats
-	b       *batchConn // nil after a batch failure: one by one from then on
+	b       *batchConn // nil after a failed exchange until the next ApplyBatch redials
 	kinds   []opKind
 	res     []unix.Errno // ApplyBatch's per-record errno, reused
 }
@@ -348,6 +348,9 @@ type Injector struct {
 type InjectStats struct {
 	Created, Updated, Deleted, Errors uint64
 	LabelsDropped                     uint64 // created without their labels
+	// BatchRedials counts batch sockets replaced after a failed exchange
+	// (the chunk then went one record at a time).
+	BatchRedials uint64
 }
 
 // DialInjector opens a ctnetlink socket in the calling thread's namespace.

@@ -3,6 +3,7 @@ package ctnl
 import (
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -297,5 +298,70 @@ func TestApplyBatch(t *testing.T) {
 	// Every batch went in one round trip: no fallback to one by one.
 	if in.b == nil || in2.b == nil {
 		t.Fatalf("batch socket dropped (first injector %v, second %v)", in.b != nil, in2.b != nil)
+	}
+}
+
+// TestApplyBatchChunksAndRedial: a batch larger than one chunk in which
+// every record fails its first step (a fresh injector creates flows that
+// exist: EEXIST, then update) gets every error answered and every record
+// applied; a batch socket that breaks is replaced and counted, the chunk
+// in flight still lands.
+func TestApplyBatchChunksAndRedial(t *testing.T) {
+	ns := lab.NewNetnsT(t, "ctnlchunk")
+	in := injectorIn(t, ns)
+	const n = 3*maxChunk + 17
+	fs := make([]ctwire.Flow, n)
+	for i := range fs {
+		o := ctwire.Tuple{Src: netip.AddrFrom4([4]byte{10, 6, byte(i >> 8), byte(i)}), Dst: addr("198.51.100.2"), SrcPort: uint16(20000 + i), DstPort: 80}
+		fs[i] = ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Status: StatusSeenReply | StatusAssured, Timeout: 600,
+			Orig: o, Reply: o.Invert(), HasTCP: true, TCP: ctwire.TCPInfo{State: 3}, Mark: 1}
+	}
+	ok := make([]bool, n)
+	if f, err := in.ApplyBatch(fs, ok); f != 0 {
+		t.Fatalf("%d failures: %v", f, err)
+	}
+	if got := len(dumpIn(t, ns)); got != n {
+		t.Fatalf("kernel holds %d flows, want %d", got, n)
+	}
+	in2 := injectorIn(t, ns)
+	for i := range fs {
+		fs[i].Mark = 2
+	}
+	clear(ok)
+	if f, err := in2.ApplyBatch(fs, ok); f != 0 {
+		t.Fatalf("%d failures on re-apply: %v", f, err)
+	}
+	for i, o := range ok {
+		if !o {
+			t.Fatalf("record %d not reported applied", i)
+		}
+	}
+	for _, got := range dumpIn(t, ns) {
+		if got.Mark != 2 {
+			t.Fatalf("flow %+v: mark %d, want 2", got.TupleOrig, got.Mark)
+		}
+	}
+	if st := in2.Stats(); st.Updated != n || st.Created != 0 || st.BatchRedials != 0 {
+		t.Fatalf("stats %+v, want %d updates and no redial", st, n)
+	}
+
+	// Break the batch socket under the injector: the next batch redials.
+	fd := in2.b.fd
+	in2.b.fd = -1 // every call on it fails, as on a broken socket
+	syscall.Close(fd)
+	for i := range fs {
+		fs[i].Mark = 3
+	}
+	clear(ok)
+	if f, err := in2.ApplyBatch(fs, ok); f != 0 {
+		t.Fatalf("%d failures after the socket broke: %v", f, err)
+	}
+	if st := in2.Stats(); st.BatchRedials != 1 || in2.b == nil {
+		t.Fatalf("after a broken socket: stats %+v, batch socket %v; want one redial and a socket", st, in2.b != nil)
+	}
+	for _, got := range dumpIn(t, ns) {
+		if got.Mark != 3 {
+			t.Fatalf("flow %+v: mark %d, want 3", got.TupleOrig, got.Mark)
+		}
 	}
 }

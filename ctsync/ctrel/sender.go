@@ -91,6 +91,36 @@ type Sender struct {
 	lastSend     time.Duration
 	turn         bool // alternate queue and bulk
 	stats        SenderStats
+	// entries are carved from blocks and recycled through spare: a storm
+	// of new flows costs one allocation per entryBlock flows, not one per
+	// flow (the garbage collector's share of the master's time).
+	block []entry
+	spare []*entry
+}
+
+const entryBlock = 1024
+
+// newEntry returns a zeroed entry.
+func (s *Sender) newEntry() *entry {
+	if n := len(s.spare); n > 0 {
+		e := s.spare[n-1]
+		s.spare = s.spare[:n-1]
+		*e = entry{}
+		return e
+	}
+	if len(s.block) == 0 {
+		s.block = make([]entry, entryBlock)
+	}
+	e := &s.block[0]
+	s.block = s.block[1:]
+	return e
+}
+
+// forget removes k's entry e from the table and keeps e for reuse; no
+// other structure holds entry pointers (queues and history hold keys).
+func (s *Sender) forget(k ctwire.Key, e *entry) {
+	delete(s.table, k)
+	s.spare = append(s.spare, e)
 }
 
 // NewSender returns a Sender with an empty table.
@@ -121,7 +151,7 @@ func (s *Sender) Update(now time.Duration, f *ctwire.Flow) {
 	k := f.Key()
 	e := s.table[k]
 	if e == nil {
-		e = &entry{}
+		e = s.newEntry()
 		s.table[k] = e
 	}
 	old := e.flow
@@ -146,7 +176,8 @@ func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
 	if e == nil {
 		// Unknown (filtered, or predates us and missed by the dump): still
 		// tell the backup, it may hold a copy from a bulk.
-		e = &entry{flow: ctwire.Flow{Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}}
+		e = s.newEntry()
+		e.flow = ctwire.Flow{Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
 		s.table[k] = e
 	}
 	e.gone = true
@@ -203,12 +234,16 @@ func (s *Sender) Load(now, dumpStart time.Duration, flows []ctwire.Flow) {
 	for i := range flows {
 		f := &flows[i]
 		k := f.Key()
-		if e := s.table[k]; e != nil && e.touched > dumpStart {
+		e := s.table[k]
+		if e != nil && e.touched > dumpStart {
 			continue
 		}
-		e := &entry{flow: *f, touched: now}
+		if e == nil {
+			e = s.newEntry()
+			s.table[k] = e
+		}
+		*e = entry{flow: *f, touched: now}
 		e.flow.Op = ctwire.OpUpdate
-		s.table[k] = e
 	}
 }
 
@@ -352,7 +387,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 			if e != nil {
 				e.queued = false
 				if e.gone {
-					delete(s.table, k)
+					s.forget(k, e)
 				}
 			}
 		}
