@@ -19,6 +19,14 @@
 // sends a bulk; a node returning to backup drops its sender, asks for a
 // bulk and purges at its end the flows the master no longer has.
 //
+// Batching. Both ends work in batches so that a storm costs few wakeups
+// and syscalls per flow: the master reads up to 64 kernel events per
+// recvmmsg(2), coalesces them in the sender and sends up to 64 datagrams
+// per sendmmsg(2); the backup reads up to 64 datagrams per recvmmsg(2) and
+// puts all their records into the kernel in chunks of 256 netlink requests
+// per sendmsg(2), of which only the failed ones and the last are
+// acknowledged (package ctnl).
+//
 // Supervision. The event socket gets a large receive buffer
 // (SO_RCVBUFFORCE). Any receive error (ENOBUFS after an event storm
 // included) ends the listener generation; the supervisor restarts it,
