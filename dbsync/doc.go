@@ -60,7 +60,11 @@
 // with POST /api/sync/synced (sent once per peer boot, after every
 // difference was pushed); when the peer answers GET /api/sync/hello and is
 // not master; when the peer stayed unreachable for ReadyPeerTimeout; or when
-// this node becomes master. Status.ReadyReason tells which.
+// this node becomes master. Status.ReadyReason tells which. Node.Rearm opens
+// a new wait when the node returns to backup without restarting (the daemon
+// calls it when VRRP re-enters BACKUP from MASTER or FAULT): the node takes a
+// new boot ID, so the master's probe compares everything again and sends a
+// synced notice for the new incarnation.
 //
 // # HTTP API (peer listener, HTTPS, TLS 1.3 only)
 //

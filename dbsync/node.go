@@ -158,7 +158,6 @@ type Node struct {
 	cache   *hashCache
 	src     *source
 	client  *http.Client
-	bootID  string
 
 	master  atomic.Bool
 	roleCh  chan struct{} // signalled on SetRole
@@ -167,12 +166,19 @@ type Node struct {
 	rejected counters
 	stats    counters
 
-	ready     chan struct{} // closed once preemption is safe (ready.go)
-	readyOnce sync.Once
+	// armCh wakes the readiness watcher after Rearm (ready.go).
+	armCh chan struct{}
 
-	mu          sync.Mutex
-	st          peerStatus
+	mu sync.Mutex
+	st peerStatus
+	// Readiness (ready.go), under mu: ready is closed once preemption is
+	// safe; readyGen counts the arms, so a verdict reached for an earlier
+	// arm cannot close a later one; bootID names this node's incarnation
+	// as a receiver (a new one at every arm but the first).
+	ready       chan struct{}
+	readyGen    uint64
 	readyReason string
+	bootID      string
 }
 
 // peerStatus is the master loop's view of the peer, for Status and health.
@@ -239,6 +245,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		src:     &source{roots: cfg.Paths, exclude: cfg.Exclude, cache: cache, sqlite3: cfg.SQLite3, tmpDir: cfg.StateDir},
 		bootID:  hex.EncodeToString(boot[:]),
 		roleCh:  make(chan struct{}, 1),
+		armCh:   make(chan struct{}, 1),
 		ready:   make(chan struct{}),
 	}
 	dial := cfg.Dial
@@ -273,7 +280,7 @@ func (n *Node) SetRole(master bool) {
 	}
 	n.log.Info("dbsync: role", "master", master)
 	if master {
-		n.markReady(ReadyMaster)
+		n.markReadyNow(ReadyMaster)
 	}
 	select {
 	case n.roleCh <- struct{}{}:
@@ -406,12 +413,12 @@ func timePtr(t time.Time) *time.Time {
 // Status returns the current replication state.
 func (n *Node) Status() Status {
 	n.mu.Lock()
-	st, readyReason := n.st, n.readyReason
+	st, readyReason, bootID := n.st, n.readyReason, n.bootID
 	n.mu.Unlock()
 	s := Status{
 		Node:        n.cfg.NodeID,
 		Role:        roleName(n.master.Load()),
-		BootID:      n.bootID,
+		BootID:      bootID,
 		Fingerprint: n.id.Fingerprint,
 		Revision:    n.applier.revision().Revision,
 		Peer: PeerStatus{

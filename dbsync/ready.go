@@ -2,6 +2,8 @@ package dbsync
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,13 @@ import (
 //   - the peer has been unreachable for ReadyPeerTimeout (a node alone must
 //     not wait forever);
 //   - this node became master.
+//
+// The same holds for a node that returns to backup without restarting (a
+// tracked link back from FAULT, a demotion from master): the daemon calls
+// Rearm. A re-armed node takes a new boot ID, so the master's next probe
+// sees a new incarnation, compares the whole replicated set again and sends
+// a synced notice for it; a notice for the old boot ID (a round that began
+// before the re-arm) is refused with 409 and counted (synced_stale_boot).
 
 // Readiness reasons (Status.ReadyReason).
 const (
@@ -42,23 +51,91 @@ type Synced struct {
 }
 
 // Ready is closed once this node holds the current master's content or may
-// preempt anyway (see the readiness reasons). It never reopens: it gates
-// the first preemption after start only.
-func (n *Node) Ready() <-chan struct{} { return n.ready }
+// preempt anyway (see the readiness reasons). It stays closed until Rearm.
+func (n *Node) Ready() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ready
+}
 
-func (n *Node) markReady(reason string, args ...any) {
-	n.readyOnce.Do(func() {
-		n.mu.Lock()
-		n.readyReason = reason
+// Rearm starts a new readiness wait: the node has returned to backup and
+// must again receive the master's content, or learn that nobody holds newer
+// content, before it may preempt. It takes a new boot ID (see above) and
+// returns the channel that closes when the node is ready again. A wait
+// still open is kept (its channel is returned), with the new boot ID.
+func (n *Node) Rearm() <-chan struct{} {
+	boot := newBootID()
+	n.mu.Lock()
+	old := n.bootID
+	n.bootID = boot
+	n.readyGen++
+	select {
+	case <-n.ready:
+		n.ready = make(chan struct{})
+		n.readyReason = ""
+	default:
+	}
+	ch := n.ready
+	n.mu.Unlock()
+	n.stats.add("ready_rearms", 1)
+	n.log.Info("dbsync: readiness re-armed; waiting for the master's content", "boot_id", boot, "previous_boot_id", old)
+	select {
+	case n.armCh <- struct{}{}:
+	default:
+	}
+	return ch
+}
+
+// newBootID names an incarnation: 8 random bytes in hex.
+func newBootID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// incarnation is the current boot ID.
+func (n *Node) incarnation() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.bootID
+}
+
+// arm returns the current readiness generation and boot ID.
+func (n *Node) arm() (gen uint64, bootID string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.readyGen, n.bootID
+}
+
+// markReady closes the wait of generation gen (if it is still the current
+// one and open) for reason.
+func (n *Node) markReady(gen uint64, reason string, args ...any) {
+	n.mu.Lock()
+	if gen != n.readyGen {
 		n.mu.Unlock()
-		close(n.ready)
-		n.log.Info("dbsync: ready; preemption allowed as far as the DB is concerned", append([]any{"reason", reason}, args...)...)
-	})
+		return
+	}
+	select {
+	case <-n.ready:
+		n.mu.Unlock()
+		return
+	default:
+	}
+	n.readyReason = reason
+	close(n.ready)
+	n.mu.Unlock()
+	n.log.Info("dbsync: ready; preemption allowed as far as the DB is concerned", append([]any{"reason", reason}, args...)...)
+}
+
+// markReadyNow closes the current wait (becoming master ends any wait).
+func (n *Node) markReadyNow(reason string) {
+	gen, _ := n.arm()
+	n.markReady(gen, reason)
 }
 
 func (n *Node) isReady() bool {
 	select {
-	case <-n.ready:
+	case <-n.Ready():
 		return true
 	default:
 		return false
@@ -91,12 +168,31 @@ func (p *peerProbe) observe(now time.Time, reachable bool, role string) (ready b
 	return false, ""
 }
 
-// watchReadiness probes the peer as backup until the node is ready.
+// watchReadiness probes the peer as backup while a readiness wait is open,
+// and waits for the next Rearm once it is closed, until ctx ends.
 func (n *Node) watchReadiness(ctx context.Context) {
+	for {
+		n.probeUntilReady(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.armCh:
+		}
+	}
+}
+
+// probeUntilReady probes the peer until the current wait is closed. A
+// Rearm meanwhile restarts the unreachable-peer bound: it counts from the
+// arm.
+func (n *Node) probeUntilReady(ctx context.Context) {
+	gen, _ := n.arm()
 	p := peerProbe{bound: n.cfg.ReadyPeerTimeout, downSince: time.Now()}
 	t := time.NewTicker(n.cfg.ProbeInterval)
 	defer t.Stop()
 	for !n.isReady() {
+		if g, _ := n.arm(); g != gen {
+			gen, p = g, peerProbe{bound: n.cfg.ReadyPeerTimeout, downSince: time.Now()}
+		}
 		if !n.master.Load() {
 			pctx, cancel := context.WithTimeout(ctx, max(n.cfg.ProbeInterval, n.cfg.ReadyPeerTimeout))
 			h, err := n.fetchHello(pctx)
@@ -106,19 +202,22 @@ func (n *Node) watchReadiness(ctx context.Context) {
 			}
 			if ok, reason := p.observe(time.Now(), err == nil, h.Role); ok {
 				if err != nil {
-					n.markReady(reason, "waited", n.cfg.ReadyPeerTimeout, "err", err)
+					n.markReady(gen, reason, "waited", n.cfg.ReadyPeerTimeout, "err", err)
 				} else {
-					n.markReady(reason, "peer_role", h.Role)
+					n.markReady(gen, reason, "peer_role", h.Role)
 				}
-				return
+				continue
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.ready:
+		case <-n.Ready():
 			return
 		case <-t.C:
+		case <-n.armCh:
+			// Re-armed while still waiting: keep probing under the new
+			// generation; the outer loop needs no second wake-up.
 		}
 	}
 }
@@ -180,12 +279,13 @@ func (n *Node) handleSynced(w http.ResponseWriter, r *http.Request) {
 		n.reject(w, r, http.StatusConflict, ReasonNotBackup, errors.New("this node is master"))
 		return
 	}
-	s, status, reason, err := checkSynced(body, n.bootID)
+	gen, bootID := n.arm()
+	s, status, reason, err := checkSynced(body, bootID)
 	if err != nil {
 		n.reject(w, r, status, reason, err)
 		return
 	}
 	n.stats.add("synced_notices_received", 1)
-	n.markReady(ReadySynced, "master_revision", s.Revision)
+	n.markReady(gen, ReadySynced, "master_revision", s.Revision)
 	writeJSON(w, http.StatusOK, struct{}{})
 }

@@ -158,6 +158,11 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, errorBody{Error: http.StatusText(status), Revision: n.applier.revision().Revision})
 		return
 	}
+	if res.OwnerErrors > 0 {
+		// Content and mode are in place; the owner is not (CAP_CHOWN missing?).
+		n.stats.add("owner_errors", uint64(res.OwnerErrors))
+		n.log.Error("dbsync: replicated files installed without the master's owner", "files", res.OwnerErrors, "err", res.ownerErr)
+	}
 	if res.Noop {
 		n.stats.add("pushes_noop", 1)
 	} else {
@@ -182,7 +187,7 @@ func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
 		files = []FileState{}
 	}
 	writeJSON(w, http.StatusOK, Manifest{
-		Node: n.cfg.NodeID, BootID: n.bootID, Revision: n.applier.revision().Revision,
+		Node: n.cfg.NodeID, BootID: n.incarnation(), Revision: n.applier.revision().Revision,
 		Role: roleName(n.master.Load()), Files: files,
 	})
 }
@@ -192,7 +197,7 @@ func (n *Node) handleHello(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) hello() Hello {
-	return Hello{Node: n.cfg.NodeID, BootID: n.bootID, Revision: n.applier.revision().Revision, Role: roleName(n.master.Load())}
+	return Hello{Node: n.cfg.NodeID, BootID: n.incarnation(), Revision: n.applier.revision().Revision, Role: roleName(n.master.Load())}
 }
 
 // reservedHealthKeys are set by dbsync and never overridden by the provider.
