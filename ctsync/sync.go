@@ -75,8 +75,12 @@ const (
 	DefaultRefresh    = 10 * time.Second
 	DefaultReadBuffer = 64 << 20
 	DefaultHistory    = 4096
-	tickInterval      = 10 * time.Millisecond
-	udpBuffer         = 16 << 20
+	// tickInterval paces NACKs, resync requests and repairs while there is
+	// work; idleTick paces heartbeats and the silent-master check when
+	// there is none (fewer wakeups on an idle firewall).
+	tickInterval = 10 * time.Millisecond
+	idleTick     = 50 * time.Millisecond
+	udpBuffer    = 16 << 20
 	// rxBatchLen is the datagrams one recvmmsg(2) takes on the sync
 	// socket, rxBatches the batches in flight between the reader and the
 	// loop (when the loop holds them all, the socket buffer absorbs).
@@ -437,6 +441,7 @@ func (s *Sync) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
+	tickEvery := tickInterval
 	refresh := time.NewTicker(s.cfg.Refresh)
 	defer refresh.Stop()
 	buf := make([]byte, 0, 65536)
@@ -485,11 +490,26 @@ func (s *Sync) Run(ctx context.Context) error {
 		if s.master {
 			buf = s.flush(buf)
 		}
+		if d := s.tickFor(); d != tickEvery {
+			tick.Reset(d)
+			tickEvery = d
+		}
 		s.publish()
 	}
 }
 
 func (s *Sync) now() time.Duration { return time.Since(s.start) }
+
+// tickFor is the tick period the current state needs.
+func (s *Sync) tickFor() time.Duration {
+	switch {
+	case s.master && s.sender != nil && s.sender.Pending():
+		return tickInterval
+	case !s.master && s.recv != nil && s.recv.Busy():
+		return tickInterval
+	}
+	return idleTick
+}
 
 // newRxBatch allocates a batch whose slots hold a datagram of up to
 // maxLen bytes; a longer one is truncated and rejected (ReasonLength).

@@ -95,7 +95,13 @@ func (m *sim) step(d time.Duration) {
 			m.deliver(append([]byte(nil), body...))
 		}
 	}
+	busy := m.r.Busy()
 	c := m.r.Tick(m.now, m.ranges, 100)
+	// The shell ticks slowly while the receiver is not Busy: any timer
+	// work Tick finds must have been announced by Busy.
+	if (c.Resync || len(c.NACK) > 0) && !busy {
+		m.t.Errorf("at %v Tick sent resync %v, NACK %v while Busy() was false", m.now, c.Resync, c.NACK)
+	}
 	if m.logf != nil && (c.Resync || len(c.NACK) > 0) {
 		m.logf("ctl resync %v nack %v", c.Resync, c.NACK)
 	}

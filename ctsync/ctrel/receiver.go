@@ -80,6 +80,13 @@ func NewReceiver(cfg ReceiverConfig) *Receiver {
 	return &Receiver{cfg: cfg, peer: NewPeer(cfg.Peer), wantResync: true, resyncAt: -1 << 62}
 }
 
+// Busy reports whether timers are running: a gap waiting for its repair,
+// a resync wanted, or a bulk in progress. An idle receiver needs Tick
+// only to notice a silent master (seconds), a busy one every few ms.
+func (r *Receiver) Busy() bool {
+	return len(r.peer.missing) > 0 || r.wantResync || r.inBulk
+}
+
 // Synced reports whether the receiver holds a complete copy.
 func (r *Receiver) Synced() bool { return r.synced }
 
