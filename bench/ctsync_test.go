@@ -21,6 +21,7 @@ package bench
 // back through the new master within 5 s.
 
 import (
+	"bytes"
 	"context"
 	endian "encoding/binary"
 	"encoding/json"
@@ -35,6 +36,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +49,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/muros/muros-had/ctsync"
 	"github.com/muros/muros-had/ctsync/ctnl"
 	"github.com/muros/muros-had/ctsync/ctwire"
 	"github.com/muros/muros-had/internal/daemon"
@@ -129,6 +132,12 @@ func BenchmarkConntrackStorm(b *testing.B) {
 		}
 	}
 	b.Run("commit/conntrackd-external-cache", benchStormCommit)
+	for _, c := range []drainCase{
+		{"muros-had", startMurosDrain},
+		{"conntrackd-direct", startConntrackdDrain},
+	} {
+		b.Run("drain/"+c.name, func(b *testing.B) { benchDrain(b, c) })
+	}
 }
 
 func startMurosStorm(b *testing.B, p *lab.Pair) func() string {
@@ -270,6 +279,514 @@ func benchStormCommit(b *testing.B) {
 	b.ReportMetric(median(cmdTook), "commit_cmd_ms")
 }
 
+// The drain storm measures each pair's own replication capacity, which the
+// max storm cannot: there one writer on fw1 is the bottleneck and both
+// daemons keep up with it. Here the master's replicating daemon is frozen
+// (SIGSTOP) while the storm is written, so every NEW event waits in its
+// kernel event socket; SIGCONT is time 0, and the drain is over when fw2's
+// kernel table holds every flow. Rate = flows / drain time; lag = for every
+// 64th flow, its NEW event in fw2's kernel minus time 0, i.e. the latency
+// distribution of the drain itself (a flow queued behind k others shows
+// about k / rate), not of a storm replicated as it happens.
+
+// drainEventBuffer is what the master daemons' event sockets hold in the
+// drain: muros-had passes ctsync.DefaultReadBuffer (its YAML has no knob)
+// to SO_RCVBUFFORCE, which the kernel doubles; conntrackd's
+// NetlinkBufferSize is the doubled size (ConntrackdOptions.NetlinkBuffer).
+// 128 MiB of skbs holds the 100k-flow storm (queued_MiB reports what it
+// took: about 1,280 bytes per event).
+const drainEventBuffer = 2 * ctsync.DefaultReadBuffer
+
+// drainInterval is muros-had's advert interval in the drain: the frozen
+// master sends no advert, and fw2 must not take over (Master_Down_Interval
+// 7.2 s) while the storm is written (about 1 s) and before the resumed
+// master's next advert.
+const drainInterval = 2 * time.Second
+
+// drainRig is a pair whose master daemon can be frozen.
+type drainRig struct {
+	master, backup *lab.Process // the replicating daemons of fw1 and fw2
+	// counters reads the daemons' own overrun and resync counts.
+	counters func() (drainCounters, error)
+	// check reports a pair that changed roles during the drain (muros-had:
+	// fw2 took over from the frozen master), which voids the run.
+	check func() error
+	diag  func() string
+}
+
+// drainCounters are what the daemons themselves say about lost events.
+type drainCounters struct {
+	// Overruns: muros-had's master event-listener restarts (any receive
+	// error, ENOBUFS first of all, restarts it with a re-dump and a bulk);
+	// conntrackd fw1's "netlink overrun".
+	Overruns uint64
+	// Resyncs: muros-had's backup bulks completed; conntrackd fw1's dumps
+	// of its kernel table (it dumps after an overrun).
+	Resyncs uint64
+}
+
+type drainCase struct {
+	name  string
+	start func(b *testing.B, p *lab.Pair) drainRig
+}
+
+func startMurosDrain(b *testing.B, p *lab.Pair) drainRig {
+	n1, n2 := startMurosConntrackInterval(b, p, drainInterval)
+	return drainRig{
+		master: n1.Proc, backup: n2.Proc,
+		counters: func() (drainCounters, error) {
+			m, err1 := murosConntrack(n1)
+			bk, err2 := murosConntrack(n2)
+			return drainCounters{Overruns: m.ListenerRestarts, Resyncs: bk.Resyncs}, errors.Join(err1, err2)
+		},
+		check: func() error {
+			for _, c := range []struct {
+				n    *hatest.Node
+				want string
+			}{{n1, "MASTER"}, {n2, "BACKUP"}} {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				st, err := c.n.Status(ctx)
+				cancel()
+				if err != nil {
+					return err
+				}
+				if st.State != c.want {
+					return fmt.Errorf("%s is %s after the drain, want %s: the frozen master was taken over, the run is void", c.n.NS, st.State, c.want)
+				}
+			}
+			return nil
+		},
+		diag: func() string {
+			m, err1 := murosConntrack(n1)
+			bk, err2 := murosConntrack(n2)
+			return fmt.Sprintf("master %+v %v; backup %+v %v", m, err1, bk, err2)
+		},
+	}
+}
+
+func startConntrackdDrain(b *testing.B, p *lab.Pair) drainRig {
+	c1, c2 := startConntrackdPairBuffer(b, p, true, drainEventBuffer)
+	return drainRig{
+		master: c1.Proc, backup: c2.Proc,
+		counters: func() (drainCounters, error) {
+			r, err := c1.Runtime()
+			return drainCounters{Overruns: r.Overruns, Resyncs: r.KernelResyncs}, err
+		},
+		check: func() error { return nil },
+		diag: func() string {
+			var s strings.Builder
+			for i, c := range []*Conntrackd{c1, c2} {
+				out, err := c.Ctl("-s", "runtime")
+				rt, perr := ParseConntrackdRuntime(out)
+				fmt.Fprintf(&s, "fw%d runtime %+v (%v %v); ", i+1, rt, err, perr)
+			}
+			return s.String() + conntrackdStats(c1, c2)
+		},
+	}
+}
+
+// drainResult is one drain as measured.
+type drainResult struct {
+	Flows   int
+	Write   time.Duration // the storm written into fw1 with its daemon frozen
+	Queued  uint64        // bytes in the master daemon's event socket(s) at time 0
+	Elapsed time.Duration // time 0 -> fw2's table holds every flow
+	Lags    []time.Duration
+	Missed  int
+	// MasterCPU, BackupCPU: utime + stime of each firewall's processes
+	// over the drain.
+	MasterCPU, BackupCPU time.Duration
+	// KernelDrops: events the kernel could not queue to the master's
+	// (resp. backup's) event sockets over the run (sk_drops, the Drops
+	// column of /proc/net/netlink). Counters: the daemons' own, changes
+	// over the run.
+	KernelDrops, BackupKernelDrops uint64
+	Counters                       drainCounters
+	// UDP counters of fw2's namespace over the run (/proc/net/snmp).
+	UDPRcvbufErrors, UDPInErrors uint64
+	Sampler                      samplerStats
+}
+
+func (r drainResult) Rate() float64 { return float64(r.Flows) / r.Elapsed.Seconds() }
+
+// Overrun reports whether any event was lost on the way into the master
+// daemon: the run then measures a resync, not a drain.
+func (r drainResult) Overrun() bool {
+	return r.KernelDrops > 0 || r.Counters.Overruns > 0
+}
+
+func benchDrain(b *testing.B, c drainCase) {
+	lab.Require(b)
+	n := stormFlows(b)
+	var rates, p50s, p99s, mcpu, bcpu, queued []float64
+	var udpErrs uint64
+	overruns := 0
+	for rep := range max(*ctRepsFlag, b.N) {
+		var after string
+		r := func() drainResult {
+			p := newPair(b)
+			defer p.Close()
+			rig := c.start(b, p)
+			stop := startPerf(b, p, fmt.Sprintf("drain.%s.%d", c.name, rep))
+			r, err := runDrain(p, rig, n)
+			stop()
+			after = rig.diag()
+			if err != nil {
+				b.Fatalf("%s rep %d: %v; after the drain: %s", c.name, rep, err, after)
+			}
+			return r
+		}()
+		s := lagSummary(r.Lags)
+		verdict := "no overrun"
+		if r.Overrun() {
+			verdict = "OVERRUN: events lost, the run measures a resync and is left out of the medians"
+			overruns++
+		}
+		b.Logf("%s rep %d (load average %s): %d flows written in %v with the master frozen (%.1f MiB queued); fw2 holds all %v after SIGCONT = %.0f flows/s; lag from SIGCONT p50 %v p99 %v max %v (%d samples, %d missed); cpu over the drain master %v backup %v; %s (kernel drops master %d backup %d, daemon overruns %d, resyncs %d); fw2 UDP RcvbufErrors %d InErrors %d; sampler %+v",
+			c.name, rep, loadAverage(), n, r.Write.Round(time.Millisecond), float64(r.Queued)/(1<<20), r.Elapsed.Round(time.Millisecond), r.Rate(),
+			s.p50, s.p99, s.max, len(r.Lags), r.Missed, r.MasterCPU, r.BackupCPU, verdict,
+			r.KernelDrops, r.BackupKernelDrops, r.Counters.Overruns, r.Counters.Resyncs, r.UDPRcvbufErrors, r.UDPInErrors, r.Sampler)
+		b.Logf("%s rep %d after the drain: %s", c.name, rep, after)
+		udpErrs = max(udpErrs, r.UDPRcvbufErrors)
+		if r.Overrun() {
+			continue
+		}
+		rates = append(rates, r.Rate())
+		p50s = append(p50s, Millis(s.p50))
+		p99s = append(p99s, Millis(s.p99))
+		mcpu = append(mcpu, float64(r.MasterCPU.Microseconds())/float64(n))
+		bcpu = append(bcpu, float64(r.BackupCPU.Microseconds())/float64(n))
+		queued = append(queued, float64(r.Queued)/(1<<20))
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(rates), "flows/s")
+	b.ReportMetric(median(p50s), "lag_p50_ms")
+	b.ReportMetric(median(p99s), "lag_p99_ms")
+	b.ReportMetric(median(mcpu), "cpu_master_us/flow")
+	b.ReportMetric(median(bcpu), "cpu_backup_us/flow")
+	b.ReportMetric(median(queued), "queued_MiB")
+	b.ReportMetric(float64(overruns), "overrun_runs")
+	b.ReportMetric(float64(udpErrs), "udp_rcvbuf_errors_max")
+}
+
+// runDrain freezes rig's master daemon, writes n flows into fw1, resumes
+// it and waits until fw2's kernel table holds them all.
+func runDrain(p *lab.Pair, rig drainRig, n int) (r drainResult, err error) {
+	r.Flows = n
+	count, err := openConntrackCount(p.FW2)
+	if err != nil {
+		return r, err
+	}
+	defer count.Close()
+	base, err := count.Read()
+	if err != nil {
+		return r, err
+	}
+	masterPid, backupPid := rig.master.Pid(), rig.backup.Pid()
+	udp0, err := readUDPCounters(backupPid)
+	if err != nil {
+		return r, err
+	}
+	drops0, err := eventSocketDrops(masterPid)
+	if err != nil {
+		return r, err
+	}
+	bdrops0, err := eventSocketDrops(backupPid)
+	if err != nil {
+		return r, err
+	}
+	c0, err := rig.counters()
+	if err != nil {
+		return r, fmt.Errorf("daemon counters before: %w", err)
+	}
+	start := time.Now()
+	sampler, err := startSampler(p.FW2, n, start)
+	if err != nil {
+		return r, err
+	}
+	sampled := false
+	defer func() {
+		if !sampled {
+			sampler.Stop()
+		}
+	}()
+
+	if err := freeze(rig.master); err != nil {
+		return r, err
+	}
+	frozen := true
+	defer func() {
+		if frozen {
+			// Never leave a daemon stopped: its namespace's teardown
+			// would wait for it.
+			_ = rig.master.Signal(syscall.SIGCONT)
+		}
+	}()
+	// ctnetlink queues each NEW event to the listeners before the create
+	// is acknowledged, so when the writer is done every event is queued.
+	if r.Write, err = createStorm(p.FW1, n, 0, time.Now(), nil); err != nil {
+		return r, err
+	}
+	socks, err := eventSockets(masterPid)
+	if err != nil {
+		return r, err
+	}
+	for _, s := range socks {
+		r.Queued += s.Rmem
+	}
+	m0, err := nsTicks(p.FW1)
+	if err != nil {
+		return r, err
+	}
+	b0, err := nsTicks(p.FW2)
+	if err != nil {
+		return r, err
+	}
+	t0 := time.Now()
+	if err := rig.master.Signal(syscall.SIGCONT); err != nil {
+		return r, err
+	}
+	frozen = false
+	werr := count.WaitAtLeast(base+n, t0.Add(stormWait))
+	r.Elapsed = time.Since(t0)
+	m1, err1 := nsTicks(p.FW1)
+	b1, err2 := nsTicks(p.FW2)
+	// Late events of sampled flows are still lag: give them a moment.
+	time.Sleep(50 * time.Millisecond)
+	seen, stats := sampler.Stop()
+	sampled = true
+	r.Sampler = stats
+	if werr != nil {
+		return r, werr
+	}
+	if err := errors.Join(err1, err2); err != nil {
+		return r, err
+	}
+	r.MasterCPU = ticksDuration(m1 - m0)
+	r.BackupCPU = ticksDuration(b1 - b0)
+	origin := t0.Sub(start)
+	early := 0
+	for i := 0; i < n; i += 1 << sampleShift {
+		switch at := seen[i>>sampleShift]; {
+		case at == 0:
+			r.Missed++
+		case at < origin:
+			early++
+		default:
+			r.Lags = append(r.Lags, at-origin)
+		}
+	}
+	if early > 0 {
+		return r, fmt.Errorf("%d sampled flows reached fw2 before the master daemon was resumed: it was not frozen", early)
+	}
+
+	drops1, err := eventSocketDrops(masterPid)
+	if err != nil {
+		return r, err
+	}
+	bdrops1, err := eventSocketDrops(backupPid)
+	if err != nil {
+		return r, err
+	}
+	r.KernelDrops, r.BackupKernelDrops = drops1-drops0, bdrops1-bdrops0
+	c1, err := rig.counters()
+	if err != nil {
+		return r, fmt.Errorf("daemon counters after: %w", err)
+	}
+	r.Counters = drainCounters{Overruns: c1.Overruns - c0.Overruns, Resyncs: c1.Resyncs - c0.Resyncs}
+	udp1, err := readUDPCounters(backupPid)
+	if err != nil {
+		return r, err
+	}
+	r.UDPRcvbufErrors = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
+	r.UDPInErrors = udp1["InErrors"] - udp0["InErrors"]
+	if err := rig.check(); err != nil {
+		return r, err
+	}
+	return r, verifyStorm(p.FW2, n)
+}
+
+// freeze stops proc with SIGSTOP and waits until every thread of it is
+// stopped, so nothing it has queued is read before SIGCONT.
+func freeze(proc *lab.Process) error {
+	if err := proc.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		stopped, err := allThreadsStopped(proc.Pid())
+		if err != nil {
+			return err
+		}
+		if stopped {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s (pid %d) not stopped 2 s after SIGSTOP", proc.Name, proc.Pid())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func allThreadsStopped(pid int) (bool, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread exited
+		}
+		if err != nil {
+			return false, err
+		}
+		state, err := parseStatState(b)
+		if err != nil {
+			return false, err
+		}
+		if state != 'T' && state != 't' {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// parseStatState returns the state letter of a /proc/<pid>/stat line (the
+// field after the parenthesised command name, which may hold spaces).
+func parseStatState(b []byte) (byte, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) || b[i+1] != ' ' {
+		return 0, fmt.Errorf("%w: no state after the command name", ErrProcStat)
+	}
+	return b[i+2], nil
+}
+
+// netlinkSocket is one row of /proc/<pid>/net/netlink (the sockets of the
+// process's network namespace).
+type netlinkSocket struct {
+	Protocol    int
+	Groups      uint32 // the first 32 multicast groups joined, a bitmask
+	Rmem, Drops uint64 // bytes queued; messages dropped (sk_drops)
+	Inode       uint64
+}
+
+// parseProcNetlink reads /proc/net/netlink:
+//
+//	sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+//
+// Groups is hexadecimal, the rest decimal (sk, a pointer, is ignored).
+func parseProcNetlink(b []byte) ([]netlinkSocket, error) {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "sk") {
+		return nil, errors.New("/proc/net/netlink: no header line")
+	}
+	var out []netlinkSocket
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) != 10 {
+			return nil, fmt.Errorf("/proc/net/netlink: %d fields in %q, want 10", len(f), line)
+		}
+		var s netlinkSocket
+		var errs []error
+		num := func(i int) uint64 {
+			v, err := strconv.ParseUint(f[i], 10, 64)
+			errs = append(errs, err)
+			return v
+		}
+		s.Protocol = int(num(1))
+		g, err := strconv.ParseUint(f[3], 16, 32)
+		errs = append(errs, err)
+		s.Groups = uint32(g)
+		s.Rmem, s.Drops, s.Inode = num(4), num(8), num(9)
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: %q: %w", line, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// eventSockets returns pid's ctnetlink event sockets: its NETLINK_NETFILTER
+// sockets that joined a multicast group.
+func eventSockets(pid int) ([]netlinkSocket, error) {
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return nil, err
+	}
+	mine := map[uint64]bool{}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if ino, ok := strings.CutPrefix(target, "socket:["); ok {
+			if v, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64); err == nil {
+				mine[v] = true
+			}
+		}
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/netlink", pid))
+	if err != nil {
+		return nil, err
+	}
+	all, err := parseProcNetlink(b)
+	if err != nil {
+		return nil, err
+	}
+	var out []netlinkSocket
+	for _, s := range all {
+		if s.Protocol == unix.NETLINK_NETFILTER && s.Groups != 0 && mine[s.Inode] {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// eventSocketDrops sums sk_drops over pid's event sockets (0 if it has
+// none, as muros-had's backup, which does not listen to its own kernel).
+func eventSocketDrops(pid int) (uint64, error) {
+	socks, err := eventSockets(pid)
+	var sum uint64
+	for _, s := range socks {
+		sum += s.Drops
+	}
+	return sum, err
+}
+
+// readUDPCounters returns the Udp counters of pid's network namespace.
+func readUDPCounters(pid int) (map[string]uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/snmp", pid))
+	if err != nil {
+		return nil, err
+	}
+	return parseSNMPUDP(b)
+}
+
+// parseSNMPUDP reads the two "Udp:" lines of /proc/net/snmp, names then
+// values.
+func parseSNMPUDP(b []byte) (map[string]uint64, error) {
+	var rows [][]string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "Udp:" {
+			rows = append(rows, f[1:])
+		}
+	}
+	if len(rows) != 2 || len(rows[0]) != len(rows[1]) {
+		return nil, fmt.Errorf("/proc/net/snmp: want a Udp: names line and a values line, got %d lines", len(rows))
+	}
+	out := make(map[string]uint64, len(rows[0]))
+	for i, name := range rows[0] {
+		v, err := strconv.ParseUint(rows[1][i], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("/proc/net/snmp: Udp %s: %w", name, err)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
 // startPerf records the processes of both firewalls with perf(1) when
 // -ct.perf is set (call graphs through frame pointers, which Go keeps);
 // stop ends the recordings.
@@ -335,19 +852,27 @@ const conntrackExtra = "conntrack:\n  enabled: true\n"
 // startMurosConntrack runs muros-had with conntrack replication on both
 // firewalls (fw1 master) and waits until the backup's bulk sync is done.
 func startMurosConntrack(b *testing.B, p *lab.Pair) (master, backup *hatest.Node) {
+	return startMurosConntrackInterval(b, p, 0)
+}
+
+// startMurosConntrackInterval is startMurosConntrack with an advert
+// interval (0: hatest's default, 100 ms). fw1 becomes master after one
+// Master_Down_Interval (about 3.4 intervals).
+func startMurosConntrackInterval(b *testing.B, p *lab.Pair, interval time.Duration) (master, backup *hatest.Node) {
 	b.Helper()
-	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Extra: conntrackExtra})
+	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Interval: interval, Extra: conntrackExtra})
 	if err != nil {
 		b.Fatal(err)
 	}
-	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Extra: conntrackExtra})
+	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Interval: interval, Extra: conntrackExtra})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := n1.WaitState("MASTER", 10*time.Second); err != nil {
+	wait := 10*time.Second + 4*interval
+	if err := n1.WaitState("MASTER", wait); err != nil {
 		b.Fatal(err)
 	}
-	if err := n2.WaitState("BACKUP", 10*time.Second); err != nil {
+	if err := n2.WaitState("BACKUP", wait); err != nil {
 		b.Fatal(err)
 	}
 	if err := waitBulkSynced(n2, 10*time.Second); err != nil {
@@ -405,12 +930,21 @@ func conntrackdOptions(p *lab.Pair, fw *lab.Netns, direct bool) ConntrackdOption
 // startConntrackdPair runs conntrackd on both firewalls. FTFW replicates
 // both ways; fw1 is where the storm is created.
 func startConntrackdPair(b *testing.B, p *lab.Pair, direct bool) (*Conntrackd, *Conntrackd) {
+	return startConntrackdPairBuffer(b, p, direct, 0)
+}
+
+// startConntrackdPairBuffer is startConntrackdPair with both event sockets'
+// buffer set to netlinkBuffer from the start (0: conntrackd's growth from
+// 8 MiB, see ConntrackdOptions).
+func startConntrackdPairBuffer(b *testing.B, p *lab.Pair, direct bool, netlinkBuffer int) (*Conntrackd, *Conntrackd) {
 	b.Helper()
-	c1, err := StartConntrackd(p.FW1, conntrackdOptions(p, p.FW1, direct))
+	o1, o2 := conntrackdOptions(p, p.FW1, direct), conntrackdOptions(p, p.FW2, direct)
+	o1.NetlinkBuffer, o2.NetlinkBuffer = netlinkBuffer, netlinkBuffer
+	c1, err := StartConntrackd(p.FW1, o1)
 	if err != nil {
 		b.Fatal(err)
 	}
-	c2, err := StartConntrackd(p.FW2, conntrackdOptions(p, p.FW2, direct))
+	c2, err := StartConntrackd(p.FW2, o2)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -1464,5 +1998,108 @@ func TestPrimaryBackupScriptSyntax(t *testing.T) {
 	}
 	if out, err := exec.Command("sh", "-n", path).CombinedOutput(); err != nil {
 		t.Fatalf("sh -n: %v\n%s", err, out)
+	}
+}
+
+func TestParseProcNetlink(t *testing.T) {
+	in := "sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode\n" +
+		"000000004d226055 0   0          00000000 0        0        0     2        0        4       \n" +
+		"00000000ba621675 12  4294967   00000007 93184000 0        0     2        17       88213   \n"
+	got, err := parseProcNetlink([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netlinkSocket{
+		{Protocol: 0, Inode: 4},
+		{Protocol: 12, Groups: 7, Rmem: 93184000, Drops: 17, Inode: 88213},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	for _, bad := range []string{
+		"",
+		"Eth\n",
+		"sk Eth\n0 12 1 7 1 0 0 2 0\n",
+		"sk Eth\n0 12 1 zz 1 0 0 2 0 5\n",
+		"sk Eth\n0 12 1 7 -1 0 0 2 0 5\n",
+	} {
+		if _, err := parseProcNetlink([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestParseSNMPUDP(t *testing.T) {
+	in := "Ip: Forwarding DefaultTTL\nIp: 1 64\n" +
+		"Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n" +
+		"Udp: 86 0 12 88 12 0 0 0 0\n" +
+		"UdpLite: InDatagrams NoPorts\nUdpLite: 0 0\n"
+	got, err := parseSNMPUDP([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"InDatagrams": 86, "NoPorts": 0, "InErrors": 12, "OutDatagrams": 88, "RcvbufErrors": 12,
+		"SndbufErrors": 0, "InCsumErrors": 0, "IgnoredMulti": 0, "MemErrors": 0}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	for _, bad := range []string{"", "Udp: A B\n", "Udp: A B\nUdp: 1\n", "Udp: A\nUdp: x\n"} {
+		if _, err := parseSNMPUDP([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestParseStatState(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want byte
+		err  bool
+	}{
+		{"1234 (muros-had) T 1 1234 1234 0 -1", 'T', false},
+		{"1234 (a b) c) t 1", 't', false},
+		{"1234 (conntrackd) S 1", 'S', false},
+		{"1234 (x)", 0, true},
+		{"1234 x S", 0, true},
+	} {
+		got, err := parseStatState([]byte(tc.in))
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("%q: got %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestParseConntrackdRuntime(t *testing.T) {
+	// The layout of conntrackd 1.4.7's dump_stats_runtime.
+	in := "daemon uptime: 0 min\n\nnetlink stats:\n" +
+		"\tevents received:\t              100003\n\tevents filtered:\t                   0\n" +
+		"\tevents unknown type:\t\t           0\n\tcatch event failed:\t\t           0\n" +
+		"\tdump unknown type:\t\t           0\n\tnetlink overrun:\t\t           2\n" +
+		"\tflush kernel table:\t\t           0\n\tresync with kernel table:\t           1\n" +
+		"\tcurrent buffer size (in bytes):\t   134217728\n\nruntime stats:\n\tchild process failed:\t\t           0\n"
+	got, err := ParseConntrackdRuntime(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ConntrackdRuntime{EventsReceived: 100003, Overruns: 2, KernelResyncs: 1, BufferSize: 134217728}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	if _, err := ParseConntrackdRuntime("daemon uptime: 0 min\n"); err == nil {
+		t.Error("no error without the netlink counters")
+	}
+	if _, err := ParseConntrackdRuntime(strings.Replace(in, "           2", "two", 1)); err == nil {
+		t.Error("no error for a counter that is not a number")
+	}
+}
+
+func TestConntrackdConfigNetlinkBuffer(t *testing.T) {
+	o := ConntrackdOptions{SyncAddr: netip.MustParseAddr("192.0.2.1")}
+	if c := ConntrackdConfig("/d", o); !strings.Contains(c, "NetlinkBufferSize 8388608\n    NetlinkBufferSizeMaxGrowth 67108864\n") {
+		t.Errorf("default buffers missing:\n%s", c)
+	}
+	o.NetlinkBuffer = 64 << 20
+	if c := ConntrackdConfig("/d", o); !strings.Contains(c, "NetlinkBufferSize 67108864\n    NetlinkBufferSizeMaxGrowth 67108864\n") {
+		t.Errorf("fixed buffer missing:\n%s", c)
 	}
 }
