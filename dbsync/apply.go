@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Apply errors. They map to HTTP statuses in the handler.
@@ -57,6 +58,11 @@ type ApplyResult struct {
 	Applied  int    `json:"applied"` // entries applied
 	Bytes    int64  `json:"bytes"`   // payload bytes received (data of put and append)
 	Noop     bool   `json:"noop"`    // retried batch already applied
+	// OwnerErrors counts files installed with content and mode but not the
+	// master's owner (chown refused: the daemon lacks CAP_CHOWN).
+	OwnerErrors int `json:"owner_errors,omitempty"`
+	// OwnerError describes the first of them, for the receiver's log.
+	OwnerError string `json:"-"`
 }
 
 // applier writes batches into the replicated roots atomically. It is the
@@ -161,6 +167,10 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		return ApplyResult{Revision: a.rev.Revision}, err
 	}
 	seen := map[string]bool{}
+	var ids *accounts
+	if b.wireVersion() >= 2 {
+		ids = newAccounts()
+	}
 	for i := range b.Entries {
 		e := &b.Entries[i]
 		rp, err := resolveWirePath(a.roots, e.Path)
@@ -185,9 +195,16 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		op := journalOp{Op: e.Op, Wire: e.Path, SQLite: e.Flags&FlagSQLite != 0}
 		if e.Op != OpDelete {
 			op.Stage = filepath.Join(filepath.Dir(name), fmt.Sprintf("%sstage-%d-%d", tempPrefix, b.Revision, i))
-			if err := stage(root, name, op.Stage, e); err != nil {
+			ownerErr, err := stage(root, name, op.Stage, e, ids)
+			if err != nil {
 				root.Remove(op.Stage)
 				return fail(fmt.Errorf("entry %d %q: %w", i, e.Path, err))
+			}
+			if ownerErr != nil {
+				res.OwnerErrors++
+				if res.OwnerError == "" {
+					res.OwnerError = fmt.Sprintf("entry %d %q: %v", i, e.Path, ownerErr)
+				}
 			}
 			staged = append(staged, struct {
 				root *os.Root
@@ -247,40 +264,63 @@ func (a *applier) step(s string) error {
 	return nil
 }
 
-// stage writes the new content of e next to its target and fsyncs it.
-func stage(root *os.Root, target, stageName string, e *Entry) error {
+// stage writes the new content of e next to its target and fsyncs it. With
+// ids (a version 2 batch) the staged file also gets the master's mtime and
+// owner, so the rename at install swaps in a file that is complete in
+// content and attributes. A refused chown does not fail the entry (the
+// content still matters more than who owns it); it is returned as ownerErr
+// for the caller to count and report.
+func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts) (ownerErr, err error) {
 	if dir := filepath.Dir(target); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("mkdir: %w", err)
+			return nil, fmt.Errorf("mkdir: %w", err)
 		}
 	}
 	mode := fs.FileMode(e.Mode & 0o777)
 	f, err := root.OpenFile(stageName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		return fmt.Errorf("create stage: %w", err)
+		return nil, fmt.Errorf("create stage: %w", err)
 	}
 	defer f.Close()
 	switch e.Op {
 	case OpPut:
 		if sha256.Sum256(e.Data) != e.SHA256 {
-			return ErrChecksum
+			return nil, ErrChecksum
 		}
 		if _, err := f.Write(e.Data); err != nil {
-			return fmt.Errorf("write stage: %w", err)
+			return nil, fmt.Errorf("write stage: %w", err)
 		}
 	case OpAppend:
 		if err := stageAppend(root, target, f, e); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	// The umask may have narrowed the mode at create.
+	// The umask may have narrowed the mode at create. Mode and times are
+	// set while the daemon still owns the file, so they need no CAP_FOWNER.
 	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod stage: %w", err)
+		return nil, fmt.Errorf("chmod stage: %w", err)
+	}
+	if ids != nil {
+		if e.MTime != 0 {
+			// The zero atime is left as it is (UTIME_OMIT).
+			if err := root.Chtimes(stageName, time.Time{}, time.Unix(0, e.MTime)); err != nil {
+				return nil, fmt.Errorf("set mtime of stage: %w", err)
+			}
+		}
+		uid, gid := mapOwner(e.Owner, ids)
+		if err := f.Chown(int(uid), int(gid)); err != nil {
+			ownerErr = fmt.Errorf("chown stage to %d:%d (master: %s): %w", uid, gid, ownerString(e.Owner), err)
+		}
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync stage: %w", err)
+		return nil, fmt.Errorf("fsync stage: %w", err)
 	}
-	return f.Close()
+	return ownerErr, f.Close()
+}
+
+// ownerString is "user(uid):group(gid)" for logs.
+func ownerString(o Owner) string {
+	return fmt.Sprintf("%s(%d):%s(%d)", o.User, o.UID, o.Group, o.GID)
 }
 
 // stageAppend copies the current file (verifying it is exactly the prefix the

@@ -271,10 +271,10 @@ func TestDiffManifests(t *testing.T) {
 	local := manifestMap([]FileState{f("a", 1, "aa"), f("b", 2, "bb"), f("c", 3, "cc"), f("e", 5, "ee")})
 	remote := manifestMap([]FileState{f("a", 1, "aa"), f("b", 2, "xx"), f("d", 4, "dd"), {Path: "e", Size: 5, SHA256: "ee", Mode: 0o600}})
 	want := Diff{Changed: []string{"b", "c", "e"}, Deleted: []string{"d"}}
-	if d := cmp.Diff(want, diffManifests(local, remote)); d != "" {
+	if d := cmp.Diff(want, diffManifests(local, remote, true)); d != "" {
 		t.Fatalf("(-want +got):\n%s", d)
 	}
-	if d := diffManifests(local, local); len(d.Changed)+len(d.Deleted) != 0 {
+	if d := diffManifests(local, local, true); len(d.Changed)+len(d.Deleted) != 0 {
 		t.Fatalf("self diff = %+v", d)
 	}
 }

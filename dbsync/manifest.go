@@ -14,21 +14,42 @@ import (
 	"syscall"
 )
 
-// FileState is one manifest line: what a node holds at a wire path.
+// FileState is one manifest line: what a node holds at a wire path. Its
+// Owner fields appear in the JSON object as "uid", "gid", "user", "group".
 type FileState struct {
 	Path   string `json:"path"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"` // lowercase hex
 	Mode   uint32 `json:"mode"`   // permission bits
+	Owner
+}
+
+// sameState reports whether the peer holds what local describes: content
+// and mode, and the owner when owners is set (the peer speaks batch
+// version 2; an older peer reports no owner and cannot set one). Pure.
+func sameState(local, peer FileState, owners bool) bool {
+	if local.Path != peer.Path || local.Size != peer.Size || local.SHA256 != peer.SHA256 || local.Mode != peer.Mode {
+		return false
+	}
+	return !owners || ownerMatches(local.Owner, peer.Owner)
 }
 
 // Manifest is the body of GET /api/sync/manifest.
 type Manifest struct {
-	Node     string      `json:"node"`
-	BootID   string      `json:"boot_id"`
-	Revision uint64      `json:"revision"`
-	Role     string      `json:"role"`
-	Files    []FileState `json:"files"`
+	Node     string `json:"node"`
+	BootID   string `json:"boot_id"`
+	Revision uint64 `json:"revision"`
+	Role     string `json:"role"`
+	// BatchVersion is the highest push body version the node reads;
+	// absent (0) from a node that only reads version 1.
+	BatchVersion uint8       `json:"batch_version,omitempty"`
+	Files        []FileState `json:"files"`
+}
+
+// peerBatchVersion is the version to push to a peer whose manifest
+// announced v. Pure.
+func peerBatchVersion(v uint8) uint8 {
+	return max(batchVersion1, min(v, BatchVersion))
 }
 
 // Diff is what the master must send so the peer matches it.
@@ -37,12 +58,13 @@ type Diff struct {
 	Deleted []string // on the peer but not local
 }
 
-// diffManifests compares the local state with the peer's. Pure.
-func diffManifests(local, remote map[string]FileState) Diff {
+// diffManifests compares the local state with the peer's (owners: also who
+// owns each file, see sameState). Pure.
+func diffManifests(local, remote map[string]FileState, owners bool) Diff {
 	var d Diff
 	for p, l := range local {
 		r, ok := remote[p]
-		if !ok || r.Size != l.Size || r.SHA256 != l.SHA256 || r.Mode != l.Mode {
+		if !ok || !sameState(l, r, owners) {
 			d.Changed = append(d.Changed, p)
 		}
 	}
@@ -204,6 +226,7 @@ func walkRoots(roots []Path, exclude []string, fn func(root *Path, rel, local st
 // SQLite files are already snapshots).
 func replicaManifest(roots []Path, exclude []string, c *hashCache) ([]FileState, error) {
 	var out []FileState
+	ids := newAccounts()
 	err := walkRoots(roots, exclude, func(root *Path, rel, local string, fi fs.FileInfo) error {
 		sum, size, err := hashFile(c, local)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -212,7 +235,7 @@ func replicaManifest(roots []Path, exclude []string, c *hashCache) ([]FileState,
 		if err != nil {
 			return err
 		}
-		out = append(out, FileState{Path: wirePath(root, rel), Size: size, SHA256: hex.EncodeToString(sum[:]), Mode: uint32(fi.Mode().Perm())})
+		out = append(out, FileState{Path: wirePath(root, rel), Size: size, SHA256: hex.EncodeToString(sum[:]), Mode: uint32(fi.Mode().Perm()), Owner: ids.owner(fi)})
 		return nil
 	})
 	return out, err

@@ -55,7 +55,10 @@ type masterState struct {
 	peerBoot   string
 	peerRev    uint64
 	syncedBoot string // the peer incarnation last told it is in sync
-	firstDirty time.Time
+	// peerVersion is the push body version the peer reads (from its
+	// manifest); 0 until the first full comparison.
+	peerVersion uint8
+	firstDirty  time.Time
 }
 
 // runMaster watches the roots and pushes changes until ctx ends.
@@ -293,7 +296,8 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 			return fmt.Errorf("local manifest: %w", err)
 		}
 		remote := manifestMap(m.Files)
-		d := diffManifests(local, remote)
+		st.peerVersion = peerBatchVersion(m.BatchVersion)
+		d := diffManifests(local, remote, st.owners())
 		st.shipped = remote
 		st.peerBoot = h.BootID
 		comparedBoot = m.BootID
@@ -332,8 +336,15 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 	return nil
 }
 
+// version is the push body version for this peer.
+func (st *masterState) version() uint8 { return peerBatchVersion(st.peerVersion) }
+
+// owners reports whether the peer replicates ownership (batch version 2).
+func (st *masterState) owners() bool { return st.version() >= 2 }
+
 // pushPaths sends entries for paths in batches of at most MaxBatchBytes.
 func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) error {
+	ids := newAccounts()
 	var batch []Entry
 	var nexts []*FileState
 	var failed []string
@@ -361,7 +372,7 @@ func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) e
 		if s, ok := st.shipped[p]; ok {
 			peer = &s
 		}
-		e, next, ok, err := n.src.entry(ctx, p, peer)
+		e, next, ok, err := n.src.entry(ctx, p, peer, st.owners(), ids)
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -376,7 +387,7 @@ func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) e
 		if !ok {
 			continue
 		}
-		el := encodedEntryLen(&e)
+		el := encodedEntryLen(&e, st.version())
 		if int64(el+batchHeaderLen) > n.cfg.MaxBodyBytes {
 			n.stats.add("too_large", 1)
 			n.log.Error("dbsync: file larger than the push limit; not replicated", "path", p, "bytes", el, "limit", n.cfg.MaxBodyBytes)
@@ -414,7 +425,8 @@ var errReadFailed = errors.New("cannot read local files")
 // with the same body: the peer treats a repeat as a no-op.
 func (n *Node) push(ctx context.Context, st *masterState, entries []Entry) error {
 	rev := max(n.applier.revision().Revision, st.peerRev) + 1
-	body, err := AppendBatch(nil, Batch{Revision: rev, Entries: entries})
+	batch := Batch{Version: st.version(), Revision: rev, Entries: entries}
+	body, err := AppendBatch(nil, batch)
 	if err != nil {
 		return err
 	}
@@ -435,7 +447,7 @@ func (n *Node) push(ctx context.Context, st *masterState, entries []Entry) error
 		}
 		return fmt.Errorf("push revision %d: %w", rev, err)
 	}
-	digest := BatchDigest(Batch{Revision: rev, Entries: entries})
+	digest := BatchDigest(batch)
 	if err := n.applier.bumpRevision(rev, hex.EncodeToString(digest[:])); err != nil {
 		return fmt.Errorf("persist revision: %w", err)
 	}

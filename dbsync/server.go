@@ -161,7 +161,7 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 	if res.OwnerErrors > 0 {
 		// Content and mode are in place; the owner is not (CAP_CHOWN missing?).
 		n.stats.add("owner_errors", uint64(res.OwnerErrors))
-		n.log.Error("dbsync: replicated files installed without the master's owner", "files", res.OwnerErrors, "err", res.ownerErr)
+		n.log.Error("dbsync: replicated files installed without the master's owner", "files", res.OwnerErrors, "first", res.OwnerError)
 	}
 	if res.Noop {
 		n.stats.add("pushes_noop", 1)

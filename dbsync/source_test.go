@@ -45,7 +45,7 @@ func TestSourceEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e, _, ok, err := s.entry(context.Background(), tt.path, tt.peer)
+			e, _, ok, err := s.entry(context.Background(), tt.path, tt.peer, true, newAccounts())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,16 +73,16 @@ func TestSourceSQLiteSnapshot(t *testing.T) {
 		t.Fatalf("sqlite3: %v %s", err, out)
 	}
 	s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", tmpDir: base}
-	e1, st1, ok, err := s.entry(context.Background(), "db/c.db", nil)
+	e1, st1, ok, err := s.entry(context.Background(), "db/c.db", nil, true, newAccounts())
 	if err != nil || !ok || e1.Flags&FlagSQLite == 0 || e1.Op != OpPut {
 		t.Fatalf("first: %+v %v %v", e1.Op, ok, err)
 	}
 	// Unchanged database: same snapshot hash, nothing to send.
-	if _, _, ok, err := s.entry(context.Background(), "db/c.db", st1); ok || err != nil {
+	if _, _, ok, err := s.entry(context.Background(), "db/c.db", st1, true, newAccounts()); ok || err != nil {
 		t.Fatalf("unchanged database re-sent (ok=%v, err=%v)", ok, err)
 	}
 	exec.Command("sqlite3", db, "INSERT INTO t VALUES (2);").Run()
-	e2, _, ok, err := s.entry(context.Background(), "db/c.db", st1)
+	e2, _, ok, err := s.entry(context.Background(), "db/c.db", st1, true, newAccounts())
 	if err != nil || !ok || e2.Op != OpPut {
 		t.Fatalf("after insert: op %v ok %v err %v, want a whole snapshot", e2.Op, ok, err)
 	}

@@ -40,10 +40,15 @@ const (
 	knownFlags       = FlagSQLite
 )
 
+// BatchVersion is the push body version this package writes by default and
+// the highest it reads. Version 1 (no owner block) is still read, and
+// written to a peer whose manifest does not announce version 2.
+const BatchVersion uint8 = 2
+
 // Wire constants (see the package documentation for the layout).
 const (
 	batchMagic      = "MHSB"
-	batchVersion    = 1
+	batchVersion1   = 1
 	batchHeaderLen  = 16
 	entryFixedLen   = 8
 	maxPathLen      = 4096
@@ -52,12 +57,17 @@ const (
 	sha256Len       = 32
 	putTrailerLen   = sha256Len + 8
 	appendFixedLen  = 8 + sha256Len + sha256Len + 8
+	ownerFixedLen   = 4 + 4 + 8 + 1 + 1 // uid, gid, mtime, two name lengths
 	maxDataLenField = 1 << 40
 )
 
 // Batch is one push: a revision and the entries it applies. Slices in a
 // parsed Batch alias the buffer given to ParseBatch.
 type Batch struct {
+	// Version is the wire version: 1 or 2 (ParseBatch sets it; 0 in
+	// AppendBatch means BatchVersion). Only version 2 carries Owner and
+	// MTime.
+	Version  uint8
 	Revision uint64
 	Entries  []Entry
 }
@@ -74,7 +84,12 @@ type Entry struct {
 	// hash to PrefixSHA256.
 	Offset       uint64
 	PrefixSHA256 [32]byte
-	Data         []byte
+	// Put and append, version 2 only: who owns the file on the sender
+	// (names alias the parsed buffer) and its modification time in
+	// nanoseconds since the Unix epoch (0: not set).
+	Owner Owner
+	MTime int64
+	Data  []byte
 }
 
 // Decode errors. Each one is also a rejection reason.
@@ -89,6 +104,7 @@ var (
 	ErrTrailing   = errors.New("trailing bytes after last entry")
 	ErrDataLen    = errors.New("data length out of range")
 	ErrEmptyBatch = errors.New("batch has no entries")
+	ErrOwnerName  = errors.New("owner or group name has a control byte, space or ':'")
 )
 
 // ParseBatch decodes b. Entries are appended to entries[:0] (pass a reused
@@ -101,8 +117,9 @@ func ParseBatch(b []byte, entries []Entry) (Batch, error) {
 	if string(b[0:4]) != batchMagic {
 		return Batch{}, ErrMagic
 	}
-	if b[4] != batchVersion {
-		return Batch{}, fmt.Errorf("%w %d", ErrVersion, b[4])
+	version := b[4]
+	if version != batchVersion1 && version != BatchVersion {
+		return Batch{}, fmt.Errorf("%w %d", ErrVersion, version)
 	}
 	if b[5] != 0 {
 		return Batch{}, fmt.Errorf("batch: %w %#x", ErrFlags, b[5])
@@ -117,7 +134,7 @@ func ParseBatch(b []byte, entries []Entry) (Batch, error) {
 	for i := 0; i < n; i++ {
 		var e Entry
 		var err error
-		e, p, err = parseEntry(p)
+		e, p, err = parseEntry(p, version)
 		if err != nil {
 			return Batch{}, fmt.Errorf("entry %d: %w", i, err)
 		}
@@ -126,10 +143,10 @@ func ParseBatch(b []byte, entries []Entry) (Batch, error) {
 	if len(p) != 0 {
 		return Batch{}, ErrTrailing
 	}
-	return Batch{Revision: rev, Entries: entries}, nil
+	return Batch{Version: version, Revision: rev, Entries: entries}, nil
 }
 
-func parseEntry(p []byte) (Entry, []byte, error) {
+func parseEntry(p []byte, version uint8) (Entry, []byte, error) {
 	var e Entry
 	if len(p) < entryFixedLen {
 		return e, nil, ErrShort
@@ -156,6 +173,12 @@ func parseEntry(p []byte) (Entry, []byte, error) {
 	}
 	e.Path = unsafe.String(&p[0], pl) // aliases b, like Data: no allocation
 	p = p[pl:]
+	if version >= 2 && e.Op != OpDelete {
+		var err error
+		if p, err = parseOwner(p, &e); err != nil {
+			return e, nil, err
+		}
+	}
 	var dl uint64
 	switch e.Op {
 	case OpPut:
@@ -190,6 +213,53 @@ func parseEntry(p []byte) (Entry, []byte, error) {
 	return e, p[dl:], nil
 }
 
+// parseOwner reads the version 2 owner block into e and returns the rest.
+func parseOwner(p []byte, e *Entry) ([]byte, error) {
+	if len(p) < ownerFixedLen {
+		return nil, ErrShort
+	}
+	e.Owner.UID = binary.BigEndian.Uint32(p[0:4])
+	e.Owner.GID = binary.BigEndian.Uint32(p[4:8])
+	e.MTime = int64(binary.BigEndian.Uint64(p[8:16]))
+	p = p[16:]
+	for _, name := range []*string{&e.Owner.User, &e.Owner.Group} {
+		if len(p) < 1 {
+			return nil, ErrShort
+		}
+		l := int(p[0])
+		p = p[1:]
+		if len(p) < l {
+			return nil, ErrShort
+		}
+		if l > 0 {
+			*name = unsafe.String(&p[0], l)
+			if !validOwnerName(*name) {
+				return nil, ErrOwnerName
+			}
+		}
+		p = p[l:]
+	}
+	return p, nil
+}
+
+func appendOwner(dst []byte, e *Entry) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, e.Owner.UID)
+	dst = binary.BigEndian.AppendUint32(dst, e.Owner.GID)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(e.MTime))
+	dst = append(dst, byte(len(e.Owner.User)))
+	dst = append(dst, e.Owner.User...)
+	dst = append(dst, byte(len(e.Owner.Group)))
+	return append(dst, e.Owner.Group...)
+}
+
+// wireVersion is the version to write for b.
+func (b *Batch) wireVersion() uint8 {
+	if b.Version == 0 {
+		return BatchVersion
+	}
+	return b.Version
+}
+
 // AppendBatch appends the wire form of b to dst.
 func AppendBatch(dst []byte, b Batch) ([]byte, error) {
 	if len(b.Entries) == 0 {
@@ -198,8 +268,12 @@ func AppendBatch(dst []byte, b Batch) ([]byte, error) {
 	if len(b.Entries) > maxEntries {
 		return dst, fmt.Errorf("%d entries: too many", len(b.Entries))
 	}
+	version := b.wireVersion()
+	if version != batchVersion1 && version != BatchVersion {
+		return dst, fmt.Errorf("%w %d", ErrVersion, version)
+	}
 	dst = append(dst, batchMagic...)
-	dst = append(dst, batchVersion, 0)
+	dst = append(dst, version, 0)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(b.Entries)))
 	dst = binary.BigEndian.AppendUint64(dst, b.Revision)
 	for i := range b.Entries {
@@ -214,6 +288,12 @@ func AppendBatch(dst []byte, b Batch) ([]byte, error) {
 		dst = binary.BigEndian.AppendUint32(dst, e.Mode)
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(e.Path)))
 		dst = append(dst, e.Path...)
+		if version >= 2 && e.Op != OpDelete {
+			if !validOwnerName(e.Owner.User) || !validOwnerName(e.Owner.Group) {
+				return dst, fmt.Errorf("entry %d: %w", i, ErrOwnerName)
+			}
+			dst = appendOwner(dst, e)
+		}
 		switch e.Op {
 		case OpPut:
 			dst = append(dst, e.SHA256[:]...)
@@ -236,10 +316,13 @@ func AppendBatch(dst []byte, b Batch) ([]byte, error) {
 // BatchDigest identifies a batch for retry detection: SHA-256 over the
 // wire form with every Data field left out. Each put and append carries the
 // SHA-256 of its resulting file (verified on apply), so the digest still
-// covers the content, without hashing the data a second time.
+// covers the content, without hashing the data a second time. A version 2
+// batch's owner blocks are covered too; a version 1 batch digests as it
+// always did.
 func BatchDigest(b Batch) [32]byte {
 	h := sha256.New()
-	var buf [batchHeaderLen + entryFixedLen + appendFixedLen + 32]byte
+	version := b.wireVersion()
+	var buf [batchHeaderLen + entryFixedLen + appendFixedLen + 2*maxOwnerName + ownerFixedLen]byte
 	hdr := binary.BigEndian.AppendUint64(append(buf[:0], batchMagic...), b.Revision)
 	h.Write(hdr)
 	for i := range b.Entries {
@@ -249,6 +332,9 @@ func BatchDigest(b Batch) [32]byte {
 		p = binary.BigEndian.AppendUint16(p, uint16(len(e.Path)))
 		h.Write(p)
 		h.Write([]byte(e.Path))
+		if version >= 2 && e.Op != OpDelete {
+			h.Write(appendOwner(buf[:0], e))
+		}
 		p = append(buf[:0], e.SHA256[:]...)
 		p = binary.BigEndian.AppendUint64(p, e.Offset)
 		p = append(p, e.PrefixSHA256[:]...)
@@ -260,9 +346,13 @@ func BatchDigest(b Batch) [32]byte {
 	return sum
 }
 
-// encodedEntryLen is the wire size of e, used to split batches.
-func encodedEntryLen(e *Entry) int {
+// encodedEntryLen is the wire size of e in a batch of the given version,
+// used to split batches.
+func encodedEntryLen(e *Entry, version uint8) int {
 	n := entryFixedLen + len(e.Path)
+	if version >= 2 && e.Op != OpDelete {
+		n += ownerFixedLen + len(e.Owner.User) + len(e.Owner.Group)
+	}
 	switch e.Op {
 	case OpPut:
 		n += putTrailerLen + len(e.Data)
