@@ -184,7 +184,7 @@ type Sync struct {
 	lst       *listener
 	start     time.Time
 	lastEpoch uint64
-	bulkSeen  map[ctwire.Key]struct{}
+	bulkSeen  map[ctwire.ID]struct{}
 	rejected  [ctwire.NumReasons]uint64
 	// eventRejected counts kernel event messages ParseEvent refused.
 	eventRejected [ctnl.NumEventReasons]uint64
@@ -850,14 +850,14 @@ func (s *Sync) onDatagram(d *datagram) {
 		return
 	}
 	if v.BulkBegin {
-		s.bulkSeen = make(map[ctwire.Key]struct{})
+		s.bulkSeen = make(map[ctwire.ID]struct{})
 	}
 	if v.Apply {
 		it := ctwire.NewRecords(d.p, d.h.Count)
 		var f ctwire.Flow
 		for it.Next(&f) {
 			if s.bulkSeen != nil {
-				s.bulkSeen[f.Key()] = struct{}{}
+				s.bulkSeen[f.ID()] = struct{}{}
 			}
 			s.batch = append(s.batch, f)
 			s.batchSent = append(s.batchSent, d.h.Sent)
@@ -911,7 +911,7 @@ func (s *Sync) purge() {
 	}
 	for i := range flows {
 		f := &flows[i]
-		if _, ok := s.bulkSeen[f.Key()]; ok {
+		if _, ok := s.bulkSeen[f.ID()]; ok {
 			continue
 		}
 		f.Op = ctwire.OpDestroy

@@ -158,7 +158,7 @@ func (in *Injector) applyChunk(fs []ctwire.Flow, ok []bool) (int, error) {
 		f := &fs[i]
 		seq := base + uint32(i)
 		offs = append(offs, len(w))
-		switch _, known := in.known[f.Key()]; {
+		switch _, known := in.known[f.ID()]; {
 		case f.Op == ctwire.OpDestroy:
 			kinds = append(kinds, opDelete)
 			w = AppendDelete(w, f, seq)
@@ -190,7 +190,7 @@ func (in *Injector) applyChunk(fs []ctwire.Flow, ok []bool) (int, error) {
 	var first error
 	for i := range fs {
 		f := &fs[i]
-		k := f.Key()
+		k := f.ID()
 		e := res[i]
 		switch {
 		case e == 0 && kinds[i] == opDelete, kinds[i] == opDelete && e == unix.ENOENT:

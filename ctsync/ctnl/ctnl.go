@@ -336,7 +336,7 @@ func DeleteAttrs(k ctwire.Key) []netfilter.Attribute {
 // namespace it was dialled in.
 type Injector struct {
 	c       *netfilter.Conn
-	known   map[ctwire.Key]struct{}
+	known   map[ctwire.ID]struct{} // flows this injector put in the kernel
 	confirm bool // this kernel wants IPS_CONFIRMED in a create's CTA_STATUS
 	stats   InjectStats
 	b       *batchConn // nil after a failed exchange until the next ApplyBatch redials
@@ -364,7 +364,7 @@ func DialInjector() (*Injector, error) {
 		c.Close()
 		return nil, err
 	}
-	return &Injector{c: c, b: b, known: make(map[ctwire.Key]struct{})}, nil
+	return &Injector{c: c, b: b, known: make(map[ctwire.ID]struct{})}, nil
 }
 
 // Close closes the sockets.
@@ -423,10 +423,10 @@ func (in *Injector) update(f *ctwire.Flow) error {
 
 // Apply creates, updates or deletes the kernel entry for f.
 func (in *Injector) Apply(f *ctwire.Flow) error {
-	k := f.Key()
+	k := f.ID()
 	if f.Op == ctwire.OpDestroy {
 		delete(in.known, k)
-		err := in.query(ipctnlMsgCTDelete, 0, family(f), DeleteAttrs(k))
+		err := in.query(ipctnlMsgCTDelete, 0, family(f), DeleteAttrs(f.Key()))
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			in.stats.Errors++
 			return fmt.Errorf("ctnl: delete %v: %w", f.Orig, err)

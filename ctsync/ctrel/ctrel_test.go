@@ -118,10 +118,13 @@ func (m *sim) step(d time.Duration) {
 // masterView is what the backup must converge to (timeouts ignored).
 func (m *sim) masterView() map[ctwire.Key]ctwire.Flow {
 	out := map[ctwire.Key]ctwire.Flow{}
-	for k, e := range m.s.table {
+	for id, e := range m.s.table {
 		if !e.gone {
 			f := e.flow
-			out[k] = f
+			if f.ID() != id {
+				m.t.Fatalf("table entry under %+v holds flow %+v", id, f.Key())
+			}
+			out[f.Key()] = f
 		}
 	}
 	return out

@@ -75,7 +75,7 @@ type SenderStats struct {
 type Sender struct {
 	cfg      SenderConfig
 	seq      uint32
-	table    map[ctwire.Key]*entry
+	table    map[ctwire.ID]*entry // keyed by ID: see ctwire.ID
 	queue    []ctwire.Key
 	qhead    int
 	bulk     []ctwire.Key
@@ -119,14 +119,14 @@ func (s *Sender) newEntry() *entry {
 // forget removes k's entry e from the table and keeps e for reuse; no
 // other structure holds entry pointers (queues and history hold keys).
 func (s *Sender) forget(k ctwire.Key, e *entry) {
-	delete(s.table, k)
+	delete(s.table, k.ID())
 	s.spare = append(s.spare, e)
 }
 
 // NewSender returns a Sender with an empty table.
 func NewSender(cfg SenderConfig) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, table: make(map[ctwire.Key]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62}
+	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62}
 }
 
 // Stats returns the counters.
@@ -149,10 +149,11 @@ func (s *Sender) enqueue(k ctwire.Key, e *entry) {
 // Update records a flow's new state (NEW or UPDATE event, or a dump).
 func (s *Sender) Update(now time.Duration, f *ctwire.Flow) {
 	k := f.Key()
-	e := s.table[k]
+	id := k.ID()
+	e := s.table[id]
 	if e == nil {
 		e = s.newEntry()
-		s.table[k] = e
+		s.table[id] = e
 	}
 	old := e.flow
 	e.flow = *f
@@ -172,13 +173,13 @@ func (s *Sender) Update(now time.Duration, f *ctwire.Flow) {
 
 // Destroy records that a flow ended.
 func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
-	e := s.table[k]
+	e := s.table[k.ID()]
 	if e == nil {
 		// Unknown (filtered, or predates us and missed by the dump): still
 		// tell the backup, it may hold a copy from a bulk.
 		e = s.newEntry()
 		e.flow = ctwire.Flow{Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
-		s.table[k] = e
+		s.table[k.ID()] = e
 	}
 	e.gone = true
 	e.touched = now
@@ -191,12 +192,12 @@ func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
 // mentioned since dumpStart are destroyed. Reset(true) semantics are the
 // caller's: use it after a listener restart too.
 func (s *Sender) Reconcile(now, dumpStart time.Duration, flows []ctwire.Flow) {
-	seen := make(map[ctwire.Key]struct{}, len(flows))
+	seen := make(map[ctwire.ID]struct{}, len(flows))
 	for i := range flows {
 		f := &flows[i]
 		k := f.Key()
-		seen[k] = struct{}{}
-		e := s.table[k]
+		seen[k.ID()] = struct{}{}
+		e := s.table[k.ID()]
 		if e == nil || e.gone {
 			s.Update(now, f)
 			continue
@@ -219,11 +220,11 @@ func (s *Sender) Reconcile(now, dumpStart time.Duration, flows []ctwire.Flow) {
 			s.enqueue(k, e)
 		}
 	}
-	for k, e := range s.table {
-		if _, ok := seen[k]; ok || e.gone || e.touched > dumpStart {
+	for id, e := range s.table {
+		if _, ok := seen[id]; ok || e.gone || e.touched > dumpStart {
 			continue
 		}
-		s.Destroy(now, k)
+		s.Destroy(now, e.flow.Key())
 	}
 }
 
@@ -234,13 +235,13 @@ func (s *Sender) Load(now, dumpStart time.Duration, flows []ctwire.Flow) {
 	for i := range flows {
 		f := &flows[i]
 		k := f.Key()
-		e := s.table[k]
+		e := s.table[k.ID()]
 		if e != nil && e.touched > dumpStart {
 			continue
 		}
 		if e == nil {
 			e = s.newEntry()
-			s.table[k] = e
+			s.table[k.ID()] = e
 		}
 		*e = entry{flow: *f, touched: now}
 		e.flow.Op = ctwire.OpUpdate
@@ -298,7 +299,7 @@ func (s *Sender) Pending() bool {
 }
 
 func (s *Sender) record(now time.Duration, k ctwire.Key, f *ctwire.Flow) {
-	e := s.table[k]
+	e := s.table[k.ID()]
 	if e == nil || e.gone {
 		*f = ctwire.Flow{Op: ctwire.OpDestroy, Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
 		if e != nil {
@@ -379,7 +380,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		b = ctwire.AppendHeader(b, &h)
 		for s.qhead < len(s.queue) {
 			k := s.queue[s.qhead]
-			e := s.table[k]
+			e := s.table[k.ID()]
 			if !put(k) {
 				break
 			}
@@ -401,9 +402,9 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		if !s.bulkSent {
 			h.Flags |= ctwire.FlagBulkBegin
 			s.bulkSent = true
-			for k, e := range s.table {
+			for _, e := range s.table {
 				if !e.gone {
-					s.bulk = append(s.bulk, k)
+					s.bulk = append(s.bulk, e.flow.Key())
 				}
 			}
 		}
@@ -411,7 +412,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		b = ctwire.AppendHeader(b, &h)
 		for s.bulkNext < len(s.bulk) {
 			k := s.bulk[s.bulkNext]
-			if e := s.table[k]; e == nil || e.gone {
+			if e := s.table[k.ID()]; e == nil || e.gone {
 				s.bulkNext++
 				continue
 			}

@@ -109,6 +109,36 @@ type Key struct {
 	Zone  uint16
 }
 
+// ID is a Key as a fixed-size value without pointers (netip.Addr holds
+// one): one memory hash and compare instead of one per field, and a map
+// keyed by ID with pointer-free values is never scanned by the garbage
+// collector. The hot tables of the sender and the injector use it.
+type ID struct {
+	Src, Dst         [16]byte // IPv4 in its IPv4-mapped form
+	SrcPort, DstPort uint16
+	Proto            uint8
+	IPv4             bool
+	Zone             uint16
+}
+
+// ID returns k's ID.
+func (k Key) ID() ID {
+	return ID{
+		Src: k.Orig.Src.As16(), Dst: k.Orig.Dst.As16(),
+		SrcPort: k.Orig.SrcPort, DstPort: k.Orig.DstPort,
+		Proto: k.Proto, IPv4: k.Orig.Src.Is4(), Zone: k.Zone,
+	}
+}
+
+// ID returns the flow's ID (f.Key().ID()).
+func (f *Flow) ID() ID {
+	return ID{
+		Src: f.Orig.Src.As16(), Dst: f.Orig.Dst.As16(),
+		SrcPort: f.Orig.SrcPort, DstPort: f.Orig.DstPort,
+		Proto: f.Proto, IPv4: f.Orig.Src.Is4(), Zone: f.Zone,
+	}
+}
+
 // Flow is one flow record.
 type Flow struct {
 	Op        Op

@@ -344,3 +344,30 @@ func BenchmarkFlowRecord(b *testing.B) {
 		}
 	}
 }
+
+// TestID: IDs are equal exactly when keys are, IPv4 and IPv4-mapped IPv6
+// included, and Flow.ID agrees with Key.ID.
+func TestID(t *testing.T) {
+	v4 := netip.MustParseAddr("192.0.2.1")
+	mapped := netip.MustParseAddr("::ffff:192.0.2.1")
+	v6 := netip.MustParseAddr("2001:db8::1")
+	keys := []Key{
+		{Orig: Tuple{Src: v4, Dst: v4, SrcPort: 1, DstPort: 2}, Proto: 6},
+		{Orig: Tuple{Src: mapped, Dst: mapped, SrcPort: 1, DstPort: 2}, Proto: 6},
+		{Orig: Tuple{Src: v6, Dst: v4, SrcPort: 1, DstPort: 2}, Proto: 6},
+		{Orig: Tuple{Src: v4, Dst: v4, SrcPort: 2, DstPort: 1}, Proto: 6},
+		{Orig: Tuple{Src: v4, Dst: v4, SrcPort: 1, DstPort: 2}, Proto: 17},
+		{Orig: Tuple{Src: v4, Dst: v4, SrcPort: 1, DstPort: 2}, Proto: 6, Zone: 1},
+	}
+	for i, a := range keys {
+		f := Flow{Proto: a.Proto, Zone: a.Zone, Orig: a.Orig}
+		if f.ID() != a.ID() {
+			t.Errorf("key %d: Flow.ID %+v != Key.ID %+v", i, f.ID(), a.ID())
+		}
+		for j, b := range keys {
+			if (a == b) != (a.ID() == b.ID()) {
+				t.Errorf("keys %d and %d: equal %v, IDs equal %v", i, j, a == b, a.ID() == b.ID())
+			}
+		}
+	}
+}
