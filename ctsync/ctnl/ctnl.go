@@ -337,7 +337,7 @@ func DeleteAttrs(k ctwire.Key) []netfilter.Attribute {
 type Injector struct {
 	c       *netfilter.Conn
 	known   map[ctwire.ID]struct{} // flows this injector put in the kernel
-	confirm bool // this kernel wants IPS_CONFIRMED in a create's CTA_STATUS
+	confirm bool                   // this kernel wants IPS_CONFIRMED in a create's CTA_STATUS
 	stats   InjectStats
 	b       *batchConn // nil after a failed exchange until the next ApplyBatch redials
 	kinds   []opKind
