@@ -12,7 +12,9 @@
 // "kea-leases" = /var/lib/kea). Only regular files are replicated; symlinks,
 // devices, SQLite sidecars (-wal, -shm, -journal), this package's staging
 // files (".muros-had-*") and Config.Exclude globs (default "*.pid") are not. Permission bits
-// (0o777) travel with the content; owner, mtime and xattrs do not. Empty
+// (0o777), the owner and the modification time travel with the content;
+// xattrs, ACLs and the attributes of directories do not (a directory the
+// backup creates for a file belongs to the daemon, mode 0755). Empty
 // directories are not replicated. Each file is shipped one of three ways:
 //
 //   - SQLite database (first 16 bytes "SQLite format 3\0"): a consistent
@@ -25,6 +27,29 @@
 //     the peer's SHA-256, only the appended bytes are sent (OpAppend). The
 //     peer re-checks size and prefix hash before applying.
 //   - Anything else: the whole file when its content changes (OpPut).
+//
+// # Ownership
+//
+// A service on the backup must find its files as it left them on the
+// master after a takeover: Kea runs as _kea and must be able to write its
+// lease file. Each put and append carries the owner as the master sees it:
+// numeric uid and gid and the user and group names its account database
+// (os/user: /etc/passwd, /etc/group) gives them, empty when it has none.
+// The backup maps a name it knows to its own id and otherwise uses the
+// numeric id: the two nodes are identical installs, but a system account's
+// id may still differ between them. The staged file is chowned before the
+// rename, so the install still swaps in one complete file with the right
+// owner; an append is staged the same way (a copy of the current file plus
+// the new bytes), so it also repairs a wrong owner. The mtime (nanoseconds)
+// is set on the staged file as a courtesy for operators and services that
+// look at it; it is not compared. Setting another user as owner needs
+// CAP_CHOWN, and reading and writing files and directories of other users
+// needs CAP_DAC_OVERRIDE (dist/muros-had.service grants both); mode and
+// mtime are set while the daemon still owns the staged file, so no
+// CAP_FOWNER is needed. A refused chown does not fail the batch (content
+// matters more): the file is installed owned by the daemon, counted
+// (Status.Stats "owner_errors") and logged as an error, and anti-entropy
+// keeps finding the difference.
 //
 // # Direction
 //
@@ -41,13 +66,21 @@
 //
 // # Anti-entropy
 //
-// The master compares manifests (wire path, size, SHA-256, mode) when it
+// The master compares manifests (wire path, size, SHA-256, mode, owner)
+// when it
 // becomes master, after any failed push (retried with exponential backoff
 // from RetryMin to RetryMax; the peer being down is routine), when its
 // probe (GET /api/sync/hello every ProbeInterval) sees the peer's boot ID or
 // revision change (a restart), and every AntiEntropyInterval. It sends what
 // differs. Hashes are cached by (size, mtime, ctime, inode), SQLite
-// snapshot hashes by the stat of the database and its -wal.
+// snapshot hashes by the stat of the database and its -wal. An owner
+// matches when the peer reports the master's user (group) name, or else
+// the master's numeric id: exactly what the backup's mapping produces, so
+// a file whose account has different ids on the two nodes is not sent
+// again at every pass. A chown or chmod on the master is an attribute
+// change that fsnotify reports (Chmod); the file is sent whole. A peer
+// whose manifest has no "batch_version" (an older release) is sent version
+// 1 batches and compared without owners.
 //
 // # Readiness (takeover ordering)
 //
@@ -85,7 +118,12 @@
 //	                         409 stale revision, append prefix mismatch or
 //	                         receiver is master, 413 over MaxBodyBytes.
 //	GET  /api/sync/manifest  {"node":id,"boot_id":hex,"revision":N,"role":"master"|"backup",
-//	                          "files":[{"path":wire,"size":N,"sha256":hex,"mode":N},...]}
+//	                          "batch_version":2,
+//	                          "files":[{"path":wire,"size":N,"sha256":hex,"mode":N,
+//	                                    "uid":N,"gid":N,"user":name,"group":name},...]}
+//	                         batch_version: the highest push body version the node
+//	                         reads (absent: 1); user/group absent when the node's
+//	                         account database has no name for the id.
 //	GET  /api/sync/hello     {"node":id,"boot_id":hex,"revision":N,"role":...}
 //	POST /api/sync/synced    {"boot_id":hex,"revision":N}: the master compared the
 //	                         manifest the receiver served under boot_id and pushed
@@ -122,7 +160,8 @@
 // Header, 16 bytes:
 //
 //	0..3   magic "MHSB"
-//	4      version, 1
+//	4      version: 2 (1 = no owner blocks, still read, and written to a peer
+//	       whose manifest does not announce version 2; anything else refused)
 //	5      flags, 0 (anything else is refused)
 //	6..7   entry count, 1..65535
 //	8..15  revision (uint64)
@@ -134,6 +173,15 @@
 //	2..5   mode: permission bits, at most 0o7777
 //	6..7   path length L, 1..4096
 //	8..    path, L bytes (wire path, above)
+//	owner block, version 2 put and append only (o = first byte after the path):
+//	  o+0..o+3    uid on the master (uint32)
+//	  o+4..o+7    gid on the master (uint32)
+//	  o+8..o+15   mtime, nanoseconds since the Unix epoch (int64; 0 = not set)
+//	  o+16        user name length U, 0..255 (0: the master has no name for uid)
+//	  o+17..      user name, U bytes
+//	  then        group name length G (1 byte), group name, G bytes
+//	  Names hold no byte <= 0x20, no 0x7f and no ':'; anything else is refused.
+//	then:
 //	put:    32 bytes SHA-256 of the data, 8 bytes data length D, D bytes data
 //	append: 8 bytes offset (the receiver's current size), 32 bytes SHA-256 of
 //	        the receiver's current content (the prefix), 32 bytes SHA-256 of
@@ -141,6 +189,8 @@
 //	delete: nothing
 //
 // No bytes may follow the last entry. A batch names each path at most once.
+// The digest below covers a version 2 batch's owner blocks; a version 1
+// batch digests as it did before version 2 existed.
 // ParseBatch never panics on any input (FuzzParseBatch) and does not
 // allocate; paths and data alias the body.
 //
@@ -159,7 +209,8 @@
 //  1. stage: each put/append is written to ".muros-had-stage-<rev>-<i>" in
 //     the target's own directory (same filesystem), verified against its
 //     SHA-256 (for append: after copying the current file, whose size and
-//     prefix hash must match), fsynced, and its directory (with any parent
+//     prefix hash must match), given its mode, mtime and owner (see
+//     Ownership), fsynced, and its directory (with any parent
 //     created for it) fsynced, so a staged file is durable before commit;
 //  2. commit: StateDir/journal (revision, digest, the list of renames and
 //     deletes) is written to a temp file, fsynced, renamed into place and

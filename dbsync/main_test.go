@@ -13,6 +13,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashChildEnv) != "" {
 		crashChild() // never returns
 	}
+	if spec := os.Getenv(capChildEnv); spec != "" {
+		capChild(spec) // never returns
+	}
 	if spec := os.Getenv(nodeChildEnv); spec != "" {
 		nodeChild(spec) // runs until killed
 		os.Exit(0)
