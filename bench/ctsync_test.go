@@ -315,6 +315,12 @@ type drainRig struct {
 	// fw2 took over from the frozen master), which voids the run.
 	check func() error
 	diag  func() string
+	// beforeFreeze, if not nil, waits for the moment to freeze the master.
+	beforeFreeze func() error
+	// housekeeping, if not nil, counts the master's periodic full-table
+	// work so far (muros-had's refresh sweeps); any during the drain
+	// disturbs it.
+	housekeeping func() int
 }
 
 // drainCounters are what the daemons themselves say about lost events.
@@ -333,10 +339,31 @@ type drainCase struct {
 	start func(b *testing.B, p *lab.Pair) drainRig
 }
 
+// murosSweepLine is what muros-had's master logs (at debug level, which
+// hatest sets) after each refresh sweep: every ctsync.DefaultRefresh it
+// dumps its whole table on the event loop, which then reads no event
+// until the dump is done (about 1 s for a 100k table here).
+const murosSweepLine = "ctsync: refresh sweep"
+
 func startMurosDrain(b *testing.B, p *lab.Pair) drainRig {
 	n1, n2 := startMurosConntrackInterval(b, p, drainInterval)
+	sweeps := func() int { return strings.Count(n1.Proc.Log(), murosSweepLine) }
 	return drainRig{
 		master: n1.Proc, backup: n2.Proc,
+		// Freeze just after a sweep: the next is ctsync.DefaultRefresh
+		// away, after the drain (a storm of 1 s and a drain of about 1 s).
+		beforeFreeze: func() error {
+			n0 := sweeps()
+			deadline := time.Now().Add(ctsync.DefaultRefresh + 5*time.Second)
+			for sweeps() == n0 {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s: no %q line in muros-had's log for %v", n1.NS, murosSweepLine, ctsync.DefaultRefresh+5*time.Second)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			return nil
+		},
+		housekeeping: sweeps,
 		counters: func() (drainCounters, error) {
 			m, err1 := murosConntrack(n1)
 			bk, err2 := murosConntrack(n2)
@@ -405,6 +432,9 @@ type drainResult struct {
 	// over the run.
 	KernelDrops, BackupKernelDrops uint64
 	Counters                       drainCounters
+	// Housekeeping: the master's periodic full-table passes (muros-had's
+	// refresh sweeps) from the freeze to the end of the drain.
+	Housekeeping int
 	// UDP counters of fw2's namespace over the run (/proc/net/snmp).
 	UDPRcvbufErrors, UDPInErrors uint64
 	Sampler                      samplerStats
@@ -425,7 +455,7 @@ func benchDrain(b *testing.B, c drainCase) {
 	n := stormFlows(b)
 	var rates, p50s, p99s, mcpu, bcpu, queued []float64
 	var udpErrs uint64
-	overruns := 0
+	overruns, disturbed := 0, 0
 	for rep := range max(*ctRepsFlag, b.N) {
 		var after string
 		r := func() drainResult {
@@ -443,9 +473,13 @@ func benchDrain(b *testing.B, c drainCase) {
 		}()
 		s := lagSummary(r.Lags)
 		verdict := "no overrun"
-		if r.Overrun() {
+		switch {
+		case r.Overrun():
 			verdict = "OVERRUN: events lost, the run measures a resync and is left out of the medians"
 			overruns++
+		case r.Housekeeping > 0:
+			verdict = fmt.Sprintf("DISTURBED: %d refresh sweep(s) of the master during the drain, left out of the medians", r.Housekeeping)
+			disturbed++
 		}
 		b.Logf("%s rep %d (load average %s): %d flows written in %v with the master frozen (%.1f MiB queued); fw2 holds all %v after SIGCONT = %.0f flows/s; lag from SIGCONT p50 %v p99 %v max %v (%d samples, %d missed); cpu over the drain master %v backup %v; %s (kernel drops master %d backup %d, daemon overruns %d, resyncs %d); fw2 UDP RcvbufErrors %d InErrors %d; sampler %+v",
 			c.name, rep, loadAverage(), n, r.Write.Round(time.Millisecond), float64(r.Queued)/(1<<20), r.Elapsed.Round(time.Millisecond), r.Rate(),
@@ -453,7 +487,7 @@ func benchDrain(b *testing.B, c drainCase) {
 			r.KernelDrops, r.BackupKernelDrops, r.Counters.Overruns, r.Counters.Resyncs, r.UDPRcvbufErrors, r.UDPInErrors, r.Sampler)
 		b.Logf("%s rep %d after the drain: %s", c.name, rep, after)
 		udpErrs = max(udpErrs, r.UDPRcvbufErrors)
-		if r.Overrun() {
+		if r.Overrun() || r.Housekeeping > 0 {
 			continue
 		}
 		rates = append(rates, r.Rate())
@@ -471,6 +505,7 @@ func benchDrain(b *testing.B, c drainCase) {
 	b.ReportMetric(median(bcpu), "cpu_backup_us/flow")
 	b.ReportMetric(median(queued), "queued_MiB")
 	b.ReportMetric(float64(overruns), "overrun_runs")
+	b.ReportMetric(float64(disturbed), "disturbed_runs")
 	b.ReportMetric(float64(udpErrs), "udp_rcvbuf_errors_max")
 }
 
@@ -516,6 +551,15 @@ func runDrain(p *lab.Pair, rig drainRig, n int) (r drainResult, err error) {
 		}
 	}()
 
+	if rig.beforeFreeze != nil {
+		if err := rig.beforeFreeze(); err != nil {
+			return r, err
+		}
+	}
+	hk0 := 0
+	if rig.housekeeping != nil {
+		hk0 = rig.housekeeping()
+	}
 	if err := freeze(rig.master); err != nil {
 		return r, err
 	}
@@ -569,6 +613,9 @@ func runDrain(p *lab.Pair, rig drainRig, n int) (r drainResult, err error) {
 	}
 	r.MasterCPU = ticksDuration(m1 - m0)
 	r.BackupCPU = ticksDuration(b1 - b0)
+	if rig.housekeeping != nil {
+		r.Housekeeping = rig.housekeeping() - hk0
+	}
 	origin := t0.Sub(start)
 	early := 0
 	for i := 0; i < n; i += 1 << sampleShift {
