@@ -74,6 +74,14 @@ type Daemon struct {
 	// vipDirty is set when claiming or releasing failed: the loop retries
 	// every second until the kernel agrees with the group state.
 	vipDirty bool
+
+	// Readiness (readiness.go), owned by the event loop: the group state
+	// after the last batch, the current gate's generation and cancel.
+	lastGroup  vrrp.State
+	gateGen    uint64
+	gateCancel context.CancelFunc
+	bg         context.Context // Run's background context: gates end with it
+	wg         *sync.WaitGroup // Run's goroutines, gates included
 }
 
 // familyLink is the VRRP socket of one address family with its encoder.
@@ -104,7 +112,7 @@ type loopEvent struct {
 	advert *rxAdvert
 	timer  *timerFire
 	link   *vip.LinkEvent
-	ready  *bool
+	ready  *readyEvent
 }
 
 type timerFire struct {
@@ -186,70 +194,22 @@ func instanceConfigs(cfg *config.Config, primary map[vrrp.Family]netip.Addr) []v
 			Primary:      primary[familyOf(v.Address.Addr())],
 			NoPreempt:    !cfg.Preempt,
 			PreemptDelay: cfg.PreemptDelay,
-			// A freshly started node does not preempt before its conntrack
-			// table is complete (SPEC) nor with a stale configuration DB
-			// (SPEC "takeover ordering"); takeover from a dead master is never
-			// held (package vrrp). The readiness gate lifts the hold.
+			// A node does not preempt before its conntrack table is complete
+			// (SPEC) nor with a stale configuration DB (SPEC "takeover
+			// ordering"), after a start or any return to BACKUP; takeover
+			// from a dead master is never held (package vrrp). The readiness
+			// gate lifts the hold (readiness.go).
 			WaitReady: holdsPreemption(cfg),
 		})
 	}
 	return out
 }
 
-// holdsPreemption reports whether the node starts "not ready" and waits for
-// its replications (readinessGate) before it may preempt.
+// holdsPreemption reports whether the node holds preemption until its
+// replications are complete: at start and at every return to BACKUP
+// (readiness.go).
 func holdsPreemption(cfg *config.Config) bool {
 	return cfg.Conntrack.Enabled || cfg.DBSync.Enabled
-}
-
-// replication is one replication the first preemption waits for.
-type replication struct {
-	name  string          // for the log: what is complete
-	ready <-chan struct{} // closed when complete
-}
-
-// readinessGate lifts the preemption hold once every replication in reps is
-// complete, or after timeout (a backup that cannot get the master's state
-// must not block its own election forever: it then preempts with what it
-// has and says so). One timeout bounds all of them.
-func (d *Daemon) readinessGate(ctx context.Context, reps []replication, timeout time.Duration) {
-	var expired <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		expired = t.C
-	}
-	timedOut := false
-wait:
-	for i, r := range reps {
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.ready:
-			d.log.Info(r.name + " complete")
-		case <-expired:
-			var pending []string
-			for _, r := range reps[i:] {
-				select {
-				case <-r.ready:
-				default:
-					pending = append(pending, r.name)
-				}
-			}
-			d.log.Warn("replication not complete within the startup timeout (conntrack.resync.startup_timeout, one bound for conntrack and DB sync): preemption allowed anyway",
-				"timeout", timeout, "incomplete", strings.Join(pending, ", "))
-			timedOut = true
-			break wait
-		}
-	}
-	if !timedOut {
-		d.log.Info("replication ready: preemption allowed")
-	}
-	ready := true
-	select {
-	case d.events <- loopEvent{ready: &ready}:
-	case <-ctx.Done():
-	}
 }
 
 func familyOf(a netip.Addr) vrrp.Family {
@@ -368,22 +328,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}()
 		}
 	}
-	if holdsPreemption(d.cfg) {
-		// A replication enabled but off (DB sync that could not start) has
-		// nothing to wait for: it is logged and shown in the status.
-		var reps []replication
-		if d.ct != nil {
-			reps = append(reps, replication{"conntrack bulk sync", d.ct.Ready()})
-		}
-		if d.db != nil {
-			reps = append(reps, replication{"DB sync (this node holds the master's content)", d.db.Ready()})
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.readinessGate(bg, reps, d.cfg.Conntrack.Resync.StartupTimeout)
-		}()
-	}
+	// Readiness gates start from the loop, at every entry into BACKUP
+	// (readiness.go); a replication enabled but off (DB sync that could not
+	// start) has nothing to wait for: it is logged and shown in the status.
+	d.bg, d.wg = bg, &wg
 	if d.ct != nil {
 		wg.Add(1)
 		go func() {
@@ -548,11 +496,7 @@ func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
 	case ev.link != nil:
 		d.handleLink(ctx, *ev.link)
 	case ev.ready != nil:
-		kind := vrrp.EventNotReady
-		if *ev.ready {
-			kind = vrrp.EventReady
-		}
-		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: kind}, d.actions[:0]))
+		d.handleReady(ctx, ev.ready)
 	}
 }
 
@@ -662,6 +606,9 @@ func (d *Daemon) apply(ctx context.Context, acts []vrrp.Action) {
 			d.log.Warn("announcing VIPs", "err", err)
 		}
 	}
+	// After the release: the replications are receivers again when a
+	// re-armed hold starts waiting for them.
+	d.noteGroupState(ctx)
 }
 
 // reconcileVIPs claims or releases the VIPs so that they are held exactly

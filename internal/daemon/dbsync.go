@@ -21,12 +21,14 @@ import (
 // dbReplica is what the daemon needs of the DB replication (package dbsync).
 // Ready is closed once this node holds the master's content (or may preempt
 // anyway): a returning node that preempted earlier would push its stale DB
-// over the edits made on the peer while it was away.
+// over the edits made on the peer while it was away. Rearm opens a new wait
+// when the node returns to BACKUP without restarting.
 type dbReplica interface {
 	Run(ctx context.Context) error
 	Serve(ctx context.Context, ln net.Listener) error
 	SetRole(master bool)
 	Ready() <-chan struct{}
+	Rearm() <-chan struct{}
 	Status() dbsync.Status
 }
 

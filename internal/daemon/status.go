@@ -40,9 +40,43 @@ type Status struct {
 	Foreign      []ForeignRouter `json:"foreign_routers,omitempty"`
 	// VIPError is the last failed claim or release, retried every second
 	// until it succeeds; empty when the kernel agrees with the state.
-	VIPError  string `json:"vip_error,omitempty"`
-	Conntrack any    `json:"conntrack,omitempty"`
-	DB        any    `json:"db,omitempty"`
+	VIPError string `json:"vip_error,omitempty"`
+	// Readiness: whether preemption is held for the replications (nil
+	// when neither conntrack nor DB sync is on).
+	Readiness *Readiness `json:"readiness,omitempty"`
+	Conntrack any        `json:"conntrack,omitempty"`
+	DB        any        `json:"db,omitempty"`
+}
+
+// Readiness says whether this node's VRRP preemption is held until its
+// replications are complete (at start and at every return to BACKUP), and
+// why.
+type Readiness struct {
+	Held bool `json:"held"`
+	// Reason: while held, what re-armed the hold (start, back from FAULT,
+	// stepped down from MASTER); once allowed, what lifted it (replications
+	// complete, startup timeout).
+	Reason string `json:"reason"`
+	// Waiting lists what a held node still waits for.
+	Waiting []string  `json:"waiting,omitempty"`
+	Since   time.Time `json:"since"`
+	Holds   uint64    `json:"holds"` // holds since start (each entry into BACKUP)
+}
+
+// String is the one-line text form, e.g. for `muros-had status`.
+func (r *Readiness) String() string {
+	if r == nil {
+		return "not held (no replication on)"
+	}
+	since := r.Since.Format(time.RFC3339)
+	if !r.Held {
+		return "preemption allowed since " + since + ": " + r.Reason
+	}
+	s := "preemption HELD since " + since + " (" + r.Reason + ")"
+	if len(r.Waiting) > 0 {
+		s += ": waiting for " + strings.Join(r.Waiting, "; ")
+	}
+	return s
 }
 
 // PeerStatus is what this node knows of the other one.
@@ -91,6 +125,9 @@ type statusBook struct {
 	mu      sync.Mutex
 	st      Status
 	peerPri uint8
+	// readyGen is the generation of the gate that last set st.Readiness: a
+	// superseded gate's late update is dropped.
+	readyGen uint64
 	// peerDownAfter: the peer is no longer master once its adverts stop for
 	// longer than a backup would wait (3 intervals plus slack). Kept here,
 	// under the lock, because reload changes the interval while status
@@ -132,6 +169,34 @@ func (b *statusBook) transition(vrid uint8, from, to vrrp.State, reason string, 
 		}
 		b.st.State = g
 	}
+}
+
+// readiness records a change of the preemption hold by the event loop;
+// newHold counts a new hold.
+func (b *statusBook) readiness(gen uint64, held bool, reason string, waiting []string, now time.Time, newHold bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var holds uint64
+	if b.st.Readiness != nil {
+		holds = b.st.Readiness.Holds
+	}
+	if newHold {
+		holds++
+	}
+	b.readyGen = gen
+	b.st.Readiness = &Readiness{Held: held, Reason: reason, Waiting: slices.Clone(waiting), Since: now.UTC(), Holds: holds}
+}
+
+// readinessWaiting updates what the current gate (gen) still waits for.
+func (b *statusBook) readinessWaiting(gen uint64, waiting []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen != b.readyGen || b.st.Readiness == nil || !b.st.Readiness.Held || slices.Equal(waiting, b.st.Readiness.Waiting) {
+		return
+	}
+	r := *b.st.Readiness
+	r.Waiting = slices.Clone(waiting)
+	b.st.Readiness = &r
 }
 
 func (b *statusBook) peerAdvert(vrid uint8, src netip.Addr, priority uint8, now time.Time) {
@@ -199,6 +264,11 @@ func (b *statusBook) snapshot(now time.Time) Status {
 		f := *b.st.LastFailover
 		s.LastFailover = &f
 	}
+	if b.st.Readiness != nil {
+		// Replaced, never modified in place: the copy may share Waiting.
+		r := *b.st.Readiness
+		s.Readiness = &r
+	}
 	if !s.Peer.LastAdvert.IsZero() {
 		p := b.peerPri
 		s.Peer.Priority = &p
@@ -222,10 +292,14 @@ type rxStats struct {
 	groupState  *prometheus.GaugeVec
 	vridState   *prometheus.GaugeVec
 	transitions *prometheus.CounterVec
-	mu          sync.Mutex
-	byReason    map[string]uint64
-	nSent       uint64
-	nSendErr    uint64
+	// Readiness: the hold now, holds started, holds ended by the timeout.
+	held         prometheus.Gauge
+	holds        prometheus.Counter
+	holdTimeouts prometheus.Counter
+	mu           sync.Mutex
+	byReason     map[string]uint64
+	nSent        uint64
+	nSendErr     uint64
 }
 
 func newRxStats() *rxStats {
@@ -245,9 +319,20 @@ func newRxStats() *rxStats {
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "muros_had_vrrp_transitions_total", Help: "VRRP instance state changes, by VRID and new state.",
 		}, []string{"vrid", "to"}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "muros_had_preemption_held",
+			Help: "1 while VRRP preemption is held until the conntrack and DB replications are complete (after a start or a return to BACKUP), else 0.",
+		}),
+		holds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "muros_had_preemption_holds_total", Help: "Preemption holds started (one per entry into BACKUP with a replication on).",
+		}),
+		holdTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "muros_had_preemption_hold_timeouts_total",
+			Help: "Preemption holds lifted by conntrack.resync.startup_timeout with a replication still incomplete.",
+		}),
 		byReason: map[string]uint64{},
 	}
-	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions)
+	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions, s.held, s.holds, s.holdTimeouts)
 	return s
 }
 
@@ -279,6 +364,20 @@ func setEnum(gauge func(state string) prometheus.Gauge, cur vrrp.State) {
 		gauge(st.String()).Set(v)
 	}
 }
+
+// preemptionHeld sets the hold gauge; newHold counts a new hold.
+func (s *rxStats) preemptionHeld(held, newHold bool) {
+	if held {
+		s.held.Set(1)
+	} else {
+		s.held.Set(0)
+	}
+	if newHold {
+		s.holds.Inc()
+	}
+}
+
+func (s *rxStats) holdTimedOut() { s.holdTimeouts.Inc() }
 
 func (s *rxStats) reject(reason string) {
 	s.rejected.WithLabelValues(reason).Inc()
@@ -420,6 +519,7 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <tr><th>Node</th><td>{{.Node}} ({{.Role}}, priority {{.Priority}})</td></tr>
 <tr><th>Local state</th><td class="{{.State}}">{{.State}}</td></tr>
 <tr><th>Peer</th><td>{{.Peer.Management}}: {{.Peer.Role}}{{with .Peer.Address}} (adverts from {{.}}){{end}}</td></tr>
+{{with .Readiness}}<tr><th>Preemption</th><td>{{.}}</td></tr>{{end}}
 <tr><th>Last failover</th><td>{{with .LastFailover}}{{.Time.Format "2006-01-02 15:04:05.000Z07:00"}}: {{.From}} &rarr; {{.To}} ({{.Reason}}){{else}}none{{end}}</td></tr>
 </table>
 <h2>VIPs</h2>
