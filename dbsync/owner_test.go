@@ -3,8 +3,12 @@ package dbsync
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -282,4 +286,51 @@ func mustStat(t *testing.T, p string) os.FileInfo {
 		t.Fatal(err)
 	}
 	return fi
+}
+
+// The backup's manifest announces batch version 2 and reports each file's
+// owner; a version 2 push through the handler sets the owner, and one an
+// older master sends (version 1) is still applied.
+func TestHandlerManifestOwners(t *testing.T) {
+	mustRoot(t)
+	n, peer, auth := handlerNode(t)
+	h := n.Handler()
+	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	push := func(b Batch) {
+		t.Helper()
+		body, err := AppendBatch(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body, tok))
+		if w.Code != 200 {
+			t.Fatalf("push revision %d: %d %s", b.Revision, w.Code, w.Body)
+		}
+	}
+	e := owned(put("db/kea/leases4.csv", "h\n"), Owner{UID: 4242, GID: 4243}, 1e9)
+	e.Mode = 0o640
+	push(Batch{Version: 2, Revision: 1, Entries: []Entry{e}})
+	push(Batch{Version: 1, Revision: 2, Entries: []Entry{put("db/old-master", "x")}})
+
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, peerRequest(t, peer, "GET", PathManifest, nil, tok))
+	var m Manifest
+	if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil || w.Code != 200 {
+		t.Fatalf("manifest: %d %v %s", w.Code, err, w.Body)
+	}
+	root := newAccounts().owner(mustStat(t, "/"))
+	want := []FileState{
+		{Path: "db/kea/leases4.csv", Size: 2, SHA256: hex.EncodeToString(sliceOf(sha256.Sum256([]byte("h\n")))), Mode: 0o640, Owner: Owner{UID: 4242, GID: 4243}},
+		{Path: "db/old-master", Size: 1, SHA256: hex.EncodeToString(sliceOf(sha256.Sum256([]byte("x")))), Mode: 0o644, Owner: root},
+	}
+	if m.BatchVersion != BatchVersion {
+		t.Errorf("manifest batch_version %d, want %d", m.BatchVersion, BatchVersion)
+	}
+	if d := cmp.Diff(want, m.Files); d != "" {
+		t.Errorf("manifest files (-want +got):\n%s", d)
+	}
+	if !strings.Contains(w.Body.String(), `"uid":4242,"gid":4243`) || !strings.Contains(w.Body.String(), `"batch_version":2`) {
+		t.Errorf("manifest JSON lacks the documented keys: %s", w.Body)
+	}
 }

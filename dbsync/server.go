@@ -188,7 +188,7 @@ func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, Manifest{
 		Node: n.cfg.NodeID, BootID: n.incarnation(), Revision: n.applier.revision().Revision,
-		Role: roleName(n.master.Load()), Files: files,
+		Role: roleName(n.master.Load()), BatchVersion: BatchVersion, Files: files,
 	})
 }
 
