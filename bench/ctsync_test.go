@@ -453,7 +453,7 @@ func (r drainResult) Overrun() bool {
 func benchDrain(b *testing.B, c drainCase) {
 	lab.Require(b)
 	n := stormFlows(b)
-	var rates, p50s, p99s, mcpu, bcpu, queued []float64
+	var rates, p50s, p99s, mcpu, bcpu, queued, writer []float64
 	var udpErrs uint64
 	overruns, disturbed := 0, 0
 	for rep := range max(*ctRepsFlag, b.N) {
@@ -487,6 +487,7 @@ func benchDrain(b *testing.B, c drainCase) {
 			r.KernelDrops, r.BackupKernelDrops, r.Counters.Overruns, r.Counters.Resyncs, r.UDPRcvbufErrors, r.UDPInErrors, r.Sampler)
 		b.Logf("%s rep %d after the drain: %s", c.name, rep, after)
 		udpErrs = max(udpErrs, r.UDPRcvbufErrors)
+		writer = append(writer, float64(n)/r.Write.Seconds())
 		if r.Overrun() || r.Housekeeping > 0 {
 			continue
 		}
@@ -504,6 +505,10 @@ func benchDrain(b *testing.B, c drainCase) {
 	b.ReportMetric(median(mcpu), "cpu_master_us/flow")
 	b.ReportMetric(median(bcpu), "cpu_backup_us/flow")
 	b.ReportMetric(median(queued), "queued_MiB")
+	// The writer's rate with nothing but the frozen daemon's socket
+	// listening: what one core of this machine's kernel creates through
+	// ctnetlink, a ceiling for any backup's injection here.
+	b.ReportMetric(median(writer), "writer_flows/s")
 	b.ReportMetric(float64(overruns), "overrun_runs")
 	b.ReportMetric(float64(disturbed), "disturbed_runs")
 	b.ReportMetric(float64(udpErrs), "udp_rcvbuf_errors_max")
