@@ -29,7 +29,8 @@ type nodeChildParams struct {
 	StateDir, DBDir, KeaDir          string
 	Secret                           string
 	Listen                           string
-	KillAtOp                         int // SIGKILL itself at this install op (0: never)
+	KillAtOp                         int  // SIGKILL itself at this install op (0: never)
+	Master                           bool // run as master (default: backup)
 }
 
 func nodeChild(spec string) {
@@ -70,6 +71,7 @@ func nodeChild(spec string) {
 		os.Exit(3)
 	}
 	ctx := context.Background()
+	n.SetRole(p.Master)
 	go n.Run(ctx)
 	log.Info("node child serving", "addr", p.Listen)
 	n.Serve(ctx, ln)

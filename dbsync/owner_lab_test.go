@@ -1,10 +1,17 @@
 package dbsync
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/muros/muros-had/lab"
 )
 
 // sameAttrs waits for b to hold a's content, owner, mode and mtime.
@@ -115,4 +122,142 @@ func TestLabPairOwnership(t *testing.T) {
 	if got := a.node.Status().Stats["anti_entropy_repairs"]; got != repairs {
 		t.Fatalf("anti-entropy repaired %d files of an in-sync pair", got-repairs)
 	}
+}
+
+// capNode is one node of TestLabUnitCapabilitiesPair: a child process in
+// its own namespace holding only the given capabilities.
+type capNode struct {
+	name string
+	ns   *lab.Netns
+	addr netip.Addr
+	dir  string
+	id   Identity
+}
+
+func (c *capNode) state() string { return filepath.Join(c.dir, "state") }
+func (c *capNode) db() string    { return filepath.Join(c.dir, "db") }
+func (c *capNode) kea() string   { return filepath.Join(c.dir, "kea") }
+
+// Both nodes run as processes restricted to the packaged unit's
+// capabilities, with Kea's directory and lease file owned by Kea's account
+// (numeric 4242:4243) and private to it, as on a MurOS firewall: the master
+// reads them, the backup writes them with Kea's owner. With the unit's
+// old, network-only set the backup cannot install them (control).
+func TestLabUnitCapabilitiesPair(t *testing.T) {
+	mustRoot(t)
+	unit := unitCapabilities(t)
+	for _, tc := range []struct {
+		name       string
+		backupCaps []string
+		works      bool
+	}{
+		{"unit capabilities", unit, true},
+		{"backup with network capabilities only", []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := capPair(t)
+			// Kea's files on the master, private to Kea.
+			lease := "kea-leases4.csv"
+			writeFile(t, filepath.Join(a.kea(), lease), "address,hwaddr\n")
+			os.Chmod(filepath.Join(a.kea(), lease), 0o600)
+			chownT(t, filepath.Join(a.kea(), lease), 4242, 4243)
+			for _, n := range []*capNode{a, b} {
+				os.Chmod(n.kea(), 0o700)
+				chownT(t, n.kea(), 4242, 4243)
+			}
+			bproc := startCapNode(t, b, a, false, tc.backupCaps)
+			aproc := startCapNode(t, a, b, true, unit)
+			src, dst := filepath.Join(a.kea(), lease), filepath.Join(b.kea(), lease)
+			if !tc.works {
+				// The backup cannot even list Kea's directory for its manifest.
+				waitFor(t, "the master's sync fails", func() error {
+					if !strings.Contains(aproc.Log(), "sync failed") {
+						return fmt.Errorf("no sync failure logged yet")
+					}
+					return nil
+				})
+				if _, err := os.Stat(dst); err == nil {
+					t.Fatalf("%s exists on a backup without the capabilities to write it", dst)
+				}
+				return
+			}
+			waitFor(t, "lease file with Kea's owner on the backup", sameAttrs(t, src, dst))
+			f, err := os.OpenFile(src, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			for i := 0; i < 3; i++ {
+				fmt.Fprintf(f, "10.10.0.%d,aa:bb:cc:dd:ee:%02x\n", 100+i, i)
+				waitFor(t, fmt.Sprintf("lease line %d", i), sameAttrs(t, src, dst))
+			}
+			if at := attrsOf(t, dst); at.UID != 4242 || at.GID != 4243 || at.Mode != 0o600 {
+				t.Fatalf("backup lease file %+v", at)
+			}
+			for _, l := range []string{aproc.Log(), bproc.Log()} {
+				if strings.Contains(l, "without the master's owner") || strings.Contains(l, "permission denied") {
+					t.Fatalf("a node logged a permission problem:\n%s", l)
+				}
+			}
+		})
+	}
+}
+
+// capPair makes two namespaces joined by a veth and each node's
+// directories and TLS identity.
+func capPair(t *testing.T) (a, b *capNode) {
+	t.Helper()
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		t.Fatalf("sqlite3 CLI not on PATH (dbsync lab tests never skip): %v", err)
+	}
+	a = &capNode{name: "node-a", ns: lab.NewNetnsT(t, "dbca"), addr: netip.MustParseAddr("10.77.0.1"), dir: t.TempDir()}
+	b = &capNode{name: "node-b", ns: lab.NewNetnsT(t, "dbcb"), addr: netip.MustParseAddr("10.77.0.2"), dir: t.TempDir()}
+	if err := lab.Veth(a.ns, "dbs0", b.ns, "dbs0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*capNode{a, b} {
+		if err := n.ns.AddAddr("dbs0", netip.PrefixFrom(n.addr, 24)); err != nil {
+			t.Fatal(err)
+		}
+		id, err := EnsureIdentity(n.state(), n.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.id = id
+		for _, d := range []string{n.db(), n.kea()} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return a, b
+}
+
+// startCapNode runs self as a node child process with only caps; the
+// namespace's cleanup stops it.
+func startCapNode(t *testing.T, self, peer *capNode, master bool, caps []string) *lab.Process {
+	t.Helper()
+	spec, _ := json.Marshal(nodeChildParams{
+		NodeID: self.name, PeerID: peer.name,
+		PeerURL: "https://" + netip.AddrPortFrom(peer.addr, 7443).String(), PeerPin: peer.id.Fingerprint,
+		StateDir: self.state(), DBDir: self.db(), KeaDir: self.kea(),
+		Secret: "cluster-secret-cluster-secret-32", Listen: netip.AddrPortFrom(self.addr, 7443).String(),
+		Master: master,
+	})
+	args := append(withCaps(t, caps)[1:], "env", nodeChildEnv+"="+string(spec), os.Args[0], "-test.run=^$")
+	p, err := self.ns.Start(withCaps(t, caps)[0], args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(5 * time.Second) })
+	waitFor(t, self.name+" serving", func() error {
+		if p.Exited() {
+			t.Fatalf("%s exited: %v\n%s", self.name, p.Wait(), p.Log())
+		}
+		if !strings.Contains(p.Log(), "node child serving") {
+			return fmt.Errorf("not serving yet")
+		}
+		return nil
+	})
+	return p
 }
