@@ -40,7 +40,11 @@ func validOwnerName(s string) bool {
 // ownerMatches reports whether a peer file owned by peer is what applying
 // local's owner would produce there. The receiver maps a name it knows to
 // its own id and otherwise uses the numeric id (mapOwner), so after an
-// apply the peer shows either the same name or the same number. Pure.
+// apply the peer shows either the same name or the same number. One case
+// is taken as matching although an apply would change it: the peer's file
+// has the master's numeric id, under another name, while the peer's own
+// account of the master's name has a different id (it takes two installs
+// whose accounts differ plus a file owned by exactly that id). Pure.
 func ownerMatches(local, peer Owner) bool {
 	userOK := (local.User != "" && peer.User == local.User) || peer.UID == local.UID
 	groupOK := (local.Group != "" && peer.Group == local.Group) || peer.GID == local.GID

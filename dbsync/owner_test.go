@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"pgregory.net/rapid"
 )
 
 // fakeIDs is a node's account database for mapOwner.
@@ -333,4 +334,39 @@ func TestHandlerManifestOwners(t *testing.T) {
 	if !strings.Contains(w.Body.String(), `"uid":4242,"gid":4243`) || !strings.Contains(w.Body.String(), `"batch_version":2`) {
 		t.Errorf("manifest JSON lacks the documented keys: %s", w.Body)
 	}
+}
+
+// Property: whatever owner the master sends and whatever accounts the
+// backup has (one id per name, one name per id), the owner the backup
+// reports after applying it matches: anti-entropy never re-sends a file
+// only for its owner once it was applied.
+func TestOwnerMappingStable(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		names := []string{"root", "_kea", "muros", "nobody", "frr"}
+		draw := func(label string) (map[string]uint32, map[uint32]string) {
+			byName, byID := map[string]uint32{}, map[uint32]string{}
+			for _, n := range names {
+				if !rapid.Bool().Draw(t, label+" has "+n) {
+					continue
+				}
+				id := rapid.Uint32Range(0, 20).Draw(t, label+" id of "+n)
+				if _, taken := byID[id]; taken {
+					continue
+				}
+				byName[n], byID[id] = id, n
+			}
+			return byName, byID
+		}
+		users, userNames := draw("backup users")
+		groups, groupNames := draw("backup groups")
+		master := Owner{
+			UID: rapid.Uint32Range(0, 20).Draw(t, "uid"), GID: rapid.Uint32Range(0, 20).Draw(t, "gid"),
+			User: rapid.SampledFrom(append(names, "")).Draw(t, "user"), Group: rapid.SampledFrom(append(names, "")).Draw(t, "group"),
+		}
+		uid, gid := mapOwner(master, fakeIDs{users, groups})
+		reported := Owner{UID: uid, GID: gid, User: userNames[uid], Group: groupNames[gid]}
+		if !ownerMatches(master, reported) {
+			t.Fatalf("master %+v, backup installs %d:%d and reports %+v: no match", master, uid, gid, reported)
+		}
+	})
 }
