@@ -53,10 +53,13 @@ type readyEvent struct {
 // The snapshot trails SetRole by a step of ctsync's loop: right after a
 // demotion it may still show the sender. Its counters are judged only from
 // the first receiver snapshot on (the base): a receiver made by the
-// demotion starts with fresh counters and BulkSynced false.
+// demotion starts with fresh counters and BulkSynced false. If the sender
+// was seen first, the first receiver snapshot is of that new receiver, so
+// BulkSynced there already means a bulk since the hold began.
 type ctWait struct {
-	seen bool
-	base ctsync.Status
+	sawSender bool
+	seen      bool
+	base      ctsync.Status
 }
 
 // ctVerdict is what ctWait concluded from one snapshot.
@@ -79,10 +82,14 @@ const (
 
 func (w *ctWait) observe(s ctsync.Status) ctVerdict {
 	if s.Master {
+		w.sawSender = true
 		return ctVerdict{why: ctWhySender}
 	}
 	if !w.seen {
 		w.seen, w.base = true, s
+		if w.sawSender && s.BulkSynced {
+			return ctVerdict{done: true, why: ctDoneBulk}
+		}
 	}
 	switch {
 	case !s.BulkSynced:

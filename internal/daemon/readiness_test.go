@@ -32,6 +32,11 @@ func TestCTWait(t *testing.T) {
 			[]ctVerdict{{why: ctWhySender}, {why: ctWhyBulk}, {why: ctWhyBulk}, {done: true, why: ctDoneBulk}},
 		},
 		{
+			"demoted master whose new receiver completed its bulk between two snapshots",
+			[]ctsync.Status{sender, with(fresh, func(s *ctsync.Status) { s.BulkSynced, s.Resyncs = true, 1 })},
+			[]ctVerdict{{why: ctWhySender}, {done: true, why: ctDoneBulk}},
+		},
+		{
 			"synced receiver: silent while its link is cut, then a gap, repaired",
 			[]ctsync.Status{synced, synced,
 				with(synced, func(s *ctsync.Status) { s.DatagramsReceived, s.Lost = 501, 9 }),
@@ -78,6 +83,7 @@ func TestCTWaitProperties(t *testing.T) {
 		n := rapid.IntRange(1, 20).Draw(t, "n")
 		var s ctsync.Status
 		var first *ctsync.Status
+		sawSender, firstAt := false, -1
 		for i := range n {
 			// Counters only grow within one receiver (a demotion makes a
 			// new receiver; that case starts the sequence with Master).
@@ -88,9 +94,10 @@ func TestCTWaitProperties(t *testing.T) {
 			s.Lost += uint64(rapid.IntRange(0, 2).Draw(t, "lost"))
 			s.Repaired = min(s.Lost, s.Repaired+uint64(rapid.IntRange(0, 2).Draw(t, "repaired")))
 			v := w.observe(s)
+			sawSender = sawSender || s.Master
 			if !s.Master && first == nil {
 				c := s
-				first = &c
+				first, firstAt = &c, i
 			}
 			if !v.done {
 				continue
@@ -98,6 +105,9 @@ func TestCTWaitProperties(t *testing.T) {
 			switch {
 			case s.Master || !s.BulkSynced:
 				t.Fatalf("done with %+v", s)
+			case i == firstAt && sawSender:
+				// The receiver that replaced the sender: synced means a
+				// bulk since the wait began.
 			case s.Resyncs == first.Resyncs && s.DatagramsReceived == first.DatagramsReceived:
 				t.Fatalf("done without a bulk or a datagram since the wait began: first %+v now %+v", *first, s)
 			case s.Resyncs == first.Resyncs && openGaps(s) > openGaps(*first):

@@ -209,3 +209,72 @@ func readiness(t *testing.T, n *hatest.Node) daemon.Readiness {
 	}
 	return *st.Readiness
 }
+
+// TestRearmAfterDemotion: fw2 (backup role) becomes MASTER too while fw1's
+// adverts cannot reach it (split brain); when they can again, fw2 steps down
+// to BACKUP. That re-arms its hold: it is allowed to preempt again only
+// after a new conntrack bulk from fw1 (its receiver is new: it was the
+// sender) and a new DB synced notice from fw1 (its readiness took a new
+// boot ID). fw2 never preempts fw1 (lower priority): the hold shows in its
+// log and status.
+func TestRearmAfterDemotion(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	o := hatest.NodeOptions{Interval: takeoverInterval, Extra: ctSyncOn}
+	o1, o2 := o, o
+	o1.Role, o2.Role = "master", "backup"
+	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 15*time.Second)
+	mustSettledBackup(t, n2, 5*time.Second)
+	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
+		return c.BulkSynced && c.Role == "receiver"
+	})
+
+	// Split brain: fw1's adverts (AH, or plain VRRP) dropped on the sync link.
+	advertBlock := fmt.Sprintf("add rule inet %s %s oifname %q ip protocol { 51, 112 } drop\n", lab.NftTable, lab.NftOutputExtra, lab.IfSync)
+	if err := p.Nft(p.FW1, advertBlock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Nft(p.FW1, fmt.Sprintf("flush chain inet %s %s\n", lab.NftTable, lab.NftOutputExtra)) })
+	mustState(t, n2, "MASTER", stateWait)
+	becameSender(t, n2)
+	if err := p.Nft(p.FW1, fmt.Sprintf("flush chain inet %s %s\n", lab.NftTable, lab.NftOutputExtra)); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "BACKUP", stateWait)
+	mustState(t, n1, "MASTER", stateWait)
+
+	// fw2's hold lifts once both replications are complete again.
+	deadline := time.Now().Add(bulkWait)
+	for {
+		r := readiness(t, n2)
+		if !r.Held && r.Reason == "replications complete" && r.Holds >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fw2's hold after stepping down not lifted within %v: %+v\n%s", bulkWait, r, tail(n2.Proc.Log(), 40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log := n2.Proc.Log()
+	held := strings.LastIndex(log, `msg="preemption held until the replications are complete" cause="stepped down from MASTER"`)
+	if held < 0 {
+		t.Fatalf("fw2 did not log the hold on stepping down:\n%s", tail(log, 60))
+	}
+	if !strings.Contains(log, "dbsync: readiness re-armed") {
+		t.Errorf("fw2's DB sync readiness was not re-armed:\n%s", tail(log, 40))
+	}
+	for _, line := range []string{ctReadyLine, "reason=master_synced", dbReadyLine, allowedLine} {
+		if !strings.Contains(log[held:], line) {
+			t.Errorf("fw2 did not log %q after the hold:\n%s", line, tail(log[held:], 40))
+		}
+	}
+	if strings.Contains(log[held:], "startup timeout") {
+		t.Errorf("fw2's hold was lifted by the startup timeout:\n%s", tail(log[held:], 40))
+	}
+	if c := ctStatus(t, n2); c.Role != "receiver" || !c.BulkSynced {
+		t.Errorf("fw2 conntrack status %+v, want a synced receiver", c)
+	}
+}
