@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -272,7 +273,8 @@ func (a *applier) step(s string) error {
 // for the caller to count and report.
 func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts) (ownerErr, err error) {
 	if dir := filepath.Dir(target); dir != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
+		ownerErr, err = mkdirInherit(root, dir)
+		if err != nil {
 			return nil, fmt.Errorf("mkdir: %w", err)
 		}
 	}
@@ -308,7 +310,7 @@ func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts) (ow
 			}
 		}
 		uid, gid := mapOwner(e.Owner, ids)
-		if err := f.Chown(int(uid), int(gid)); err != nil {
+		if err := f.Chown(int(uid), int(gid)); err != nil && ownerErr == nil {
 			ownerErr = fmt.Errorf("chown stage to %d:%d (master: %s): %w", uid, gid, ownerString(e.Owner), err)
 		}
 	}
@@ -316,6 +318,47 @@ func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts) (ow
 		return nil, fmt.Errorf("fsync stage: %w", err)
 	}
 	return ownerErr, f.Close()
+}
+
+// mkdirInherit creates dir and any missing parent inside root, each with
+// the owner, group and permission bits (and setgid) of the directory it is
+// created in. Directory attributes are not replicated, and a plain
+// MkdirAll would leave them root-owned and narrowed by the unit's
+// UMask=0077 (0700): a service running as its own user, like Kea in its
+// _kea-owned /var/lib/kea, could not enter a subdirectory the backup made.
+// A refused chown is returned as ownerErr, not as a failure (see stage).
+func mkdirInherit(root *os.Root, dir string) (ownerErr, err error) {
+	if fi, err := root.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("%s: not a directory", dir)
+		}
+		return nil, nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != "." {
+		if ownerErr, err = mkdirInherit(root, parent); err != nil {
+			return nil, err
+		}
+	}
+	pfi, err := root.Stat(parent)
+	if err != nil {
+		return nil, err
+	}
+	mode := pfi.Mode() & (fs.ModePerm | fs.ModeSetgid)
+	if err := root.Mkdir(dir, mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	// Explicitly: the umask narrowed the mode at create. Mode before owner,
+	// so no CAP_FOWNER is needed.
+	if err := root.Chmod(dir, mode); err != nil {
+		return nil, err
+	}
+	if st, ok := pfi.Sys().(*syscall.Stat_t); ok {
+		if err := root.Chown(dir, int(st.Uid), int(st.Gid)); err != nil && ownerErr == nil {
+			ownerErr = fmt.Errorf("chown new directory %s to %d:%d: %w", dir, st.Uid, st.Gid, err)
+		}
+	}
+	return ownerErr, nil
 }
 
 // ownerString is "user(uid):group(gid)" for logs.

@@ -113,7 +113,9 @@ func runCapOp(spec capChildSpec) capChildResult {
 			return capChildResult{Err: err.Error()}
 		}
 		e := Entry{Op: OpPut, Mode: 0o640, Path: "kea/leases4.csv", SHA256: sha256.Sum256([]byte("h\n")), Data: []byte("h\n"), Owner: kea, MTime: 1}
-		b := Batch{Version: 2, Revision: 1, Entries: []Entry{e}}
+		// A file in a new subdirectory: the backup makes the directory.
+		sub := Entry{Op: OpPut, Mode: 0o640, Path: "kea/sub/hosts", SHA256: sha256.Sum256([]byte("x")), Data: []byte("x"), Owner: kea, MTime: 1}
+		b := Batch{Version: 2, Revision: 1, Entries: []Entry{e, sub}}
 		res, err := a.apply(b, BatchDigest(b))
 		if err != nil {
 			return capChildResult{Err: err.Error()}
@@ -184,9 +186,10 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 		ApplyOK     bool
 		OwnerErrors int
 		Attrs       attrs // of the installed lease file (zero when none)
+		SubDir      attrs // of the directory made for kea/sub/hosts (mtime not compared)
 		ReadOK      bool
 	}
-	good := outcome{ApplyOK: true, Attrs: attrs{4242, 4243, 0o640, 2}, ReadOK: true}
+	good := outcome{ApplyOK: true, Attrs: attrs{4242, 4243, 0o640, 2}, SubDir: attrs{4242, 4243, 0o750, 0}, ReadOK: true}
 	tests := []struct {
 		name string
 		caps []string
@@ -196,7 +199,7 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 		{"network only (the unit before)", []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}, outcome{}},
 		{"unit without CAP_DAC_OVERRIDE", without(unit, "CAP_DAC_OVERRIDE"), outcome{}},
 		// The content arrives; the owner does not (counted, not fatal).
-		{"unit without CAP_CHOWN", without(unit, "CAP_CHOWN"), outcome{ApplyOK: true, OwnerErrors: 2, Attrs: attrs{0, 0, 0o640, 2}, ReadOK: true}},
+		{"unit without CAP_CHOWN", without(unit, "CAP_CHOWN"), outcome{ApplyOK: true, OwnerErrors: 3, Attrs: attrs{0, 0, 0o640, 2}, SubDir: attrs{0, 0, 0o750, 0}, ReadOK: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,6 +211,8 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 			lease := filepath.Join(dir, "leases4.csv")
 			if _, err := os.Stat(lease); err == nil {
 				got.Attrs = attrsOf(t, lease)
+				got.SubDir = attrsOf(t, filepath.Join(dir, "sub"))
+				got.SubDir.MTime = 0
 				if b, _ := os.ReadFile(lease); got.ApplyOK && string(b) != "h\nl1\n" {
 					t.Errorf("lease content %q", b)
 				}

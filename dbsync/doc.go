@@ -14,8 +14,9 @@
 // files (".muros-had-*") and Config.Exclude globs (default "*.pid") are not. Permission bits
 // (0o777), the owner and the modification time travel with the content;
 // xattrs, ACLs and the attributes of directories do not (a directory the
-// backup creates for a file belongs to the daemon, mode 0755). Empty
-// directories are not replicated. Each file is shipped one of three ways:
+// backup creates for a file takes the owner, group, permission bits and
+// setgid of the directory it is made in, whatever the daemon's umask).
+// Empty directories are not replicated. Each file is shipped one of three ways:
 //
 //   - SQLite database (first 16 bytes "SQLite format 3\0"): a consistent
 //     snapshot taken with SQLite's online backup API (the sqlite3 CLI's

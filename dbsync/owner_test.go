@@ -370,3 +370,37 @@ func TestOwnerMappingStable(t *testing.T) {
 		}
 	})
 }
+
+// A directory the backup creates for a file takes the owner, group, mode
+// and setgid of the directory it is made in, whatever the umask (the unit
+// sets 0077).
+func TestApplyNewDirectoryInheritsParent(t *testing.T) {
+	mustRoot(t)
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	base, roots := testRoots(t)
+	db := filepath.Join(base, "db")
+	if err := os.Mkdir(db, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	chownT(t, db, 4242, 4243)
+	if err := os.Chmod(db, 0o750|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	a := newTestApplier(t, roots)
+	mustApply(t, a, Batch{Version: 2, Revision: 1, Entries: []Entry{owned(put("db/sub/dir/f", "x"), Owner{UID: 4242, GID: 4243}, 0)}})
+	type dirAttrs struct {
+		UID, GID uint32
+		Mode     os.FileMode
+	}
+	got := map[string]dirAttrs{}
+	for _, d := range []string{"sub", "sub/dir"} {
+		fi := mustStat(t, filepath.Join(db, d))
+		st := fi.Sys().(*syscall.Stat_t)
+		got[d] = dirAttrs{st.Uid, st.Gid, fi.Mode() & (os.ModePerm | os.ModeSetgid | os.ModeDir)}
+	}
+	want := dirAttrs{4242, 4243, os.ModeDir | os.ModeSetgid | 0o750}
+	if d := cmp.Diff(map[string]dirAttrs{"sub": want, "sub/dir": want}, got); d != "" {
+		t.Fatalf("new directories (-want +got):\n%s", d)
+	}
+}
