@@ -1,13 +1,19 @@
 package dbsync
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,4 +266,101 @@ func startCapNode(t *testing.T, self, peer *capNode, master bool, caps []string)
 		return nil
 	})
 	return p
+}
+
+// olderPeer makes a Node's listener answer like a release before batch
+// version 2: its manifest has no batch_version and no owners, and it
+// refuses any push body that is not version 1 (as ParseBatch did, with
+// 400). It counts the push versions it was sent.
+type olderPeer struct {
+	mu       sync.Mutex
+	versions map[byte]int
+}
+
+func (o *olderPeer) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case PathPush:
+			body, err := io.ReadAll(r.Body)
+			if err != nil || len(body) < 5 {
+				http.Error(w, `{"error":"Bad Request"}`, http.StatusBadRequest)
+				return
+			}
+			o.mu.Lock()
+			o.versions[body[4]]++
+			o.mu.Unlock()
+			if body[4] != 1 {
+				http.Error(w, `{"error":"Bad Request"}`, http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		case PathManifest:
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			var m map[string]any
+			if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &m) != nil {
+				w.WriteHeader(rec.Code)
+				w.Write(rec.Body.Bytes())
+				return
+			}
+			delete(m, "batch_version")
+			for _, f := range m["files"].([]any) {
+				for _, k := range []string{"uid", "gid", "user", "group"} {
+					delete(f.(map[string]any), k)
+				}
+			}
+			writeJSON(w, http.StatusOK, m)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (o *olderPeer) sent() map[byte]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.versions)
+}
+
+// A master replicating to a peer of the previous release sends it version
+// 1 batches (content and mode; no owners), and a chown on the master does
+// not make it re-send files the older peer cannot chown anyway.
+func TestLabPairOlderPeer(t *testing.T) {
+	mustRoot(t)
+	old := &olderPeer{versions: map[byte]int{}}
+	a, b := newLabPair(t, pairOptions{wrapB: old.wrap})
+	src := filepath.Join(a.dbDir(), "rules.conf")
+	dst := filepath.Join(b.dbDir(), "rules.conf")
+	writeFile(t, src, "table inet filter {}\n")
+	waitFor(t, "file on the older peer", sameFile(src, dst))
+	lsrc := filepath.Join(a.keaDir(), "kea-leases4.csv")
+	writeFile(t, lsrc, "h\n")
+	waitFor(t, "lease file", sameFile(lsrc, filepath.Join(b.keaDir(), "kea-leases4.csv")))
+	f, err := os.OpenFile(lsrc, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("l1\n")
+	f.Close()
+	waitFor(t, "appended lease line", sameFile(lsrc, filepath.Join(b.keaDir(), "kea-leases4.csv")))
+	pushes := b.node.Status().Stats["pushes_applied"]
+	chownT(t, src, 4242, 4243)
+	// Two full comparisons later nothing was pushed for the chown.
+	runs := a.node.Status().Stats["anti_entropy_runs"]
+	waitFor(t, "two anti-entropy passes", func() error {
+		if n := a.node.Status().Stats["anti_entropy_runs"]; n < runs+2 {
+			return fmt.Errorf("%d passes so far", n-runs)
+		}
+		return nil
+	})
+	if got := b.node.Status().Stats["pushes_applied"]; got != pushes {
+		t.Fatalf("%d pushes to the older peer after a chown it cannot replicate", got-pushes)
+	}
+	sent := old.sent()
+	if sent[1] == 0 || len(sent) != 1 {
+		t.Fatalf("push versions sent to the older peer: %v, want only version 1", sent)
+	}
+	if at := attrsOf(t, dst); at.UID != 0 {
+		t.Fatalf("older peer's file owned by %d", at.UID)
+	}
 }

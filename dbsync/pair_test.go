@@ -3,9 +3,11 @@ package dbsync
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -31,13 +33,17 @@ type testNode struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	runErrs chan error
+	// wrap, when set, stands between the listener and the Node's handler
+	// (a test's stand-in for another release of the peer).
+	wrap func(http.Handler) http.Handler
 }
 
 func (tn *testNode) dbDir() string  { return filepath.Join(tn.dir, "db") }
 func (tn *testNode) keaDir() string { return filepath.Join(tn.dir, "kea") }
 
 type pairOptions struct {
-	auth func(a, b *AuthConfig)
+	auth  func(a, b *AuthConfig)
+	wrapB func(http.Handler) http.Handler // see testNode.wrap
 }
 
 // newLabPair builds nodes a (10.77.0.1) and b (10.77.0.2) joined by a veth,
@@ -74,6 +80,7 @@ func newLabPair(t testing.TB, opts pairOptions) (a, b *testNode) {
 	}
 	a.cfg = testConfig(a, b, idB.Fingerprint, authA)
 	b.cfg = testConfig(b, a, idA.Fingerprint, authB)
+	b.wrap = opts.wrapB
 	t.Cleanup(func() { a.stop(); b.stop() })
 	a.start(true)
 	b.start(false)
@@ -128,7 +135,11 @@ func (tn *testNode) start(master bool) {
 	tn.runErrs = make(chan error, 2)
 	n.SetRole(master)
 	tn.wg.Add(2)
-	go func() { defer tn.wg.Done(); tn.runErrs <- n.Serve(ctx, ln) }()
+	serve := n.Serve
+	if tn.wrap != nil {
+		serve = func(ctx context.Context, ln net.Listener) error { return serveWrapped(ctx, n, ln, tn.wrap) }
+	}
+	go func() { defer tn.wg.Done(); tn.runErrs <- serve(ctx, ln) }()
 	go func() { defer tn.wg.Done(); tn.runErrs <- n.Run(ctx) }()
 }
 
@@ -145,6 +156,17 @@ func (tn *testNode) stop() {
 			tn.t.Errorf("%s: %v", tn.name, err)
 		}
 	}
+}
+
+// serveWrapped is Node.Serve with wrap around the handler.
+func serveWrapped(ctx context.Context, n *Node, ln net.Listener, wrap func(http.Handler) http.Handler) error {
+	srv := &http.Server{Handler: wrap(n.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, n.TLSConfig())) }()
+	<-ctx.Done()
+	srv.Close()
+	<-errc
+	return nil
 }
 
 type testWriter struct {
