@@ -1,8 +1,10 @@
 package ctrel
 
 import (
+	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -439,4 +441,85 @@ func TestLateDatagramNotApplied(t *testing.T) {
 	if m.r.Stats().Repaired == 0 {
 		t.Fatal("gap left by the late datagram not repaired")
 	}
+}
+
+// TestIncrementalSweepConverges is the property of the master's refresh
+// sweep run beside the event stream: whatever changes the sender missed
+// before the sweep (an overrun), and however the dump's chunks interleave
+// with live events, datagrams and the dump's own view of each flow (the
+// kernel walks its table while it changes: a chunk may show a flow as it
+// was when the sweep began or as it is when the chunk is read), once the
+// sweep ends the backup converges to the kernel's table.
+func TestIncrementalSweepConverges(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 2))
+		m := newSim(t, NewSender(SenderConfig{Epoch: 1, MaxDatagram: 600}))
+		kernel := map[ctwire.Key]ctwire.Flow{}
+		const space = 60
+		live := func() { // one event the listener reports
+			f := flowN(rng.IntN(space), uint8(1+rng.IntN(8)))
+			m.now += time.Millisecond
+			if _, ok := kernel[f.Key()]; ok && rng.IntN(3) == 0 {
+				delete(kernel, f.Key())
+				m.s.Destroy(m.now, f.Key())
+				return
+			}
+			kernel[f.Key()] = f
+			m.s.Update(m.now, &f)
+		}
+		for range rapid.IntRange(0, 80).Draw(rt, "events before") {
+			live()
+		}
+		m.converge(t)
+		// Missed events: the kernel changes, the sender is not told.
+		for range rapid.IntRange(0, 40).Draw(rt, "missed") {
+			f := flowN(rng.IntN(space), uint8(1+rng.IntN(8)))
+			if _, ok := kernel[f.Key()]; ok && rng.IntN(2) == 0 {
+				delete(kernel, f.Key())
+			} else {
+				kernel[f.Key()] = f
+			}
+		}
+		m.now += time.Millisecond
+		m.s.BeginSweep(m.now)
+		snapshot := maps.Clone(kernel)
+		keys := slices.Collect(maps.Keys(snapshot))
+		for k := range space { // flows the walk may meet that appear later
+			if f := flowN(k, 1); !slices.Contains(keys, f.Key()) {
+				keys = append(keys, f.Key())
+			}
+		}
+		rng.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+		for len(keys) > 0 {
+			switch rng.IntN(3) {
+			case 0:
+				live()
+			case 1:
+				m.step(time.Millisecond)
+			default:
+				n := min(len(keys), 1+rng.IntN(10))
+				var chunk []ctwire.Flow
+				for _, k := range keys[:n] {
+					old, inSnap := snapshot[k]
+					cur, inNow := kernel[k]
+					switch {
+					case inSnap && (!inNow || rng.IntN(2) == 0):
+						chunk = append(chunk, old)
+					case inNow && (inSnap || rng.IntN(2) == 0):
+						chunk = append(chunk, cur)
+					}
+				}
+				keys = keys[n:]
+				m.now += time.Millisecond
+				m.s.SweepFlows(m.now, chunk)
+			}
+		}
+		m.s.EndSweep(m.now)
+		for range 400 {
+			m.step(10 * time.Millisecond)
+		}
+		if diff := cmp.Diff(stripTimeouts(kernel), stripTimeouts(m.table), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+			t.Fatalf("backup differs from the kernel (-kernel +backup):\n%s", diff)
+		}
+	})
 }

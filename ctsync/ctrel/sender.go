@@ -48,6 +48,7 @@ type entry struct {
 	gone    bool          // destroyed; kept until the DESTROY is sent
 	expiry  time.Duration // when the backup's copy times out
 	touched time.Duration // last event or dump that mentioned it
+	sweep   uint32        // the last sweep whose dump held it
 }
 
 type histSlot struct {
@@ -96,6 +97,14 @@ type Sender struct {
 	// flow (the garbage collector's share of the master's time).
 	block []entry
 	spare []*entry
+	// the incremental sweep in progress (BeginSweep .. EndSweep)
+	sweepGen   uint32
+	sweepStart time.Duration
+	sweeping   bool
+	// tombs are the keys of flows destroyed and announced during the open
+	// sweep: their entries stay (gone) until it ends, so that a dump chunk
+	// read before the destruction but merged after it cannot revive them.
+	tombs []ctwire.Key
 }
 
 const entryBlock = 1024
@@ -190,21 +199,68 @@ func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
 // are queued, flows whose backup copy would expire within RefreshMargin
 // intervals are re-announced, and flows absent from the dump that no event
 // mentioned since dumpStart are destroyed. Reset(true) semantics are the
-// caller's: use it after a listener restart too.
+// caller's: use it after a listener restart too. It is BeginSweep,
+// SweepFlows and EndSweep in one call, and ends any sweep in progress.
 func (s *Sender) Reconcile(now, dumpStart time.Duration, flows []ctwire.Flow) {
-	seen := make(map[ctwire.ID]struct{}, len(flows))
+	s.BeginSweep(dumpStart)
+	s.SweepFlows(now, flows)
+	s.EndSweep(now)
+}
+
+// BeginSweep starts an incremental Reconcile against a dump requested at
+// dumpStart, whose flows arrive through SweepFlows in chunks while events
+// keep coming through Update and Destroy; EndSweep closes it. A sweep
+// begun while another is open replaces it.
+func (s *Sender) BeginSweep(dumpStart time.Duration) {
+	s.buryTombs()
+	s.sweepGen++
+	s.sweepStart = dumpStart
+	s.sweeping = true
+}
+
+// AbortSweep drops the sweep in progress (a failed dump): nothing absent
+// from a partial dump may be destroyed.
+func (s *Sender) AbortSweep() {
+	s.sweeping = false
+	s.buryTombs()
+}
+
+// buryTombs forgets the flows destroyed during the sweep that ended.
+func (s *Sender) buryTombs() {
+	for _, k := range s.tombs {
+		if e := s.table[k.ID()]; e != nil && e.gone && !e.queued {
+			s.forget(k, e)
+		}
+	}
+	s.tombs = s.tombs[:0]
+}
+
+// Sweeping reports whether a sweep is open.
+func (s *Sender) Sweeping() bool { return s.sweeping }
+
+// SweepFlows merges one chunk of the open sweep's dump (see Reconcile).
+// Outside a sweep it does nothing.
+func (s *Sender) SweepFlows(now time.Duration, flows []ctwire.Flow) {
+	if !s.sweeping {
+		return
+	}
 	for i := range flows {
 		f := &flows[i]
 		k := f.Key()
-		seen[k.ID()] = struct{}{}
-		e := s.table[k.ID()]
-		if e == nil || e.gone {
-			s.Update(now, f)
+		id := k.ID()
+		e := s.table[id]
+		if e != nil && e.touched > s.sweepStart {
+			// An event is newer than the dump (a destruction included:
+			// the chunk was read before it, or the walk passed first).
+			e.sweep = s.sweepGen
 			continue
 		}
-		if e.touched > dumpStart {
-			continue // an event is newer than the dump
+		if e == nil || e.gone {
+			s.Update(now, f)
+			s.table[id].sweep = s.sweepGen
+			continue
 		}
+		e.sweep = s.sweepGen
 		old := e.flow
 		old.Timeout = f.Timeout
 		old.Op = ctwire.OpUpdate
@@ -220,12 +276,23 @@ func (s *Sender) Reconcile(now, dumpStart time.Duration, flows []ctwire.Flow) {
 			s.enqueue(k, e)
 		}
 	}
-	for id, e := range s.table {
-		if _, ok := seen[id]; ok || e.gone || e.touched > dumpStart {
+}
+
+// EndSweep closes the open sweep: flows its dump did not hold and no event
+// mentioned since it began ended while nobody was listening, and are
+// destroyed. Outside a sweep it does nothing.
+func (s *Sender) EndSweep(now time.Duration) {
+	if !s.sweeping {
+		return
+	}
+	s.sweeping = false
+	for _, e := range s.table {
+		if e.sweep == s.sweepGen || e.gone || e.touched > s.sweepStart {
 			continue
 		}
 		s.Destroy(now, e.flow.Key())
 	}
+	s.buryTombs()
 }
 
 // Load fills the table from a dump taken at dumpStart without queueing
@@ -388,7 +455,11 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 			if e != nil {
 				e.queued = false
 				if e.gone {
-					s.forget(k, e)
+					if s.sweeping {
+						s.tombs = append(s.tombs, k)
+					} else {
+						s.forget(k, e)
+					}
 				}
 			}
 		}
