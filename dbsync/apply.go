@@ -321,8 +321,9 @@ func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts) (ow
 }
 
 // mkdirInherit creates dir and any missing parent inside root, each with
-// the owner, group and permission bits (and setgid) of the directory it is
-// created in. Directory attributes are not replicated, and a plain
+// the owner, group and permission bits of the directory it is created in
+// (not its setgid bit: the unit's RestrictSUIDSGID=yes refuses a chmod that
+// sets it, and the explicit chmod below clears the one mkdir inherits). Directory attributes are not replicated, and a plain
 // MkdirAll would leave them root-owned and narrowed by the unit's
 // UMask=0077 (0700): a service running as its own user, like Kea in its
 // _kea-owned /var/lib/kea, could not enter a subdirectory the backup made.
@@ -344,8 +345,8 @@ func mkdirInherit(root *os.Root, dir string) (ownerErr, err error) {
 	if err != nil {
 		return nil, err
 	}
-	mode := pfi.Mode() & (fs.ModePerm | fs.ModeSetgid)
-	if err := root.Mkdir(dir, mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
+	mode := pfi.Mode().Perm()
+	if err := root.Mkdir(dir, mode); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, err
 	}
 	// Explicitly: the umask narrowed the mode at create. Mode before owner,

@@ -14,8 +14,9 @@
 // files (".muros-had-*") and Config.Exclude globs (default "*.pid") are not. Permission bits
 // (0o777), the owner and the modification time travel with the content;
 // xattrs, ACLs and the attributes of directories do not (a directory the
-// backup creates for a file takes the owner, group, permission bits and
-// setgid of the directory it is made in, whatever the daemon's umask).
+// backup creates for a file takes the owner, group and permission bits of
+// the directory it is made in, whatever the daemon's umask; not setgid,
+// which the unit's RestrictSUIDSGID forbids setting).
 // Empty directories are not replicated. Each file is shipped one of three ways:
 //
 //   - SQLite database (first 16 bytes "SQLite format 3\0"): a consistent
