@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
+	"html"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -239,5 +242,69 @@ func TestReadinessText(t *testing.T) {
 		if got := tt.r.String(); got != tt.want {
 			t.Errorf("got  %q\nwant %q", got, tt.want)
 		}
+	}
+}
+
+// The readiness is in the status JSON and page, and in the metrics.
+func TestReadinessStatusAndMetrics(t *testing.T) {
+	d := gateDaemon(nil)
+	d.stats = newRxStats()
+	at := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	d.status.readiness(1, true, "back from FAULT", []string{repConntrack, repDB}, at, true)
+	d.stats.preemptionHeld(true, true)
+	d.status.readinessWaiting(1, []string{ctWhySilent})
+	d.status.readinessWaiting(0, []string{"a superseded gate"})
+
+	st := d.Status()
+	b, err := json.Marshal(st.Readiness)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"held":true,"reason":"back from FAULT","waiting":["` + ctWhySilent + `"],"since":"2026-11-25T08:00:00Z","holds":1}`
+	if string(b) != want {
+		t.Errorf("readiness JSON\n got %s\nwant %s", b, want)
+	}
+	var page strings.Builder
+	if err := statusPage.Execute(&page, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), "<th>Preemption</th><td>"+html.EscapeString("preemption HELD since 2026-11-25T08:00:00Z (back from FAULT): waiting for "+ctWhySilent)) {
+		t.Errorf("status page has no readiness line:\n%s", page.String()[:min(1500, page.Len())])
+	}
+	metric := func(name string) float64 {
+		mfs, err := d.stats.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				m := mf.GetMetric()[0]
+				if m.GetGauge() != nil {
+					return m.GetGauge().GetValue()
+				}
+				return m.GetCounter().GetValue()
+			}
+		}
+		t.Fatalf("no metric %s", name)
+		return 0
+	}
+	if h, n := metric("muros_had_preemption_held"), metric("muros_had_preemption_holds_total"); h != 1 || n != 1 {
+		t.Errorf("held %v, holds %v; want 1, 1", h, n)
+	}
+
+	// A verdict of a superseded gate changes nothing.
+	d.gateGen = 2
+	d.handleReady(context.Background(), &readyEvent{gen: 1})
+	if r := d.Status().Readiness; !r.Held {
+		t.Errorf("a superseded gate's verdict lifted the hold: %+v", r)
+	}
+	d.status.readiness(2, false, "startup timeout; incomplete: "+repDB, nil, at, false)
+	d.stats.preemptionHeld(false, false)
+	d.stats.holdTimedOut()
+	if h, n := metric("muros_had_preemption_held"), metric("muros_had_preemption_hold_timeouts_total"); h != 0 || n != 1 {
+		t.Errorf("held %v, timeouts %v; want 0, 1", h, n)
+	}
+	if r := d.Status().Readiness; r.Held || r.Holds != 1 || r.Waiting != nil {
+		t.Errorf("after the timeout: %+v", r)
 	}
 }
