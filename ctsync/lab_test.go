@@ -447,3 +447,41 @@ func TestListenerOverrunRecovers(t *testing.T) {
 	}
 	t.Logf("master: %d overruns, %d listener restarts, %d bulks", ms.Overruns, ms.ListenerRestarts, ms.Resyncs)
 }
+
+// TestSweepBesideStorm: refresh sweeps every 300 ms run while 10,000 flows
+// are created: the dump is merged between event batches, the backup
+// converges, and the sweeps do not send the storm twice.
+func TestSweepBesideStorm(t *testing.T) {
+	leakCheck(t)
+	a, b := syncPair(t)
+	backup := startNode(t, b, false, nil)
+	master := startNode(t, a, true, func(c *Config) { c.Refresh = 300 * time.Millisecond })
+	waitReady(t, backup, 60*time.Second)
+	const n = 10000
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			if err := a.Do(func() error { return createFlows(w*n/2, (w+1)*n/2) }); err != nil {
+				t.Error(err)
+			}
+		}(w)
+	}
+	wg.Wait()
+	converge(t, a, b, 90*time.Second)
+	before := master.s.Status().Sweeps
+	deadline := time.Now().Add(30 * time.Second)
+	for master.s.Status().Sweeps < before+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no two sweeps completed in 30 s after the storm: %+v", master.s.Status())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ms := master.s.Status()
+	if ms.RecordsSent > n*12/10 {
+		t.Fatalf("%d records sent for %d flows: the sweeps re-sent the storm (%+v)", ms.RecordsSent, n, ms)
+	}
+	t.Logf("master: %d sweeps, %d records sent for %d flows, %d refreshed", ms.Sweeps, ms.RecordsSent, n, ms.Refreshed)
+	converge(t, a, b, 30*time.Second)
+}

@@ -37,7 +37,11 @@
 // Timeouts. A packet that refreshes a conntrack timeout produces no event,
 // so every RefreshInterval the master dumps its table and re-announces the
 // flows whose backup copy would expire within three intervals, with the
-// timeout padded by three intervals (see package ctrel). A flow alive on the
+// timeout padded by three intervals (see package ctrel). The dump is read
+// by a goroutine of its own (ctnl.Dumper, one datagram of about a hundred
+// flows at a time) and merged between event batches (ctrel's incremental
+// sweep), so a large table never stalls the event stream and an event
+// storm never stalls the sweep. A flow alive on the
 // master is alive on the backup at takeover; a flow that dies on the master
 // dies on the backup through its DESTROY event.
 //
@@ -146,6 +150,7 @@ type Status struct {
 	Resyncs                          uint64 // backup: bulk resyncs completed; master: bulks sent
 	ResyncRequests                   uint64
 	Coalesced, Refreshed             uint64
+	Sweeps                           uint64 // master: refresh sweeps completed
 	ListenerRestarts, Overruns       uint64
 	InjectErrors, Purged             uint64
 	// InjectRedials counts kernel batch sockets replaced after a failed
@@ -169,6 +174,8 @@ type Sync struct {
 	dst  *net.UDPAddr
 	dump *conntrack.Conn
 	inj  *ctnl.Injector
+	// dumper reads the refresh sweep's dump beside the event stream.
+	dumper *ctnl.Dumper
 
 	roleCh    chan bool
 	ready     chan struct{}
@@ -194,11 +201,15 @@ type Sync struct {
 	ranges        []ctwire.Range
 	ctlSeq        uint32
 	ctlEp         uint64
-	batch         []ctwire.Flow // backup: records waiting for applyPending
-	batchSent     []int64       // their master's send time, unix ns
-	applied       []bool
-	tx            []ipv4.Message // master: datagrams waiting for sendmmsg
-	txBufs        [][]byte
+	// the refresh sweep: a dump is being read (sweepBusy) for sweepOwner
+	sweepBusy  bool
+	sweepOwner *ctrel.Sender
+	sweepReq   chan struct{}
+	batch      []ctwire.Flow // backup: records waiting for applyPending
+	batchSent  []int64       // their master's send time, unix ns
+	applied    []bool
+	tx         []ipv4.Message // master: datagrams waiting for sendmmsg
+	txBufs     [][]byte
 }
 
 // New opens the sockets of a Sync in the calling thread's network
@@ -280,6 +291,9 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	if s.inj, err = ctnl.DialInjector(); err != nil {
 		return nil, err
 	}
+	if s.dumper, err = ctnl.DialDumper(); err != nil {
+		return nil, err
+	}
 	ok = true
 	return s, nil
 }
@@ -336,6 +350,9 @@ func (s *Sync) closeSockets() {
 	}
 	if s.inj != nil {
 		s.inj.Close()
+	}
+	if s.dumper != nil {
+		s.dumper.Close()
 	}
 	if s.ns.IsOpen() {
 		s.ns.Close()
@@ -415,11 +432,21 @@ func (s *Sync) Run(ctx context.Context) error {
 	for range rxBatches {
 		free <- newRxBatch(s.maxDgram + ctwire.MACLen)
 	}
+	s.sweepReq = make(chan struct{}, 1)
+	chunks := make(chan *sweepChunk, sweepChunks)
+	chunkFree := make(chan *sweepChunk, sweepChunks)
+	for range sweepChunks {
+		chunkFree <- &sweepChunk{}
+	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.receive(ctx, in, free)
+	}()
+	go func() {
+		defer wg.Done()
+		s.sweeper(ctx, chunks, chunkFree)
 	}()
 	defer func() {
 		cancel()
@@ -482,6 +509,9 @@ func (s *Sync) Run(ctx context.Context) error {
 			if s.master {
 				s.sweep()
 			}
+		case c := <-chunks:
+			s.onSweepChunk(c)
+			chunkFree <- c
 		case <-tick.C:
 			if !s.master {
 				s.backupTick(buf)
@@ -709,20 +739,102 @@ func (s *Sync) dumpFiltered() ([]ctwire.Flow, error) {
 	return out, nil
 }
 
+// sweep starts a refresh sweep: the sweeper goroutine reads a table dump
+// and the loop merges it chunk by chunk (onSweepChunk) between event
+// batches, so that neither a large table nor an event storm stalls the
+// other.
 func (s *Sync) sweep() {
 	if s.lst == nil {
 		s.startListener(false)
 		return
 	}
-	dumpStart := s.now()
-	flows, err := s.dumpFiltered()
-	if err != nil {
-		s.log.Warn("ctsync: refresh dump failed", "err", err)
+	if s.sweepBusy {
+		s.log.Debug("ctsync: refresh sweep skipped: the previous dump is still being read")
 		return
 	}
-	s.sender.Reconcile(s.now(), dumpStart, flows)
-	st := s.sender.Stats()
-	s.log.Debug("ctsync: refresh sweep", "dumped", len(flows), "flows", st.Flows, "queued", st.Queued, "refreshed", st.Refreshed)
+	s.sweepBusy = true
+	s.sweepOwner = s.sender
+	s.sender.BeginSweep(s.now())
+	s.sweepReq <- struct{}{}
+}
+
+// sweepChunk is one datagram's worth of a sweep's dump.
+type sweepChunk struct {
+	flows    []ctwire.Flow
+	rejected [ctnl.NumEventReasons]uint64
+	done     bool
+	err      error
+}
+
+// sweepChunks bounds the chunks in flight: when the loop is busy the
+// sweeper waits, and so does the kernel's walk.
+const sweepChunks = 3
+
+// sweeper reads a dump for each sweep request, a chunk at a time.
+func (s *Sync) sweeper(ctx context.Context, out, free chan *sweepChunk) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.sweepReq:
+		}
+		err := s.dumper.Start()
+		for done := false; !done; {
+			var c *sweepChunk
+			select {
+			case c = <-free:
+			case <-ctx.Done():
+				return
+			}
+			c.flows, c.rejected, c.err = c.flows[:0], [ctnl.NumEventReasons]uint64{}, err
+			if err == nil {
+				c.flows, c.done, c.err = s.dumper.Next(c.flows, &c.rejected)
+			}
+			done = c.done || c.err != nil
+			c.done = done
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// onSweepChunk merges one chunk into the sender that began the sweep (a
+// role change or a full reconcile since then makes it moot).
+func (s *Sync) onSweepChunk(c *sweepChunk) {
+	if c.rejected != ([ctnl.NumEventReasons]uint64{}) {
+		s.mu.Lock()
+		for r, n := range c.rejected {
+			s.eventRejected[r] += n
+		}
+		s.mu.Unlock()
+	}
+	if c.done {
+		s.sweepBusy = false
+	}
+	if !s.master || s.sender == nil || s.sender != s.sweepOwner {
+		return
+	}
+	if c.err != nil {
+		s.sender.AbortSweep()
+		s.log.Warn("ctsync: refresh dump failed", "err", c.err)
+		return
+	}
+	fs := c.flows[:0]
+	for i := range c.flows {
+		if s.replicate(&c.flows[i]) {
+			fs = append(fs, c.flows[i])
+		}
+	}
+	s.sender.SweepFlows(s.now(), fs)
+	if c.done {
+		s.sender.EndSweep(s.now())
+		s.counters.Sweeps++
+		st := s.sender.Stats()
+		s.log.Debug("ctsync: refresh sweep", "flows", st.Flows, "queued", st.Queued, "refreshed", st.Refreshed)
+	}
 }
 
 func inAny(a netip.Addr, ps []netip.Prefix) bool {

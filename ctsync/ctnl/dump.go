@@ -1,0 +1,139 @@
+package ctnl
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/muros/muros-had/ctsync/ctwire"
+)
+
+// Dumper reads the whole conntrack table (every family and zone) through
+// its own NETLINK_NETFILTER socket, one netlink datagram at a time, and
+// decodes it with ParseEvent, without allocating per flow. The kernel
+// walks its table as the datagrams are read (a netlink dump is paced by
+// its reader), so a reader that takes a chunk, hands it on and comes back
+// for the next never holds the table, nor its caller, for the length of a
+// whole dump: the master's refresh sweep runs beside the event stream.
+//
+// The request is IPCTNL_MSG_CT_GET with NLM_F_REQUEST|NLM_F_DUMP and
+// nfgenmsg family AF_UNSPEC; the answers are IPCTNL_MSG_CT_NEW messages
+// (NLM_F_MULTI) in datagrams of up to 32 KiB, ended by NLMSG_DONE.
+type Dumper struct {
+	fd     int
+	seq    uint32
+	buf    []byte
+	active bool
+}
+
+const (
+	ipctnlMsgCTGet = 1
+	nlmFDump       = 0x300 // NLM_F_ROOT | NLM_F_MATCH
+	nlmsgDone      = 3
+	// dumpBuf is the largest datagram the kernel builds for a dump
+	// (netlink_dump caps its allocation at 32 KiB); a smaller buffer would
+	// make it build smaller ones.
+	dumpBuf = 32 << 10
+)
+
+// DialDumper opens a Dumper's socket in the calling thread's namespace.
+// The socket blocks: use it from a goroutine of its own.
+func DialDumper() (*Dumper, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("ctnl: dump socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ctnl: dump bind: %w", err)
+	}
+	return &Dumper{fd: fd, buf: make([]byte, dumpBuf)}, nil
+}
+
+// Close closes the socket.
+func (d *Dumper) Close() error { return unix.Close(d.fd) }
+
+// Start requests a dump of the table. A dump still running is read to its
+// end first and dropped (the kernel runs one dump per socket at a time).
+func (d *Dumper) Start() error {
+	for d.active {
+		if _, _, err := d.Next(nil, nil); err != nil {
+			break
+		}
+	}
+	d.seq++
+	var req [nlmsgHdrLen + nfgenmsgLen]byte
+	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], nfnlSubsysCTNetlink<<8|ipctnlMsgCTGet)
+	binary.NativeEndian.PutUint16(req[6:], nlmFRequest|nlmFDump)
+	binary.NativeEndian.PutUint32(req[8:], d.seq)
+	// nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
+	if _, err := unix.Write(d.fd, req[:]); err != nil {
+		d.active = false
+		return fmt.Errorf("ctnl: dump request: %w", err)
+	}
+	d.active = true
+	return nil
+}
+
+// Next reads the next datagram of the dump and appends its flows to fs.
+// done reports that the dump is complete (fs then holds the last flows, if
+// any). rejected counts messages ParseEvent refused, by reason; they are
+// skipped. An error ends the dump: its flows so far are not the table.
+func (d *Dumper) Next(fs []ctwire.Flow, rejected *[NumEventReasons]uint64) (_ []ctwire.Flow, done bool, err error) {
+	if !d.active {
+		return fs, true, errors.New("ctnl: dump not started")
+	}
+	for {
+		n, _, err := unix.Recvfrom(d.fd, d.buf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			d.active = false
+			return fs, true, fmt.Errorf("ctnl: dump receive: %w", err)
+		}
+		p := d.buf[:n]
+		mine := false
+		for len(p) >= nlmsgHdrLen {
+			l := int(binary.NativeEndian.Uint32(p))
+			if l < nlmsgHdrLen || l > len(p) {
+				d.active = false
+				return fs, true, errors.New("ctnl: dump receive: malformed netlink message")
+			}
+			typ := binary.NativeEndian.Uint16(p[4:])
+			if binary.NativeEndian.Uint32(p[8:]) == d.seq {
+				mine = true
+				switch typ {
+				case nlmsgDone:
+					d.active = false
+					return fs, true, nil
+				case nlmsgError:
+					d.active = false
+					if l >= nlmsgHdrLen+4 {
+						if code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])); code != 0 {
+							return fs, true, fmt.Errorf("ctnl: dump: %w", unix.Errno(-code))
+						}
+					}
+					return fs, true, errors.New("ctnl: dump: unexpected acknowledgement")
+				default:
+					fs = append(fs, ctwire.Flow{})
+					typ, err := ParseEvent(p[:l], &fs[len(fs)-1])
+					if err != nil || typ == EventNone {
+						fs = fs[:len(fs)-1]
+						if err != nil && rejected != nil {
+							rejected[EventReasonOf(err)]++
+						}
+					}
+				}
+			}
+			p = p[min((l+3)&^3, len(p)):]
+		}
+		if mine {
+			return fs, false, nil
+		}
+		// Not ours (nothing else is sent on this socket): read on.
+	}
+}
