@@ -2,7 +2,7 @@
 // master firewall to the backup over the sync link, so that established
 // flows (NAT'd ones included) survive a takeover. It replaces conntrackd.
 //
-// Standards: Linux ctnetlink (dumps through ti-mo/conntrack; events read
+// Standards: Linux ctnetlink (dumps read by ctnl.Dumper; events read
 // with recvmmsg(2) and decoded by ctnl.ParseEvent; injection through
 // package ctnl), UDP over IPv4 multicast (RFC 1112) with
 // the authenticated muros-had sync protocol of package ctwire, and the
@@ -62,7 +62,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ti-mo/conntrack"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -172,7 +171,7 @@ type Sync struct {
 	udp  *ipv4.PacketConn
 	raw  net.PacketConn
 	dst  *net.UDPAddr
-	dump *conntrack.Conn
+	dump *ctnl.Dumper // whole-table reads on the loop
 	inj  *ctnl.Injector
 	// dumper reads the refresh sweep's dump beside the event stream.
 	dumper *ctnl.Dumper
@@ -285,8 +284,8 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	if err := s.openUDP(ifi); err != nil {
 		return nil, err
 	}
-	if s.dump, err = conntrack.Dial(nil); err != nil {
-		return nil, fmt.Errorf("ctsync: dial ctnetlink: %w", err)
+	if s.dump, err = ctnl.DialDumper(); err != nil {
+		return nil, err
 	}
 	if s.inj, err = ctnl.DialInjector(); err != nil {
 		return nil, err
@@ -725,16 +724,39 @@ func (s *Sync) restartListener(err error) {
 	}
 }
 
+// dumpFiltered reads the whole table on the loop (a new master's load, a
+// listener restart, the backup's purge) and keeps what the filter selects.
 func (s *Sync) dumpFiltered() ([]ctwire.Flow, error) {
-	kf, err := s.dump.Dump(nil)
-	if err != nil {
-		return nil, fmt.Errorf("ctsync: dump: %w", err)
+	if err := s.dump.Start(); err != nil {
+		return nil, err
 	}
-	out := make([]ctwire.Flow, 0, len(kf))
-	for i := range kf {
-		if f, ok := ctnl.FromKernel(&kf[i]); ok && s.replicate(&f) {
-			out = append(out, f)
+	var out []ctwire.Flow
+	var rejected [ctnl.NumEventReasons]uint64
+	for {
+		from := len(out)
+		var done bool
+		var err error
+		out, done, err = s.dump.Next(out, &rejected)
+		if err != nil {
+			return nil, err
 		}
+		kept := out[:from]
+		for i := from; i < len(out); i++ {
+			if s.replicate(&out[i]) {
+				kept = append(kept, out[i])
+			}
+		}
+		out = kept
+		if done {
+			break
+		}
+	}
+	if rejected != ([ctnl.NumEventReasons]uint64{}) {
+		s.mu.Lock()
+		for r, n := range rejected {
+			s.eventRejected[r] += n
+		}
+		s.mu.Unlock()
 	}
 	return out, nil
 }
