@@ -114,6 +114,7 @@ func (d *Daemon) healthExtras() map[string]any {
 			"vips":          st.VIPs,
 			"last_failover": st.LastFailover,
 			"peer":          st.Peer,
+			"readiness":     st.Readiness,
 		},
 	}
 	if st.Conntrack != nil {

@@ -7,7 +7,9 @@ package daemon_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -276,5 +278,16 @@ func TestRearmAfterDemotion(t *testing.T) {
 	}
 	if c := ctStatus(t, n2); c.Role != "receiver" || !c.BulkSynced {
 		t.Errorf("fw2 conntrack status %+v, want a synced receiver", c)
+	}
+	// The peer sees it too, in GET /api/health.
+	tok, err := exec.Command(binary, "token", "--config", n1.ConfigPath).Output()
+	if err != nil {
+		t.Fatalf("muros-had token: %v", err)
+	}
+	code, h := healthGet(t, p.FW1, p.FW2Addrs.Sync.Addr().String(), "Bearer "+strings.TrimSpace(string(tok)))
+	vr, _ := h["vrrp"].(map[string]any)
+	r, _ := vr["readiness"].(map[string]any)
+	if holds, _ := r["holds"].(float64); code != http.StatusOK || r["held"] != false || r["reason"] != "replications complete" || holds < 2 {
+		t.Errorf("fw2's health: %d, vrrp.readiness = %v; want not held, replications complete, at least 2 holds", code, vr["readiness"])
 	}
 }
