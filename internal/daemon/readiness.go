@@ -143,7 +143,7 @@ func (d *Daemon) noteGroupState(ctx context.Context) {
 	d.gateGen++ // a verdict of the gate just ended is stale
 	switch now {
 	case vrrp.StateBackup:
-		d.holdPreemption(ctx, holdCause(prev))
+		d.holdPreemption(ctx, prev)
 	case vrrp.StateFault:
 		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventNotReady}, d.actions[:0]))
 		d.status.readiness(d.gateGen, true, "FAULT: the hold is re-armed on the return to BACKUP", nil, time.Now(), false)
@@ -154,8 +154,10 @@ func (d *Daemon) noteGroupState(ctx context.Context) {
 	}
 }
 
-// holdPreemption re-arms the hold and starts the gate that lifts it.
-func (d *Daemon) holdPreemption(ctx context.Context, cause string) {
+// holdPreemption re-arms the hold as the group enters BACKUP from the state
+// from, and starts the gate that lifts it.
+func (d *Daemon) holdPreemption(ctx context.Context, from vrrp.State) {
+	cause := holdCause(from)
 	d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventNotReady}, d.actions[:0]))
 	var waiting []string
 	if d.ct != nil {
@@ -164,7 +166,7 @@ func (d *Daemon) holdPreemption(ctx context.Context, cause string) {
 	var db <-chan struct{}
 	if d.db != nil {
 		waiting = append(waiting, repDB)
-		if cause == holdCause(vrrp.StateInitialize) {
+		if from == vrrp.StateInitialize {
 			db = d.db.Ready() // a new node's first wait is open already
 		} else {
 			db = d.db.Rearm()
