@@ -76,6 +76,7 @@ type Config struct {
 	Metrics   Metrics
 	Conntrack Conntrack
 	DBSync    DBSync
+	PeerCheck PeerCheck
 
 	// Warnings are problems that do not stop the node from running but that
 	// the operator should read (check prints them).
@@ -160,6 +161,18 @@ type DBSync struct {
 	Paths []string
 	TLS   TLS
 	JWT   JWT
+}
+
+// PeerCheck configures what each node checks of the other besides VRRP:
+// the peer's GET /api/health (its role, readiness and ruleset fingerprint;
+// needs DB sync, whose HTTPS listener serves it) and this node's nftables
+// ruleset fingerprint. Changes take effect when the daemon restarts.
+type PeerCheck struct {
+	// Interval between polls of the peer's GET /api/health.
+	Interval time.Duration
+	// RulesetInterval between fingerprints of the local ruleset (also
+	// recomputed on SIGHUP); 0 turns the ruleset check off.
+	RulesetInterval time.Duration
 }
 
 // TLS is the peer HTTPS listener's material.

@@ -71,6 +71,7 @@ func TestParseMinimalFillsDefaults(t *testing.T) {
 			JWT: JWT{SecretFile: "/var/lib/muros-had/jwt.secret", Algorithm: "HS256", TTL: time.Minute,
 				Issuer: "muros-had-backup", Audience: "muros-had-master"},
 		},
+		PeerCheck: PeerCheck{Interval: 2 * time.Second, RulesetInterval: 10 * time.Second},
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("Parse(minimal) mismatch (-want +got):\n%s", diff)
@@ -105,6 +106,10 @@ func TestParseOptions(t *testing.T) {
 			ConntrackFilter{ExcludeLocal: true, Include: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Exclude: []netip.Prefix{netip.MustParsePrefix("2001:db8::/64")}, Protocols: []string{"icmpv6"}}},
 		{"peer pin", "dbsync:\n  tls:\n    peer_sha256: \"sha256:" + strings.Repeat("AB:", 31) + "AB\"\n", func(c *Config) any { return len(c.DBSync.TLS.PeerSHA256) }, 32},
 		{"preempt off", "preempt: false\npreempt_delay: 2s\n", func(c *Config) any { return [2]any{c.Preempt, c.PreemptDelay} }, [2]any{false, 2 * time.Second}},
+		{"peer check", "peer_check:\n  interval: 500ms\n  ruleset_interval: 3s\n", func(c *Config) any { return c.PeerCheck },
+			PeerCheck{Interval: 500 * time.Millisecond, RulesetInterval: 3 * time.Second}},
+		{"ruleset check off", "peer_check:\n  ruleset_interval: 0s\n", func(c *Config) any { return c.PeerCheck },
+			PeerCheck{Interval: 2 * time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,7 +168,11 @@ func TestProblems(t *testing.T) {
 		{"not a mapping", "- a\n", []string{`config.yaml:1: must be a mapping of keys, not a list`}},
 		{"yaml syntax", "role: [master\n", []string{"config.yaml:1: invalid YAML: did not find expected ',' or ']'"}},
 		{"unknown key and typo'd vip key", minimal + "advert: 1s\n", []string{
-			"config.yaml:10: advert: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync)",
+			"config.yaml:10: advert: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync, peer_check)",
+		}},
+		{"peer check out of range", minimal + "peer_check:\n  interval: 100ms\n  ruleset_interval: 50ms\n", []string{
+			"config.yaml:11: peer_check.interval: 100ms is out of range 200ms..1m0s",
+			"config.yaml:12: peer_check.ruleset_interval: 50ms is below 200ms (0 turns the check off)",
 		}},
 		{"key twice", minimal + "role: master\n", []string{"config.yaml:10: role: set twice (first on line 1)"}},
 		{"bad role, empty password, bad peer", strings.NewReplacer("role: backup", "role: primary", "password: secret", `password: ""`, "peer: 192.168.255.1", "peer: 192.168.255").Replace(minimal), []string{

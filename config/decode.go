@@ -35,6 +35,11 @@ const (
 	DefaultJWTTTL         = 60 * time.Second
 	DefaultJWTAlgorithm   = "HS256"
 	DefaultResyncTimeout  = 30 * time.Second
+	DefaultPeerCheck      = 2 * time.Second
+	DefaultRulesetCheck   = 10 * time.Second
+	// MinCheckInterval bounds the peer and ruleset checks from below: each
+	// costs an HTTPS request or an nft run.
+	MinCheckInterval = 200 * time.Millisecond
 
 	MinAdvertInterval = 10 * time.Millisecond
 	// MaxAdvertInterval is the 12-bit centisecond field of RFC 9568: 4095 cs.
@@ -155,6 +160,7 @@ func defaults() *Config {
 			Paths:    DefaultPaths(),
 			JWT:      JWT{Algorithm: DefaultJWTAlgorithm, TTL: DefaultJWTTTL},
 		},
+		PeerCheck: PeerCheck{Interval: DefaultPeerCheck, RulesetInterval: DefaultRulesetCheck},
 	}
 }
 
@@ -475,6 +481,22 @@ func (d *decoder) topFields(c *Config) []field {
 		}},
 		{"conntrack", false, func(k string, n *yaml.Node) { d.mapping(k, n, d.conntrackFields(&c.Conntrack)) }},
 		{"dbsync", false, func(k string, n *yaml.Node) { d.mapping(k, n, d.dbsyncFields(&c.DBSync)) }},
+		{"peer_check", false, func(k string, n *yaml.Node) {
+			d.mapping(k, n, []field{
+				{"interval", false, func(k string, n *yaml.Node) {
+					d.duration(k, n, MinCheckInterval, time.Minute, &c.PeerCheck.Interval)
+				}},
+				{"ruleset_interval", false, func(k string, n *yaml.Node) {
+					var v time.Duration
+					d.duration(k, n, 0, time.Hour, &v)
+					if v > 0 && v < MinCheckInterval {
+						d.fail(resolve(n).Line, k, "%s is below %s (0 turns the check off)", v, MinCheckInterval)
+						return
+					}
+					c.PeerCheck.RulesetInterval = v
+				}},
+			})
+		}},
 	}
 }
 

@@ -58,6 +58,10 @@
 //	  tls: {cert: <state_dir>/tls/cert.pem, key: <state_dir>/tls/key.pem, peer_sha256: ""}
 //	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
 //	        issuer: muros-had-<role>, audience: muros-had-<peer role>}
+//	peer_check:
+//	  interval: 2s               200ms..1m: poll of the peer's GET /api/health
+//	                             (role, readiness, ruleset fingerprint; needs dbsync)
+//	  ruleset_interval: 10s      0 (off) or 200ms..1h: nft ruleset fingerprint
 //
 // Durations are Go duration strings with a unit ("1s", "100ms"); a bare
 // number is rejected rather than guessed. Nothing is hard-wired: sockets,
