@@ -1,0 +1,42 @@
+package dbsync
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// maxHealthBytes bounds a peer's health document: a real one is a few
+// kilobytes.
+const maxHealthBytes = 1 << 20
+
+// PeerHealth fetches the peer's GET /api/health over the peer connection
+// (pinned certificate, sync-scope token, which the health endpoint
+// accepts) and returns the raw JSON document. It leaves the replication's
+// own view of the peer (Status().Peer) alone: that one follows the sync
+// requests. ctx bounds the request.
+func (n *Node) PeerHealth(ctx context.Context) ([]byte, error) {
+	tok, err := n.auth.mint(ScopeSync, n.cfg.Auth.TokenTTL)
+	if err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.cfg.PeerURL+PathHealth, nil)
+	if err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", PathHealth, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHealthBytes))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: read answer: %w", PathHealth, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %w", PathHealth, &statusError{status: resp.StatusCode})
+	}
+	return body, nil
+}
