@@ -49,11 +49,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "node:          %s (%s, priority %d)\n", st.Node, st.Role, st.Priority)
 	fmt.Fprintf(w, "local state:   %s\n", st.State)
-	peer := st.Peer.Role
-	if st.Peer.Address != "" {
-		peer += " (adverts from " + st.Peer.Address + ")"
+	printPeer(w, st)
+	if st.Readiness != nil {
+		fmt.Fprintf(w, "preemption:    %s\n", st.Readiness)
 	}
-	fmt.Fprintf(w, "peer:          %s: %s\n", st.Peer.Management, peer)
 	if f := st.LastFailover; f != nil {
 		fmt.Fprintf(w, "last failover: %s %s -> %s (%s)\n", f.Time.Format(time.RFC3339Nano), f.From, f.To, f.Reason)
 	} else {
@@ -82,4 +81,72 @@ func printStatus(w io.Writer, st daemon.Status) {
 		b, _ := json.Marshal(st.DB)
 		fmt.Fprintf(w, "db:            %s\n", b)
 	}
+}
+
+// printPeer prints the peer view, the split brain alarm and the ruleset
+// comparison.
+func printPeer(w io.Writer, st daemon.Status) {
+	p := st.Peer
+	peer := p.Role
+	switch {
+	case p.RoleSource == "health" && p.Address != "":
+		peer += " (from its health answer; last adverts from " + p.Address + ")"
+	case p.RoleSource == "health":
+		peer += " (from its health answer)"
+	case p.Address != "":
+		peer += " (adverts from " + p.Address + ")"
+	}
+	if p.RoleReason != "" {
+		peer += ": " + p.RoleReason
+	}
+	fmt.Fprintf(w, "peer:          %s: %s\n", p.Management, peer)
+	var health string
+	switch {
+	case !p.Polled:
+		health = "not polled"
+	case p.Reachable:
+		health = "reachable"
+	case p.Error != "":
+		health = "unreachable (" + p.Error + ")"
+	default:
+		health = "no answer yet"
+	}
+	if !p.LastHeard.IsZero() {
+		health += ", last heard " + p.LastHeard.Format(time.RFC3339Nano)
+	}
+	if p.Readiness != nil {
+		health += "; peer " + p.Readiness.String()
+	}
+	fmt.Fprintf(w, "peer health:   %s\n", health)
+	if st.SplitBrain.Active {
+		fmt.Fprintf(w, "SPLIT BRAIN:   this node and the peer are both MASTER since %s\n", st.SplitBrain.Since.Format(time.RFC3339))
+	}
+	r := st.Ruleset
+	fp := func(s *daemon.RulesetStatus) string {
+		if s == nil {
+			return "unknown"
+		}
+		out := s.Fingerprint
+		if out == "" {
+			out = "none"
+		}
+		if s.Error != "" {
+			out += " (" + s.Error + ")"
+		}
+		return out
+	}
+	verdict := "same"
+	switch {
+	case r.Drift:
+		verdict = "DRIFT since " + r.DriftSince.Format(time.RFC3339)
+	case r.Local.Fingerprint == "" || r.Peer == nil || r.Peer.Fingerprint == "":
+		verdict = "not compared"
+	case r.Local.Fingerprint != r.Peer.Fingerprint:
+		verdict = "differ (not yet reported)"
+	}
+	line := fmt.Sprintf("%s: local %s, peer %s", verdict, fp(&r.Local), fp(r.Peer))
+	if r.Off != "" {
+		line += "; " + r.Off
+	}
+	fmt.Fprintf(w, "ruleset:       %s\n", line)
 }

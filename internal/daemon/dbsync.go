@@ -115,7 +115,10 @@ func (d *Daemon) healthExtras() map[string]any {
 			"last_failover": st.LastFailover,
 			"peer":          st.Peer,
 			"readiness":     st.Readiness,
+			"split_brain":   st.SplitBrain,
 		},
+		// The peer compares this fingerprint with its own (ruleset.go).
+		"ruleset": st.Ruleset.Local,
 	}
 	if st.Conntrack != nil {
 		m["conntrack"] = st.Conntrack

@@ -54,6 +54,8 @@ func ctMetrics() []ctMetric {
 		{ctDesc("listener_restarts_total", "Kernel event listener restarts (ENOBUFS and other receive errors)."), c, func(s *ctsync.Status) float64 { return float64(s.ListenerRestarts) }},
 		{ctDesc("inject_errors_total", "Flow records the kernel refused."), c, func(s *ctsync.Status) float64 { return float64(s.InjectErrors) }},
 		{ctDesc("forged_total", "Datagrams dropped for a bad MAC."), c, func(s *ctsync.Status) float64 { return float64(s.Forged) }},
+		{ctDesc("sweeps_total", "Refresh sweeps of the kernel table completed (master)."), c, func(s *ctsync.Status) float64 { return float64(s.Sweeps) }},
+		{ctDesc("inject_redials_total", "Kernel batch sockets replaced after a failed exchange (backup)."), c, func(s *ctsync.Status) float64 { return float64(s.InjectRedials) }},
 	}
 }
 

@@ -271,23 +271,7 @@ func TestReadinessStatusAndMetrics(t *testing.T) {
 	if !strings.Contains(page.String(), "<th>Preemption</th><td>"+html.EscapeString("preemption HELD since 2026-11-25T08:00:00Z (back from FAULT): waiting for "+ctWhySilent)) {
 		t.Errorf("status page has no readiness line:\n%s", page.String()[:min(1500, page.Len())])
 	}
-	metric := func(name string) float64 {
-		mfs, err := d.stats.reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == name {
-				m := mf.GetMetric()[0]
-				if m.GetGauge() != nil {
-					return m.GetGauge().GetValue()
-				}
-				return m.GetCounter().GetValue()
-			}
-		}
-		t.Fatalf("no metric %s", name)
-		return 0
-	}
+	metric := func(name string) float64 { return metricValue(t, d.stats, name) }
 	if h, n := metric("muros_had_preemption_held"), metric("muros_had_preemption_holds_total"); h != 1 || n != 1 {
 		t.Errorf("held %v, holds %v; want 1, 1", h, n)
 	}

@@ -46,6 +46,29 @@ type Status struct {
 	Readiness *Readiness `json:"readiness,omitempty"`
 	Conntrack any        `json:"conntrack,omitempty"`
 	DB        any        `json:"db,omitempty"`
+	// SplitBrain: this node and the peer are both MASTER (peer.go).
+	SplitBrain Alarm `json:"split_brain"`
+	// Ruleset compares the nftables ruleset fingerprints of both nodes.
+	Ruleset RulesetCompare `json:"ruleset"`
+}
+
+// Alarm is a reported condition: active or not, and since when.
+type Alarm struct {
+	Active bool      `json:"active"`
+	Since  time.Time `json:"since,omitzero"` // start of the current verdict
+}
+
+// RulesetCompare is this node's ruleset fingerprint beside the peer's.
+type RulesetCompare struct {
+	Local RulesetStatus `json:"local"`
+	// Peer is the fingerprint in the peer's last fresh health answer.
+	Peer *RulesetStatus `json:"peer,omitempty"`
+	// Drift: the fingerprints differ (reported once they differed for a
+	// grace period; while either is unknown the last verdict stands).
+	Drift      bool      `json:"drift"`
+	DriftSince time.Time `json:"drift_since,omitzero"`
+	// Off says why there is nothing to compare (check off, no DB sync).
+	Off string `json:"off,omitempty"`
 }
 
 // Readiness says whether this node's VRRP preemption is held until its
@@ -79,13 +102,30 @@ func (r *Readiness) String() string {
 	return s
 }
 
-// PeerStatus is what this node knows of the other one.
+// PeerStatus is what this node knows of the other one (peer.go).
 type PeerStatus struct {
-	Management string    `json:"management"` // configured peer management IP
-	Address    string    `json:"address,omitempty"`
-	Role       string    `json:"role"` // master (its adverts are heard) | not-master | unknown
+	Management string `json:"management"` // configured peer management IP
+	Address    string `json:"address,omitempty"`
+	// Role: master | backup | fault | init (its own state, from its health
+	// answer or, for master, its adverts) | leaving (priority 0 advert) |
+	// not-master (its adverts stopped, nothing newer) | unknown.
+	Role string `json:"role"`
+	// RoleSource: adverts | health; RoleReason says why the role is not
+	// better known.
+	RoleSource string    `json:"role_source,omitempty"`
+	RoleReason string    `json:"role_reason,omitempty"`
 	Priority   *uint8    `json:"priority,omitempty"`
 	LastAdvert time.Time `json:"last_advert,omitzero"`
+	// Polled: this node polls the peer's GET /api/health (DB sync runs).
+	// Reachable: the last poll was answered; Error is that poll's failure.
+	Polled    bool   `json:"polled"`
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	// LastHeard is the last advert or health answer, whichever is newer.
+	LastHeard time.Time `json:"last_heard,omitzero"`
+	// Readiness and DBReady are the peer's own, from a fresh answer.
+	Readiness *Readiness `json:"readiness,omitempty"`
+	DBReady   *bool      `json:"db_ready,omitempty"`
 }
 
 // Failover is the last change of the group's state.
@@ -133,11 +173,22 @@ type statusBook struct {
 	// under the lock, because reload changes the interval while status
 	// readers run.
 	peerDownAfter time.Duration
+
+	// Peer health and ruleset (peer.go, ruleset.go).
+	masterSince time.Time // when the group last became MASTER; zero otherwise
+	poll        *peerPoll // last health request
+	answer      *peerPoll // last answered health request
+	healthTTL   time.Duration
+	healthOff   string // why the peer's health is not polled
+	ruleset     RulesetStatus
+	rulesetOff  string // why the local ruleset is not fingerprinted
+	splitBrain  alarm
+	drift       alarm
 }
 
 func newStatusBook(cfg *config.Config) *statusBook {
 	host, _ := os.Hostname()
-	b := &statusBook{peerDownAfter: 4*cfg.AdvertInterval + time.Second, st: Status{
+	b := &statusBook{peerDownAfter: 4*cfg.AdvertInterval + time.Second, healthOff: "peer health not polled (the daemon is not running)", st: Status{
 		Node:     host,
 		Role:     string(cfg.Role),
 		State:    vrrp.StateInitialize.String(),
@@ -166,6 +217,11 @@ func (b *statusBook) transition(vrid uint8, from, to vrrp.State, reason string, 
 		master, fault := vrrp.StateMaster.String(), vrrp.StateFault.String()
 		if g == master || b.st.State == master || g == fault {
 			b.st.LastFailover = &Failover{Time: now.UTC(), From: b.st.State, To: g, Reason: reason}
+		}
+		if g == master {
+			b.masterSince = now
+		} else {
+			b.masterSince = time.Time{}
 		}
 		b.st.State = g
 	}
@@ -205,11 +261,6 @@ func (b *statusBook) peerAdvert(vrid uint8, src netip.Addr, priority uint8, now 
 	b.st.Peer.Address = src.String()
 	b.st.Peer.LastAdvert = now.UTC()
 	b.peerPri = priority
-	if priority == 0 {
-		b.st.Peer.Role = "leaving"
-	} else {
-		b.st.Peer.Role = "master"
-	}
 }
 
 func (b *statusBook) foreignRouter(vrid uint8, src netip.Addr, now time.Time) {
@@ -272,11 +323,89 @@ func (b *statusBook) snapshot(now time.Time) Status {
 	if !s.Peer.LastAdvert.IsZero() {
 		p := b.peerPri
 		s.Peer.Priority = &p
-		if now.Sub(s.Peer.LastAdvert) > b.peerDownAfter {
-			s.Peer.Role = "not-master"
-		}
 	}
+	v := derivePeerView(b.peerInputs(now))
+	s.Peer.Role, s.Peer.RoleSource, s.Peer.RoleReason = v.role, v.source, v.reason
+	s.Peer.Reachable, s.Peer.Error, s.Peer.LastHeard = v.reachable, v.err, v.lastHeard.UTC()
+	if v.lastHeard.IsZero() {
+		s.Peer.LastHeard = time.Time{}
+	}
+	s.Peer.Readiness, s.Peer.DBReady = v.readiness, v.dbReady
+	s.Peer.Polled = b.healthOff == ""
+	s.SplitBrain = Alarm{Active: b.splitBrain.on, Since: b.splitBrain.since.UTC()}
+	if b.splitBrain.since.IsZero() {
+		s.SplitBrain.Since = time.Time{}
+	}
+	s.Ruleset = RulesetCompare{Local: b.ruleset, Peer: v.peerRuleset, Drift: b.drift.on, DriftSince: b.drift.since.UTC()}
+	if b.drift.since.IsZero() {
+		s.Ruleset.DriftSince = time.Time{}
+	}
+	s.Ruleset.Off = joinReason(b.rulesetOff, b.healthOff)
 	return s
+}
+
+// peerInputs gathers the view's inputs; b.mu is held.
+func (b *statusBook) peerInputs(now time.Time) peerInputs {
+	return peerInputs{
+		now: now, local: b.st.State, masterSince: b.masterSince,
+		advertAt: b.st.Peer.LastAdvert, advertPri: b.peerPri, advertTTL: b.peerDownAfter,
+		poll: b.poll, answer: b.answer, healthTTL: b.healthTTL, healthOff: b.healthOff,
+	}
+}
+
+// peerCheckSetup records how the peer and ruleset checks run: healthOff and
+// rulesetOff say why one does not.
+func (b *statusBook) peerCheckSetup(healthTTL time.Duration, healthOff, rulesetOff string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.healthTTL, b.healthOff, b.rulesetOff = healthTTL, healthOff, rulesetOff
+}
+
+// peerPolled records a health request's outcome.
+func (b *statusBook) peerPolled(p *peerPoll) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.poll = p
+	if p.err == "" {
+		b.answer = p
+	}
+}
+
+// localRuleset records this node's latest fingerprint.
+func (b *statusBook) localRuleset(r RulesetStatus) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ruleset = r
+}
+
+// alarmEvents is one evaluation of the alarms.
+type alarmEvents struct {
+	view                      peerView
+	local, management         string
+	splitBrain, drift         bool
+	splitBrainStep, driftStep int
+	splitBrainSince           time.Time
+	localFP, peerFP           string
+}
+
+// evaluateAlarms steps the split brain and drift alarms on the current
+// view; the caller logs the steps.
+func (b *statusBook) evaluateAlarms(now time.Time, driftGrace time.Duration) alarmEvents {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v := derivePeerView(b.peerInputs(now))
+	ev := alarmEvents{view: v, local: b.st.State, management: b.st.Peer.Management, localFP: b.ruleset.Fingerprint}
+	// The split brain evidence is recent by construction (derivePeerView):
+	// no further grace. Unknown counts as ended: a peer that vanished
+	// during a split brain must not keep the report up forever.
+	ev.splitBrainStep = b.splitBrain.step(v.splitBrain, true, now, 0)
+	drift, known := rulesetDrift(b.ruleset, v.peerRuleset)
+	ev.driftStep = b.drift.step(drift, known, now, driftGrace)
+	if v.peerRuleset != nil {
+		ev.peerFP = v.peerRuleset.Fingerprint
+	}
+	ev.splitBrain, ev.drift, ev.splitBrainSince = b.splitBrain.on, b.drift.on, b.splitBrain.since.UTC()
+	return ev
 }
 
 // rxStats counts adverts; the counters are Prometheus metrics in a registry
@@ -296,10 +425,17 @@ type rxStats struct {
 	held         prometheus.Gauge
 	holds        prometheus.Counter
 	holdTimeouts prometheus.Counter
-	mu           sync.Mutex
-	byReason     map[string]uint64
-	nSent        uint64
-	nSendErr     uint64
+	// Peer checks (peer.go, ruleset.go).
+	splitBrain    prometheus.Gauge
+	drift         prometheus.Gauge
+	peerReachable prometheus.Gauge
+	peerPolls     prometheus.Counter
+	peerFailures  *prometheus.CounterVec
+	rulesetErrors prometheus.Counter
+	mu            sync.Mutex
+	byReason      map[string]uint64
+	nSent         uint64
+	nSendErr      uint64
 }
 
 func newRxStats() *rxStats {
@@ -330,9 +466,29 @@ func newRxStats() *rxStats {
 			Name: "muros_had_preemption_hold_timeouts_total",
 			Help: "Preemption holds lifted by conntrack.resync.startup_timeout with a replication still incomplete.",
 		}),
+		splitBrain: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "muros_had_split_brain",
+			Help: "1 while this node and the peer are both MASTER (the peer says so over GET /api/health, or its adverts keep coming), else 0.",
+		}),
+		drift: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "muros_had_ruleset_drift", Help: "1 while the nftables ruleset fingerprints of the two nodes differ, else 0.",
+		}),
+		peerReachable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "muros_had_peer_health_reachable", Help: "1 when the last GET /api/health on the peer was answered, else 0.",
+		}),
+		peerPolls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "muros_had_peer_health_polls_total", Help: "GET /api/health requests sent to the peer.",
+		}),
+		peerFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "muros_had_peer_health_failures_total", Help: "GET /api/health requests to the peer without a usable answer, by reason.",
+		}, []string{"reason"}),
+		rulesetErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "muros_had_ruleset_check_errors_total", Help: "Ruleset fingerprints that failed (nft missing or failing).",
+		}),
 		byReason: map[string]uint64{},
 	}
-	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions, s.held, s.holds, s.holdTimeouts)
+	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions, s.held, s.holds, s.holdTimeouts,
+		s.splitBrain, s.drift, s.peerReachable, s.peerPolls, s.peerFailures, s.rulesetErrors)
 	return s
 }
 
@@ -378,6 +534,25 @@ func (s *rxStats) preemptionHeld(held, newHold bool) {
 }
 
 func (s *rxStats) holdTimedOut() { s.holdTimeouts.Inc() }
+
+// peerPolled counts a health request; reason is empty when it was answered.
+func (s *rxStats) peerPolled(reason string) {
+	s.peerPolls.Inc()
+	if reason == "" {
+		s.peerReachable.Set(1)
+		return
+	}
+	s.peerReachable.Set(0)
+	s.peerFailures.WithLabelValues(reason).Inc()
+}
+
+// alarms sets the split brain and drift gauges.
+func (s *rxStats) alarms(splitBrain, drift bool) {
+	s.splitBrain.Set(b2f(splitBrain))
+	s.drift.Set(b2f(drift))
+}
+
+func (s *rxStats) rulesetFailed() { s.rulesetErrors.Inc() }
 
 func (s *rxStats) reject(reason string) {
 	s.rejected.WithLabelValues(reason).Inc()
@@ -461,9 +636,11 @@ func (d *Daemon) startStatusServers(ctx context.Context) (closers, error) {
 	metrics := promhttp.HandlerFor(d.stats.reg, promhttp.HandlerOpts{})
 	mux.Handle("GET /metrics", metrics)
 
-	var cs closers
+	// The peer and ruleset checks live as long as the status they feed.
+	cs := closers{d.startPeerChecks(ctx)}
 	l, err := listen(d.cfg.Status.Listen)
 	if err != nil {
+		cs.Close()
 		return nil, fmt.Errorf("daemon: status listener: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -518,7 +695,10 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <table>
 <tr><th>Node</th><td>{{.Node}} ({{.Role}}, priority {{.Priority}})</td></tr>
 <tr><th>Local state</th><td class="{{.State}}">{{.State}}</td></tr>
-<tr><th>Peer</th><td>{{.Peer.Management}}: {{.Peer.Role}}{{with .Peer.Address}} (adverts from {{.}}){{end}}</td></tr>
+<tr><th>Peer</th><td>{{.Peer.Management}}: {{.Peer.Role}}{{if eq .Peer.RoleSource "health"}} (from its health answer{{with .Peer.Address}}; last adverts from {{.}}{{end}}){{else}}{{with .Peer.Address}} (adverts from {{.}}){{end}}{{end}}{{with .Peer.RoleReason}}: {{.}}{{end}}</td></tr>
+<tr><th>Peer health</th><td>{{if not .Peer.Polled}}not polled{{else if .Peer.Reachable}}reachable{{else}}unreachable{{with .Peer.Error}} ({{.}}){{end}}{{end}}{{if not .Peer.LastHeard.IsZero}}, last heard {{.Peer.LastHeard.Format "2006-01-02 15:04:05.000Z07:00"}}{{end}}{{with .Peer.Readiness}}; peer {{.}}{{end}}</td></tr>
+{{if .SplitBrain.Active}}<tr><th class="FAULT">SPLIT BRAIN</th><td class="FAULT">this node and the peer are both MASTER since {{.SplitBrain.Since.Format "2006-01-02 15:04:05Z07:00"}}</td></tr>{{end}}
+<tr><th>Ruleset</th><td>{{with .Ruleset}}{{if .Drift}}<span class="FAULT">DRIFT since {{.DriftSince.Format "2006-01-02 15:04:05Z07:00"}}</span>: {{end}}local {{or .Local.Fingerprint "none"}}{{with .Local.Error}} ({{.}}){{end}}, peer {{with .Peer}}{{or .Fingerprint "none"}}{{with .Error}} ({{.}}){{end}}{{else}}unknown{{end}}{{with .Off}}; {{.}}{{end}}{{end}}</td></tr>
 {{with .Readiness}}<tr><th>Preemption</th><td>{{.}}</td></tr>{{end}}
 <tr><th>Last failover</th><td>{{with .LastFailover}}{{.Time.Format "2006-01-02 15:04:05.000Z07:00"}}: {{.From}} &rarr; {{.To}} ({{.Reason}}){{else}}none{{end}}</td></tr>
 </table>

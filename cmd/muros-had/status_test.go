@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/internal/daemon"
+)
+
+// TestPrintStatusGolden compares the text form of representative statuses
+// with testdata/status/*.txt (-update rewrites them).
+func TestPrintStatusGolden(t *testing.T) {
+	at := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	pri := uint8(100)
+	ready := true
+	base := func() daemon.Status {
+		return daemon.Status{
+			Node: "fw1", Role: "master", State: "MASTER", Priority: 150, Since: at,
+			Peer:         daemon.PeerStatus{Management: "192.168.255.2", Polled: true},
+			VIPs:         []daemon.VIPStatus{{VRID: 10, Interface: "wan0", Address: "203.0.113.1/24", State: "MASTER"}},
+			LastFailover: &daemon.Failover{Time: at, From: "BACKUP", To: "MASTER", Reason: "master down"},
+			Adverts:      daemon.AdvertStats{Sent: 42, Rejected: map[string]uint64{"auth": 1}},
+		}
+	}
+	tests := []struct {
+		name string
+		st   func() daemon.Status
+	}{
+		{"master-with-backup-peer", func() daemon.Status {
+			st := base()
+			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "backup", "health", true, at.Add(time.Second)
+			st.Peer.Readiness = &daemon.Readiness{Held: false, Reason: "replications complete", Since: at}
+			st.Peer.DBReady = &ready
+			st.Readiness = &daemon.Readiness{Held: false, Reason: "replications complete", Since: at}
+			st.Ruleset = daemon.RulesetCompare{
+				Local: daemon.RulesetStatus{Fingerprint: "aa11", CheckedAt: at},
+				Peer:  &daemon.RulesetStatus{Fingerprint: "aa11", CheckedAt: at},
+			}
+			return st
+		}},
+		{"split-brain-and-drift", func() daemon.Status {
+			st := base()
+			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "master", "health", true, at.Add(time.Second)
+			st.Peer.Address, st.Peer.Priority, st.Peer.LastAdvert = "192.168.255.2", &pri, at
+			st.SplitBrain = daemon.Alarm{Active: true, Since: at.Add(2 * time.Second)}
+			st.Ruleset = daemon.RulesetCompare{
+				Local: daemon.RulesetStatus{Fingerprint: "aa11", CheckedAt: at},
+				Peer:  &daemon.RulesetStatus{Fingerprint: "bb22", CheckedAt: at},
+				Drift: true, DriftSince: at.Add(3 * time.Second),
+			}
+			return st
+		}},
+		{"no-db-sync", func() daemon.Status {
+			st := base()
+			st.Peer.Role, st.Peer.Polled = "unknown", false
+			st.Peer.RoleReason = "no adverts heard (only a master sends them); peer health not polled: DB sync is off, so the peer has no HTTPS listener"
+			st.Ruleset = daemon.RulesetCompare{
+				Local: daemon.RulesetStatus{Error: `nft -s list ruleset: exec: "nft": executable file not found in $PATH`, CheckedAt: at},
+				Off:   "peer health not polled: DB sync is off, so the peer has no HTTPS listener",
+			}
+			return st
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printStatus(&b, tt.st())
+			golden := filepath.Join("testdata", "status", tt.name+".txt")
+			if *updateGolden {
+				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("golden file: %v (run go test ./cmd/muros-had -run TestPrintStatusGolden -update)", err)
+			}
+			if d := cmp.Diff(string(want), b.String()); d != "" {
+				t.Errorf("status text (-golden +got):\n%s", d)
+			}
+		})
+	}
+}

@@ -1,0 +1,388 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/vrrp"
+)
+
+// The peer view: what this node knows of the other one, from two sources.
+//
+//   - VRRP adverts on the sync link. Only a master advertises, so they say
+//     "the peer is master" (or, with priority 0, "it is leaving") and
+//     nothing else; they are fresh for peerDownAfter (4 intervals + 1 s).
+//   - GET /api/health on the peer's HTTPS listener (DB sync's, pinned
+//     certificate and a short-lived JWT), polled every
+//     peer_check.interval: the peer's own VRRP state (MASTER, BACKUP,
+//     FAULT, INIT), its readiness and its ruleset fingerprint. An answer
+//     is fresh for 2 intervals plus the request timeout.
+//
+// When both are fresh the newer one wins: a master's adverts arrive every
+// advert interval, so they are the fresher source for "the peer is master",
+// and a health answer received after the last advert says the peer stopped
+// being one. Neither fresh: "not-master" once adverts were heard (they
+// stopped), else "unknown" with the reason (no DB sync, or the health
+// request's error).
+//
+// Split brain is this node MASTER while the peer is MASTER too (both hold
+// the VIPs: the adverts do not get through, e.g. the sync link is cut while
+// the management link works, or one direction only). A takeover looks the
+// same for one advert interval, so the evidence must be recent: an advert
+// received, or a health request sent, at least peerDownAfter after this
+// node became master, time enough for a working election to have ended the
+// overlap. The daemon only reports it (status, metric, one ERROR line at
+// each end): neither node can tell from here which of the two the LAN
+// should keep, and a step-down decided over the management link by both
+// nodes at once would leave the VIPs with nobody.
+
+// Peer roles of the view, lower case as VRRP's own view always was.
+const (
+	peerRoleMaster    = "master"
+	peerRoleLeaving   = "leaving"    // priority 0 advert: the master is stopping
+	peerRoleNotMaster = "not-master" // its adverts stopped, nothing newer known
+	peerRoleUnknown   = "unknown"
+)
+
+// Where the peer's role came from.
+const (
+	peerSourceAdverts = "adverts"
+	peerSourceHealth  = "health"
+)
+
+// Reasons a health poll gave no usable answer (counted in
+// muros_had_peer_health_failures_total).
+const (
+	peerFailRequest = "request" // transport error or HTTP status
+	peerFailDecode  = "decode"  // not the JSON document expected
+	peerFailNoState = "no_vrrp_state"
+)
+
+// peerDoc is the part of the peer's GET /api/health the view reads.
+type peerDoc struct {
+	Node string `json:"node"`
+	VRRP *struct {
+		State     string     `json:"state"`
+		Priority  uint8      `json:"priority"`
+		Readiness *Readiness `json:"readiness"`
+	} `json:"vrrp"`
+	DB *struct {
+		Ready *bool `json:"ready"`
+	} `json:"db"`
+	Ruleset *RulesetStatus `json:"ruleset"`
+}
+
+var errNoVRRPState = errors.New("health document has no vrrp.state")
+
+// parsePeerHealth decodes a health document; on failure it returns the
+// reason it is counted under.
+func parsePeerHealth(body []byte) (peerDoc, string, error) {
+	var doc peerDoc
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return peerDoc{}, peerFailDecode, fmt.Errorf("peer health: %w", err)
+	}
+	if doc.VRRP == nil || !validPeerState(doc.VRRP.State) {
+		return peerDoc{}, peerFailNoState, errNoVRRPState
+	}
+	return doc, "", nil
+}
+
+// validPeerState accepts the VRRP state names of package vrrp.
+func validPeerState(s string) bool {
+	switch s {
+	case vrrp.StateInitialize.String(), vrrp.StateBackup.String(), vrrp.StateMaster.String(), vrrp.StateFault.String():
+		return true
+	}
+	return false
+}
+
+// peerPoll is one health request and its outcome.
+type peerPoll struct {
+	sent, at time.Time // request started, answer or error received
+	err      string
+	doc      peerDoc // set when err is empty
+}
+
+// peerInputs is everything the peer view is derived from.
+type peerInputs struct {
+	now         time.Time
+	local       string    // this node's group state (vrrp.State.String())
+	masterSince time.Time // when this node last became MASTER (zero: not MASTER)
+
+	advertAt  time.Time // last advert from the peer (zero: never)
+	advertPri uint8
+	advertTTL time.Duration // how long an advert says "master" (peerDownAfter)
+
+	poll      *peerPoll // the last health request (nil: none yet)
+	answer    *peerPoll // the last answered one
+	healthTTL time.Duration
+	// healthOff says why nobody polls the peer's health (no DB sync).
+	healthOff string
+}
+
+// peerView is the derived view.
+type peerView struct {
+	role, source, reason string
+	reachable            bool
+	err                  string
+	lastHeard            time.Time
+	readiness            *Readiness
+	dbReady              *bool
+	// splitBrain: this node and the peer are both MASTER, on evidence newer
+	// than the overlap of a working takeover.
+	splitBrain bool
+	// peerRuleset is the peer's fingerprint from a fresh answer.
+	peerRuleset *RulesetStatus
+}
+
+// derivePeerView combines adverts and health answers (see the comment at
+// the top of this file).
+func derivePeerView(in peerInputs) peerView {
+	var v peerView
+	advFresh := !in.advertAt.IsZero() && in.now.Sub(in.advertAt) <= in.advertTTL
+	healthFresh := in.answer != nil && in.now.Sub(in.answer.at) <= in.healthTTL
+	useAdvert := advFresh && (!healthFresh || in.advertAt.After(in.answer.at))
+	var evidence time.Time
+	switch {
+	case useAdvert:
+		v.role, v.source, evidence = peerRoleMaster, peerSourceAdverts, in.advertAt
+		if in.advertPri == 0 {
+			v.role = peerRoleLeaving
+		}
+	case healthFresh:
+		v.role, v.source, evidence = strings.ToLower(in.answer.doc.VRRP.State), peerSourceHealth, in.answer.sent
+	case !in.advertAt.IsZero():
+		v.role, v.source = peerRoleNotMaster, peerSourceAdverts
+		v.reason = "its adverts stopped " + in.now.Sub(in.advertAt).Round(time.Millisecond).String() + " ago"
+	default:
+		v.role = peerRoleUnknown
+	}
+	if v.source != peerSourceHealth {
+		switch {
+		case in.healthOff != "":
+			v.reason = joinReason(v.reason, in.healthOff)
+		case in.poll != nil && in.poll.err != "":
+			v.reason = joinReason(v.reason, "health: "+in.poll.err)
+		case in.poll == nil:
+			v.reason = joinReason(v.reason, "no health answer yet")
+		}
+		if v.role == peerRoleUnknown && in.healthOff != "" {
+			v.reason = joinReason("no adverts heard (only a master sends them)", in.healthOff)
+		}
+	}
+	if in.poll != nil {
+		v.reachable = in.poll.err == ""
+		v.err = in.poll.err
+	}
+	v.lastHeard = in.advertAt
+	if in.answer != nil && in.answer.at.After(v.lastHeard) {
+		v.lastHeard = in.answer.at
+	}
+	if healthFresh {
+		v.readiness = in.answer.doc.VRRP.Readiness
+		if in.answer.doc.DB != nil {
+			v.dbReady = in.answer.doc.DB.Ready
+		}
+		v.peerRuleset = in.answer.doc.Ruleset
+	}
+	v.splitBrain = in.local == vrrp.StateMaster.String() && v.role == peerRoleMaster &&
+		!in.masterSince.IsZero() && !evidence.Before(in.masterSince.Add(in.advertTTL))
+	return v
+}
+
+func joinReason(a, b string) string {
+	if a == "" {
+		return b
+	}
+	if b == "" {
+		return a
+	}
+	return a + "; " + b
+}
+
+// rulesetDrift compares the two fingerprints; known is false while either
+// is missing (not computed yet, nft failing, peer silent).
+func rulesetDrift(local RulesetStatus, peer *RulesetStatus) (drift, known bool) {
+	if local.Fingerprint == "" || peer == nil || peer.Fingerprint == "" {
+		return false, false
+	}
+	return local.Fingerprint != peer.Fingerprint, true
+}
+
+// alarm is a condition reported once when it starts and once when it ends.
+// It starts after holding for a grace period (a transient difference, e.g.
+// the same ruleset change applied to both nodes a few seconds apart, is not
+// reported); while unknown, the last verdict stands.
+type alarm struct {
+	on      bool
+	pending time.Time // the condition holds since, not yet reported
+	since   time.Time // the current verdict since
+}
+
+// step feeds one observation; it returns +1 when the alarm starts, -1 when
+// it ends, else 0.
+func (a *alarm) step(cond, known bool, now time.Time, grace time.Duration) int {
+	switch {
+	case !known:
+		a.pending = time.Time{}
+		return 0
+	case cond && a.on:
+		return 0
+	case cond:
+		if a.pending.IsZero() {
+			a.pending = now
+		}
+		if now.Sub(a.pending) < grace {
+			return 0
+		}
+		a.on, a.since, a.pending = true, a.pending, time.Time{}
+		return 1
+	default:
+		a.pending = time.Time{}
+		if a.on {
+			a.on, a.since = false, now
+			return -1
+		}
+		return 0
+	}
+}
+
+// peerHealthClient fetches the peer's health document (dbsync.Node).
+type peerHealthClient interface {
+	PeerHealth(ctx context.Context) ([]byte, error)
+}
+
+// pollTimeout bounds one health request: a black-holed management link
+// must not hold the next poll back for long.
+func pollTimeout(interval time.Duration) time.Duration {
+	return min(max(interval, time.Second), 5*time.Second)
+}
+
+// runPeerPoll polls the peer's health every interval until ctx ends.
+func runPeerPoll(ctx context.Context, interval time.Duration, client peerHealthClient, book *statusBook, stats *rxStats) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		p := &peerPoll{sent: time.Now()}
+		rctx, cancel := context.WithTimeout(ctx, pollTimeout(interval))
+		body, err := client.PeerHealth(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		p.at = time.Now()
+		reason := ""
+		if err != nil {
+			reason, p.err = peerFailRequest, err.Error()
+		} else if p.doc, reason, err = parsePeerHealth(body); err != nil {
+			p.err = err.Error()
+		}
+		stats.peerPolled(reason)
+		book.peerPolled(p)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// runPeerAlarms re-derives the view every tick and reports the split brain
+// and ruleset drift alarms as they start and end.
+func runPeerAlarms(ctx context.Context, tick, driftGrace time.Duration, book *statusBook, stats *rxStats, log logger) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		ev := book.evaluateAlarms(time.Now(), driftGrace)
+		stats.alarms(ev.splitBrain, ev.drift)
+		switch ev.splitBrainStep {
+		case 1:
+			log.Error("SPLIT BRAIN: this node and the peer are both MASTER and both hold the VIPs; VRRP adverts do not get through between them (check the sync link and the nftables rules on it)",
+				"peer", ev.view.role, "source", ev.view.source, "management", ev.management, "since", ev.splitBrainSince)
+		case -1:
+			log.Error("split brain ended: the peer is no longer seen as MASTER beside this node",
+				"state", ev.local, "peer", ev.view.role, "source", ev.view.source, "reachable", ev.view.reachable, "err", ev.view.err)
+		}
+		switch ev.driftStep {
+		case 1:
+			log.Warn("ruleset drift: the nftables rulesets of the two nodes differ", "local", ev.localFP, "peer", ev.peerFP)
+		case -1:
+			log.Warn("ruleset drift ended: the two nodes have the same nftables ruleset again", "fingerprint", ev.localFP)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// startPeerChecks starts the peer health poll (when DB sync runs), the
+// ruleset fingerprint (unless off) and the alarm evaluation; the returned
+// function stops them and waits.
+func (d *Daemon) startPeerChecks(ctx context.Context) func() error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	pc := d.cfg.PeerCheck
+	if pc.Interval <= 0 {
+		pc.Interval = config.DefaultPeerCheck
+	}
+	var client peerHealthClient
+	healthOff, rulesetOff := "", ""
+	switch c, ok := d.db.(peerHealthClient); {
+	case ok:
+		client = c
+	case d.dbErr != "":
+		healthOff = "peer health not polled: DB sync failed to start (" + d.dbErr + ")"
+	default:
+		healthOff = "peer health not polled: DB sync is off, so the peer has no HTTPS listener"
+	}
+	if pc.RulesetInterval <= 0 {
+		rulesetOff = "ruleset check is off (peer_check.ruleset_interval: 0)"
+	}
+	d.status.peerCheckSetup(2*pc.Interval+pollTimeout(pc.Interval), healthOff, rulesetOff)
+	log := d.log.With("component", "peer-check")
+	if client != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runPeerPoll(ctx, pc.Interval, client, d.status, d.stats)
+		}()
+	}
+	var hup chan os.Signal
+	if pc.RulesetInterval > 0 {
+		// SIGHUP is the operator's "configuration changed": the ruleset
+		// may have too. run.go handles the reload; this is a second
+		// subscriber, which os/signal allows.
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runRulesetCheck(ctx, pc.RulesetInterval, nftLister, hup, d.status, d.stats, log)
+		}()
+	}
+	tick := min(max(pc.Interval/4, 200*time.Millisecond), time.Second)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runPeerAlarms(ctx, tick, pc.RulesetInterval+pc.Interval, d.status, d.stats, log)
+	}()
+	return func() error {
+		cancel()
+		wg.Wait()
+		if hup != nil {
+			signal.Stop(hup)
+		}
+		return nil
+	}
+}
