@@ -303,6 +303,8 @@ func (n *Node) Run(ctx context.Context) error {
 	defer func() {
 		stopReadiness()
 		<-readinessDone
+		// Kept-alive connections to the peer would outlive the node.
+		n.client.CloseIdleConnections()
 	}()
 	for {
 		if n.master.Load() {
@@ -355,11 +357,17 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- srv.Serve(tl) }()
 	select {
 	case err := <-errc:
+		// The listener failed or was closed under us: connections
+		// already accepted would outlive Serve.
+		srv.Close()
 		return err
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if srv.Shutdown(sctx) != nil {
+			// Requests still running after the grace: cut them.
+			srv.Close()
+		}
 		<-errc
 		return nil
 	}
