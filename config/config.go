@@ -77,6 +77,8 @@ type Config struct {
 	Conntrack Conntrack
 	DBSync    DBSync
 	PeerCheck PeerCheck
+	// Scheduling is the daemon's CPU scheduling policy.
+	Scheduling Scheduling
 
 	// Warnings are problems that do not stop the node from running but that
 	// the operator should read (check prints them).
@@ -173,6 +175,23 @@ type PeerCheck struct {
 	// RulesetInterval between fingerprints of the local ruleset (also
 	// recomputed on SIGHUP); 0 turns the ruleset check off.
 	RulesetInterval time.Duration
+}
+
+// Scheduling is the daemon's CPU scheduling policy (package
+// internal/sched): real-time by default, so adverts leave on time and
+// conntrack events are replicated as they happen while time-sharing work
+// keeps the CPUs busy. Programs the daemon runs (nft, sqlite3) run
+// time-sharing whatever this says. Changes take effect at restart.
+type Scheduling struct {
+	// Policy: rr (SCHED_RR, default) | fifo (SCHED_FIFO) | other
+	// (SCHED_OTHER, time-sharing).
+	Policy string
+	// Priority is the real-time priority of rr and fifo, 1..99. The
+	// default, 40, is below the kernel's threaded interrupt handlers (50),
+	// so packet processing keeps precedence over the daemon.
+	Priority int
+	// Nice is the nice value of other, -20..19.
+	Nice int
 }
 
 // TLS is the peer HTTPS listener's material.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -71,7 +72,8 @@ func TestParseMinimalFillsDefaults(t *testing.T) {
 			JWT: JWT{SecretFile: "/var/lib/muros-had/jwt.secret", Algorithm: "HS256", TTL: time.Minute,
 				Issuer: "muros-had-backup", Audience: "muros-had-master"},
 		},
-		PeerCheck: PeerCheck{Interval: 2 * time.Second, RulesetInterval: 10 * time.Second},
+		PeerCheck:  PeerCheck{Interval: 2 * time.Second, RulesetInterval: 10 * time.Second},
+		Scheduling: Scheduling{Policy: "rr", Priority: 40},
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("Parse(minimal) mismatch (-want +got):\n%s", diff)
@@ -110,6 +112,8 @@ func TestParseOptions(t *testing.T) {
 			PeerCheck{Interval: 500 * time.Millisecond, RulesetInterval: 3 * time.Second}},
 		{"ruleset check off", "peer_check:\n  ruleset_interval: 0s\n", func(c *Config) any { return c.PeerCheck },
 			PeerCheck{Interval: 2 * time.Second}},
+		{"fifo priority", "scheduling:\n  policy: fifo\n  priority: 90\n", func(c *Config) any { return c.Scheduling }, Scheduling{Policy: "fifo", Priority: 90}},
+		{"time-sharing nice", "scheduling:\n  policy: other\n  nice: -5\n", func(c *Config) any { return c.Scheduling.Policy + " " + fmt.Sprint(c.Scheduling.Nice) }, "other -5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,11 +172,20 @@ func TestProblems(t *testing.T) {
 		{"not a mapping", "- a\n", []string{`config.yaml:1: must be a mapping of keys, not a list`}},
 		{"yaml syntax", "role: [master\n", []string{"config.yaml:1: invalid YAML: did not find expected ',' or ']'"}},
 		{"unknown key and typo'd vip key", minimal + "advert: 1s\n", []string{
-			"config.yaml:10: advert: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync, peer_check)",
+			"config.yaml:10: advert: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync, scheduling, peer_check)",
 		}},
 		{"peer check out of range", minimal + "peer_check:\n  interval: 100ms\n  ruleset_interval: 50ms\n", []string{
 			"config.yaml:11: peer_check.interval: 100ms is out of range 200ms..1m0s",
 			"config.yaml:12: peer_check.ruleset_interval: 50ms is below 200ms (0 turns the check off)",
+		}},
+		{"scheduling out of range", minimal + "scheduling:\n  policy: rr\n  priority: 0\n", []string{
+			"config.yaml:12: scheduling.priority: 0 is out of range 1..99",
+		}},
+		{"scheduling mixed", minimal + "scheduling:\n  policy: other\n  priority: 10\n", []string{
+			"config.yaml:12: scheduling.priority: applies to policies rr and fifo; other takes a nice value",
+		}},
+		{"scheduling nice with rr", minimal + "scheduling:\n  nice: -3\n", []string{
+			"config.yaml:11: scheduling.nice: applies to policy other; rr takes a priority",
 		}},
 		{"key twice", minimal + "role: master\n", []string{"config.yaml:10: role: set twice (first on line 1)"}},
 		{"bad role, empty password, bad peer", strings.NewReplacer("role: backup", "role: primary", "password: secret", `password: ""`, "peer: 192.168.255.1", "peer: 192.168.255").Replace(minimal), []string{

@@ -37,6 +37,8 @@ const (
 	DefaultResyncTimeout  = 30 * time.Second
 	DefaultPeerCheck      = 2 * time.Second
 	DefaultRulesetCheck   = 10 * time.Second
+	DefaultSchedPolicy    = "rr"
+	DefaultSchedPriority  = 40
 	// MinCheckInterval bounds the peer and ruleset checks from below: each
 	// costs an HTTPS request or an nft run.
 	MinCheckInterval = 200 * time.Millisecond
@@ -160,7 +162,8 @@ func defaults() *Config {
 			Paths:    DefaultPaths(),
 			JWT:      JWT{Algorithm: DefaultJWTAlgorithm, TTL: DefaultJWTTTL},
 		},
-		PeerCheck: PeerCheck{Interval: DefaultPeerCheck, RulesetInterval: DefaultRulesetCheck},
+		PeerCheck:  PeerCheck{Interval: DefaultPeerCheck, RulesetInterval: DefaultRulesetCheck},
+		Scheduling: Scheduling{Policy: DefaultSchedPolicy, Priority: DefaultSchedPriority},
 	}
 }
 
@@ -481,6 +484,28 @@ func (d *decoder) topFields(c *Config) []field {
 		}},
 		{"conntrack", false, func(k string, n *yaml.Node) { d.mapping(k, n, d.conntrackFields(&c.Conntrack)) }},
 		{"dbsync", false, func(k string, n *yaml.Node) { d.mapping(k, n, d.dbsyncFields(&c.DBSync)) }},
+		{"scheduling", false, func(k string, n *yaml.Node) {
+			var prioLine, niceLine int
+			d.mapping(k, n, []field{
+				{"policy", false, func(k string, n *yaml.Node) {
+					d.enum(k, n, []string{"rr", "fifo", "other"}, func(v string) { c.Scheduling.Policy = v })
+				}},
+				{"priority", false, func(k string, n *yaml.Node) {
+					prioLine = resolve(n).Line
+					d.integer(k, n, 1, 99, func(v int) { c.Scheduling.Priority = v })
+				}},
+				{"nice", false, func(k string, n *yaml.Node) {
+					niceLine = resolve(n).Line
+					d.integer(k, n, -20, 19, func(v int) { c.Scheduling.Nice = v })
+				}},
+			})
+			switch rt := c.Scheduling.Policy != "other"; {
+			case rt && niceLine > 0:
+				d.fail(niceLine, k+".nice", "applies to policy other; %s takes a priority", c.Scheduling.Policy)
+			case !rt && prioLine > 0:
+				d.fail(prioLine, k+".priority", "applies to policies rr and fifo; other takes a nice value")
+			}
+		}},
 		{"peer_check", false, func(k string, n *yaml.Node) {
 			d.mapping(k, n, []field{
 				{"interval", false, func(k string, n *yaml.Node) {

@@ -62,6 +62,10 @@
 //	  interval: 2s               200ms..1m: poll of the peer's GET /api/health
 //	                             (role, readiness, ruleset fingerprint; needs dbsync)
 //	  ruleset_interval: 10s      0 (off) or 200ms..1h: nft ruleset fingerprint
+//	scheduling:
+//	  policy: rr                 rr | fifo (real-time) | other (time-sharing)
+//	  priority: 40               rr, fifo: 1..99 (below threaded IRQs at 50)
+//	  nice: 0                    other: -20..19
 //
 // Durations are Go duration strings with a unit ("1s", "100ms"); a bare
 // number is rejected rather than guessed. Nothing is hard-wired: sockets,

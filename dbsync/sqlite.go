@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/muros/muros-had/internal/sched"
 )
 
 // sqliteMagic is the first 16 bytes of every SQLite 3 database file.
@@ -46,7 +48,12 @@ func sqliteSnapshot(ctx context.Context, sqlite3, src, tmpDir string) ([]byte, e
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
-	if err := cmd.Run(); err != nil {
+	// Started at normal priority: the daemon may run real-time.
+	err = sched.Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("sqlite3 .backup %s: %w: %s", src, err, strings.TrimSpace(stderr.String()))
 	}
 	if stderr.Len() > 0 {

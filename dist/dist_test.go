@@ -7,6 +7,7 @@ package dist
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +62,8 @@ func TestUnitDirectives(t *testing.T) {
 		"ProtectKernelTunables":  "no",
 		"WatchdogSec":            "10s",
 		"ConfigurationDirectory": "muros-had",
+		"CPUSchedulingPolicy":    "rr",
+		"CPUSchedulingPriority":  "40",
 	}
 	got := map[string]string{}
 	for k := range want {
@@ -91,6 +94,11 @@ func TestExampleConfigMatchesUnit(t *testing.T) {
 		t.Errorf("example has warnings: %v", cfg.Warnings)
 	}
 	u := unitDirectives(t, "muros-had.service")
+	// The unit sets the scheduling the example asks for (the daemon has no
+	// CAP_SYS_NICE to set it itself).
+	if got, want := u["CPUSchedulingPolicy"][0]+" "+u["CPUSchedulingPriority"][0], fmt.Sprintf("%s %d", cfg.Scheduling.Policy, cfg.Scheduling.Priority); got != want {
+		t.Errorf("unit scheduling %q, example's %q", got, want)
+	}
 	if want := filepath.Join("/var/lib", u["StateDirectory"][0]); cfg.StateDir != want || cfg.StateDir != config.DefaultStateDir {
 		t.Errorf("state_dir %s, unit StateDirectory gives %s, default %s", cfg.StateDir, want, config.DefaultStateDir)
 	}

@@ -14,6 +14,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/sched"
 )
 
 // cmdRun runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP
@@ -48,6 +49,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		log.Warn("configuration", "warning", w.String())
 	}
 
+	// Before the daemon starts its goroutines: fewer threads to set, and
+	// every later one inherits the policy.
+	schedState := applyScheduling(cfg.Scheduling, log)
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -58,7 +63,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	wd, _ := sddaemon.SdWatchdogEnabled(false)
 	for {
 		d, err := daemon.New(daemon.Options{
-			Config: cfg, Logger: log, Notify: notify, WatchdogInterval: wd / 2,
+			Config: cfg, Logger: log, Notify: notify, WatchdogInterval: wd / 2, Scheduling: schedState,
 			Reload: func() (*config.Config, error) { return config.Load(*path) },
 		})
 		if err != nil {
@@ -94,4 +99,19 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+}
+
+// applyScheduling gives the process the configured CPU scheduling and
+// returns the outcome for the status. A refusal is a warning: the daemon
+// works time-sharing, with adverts and replication less punctual under load.
+func applyScheduling(c config.Scheduling, log *slog.Logger) string {
+	p := sched.Policy{Kind: c.Policy, Priority: c.Priority, Nice: c.Nice}
+	n, err := sched.Apply(p)
+	if err != nil {
+		cur, _ := sched.Of(0)
+		log.Warn("scheduling: cannot set the configured policy; running with the inherited one", "want", p.String(), "have", cur.String(), "err", err)
+		return fmt.Sprintf("%s (wanted %s: %v)", cur, p, err)
+	}
+	log.Info("scheduling", "policy", p.String(), "threads", n)
+	return p.String()
 }

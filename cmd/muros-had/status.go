@@ -49,6 +49,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "node:          %s (%s, priority %d)\n", st.Node, st.Role, st.Priority)
 	fmt.Fprintf(w, "local state:   %s\n", st.State)
+	if st.Scheduling != "" {
+		fmt.Fprintf(w, "scheduling:    %s\n", st.Scheduling)
+	}
 	printPeer(w, st)
 	if st.Readiness != nil {
 		fmt.Fprintf(w, "preemption:    %s\n", st.Readiness)

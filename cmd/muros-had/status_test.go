@@ -19,7 +19,7 @@ func TestPrintStatusGolden(t *testing.T) {
 	ready := true
 	base := func() daemon.Status {
 		return daemon.Status{
-			Node: "fw1", Role: "master", State: "MASTER", Priority: 150, Since: at,
+			Node: "fw1", Role: "master", State: "MASTER", Priority: 150, Since: at, Scheduling: "SCHED_RR priority 40",
 			Peer:         daemon.PeerStatus{Management: "192.168.255.2", Polled: true},
 			VIPs:         []daemon.VIPStatus{{VRID: 10, Interface: "wan0", Address: "203.0.113.1/24", State: "MASTER"}},
 			LastFailover: &daemon.Failover{Time: at, From: "BACKUP", To: "MASTER", Reason: "master down"},

@@ -41,6 +41,9 @@ type Options struct {
 	WatchdogInterval time.Duration
 	// Reload returns the configuration to switch to on SIGHUP.
 	Reload func() (*config.Config, error)
+	// Scheduling says what CPU scheduling the process runs with (set by
+	// the caller before New; shown in the status).
+	Scheduling string
 }
 
 // Daemon is one node of the pair.
@@ -169,6 +172,7 @@ func New(opts Options) (*Daemon, error) {
 		reloadReq: make(chan struct{}, 1),
 	}
 	d.status = newStatusBook(d.cfg)
+	d.status.st.Scheduling = opts.Scheduling
 	d.instances = make(map[uint8]instance, len(d.cfg.VIPs))
 	for _, v := range d.cfg.VIPs {
 		d.instances[v.VRID] = instance{vip: v, family: familyOf(v.Address.Addr()), addrs: []netip.Addr{v.Address.Addr()}}

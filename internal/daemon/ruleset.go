@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/muros/muros-had/internal/sched"
 )
 
 // Ruleset fingerprint (SPEC "common pitfalls": the two nodes compare a
@@ -247,9 +249,15 @@ type rulesetLister func(ctx context.Context) ([]byte, error)
 // namespace, so it lists the ruleset of the namespace the daemon serves.
 func nftLister(ctx context.Context) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "nft", "-s", "list", "ruleset")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// Started at normal priority: the daemon may run real-time, and a
+	// large ruleset takes nft a while to list.
+	err := sched.Start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	out := stdout.Bytes()
 	if err != nil {
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			return nil, fmt.Errorf("nft -s list ruleset: %w: %s", err, firstLine(msg))

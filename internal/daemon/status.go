@@ -27,11 +27,14 @@ import (
 // Status is the Cluster status of SPEC "Operator surface": what `muros-had
 // status` prints, the status page shows and /api/health returns.
 type Status struct {
-	Node         string          `json:"node"`
-	Role         string          `json:"role"`  // configured role: master | backup
-	State        string          `json:"state"` // the sync group's VRRP state now
-	Priority     uint8           `json:"priority"`
-	Since        time.Time       `json:"since"` // daemon start
+	Node     string    `json:"node"`
+	Role     string    `json:"role"`  // configured role: master | backup
+	State    string    `json:"state"` // the sync group's VRRP state now
+	Priority uint8     `json:"priority"`
+	Since    time.Time `json:"since"` // daemon start
+	// Scheduling is the process's CPU scheduling (config scheduling:), or
+	// why it could not be set.
+	Scheduling   string          `json:"scheduling,omitempty"`
 	Peer         PeerStatus      `json:"peer"`
 	LastFailover *Failover       `json:"last_failover,omitempty"`
 	VIPs         []VIPStatus     `json:"vips"`
@@ -695,6 +698,7 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <table>
 <tr><th>Node</th><td>{{.Node}} ({{.Role}}, priority {{.Priority}})</td></tr>
 <tr><th>Local state</th><td class="{{.State}}">{{.State}}</td></tr>
+{{with .Scheduling}}<tr><th>Scheduling</th><td>{{.}}</td></tr>{{end}}
 <tr><th>Peer</th><td>{{.Peer.Management}}: {{.Peer.Role}}{{if eq .Peer.RoleSource "health"}} (from its health answer{{with .Peer.Address}}; last adverts from {{.}}{{end}}){{else}}{{with .Peer.Address}} (adverts from {{.}}){{end}}{{end}}{{with .Peer.RoleReason}}: {{.}}{{end}}</td></tr>
 <tr><th>Peer health</th><td>{{if not .Peer.Polled}}not polled{{else if .Peer.Reachable}}reachable{{else}}unreachable{{with .Peer.Error}} ({{.}}){{end}}{{end}}{{if not .Peer.LastHeard.IsZero}}, last heard {{.Peer.LastHeard.Format "2006-01-02 15:04:05.000Z07:00"}}{{end}}{{with .Peer.Readiness}}; peer {{.}}{{end}}</td></tr>
 {{if .SplitBrain.Active}}<tr><th class="FAULT">SPLIT BRAIN</th><td class="FAULT">this node and the peer are both MASTER since {{.SplitBrain.Since.Format "2006-01-02 15:04:05Z07:00"}}</td></tr>{{end}}

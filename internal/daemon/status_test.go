@@ -141,6 +141,13 @@ func TestStatusSurface(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// Real-time scheduling (the default): in the status, and on every
+	// thread of the daemon.
+	if st := mustStatus(t, n1); st.Scheduling != "SCHED_RR priority 40" {
+		t.Errorf("status scheduling = %q, want SCHED_RR priority 40", st.Scheduling)
+	}
+	checkThreadsRealtime(t, n1.Proc.Pid(), 40)
+
 	// Text status, run inside fw2's namespace.
 	text := p.FW2.MustRun(t, binary, "status", "--listen", n2.StatusSock)
 	for _, want := range []string{
@@ -251,5 +258,36 @@ func TestStatusSurface(t *testing.T) {
 	text = p.FW2.MustRun(t, binary, "status", "--listen", n2.StatusSock)
 	if !strings.Contains(text, "BACKUP -> MASTER") || !strings.Contains(text, "priority 0") {
 		t.Errorf("status on the new master does not show the handover:\n%s", text)
+	}
+}
+
+// checkThreadsRealtime: every thread of pid runs SCHED_RR at prio, except
+// a main thread the Go runtime parked for good (sched.Start).
+func checkThreadsRealtime(t *testing.T, pid, prio int) {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := 0
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		// Fields 40 and 41 of stat: rt_priority, policy (2: SCHED_RR).
+		got := f[37] + " " + f[38]
+		switch {
+		case got == fmt.Sprintf("%d 2", prio):
+			rr++
+		case e.Name() == strconv.Itoa(pid) && got == "0 0":
+		default:
+			t.Errorf("thread %s of %d: rt_priority/policy %s, want %d 2", e.Name(), pid, got, prio)
+		}
+	}
+	if rr < 2 {
+		t.Errorf("%d real-time threads in %d", rr, pid)
 	}
 }
