@@ -168,7 +168,7 @@ type DBSync struct {
 // PeerCheck configures what each node checks of the other besides VRRP:
 // the peer's GET /api/health (its role, readiness and ruleset fingerprint;
 // needs DB sync, whose HTTPS listener serves it) and this node's nftables
-// ruleset fingerprint. Changes take effect when the daemon restarts.
+// ruleset fingerprint. A reload (SIGHUP) applies changes in place.
 type PeerCheck struct {
 	// Interval between polls of the peer's GET /api/health.
 	Interval time.Duration
@@ -181,7 +181,7 @@ type PeerCheck struct {
 // internal/sched): real-time by default, so adverts leave on time and
 // conntrack events are replicated as they happen while time-sharing work
 // keeps the CPUs busy. Programs the daemon runs (nft, sqlite3) run
-// time-sharing whatever this says. Changes take effect at restart.
+// time-sharing whatever this says. A reload applies changes in place.
 type Scheduling struct {
 	// Policy: rr (SCHED_RR, default) | fifo (SCHED_FIFO) | other
 	// (SCHED_OTHER, time-sharing).

@@ -236,6 +236,22 @@ func (m *Manager) Claim(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// SetSchedule replaces the announcement schedule (a reload). It applies
+// from the next Claim; an announcer already running keeps its schedule, so
+// a reload sends no burst of its own.
+func (m *Manager) SetSchedule(s Schedule) error {
+	if s == (Schedule{}) {
+		s = DefaultSchedule()
+	}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg.Schedule = s
+	return nil
+}
+
 // addVIP adds v and returns the link that carries it.
 func (m *Manager) addVIP(v VIP) (netlink.Link, error) {
 	link, err := m.h.LinkByName(v.Interface)

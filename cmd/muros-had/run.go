@@ -64,7 +64,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	for {
 		d, err := daemon.New(daemon.Options{
 			Config: cfg, Logger: log, Notify: notify, WatchdogInterval: wd / 2, Scheduling: schedState,
-			Reload: func() (*config.Config, error) { return config.Load(*path) },
+			ApplyScheduling: func(c config.Scheduling) string { return applyScheduling(c, log) },
+			Reload:          func() (*config.Config, error) { return config.Load(*path) },
 		})
 		if err != nil {
 			log.Error("start", "err", err)

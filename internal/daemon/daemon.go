@@ -44,6 +44,9 @@ type Options struct {
 	// Scheduling says what CPU scheduling the process runs with (set by
 	// the caller before New; shown in the status).
 	Scheduling string
+	// ApplyScheduling, if set, applies a reloaded scheduling: and returns
+	// the outcome for the status.
+	ApplyScheduling func(config.Scheduling) string
 }
 
 // Daemon is one node of the pair.
@@ -54,6 +57,9 @@ type Daemon struct {
 
 	status *statusBook
 	stats  *rxStats
+	// surface is the status and metrics listeners with the peer checks
+	// (restarted in place by a reload, under bg).
+	surface closers
 
 	// Set up by Run; owned by the event loop.
 	group   *vrrp.Group
@@ -391,11 +397,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 
-	srv, err := d.startStatusServers(bg)
-	if err != nil {
+	d.registerSyncMetrics()
+	if d.surface, err = d.startStatusServers(bg); err != nil {
 		return err
 	}
-	defer srv.Close()
+	// A reload may replace the surface: close the one running at the end.
+	defer func() { d.surface.Close() }()
 
 	d.log.Info("starting", "role", d.cfg.Role, "priority", d.cfg.Priority(), "vrids", vrids(d.cfg),
 		"advert_interval", d.cfg.AdvertInterval, "auth", d.cfg.Auth, "sync_interface", d.cfg.SyncInterface)

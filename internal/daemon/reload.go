@@ -7,8 +7,27 @@ import (
 	"slices"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
 )
+
+// inPlaceChanges lists the changed keys that a reload applies without
+// touching the election: the local listeners, the peer checks, the
+// announcement schedule and the CPU scheduling.
+func inPlaceChanges(old, cur *config.Config) []string {
+	var out []string
+	add := func(name string, changed bool) {
+		if changed {
+			out = append(out, name)
+		}
+	}
+	add("status", old.Status != cur.Status)
+	add("metrics", old.Metrics != cur.Metrics)
+	add("peer_check", old.PeerCheck != cur.PeerCheck)
+	add("garp", old.GARP != cur.GARP)
+	add("scheduling", old.Scheduling != cur.Scheduling)
+	return out
+}
 
 // ErrRestart is returned by Run after a reload changed something the running
 // election cannot adopt in place (VIPs, VRIDs, interval, authentication, the
@@ -35,13 +54,10 @@ func electionChanges(old, cur *config.Config) []string {
 	add("auth", old.Auth != cur.Auth)
 	add("preempt", old.Preempt != cur.Preempt)
 	add("preempt_delay", old.PreemptDelay != cur.PreemptDelay)
-	add("garp", old.GARP != cur.GARP)
 	add("vmac", old.VMAC != cur.VMAC)
 	add("checksum_mode", old.ChecksumMode != cur.ChecksumMode)
 	add("state_dir", old.StateDir != cur.StateDir)
 	add("run_dir", old.RunDir != cur.RunDir)
-	add("status", old.Status != cur.Status)
-	add("metrics", old.Metrics != cur.Metrics)
 	add("conntrack", !reflect.DeepEqual(old.Conntrack, cur.Conntrack))
 	add("dbsync", !reflect.DeepEqual(roleNeutralDBSync(old), roleNeutralDBSync(cur)))
 	// The DB sync client is built with the peer's address.
@@ -86,8 +102,10 @@ func (d *Daemon) reload(ctx context.Context) {
 		return
 	}
 	defer d.opts.Notify("READY=1")
-	if cfg.Priority() != d.cfg.Priority() {
-		old, from := d.cfg, d.cfg.Priority()
+	old := d.cfg
+	var applied []string
+	if cfg.Priority() != old.Priority() {
+		from := old.Priority()
 		d.cfg = cfg
 		// Status first: whoever reads the log line then sees the new role.
 		d.status.setRole(cfg)
@@ -99,8 +117,56 @@ func (d *Daemon) reload(ctx context.Context) {
 			d.log.Warn("reload: dbsync keeps its JWT issuer/audience until the daemon restarts; set dbsync.jwt.issuer and audience explicitly to make them independent of the role",
 				"issuer", old.DBSync.JWT.Issuer, "configured", cfg.DBSync.JWT.Issuer)
 		}
-		return
+		applied = append(applied, "role")
 	}
 	d.cfg = cfg
-	d.log.Info("reload: nothing relevant changed, no re-election")
+	if changed := inPlaceChanges(old, cfg); len(changed) > 0 {
+		d.applyInPlace(old, changed)
+		applied = append(applied, changed...)
+	}
+	switch {
+	case len(applied) == 0:
+		d.log.Info("reload: nothing relevant changed, no re-election")
+	case len(applied) > 1 || applied[0] != "role":
+		d.log.Info("reload: applied in place, no re-election", "changed", applied)
+	}
+}
+
+// applyInPlace applies the in-place changes of a reload; d.cfg is the new
+// configuration. A listener that cannot be opened keeps the old surface
+// running (and its part of the configuration), so status and metrics are
+// never lost to a typo.
+func (d *Daemon) applyInPlace(old *config.Config, changed []string) {
+	for _, k := range changed {
+		switch k {
+		case "garp":
+			g := d.cfg.GARP
+			if err := d.vips.SetSchedule(vip.Schedule{Repeat: g.Repeat, Interval: g.Interval, Refresh: g.Refresh}); err != nil {
+				d.log.Error("reload: garp", "err", err)
+			}
+		case "scheduling":
+			if d.opts.ApplyScheduling != nil {
+				d.status.setScheduling(d.opts.ApplyScheduling(d.cfg.Scheduling))
+			}
+		}
+	}
+	if !slices.ContainsFunc(changed, func(k string) bool { return k == "status" || k == "metrics" || k == "peer_check" }) {
+		return
+	}
+	// The same socket path or port may be in the new configuration: the
+	// old listeners go first.
+	d.surface.Close()
+	srv, err := d.startStatusServers(d.bg)
+	if err == nil {
+		d.surface = srv
+		return
+	}
+	d.log.Error("reload: status, metrics or peer checks cannot start; keeping the previous ones", "err", err)
+	cfg := *d.cfg
+	cfg.Status, cfg.Metrics, cfg.PeerCheck = old.Status, old.Metrics, old.PeerCheck
+	d.cfg = &cfg
+	if d.surface, err = d.startStatusServers(d.bg); err != nil {
+		d.log.Error("reload: the previous status listener cannot start again either: no status until a restart", "err", err)
+		d.surface = nil
+	}
 }

@@ -378,8 +378,9 @@ func TestSystemdNotify(t *testing.T) {
 	nl.waitFor(t, mark, "READY=1", 1)
 	checkReloadSequence(t, nl.messages()[mark:])
 
-	// A reload that restarts the instances (garp is not adopted in place).
-	writeConfig(t, n1, hatest.Config(p, p.FW1, hatest.NodeOptions{Role: "master", Extra: "garp:\n  repeat: 3\n"}))
+	// A reload that restarts the instances (preempt_delay is not adopted
+	// in place).
+	writeConfig(t, n1, hatest.Config(p, p.FW1, hatest.NodeOptions{Role: "master", PreemptDelay: time.Second}))
 	mark = len(nl.messages())
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -420,4 +421,75 @@ func checkReloadSequence(t *testing.T, msgs []string) {
 	if diff := cmp.Diff([]string{"RELOADING=1", "READY=1"}, states); diff != "" {
 		t.Errorf("sd_notify around a reload (-want +got):\n%s", diff)
 	}
+}
+
+// TestReloadListenersInPlace: a reload that moves the status socket,
+// enables metrics, changes the peer checks, the GARP schedule and the CPU
+// scheduling applies all of it without a re-election: same process, same
+// states and last failovers, VIPs never released, no client loss. A
+// listener that cannot be opened keeps the previous one serving.
+func TestReloadListenersInPlace(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := pairNodes(t, p, hatest.NodeOptions{}, hatest.NodeOptions{})
+	before1, before2 := mustStatus(t, n1), mustStatus(t, n2)
+	pid := n1.Proc.Pid()
+	oldSock, newSock := n1.StatusSock, filepath.Join(n1.NS.Dir, "run", "status-moved.sock")
+	const metricsAddr = "127.0.0.1:19733"
+	edited := func(metricsListen string) string {
+		cfg := hatest.Config(p, n1.NS, hatest.NodeOptions{Role: "master"})
+		cfg = strings.Replace(cfg, "listen: "+oldSock, "listen: "+newSock, 1)
+		cfg = replaceMetrics(cfg, "metrics:\n  enabled: true\n  listen: "+metricsListen+"\n")
+		return cfg + "garp:\n  repeat: 3\npeer_check:\n  interval: 500ms\nscheduling:\n  policy: fifo\n  priority: 30\n"
+	}
+	res := probe(t, p, 1500*time.Millisecond, func() {
+		time.Sleep(300 * time.Millisecond)
+		writeConfig(t, n1, edited(metricsAddr))
+		hup(t, n1, "reload: applied in place, no re-election")
+	})
+	if n1.Proc.Pid() != pid || n1.Proc.Exited() {
+		t.Fatalf("the daemon restarted")
+	}
+	log := n1.Proc.Log()
+	for _, k := range []string{"status", "metrics", "peer_check", "garp", "scheduling"} {
+		if !strings.Contains(log, k) {
+			t.Errorf("the reload line does not name %s", k)
+		}
+	}
+	if _, err := net.Dial("unix", oldSock); err == nil {
+		t.Errorf("the old status socket %s still answers", oldSock)
+	}
+	n1.StatusSock = newSock
+	mustState(t, n1, "MASTER", time.Second)
+	mustState(t, n2, "BACKUP", time.Second)
+	mustOwn(t, p, p.FW1)
+	after1, after2 := mustStatus(t, n1), mustStatus(t, n2)
+	if d := cmp.Diff(before1.LastFailover, after1.LastFailover); d != "" {
+		t.Errorf("master's last failover changed (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(before2.LastFailover, after2.LastFailover); d != "" {
+		t.Errorf("backup's last failover changed (-before +after):\n%s", d)
+	}
+	if strings.Contains(log, "VIPs released") || strings.Contains(log, "restarting the VRRP instances") {
+		t.Errorf("the reload touched the election:\n%s", tail(log, 20))
+	}
+	if res.Lost > 0 || res.Received == 0 {
+		t.Errorf("client through the VIPs lost traffic across the reload: %+v", res)
+	}
+	if after1.Scheduling != "SCHED_FIFO priority 30" {
+		t.Errorf("status scheduling = %q after the reload", after1.Scheduling)
+	}
+	checkThreadsRealtime(t, pid, schedFIFO, 30)
+	if m := metricsOf(t, httpGet(t, nsDial(n1.NS, metricsAddr), "/metrics")); m[`muros_had_vrrp_group_state{state="MASTER"}`] != 1 {
+		t.Errorf("metrics on the new listener: group MASTER = %v", m[`muros_had_vrrp_group_state{state="MASTER"}`])
+	}
+
+	// A metrics address the node does not have: the reload keeps the
+	// listeners running as they were.
+	writeConfig(t, n1, edited("192.0.2.99:9732"))
+	hup(t, n1, "keeping the previous ones")
+	mustStatus(t, n1)
+	if m := metricsOf(t, httpGet(t, nsDial(n1.NS, metricsAddr), "/metrics")); m[`muros_had_vrrp_group_state{state="MASTER"}`] != 1 {
+		t.Errorf("metrics listener lost after a failed reload")
+	}
+	mustState(t, n1, "MASTER", time.Second)
 }

@@ -278,6 +278,12 @@ func (b *statusBook) foreignRouter(vrid uint8, src netip.Addr, now time.Time) {
 	b.st.Foreign = append(b.st.Foreign, ForeignRouter{VRID: vrid, Address: src.String(), LastSeen: now.UTC()})
 }
 
+func (b *statusBook) setScheduling(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.st.Scheduling = s
+}
+
 func (b *statusBook) setRole(cfg *config.Config) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -635,7 +641,6 @@ func (d *Daemon) startStatusServers(ctx context.Context) (closers, error) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statusPage.Execute(w, d.Status())
 	})
-	d.registerSyncMetrics()
 	metrics := promhttp.HandlerFor(d.stats.reg, promhttp.HandlerOpts{})
 	mux.Handle("GET /metrics", metrics)
 

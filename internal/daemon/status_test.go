@@ -146,7 +146,7 @@ func TestStatusSurface(t *testing.T) {
 	if st := mustStatus(t, n1); st.Scheduling != "SCHED_RR priority 40" {
 		t.Errorf("status scheduling = %q, want SCHED_RR priority 40", st.Scheduling)
 	}
-	checkThreadsRealtime(t, n1.Proc.Pid(), 40)
+	checkThreadsRealtime(t, n1.Proc.Pid(), schedRR, 40)
 
 	// Text status, run inside fw2's namespace.
 	text := p.FW2.MustRun(t, binary, "status", "--listen", n2.StatusSock)
@@ -261,15 +261,21 @@ func TestStatusSurface(t *testing.T) {
 	}
 }
 
-// checkThreadsRealtime: every thread of pid runs SCHED_RR at prio, except
-// a main thread the Go runtime parked for good (sched.Start).
-func checkThreadsRealtime(t *testing.T, pid, prio int) {
+// Kernel policy numbers (sched(7)).
+const (
+	schedFIFO = 1
+	schedRR   = 2
+)
+
+// checkThreadsRealtime: every thread of pid runs policy at prio, except a
+// main thread the Go runtime parked for good (sched.Start).
+func checkThreadsRealtime(t *testing.T, pid, policy, prio int) {
 	t.Helper()
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rr := 0
+	rt := 0
 	for _, e := range ents {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, e.Name()))
 		if err != nil {
@@ -277,17 +283,17 @@ func checkThreadsRealtime(t *testing.T, pid, prio int) {
 		}
 		s := string(b)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		// Fields 40 and 41 of stat: rt_priority, policy (2: SCHED_RR).
+		// Fields 40 and 41 of stat: rt_priority, policy.
 		got := f[37] + " " + f[38]
 		switch {
-		case got == fmt.Sprintf("%d 2", prio):
-			rr++
+		case got == fmt.Sprintf("%d %d", prio, policy):
+			rt++
 		case e.Name() == strconv.Itoa(pid) && got == "0 0":
 		default:
-			t.Errorf("thread %s of %d: rt_priority/policy %s, want %d 2", e.Name(), pid, got, prio)
+			t.Errorf("thread %s of %d: rt_priority/policy %s, want %d %d", e.Name(), pid, got, prio, policy)
 		}
 	}
-	if rr < 2 {
-		t.Errorf("%d real-time threads in %d", rr, pid)
+	if rt < 2 {
+		t.Errorf("%d real-time threads in %d", rt, pid)
 	}
 }
