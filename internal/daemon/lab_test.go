@@ -38,6 +38,23 @@ func pairNodes(t *testing.T, p *lab.Pair, o1, o2 hatest.NodeOptions) (*hatest.No
 	return n1, n2
 }
 
+// dbSyncPair starts fw1 (master role) and fw2 (backup) with DB sync on,
+// takeover-length adverts and extra YAML, and waits until fw1 is MASTER
+// and fw2 a settled BACKUP.
+func dbSyncPair(t *testing.T, p *lab.Pair, extra string) (*hatest.Node, *hatest.Node) {
+	t.Helper()
+	o := hatest.NodeOptions{Interval: takeoverInterval, Extra: extra}
+	o1, o2 := o, o
+	o1.Role, o2.Role = "master", "backup"
+	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 15*time.Second)
+	mustSettledBackup(t, n2, 5*time.Second)
+	return n1, n2
+}
+
 // mustSettledBackup waits until n is BACKUP because it hears a master: the
 // BACKUP of start-up, before Master_Down_Interval ran out, does not count
 // (on a loaded machine the backup may still go master once and yield).

@@ -71,15 +71,7 @@ func waitStatus(t *testing.T, n *hatest.Node, what string, timeout time.Duration
 // both report its end.
 func TestPeerViewSplitBrainAndDrift(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	o := hatest.NodeOptions{Interval: takeoverInterval, Extra: peerCheckFast}
-	o1, o2 := o, o
-	o1.Role, o2.Role = "master", "backup"
-	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustState(t, n1, "MASTER", 15*time.Second)
-	mustSettledBackup(t, n2, 5*time.Second)
+	n1, n2 := dbSyncPair(t, p, peerCheckFast)
 
 	// The roles, from health answers; the same ruleset on both.
 	sameRules := func(st daemon.Status) bool {

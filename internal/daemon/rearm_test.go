@@ -40,15 +40,7 @@ const (
 // preempts; the flow survives the fail-back and the edit survives on both.
 func TestRearmAfterFault(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	o := hatest.NodeOptions{Interval: takeoverInterval, Extra: ctSyncOn}
-	o1, o2 := o, o
-	o1.Role, o2.Role = "master", "backup"
-	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustState(t, n1, "MASTER", 15*time.Second)
-	mustSettledBackup(t, n2, 5*time.Second)
+	n1, n2 := dbSyncPair(t, p, ctSyncOn)
 	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
@@ -221,15 +213,7 @@ func readiness(t *testing.T, n *hatest.Node) daemon.Readiness {
 // log and status.
 func TestRearmAfterDemotion(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	o := hatest.NodeOptions{Interval: takeoverInterval, Extra: ctSyncOn}
-	o1, o2 := o, o
-	o1.Role, o2.Role = "master", "backup"
-	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustState(t, n1, "MASTER", 15*time.Second)
-	mustSettledBackup(t, n2, 5*time.Second)
+	n1, n2 := dbSyncPair(t, p, ctSyncOn)
 	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
