@@ -323,3 +323,25 @@ func TestBuildTimeline(t *testing.T) {
 		t.Errorf("rejects (-want +got):\n%s", diff)
 	}
 }
+
+// TestCountFalseTakeovers: only the backup's adverts inside the window
+// count; runs more than three intervals apart are separate takeovers.
+func TestCountFalseTakeovers(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	master, backup := [4]byte{192, 168, 255, 1}, [4]byte{192, 168, 255, 2}
+	frames := []lab.Frame{
+		{At: at(0), Data: advertFrame(backup, 100, false)}, // before the window
+		{At: at(10), Data: advertFrame(master, 150, false)},
+		{At: at(20), Data: advertFrame(backup, 100, false)}, // episode 1
+		{At: at(30), Data: advertFrame(backup, 100, true)},
+		{At: at(40), Data: advertFrame(master, 150, false)},
+		{At: at(100), Data: advertFrame(backup, 100, false)}, // episode 2: 70 ms later
+		{At: at(105), Data: garpFrame(backup, backup)},
+		{At: at(500), Data: advertFrame(backup, 100, false)}, // after the window
+	}
+	got := CountFalseTakeovers(frames, netip.AddrFrom4(backup), 10*time.Millisecond, at(5), at(400))
+	if want := (FalseTakeovers{Adverts: 3, Episodes: 2}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,142 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/lab"
+)
+
+var (
+	loadHogs   = flag.Int("load.hogs", 64, "CPU-bound processes started beside the pair")
+	loadWindow = flag.Duration("load.window", 10*time.Second, "how long the hogs run")
+	loadReps   = flag.Int("load.reps", 3, "windows per case (a fresh pair each)")
+)
+
+// FalseTakeovers summarises a backup's adverts on the sync link: a backup
+// whose master is alive sends none, so each advert it sent is part of a
+// false takeover (it stopped hearing the master in time). Episodes are runs
+// of its adverts separated by more than three intervals.
+type FalseTakeovers struct {
+	Adverts  int
+	Episodes int
+}
+
+// CountFalseTakeovers counts the adverts from backup in frames (captured on
+// the sync link) between from and to.
+func CountFalseTakeovers(frames []lab.Frame, backup netip.Addr, interval time.Duration, from, to time.Time) FalseTakeovers {
+	var out FalseTakeovers
+	var last time.Time
+	for _, f := range frames {
+		if f.At.Before(from) || f.At.After(to) {
+			continue
+		}
+		src, _, err := ParseAdvertFrame(f.Data)
+		if err != nil || src != backup {
+			continue
+		}
+		out.Adverts++
+		if last.IsZero() || f.At.Sub(last) > 3*interval {
+			out.Episodes++
+		}
+		last = f.At
+	}
+	return out
+}
+
+// murosHadTimeSharing is muros-had without its real-time default: the
+// control that shows what the scheduling buys.
+func murosHadTimeSharing() impl {
+	return impl{
+		name: "muros-had-none-timesharing",
+		start: func(p *lab.Pair, fw *lab.Netns, role string, interval time.Duration) (node, error) {
+			return hatest.StartNode(binary, p, fw, hatest.NodeOptions{Role: role, Auth: "none", Interval: interval,
+				Extra: "scheduling:\n  policy: other\n"})
+		},
+	}
+}
+
+// BenchmarkFalseTakeoverUnderLoad elects a pair at 10 ms adverts
+// (Master_Down_Interval about 36 ms), then starts -load.hogs CPU-bound
+// processes (sh busy loops, time-sharing, nice 0) in fw1's namespace for
+// -load.window, and counts the false takeovers: adverts fw2 sent while
+// fw1 was alive, from a capture of fw2's sync link. keepalived 2.2.7 as
+// Debian runs it (no vrrp_rt_priority), muros-had with its default
+// (SCHED_RR 40) and muros-had time-sharing.
+func BenchmarkFalseTakeoverUnderLoad(b *testing.B) {
+	const interval = 10 * time.Millisecond
+	for _, im := range []impl{keepalivedV3, murosHad("none"), murosHadTimeSharing()} {
+		b.Run("10ms/"+im.name, func(b *testing.B) {
+			lab.Require(b)
+			var adverts, episodes []float64
+			for rep := range max(*loadReps, b.N) {
+				ft, err := falseTakeoversOnce(im, interval)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Logf("%s rep %d (load average %s): %d hogs for %v: fw2 sent %d adverts in %d false takeovers",
+					im.name, rep, loadAverage(), *loadHogs, *loadWindow, ft.Adverts, ft.Episodes)
+				adverts = append(adverts, float64(ft.Adverts))
+				episodes = append(episodes, float64(ft.Episodes))
+			}
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(median(adverts), "backup_adverts")
+			b.ReportMetric(median(episodes), "false_takeovers")
+		})
+	}
+}
+
+func falseTakeoversOnce(im impl, interval time.Duration) (FalseTakeovers, error) {
+	p, err := lab.NewPair(lab.Options{})
+	if err != nil {
+		return FalseTakeovers{}, err
+	}
+	stop := lab.CloseOnSignal(p)
+	defer func() {
+		stop()
+		p.Close()
+	}()
+	if _, _, err := electPair(p, im, interval); err != nil {
+		return FalseTakeovers{}, err
+	}
+	capt, err := p.FW2.StartCapture(lab.IfSync)
+	if err != nil {
+		return FalseTakeovers{}, err
+	}
+	defer capt.Stop()
+	from := time.Now()
+	var hogs []*lab.Process
+	defer func() {
+		for _, h := range hogs {
+			h.Kill()
+		}
+	}()
+	for range *loadHogs {
+		h, err := p.FW1.Start("sh", "-c", "while :; do :; done")
+		if err != nil {
+			return FalseTakeovers{}, fmt.Errorf("hog: %w", err)
+		}
+		hogs = append(hogs, h)
+	}
+	time.Sleep(*loadWindow)
+	for _, h := range hogs {
+		h.Kill()
+	}
+	hogs = nil
+	to := time.Now()
+	// Let a takeover that began at the end finish and yield.
+	time.Sleep(200 * time.Millisecond)
+	path, _, err := capt.Stop()
+	if err != nil {
+		return FalseTakeovers{}, err
+	}
+	frames, err := lab.ReadPcap(path)
+	if err != nil {
+		return FalseTakeovers{}, err
+	}
+	return CountFalseTakeovers(frames, p.FW2Addrs.Sync.Addr(), interval, from, to.Add(200*time.Millisecond)), nil
+}
