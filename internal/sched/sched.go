@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -161,12 +162,24 @@ func Start(cmd *exec.Cmd) error {
 	go func() {
 		runtime.LockOSThread()
 		// Never unlocked: the thread, now SCHED_OTHER, is not reused.
-		normal := &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
-		if err := unix.SchedSetAttr(0, normal, 0); err != nil {
+		if err := toOther(); err != nil {
 			errc <- fmt.Errorf("sched: back to SCHED_OTHER before starting %s: %w", cmd.Path, err)
 			return
 		}
 		errc <- cmd.Start()
 	}()
 	return <-errc
+}
+
+// toOther sets the calling thread to SCHED_OTHER with sched_setscheduler(2),
+// not sched_setattr(2): systemd's RestrictRealtime= filter inspects the
+// policy argument of sched_setscheduler (and lets SCHED_OTHER through),
+// while sched_setattr carries it behind a pointer a filter cannot read.
+func toOther() error {
+	var param struct{ priority int32 } // struct sched_param
+	_, _, errno := unix.RawSyscall(unix.SYS_SCHED_SETSCHEDULER, 0, unix.SCHED_NORMAL, uintptr(unsafe.Pointer(&param)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
