@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -107,6 +108,7 @@ const (
 	ReasonLifetime    = "token_lifetime"
 	ReasonScope       = "token_scope"
 	ReasonClaims      = "token_claims"
+	ReasonReplayed    = "token_replayed"
 )
 
 // authenticator mints tokens for the peer and verifies the peer's tokens.
@@ -114,6 +116,49 @@ type authenticator struct {
 	cfg        AuthConfig
 	self, peer string
 	now        func() time.Time
+	// seen holds the jti of every sync-scope token accepted and not yet
+	// expired: a node mints one per request, so a second use is a replay
+	// (a captured request sent again). Operator tokens (scope health) are
+	// meant to be reused for their lifetime and open only GET /api/health.
+	seen jtiCache
+}
+
+// jtiCache remembers token IDs until their expiry. Its size is bounded by
+// the request rate times the token lifetime (about a hundred entries at
+// the daemon's rates); maxSeenTokens bounds it against a peer minting
+// without end, which refuses further tokens rather than forgetting one.
+type jtiCache struct {
+	mu        sync.Mutex
+	exp       map[string]time.Time
+	nextPrune time.Time
+}
+
+const maxSeenTokens = 1 << 16
+
+// use records id until exp; false if id was already used or the cache is
+// full.
+func (c *jtiCache) use(id string, exp, now time.Time) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.exp == nil {
+		c.exp = make(map[string]time.Time)
+	}
+	if !now.Before(c.nextPrune) || len(c.exp) >= maxSeenTokens {
+		for k, e := range c.exp {
+			if now.After(e) {
+				delete(c.exp, k)
+			}
+		}
+		c.nextPrune = now.Add(10 * time.Second)
+	}
+	if _, ok := c.exp[id]; ok {
+		return false, fmt.Errorf("token %s already used", id)
+	}
+	if len(c.exp) >= maxSeenTokens {
+		return false, fmt.Errorf("%d unexpired tokens remembered: refusing more", len(c.exp))
+	}
+	c.exp[id] = exp
+	return true, nil
 }
 
 func (a *authenticator) verifyKey() any {
@@ -219,6 +264,15 @@ func (a *authenticator) verify(header string, needScope string) (Claims, string,
 	}
 	if c.Scope != needScope && !(needScope == ScopeHealth && c.Scope == ScopeSync) {
 		return c, ReasonScope, fmt.Errorf("scope %q, need %q", c.Scope, needScope)
+	}
+	if c.Scope == ScopeSync {
+		if c.ID == "" {
+			return c, ReasonClaims, errors.New("a sync token needs a jti")
+		}
+		// Remembered past exp by the leeway, during which it still verifies.
+		if ok, err := a.seen.use(c.ID, c.ExpiresAt.Add(a.cfg.Leeway), a.now()); !ok {
+			return c, ReasonReplayed, err
+		}
 	}
 	return c, "", nil
 }

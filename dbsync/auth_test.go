@@ -33,8 +33,10 @@ func signRaw(t *testing.T, method jwt.SigningMethod, key any, c Claims) string {
 	return s
 }
 
+// claimsAt returns claims with a fresh jti.
 func claimsAt(iss, aud string, iat time.Time, ttl time.Duration, scope string) Claims {
 	return Claims{RegisteredClaims: jwt.RegisteredClaims{
+		ID:     rand.Text(),
 		Issuer: iss, Audience: jwt.ClaimStrings{aud},
 		IssuedAt: jwt.NewNumericDate(iat), NotBefore: jwt.NewNumericDate(iat), ExpiresAt: jwt.NewNumericDate(iat.Add(ttl)),
 	}, Scope: scope}
@@ -54,7 +56,9 @@ func TestVerifyHS256(t *testing.T) {
 		reason string
 	}{
 		{"valid", "Bearer " + signRaw(t, jwt.SigningMethodHS256, cfg.Secret, good), ScopeSync, ""},
-		{"valid sync token on health", "Bearer " + signRaw(t, jwt.SigningMethodHS256, cfg.Secret, good), ScopeHealth, ""},
+		{"valid sync token on health", "Bearer " + signRaw(t, jwt.SigningMethodHS256, cfg.Secret, claimsAt("a", "b", testNow, time.Minute, ScopeSync)), ScopeHealth, ""},
+		{"sync token replayed", "Bearer " + signRaw(t, jwt.SigningMethodHS256, cfg.Secret, good), ScopeSync, ReasonReplayed},
+		{"sync token without jti", "Bearer " + signRaw(t, jwt.SigningMethodHS256, cfg.Secret, Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: "a", Audience: jwt.ClaimStrings{"b"}, IssuedAt: jwt.NewNumericDate(testNow), ExpiresAt: jwt.NewNumericDate(testNow.Add(time.Minute))}, Scope: ScopeSync}), ScopeSync, ReasonClaims},
 		{"missing header", "", ScopeSync, ReasonMissing},
 		{"not bearer", "Basic Zm9vOmJhcg==", ScopeSync, ReasonMalformed},
 		{"malformed", "Bearer not.a.jwt", ScopeSync, ReasonMalformed},
@@ -162,26 +166,63 @@ func TestMintOperatorToken(t *testing.T) {
 	}
 }
 
-// Token expiry as the clock really moves (synctest's fake clock).
+// Token expiry as the clock really moves (synctest's fake clock). An
+// operator token (scope health) may be used again and again until then.
 func TestTokenExpiresWithClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := hsAuth()
 		minter := &authenticator{cfg: cfg, self: "a", peer: "b", now: time.Now}
 		verifier := &authenticator{cfg: cfg, self: "b", peer: "a", now: time.Now}
+		tok, err := minter.mint(ScopeHealth, cfg.TokenTTL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, reason, err := verifier.verify("Bearer "+tok, ScopeHealth); err != nil {
+			t.Fatalf("fresh token: %s %v", reason, err)
+		}
+		time.Sleep(cfg.TokenTTL) // within leeway still
+		if _, reason, err := verifier.verify("Bearer "+tok, ScopeHealth); err != nil {
+			t.Fatalf("token at exp (leeway %v): %s %v", cfg.Leeway, reason, err)
+		}
+		time.Sleep(cfg.Leeway + time.Second)
+		if _, reason, _ := verifier.verify("Bearer "+tok, ScopeHealth); reason != ReasonExpired {
+			t.Fatalf("token after exp+leeway: reason %q, want %q", reason, ReasonExpired)
+		}
+	})
+}
+
+// A sync token is single-use: the node mints one per request, so a second
+// presentation is a captured request sent again. Each new token passes;
+// the remembered IDs are forgotten once their tokens expired.
+func TestSyncTokenReplay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hsAuth()
+		minter := &authenticator{cfg: cfg, self: "a", peer: "b", now: time.Now}
+		verifier := &authenticator{cfg: cfg, self: "b", peer: "a", now: time.Now}
+		for i := range 50 {
+			tok, err := minter.mint(ScopeSync, cfg.TokenTTL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, reason, err := verifier.verify("Bearer "+tok, ScopeSync); err != nil {
+				t.Fatalf("token %d: %s %v", i, reason, err)
+			}
+			if _, reason, _ := verifier.verify("Bearer "+tok, ScopeHealth); reason != ReasonReplayed {
+				t.Fatalf("token %d used again: reason %q, want %q", i, reason, ReasonReplayed)
+			}
+			time.Sleep(time.Second)
+		}
+		// The first tokens have expired by now; the next check prunes them.
+		time.Sleep(cfg.TokenTTL + cfg.Leeway + 10*time.Second)
 		tok, err := minter.mint(ScopeSync, cfg.TokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, reason, err := verifier.verify("Bearer "+tok, ScopeSync); err != nil {
-			t.Fatalf("fresh token: %s %v", reason, err)
+			t.Fatalf("after the pause: %s %v", reason, err)
 		}
-		time.Sleep(cfg.TokenTTL) // within leeway still
-		if _, reason, err := verifier.verify("Bearer "+tok, ScopeSync); err != nil {
-			t.Fatalf("token at exp (leeway %v): %s %v", cfg.Leeway, reason, err)
-		}
-		time.Sleep(cfg.Leeway + time.Second)
-		if _, reason, _ := verifier.verify("Bearer "+tok, ScopeSync); reason != ReasonExpired {
-			t.Fatalf("token after exp+leeway: reason %q, want %q", reason, ReasonExpired)
+		if n := len(verifier.seen.exp); n != 1 {
+			t.Errorf("%d token IDs remembered after all but one expired", n)
 		}
 	})
 }

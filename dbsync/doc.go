@@ -155,7 +155,11 @@
 // audience, the peer's ID as issuer (a node's own token reflected back
 // fails), requires exp and iat, allows Leeway (5 s) of clock skew, refuses
 // sync tokens living longer than 2×TokenTTL, and health-scoped tokens on the
-// sync endpoints.
+// sync endpoints. A sync token is single-use: its jti is required and
+// remembered until exp + Leeway, and a second presentation is refused as
+// token_replayed (a node mints one per request; a captured request sent
+// again changes nothing). Operator tokens are reusable for their lifetime:
+// they open only GET /api/health.
 //
 // # Batch wire format (POST /api/sync/push body; integers big-endian)
 //

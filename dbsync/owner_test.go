@@ -296,7 +296,7 @@ func TestHandlerManifestOwners(t *testing.T) {
 	mustRoot(t)
 	n, peer, auth := handlerNode(t)
 	h := n.Handler()
-	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	tok := syncTokens(t, auth)
 	push := func(b Batch) {
 		t.Helper()
 		body, err := AppendBatch(nil, b)
@@ -304,7 +304,7 @@ func TestHandlerManifestOwners(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body, tok))
+		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body, tok()))
 		if w.Code != 200 {
 			t.Fatalf("push revision %d: %d %s", b.Revision, w.Code, w.Body)
 		}
@@ -315,7 +315,7 @@ func TestHandlerManifestOwners(t *testing.T) {
 	push(Batch{Version: 1, Revision: 2, Entries: []Entry{put("db/old-master", "x")}})
 
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, peerRequest(t, peer, "GET", PathManifest, nil, tok))
+	h.ServeHTTP(w, peerRequest(t, peer, "GET", PathManifest, nil, tok()))
 	var m Manifest
 	if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil || w.Code != 200 {
 		t.Fatalf("manifest: %d %v %s", w.Code, err, w.Body)

@@ -87,7 +87,7 @@ func TestReadyWhenMaster(t *testing.T) {
 func TestHandlerSynced(t *testing.T) {
 	n, peer, auth := handlerNode(t)
 	h := n.Handler()
-	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	tok := syncTokens(t, auth)
 	health, _ := mintToken(auth.withDefaults(), "a", "b", ScopeHealth, time.Minute, time.Now())
 	body := func(boot string) []byte {
 		b, _ := json.Marshal(Synced{BootID: boot, Revision: 7})
@@ -101,9 +101,9 @@ func TestHandlerSynced(t *testing.T) {
 	}{
 		{"no token", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), ""), 401, ReasonMissing},
 		{"health scope", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), health), 401, ReasonScope},
-		{"earlier boot", peerRequest(t, peer, "POST", PathSynced, body("0123456789abcdef"), tok), 409, ReasonStaleBoot},
-		{"garbage", peerRequest(t, peer, "POST", PathSynced, []byte("{boot"), tok), 400, ReasonDecode},
-		{"too large", peerRequest(t, peer, "POST", PathSynced, make([]byte, 2*maxSyncedBody), tok), 413, ReasonTooLarge},
+		{"earlier boot", peerRequest(t, peer, "POST", PathSynced, body("0123456789abcdef"), tok()), 409, ReasonStaleBoot},
+		{"garbage", peerRequest(t, peer, "POST", PathSynced, []byte("{boot"), tok()), 400, ReasonDecode},
+		{"too large", peerRequest(t, peer, "POST", PathSynced, make([]byte, 2*maxSyncedBody), tok()), 413, ReasonTooLarge},
 	}
 	for _, tt := range rejects {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,7 +122,7 @@ func TestHandlerSynced(t *testing.T) {
 		})
 	}
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, body(n.bootID), tok))
+	h.ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, body(n.bootID), tok()))
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d; body %s", w.Code, w.Body)
 	}
@@ -134,10 +134,10 @@ func TestHandlerSynced(t *testing.T) {
 func TestHandlerSyncedRefusedByMaster(t *testing.T) {
 	n, peer, auth := handlerNode(t)
 	n.SetRole(true)
-	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	tok := syncTokens(t, auth)
 	b, _ := json.Marshal(Synced{BootID: n.bootID})
 	w := httptest.NewRecorder()
-	n.Handler().ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, b, tok))
+	n.Handler().ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, b, tok()))
 	if w.Code != http.StatusConflict || n.Status().Rejected[ReasonNotBackup] != 1 {
 		t.Fatalf("status %d, rejected %v", w.Code, n.Status().Rejected)
 	}

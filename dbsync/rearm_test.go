@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 // Rearm opens a new wait under a new boot ID: a notice for the old one (a
@@ -16,11 +15,11 @@ import (
 func TestRearm(t *testing.T) {
 	n, peer, auth := handlerNode(t)
 	h := n.Handler()
-	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	tok := syncTokens(t, auth)
 	notice := func(boot string) int {
 		b, _ := json.Marshal(Synced{BootID: boot, Revision: 3})
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, b, tok))
+		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathSynced, b, tok()))
 		return w.Code
 	}
 

@@ -57,7 +57,7 @@ func peerRequest(t *testing.T, peer Identity, method, path string, body []byte, 
 func TestHandlerRejects(t *testing.T) {
 	n, peer, auth := handlerNode(t)
 	h := n.Handler()
-	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	tok := syncTokens(t, auth)
 	wrongAud, _ := mintToken(auth.withDefaults(), "a", "c", ScopeSync, time.Minute, time.Now())
 	good, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("db/ok", "ok")}})
 	escape, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("db/../../etc/passwd", "x")}})
@@ -73,19 +73,19 @@ func TestHandlerRejects(t *testing.T) {
 		{"no token", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, "") }, 401, ReasonMissing},
 		{"wrong audience", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, wrongAud) }, 401, ReasonAudience},
 		{"no client certificate", func() *http.Request {
-			r := peerRequest(t, peer, "POST", PathPush, good, tok)
+			r := peerRequest(t, peer, "POST", PathPush, good, tok())
 			r.TLS.PeerCertificates = nil
 			return r
 		}, 401, ReasonPeerCert},
 		{"health without token", func() *http.Request { return peerRequest(t, peer, "GET", PathHealth, nil, "") }, 401, ReasonMissing},
-		{"too large", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, huge, tok) }, 413, ReasonTooLarge},
-		{"truncated", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good[:len(good)-3], tok) }, 400, ReasonTruncated},
+		{"too large", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, huge, tok()) }, 413, ReasonTooLarge},
+		{"truncated", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good[:len(good)-3], tok()) }, 400, ReasonTruncated},
 		{"garbage", func() *http.Request {
-			return peerRequest(t, peer, "POST", PathPush, []byte("hello world, not a batch"), tok)
+			return peerRequest(t, peer, "POST", PathPush, []byte("hello world, not a batch"), tok())
 		}, 400, ReasonDecode},
-		{"dot dot", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, escape, tok) }, 400, ReasonPath},
-		{"absolute", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, absolute, tok) }, 400, ReasonPath},
-		{"not under a root", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, notRoot, tok) }, 400, ReasonPath},
+		{"dot dot", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, escape, tok()) }, 400, ReasonPath},
+		{"absolute", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, absolute, tok()) }, 400, ReasonPath},
+		{"not under a root", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, notRoot, tok()) }, 400, ReasonPath},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,11 +114,11 @@ func TestHandlerRejects(t *testing.T) {
 func TestHandlerPushAndHealth(t *testing.T) {
 	n, peer, auth := handlerNode(t)
 	h := n.Handler()
-	tok, _ := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+	tok := syncTokens(t, auth)
 	body, _ := AppendBatch(nil, Batch{Revision: 7, Entries: []Entry{put("db/ok", "ok")}})
 	for i, want := range []ApplyResult{{Revision: 7, Applied: 1, Bytes: 2}, {Revision: 7, Noop: true}} {
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body, tok))
+		h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body, tok()))
 		var got ApplyResult
 		json.Unmarshal(w.Body.Bytes(), &got)
 		if w.Code != 200 {
@@ -132,7 +132,7 @@ func TestHandlerPushAndHealth(t *testing.T) {
 	n.SetRole(true)
 	w := httptest.NewRecorder()
 	body2, _ := AppendBatch(nil, Batch{Revision: 8, Entries: []Entry{put("db/ok", "no")}})
-	h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body2, tok))
+	h.ServeHTTP(w, peerRequest(t, peer, "POST", PathPush, body2, tok()))
 	if w.Code != http.StatusConflict {
 		t.Fatalf("push to master: %d", w.Code)
 	}
@@ -168,7 +168,7 @@ func TestHandlerPushAndHealth(t *testing.T) {
 		t.Fatalf("manifest with operator token: %d", w.Code)
 	}
 	w = httptest.NewRecorder()
-	h.ServeHTTP(w, peerRequest(t, peer, "GET", PathManifest, nil, tok))
+	h.ServeHTTP(w, peerRequest(t, peer, "GET", PathManifest, nil, tok()))
 	var m Manifest
 	json.Unmarshal(w.Body.Bytes(), &m)
 	if w.Code != 200 || len(m.Files) != 1 || m.Files[0].Path != "db/ok" || m.Revision != 7 {
@@ -209,5 +209,17 @@ func TestCollector(t *testing.T) {
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("metrics (-want +got):\n%s", d)
+	}
+}
+
+// syncTokens returns a minter of fresh sync-scope tokens from a to b: the
+// server accepts each only once, as the node mints one per request.
+func syncTokens(t *testing.T, auth AuthConfig) func() string {
+	return func() string {
+		tok, err := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
 	}
 }
