@@ -72,7 +72,12 @@ func (n *Node) runMaster(ctx context.Context) error {
 		p := &n.cfg.Paths[i]
 		if p.Dir {
 			n.watchTree(w, p.Local)
-		} else if err := w.Add(filepath.Dir(p.Local)); err != nil {
+		}
+		// A file root is seen from its directory. A directory root is
+		// watched from its parent too: a root that does not exist yet, or
+		// that is removed and made again (a package reinstall), has no
+		// watch of its own until its creation is seen there.
+		if err := w.Add(filepath.Dir(p.Local)); err != nil {
 			n.log.Warn("dbsync: watch", "path", p.Local, "err", err)
 		}
 	}
@@ -219,6 +224,22 @@ func (n *Node) noteEvent(w *fsnotify.Watcher, st *masterState, ev fsnotify.Event
 		if fi, err := os.Lstat(name); err != nil || fi.IsDir() {
 			return false
 		}
+	}
+	if i := slices.IndexFunc(n.cfg.Paths, func(r Path) bool { return r.Dir && r.Local == name }); i >= 0 {
+		// A directory root itself appeared or went away: watch what is
+		// there now and compare everything (its wire name alone names no
+		// file).
+		if ev.Has(fsnotify.Create) {
+			n.watchTree(w, name)
+		}
+		if !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Remove) && !ev.Has(fsnotify.Rename) {
+			return false
+		}
+		st.needFull = true
+		if len(st.dirty) == 0 {
+			st.firstDirty = time.Now()
+		}
+		return true
 	}
 	wire, ok := localToWire(n.cfg.Paths, name)
 	if !ok {

@@ -43,6 +43,7 @@ func (tn *testNode) keaDir() string { return filepath.Join(tn.dir, "kea") }
 
 type pairOptions struct {
 	auth  func(a, b *AuthConfig)
+	cfg   func(a, b *Config) // after testConfig, before start
 	wrapB func(http.Handler) http.Handler // see testNode.wrap
 }
 
@@ -81,6 +82,9 @@ func newLabPair(t testing.TB, opts pairOptions) (a, b *testNode) {
 	a.cfg = testConfig(a, b, idB.Fingerprint, authA)
 	b.cfg = testConfig(b, a, idA.Fingerprint, authB)
 	b.wrap = opts.wrapB
+	if opts.cfg != nil {
+		opts.cfg(&a.cfg, &b.cfg)
+	}
 	t.Cleanup(func() { a.stop(); b.stop() })
 	a.start(true)
 	b.start(false)
@@ -270,6 +274,28 @@ func TestLabPairReplicates(t *testing.T) {
 	if a.node.Status().Rejected[ReasonPeerCert]+b.node.Status().Rejected[ReasonPeerCert] != 0 {
 		t.Fatal("peer certificate rejected between correctly pinned nodes")
 	}
+}
+
+// A replicated directory removed and made again while the master runs
+// (a package reinstall) keeps replicating from the watch on its parent,
+// not only at the next anti-entropy pass (here an hour away).
+func TestLabPairRootRecreated(t *testing.T) {
+	a, b := newLabPair(t, pairOptions{cfg: func(a, b *Config) {
+		a.AntiEntropyInterval, b.AntiEntropyInterval = time.Hour, time.Hour
+	}})
+	lease := func(n *testNode) string { return filepath.Join(n.keaDir(), "kea-leases4.csv") }
+	writeFile(t, lease(a), "address,hwaddr\n")
+	waitFor(t, "lease file on backup", sameFile(lease(a), lease(b)))
+	if err := os.RemoveAll(a.keaDir()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "removal on backup", gone(lease(b)))
+	time.Sleep(100 * time.Millisecond) // the removal's events are handled
+	writeFile(t, lease(a), "address,hwaddr\n10.10.0.50,aa:bb:cc:dd:ee:ff\n")
+	waitFor(t, "lease file in the recreated directory", sameFile(lease(a), lease(b)))
+	// And the recreated directory is watched again.
+	writeFile(t, filepath.Join(a.keaDir(), "dhcp4.conf"), "{}\n")
+	waitFor(t, "second file", sameFile(filepath.Join(a.keaDir(), "dhcp4.conf"), filepath.Join(b.keaDir(), "dhcp4.conf")))
 }
 
 // A Kea memfile lease CSV grows line by line: each line is shipped alone.
