@@ -43,7 +43,7 @@ func (tn *testNode) keaDir() string { return filepath.Join(tn.dir, "kea") }
 
 type pairOptions struct {
 	auth  func(a, b *AuthConfig)
-	cfg   func(a, b *Config) // after testConfig, before start
+	cfg   func(a, b *Config)              // after testConfig, before start
 	wrapB func(http.Handler) http.Handler // see testNode.wrap
 }
 
