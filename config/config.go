@@ -121,7 +121,8 @@ type Metrics struct {
 // Conntrack configures connection-tracking replication over SyncInterface.
 type Conntrack struct {
 	Enabled bool
-	// Group is the IPv4 multicast group of the sync messages.
+	// Group is the multicast group of the sync messages: IPv4, or IPv6 (a
+	// link-local group such as ff02::3780 for a sync link without IPv4).
 	Group netip.Addr
 	Port  uint16
 	// Filter selects the replicated flows.

@@ -112,6 +112,7 @@ func TestParseOptions(t *testing.T) {
 			PeerCheck{Interval: 500 * time.Millisecond, RulesetInterval: 3 * time.Second}},
 		{"ruleset check off", "peer_check:\n  ruleset_interval: 0s\n", func(c *Config) any { return c.PeerCheck },
 			PeerCheck{Interval: 2 * time.Second}},
+		{"ipv6 sync group", "conntrack:\n  group: \"ff02::3780\"\n", func(c *Config) any { return c.Conntrack.Group.String() }, "ff02::3780"},
 		{"fifo priority", "scheduling:\n  policy: fifo\n  priority: 90\n", func(c *Config) any { return c.Scheduling }, Scheduling{Policy: "fifo", Priority: 90}},
 		{"time-sharing nice", "scheduling:\n  policy: other\n  nice: -5\n", func(c *Config) any { return c.Scheduling.Policy + " " + fmt.Sprint(c.Scheduling.Nice) }, "other -5"},
 	}
@@ -283,7 +284,7 @@ dbsync:
 			`config.yaml:13: state_dir: "relative/dir" is not an absolute path`,
 			`config.yaml:15: status.listen: "status.sock" is neither an absolute socket path nor IP:port`,
 			`config.yaml:17: metrics.listen: "localhost:99999" is not IP:port (or :port for every address)`,
-			"config.yaml:19: conntrack.group: 10.0.0.1 is not an IPv4 multicast group (224.0.0.0/4)",
+			"config.yaml:19: conntrack.group: 10.0.0.1 is not a multicast group (IPv4 224.0.0.0/4, or IPv6 ff00::/8 such as ff02::3780)",
 			"config.yaml:20: conntrack.port: 0 is out of range 1..65535",
 			`config.yaml:22: conntrack.filter.include[0]: "nonsense" is not a valid CIDR`,
 			"config.yaml:23: conntrack.filter.protocols: empty: no flow would be replicated (set conntrack.enabled: false instead)",

@@ -558,8 +558,8 @@ func (d *decoder) conntrackFields(ct *Conntrack) []field {
 		{"group", false, func(k string, n *yaml.Node) {
 			var a netip.Addr
 			if d.addr(k, n, &a) {
-				if !a.Is4() || !a.IsMulticast() {
-					d.fail(resolve(n).Line, k, "%s is not an IPv4 multicast group (224.0.0.0/4)", a)
+				if !a.IsMulticast() || a.Is4In6() {
+					d.fail(resolve(n).Line, k, "%s is not a multicast group (IPv4 224.0.0.0/4, or IPv6 ff00::/8 such as ff02::3780)", a)
 					return
 				}
 				ct.Group = a

@@ -46,7 +46,7 @@
 //	metrics: {enabled: true, listen: 127.0.0.1:9732}
 //	conntrack:
 //	  enabled: true
-//	  group: 225.0.0.50          IPv4 multicast
+//	  group: 225.0.0.50          IPv4 multicast, or IPv6 (e.g. ff02::3780)
 //	  port: 3780
 //	  filter: {exclude_local: true, include: [], exclude: [], protocols: [tcp, udp]}
 //	  resync: {startup_timeout: 30s, interval: 0s}

@@ -61,6 +61,9 @@ func Render(c *Config, opt RenderOptions) (Rendered, error) {
 	if !opt.SyncAddress.Is4() {
 		return Rendered{}, fmt.Errorf("render: sync address %s is not IPv4: conntrackd multicast sync is IPv4", opt.SyncAddress)
 	}
+	if c.Conntrack.Group.Is6() {
+		return Rendered{}, fmt.Errorf("render: conntrack.group %s is IPv6: the conntrackd fallback is rendered for IPv4 groups only", c.Conntrack.Group)
+	}
 	var r Rendered
 	ka, err := renderKeepalived(c, opt, &r.Notes)
 	if err != nil {

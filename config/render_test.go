@@ -116,22 +116,27 @@ func TestRenderNotes(t *testing.T) {
 func TestRenderRejects(t *testing.T) {
 	c := renderCase2Config(t, renderCases()[1], "")
 	tests := []struct {
-		name string
-		pass string
-		opt  RenderOptions
-		want string
+		name  string
+		pass  string
+		opt   RenderOptions
+		want  string
+		group netip.Addr // conntrack.group, when set
 	}{
-		{"no sync address", "x", RenderOptions{}, "render: this node's IPv4 address on the sync interface is required (conntrackd's IPv4_interface)"},
-		{"comment char in password", "ab#cd", syncOpt, `render: the password contains '#', which keepalived.conf cannot carry`},
-		{"quote in password", `a"b`, syncOpt, `render: the password contains '"', which keepalived.conf cannot carry`},
-		{"backslash in password", `a\b`, syncOpt, `render: the password contains '\\', which keepalived.conf cannot carry`},
-		{"relative script", "x", RenderOptions{NotifyScript: "primary-backup.sh"}, `render: notify script "primary-backup.sh" must be an absolute path without spaces, quotes or comment characters`},
-		{"ipv6 sync address", "x", RenderOptions{SyncAddress: netip.MustParseAddr("fe80::1")}, "render: sync address fe80::1 is not IPv4: conntrackd multicast sync is IPv4"},
+		{"no sync address", "x", RenderOptions{}, "render: this node's IPv4 address on the sync interface is required (conntrackd's IPv4_interface)", netip.Addr{}},
+		{"comment char in password", "ab#cd", syncOpt, `render: the password contains '#', which keepalived.conf cannot carry`, netip.Addr{}},
+		{"quote in password", `a"b`, syncOpt, `render: the password contains '"', which keepalived.conf cannot carry`, netip.Addr{}},
+		{"backslash in password", `a\b`, syncOpt, `render: the password contains '\\', which keepalived.conf cannot carry`, netip.Addr{}},
+		{"relative script", "x", RenderOptions{NotifyScript: "primary-backup.sh"}, `render: notify script "primary-backup.sh" must be an absolute path without spaces, quotes or comment characters`, netip.Addr{}},
+		{"ipv6 sync address", "x", RenderOptions{SyncAddress: netip.MustParseAddr("fe80::1")}, "render: sync address fe80::1 is not IPv4: conntrackd multicast sync is IPv4", netip.Addr{}},
+		{"ipv6 sync group", "x", syncOpt, "render: conntrack.group ff02::3780 is IPv6: the conntrackd fallback is rendered for IPv4 groups only", netip.MustParseAddr("ff02::3780")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cc := *c
 			cc.Password = tt.pass
+			if tt.group.IsValid() {
+				cc.Conntrack.Group = tt.group
+			}
 			_, err := Render(&cc, tt.opt)
 			if err == nil || err.Error() != tt.want {
 				t.Errorf("Render error = %v, want %q", err, tt.want)

@@ -275,6 +275,41 @@ func TestLossConverges(t *testing.T) {
 	t.Logf("backup: lost %d, repaired %d, NACKs %d, resyncs %d", st.Lost, st.Repaired, st.NACKsSent, st.Resyncs)
 }
 
+// TestReplicateOverIPv6Group: the same replication over an IPv6 link-local
+// group (a sync link without IPv4 would use it). IPv4 datagrams are
+// dropped on the backup, so only the IPv6 transport can deliver, and the
+// nft counter proves the datagrams were IPv6.
+func TestReplicateOverIPv6Group(t *testing.T) {
+	leakCheck(t)
+	a, b := syncPair(t)
+	for i, ns := range []*lab.Netns{a, b} {
+		// nodad: usable at once, not after duplicate address detection.
+		run(t, ns, "ip", "addr", "add", fmt.Sprintf("fe80::%d/64", i+1), "dev", "sync0", "nodad")
+	}
+	run(t, b, "nft", "add table inet v6only; add chain inet v6only in { type filter hook input priority 0; }; "+
+		"add rule inet v6only in meta nfproto ipv4 udp dport 3780 drop; "+
+		"add rule inet v6only in meta nfproto ipv6 udp dport 3780 counter")
+	group := func(c *Config) { c.Group = netip.MustParseAddr("ff02::3780") }
+	backup := startNode(t, b, false, group)
+	startNode(t, a, true, group)
+	waitReady(t, backup, 60*time.Second)
+	for i := 0; i < 20; i++ {
+		ctInsert(t, a, i)
+	}
+	ctInsert(t, a, 20, "--src-nat", "203.0.113.1")
+	m := converge(t, a, b, 10*time.Second)
+	if len(m) != 21 {
+		t.Fatalf("master has %d flows, want 21", len(m))
+	}
+	out := run(t, b, "nft", "list", "table", "inet", "v6only")
+	if !strings.Contains(out, "counter packets") || strings.Contains(out, "counter packets 0 ") {
+		t.Fatalf("no IPv6 sync datagram counted on the backup:\n%s", out)
+	}
+	if st := backup.s.Status(); st.DatagramsReceived == 0 || st.Forged != 0 {
+		t.Fatalf("backup status %+v", st)
+	}
+}
+
 // updateFlow changes the TCP flow with original source port sport.
 func updateFlow(t testing.TB, ns *lab.Netns, sport uint16, mutate func(*conntrack.Flow)) {
 	t.Helper()

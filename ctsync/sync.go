@@ -4,7 +4,7 @@
 //
 // Standards: Linux ctnetlink (dumps read by ctnl.Dumper; events read
 // with recvmmsg(2) and decoded by ctnl.ParseEvent; injection through
-// package ctnl), UDP over IPv4 multicast (RFC 1112) with
+// package ctnl), UDP over IPv4 or IPv6 multicast (RFC 1112, RFC 4291) with
 // the authenticated muros-had sync protocol of package ctwire, and the
 // reliability layer of package ctrel. The wire format is documented byte by
 // byte in package ctwire.
@@ -64,6 +64,7 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"github.com/muros/muros-had/ctsync/ctnl"
@@ -112,7 +113,7 @@ type Filter struct {
 // Config configures a Sync. Only Interface and Password are required.
 type Config struct {
 	Interface string     // the sync link
-	Group     netip.Addr // default 225.0.0.50
+	Group     netip.Addr // default 225.0.0.50; IPv6: a group such as ff02::3780
 	Port      int        // default 3780
 	Password  string     // the cluster password; the sync key is derived with a label
 	// LocalAddrs are the firewall's own addresses; nil: every address
@@ -159,6 +160,13 @@ type Status struct {
 	Rejected      map[string]uint64
 }
 
+// batchConn reads and writes datagrams in batches (recvmmsg, sendmmsg):
+// *ipv4.PacketConn or *ipv6.PacketConn, whose Message types are one.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
 // Sync is the conntrack replication service of one node.
 type Sync struct {
 	cfg      Config
@@ -168,7 +176,7 @@ type Sync struct {
 	local    map[netip.Addr]bool
 	maxDgram int
 
-	udp  *ipv4.PacketConn
+	udp  batchConn
 	raw  net.PacketConn
 	dst  *net.UDPAddr
 	dump *ctnl.Dumper // whole-table reads on the loop
@@ -226,8 +234,8 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	if !cfg.Group.IsValid() {
 		cfg.Group = netip.MustParseAddr(DefaultGroup)
 	}
-	if !cfg.Group.Is4() || !cfg.Group.IsMulticast() {
-		return nil, fmt.Errorf("ctsync: group %s is not an IPv4 multicast address", cfg.Group)
+	if !cfg.Group.IsMulticast() || cfg.Group.Is4In6() {
+		return nil, fmt.Errorf("ctsync: group %s is not a multicast address", cfg.Group)
 	}
 	if cfg.Port == 0 {
 		cfg.Port = DefaultPort
@@ -263,7 +271,11 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ctsync: sync interface: %w", err)
 	}
-	s.maxDgram = ifi.MTU - ctwire.IPUDPOverhead
+	overhead := ctwire.IPUDPOverhead
+	if cfg.Group.Is6() {
+		overhead = ctwire.IPv6UDPOverhead
+	}
+	s.maxDgram = ifi.MTU - overhead
 	if s.maxDgram < 576-ctwire.IPUDPOverhead {
 		return nil, fmt.Errorf("ctsync: interface %s MTU %d too small", cfg.Interface, ifi.MTU)
 	}
@@ -317,6 +329,9 @@ func (s *Sync) openUDP(ifi *net.Interface) error {
 		return serr
 	}}
 	// Bound to the group address: only sync datagrams are received.
+	if s.cfg.Group.Is6() {
+		return s.openUDP6(ifi, lc)
+	}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort(s.cfg.Group.String(), fmt.Sprint(s.cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("ctsync: sync socket: %w", err)
@@ -333,6 +348,33 @@ func (s *Sync) openUDP(ifi *net.Interface) error {
 	}
 	if err := p.SetMulticastTTL(1); err != nil {
 		return fmt.Errorf("ctsync: multicast TTL: %w", err)
+	}
+	if err := p.SetMulticastLoopback(false); err != nil {
+		return fmt.Errorf("ctsync: multicast loopback: %w", err)
+	}
+	return nil
+}
+
+// openUDP6 is openUDP for an IPv6 group: the group scoped to the sync
+// interface (a link-local group needs the zone), hop limit 1.
+func (s *Sync) openUDP6(ifi *net.Interface, lc net.ListenConfig) error {
+	group := s.cfg.Group.WithZone(ifi.Name)
+	pc, err := lc.ListenPacket(context.Background(), "udp6", net.JoinHostPort(group.String(), fmt.Sprint(s.cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("ctsync: sync socket: %w", err)
+	}
+	s.raw = pc
+	p := ipv6.NewPacketConn(pc)
+	s.udp = p
+	s.dst = &net.UDPAddr{IP: s.cfg.Group.AsSlice(), Port: s.cfg.Port, Zone: ifi.Name}
+	if err := p.JoinGroup(ifi, &net.UDPAddr{IP: s.cfg.Group.AsSlice()}); err != nil {
+		return fmt.Errorf("ctsync: join %s on %s: %w", s.cfg.Group, ifi.Name, err)
+	}
+	if err := p.SetMulticastInterface(ifi); err != nil {
+		return fmt.Errorf("ctsync: multicast interface: %w", err)
+	}
+	if err := p.SetMulticastHopLimit(1); err != nil {
+		return fmt.Errorf("ctsync: multicast hop limit: %w", err)
 	}
 	if err := p.SetMulticastLoopback(false); err != nil {
 		return fmt.Errorf("ctsync: multicast loopback: %w", err)

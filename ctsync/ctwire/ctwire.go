@@ -22,6 +22,8 @@ const (
 	Overhead = HeaderLen + MACLen
 	// IPUDPOverhead is the IPv4 + UDP header size subtracted from the MTU.
 	IPUDPOverhead = 28
+	// IPv6UDPOverhead is the same over IPv6 (no extension headers).
+	IPv6UDPOverhead = 48
 	// MaxRecordLen is the largest record Marshal writes (IPv6, TCP, labels).
 	MaxRecordLen = 28 + 4*16 + 8 + 16
 	// NACKRangeLen is the size of one NACK range.

@@ -3,7 +3,10 @@
 // so that the peer's kernel connection-tracking table mirrors its own.
 //
 // Standards: the transport is UDP over IPv4 multicast (RFC 1112; group
-// 225.0.0.50 by default, TTL 1 so datagrams never leave the sync link). Every
+// 225.0.0.50 by default, TTL 1 so datagrams never leave the sync link) or
+// over IPv6 multicast (RFC 4291 section 2.7; a link-local group such as
+// ff02::3780 with hop limit 1, sent from the sync interface's link-local
+// address). The datagrams are the same on both. Every
 // datagram is authenticated with HMAC-SHA-256 (RFC 2104, FIPS 180-4)
 // truncated to 128 bits (the truncation rule of RFC 4868 section 2.3), keyed
 // with DeriveKey(password): HKDF-SHA-256 (RFC 5869) of the password, salt
@@ -37,8 +40,9 @@
 //	                         HEARTBEAT, RESYNC: empty (count = length = 0)
 //	32+len 16   mac          HMAC-SHA-256-128 over bytes [0, 32+len)
 //
-// A datagram is never larger than the sync link's MTU minus the IPv4 and UDP
-// headers (28 bytes); the sender packs as many records as fit.
+// A datagram is never larger than the sync link's MTU minus the IP and UDP
+// headers (28 bytes over IPv4, 48 over IPv6); the sender packs as many
+// records as fit.
 //
 // # Flow record (in DATA payloads)
 //
