@@ -44,8 +44,12 @@ func TestPolicyAttr(t *testing.T) {
 const helperEnv = "MUROS_SCHED_HELPER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) != "" {
-		if err := schedHelper(); err != nil {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		run := schedHelper
+		if mode == "unit" {
+			run = unitHelper
+		}
+		if err := run(); err != nil {
 			fmt.Println("FAIL:", err)
 			os.Exit(1)
 		}
@@ -191,4 +195,80 @@ func TestApplyOtherInProcess(t *testing.T) {
 	if err := allAre(cur); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// unitDirectives returns the values of the packaged unit's keys.
+func unitDirectives(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("../../dist/muros-had.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && !strings.HasPrefix(k, "#") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestUnitScheduling runs the helper as the unit starts the daemon: root
+// with only the unit's bounding set (no CAP_SYS_NICE) and the unit's
+// CPUSchedulingPolicy= already set (chrt stands in for systemd). The
+// configured policy, the unit's, is accepted (Apply makes no call for a
+// thread that has it: under systemd, RestrictRealtime= would refuse one);
+// another is refused with a message that names the fix; programs still
+// start time-sharing. systemd's seccomp filter itself is not here.
+func TestUnitScheduling(t *testing.T) {
+	u := unitDirectives(t)
+	if u["CPUSchedulingPolicy"] != "rr" {
+		t.Fatalf("unit CPUSchedulingPolicy=%q, this test expects rr", u["CPUSchedulingPolicy"])
+	}
+	prio := u["CPUSchedulingPriority"]
+	spec := "-all"
+	for _, c := range strings.Fields(u["CapabilityBoundingSet"]) {
+		if c == "CAP_SYS_NICE" {
+			t.Fatal("the unit grants CAP_SYS_NICE: this test's premise is that it does not need to")
+		}
+		spec += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+	}
+	cmd := exec.Command("chrt", "--rr", prio, "setpriv", "--bounding-set", spec, "--inh-caps", "-all", os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=unit", "MUROS_SCHED_PRIO="+prio)
+	out, err := cmd.CombinedOutput()
+	if err != nil || string(out) != "OK\n" {
+		t.Fatalf("helper under the unit's settings: %v\n%s", err, out)
+	}
+}
+
+func unitHelper() error {
+	prio, err := strconv.Atoi(os.Getenv("MUROS_SCHED_PRIO"))
+	if err != nil {
+		return err
+	}
+	want := Policy{Kind: RR, Priority: prio}
+	if err := allAre(want); err != nil {
+		return fmt.Errorf("chrt did not set every thread: %w", err)
+	}
+	if _, err := Apply(want); err != nil {
+		return fmt.Errorf("the unit's own policy: %w", err)
+	}
+	_, err = Apply(Policy{Kind: FIFO, Priority: 30})
+	if err == nil || !strings.Contains(err.Error(), "CAP_SYS_NICE") {
+		return fmt.Errorf("another policy without CAP_SYS_NICE: %v, want a refusal naming CAP_SYS_NICE", err)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command("cat", "/proc/self/stat")
+	cmd.Stdout = &out
+	if err := Start(cmd); err != nil {
+		return err
+	}
+	if err := cmd.Wait(); err != nil {
+		return err
+	}
+	stat := out.String()
+	if f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:]); f[38] != "0" {
+		return fmt.Errorf("child's policy %s, want 0 (SCHED_OTHER)", f[38])
+	}
+	return nil
 }
