@@ -189,7 +189,12 @@ type Scheduling struct {
 	Policy string
 	// Priority is the real-time priority of rr and fifo, 1..99. The
 	// default, 40, is below the kernel's threaded interrupt handlers (50),
-	// so packet processing keeps precedence over the daemon.
+	// so packet processing keeps precedence over the daemon; softirq work
+	// the kernel defers to ksoftirqd (time-sharing) does not, and a
+	// real-time daemon busy with a conntrack storm delays it (the kernel's
+	// real-time throttling keeps 5 % of each CPU for time-sharing tasks).
+	// Where that matters more than adverts on time under load, use other
+	// with nice -10 (bench/README.md has the figures of both).
 	Priority int
 	// Nice is the nice value of other, -20..19.
 	Nice int
