@@ -168,6 +168,12 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		return ApplyResult{Revision: a.rev.Revision}, err
 	}
 	seen := map[string]bool{}
+	deleted := map[string]bool{}
+	for i := range b.Entries {
+		if b.Entries[i].Op == OpDelete {
+			deleted[b.Entries[i].Path] = true
+		}
+	}
 	var ids *accounts
 	if b.wireVersion() >= 2 {
 		ids = newAccounts()
@@ -195,8 +201,16 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		}
 		op := journalOp{Op: e.Op, Wire: e.Path, SQLite: e.Flags&FlagSQLite != 0}
 		if e.Op != OpDelete {
-			op.Stage = filepath.Join(filepath.Dir(name), fmt.Sprintf("%sstage-%d-%d", tempPrefix, b.Revision, i))
-			ownerErr, err := stage(root, name, op.Stage, e, ids)
+			base := fmt.Sprintf("%sstage-%d-%d", tempPrefix, b.Revision, i)
+			op.Stage = filepath.Join(filepath.Dir(name), base)
+			mkParents := true
+			if blocker, ok := blockingFile(root, name); ok && deleted[parentWire(e.Path, name, blocker)] {
+				// A file on the master became a directory: the file is in
+				// the way until this batch's delete of it (finish deletes
+				// first, then makes the parents and renames).
+				op.Stage, mkParents = base, false
+			}
+			ownerErr, err := stage(root, name, op.Stage, e, ids, mkParents)
 			if err != nil {
 				root.Remove(op.Stage)
 				return fail(fmt.Errorf("entry %d %q: %w", i, e.Path, err))
@@ -271,8 +285,8 @@ func (a *applier) step(s string) error {
 // content and attributes. A refused chown does not fail the entry (the
 // content still matters more than who owns it); it is returned as ownerErr
 // for the caller to count and report.
-func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts) (ownerErr, err error) {
-	if dir := filepath.Dir(target); dir != "." {
+func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts, mkParents bool) (ownerErr, err error) {
+	if dir := filepath.Dir(target); dir != "." && mkParents {
 		ownerErr, err = mkdirInherit(root, dir)
 		if err != nil {
 			return nil, fmt.Errorf("mkdir: %w", err)
@@ -403,9 +417,35 @@ func stageAppend(root *os.Root, target string, dst *os.File, e *Entry) error {
 
 // finish performs the journaled operations, persists the revision and drops
 // the journal. It is idempotent: recovery calls it again after a crash.
+//
+// Deletes go first: a batch may swap a file and a directory (x a file
+// becomes x/y, or x/y becomes the file x), and the old one must be gone
+// before the new one is renamed in.
 func (a *applier) finish(j journal, roots map[string]*os.Root) error {
 	dirs := map[*os.Root]map[string]bool{}
+	ops := make([]journalOp, 0, len(j.Ops))
 	for _, op := range j.Ops {
+		if op.Op == OpDelete {
+			ops = append(ops, op)
+		}
+	}
+	for _, op := range j.Ops {
+		if op.Op != OpDelete {
+			ops = append(ops, op)
+		}
+	}
+	// Paths the batch puts files under: on a replay, a delete of one of
+	// them that finds a directory is the swap's new directory, not the old
+	// file, and stays.
+	under := map[string]bool{}
+	for _, op := range j.Ops {
+		if op.Op != OpDelete {
+			for w := path.Dir(op.Wire); w != "." && w != "/"; w = path.Dir(w) {
+				under[w] = true
+			}
+		}
+	}
+	for _, op := range ops {
 		rp, err := resolveWirePath(a.roots, op.Wire)
 		if err != nil {
 			return fmt.Errorf("journal op %q: %w", op.Wire, err)
@@ -425,7 +465,12 @@ func (a *applier) finish(j journal, roots map[string]*os.Root) error {
 		dirs[root][filepath.Dir(name)] = true
 		switch op.Op {
 		case OpDelete:
-			if err := root.RemoveAll(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if fi, err := root.Lstat(name); err == nil && fi.IsDir() && under[op.Wire] {
+				break
+			}
+			// ENOTDIR: an ancestor is a file now (a replay after the
+			// batch's put made it one), so the path is gone already.
+			if err := root.RemoveAll(name); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 				return fmt.Errorf("delete %s: %w", op.Wire, err)
 			}
 			if rp.root.Dir {
@@ -441,6 +486,12 @@ func (a *applier) finish(j journal, roots map[string]*os.Root) error {
 					if err := root.Remove(name + s); err != nil && !errors.Is(err, fs.ErrNotExist) {
 						return fmt.Errorf("remove %s%s: %w", op.Wire, s, err)
 					}
+				}
+			}
+			if dir := filepath.Dir(name); dir != "." {
+				// Made at staging, unless a file stood in the way then.
+				if _, err := mkdirInherit(root, dir); err != nil {
+					return fmt.Errorf("mkdir for %s: %w", op.Wire, err)
 				}
 			}
 			if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
@@ -549,10 +600,31 @@ func (a *applier) finishPendingJournal() (bool, error) {
 
 func pruneEmptyParents(root *os.Root, name string) {
 	for d := filepath.Dir(name); d != "." && d != "/"; d = filepath.Dir(d) {
+		// Only directories: after a swap the "parent" may be the new file.
+		if fi, err := root.Lstat(d); err != nil || !fi.IsDir() {
+			return
+		}
 		if root.Remove(d) != nil { // fails when not empty
 			return
 		}
 	}
+}
+
+// blockingFile returns the nearest existing parent of name inside root
+// when it is something other than a directory (a file, a symlink).
+func blockingFile(root *os.Root, name string) (string, bool) {
+	for d := filepath.Dir(name); d != "." && d != "/"; d = filepath.Dir(d) {
+		if fi, err := root.Lstat(d); err == nil {
+			return d, !fi.IsDir()
+		}
+	}
+	return "", false
+}
+
+// parentWire is the wire path of parent, a parent of name inside the root,
+// where wire is name's wire path.
+func parentWire(wire, name, parent string) string {
+	return strings.TrimSuffix(wire, strings.TrimPrefix(filepath.ToSlash(name), filepath.ToSlash(parent)))
 }
 
 func syncDir(root *os.Root, dir string) error {

@@ -177,6 +177,10 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
+	// The boot ID before the listing: a re-arm while the files are hashed
+	// must not label a listing from before it with the new ID (the master
+	// would answer with a synced notice that closes the new wait).
+	boot, rev := n.incarnation(), n.applier.revision().Revision
 	files, err := replicaManifest(n.cfg.Paths, n.cfg.Exclude, n.cache)
 	if err != nil {
 		n.log.Error("dbsync: manifest", "err", err)
@@ -187,7 +191,7 @@ func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
 		files = []FileState{}
 	}
 	writeJSON(w, http.StatusOK, Manifest{
-		Node: n.cfg.NodeID, BootID: n.incarnation(), Revision: n.applier.revision().Revision,
+		Node: n.cfg.NodeID, BootID: boot, Revision: rev,
 		Role: roleName(n.master.Load()), BatchVersion: BatchVersion, Files: files,
 	})
 }
