@@ -666,16 +666,19 @@ func (s *Sync) send(body []byte, auth *ctwire.Auth) {
 
 // sendQueued sends the datagrams flush queued, in sendmmsg batches.
 func (s *Sync) sendQueued() {
-	for len(s.tx) > 0 {
-		n, err := s.udp.WriteBatch(s.tx, 0)
+	// A local view: reslicing s.tx itself would shrink its capacity and
+	// make the next flush allocate.
+	tx := s.tx
+	for len(tx) > 0 {
+		n, err := s.udp.WriteBatch(tx, 0)
 		if err != nil || n <= 0 {
 			// The rest is lost on the wire as far as the backup can
 			// tell: it NACKs the gap and the history repairs it.
-			s.log.Warn("ctsync: send", "err", err, "unsent", len(s.tx))
+			s.log.Warn("ctsync: send", "err", err, "unsent", len(tx))
 			break
 		}
 		s.counters.DatagramsSent += uint64(n)
-		s.tx = s.tx[n:]
+		tx = tx[n:]
 	}
 	s.tx = s.tx[:0]
 }
@@ -1177,8 +1180,9 @@ func (s *Sync) publish() {
 		st.Resyncs = rs.BulksCompleted
 		st.ResyncRequests = rs.ResyncRequests
 		st.Flows = s.inj.Known()
-		st.InjectRedials = s.inj.Stats().BatchRedials
 	}
+	// A counter: it keeps its value while this node is master.
+	st.InjectRedials = s.inj.Stats().BatchRedials
 	s.mu.Lock()
 	st.Forged = s.rejected[ctwire.ReasonMAC]
 	s.status = st

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/muros/muros-had/ctsync/ctwire"
@@ -127,11 +129,16 @@ func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
 // socket, counts a BatchRedial, opens a new one and redoes that chunk one
 // record at a time; while no batch socket can be opened, records go one by
 // one and every call tries again.
+//
+// A chunk never holds two records of one flow: a record that fails is
+// redone after the whole chunk went through the kernel, so a later record
+// of the same flow in that chunk (a DESTROY after an UPDATE) would run
+// before it, and the redo would bring back a flow that ended.
 func (in *Injector) ApplyBatch(fs []ctwire.Flow, ok []bool) (int, error) {
 	failed := 0
 	var first error
 	for len(fs) > 0 {
-		n := min(len(fs), maxChunk)
+		n := in.chunkLen(fs)
 		f, err := in.applyChunk(fs[:n], ok[:n])
 		failed += f
 		if first == nil {
@@ -142,9 +149,46 @@ func (in *Injector) ApplyBatch(fs []ctwire.Flow, ok []bool) (int, error) {
 	return failed, first
 }
 
+// chunkLen is how many of fs go in the next chunk: at most maxChunk, and
+// no flow twice.
+func (in *Injector) chunkLen(fs []ctwire.Flow) int {
+	clear(in.inChunk)
+	n := min(len(fs), maxChunk)
+	for i := range n {
+		id := fs[i].ID()
+		if _, dup := in.inChunk[id]; dup {
+			return i
+		}
+		in.inChunk[id] = struct{}{}
+	}
+	return n
+}
+
+// redial opens a batch socket in the injector's namespace, from a thread
+// of its own (the caller's may be in another; that thread ends with the
+// goroutine, so its namespace is never restored or reused).
+func (in *Injector) redial() (*batchConn, error) {
+	type result struct {
+		b   *batchConn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked
+		if err := netns.Set(in.ns); err != nil {
+			ch <- result{err: fmt.Errorf("ctnl: enter the injector's namespace: %w", err)}
+			return
+		}
+		b, err := dialBatch()
+		ch <- result{b, err}
+	}()
+	r := <-ch
+	return r.b, r.err
+}
+
 func (in *Injector) applyChunk(fs []ctwire.Flow, ok []bool) (int, error) {
 	if in.b == nil {
-		b, err := dialBatch()
+		b, err := in.redial()
 		if err != nil {
 			return in.applyEach(fs, ok)
 		}

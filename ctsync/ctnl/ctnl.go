@@ -45,6 +45,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/muros/muros-had/ctsync/ctwire"
@@ -340,8 +341,10 @@ type Injector struct {
 	confirm bool                   // this kernel wants IPS_CONFIRMED in a create's CTA_STATUS
 	stats   InjectStats
 	b       *batchConn // nil after a failed exchange until the next ApplyBatch redials
+	ns      netns.NsHandle
 	kinds   []opKind
-	res     []unix.Errno // ApplyBatch's per-record errno, reused
+	res     []unix.Errno           // ApplyBatch's per-record errno, reused
+	inChunk map[ctwire.ID]struct{} // ApplyBatch's IDs of the chunk being cut, reused
 }
 
 // InjectStats counts kernel operations.
@@ -364,7 +367,13 @@ func DialInjector() (*Injector, error) {
 		c.Close()
 		return nil, err
 	}
-	return &Injector{c: c, b: b, known: make(map[ctwire.ID]struct{})}, nil
+	ns, err := netns.Get()
+	if err != nil {
+		b.close()
+		c.Close()
+		return nil, fmt.Errorf("ctnl: namespace handle: %w", err)
+	}
+	return &Injector{c: c, b: b, ns: ns, known: make(map[ctwire.ID]struct{}), inChunk: make(map[ctwire.ID]struct{})}, nil
 }
 
 // Close closes the sockets.
@@ -372,6 +381,7 @@ func (in *Injector) Close() error {
 	if in.b != nil {
 		in.b.close()
 	}
+	in.ns.Close()
 	return in.c.Close()
 }
 

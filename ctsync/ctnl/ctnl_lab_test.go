@@ -1,6 +1,7 @@
 package ctnl
 
 import (
+	"golang.org/x/sys/unix"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -364,4 +365,103 @@ func TestApplyBatchChunksAndRedial(t *testing.T) {
 			t.Fatalf("flow %+v: mark %d, want 3", got.TupleOrig, got.Mark)
 		}
 	}
+
+	// The redialled socket is in the injector's namespace, not the
+	// caller's (this test runs outside ns), and new flows land in ns.
+	if got, want := netnsCookie(t, in2.b.fd), nsCookie(t, ns); got != want {
+		t.Fatalf("redialled batch socket in namespace cookie %d, the injector's is %d", got, want)
+	}
+	fresh := make([]ctwire.Flow, 5)
+	for i := range fresh {
+		o := ctwire.Tuple{Src: netip.AddrFrom4([4]byte{10, 7, 0, byte(i)}), Dst: addr("198.51.100.3"), SrcPort: uint16(40000 + i), DstPort: 80}
+		fresh[i] = ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Status: StatusSeenReply | StatusAssured, Timeout: 600,
+			Orig: o, Reply: o.Invert(), HasTCP: true, TCP: ctwire.TCPInfo{State: 3}}
+	}
+	before := in2.Stats().Created
+	if f, err := in2.ApplyBatch(fresh, make([]bool, len(fresh))); f != 0 {
+		t.Fatalf("%d failures creating after the redial: %v", f, err)
+	}
+	flows := dumpIn(t, ns)
+	for i := range fresh {
+		if _, found := find(flows, fresh[i].Key()); !found {
+			t.Fatalf("flow %d created after the redial is not in %s", i, ns)
+		}
+	}
+	if got := in2.Stats().Created - before; got != uint64(len(fresh)) {
+		t.Fatalf("%d creates counted, want %d", got, len(fresh))
+	}
+}
+
+// TestApplyBatchRedoKeepsOrder: a record that fails its first step is
+// redone after its chunk; a DESTROY of the same flow later in the batch
+// must still come after it, or the flow would be back on the backup after
+// it ended on the master.
+func TestApplyBatchRedoKeepsOrder(t *testing.T) {
+	ns := lab.NewNetnsT(t, "ctnlorder")
+	o := ctwire.Tuple{Src: addr("10.8.0.1"), Dst: addr("198.51.100.4"), SrcPort: 41000, DstPort: 443}
+	f := ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Status: StatusSeenReply | StatusAssured, Timeout: 600,
+		Orig: o, Reply: o.Invert(), HasTCP: true, TCP: ctwire.TCPInfo{State: 3}}
+	destroy := f
+	destroy.Op = ctwire.OpDestroy
+	ok := make([]bool, 2)
+
+	// A flow in the kernel that the injector does not know (a restart
+	// with the table intact): the update's create meets EEXIST.
+	a := injectorIn(t, ns)
+	if n, err := a.ApplyBatch([]ctwire.Flow{f}, ok[:1]); n != 0 {
+		t.Fatal(err)
+	}
+	b := injectorIn(t, ns)
+	if n, err := b.ApplyBatch([]ctwire.Flow{f, destroy}, ok); n != 0 {
+		t.Fatalf("%d failures: %v", n, err)
+	}
+	if _, found := find(dumpIn(t, ns), f.Key()); found {
+		t.Fatal("unknown flow: updated then destroyed in one batch, but it is in the kernel")
+	}
+
+	// A flow the injector knows but that expired meanwhile: the update
+	// meets ENOENT and becomes a create.
+	if n, err := b.ApplyBatch([]ctwire.Flow{f}, ok[:1]); n != 0 {
+		t.Fatal(err)
+	}
+	if n, err := a.ApplyBatch([]ctwire.Flow{destroy}, ok[:1]); n != 0 { // gone behind b's back
+		t.Fatal(err)
+	}
+	if n, err := b.ApplyBatch([]ctwire.Flow{f, destroy}, ok); n != 0 {
+		t.Fatalf("%d failures: %v", n, err)
+	}
+	if _, found := find(dumpIn(t, ns), f.Key()); found {
+		t.Fatal("expired flow: updated then destroyed in one batch, but it is in the kernel")
+	}
+}
+
+// soNetnsCookie is SO_NETNS_COOKIE (asm-generic 71, Linux 5.14): the
+// cookie of the network namespace a socket lives in.
+const soNetnsCookie = 71
+
+func netnsCookie(t *testing.T, fd int) uint64 {
+	t.Helper()
+	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+	if err != nil {
+		t.Fatalf("SO_NETNS_COOKIE: %v", err)
+	}
+	return v
+}
+
+// nsCookie is the cookie of ns, from a socket opened in it.
+func nsCookie(t *testing.T, ns *lab.Netns) uint64 {
+	t.Helper()
+	var c uint64
+	if err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		c = netnsCookie(t, fd)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
