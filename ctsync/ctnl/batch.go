@@ -164,26 +164,30 @@ func (in *Injector) chunkLen(fs []ctwire.Flow) int {
 	return n
 }
 
-// redial opens a batch socket in the injector's namespace, from a thread
-// of its own (the caller's may be in another; that thread ends with the
-// goroutine, so its namespace is never restored or reused).
-func (in *Injector) redial() (*batchConn, error) {
+// redial opens a batch socket in the injector's namespace.
+func (in *Injector) redial() (*batchConn, error) { return dialIn(in.ns, dialBatch) }
+
+// dialIn runs dial inside ns on a thread of its own: the caller's thread
+// may be in another namespace, and the locked thread ends with the
+// goroutine, so its namespace is never restored or reused. A socket keeps
+// the namespace it was opened in.
+func dialIn[T any](ns netns.NsHandle, dial func() (T, error)) (T, error) {
 	type result struct {
-		b   *batchConn
+		v   T
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked
-		if err := netns.Set(in.ns); err != nil {
-			ch <- result{err: fmt.Errorf("ctnl: enter the injector's namespace: %w", err)}
+		if err := netns.Set(ns); err != nil {
+			ch <- result{err: fmt.Errorf("ctnl: enter namespace: %w", err)}
 			return
 		}
-		b, err := dialBatch()
-		ch <- result{b, err}
+		v, err := dial()
+		ch <- result{v, err}
 	}()
 	r := <-ch
-	return r.b, r.err
+	return r.v, r.err
 }
 
 func (in *Injector) applyChunk(fs []ctwire.Flow, ok []bool) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/muros/muros-had/ctsync/ctwire"
@@ -21,11 +22,17 @@ import (
 // The request is IPCTNL_MSG_CT_GET with NLM_F_REQUEST|NLM_F_DUMP and
 // nfgenmsg family AF_UNSPEC; the answers are IPCTNL_MSG_CT_NEW messages
 // (NLM_F_MULTI) in datagrams of up to 32 KiB, ended by NLMSG_DONE.
+//
+// After any error the socket's state is unknown (the kernel may still be
+// running the dump, and answer the next request with EBUSY): the next
+// Start opens a new socket in the dumper's namespace.
 type Dumper struct {
 	fd     int
+	ns     netns.NsHandle
 	seq    uint32
 	buf    []byte
 	active bool
+	broken bool
 }
 
 const (
@@ -41,23 +48,57 @@ const (
 // DialDumper opens a Dumper's socket in the calling thread's namespace.
 // The socket blocks: use it from a goroutine of its own.
 func DialDumper() (*Dumper, error) {
+	fd, err := dumpSocket()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ctnl: namespace handle: %w", err)
+	}
+	return &Dumper{fd: fd, ns: ns, buf: make([]byte, dumpBuf)}, nil
+}
+
+func dumpSocket() (int, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
-		return nil, fmt.Errorf("ctnl: dump socket: %w", err)
+		return -1, fmt.Errorf("ctnl: dump socket: %w", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("ctnl: dump bind: %w", err)
+		return -1, fmt.Errorf("ctnl: dump bind: %w", err)
 	}
-	return &Dumper{fd: fd, buf: make([]byte, dumpBuf)}, nil
+	return fd, nil
 }
 
 // Close closes the socket.
-func (d *Dumper) Close() error { return unix.Close(d.fd) }
+func (d *Dumper) Close() error {
+	d.ns.Close()
+	if d.fd < 0 {
+		return nil
+	}
+	return unix.Close(d.fd)
+}
+
+// fail ends the dump on an error: the socket is replaced at the next Start.
+func (d *Dumper) fail() {
+	d.active, d.broken = false, true
+}
 
 // Start requests a dump of the table. A dump still running is read to its
 // end first and dropped (the kernel runs one dump per socket at a time).
 func (d *Dumper) Start() error {
+	if d.broken {
+		fd, err := dialIn(d.ns, dumpSocket)
+		if err != nil {
+			return fmt.Errorf("ctnl: reopen the dump socket: %w", err)
+		}
+		if d.fd >= 0 {
+			unix.Close(d.fd)
+		}
+		d.fd, d.broken = fd, false
+	}
 	for d.active {
 		if _, _, err := d.Next(nil, nil); err != nil {
 			break
@@ -71,7 +112,7 @@ func (d *Dumper) Start() error {
 	binary.NativeEndian.PutUint32(req[8:], d.seq)
 	// nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
 	if _, err := unix.Write(d.fd, req[:]); err != nil {
-		d.active = false
+		d.fail()
 		return fmt.Errorf("ctnl: dump request: %w", err)
 	}
 	d.active = true
@@ -92,7 +133,7 @@ func (d *Dumper) Next(fs []ctwire.Flow, rejected *[NumEventReasons]uint64) (_ []
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			d.active = false
+			d.fail()
 			return fs, true, fmt.Errorf("ctnl: dump receive: %w", err)
 		}
 		p := d.buf[:n]
@@ -100,7 +141,7 @@ func (d *Dumper) Next(fs []ctwire.Flow, rejected *[NumEventReasons]uint64) (_ []
 		for len(p) >= nlmsgHdrLen {
 			l := int(binary.NativeEndian.Uint32(p))
 			if l < nlmsgHdrLen || l > len(p) {
-				d.active = false
+				d.fail()
 				return fs, true, errors.New("ctnl: dump receive: malformed netlink message")
 			}
 			typ := binary.NativeEndian.Uint16(p[4:])
@@ -109,9 +150,17 @@ func (d *Dumper) Next(fs []ctwire.Flow, rejected *[NumEventReasons]uint64) (_ []
 				switch typ {
 				case nlmsgDone:
 					d.active = false
+					// Its payload is the dump's status: a dump the kernel
+					// cut short (ENOMEM, say) is not the whole table.
+					if l >= nlmsgHdrLen+4 {
+						if code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])); code < 0 {
+							d.fail()
+							return fs, true, fmt.Errorf("ctnl: dump ended early: %w", unix.Errno(-code))
+						}
+					}
 					return fs, true, nil
 				case nlmsgError:
-					d.active = false
+					d.fail()
 					if l >= nlmsgHdrLen+4 {
 						if code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])); code != 0 {
 							return fs, true, fmt.Errorf("ctnl: dump: %w", unix.Errno(-code))

@@ -3,6 +3,7 @@ package ctnl
 import (
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -106,5 +107,30 @@ func TestDumper(t *testing.T) {
 	order(got)
 	if diff := cmp.Diff(want, got, eq); diff != "" {
 		t.Fatalf("after an abandoned dump: (-ti-mo +Dumper):\n%s", diff)
+	}
+
+	// A socket that fails in the middle of a dump (here: closed under
+	// the dumper, so every call on it fails) is replaced at the next
+	// Start, in the dumper's namespace although this goroutine is not in
+	// it, and the next dump is whole.
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Next(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	fd := d.fd
+	d.fd = -1
+	syscall.Close(fd)
+	if _, _, err := d.Next(nil, nil); err == nil {
+		t.Fatal("Next on a broken socket: no error")
+	}
+	got, _ = read(0)
+	order(got)
+	if diff := cmp.Diff(want, got, eq); diff != "" {
+		t.Fatalf("after a broken socket: (-ti-mo +Dumper):\n%s", diff)
+	}
+	if got, want := netnsCookie(t, d.fd), nsCookie(t, ns); got != want {
+		t.Fatalf("reopened dump socket in namespace cookie %d, the dumper's is %d", got, want)
 	}
 }
