@@ -135,20 +135,8 @@ func schedHelper() error {
 	if bad != nil {
 		return fmt.Errorf("threads created after Apply: %v", bad)
 	}
-	// The child's policy is field 41 of /proc/self/stat (0: SCHED_OTHER).
-	var out bytes.Buffer
-	cmd := exec.Command("cat", "/proc/self/stat")
-	cmd.Stdout = &out
-	if err := Start(cmd); err != nil {
+	if err := childIsTimeSharing(); err != nil {
 		return err
-	}
-	if err := cmd.Wait(); err != nil {
-		return err
-	}
-	stat := out.String()
-	fields := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])
-	if pol, err := strconv.Atoi(fields[38]); err != nil || pol != 0 {
-		return fmt.Errorf("child's policy %q, want 0 (SCHED_OTHER)", fields[38])
 	}
 	// The forking thread ends with Start's goroutine, a moment later.
 	for i := 0; ; i++ {
@@ -257,6 +245,12 @@ func unitHelper() error {
 	if err == nil || !strings.Contains(err.Error(), "CAP_SYS_NICE") {
 		return fmt.Errorf("another policy without CAP_SYS_NICE: %v, want a refusal naming CAP_SYS_NICE", err)
 	}
+	return childIsTimeSharing()
+}
+
+// childIsTimeSharing starts a program with Start and checks its policy:
+// field 41 of its /proc/self/stat, 0 for SCHED_OTHER.
+func childIsTimeSharing() error {
 	var out bytes.Buffer
 	cmd := exec.Command("cat", "/proc/self/stat")
 	cmd.Stdout = &out
