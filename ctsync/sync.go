@@ -897,8 +897,9 @@ func (s *Sync) onSweepChunk(c *sweepChunk) {
 	}
 	s.sender.SweepFlows(s.now(), fs)
 	if c.done {
-		s.sender.EndSweep(s.now())
-		s.counters.Sweeps++
+		if s.sender.EndSweep(s.now()) {
+			s.counters.Sweeps++
+		}
 		st := s.sender.Stats()
 		s.log.Debug("ctsync: refresh sweep", "flows", st.Flows, "queued", st.Queued, "refreshed", st.Refreshed)
 	}

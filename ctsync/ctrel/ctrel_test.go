@@ -523,3 +523,23 @@ func TestIncrementalSweepConverges(t *testing.T) {
 		}
 	})
 }
+
+// TestEndSweepReportsWhetherItRan: a sweep that a Reconcile replaced
+// (a listener restart's fresh dump) is not completed again by the late end
+// of its own dump, and is not counted as one.
+func TestEndSweepReportsWhetherItRan(t *testing.T) {
+	s := NewSender(SenderConfig{Epoch: 1})
+	s.BeginSweep(0)
+	s.SweepFlows(time.Millisecond, nil)
+	if !s.EndSweep(2 * time.Millisecond) {
+		t.Fatal("EndSweep of a running sweep reported none")
+	}
+	s.BeginSweep(3 * time.Millisecond)
+	s.Reconcile(4*time.Millisecond, 4*time.Millisecond, nil)
+	if s.EndSweep(5 * time.Millisecond) {
+		t.Fatal("EndSweep after a Reconcile reported a sweep")
+	}
+	if s.EndSweep(6 * time.Millisecond) {
+		t.Fatal("EndSweep outside a sweep reported one")
+	}
+}

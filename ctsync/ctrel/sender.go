@@ -281,9 +281,11 @@ func (s *Sender) SweepFlows(now time.Duration, flows []ctwire.Flow) {
 // EndSweep closes the open sweep: flows its dump did not hold and no event
 // mentioned since it began ended while nobody was listening, and are
 // destroyed. Outside a sweep it does nothing.
-func (s *Sender) EndSweep(now time.Duration) {
+// It reports whether a sweep was running (a Reconcile may have replaced
+// it meanwhile).
+func (s *Sender) EndSweep(now time.Duration) bool {
 	if !s.sweeping {
-		return
+		return false
 	}
 	s.sweeping = false
 	for _, e := range s.table {
@@ -293,6 +295,7 @@ func (s *Sender) EndSweep(now time.Duration) {
 		s.Destroy(now, e.flow.Key())
 	}
 	s.buryTombs()
+	return true
 }
 
 // Load fills the table from a dump taken at dumpStart without queueing
