@@ -204,7 +204,9 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 			base := fmt.Sprintf("%sstage-%d-%d", tempPrefix, b.Revision, i)
 			op.Stage = filepath.Join(filepath.Dir(name), base)
 			mkParents := true
-			if blocker, ok := blockingFile(root, name); ok && deleted[parentWire(e.Path, name, blocker)] {
+			// Only a directory root has parents inside it: its wire
+			// paths are the root's name and the path in it.
+			if blocker, ok := blockingFile(root, name); ok && deleted[rp.root.Name+"/"+filepath.ToSlash(blocker)] {
 				// A file on the master became a directory: the file is in
 				// the way until this batch's delete of it (finish deletes
 				// first, then makes the parents and renames).
@@ -619,12 +621,6 @@ func blockingFile(root *os.Root, name string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// parentWire is the wire path of parent, a parent of name inside the root,
-// where wire is name's wire path.
-func parentWire(wire, name, parent string) string {
-	return strings.TrimSuffix(wire, strings.TrimPrefix(filepath.ToSlash(name), filepath.ToSlash(parent)))
 }
 
 func syncDir(root *os.Root, dir string) error {

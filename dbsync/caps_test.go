@@ -1,7 +1,6 @@
 package dbsync
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/dist"
 )
 
 // The packaged unit bounds the daemon's capabilities; these tests run the
@@ -30,20 +30,16 @@ const unitFile = "../dist/muros-had.service"
 // ["CAP_CHOWN", "CAP_NET_ADMIN"].
 func unitCapabilities(t testing.TB) []string {
 	t.Helper()
-	f, err := os.Open(unitFile)
+	u, err := dist.ReadUnit(unitFile)
 	if err != nil {
 		t.Fatalf("the packaged unit: %v", err)
 	}
-	defer f.Close()
 	var caps []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "CapabilityBoundingSet="); ok {
-			caps = append(caps, strings.Fields(v)...)
-		}
+	for _, v := range u["CapabilityBoundingSet"] {
+		caps = append(caps, strings.Fields(v)...)
 	}
-	if err := sc.Err(); err != nil || len(caps) == 0 {
-		t.Fatalf("%s: no CapabilityBoundingSet (%v)", unitFile, err)
+	if len(caps) == 0 {
+		t.Fatalf("%s: no CapabilityBoundingSet", unitFile)
 	}
 	return caps
 }

@@ -6,7 +6,6 @@
 package dist
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,28 +21,11 @@ import (
 // unitDirectives reads a unit file into key -> values (a key may repeat).
 func unitDirectives(t *testing.T, path string) map[string][]string {
 	t.Helper()
-	f, err := os.Open(path)
+	u, err := ReadUnit(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	out := map[string][]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, "[") {
-			continue
-		}
-		k, v, ok := strings.Cut(l, "=")
-		if !ok {
-			t.Fatalf("%s: not a directive: %q", path, l)
-		}
-		out[k] = append(out[k], v)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return u
 }
 
 func TestUnitDirectives(t *testing.T) {

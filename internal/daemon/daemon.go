@@ -60,6 +60,8 @@ type Daemon struct {
 	// surface is the status and metrics listeners with the peer checks
 	// (restarted in place by a reload, under bg).
 	surface closers
+	// rulesetKick asks the ruleset check for a fingerprint now (a reload).
+	rulesetKick chan struct{}
 
 	// Set up by Run; owned by the event loop.
 	group   *vrrp.Group
@@ -175,10 +177,11 @@ func New(opts Options) (*Daemon, error) {
 		replay: make(map[replayKey]vrrp.ReplayState),
 		stop:   make(chan struct{}),
 		// reloadReq has room for one pending SIGHUP.
-		reloadReq: make(chan struct{}, 1),
+		reloadReq:   make(chan struct{}, 1),
+		rulesetKick: make(chan struct{}, 1),
 	}
 	d.status = newStatusBook(d.cfg)
-	d.status.st.Scheduling = opts.Scheduling
+	d.status.setScheduling(opts.Scheduling)
 	d.instances = make(map[uint8]instance, len(d.cfg.VIPs))
 	for _, v := range d.cfg.VIPs {
 		d.instances[v.VRID] = instance{vip: v, family: familyOf(v.Address.Addr()), addrs: []netip.Addr{v.Address.Addr()}}

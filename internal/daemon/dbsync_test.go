@@ -82,15 +82,7 @@ func TestDBSyncThroughTheDaemon(t *testing.T) {
 	// No preemption, so that this test sees the plain replication both ways;
 	// preemption held until the returning node has the master's DB is
 	// dbready_test.go's subject.
-	o := hatest.NodeOptions{NoPreempt: true}
-	o1, o2 := o, o
-	o1.Role, o2.Role = "master", "backup"
-	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustState(t, n1, "MASTER", 5*time.Second)
-	mustSettledBackup(t, n2, 5*time.Second)
+	n1, n2 := dbSyncPair(t, p, hatest.NodeOptions{NoPreempt: true})
 	db1, kea1 := hatest.DBPaths(p.FW1)
 	db2, kea2 := hatest.DBPaths(p.FW2)
 

@@ -38,12 +38,11 @@ func pairNodes(t *testing.T, p *lab.Pair, o1, o2 hatest.NodeOptions) (*hatest.No
 	return n1, n2
 }
 
-// dbSyncPair starts fw1 (master role) and fw2 (backup) with DB sync on,
-// takeover-length adverts and extra YAML, and waits until fw1 is MASTER
-// and fw2 a settled BACKUP.
-func dbSyncPair(t *testing.T, p *lab.Pair, extra string) (*hatest.Node, *hatest.Node) {
+// dbSyncPair starts fw1 (master role) and fw2 (backup) with DB sync on
+// and options o (Role is set here), and waits until fw1 is MASTER and fw2
+// a settled BACKUP.
+func dbSyncPair(t *testing.T, p *lab.Pair, o hatest.NodeOptions) (*hatest.Node, *hatest.Node) {
 	t.Helper()
-	o := hatest.NodeOptions{Interval: takeoverInterval, Extra: extra}
 	o1, o2 := o, o
 	o1.Role, o2.Role = "master", "backup"
 	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)

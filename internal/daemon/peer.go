@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/muros/muros-had/config"
@@ -352,37 +349,18 @@ func (d *Daemon) startPeerChecks(ctx context.Context) func() error {
 	d.status.peerCheckSetup(2*pc.Interval+pollTimeout(pc.Interval), healthOff, rulesetOff)
 	log := d.log.With("component", "peer-check")
 	if client != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runPeerPoll(ctx, pc.Interval, client, d.status, d.stats)
-		}()
+		wg.Go(func() { runPeerPoll(ctx, pc.Interval, client, d.status, d.stats) })
 	}
-	var hup chan os.Signal
 	if pc.RulesetInterval > 0 {
-		// SIGHUP is the operator's "configuration changed": the ruleset
-		// may have too. run.go handles the reload; this is a second
-		// subscriber, which os/signal allows.
-		hup = make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runRulesetCheck(ctx, pc.RulesetInterval, nftLister, hup, d.status, d.stats, log)
-		}()
+		// A reload is the operator's "configuration changed": the ruleset
+		// may have changed too (reload.go kicks it).
+		wg.Go(func() { runRulesetCheck(ctx, pc.RulesetInterval, nftLister, d.rulesetKick, d.status, d.stats, log) })
 	}
 	tick := min(max(pc.Interval/4, 200*time.Millisecond), time.Second)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		runPeerAlarms(ctx, tick, pc.RulesetInterval+pc.Interval, d.status, d.stats, log)
-	}()
+	wg.Go(func() { runPeerAlarms(ctx, tick, pc.RulesetInterval+pc.Interval, d.status, d.stats, log) })
 	return func() error {
 		cancel()
 		wg.Wait()
-		if hup != nil {
-			signal.Stop(hup)
-		}
 		return nil
 	}
 }

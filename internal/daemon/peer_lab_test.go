@@ -71,7 +71,7 @@ func waitStatus(t *testing.T, n *hatest.Node, what string, timeout time.Duration
 // both report its end.
 func TestPeerViewSplitBrainAndDrift(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	n1, n2 := dbSyncPair(t, p, peerCheckFast)
+	n1, n2 := dbSyncPair(t, p, hatest.NodeOptions{Interval: takeoverInterval, Extra: peerCheckFast})
 
 	// The roles, from health answers; the same ruleset on both.
 	sameRules := func(st daemon.Status) bool {

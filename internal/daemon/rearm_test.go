@@ -40,7 +40,7 @@ const (
 // preempts; the flow survives the fail-back and the edit survives on both.
 func TestRearmAfterFault(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	n1, n2 := dbSyncPair(t, p, ctSyncOn)
+	n1, n2 := dbSyncPair(t, p, hatest.NodeOptions{Interval: takeoverInterval, Extra: ctSyncOn})
 	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
@@ -213,7 +213,7 @@ func readiness(t *testing.T, n *hatest.Node) daemon.Readiness {
 // log and status.
 func TestRearmAfterDemotion(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	n1, n2 := dbSyncPair(t, p, ctSyncOn)
+	n1, n2 := dbSyncPair(t, p, hatest.NodeOptions{Interval: takeoverInterval, Extra: ctSyncOn})
 	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})

@@ -15,18 +15,23 @@ import (
 // touching the election: the local listeners, the peer checks, the
 // announcement schedule and the CPU scheduling.
 func inPlaceChanges(old, cur *config.Config) []string {
-	var out []string
-	add := func(name string, changed bool) {
-		if changed {
-			out = append(out, name)
-		}
-	}
+	var out changeList
+	add := out.add
 	add("status", old.Status != cur.Status)
 	add("metrics", old.Metrics != cur.Metrics)
 	add("peer_check", old.PeerCheck != cur.PeerCheck)
 	add("garp", old.GARP != cur.GARP)
 	add("scheduling", old.Scheduling != cur.Scheduling)
 	return out
+}
+
+// changeList collects the names of changed keys.
+type changeList []string
+
+func (c *changeList) add(name string, changed bool) {
+	if changed {
+		*c = append(*c, name)
+	}
 }
 
 // ErrRestart is returned by Run after a reload changed something the running
@@ -39,12 +44,8 @@ var ErrRestart = errors.New("daemon: configuration change needs a restart of the
 // running sync group. A role change is not among them: it only moves the
 // priority, which RFC 9568 lets an instance change in place.
 func electionChanges(old, cur *config.Config) []string {
-	var out []string
-	add := func(name string, changed bool) {
-		if changed {
-			out = append(out, name)
-		}
-	}
+	var out changeList
+	add := out.add
 	add("password", old.Password != cur.Password)
 	add("sync_interface", old.SyncInterface != cur.SyncInterface)
 	add("vips", !slices.EqualFunc(old.VIPs, cur.VIPs, func(a, b config.VIP) bool {
@@ -84,6 +85,10 @@ func roleNeutralDBSync(cfg *config.Config) config.DBSync {
 // no re-election. Only the role changed: change the priority in place.
 // Anything else: stop gracefully and let the caller restart (ErrRestart).
 func (d *Daemon) reload(ctx context.Context) {
+	select { // the ruleset may have changed with the configuration
+	case d.rulesetKick <- struct{}{}:
+	default:
+	}
 	if d.opts.Reload == nil {
 		d.log.Warn("reload: ignored, the daemon was started without a configuration file to re-read")
 		return

@@ -57,6 +57,24 @@ func mustStatus(t *testing.T, n *hatest.Node) daemon.Status {
 	return st
 }
 
+// electionKept checks after a reload that fw1 (n1) is still MASTER and
+// owns the VIPs, fw2 (n2) still BACKUP, and neither recorded a failover
+// since the statuses taken before; it returns n1's status.
+func electionKept(t *testing.T, p *lab.Pair, n1, n2 *hatest.Node, before1, before2 daemon.Status) daemon.Status {
+	t.Helper()
+	mustState(t, n1, "MASTER", time.Second)
+	mustState(t, n2, "BACKUP", time.Second)
+	mustOwn(t, p, p.FW1)
+	after1, after2 := mustStatus(t, n1), mustStatus(t, n2)
+	if d := cmp.Diff(before1.LastFailover, after1.LastFailover); d != "" {
+		t.Errorf("master's last failover changed across the reload (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(before2.LastFailover, after2.LastFailover); d != "" {
+		t.Errorf("backup's last failover changed across the reload (-before +after):\n%s", d)
+	}
+	return after1
+}
+
 // TestReloadWithoutRelevantChangeKeepsElection: a reload whose file differs
 // only in what the election does not use keeps both nodes as they are: no
 // state change, the same last failover, the VIPs never released, and the
@@ -84,16 +102,7 @@ func TestReloadWithoutRelevantChangeKeepsElection(t *testing.T) {
 	const verdict = "reload: nothing relevant changed, no re-election"
 	waitLog(t, n1, verdict, 1, 3*time.Second)
 	waitLog(t, n2, verdict, 1, 3*time.Second)
-	mustState(t, n1, "MASTER", time.Second)
-	mustState(t, n2, "BACKUP", time.Second)
-	mustOwn(t, p, p.FW1)
-	after1, after2 := mustStatus(t, n1), mustStatus(t, n2)
-	if diff := cmp.Diff(before1.LastFailover, after1.LastFailover); diff != "" {
-		t.Errorf("master's last failover changed across the reload (-before +after):\n%s", diff)
-	}
-	if diff := cmp.Diff(before2.LastFailover, after2.LastFailover); diff != "" {
-		t.Errorf("backup's last failover changed across the reload (-before +after):\n%s", diff)
-	}
+	electionKept(t, p, n1, n2, before1, before2)
 	if strings.Contains(n1.Proc.Log(), "VIPs released") {
 		t.Errorf("master released its VIPs during the reload:\n%s", tail(n1.Proc.Log(), 20))
 	}
@@ -450,25 +459,22 @@ func TestReloadListenersInPlace(t *testing.T) {
 		t.Fatalf("the daemon restarted")
 	}
 	log := n1.Proc.Log()
+	var line string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "reload: applied in place") {
+			line = l
+		}
+	}
 	for _, k := range []string{"status", "metrics", "peer_check", "garp", "scheduling"} {
-		if !strings.Contains(log, k) {
-			t.Errorf("the reload line does not name %s", k)
+		if !strings.Contains(line, k) {
+			t.Errorf("the reload line does not name %s: %s", k, line)
 		}
 	}
 	if _, err := net.Dial("unix", oldSock); err == nil {
 		t.Errorf("the old status socket %s still answers", oldSock)
 	}
 	n1.StatusSock = newSock
-	mustState(t, n1, "MASTER", time.Second)
-	mustState(t, n2, "BACKUP", time.Second)
-	mustOwn(t, p, p.FW1)
-	after1, after2 := mustStatus(t, n1), mustStatus(t, n2)
-	if d := cmp.Diff(before1.LastFailover, after1.LastFailover); d != "" {
-		t.Errorf("master's last failover changed (-before +after):\n%s", d)
-	}
-	if d := cmp.Diff(before2.LastFailover, after2.LastFailover); d != "" {
-		t.Errorf("backup's last failover changed (-before +after):\n%s", d)
-	}
+	after1 := electionKept(t, p, n1, n2, before1, before2)
 	if strings.Contains(log, "VIPs released") || strings.Contains(log, "restarting the VRRP instances") {
 		t.Errorf("the reload touched the election:\n%s", tail(log, 20))
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -292,8 +291,8 @@ func checkRuleset(ctx context.Context, list rulesetLister, now time.Time) Rulese
 }
 
 // runRulesetCheck recomputes the fingerprint every interval and whenever
-// kick fires (SIGHUP), until ctx ends. One log line per failure streak.
-func runRulesetCheck(ctx context.Context, interval time.Duration, list rulesetLister, kick <-chan os.Signal, book *statusBook, stats *rxStats, log logger) {
+// kick fires (a reload), until ctx ends. One log line per failure streak.
+func runRulesetCheck(ctx context.Context, interval time.Duration, list rulesetLister, kick <-chan struct{}, book *statusBook, stats *rxStats, log logger) {
 	failing := ""
 	check := func() {
 		st := checkRuleset(ctx, list, time.Now())

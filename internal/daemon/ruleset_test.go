@@ -192,7 +192,7 @@ func TestCheckRuleset(t *testing.T) {
 }
 
 // TestRunRulesetCheck: a fingerprint at start, one per interval and one per
-// kick (SIGHUP); a failing nft is a status, logged once per streak.
+// kick (a reload); a failing nft is a status, logged once per streak.
 func TestRunRulesetCheck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		calls := 0
@@ -207,7 +207,7 @@ func TestRunRulesetCheck(t *testing.T) {
 		book := newStatusBook(testConfig())
 		stats := newRxStats()
 		log := &recordLog{}
-		kick := make(chan os.Signal, 1)
+		kick := make(chan struct{}, 1)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {
@@ -224,7 +224,7 @@ func TestRunRulesetCheck(t *testing.T) {
 			t.Fatalf("after one interval: %d calls, want 2", calls)
 		}
 		fail = true
-		kick <- os.Interrupt
+		kick <- struct{}{}
 		synctest.Wait()
 		time.Sleep(10 * time.Second)
 		synctest.Wait()

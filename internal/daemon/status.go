@@ -335,20 +335,12 @@ func (b *statusBook) snapshot(now time.Time) Status {
 	}
 	v := derivePeerView(b.peerInputs(now))
 	s.Peer.Role, s.Peer.RoleSource, s.Peer.RoleReason = v.role, v.source, v.reason
+	// UTC() of the zero Time is the zero Time: omitzero still omits it.
 	s.Peer.Reachable, s.Peer.Error, s.Peer.LastHeard = v.reachable, v.err, v.lastHeard.UTC()
-	if v.lastHeard.IsZero() {
-		s.Peer.LastHeard = time.Time{}
-	}
 	s.Peer.Readiness, s.Peer.DBReady = v.readiness, v.dbReady
 	s.Peer.Polled = b.healthOff == ""
 	s.SplitBrain = Alarm{Active: b.splitBrain.on, Since: b.splitBrain.since.UTC()}
-	if b.splitBrain.since.IsZero() {
-		s.SplitBrain.Since = time.Time{}
-	}
 	s.Ruleset = RulesetCompare{Local: b.ruleset, Peer: v.peerRuleset, Drift: b.drift.on, DriftSince: b.drift.since.UTC()}
-	if b.drift.since.IsZero() {
-		s.Ruleset.DriftSince = time.Time{}
-	}
 	s.Ruleset.Off = joinReason(b.rulesetOff, b.healthOff)
 	return s
 }

@@ -95,8 +95,8 @@ func Of(tid int) (Policy, error) {
 }
 
 // Apply sets p on every thread of the process and returns how many threads
-// have it.
-// A thread that ends meanwhile is skipped. An EPERM names what is missing.
+// have it. A thread that ends meanwhile is skipped; an EPERM names what is
+// missing.
 func Apply(p Policy) (int, error) {
 	a, err := p.attr()
 	if err != nil {

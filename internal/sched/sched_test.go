@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/dist"
 )
 
 func TestPolicyAttr(t *testing.T) {
@@ -185,18 +186,16 @@ func TestApplyOtherInProcess(t *testing.T) {
 	}
 }
 
-// unitDirectives returns the values of the packaged unit's keys.
+// unitDirectives returns the packaged unit's keys, each with its last value.
 func unitDirectives(t *testing.T) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile("../../dist/muros-had.service")
+	u, err := dist.ReadUnit("../../dist/muros-had.service")
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && !strings.HasPrefix(k, "#") {
-			out[k] = v
-		}
+	for k, vs := range u {
+		out[k] = vs[len(vs)-1]
 	}
 	return out
 }
