@@ -702,10 +702,11 @@ func (s *Sync) becomeMaster() {
 		Epoch: s.newEpoch(), MaxDatagram: s.maxDgram, History: s.cfg.History,
 		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh,
 	})
-	s.readyOnce.Do(func() { close(s.ready) })
 	// Published before the dump: the status must say "sender" as soon as
-	// the role changed, not once a large table has been read.
+	// the role changed, not once a large table has been read; and before
+	// Ready, whose waiters read the status next.
 	s.publish()
+	s.readyOnce.Do(func() { close(s.ready) })
 	s.startListener(true)
 }
 
@@ -1053,6 +1054,8 @@ func (s *Sync) onDatagram(d *datagram) {
 		s.applyPending()
 		s.purge()
 		s.bulkSeen = nil
+		// The status says bulk-synced before Ready wakes its waiters.
+		s.publish()
 		s.readyOnce.Do(func() { close(s.ready) })
 	}
 }
