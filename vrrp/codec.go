@@ -230,19 +230,26 @@ func (c *Codec) DecodeIPv6Payload(payload []byte, proto uint8, src, dst netip.Ad
 	return r, c.enforce(&r)
 }
 
-func (c *Codec) enforce(r *Received) error {
-	if !c.cfg.Unicast && r.TTL != TTL {
+func (c *Codec) enforce(r *Received) error { return c.cfg.Check(r) }
+
+// Check makes every check a receiver configured with cfg must make before
+// acting on an advert that Inspect decoded (TTL, version, authentication
+// kind and result, checksum), and returns the first that fails as an error
+// carrying its Reason. It is pure, so an event loop can own the decision
+// while a reader goroutine does the decoding and the ICV.
+func (cfg Config) Check(r *Received) error {
+	if !cfg.Unicast && r.TTL != TTL {
 		return rejectGot(ReasonBadTTL, int(r.TTL), TTL)
 	}
-	if r.Advert.Version != c.cfg.Version {
-		return rejectGot(ReasonBadVersion, int(r.Advert.Version), int(c.cfg.Version))
+	if r.Advert.Version != cfg.Version {
+		return rejectGot(ReasonBadVersion, int(r.Advert.Version), int(cfg.Version))
 	}
-	if r.Auth != c.cfg.Auth {
-		return rejectGot(ReasonAuthMismatch, int(r.Auth), int(c.cfg.Auth))
+	if r.Auth != cfg.Auth {
+		return rejectGot(ReasonAuthMismatch, int(r.Auth), int(cfg.Auth))
 	}
 	if r.Advert.Version == 2 {
 		want := uint8(AuthTypeNone)
-		switch c.cfg.Auth {
+		switch cfg.Auth {
 		case AuthPass:
 			want = AuthTypeSimple
 		case AuthKeepalivedAH:
@@ -252,7 +259,7 @@ func (c *Codec) enforce(r *Received) error {
 			return rejectGot(ReasonAuthMismatch, int(r.Advert.AuthType), int(want))
 		}
 	}
-	if c.cfg.Auth != AuthNone && !r.AuthOK {
+	if cfg.Auth != AuthNone && !r.AuthOK {
 		return reject(ReasonAuthFailed)
 	}
 	if !r.ChecksumOK() {
