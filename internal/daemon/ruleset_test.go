@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -195,11 +196,14 @@ func TestCheckRuleset(t *testing.T) {
 // kick (a reload); a failing nft is a status, logged once per streak.
 func TestRunRulesetCheck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		calls := 0
-		fail := false
+		// The lister runs on runRulesetCheck's goroutine, woken by the
+		// ticker: a timer firing in the bubble orders nothing between the
+		// test's accesses and the lister's, so both are atomic.
+		var calls atomic.Int64
+		var fail atomic.Bool
 		list := func(context.Context) ([]byte, error) {
-			calls++
-			if fail {
+			calls.Add(1)
+			if fail.Load() {
 				return nil, errors.New("nft: boom")
 			}
 			return []byte("table inet t {\n}\n"), nil
@@ -215,26 +219,26 @@ func TestRunRulesetCheck(t *testing.T) {
 			runRulesetCheck(ctx, 10*time.Second, list, kick, book, stats, log)
 		}()
 		synctest.Wait()
-		if calls != 1 || book.snapshot(time.Now()).Ruleset.Local.Fingerprint == "" {
-			t.Fatalf("after start: %d calls, status %+v", calls, book.snapshot(time.Now()).Ruleset)
+		if calls.Load() != 1 || book.snapshot(time.Now()).Ruleset.Local.Fingerprint == "" {
+			t.Fatalf("after start: %d calls, status %+v", calls.Load(), book.snapshot(time.Now()).Ruleset)
 		}
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
-		if calls != 2 {
-			t.Fatalf("after one interval: %d calls, want 2", calls)
+		if calls.Load() != 2 {
+			t.Fatalf("after one interval: %d calls, want 2", calls.Load())
 		}
-		fail = true
+		fail.Store(true)
 		kick <- struct{}{}
 		synctest.Wait()
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
-		if calls != 4 {
-			t.Fatalf("after a kick and an interval: %d calls, want 4", calls)
+		if calls.Load() != 4 {
+			t.Fatalf("after a kick and an interval: %d calls, want 4", calls.Load())
 		}
 		if r := book.snapshot(time.Now()).Ruleset.Local; r.Fingerprint != "" || r.Error != "nft: boom" {
 			t.Errorf("failing nft: %+v", r)
 		}
-		fail = false
+		fail.Store(false)
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
 		cancel()
