@@ -1,12 +1,17 @@
-// Package vrrpsim is a deterministic simulation harness for the VRRP state
-// machine and sync group of package vrrp (RFC 9568, section 6): two or more
-// nodes, each a vrrp.Group of one or more instances, exchange adverts over a
-// simulated multicast link with virtual time (an event queue, no real clock),
-// seeded per-packet loss and delay. It records every state change, VIP claim
-// and release, and packet with its virtual timestamp, and checks the pair's
-// safety invariants after every event:
+// Package vrrpsim is a deterministic simulation harness for the decision
+// core of a node (package node, which runs the VRRP state machines and sync
+// group of package vrrp, RFC 9568 section 6): two or more nodes, each a
+// node.Core of one or more instances, exchange adverts over a simulated
+// multicast link with virtual time (an event queue, no real clock), seeded
+// per-packet loss and delay. The harness executes the core's actions as the
+// daemon does (a role action claims or releases every VIP of the node and
+// switches its replication role; it can be made to fail). It records every
+// state change, VIP claim and release, and packet with its virtual
+// timestamp, and checks the pair's safety invariants after every event:
 //
 //   - a node holds all of its sync group's VIPs or none (never split);
+//   - a live node is a replication sender exactly when its last role action
+//     made it MASTER (VIPs and replication roles never disagree);
 //   - claims and releases of one VRID alternate on a node (every claim is
 //     paired with a release);
 //   - two live nodes hold the same VIP (a dual-master episode) for no longer
@@ -16,8 +21,9 @@
 //     (the winner advertises at least every I; the episode ends when one of
 //     its adverts reaches the loser).
 //
-// No bytes are encoded: an advert travels as the election fields the state
-// machine reads (vrrp.PeerAdvert). The codec is tested separately.
+// No bytes are encoded: an advert travels as the decoded fields the core
+// reads (vrrp.Received, unauthenticated, TTL 255). The codec is tested
+// separately.
 package vrrpsim
 
 import (
@@ -30,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/muros/muros-had/node"
 	"github.com/muros/muros-had/vrrp"
 )
 
@@ -37,7 +44,10 @@ import (
 type NodeConfig struct {
 	Name string
 	Addr netip.Addr
-	// Instances form the node's sync group. Primary defaults to Addr.
+	// Instances form the node's sync group. Primary defaults to Addr. The
+	// i-th instance's VIP is on interface "eth<i>" (TrackDown). The node
+	// holds preemption at every entry into BACKUP (until Ready) when any
+	// instance has WaitReady.
 	Instances []vrrp.InstanceConfig
 }
 
@@ -68,9 +78,10 @@ const (
 	RecShutdown                       // node stopped gracefully
 	RecTrack                          // tracked interface Reason went down (Priority 0) or up (1)
 	RecReady                          // readiness given to the node
+	RecRole                           // role action To (Reason: "failed" when it failed)
 )
 
-var recordNames = [...]string{"", "state", "claim", "release", "announce", "send", "deliver", "lost", "start", "crash", "shutdown", "track", "ready"}
+var recordNames = [...]string{"", "state", "claim", "release", "announce", "send", "deliver", "lost", "start", "crash", "shutdown", "track", "ready", "role"}
 
 func (k RecordKind) String() string {
 	if int(k) < len(recordNames) {
@@ -102,6 +113,8 @@ func (r Record) String() string {
 		s += fmt.Sprintf(" from=%s prio=%d", r.Peer, r.Priority)
 	case RecTrack:
 		s += " " + r.Reason
+	case RecRole:
+		s += fmt.Sprintf(" %v %s", r.To, r.Reason)
 	}
 	return s
 }
@@ -109,18 +122,16 @@ func (r Record) String() string {
 // Node is one simulated node.
 type Node struct {
 	cfg     NodeConfig
-	group   *vrrp.Group
+	core    *node.Core
 	alive   bool
 	epoch   uint64
-	timers  map[timerKey]uint64
+	timers  map[node.TimerKey]uint64
 	claimed map[uint8]bool
+	sender  bool     // replication role: sender (as the daemon's adapters would be)
 	down    []string // tracked interfaces down (survive restarts)
-	ready   bool
-}
-
-type timerKey struct {
-	vrid  uint8
-	timer vrrp.TimerID
+	waitGen uint64   // the readiness wait the core asked for (0: none)
+	// failRoles: that many next role actions fail (the kernel refuses).
+	failRoles int
 }
 
 // Name returns the node's name.
@@ -134,17 +145,23 @@ func (n *Node) State(vrid uint8) vrrp.State {
 	if !n.alive {
 		return vrrp.StateInitialize
 	}
-	if m := n.group.Member(vrid); m != nil {
+	if m := n.core.Group().Member(vrid); m != nil {
 		return m.State()
 	}
 	return vrrp.StateInitialize
 }
 
+// Sender reports whether the node's replications are senders.
+func (n *Node) Sender() bool { return n.sender }
+
+// Core returns the node's decision core (replaced on restart).
+func (n *Node) Core() *node.Core { return n.core }
+
 // Holds reports whether the node currently holds the VIPs of vrid.
 func (n *Node) Holds(vrid uint8) bool { return n.claimed[vrid] }
 
 // Group returns the node's current sync group (replaced on restart).
-func (n *Node) Group() *vrrp.Group { return n.group }
+func (n *Node) Group() *vrrp.Group { return n.core.Group() }
 
 type itemKind uint8
 
@@ -160,11 +177,11 @@ type item struct {
 	kind  itemKind
 	node  *Node
 	epoch uint64
-	vrid  uint8
-	timer vrrp.TimerID
+	timer node.TimerKey
 	gen   uint64
 	from  *Node
-	adv   vrrp.PeerAdvert
+	vrid  uint8
+	adv   vrrp.Advert
 	fn    func()
 }
 
@@ -204,7 +221,7 @@ type Sim struct {
 	maxIntvl time.Duration
 	episodes map[uint8]*episode
 	err      error
-	out      []vrrp.Action
+	out      []node.Action
 	// MaxDualMaster is the longest dual-master episode seen.
 	MaxDualMaster time.Duration
 }
@@ -234,14 +251,39 @@ func New(link LinkConfig, nodes ...NodeConfig) (*Sim, error) {
 				s.vrids = append(s.vrids, nc.Instances[i].VRID)
 			}
 		}
-		g, err := vrrp.NewGroup(nc.Instances)
+		c, err := newCore(nc)
 		if err != nil {
 			return nil, fmt.Errorf("vrrpsim: node %s: %w", nc.Name, err)
 		}
-		s.nodes = append(s.nodes, &Node{cfg: nc, group: g, timers: map[timerKey]uint64{}, claimed: map[uint8]bool{}})
+		s.nodes = append(s.nodes, &Node{cfg: nc, core: c, timers: map[node.TimerKey]uint64{}, claimed: map[uint8]bool{}})
 	}
 	return s, nil
 }
+
+// epoch0 is the wall clock at virtual time 0 (AH epochs are not simulated:
+// the link is unauthenticated, but the core wants a time).
+var epoch0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func newCore(nc NodeConfig) (*node.Core, error) {
+	cfg := node.Config{
+		Codec: vrrp.Config{Version: 3, Auth: vrrp.AuthNone, Checksum: vrrp.ChecksumModePseudoHeader},
+		Own:   map[vrrp.Family]netip.Addr{vrrp.IPv4: nc.Addr},
+	}
+	for i, ic := range nc.Instances {
+		cfg.HoldReady = cfg.HoldReady || ic.WaitReady
+		if ic.Version == 2 {
+			cfg.Codec.Version = 2
+		}
+		cfg.Instances = append(cfg.Instances, node.Instance{
+			VRRP: ic, Family: vrrp.IPv4, Interface: fmt.Sprintf("eth%d", i),
+			Addrs: []netip.Addr{vipOf(ic.VRID)},
+		})
+	}
+	return node.New(cfg)
+}
+
+// vipOf is the simulated VIP of a VRID (the same on every node).
+func vipOf(vrid uint8) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, vrid}) }
 
 // Now is the virtual time.
 func (s *Sim) Now() time.Duration { return s.now }
@@ -292,26 +334,25 @@ func (s *Sim) RunUntil(t time.Duration) error {
 // Run advances the clock by d.
 func (s *Sim) Run(d time.Duration) error { return s.RunUntil(s.now + d) }
 
-// Start starts (or restarts) a stopped node with a fresh sync group.
+// Start starts (or restarts) a stopped node with a fresh core.
 func (s *Sim) Start(name string) {
 	n := s.Node(name)
 	if n.alive {
 		return
 	}
-	g, err := vrrp.NewGroup(n.cfg.Instances)
+	c, err := newCore(n.cfg)
 	if err != nil {
 		s.fail(fmt.Errorf("restart %s: %w", name, err))
 		return
 	}
-	n.group, n.alive, n.ready = g, true, false
+	n.core, n.alive, n.waitGen = c, true, 0
 	n.epoch++
 	clear(n.timers)
 	s.record(Record{Kind: RecStart, Node: name})
 	for _, ifname := range n.down {
-		s.trackEvent(n, vrrp.Event{Kind: vrrp.EventTrackDown, Interface: ifname})
+		s.step(n, node.Event{Kind: node.EventLink, Interface: ifname, Exists: true, Up: false})
 	}
-	s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventStartup}, s.out[:0]))
-	s.check()
+	s.step(n, node.Event{Kind: node.EventStartup})
 }
 
 // StartAll starts every node at the current instant, in order.
@@ -339,7 +380,7 @@ func (s *Sim) Shutdown(name string) {
 		return
 	}
 	s.record(Record{Kind: RecShutdown, Node: name})
-	s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventShutdown}, s.out[:0]))
+	s.step(n, node.Event{Kind: node.EventShutdown})
 	s.stop(n)
 }
 
@@ -351,14 +392,14 @@ func (s *Sim) stop(n *Node) {
 	}
 	clear(n.claimed)
 	clear(n.timers)
-	n.alive = false
+	n.alive, n.sender = false, false
 	n.epoch++
 	s.check()
 }
 
 // TrackDown takes a tracked interface of the node down (it stays down
-// across restarts until TrackUp). The event goes to the node's first
-// instance, as a VIP's interface belongs to one instance.
+// across restarts until TrackUp): "eth<i>" is the i-th instance's VIP
+// interface; another name is no VIP's and changes nothing.
 func (s *Sim) TrackDown(name, ifname string) {
 	n := s.Node(name)
 	if slices.Contains(n.down, ifname) {
@@ -366,7 +407,7 @@ func (s *Sim) TrackDown(name, ifname string) {
 	}
 	n.down = append(n.down, ifname)
 	s.record(Record{Kind: RecTrack, Node: name, Reason: ifname + " down"})
-	s.trackEvent(n, vrrp.Event{Kind: vrrp.EventTrackDown, Interface: ifname})
+	s.step(n, node.Event{Kind: node.EventLink, Interface: ifname, Exists: true, Up: false})
 }
 
 // TrackUp brings a tracked interface back.
@@ -378,31 +419,35 @@ func (s *Sim) TrackUp(name, ifname string) {
 	}
 	n.down = slices.Delete(n.down, i, i+1)
 	s.record(Record{Kind: RecTrack, Node: name, Reason: ifname + " up", Priority: 1})
-	s.trackEvent(n, vrrp.Event{Kind: vrrp.EventTrackUp, Interface: ifname})
+	s.step(n, node.Event{Kind: node.EventLink, Interface: ifname, Exists: true, Up: true})
 }
 
-func (s *Sim) trackEvent(n *Node, ev vrrp.Event) {
-	if !n.alive {
-		return
-	}
-	out, err := n.group.Step(n.cfg.Instances[0].VRID, ev, s.out[:0])
-	if err != nil {
-		s.fail(err)
-		return
-	}
-	s.apply(n, out)
-	s.check()
-}
-
-// Ready tells a node that preemption may proceed (bulk sync done).
+// Ready answers the node's current readiness wait (its replications are
+// complete): preemption may proceed until the node next enters BACKUP.
 func (s *Sim) Ready(name string) {
 	n := s.Node(name)
+	if !n.alive || n.waitGen == 0 {
+		return
+	}
+	s.record(Record{Kind: RecReady, Node: name})
+	gen := n.waitGen
+	n.waitGen = 0
+	s.step(n, node.Event{Kind: node.EventReady, Gen: gen})
+}
+
+// FailRoles makes the node's next count role actions fail: a claim or a
+// release the kernel refuses (the VIPs stay as they were; the replication
+// roles switch as the daemon's adapters would).
+func (s *Sim) FailRoles(name string, count int) { s.Node(name).failRoles = count }
+
+// step feeds one event to a live node's core, executes its actions and
+// checks the invariants.
+func (s *Sim) step(n *Node, ev node.Event) {
 	if !n.alive {
 		return
 	}
-	n.ready = true
-	s.record(Record{Kind: RecReady, Node: name})
-	s.apply(n, n.group.StepAll(vrrp.Event{Kind: vrrp.EventReady}, s.out[:0]))
+	ev.Now = epoch0.Add(s.now)
+	s.apply(n, n.core.Step(ev, s.out[:0]))
 	s.check()
 }
 
@@ -429,71 +474,112 @@ func (s *Sim) dispatch(it *item) {
 		it.fn()
 	case itemTimer:
 		n := it.node
-		k := timerKey{it.vrid, it.timer}
-		if !n.alive || n.epoch != it.epoch || n.timers[k] != it.gen {
+		if !n.alive || n.epoch != it.epoch || n.timers[it.timer] != it.gen {
 			return // cancelled, re-armed, or the node restarted
 		}
-		delete(n.timers, k)
-		out, err := n.group.Step(it.vrid, vrrp.TimerEvent(it.timer, it.gen), s.out[:0])
-		if err != nil {
-			s.fail(err)
-			return
-		}
-		s.apply(n, out)
+		delete(n.timers, it.timer)
+		s.step(n, node.Event{Kind: node.EventTimer, Timer: it.timer, Gen: it.gen})
 	case itemPacket:
 		n := it.node
-		if !n.alive || n.group.Member(it.vrid) == nil {
+		if !n.alive || n.core.Instance(it.vrid) == nil {
 			return
 		}
 		s.record(Record{Kind: RecDeliver, Node: n.cfg.Name, Peer: it.from.cfg.Name, VRID: it.vrid, Priority: it.adv.Priority})
-		out, err := n.group.Step(it.vrid, vrrp.Event{Kind: vrrp.EventAdvert, Advert: it.adv}, s.out[:0])
-		if err != nil {
-			s.fail(err)
-			return
-		}
-		s.apply(n, out)
+		adv := it.adv
+		adv.Addrs = []netip.Addr{vipOf(it.vrid)}
+		s.step(n, node.Event{Kind: node.EventAdvert, Family: vrrp.IPv4, Advert: vrrp.Received{
+			Advert: adv, Src: it.from.cfg.Addr, TTL: vrrp.TTL, Checksum: vrrp.ChecksumPseudoHeader,
+		}})
 	}
 }
 
-// apply executes a node's actions as a daemon would.
-func (s *Sim) apply(n *Node, out []vrrp.Action) {
+// apply executes a node's actions as the daemon does. A role action is
+// reported back to the core (EventRoleDone) after the batch, as the
+// daemon's loop does.
+func (s *Sim) apply(n *Node, out []node.Action) {
 	s.out = out[:0]
 	name := n.cfg.Name
+	var done []node.Event
 	for _, a := range out {
 		switch a.Kind {
-		case vrrp.ActionNotify:
+		case node.ActionNotify:
 			s.record(Record{Kind: RecState, Node: name, VRID: a.VRID, From: a.From, To: a.To, Reason: a.Reason})
-		case vrrp.ActionClaimVIPs:
-			if n.claimed[a.VRID] {
-				s.fail(fmt.Errorf("node %s claims vrid %d twice without a release", name, a.VRID))
-			}
-			n.claimed[a.VRID] = true
-			s.record(Record{Kind: RecClaim, Node: name, VRID: a.VRID})
-		case vrrp.ActionReleaseVIPs:
-			if !n.claimed[a.VRID] {
-				s.fail(fmt.Errorf("node %s releases vrid %d it does not hold", name, a.VRID))
-			}
-			n.claimed[a.VRID] = false
-			s.record(Record{Kind: RecRelease, Node: name, VRID: a.VRID})
-		case vrrp.ActionAnnounce:
-			s.record(Record{Kind: RecAnnounce, Node: name, VRID: a.VRID})
-		case vrrp.ActionSetTimer:
-			n.timers[timerKey{a.VRID, a.Timer}] = a.Gen
-			s.push(&item{at: s.now + a.After, kind: itemTimer, node: n, epoch: n.epoch, vrid: a.VRID, timer: a.Timer, gen: a.Gen})
-		case vrrp.ActionStopTimer:
-			delete(n.timers, timerKey{a.VRID, a.Timer})
-		case vrrp.ActionSendAdvert:
+		case node.ActionRole:
+			done = append(done, node.Event{Kind: node.EventRoleDone, Gen: a.Gen, Err: s.role(n, a.Role)})
+		case node.ActionAnnounce:
+			s.record(Record{Kind: RecAnnounce, Node: name})
+		case node.ActionSetTimer:
+			n.timers[a.Timer] = a.Gen
+			s.push(&item{at: s.now + a.After, kind: itemTimer, node: n, epoch: n.epoch, timer: a.Timer, gen: a.Gen})
+		case node.ActionStopTimer:
+			delete(n.timers, a.Timer)
+		case node.ActionSendAdvert:
 			s.send(n, a)
+		case node.ActionHold:
+			if a.Wait {
+				n.waitGen = a.Gen
+			} else if a.Held {
+				n.waitGen = 0
+			}
+		case node.ActionPersistEpoch, node.ActionDrop:
 		default:
-			s.fail(fmt.Errorf("node %s: unknown action %v", name, a.Kind))
+			s.fail(fmt.Errorf("node %s: unexpected action %v", name, a.Kind))
 		}
+	}
+	for _, ev := range done {
+		ev.Now = epoch0.Add(s.now)
+		s.apply(n, n.core.Step(ev, nil))
 	}
 }
 
-func (s *Sim) send(n *Node, a vrrp.Action) {
+// role executes a role action: MASTER switches the replications to senders,
+// then claims every VIP; any other role releases them, then switches the
+// replications to receivers. A failure (FailRoles) leaves the VIPs as they
+// were.
+func (s *Sim) role(n *Node, role vrrp.State) error {
+	name := n.cfg.Name
+	var err error
+	if n.failRoles > 0 {
+		n.failRoles--
+		err = errors.New("simulated netlink failure")
+	}
+	why := ""
+	if err != nil {
+		why = "failed"
+	}
+	s.record(Record{Kind: RecRole, Node: name, To: role, Reason: why})
+	if role == vrrp.StateMaster {
+		n.sender = true
+		if err != nil {
+			return err
+		}
+		for _, ic := range n.cfg.Instances {
+			if !n.claimed[ic.VRID] {
+				n.claimed[ic.VRID] = true
+				s.record(Record{Kind: RecClaim, Node: name, VRID: ic.VRID})
+			}
+		}
+		return nil
+	}
+	if err == nil {
+		for _, ic := range n.cfg.Instances {
+			if n.claimed[ic.VRID] {
+				n.claimed[ic.VRID] = false
+				s.record(Record{Kind: RecRelease, Node: name, VRID: ic.VRID})
+			}
+		}
+	}
+	n.sender = false
+	return err
+}
+
+func (s *Sim) send(n *Node, a node.Action) {
 	s.record(Record{Kind: RecSend, Node: n.cfg.Name, VRID: a.VRID, Priority: a.Priority})
-	m := n.group.Member(a.VRID)
-	adv := vrrp.PeerAdvert{From: n.cfg.Addr, Priority: a.Priority, Interval: m.Config().Interval}
+	m := n.core.Group().Member(a.VRID)
+	adv := vrrp.Advert{Version: 3, VRID: a.VRID, Priority: a.Priority, Interval: m.Config().Interval}
+	if m.Config().Version == 2 {
+		adv.Version = 2
+	}
 	loss := s.link.Loss
 	if s.link.LossFor != nil {
 		loss = s.link.LossFor(n.cfg.Name, a.VRID)
@@ -540,6 +626,10 @@ func (s *Sim) check() {
 		}
 		if held != 0 && held != len(n.cfg.Instances) {
 			s.fail(fmt.Errorf("node %s holds %d of its %d sync-group VIPs (split)", n.cfg.Name, held, len(n.cfg.Instances)))
+			return
+		}
+		if role, _ := n.core.Role(); n.alive && n.sender != (role == vrrp.StateMaster) {
+			s.fail(fmt.Errorf("node %s: replications are senders=%v while its role is %v", n.cfg.Name, n.sender, role))
 			return
 		}
 	}

@@ -3,6 +3,7 @@ package vrrpsim
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -415,4 +416,77 @@ func TestBackupFaultLeavesMasterAlone(t *testing.T) {
 	s.TrackUp("b", "eth1")
 	run(t, s, 30*time.Second)
 	converged(t, s, "a")
+}
+
+// roles is the node's role actions at or after from, as "ROLE" or
+// "ROLE failed".
+func roles(s *Sim, node string, from time.Duration) []string {
+	var out []string
+	for _, r := range s.Find(func(r Record) bool { return r.Kind == RecRole && r.Node == node && r.At >= from }) {
+		out = append(out, strings.TrimSpace(r.To.String()+" "+r.Reason))
+	}
+	return out
+}
+
+// TestFailedClaimThenStepDown: b's claim fails (its replications are
+// senders already), and before the retry a better master takes over. b
+// must end up holding nothing with receiver replications: the step-down is
+// one role action, not a release that leaves the roles behind.
+func TestFailedClaimThenStepDown(t *testing.T) {
+	const iv = 100 * time.Millisecond
+	s := newPair(t, pairOpts{link: LinkConfig{Seed: 11, Delay: time.Millisecond}, ivA: iv})
+	s.FailRoles("b", 2) // the start's BACKUP, then the claim
+	s.Start("b")
+	run(t, s, time.Second)
+	if got := s.Masters(10); len(got) != 0 {
+		t.Fatalf("b holds the VIPs although its claim failed: %v", got)
+	}
+	if !s.Node("b").Sender() {
+		t.Fatal("b's replications are not senders after its MASTER role action")
+	}
+	failedAt := s.Now()
+	s.Start("a") // preempts before b's retry (RoleRetryInterval)
+	run(t, s, failedAt+700*time.Millisecond)
+	converged(t, s, "a")
+	if s.Node("b").Sender() {
+		t.Errorf("b stepped down but its replications are still senders\n%s", s.Dump(30))
+	}
+	if diff := cmp.Diff([]string{"BACKUP failed", "MASTER failed", "BACKUP"}, roles(s, "b", 0)); diff != "" {
+		t.Errorf("b's role actions (-want +got):\n%s\n%s", diff, s.Dump(30))
+	}
+	run(t, s, failedAt+5*time.Second) // the stale retry does nothing
+	converged(t, s, "a")
+	if got := roles(s, "b", failedAt+700*time.Millisecond); len(got) != 0 {
+		t.Errorf("role actions after the step-down: %v", got)
+	}
+}
+
+// TestFailedReleaseThenRepromotion: b's release fails as a preempts, then a
+// leaves gracefully before the retry. b must be MASTER with sender
+// replications: the re-promotion is one role action, not a claim on top of
+// receiver roles.
+func TestFailedReleaseThenRepromotion(t *testing.T) {
+	const iv = time.Second
+	s := newPair(t, pairOpts{link: LinkConfig{Seed: 12, Delay: time.Millisecond}, ivA: iv})
+	s.Start("b")
+	run(t, s, 5*time.Second)
+	converged(t, s, "b")
+	s.FailRoles("b", 1)
+	s.Start("a")
+	// a preempts after its Master_Down_Interval; b's release then fails.
+	run(t, s, 5*time.Second+masterDown(150, iv)+10*time.Millisecond)
+	if diff := cmp.Diff([]string{"BACKUP failed"}, roles(s, "b", 5*time.Second)); diff != "" {
+		t.Fatalf("b's role actions (-want +got):\n%s\n%s", diff, s.Dump(30))
+	}
+	s.Shutdown("a") // priority 0: b takes over after Skew_Time, before its retry
+	run(t, s, s.Now()+skew(100, iv)+10*time.Millisecond)
+	converged(t, s, "b")
+	if !s.Node("b").Sender() {
+		t.Errorf("b is MASTER again but its replications are receivers\n%s", s.Dump(30))
+	}
+	if diff := cmp.Diff([]string{"BACKUP failed", "MASTER"}, roles(s, "b", 5*time.Second)); diff != "" {
+		t.Errorf("b's role actions (-want +got):\n%s\n%s", diff, s.Dump(30))
+	}
+	run(t, s, s.Now()+5*time.Second) // the stale retry does nothing
+	converged(t, s, "b")
 }
