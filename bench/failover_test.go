@@ -24,7 +24,7 @@ var (
 )
 
 // errUnmeasured marks a failover run that says nothing about the failover
-// (see FailoverOutcome.Err): the backup did take over, but the prober's view
+// (see lab.FailoverOutcome.Err): the backup did take over, but the prober's view
 // was swamped by a stall of the machine.
 var errUnmeasured = errors.New("run did not measure the failover")
 
@@ -82,8 +82,8 @@ func impls() []impl {
 type mode struct {
 	name string
 	// expect is how long the takeover should take.
-	expect func(Bounds) time.Duration
-	target func(Bounds) time.Duration
+	expect func(lab.Bounds) time.Duration
+	target func(lab.Bounds) time.Duration
 	// take runs once fw1 has stopped forwarding.
 	take func(p *lab.Pair, master node) error
 	// since is the event the backup's timer runs from: the master's last
@@ -101,8 +101,8 @@ type mode struct {
 var (
 	crash = mode{
 		name:   "crash",
-		expect: func(b Bounds) time.Duration { return b.MasterDown },
-		target: func(b Bounds) time.Duration { return b.CrashTarget },
+		expect: func(b lab.Bounds) time.Duration { return b.MasterDown },
+		target: func(b lab.Bounds) time.Duration { return b.CrashTarget },
 		since:  func(tl Timeline) time.Duration { return tl.LastAdvert },
 		// The box dies: no priority 0 advert, no reaction to its own links
 		// going down (keepalived would send priority 0 on entering FAULT if
@@ -116,8 +116,8 @@ var (
 	}
 	graceful = mode{
 		name:   "graceful",
-		expect: func(b Bounds) time.Duration { return b.Skew },
-		target: func(b Bounds) time.Duration { return b.GracefulTarget },
+		expect: func(b lab.Bounds) time.Duration { return b.Skew },
+		target: func(b lab.Bounds) time.Duration { return b.GracefulTarget },
 		since:  func(tl Timeline) time.Duration { return tl.Priority0 },
 		// An orderly shutdown: SIGTERM (priority 0, VIPs released), then
 		// the box powers off.
@@ -167,7 +167,7 @@ func benchFailover(b *testing.B, im impl, m mode, interval time.Duration) {
 	lab.Require(b)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	n := max(*repsFlag, b.N)
-	bounds := Targets(interval, BackupPriority)
+	bounds := lab.Targets(interval, BackupPriority)
 	var gaps, takeovers, resumes []time.Duration
 	var sendLag time.Duration
 	retried, untimed := 0, 0
@@ -215,11 +215,11 @@ func benchFailover(b *testing.B, im impl, m mode, interval time.Duration) {
 // failoverOnce builds a fresh pair (so no run inherits another's neighbour
 // caches, addresses or daemons), elects fw1, and takes it away at a random
 // phase of the advert timer while the client probes through the VIPs.
-func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (FailoverOutcome, Timeline, error) {
+func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (lab.FailoverOutcome, Timeline, error) {
 	var tl Timeline
 	p, err := lab.NewPair(lab.Options{})
 	if err != nil {
-		return FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, err
 	}
 	stop := lab.CloseOnSignal(p)
 	defer func() {
@@ -228,24 +228,24 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (Fail
 	}()
 	n1, n2, err := electPair(p, im, interval)
 	if err != nil {
-		return FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, err
 	}
 	if err := p.FlushNeighbours(); err != nil {
-		return FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, err
 	}
 	// The master's adverts as the backup receives them, and the new
 	// owner's gratuitous ARP as the client receives it.
 	capSync, err := p.FW2.StartCapture(lab.IfSync)
 	if err != nil {
-		return FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, err
 	}
 	defer capSync.Stop()
 	capLAN, err := p.Client.StartCapture(lab.IfHost)
 	if err != nil {
-		return FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, err
 	}
 	defer capLAN.Stop()
-	bounds := Targets(interval, BackupPriority)
+	bounds := lab.Targets(interval, BackupPriority)
 	// The lead covers ARP resolution of the VIPs by the client and server;
 	// the random part puts the trigger at a uniform phase of the master's
 	// advert timer (the daemons started at an arbitrary instant before).
@@ -274,17 +274,17 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (Fail
 		},
 	})
 	if err != nil {
-		return FailoverOutcome{}, tl, fmt.Errorf("prober: %w", err)
+		return lab.FailoverOutcome{}, tl, fmt.Errorf("prober: %w", err)
 	}
 	if trigErr != nil {
-		return FailoverOutcome{}, tl, trigErr
+		return lab.FailoverOutcome{}, tl, trigErr
 	}
 	if err := n2.WaitState("MASTER", 5*time.Second+4*interval); err != nil {
-		return FailoverOutcome{}, tl, fmt.Errorf("%s %s: backup did not take over: %w", im.name, m.name, err)
+		return lab.FailoverOutcome{}, tl, fmt.Errorf("%s %s: backup did not take over: %w", im.name, m.name, err)
 	}
-	o := Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start))
+	o := lab.Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start))
 	if err := o.Err(); err != nil {
-		if errors.Is(err, ErrNoReplies) {
+		if errors.Is(err, lab.ErrNoReplies) {
 			return o, tl, fmt.Errorf("%s %s %v: %w (probe %+v)", im.name, m.name, interval, err, res)
 		}
 		return o, tl, fmt.Errorf("%w: %s %s %v: %w (probe %+v)", errUnmeasured, im.name, m.name, interval, err, res)

@@ -28,7 +28,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/muros/muros-had/bench"
 	"github.com/muros/muros-had/internal/hatest"
 	"github.com/muros/muros-had/lab"
 )
@@ -139,7 +138,7 @@ func (d *demo) run() (err error) {
 		return err
 	}
 
-	b := bench.Targets(d.opts.interval, 100)
+	b := lab.Targets(d.opts.interval, 100)
 	d.step("round 1: crash of the master (fw1 frozen, links down, SIGKILL: no priority 0) while the client probes every 1 ms")
 	fmt.Fprintf(d.out, "expected: fw2 takes over after Master_Down_Interval = 3 x %v + skew %v = %v after fw1's last advert\n",
 		d.opts.interval, b.Skew.Round(time.Millisecond), b.MasterDown.Round(time.Millisecond))
@@ -284,7 +283,7 @@ func (d *demo) showAddrs() error {
 // should need about expect, and calls trigger one second into the run at a
 // random phase of the advert timer (otherwise the gap would lock to the
 // start-up timing). It returns what the client saw.
-func (d *demo) probeAround(expect time.Duration, trigger func() error) (bench.FailoverOutcome, error) {
+func (d *demo) probeAround(expect time.Duration, trigger func() error) (lab.FailoverOutcome, error) {
 	lead := time.Second + time.Duration(d.rng.Int64N(int64(d.opts.interval)))
 	dur := lead + 2*expect + time.Second
 	var trigAt, trigDone time.Time
@@ -302,21 +301,21 @@ func (d *demo) probeAround(expect time.Duration, trigger func() error) (bench.Fa
 		},
 	})
 	if err != nil {
-		return bench.FailoverOutcome{}, fmt.Errorf("prober: %w", err)
+		return lab.FailoverOutcome{}, fmt.Errorf("prober: %w", err)
 	}
 	if trigErr != nil {
-		return bench.FailoverOutcome{}, trigErr
+		return lab.FailoverOutcome{}, trigErr
 	}
-	return bench.Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start)), nil
+	return lab.Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start)), nil
 }
 
 // report prints what the client saw and fails when the path did not come
 // back. A gap above the target is reported, not fatal: the demo shows the
 // behaviour, bench/ measures it.
-func (d *demo) report(what string, o bench.FailoverOutcome, target time.Duration) error {
+func (d *demo) report(what string, o lab.FailoverOutcome, target time.Duration) error {
 	fmt.Fprintf(d.out, "client: answered %d, lost %d; longest silence %.1f ms, starting %.1f ms after the %s began (%.1f ms to carry it out)\n",
 		o.Received, o.Lost, ms(o.Gap), ms(o.GapFrom-o.Trigger), what, ms(o.TriggerDone-o.Trigger))
-	if err := o.Err(); errors.Is(err, bench.ErrGapNotAtEvent) {
+	if err := o.Err(); errors.Is(err, lab.ErrGapNotAtEvent) {
 		// The takeover happened (the caller checks the new owner), but
 		// this machine stalled for longer somewhere else in the run.
 		fmt.Fprintf(d.out, "note: the failover gap was shorter than the longest stall elsewhere in the run, so it is below what this machine resolves now (%v)\n", err)
