@@ -64,7 +64,30 @@ type ApplyResult struct {
 	OwnerErrors int `json:"owner_errors,omitempty"`
 	// OwnerError describes the first of them, for the receiver's log.
 	OwnerError string `json:"-"`
+	// Failed lists the entries this node could not apply for a reason of
+	// its own that a retry would meet again (a symlink leaving the root,
+	// an immutable file, a mount point): the rest of the batch applied.
+	Failed []PathFailure `json:"failed,omitempty"`
 }
+
+// PathFailure is one entry that could not be applied.
+type PathFailure struct {
+	Path   string `json:"path"` // wire path
+	Op     string `json:"op"`   // put, append, delete
+	Reason string `json:"reason"`
+	Error  string `json:"-"` // local detail, for this node's log and status
+}
+
+// Reasons a path fails to apply (PathFailure.Reason; metric labels).
+const (
+	FailEscapes    = "path_escapes_root" // through a symlink that leaves the root
+	FailPermission = "not_permitted"     // EPERM, EACCES: immutable or append-only file, permissions
+	FailBusy       = "busy"              // EBUSY: a mount point
+	FailReadOnly   = "read_only"         // EROFS
+	FailNotDir     = "not_directory"     // ENOTDIR, EISDIR, ENOTEMPTY: a type the batch does not expect
+	FailResolve    = "not_replicated"    // a journaled path no longer under a configured root
+	FailOther      = "other"
+)
 
 // applier writes batches into the replicated roots atomically. It is the
 // only writer of files on a backup.
@@ -139,7 +162,12 @@ func rootFor(r resolved) (*os.Root, string, error) {
 func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, err := a.finishPendingJournal(); err != nil {
+	// A journal pending here is one whose install met a systemic error
+	// (see finish) in this process: complete it first.
+	if _, _, err := a.finishPendingJournal(); err != nil {
+		return ApplyResult{Revision: a.rev.Revision}, err
+	}
+	if err := checkBatchPaths(&b); err != nil {
 		return ApplyResult{Revision: a.rev.Revision}, err
 	}
 	dhex := hex.EncodeToString(digest[:])
@@ -167,7 +195,6 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		}
 		return ApplyResult{Revision: a.rev.Revision}, err
 	}
-	seen := map[string]bool{}
 	deleted := map[string]bool{}
 	for i := range b.Entries {
 		if b.Entries[i].Op == OpDelete {
@@ -184,15 +211,26 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		if err != nil {
 			return fail(fmt.Errorf("entry %d %q: %w", i, e.Path, err))
 		}
-		if seen[e.Path] {
-			return fail(fmt.Errorf("entry %d %q: path twice in one batch", i, e.Path))
+		// An error of this path alone (not a protocol error, not a full
+		// disk) skips the entry: retried, it would fail again and hold
+		// back every later change.
+		skip := func(err error) bool {
+			reason, systemic := failureReason(err)
+			if systemic || errors.Is(err, ErrChecksum) || errors.Is(err, ErrPrefexMismatch) {
+				return false
+			}
+			res.Failed = append(res.Failed, PathFailure{Path: e.Path, Op: e.Op.String(), Reason: reason, Error: err.Error()})
+			res.Applied--
+			return true
 		}
-		seen[e.Path] = true
 		root, ok := roots[rp.root.Name]
 		var name string
 		if !ok {
 			root, name, err = rootFor(rp)
 			if err != nil {
+				if skip(err) {
+					continue
+				}
 				return fail(err)
 			}
 			roots[rp.root.Name] = root
@@ -215,7 +253,10 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 			ownerErr, err := stage(root, name, op.Stage, e, ids, mkParents)
 			if err != nil {
 				root.Remove(op.Stage)
-				return fail(fmt.Errorf("entry %d %q: %w", i, e.Path, err))
+				if err := fmt.Errorf("entry %d %q: %w", i, e.Path, err); !skip(err) {
+					return fail(err)
+				}
+				continue
 			}
 			if ownerErr != nil {
 				res.OwnerErrors++
@@ -241,7 +282,12 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 			if !synced[key] {
 				synced[key] = true
 				if err := syncDir(s.root, d); err != nil {
-					return fail(err)
+					// A path's own failure here (its directory is a
+					// mount point of another filesystem?) is met again
+					// at install, where it is charged to the path.
+					if _, systemic := failureReason(err); systemic {
+						return fail(err)
+					}
 				}
 			}
 			if d == "." || d == "/" {
@@ -258,9 +304,12 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 	if err := a.step(stepJournaled); err != nil {
 		return ApplyResult{}, err
 	}
-	if err := a.finish(j, roots); err != nil {
+	failed, err := a.finish(j, roots)
+	if err != nil {
 		return ApplyResult{}, err
 	}
+	res.Applied -= len(failed)
+	res.Failed = append(res.Failed, failed...)
 	return res, nil
 }
 
@@ -420,10 +469,19 @@ func stageAppend(root *os.Root, target string, dst *os.File, e *Entry) error {
 // finish performs the journaled operations, persists the revision and drops
 // the journal. It is idempotent: recovery calls it again after a crash.
 //
+// An operation that fails is charged to its path and skipped (its staged
+// file removed, so a replay takes it as done): the reasons an install
+// fails after staging succeeded are the path's own (a symlink leaving the
+// root, an immutable file, a mount point) and would fail every retry, so
+// keeping the journal would hold back every later batch and, after a
+// restart, DB sync itself. Only the state directory's own writes and
+// systemic errors fail the whole finish, and leave the journal for the
+// next apply to complete.
+//
 // Deletes go first: a batch may swap a file and a directory (x a file
 // becomes x/y, or x/y becomes the file x), and the old one must be gone
 // before the new one is renamed in.
-func (a *applier) finish(j journal, roots map[string]*os.Root) error {
+func (a *applier) finish(j journal, roots map[string]*os.Root) ([]PathFailure, error) {
 	dirs := map[*os.Root]map[string]bool{}
 	ops := make([]journalOp, 0, len(j.Ops))
 	for _, op := range j.Ops {
@@ -447,99 +505,131 @@ func (a *applier) finish(j journal, roots map[string]*os.Root) error {
 			}
 		}
 	}
+	var failed []PathFailure
 	for _, op := range ops {
-		rp, err := resolveWirePath(a.roots, op.Wire)
+		root, dir, err := a.finishOp(op, roots, under)
 		if err != nil {
-			return fmt.Errorf("journal op %q: %w", op.Wire, err)
+			reason, _ := failureReason(err)
+			failed = append(failed, PathFailure{Path: op.Wire, Op: op.Op.String(), Reason: reason, Error: err.Error()})
+			if root != nil && op.Op != OpDelete {
+				root.Remove(op.Stage)
+			}
+		} else {
+			if dirs[root] == nil {
+				dirs[root] = map[string]bool{}
+			}
+			dirs[root][dir] = true
 		}
-		root, ok := roots[rp.root.Name]
-		_, name := rootName(rp)
-		if !ok {
-			root, name, err = rootFor(rp)
-			if err != nil {
-				return err
-			}
-			roots[rp.root.Name] = root
-		}
-		if dirs[root] == nil {
-			dirs[root] = map[string]bool{}
-		}
-		dirs[root][filepath.Dir(name)] = true
-		switch op.Op {
-		case OpDelete:
-			if fi, err := root.Lstat(name); err == nil && fi.IsDir() && under[op.Wire] {
-				break
-			}
-			// ENOTDIR: an ancestor is a file now (a replay after the
-			// batch's put made it one), so the path is gone already.
-			if err := root.RemoveAll(name); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-				return fmt.Errorf("delete %s: %w", op.Wire, err)
-			}
-			if rp.root.Dir {
-				pruneEmptyParents(root, name)
-			}
-		default:
-			if _, err := root.Lstat(op.Stage); errors.Is(err, fs.ErrNotExist) {
-				break // renamed before the crash
-			}
-			if op.SQLite {
-				// A stale WAL next to a new database would be replayed into it.
-				for _, s := range []string{"-wal", "-shm", "-journal"} {
-					if err := root.Remove(name + s); err != nil && !errors.Is(err, fs.ErrNotExist) {
-						return fmt.Errorf("remove %s%s: %w", op.Wire, s, err)
-					}
-				}
-			}
-			if dir := filepath.Dir(name); dir != "." {
-				// Made at staging, unless a file stood in the way then.
-				if _, err := mkdirInherit(root, dir); err != nil {
-					return fmt.Errorf("mkdir for %s: %w", op.Wire, err)
-				}
-			}
-			if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
-				if err := root.RemoveAll(name); err != nil {
-					return fmt.Errorf("replace directory %s: %w", op.Wire, err)
-				}
-			}
-			if err := root.Rename(op.Stage, name); err != nil {
-				return fmt.Errorf("rename %s: %w", op.Wire, err)
-			}
-		}
-		a.cache.drop(rp.local())
 		if err := a.step(stepOp); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for root, ds := range dirs {
 		for d := range ds {
 			if err := syncDir(root, d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
+				if _, systemic := failureReason(err); systemic {
+					return nil, err
+				}
 			}
 		}
 	}
 	st := revisionState{Revision: j.Revision, Digest: j.Digest}
 	if st.Revision > a.rev.Revision {
 		if err := writeJSONAtomic(a.stateDir, "revision", st); err != nil {
-			return fmt.Errorf("write revision: %w", err)
+			return nil, fmt.Errorf("write revision: %w", err)
 		}
 		a.rev = st
 	}
 	if err := a.step(stepRevision); err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.Remove(filepath.Join(a.stateDir, "journal")); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove journal: %w", err)
+		return nil, fmt.Errorf("remove journal: %w", err)
 	}
-	return syncPath(a.stateDir)
+	return failed, syncPath(a.stateDir)
+}
+
+// finishOp performs one journaled operation and returns the root it was
+// in (nil when none could be opened) and the directory it changed.
+func (a *applier) finishOp(op journalOp, roots map[string]*os.Root, under map[string]bool) (*os.Root, string, error) {
+	rp, err := resolveWirePath(a.roots, op.Wire)
+	if err != nil {
+		return nil, "", fmt.Errorf("journal op %q: %w", op.Wire, err)
+	}
+	root, ok := roots[rp.root.Name]
+	_, name := rootName(rp)
+	if !ok {
+		root, name, err = rootFor(rp)
+		if err != nil {
+			return nil, "", err
+		}
+		roots[rp.root.Name] = root
+	}
+	defer a.cache.drop(rp.local())
+	switch op.Op {
+	case OpDelete:
+		if fi, err := root.Lstat(name); err == nil && fi.IsDir() && under[op.Wire] {
+			break
+		}
+		// ENOTDIR: an ancestor is a file now (a replay after the
+		// batch's put made it one), so the path is gone already.
+		if err := root.RemoveAll(name); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return root, "", fmt.Errorf("delete %s: %w", op.Wire, err)
+		}
+		if rp.root.Dir {
+			pruneEmptyParents(root, name)
+		}
+	default:
+		if _, err := root.Lstat(op.Stage); errors.Is(err, fs.ErrNotExist) {
+			break // renamed before the crash
+		}
+		if op.SQLite {
+			// A stale WAL next to a new database would be replayed into it.
+			for _, s := range sqliteSidecars {
+				if err := root.Remove(name + s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return root, "", fmt.Errorf("remove %s%s: %w", op.Wire, s, err)
+				}
+			}
+		}
+		if dir := filepath.Dir(name); dir != "." {
+			// Made at staging, unless a file stood in the way then.
+			if _, err := mkdirInherit(root, dir); err != nil {
+				return root, "", fmt.Errorf("mkdir for %s: %w", op.Wire, err)
+			}
+		}
+		if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
+			if err := root.RemoveAll(name); err != nil {
+				return root, "", fmt.Errorf("replace directory %s: %w", op.Wire, err)
+			}
+		}
+		if err := root.Rename(op.Stage, name); err != nil {
+			return root, "", fmt.Errorf("rename %s: %w", op.Wire, err)
+		}
+	}
+	return root, filepath.Dir(name), nil
 }
 
 // recover completes a journaled batch left by a crash (roll forward) and
 // removes staged files of a batch that never reached its journal (roll back).
 func (a *applier) recover() (rolledForward bool, err error) {
+	rolledForward, _, err = a.recoverReport()
+	return rolledForward, err
+}
+
+// finished is a journaled batch completed by recovery: its revision and
+// paths, and the paths that failed to apply.
+type finished struct {
+	batch  Batch
+	Failed []PathFailure
+}
+
+// recoverReport is recover, also telling which batch it completed and
+// which of its paths failed.
+func (a *applier) recoverReport() (rolledForward bool, done finished, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if rolledForward, err = a.finishPendingJournal(); err != nil {
-		return false, err
+	if rolledForward, done, err = a.finishPendingJournal(); err != nil {
+		return false, finished{}, err
 	}
 	// Temp files of an interrupted atomic write (journal, revision) and
 	// snapshot directories in the state dir.
@@ -570,23 +660,23 @@ func (a *applier) recover() (rolledForward bool, err error) {
 			return nil
 		})
 	}
-	return rolledForward, nil
+	return rolledForward, done, nil
 }
 
 // finishPendingJournal completes a journaled batch, if one is pending: after
 // a crash, or after an install step failed (disk full, EIO) in a process
 // that kept running. Caller holds a.mu.
-func (a *applier) finishPendingJournal() (bool, error) {
+func (a *applier) finishPendingJournal() (bool, finished, error) {
 	b, err := os.ReadFile(filepath.Join(a.stateDir, "journal"))
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return false, finished{}, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read journal: %w", err)
+		return false, finished{}, fmt.Errorf("read journal: %w", err)
 	}
 	var j journal
 	if err := json.Unmarshal(b, &j); err != nil {
-		return false, fmt.Errorf("parse journal: %w", err)
+		return false, finished{}, fmt.Errorf("parse journal: %w", err)
 	}
 	roots := map[string]*os.Root{}
 	defer func() {
@@ -594,10 +684,15 @@ func (a *applier) finishPendingJournal() (bool, error) {
 			r.Close()
 		}
 	}()
-	if err := a.finish(j, roots); err != nil {
-		return false, fmt.Errorf("roll forward revision %d: %w", j.Revision, err)
+	failed, err := a.finish(j, roots)
+	if err != nil {
+		return false, finished{}, fmt.Errorf("roll forward revision %d: %w", j.Revision, err)
 	}
-	return true, nil
+	done := finished{batch: Batch{Revision: j.Revision}, Failed: failed}
+	for _, op := range j.Ops {
+		done.batch.Entries = append(done.batch.Entries, Entry{Op: op.Op, Path: op.Wire})
+	}
+	return true, done, nil
 }
 
 func pruneEmptyParents(root *os.Root, name string) {

@@ -113,6 +113,10 @@ func runCapOp(spec capChildSpec) capChildResult {
 		sub := Entry{Op: OpPut, Mode: 0o640, Path: "kea/sub/hosts", SHA256: sha256.Sum256([]byte("x")), Data: []byte("x"), Owner: kea, MTime: 1}
 		b := Batch{Version: 2, Revision: 1, Entries: []Entry{e, sub}}
 		res, err := a.apply(b, BatchDigest(b))
+		if err == nil && len(res.Failed) > 0 {
+			// Charged to the paths (the rest of a batch would apply).
+			err = fmt.Errorf("failed paths: %+v", res.Failed)
+		}
 		if err != nil {
 			return capChildResult{Err: err.Error()}
 		}
@@ -120,6 +124,9 @@ func runCapOp(spec capChildSpec) capChildResult {
 			SHA256: sha256.Sum256([]byte("h\nl1\n")), Data: []byte("l1\n"), Owner: kea, MTime: 2}
 		b = Batch{Version: 2, Revision: 2, Entries: []Entry{ap}}
 		res2, err := a.apply(b, BatchDigest(b))
+		if err == nil && len(res2.Failed) > 0 {
+			err = fmt.Errorf("failed paths: %+v", res2.Failed)
+		}
 		if err != nil {
 			return capChildResult{Err: err.Error(), OwnerErrors: res.OwnerErrors}
 		}

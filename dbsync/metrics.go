@@ -27,10 +27,14 @@ var (
 		"1 when this node pushes (VRRP master).", nil, nil)
 	descReady = prometheus.NewDesc("muros_had_dbsync_ready",
 		"1 once this node holds the master's content or may preempt anyway.", nil, nil)
+	descPathFailures = prometheus.NewDesc("muros_had_dbsync_path_failures_total",
+		"Replicated paths a batch could not apply (the rest of the batch did), by reason.", []string{"reason"}, nil)
+	descFailedPaths = prometheus.NewDesc("muros_had_dbsync_failed_paths",
+		"Replicated paths whose latest apply failed (backup).", nil, nil)
 )
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRejected, descEvents, descRevision, descLag, descPending, descPeerUp, descMaster, descReady} {
+	for _, d := range []*prometheus.Desc{descRejected, descEvents, descRevision, descLag, descPending, descPeerUp, descMaster, descReady, descPathFailures, descFailedPaths} {
 		ch <- d
 	}
 }
@@ -49,6 +53,10 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPeerUp, prometheus.GaugeValue, b2f(s.Peer.Reachable))
 	ch <- prometheus.MustNewConstMetric(descMaster, prometheus.GaugeValue, b2f(s.Role == "master"))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(s.Ready))
+	for reason, v := range s.PathFailures {
+		ch <- prometheus.MustNewConstMetric(descPathFailures, prometheus.CounterValue, float64(v), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descFailedPaths, prometheus.GaugeValue, float64(len(s.FailedPaths)))
 }
 
 func b2f(b bool) float64 {

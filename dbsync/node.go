@@ -165,6 +165,10 @@ type Node struct {
 
 	rejected counters
 	stats    counters
+	// Paths the last batches could not apply (failpath.go), and those
+	// failures counted by reason.
+	failed       failedPaths
+	pathFailures counters
 
 	// armCh wakes the readiness watcher after Rearm (ready.go).
 	armCh chan struct{}
@@ -227,10 +231,11 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fwd, err := ap.recover(); err != nil {
+	fwd, recovered, err := ap.recoverReport()
+	if err != nil {
 		return nil, fmt.Errorf("recover interrupted apply: %w", err)
 	} else if fwd {
-		log.Warn("dbsync: completed an apply interrupted by a crash", "revision", ap.revision().Revision)
+		log.Warn("dbsync: completed an apply interrupted by a crash", "revision", ap.revision().Revision, "failed_paths", len(recovered.Failed))
 	}
 	var boot [8]byte
 	rand.Read(boot[:])
@@ -247,6 +252,9 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		roleCh:  make(chan struct{}, 1),
 		armCh:   make(chan struct{}, 1),
 		ready:   make(chan struct{}),
+	}
+	if fwd {
+		n.noteFailures(&recovered.batch, recovered.Failed)
 	}
 	dial := cfg.Dial
 	if dial == nil {
@@ -388,6 +396,10 @@ type Status struct {
 	LastError    string            `json:"last_error,omitempty"`
 	Stats        map[string]uint64 `json:"stats"`
 	Rejected     map[string]uint64 `json:"rejected"`
+	// FailedPaths are replicated paths this node could not apply (backup);
+	// PathFailures counts such failures by reason.
+	FailedPaths  []FailedPath      `json:"failed_paths,omitempty"`
+	PathFailures map[string]uint64 `json:"path_failures"`
 	// Ready: this node holds the master's content or may preempt anyway
 	// (ReadyReason says which, see Ready).
 	Ready       bool   `json:"ready"`
@@ -439,6 +451,8 @@ func (n *Node) Status() Status {
 		LastError:    st.lastError,
 		Stats:        n.stats.snapshot(),
 		Rejected:     n.rejected.snapshot(),
+		FailedPaths:  n.failed.snapshot(),
+		PathFailures: n.pathFailures.snapshot(),
 		Ready:        readyReason != "",
 		ReadyReason:  readyReason,
 	}

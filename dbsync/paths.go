@@ -26,7 +26,54 @@ var (
 	ErrPathRoot     = errors.New("path is not under a replicated root")
 	ErrPathChars    = errors.New("path has a NUL byte")
 	ErrPathInternal = errors.New("path names an internal temporary file")
+	// ErrPathSidecar: SQLite's -wal, -shm and -journal are never sent (the
+	// snapshot holds their committed content); one installed next to a
+	// database would be replayed into it.
+	ErrPathSidecar = errors.New("path names an SQLite sidecar")
+	// ErrPathConflict: a batch names a path twice, or puts a file at a path
+	// and another under it; one of the two would be silently lost.
+	ErrPathConflict = errors.New("path conflicts with another entry of the batch")
 )
+
+// sqliteSidecars are the suffixes of SQLite's journal files.
+var sqliteSidecars = [...]string{"-wal", "-shm", "-journal"}
+
+func isSidecar(base string) bool {
+	for _, s := range sqliteSidecars {
+		if strings.HasSuffix(base, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkBatchPaths refuses batches no sender makes: a path named twice, or
+// a put/append at a path and another put/append under it (a file "a" and a
+// file "a/b" cannot both exist). A delete may share a prefix with a put: a
+// file that became a directory on the master (delete "a", put "a/b") and
+// the reverse.
+func checkBatchPaths(b *Batch) error {
+	seen := make(map[string]Op, len(b.Entries))
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		if _, dup := seen[e.Path]; dup {
+			return fmt.Errorf("entry %d %q: %w: named twice", i, e.Path, ErrPathConflict)
+		}
+		seen[e.Path] = e.Op
+	}
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		if e.Op == OpDelete {
+			continue
+		}
+		for d := path.Dir(e.Path); d != "." && d != "/"; d = path.Dir(d) {
+			if op, ok := seen[d]; ok && op != OpDelete {
+				return fmt.Errorf("entry %d %q: %w: %s is a file in the same batch", i, e.Path, ErrPathConflict, d)
+			}
+		}
+	}
+	return nil
+}
 
 // tempPrefix starts the names of staged files; they are never replicated.
 const tempPrefix = ".muros-had-"
@@ -113,6 +160,9 @@ func resolveWirePath(roots []Path, wire string) (resolved, error) {
 		if strings.HasPrefix(path.Base(rel), tempPrefix) {
 			return resolved{}, ErrPathInternal
 		}
+		if isSidecar(path.Base(rel)) {
+			return resolved{}, ErrPathSidecar
+		}
 		return resolved{root: r, rel: rel}, nil
 	}
 	return resolved{}, fmt.Errorf("%w: %q", ErrPathRoot, name)
@@ -133,10 +183,8 @@ func excluded(base string, globs []string) bool {
 	if strings.HasPrefix(base, tempPrefix) {
 		return true
 	}
-	for _, s := range []string{"-wal", "-shm", "-journal"} {
-		if strings.HasSuffix(base, s) {
-			return true
-		}
+	if isSidecar(base) {
+		return true
 	}
 	for _, g := range globs {
 		if ok, _ := path.Match(g, base); ok {

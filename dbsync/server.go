@@ -31,6 +31,11 @@ const (
 	ReasonPrefix     = "append_prefix"
 	ReasonApplyError = "apply_error"
 	ReasonMethod     = "method"
+	// ReasonPathConflict: a path twice in one batch, or a file and a path
+	// under it (ErrPathConflict).
+	ReasonPathConflict = "path_conflict"
+	// ReasonSidecar: an SQLite -wal, -shm or -journal (ErrPathSidecar).
+	ReasonSidecar = "path_sidecar"
 )
 
 // Hello is the body of GET /api/sync/hello: cheap liveness and restart
@@ -136,9 +141,17 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range b.Entries {
 		if _, err := resolveWirePath(n.cfg.Paths, b.Entries[i].Path); err != nil {
-			n.reject(w, r, http.StatusBadRequest, ReasonPath, fmt.Errorf("entry %d %q: %w", i, b.Entries[i].Path, err))
+			reason := ReasonPath
+			if errors.Is(err, ErrPathSidecar) {
+				reason = ReasonSidecar
+			}
+			n.reject(w, r, http.StatusBadRequest, reason, fmt.Errorf("entry %d %q: %w", i, b.Entries[i].Path, err))
 			return
 		}
+	}
+	if err := checkBatchPaths(&b); err != nil {
+		n.reject(w, r, http.StatusBadRequest, ReasonPathConflict, err)
+		return
 	}
 	res, err := n.applier.apply(b, BatchDigest(b))
 	if err != nil {
@@ -152,11 +165,18 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 			status, reason = http.StatusBadRequest, ReasonChecksum
 		case errors.Is(err, ErrPathRoot), errors.Is(err, ErrPathInternal):
 			status, reason = http.StatusBadRequest, ReasonPath
+		case errors.Is(err, ErrPathSidecar):
+			status, reason = http.StatusBadRequest, ReasonSidecar
+		case errors.Is(err, ErrPathConflict):
+			status, reason = http.StatusBadRequest, ReasonPathConflict
 		}
 		n.rejected.add(reason, 1)
 		n.log.Warn("dbsync: push not applied", "reason", reason, "remote", r.RemoteAddr, "err", err)
 		writeJSON(w, status, errorBody{Error: http.StatusText(status), Revision: n.applier.revision().Revision})
 		return
+	}
+	if !res.Noop {
+		n.noteFailures(&b, res.Failed)
 	}
 	if res.OwnerErrors > 0 {
 		// Content and mode are in place; the owner is not (CAP_CHOWN missing?).

@@ -206,6 +206,7 @@ func TestCollector(t *testing.T) {
 		"muros_had_dbsync_peer_reachable":                0,
 		"muros_had_dbsync_master":                        0,
 		"muros_had_dbsync_ready":                         0,
+		"muros_had_dbsync_failed_paths":                  0,
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("metrics (-want +got):\n%s", d)
