@@ -13,6 +13,7 @@ func Example() {
 	s, err := ctsync.New(ctsync.Config{
 		Interface: "eth2",      // sync_interface
 		Password:  "change-me", // the cluster password; the sync key is derived from it
+		StateDir:  "/var/lib/muros-had/ctsync",
 	}, slog.Default())
 	if err != nil {
 		panic(err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/ctsync/ctwire"
 )
 
@@ -58,14 +59,16 @@ func TestFilter(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
+	dir := t.TempDir()
 	tests := []struct {
 		name string
 		cfg  Config
 	}{
-		{"no interface", Config{Password: "x"}},
-		{"no password", Config{Interface: "lo"}},
-		{"unicast group", Config{Interface: "lo", Password: "x", Group: netip.MustParseAddr("10.0.0.1")}},
-		{"no such interface", Config{Interface: "nonexistent0", Password: "x"}},
+		{"no interface", Config{Password: "x", StateDir: dir}},
+		{"no password", Config{Interface: "lo", StateDir: dir}},
+		{"no state directory", Config{Interface: "lo", Password: "x"}},
+		{"unicast group", Config{Interface: "lo", Password: "x", StateDir: dir, Group: netip.MustParseAddr("10.0.0.1")}},
+		{"no such interface", Config{Interface: "nonexistent0", Password: "x", StateDir: dir}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,5 +77,47 @@ func TestNewValidates(t *testing.T) {
 				t.Fatal("New accepted an invalid config")
 			}
 		})
+	}
+}
+
+// TestBackupFiltersReceivedRecords: the backup keeps only the records its
+// own filter selects (a flow it excludes would never be purged), DESTROYs
+// included (a record naming the backup's own SSH session must not end it).
+func TestBackupFiltersReceivedRecords(t *testing.T) {
+	ownSSH := ctwire.Flow{Op: ctwire.OpDestroy, Proto: 6,
+		Orig:  ctwire.Tuple{Src: netip.MustParseAddr("10.1.0.5"), Dst: netip.MustParseAddr("10.1.0.2"), SrcPort: 50000, DstPort: 22},
+		Reply: ctwire.Tuple{Src: netip.MustParseAddr("10.1.0.2"), Dst: netip.MustParseAddr("10.1.0.5"), SrcPort: 22, DstPort: 50000}}
+	dmz := ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Timeout: 60,
+		Orig:  ctwire.Tuple{Src: netip.MustParseAddr("10.9.0.5"), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: 1000, DstPort: 443},
+		Reply: ctwire.Tuple{Src: netip.MustParseAddr("198.51.100.1"), Dst: netip.MustParseAddr("10.9.0.5"), SrcPort: 443, DstPort: 1000}}
+	kept := ctwire.Flow{Op: ctwire.OpUpdate, Proto: 6, Timeout: 60,
+		Orig:  ctwire.Tuple{Src: netip.MustParseAddr("10.1.0.7"), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: 1000, DstPort: 443},
+		Reply: ctwire.Tuple{Src: netip.MustParseAddr("198.51.100.1"), Dst: netip.MustParseAddr("10.1.0.7"), SrcPort: 443, DstPort: 1000}}
+	s := &Sync{
+		cfg:   Config{Filter: Filter{Exclude: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}}},
+		local: map[netip.Addr]bool{netip.MustParseAddr("10.1.0.2"): true},
+		recv:  ctrel.NewReceiver(ctrel.ReceiverConfig{}),
+	}
+	bindReceiver(t, s)
+	h := ctwire.Header{Type: ctwire.TypeData, Epoch: testEpoch, Seq: 2}
+	b := ctwire.AppendHeader(nil, &h)
+	for _, f := range []ctwire.Flow{ownSSH, dmz, kept} {
+		b = ctwire.AppendFlow(b, &f)
+	}
+	ctwire.SetPayload(b, 3)
+	h, p, err := ctwire.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.onDatagram(&datagram{h: h, p: p})
+	var got []ctwire.Key
+	for _, f := range s.batch {
+		got = append(got, f.Key())
+	}
+	if diff := cmp.Diff([]ctwire.Key{kept.Key()}, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Fatalf("records handed to the kernel (-want +got):\n%s", diff)
+	}
+	if n := s.counters.RecordsFiltered; n != 2 {
+		t.Fatalf("filtered counter %d, want 2", n)
 	}
 }

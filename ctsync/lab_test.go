@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -51,7 +52,11 @@ func leakCheck(t *testing.T) {
 
 func startNode(t testing.TB, ns *lab.Netns, master bool, mod func(*Config)) *node {
 	t.Helper()
-	cfg := Config{Interface: "sync0", Password: labPassword, Refresh: 2 * time.Second}
+	// One state directory per namespace: a node started again in it is a
+	// restart that kept its epochs.
+	state := filepath.Join(os.TempDir(), "ctsync-lab-"+ns.Name)
+	t.Cleanup(func() { os.RemoveAll(state) })
+	cfg := Config{Interface: "sync0", Password: labPassword, Refresh: 2 * time.Second, StateDir: state}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -47,7 +47,20 @@
 //
 // Filter. Flows to or from the firewall's own addresses (its SSH, the sync
 // traffic itself) are not replicated unless Filter.ReplicateLocal; the
-// filter also narrows by protocol and CIDR.
+// filter also narrows by protocol and CIDR. The backup applies its own
+// filter to what it receives too (counted as RecordsFiltered): a flow it
+// excludes would never be purged from its kernel, and a record naming one
+// of its own flows must not touch it.
+//
+// Replay protection. Epochs only grow: each incarnation (a new master, a
+// backup period's control traffic) takes ctrel.NextEpoch of the node's
+// last epoch, written to Config.StateDir before any datagram carries it.
+// The highest epoch accepted from the peer is written there too and seeds
+// every receiver and the master's control peer, so older incarnations stay
+// stale across role switches and restarts. Writes are crash-safe (temp
+// file, fsync, rename). The backup follows a master only after it echoed a
+// fresh nonce; package ctrel gives the rules and the recovery from a peer
+// that lost its state directory.
 package ctsync
 
 import (
@@ -110,12 +123,17 @@ type Filter struct {
 	ReplicateLocal bool
 }
 
-// Config configures a Sync. Only Interface and Password are required.
+// Config configures a Sync. Interface, Password and StateDir are
+// required.
 type Config struct {
 	Interface string     // the sync link
 	Group     netip.Addr // default 225.0.0.50; IPv6: a group such as ff02::3780
 	Port      int        // default 3780
 	Password  string     // the cluster password; the sync key is derived with a label
+	// StateDir holds the epoch book (created if missing; see epochBook):
+	// the node's own epochs and the highest one accepted from the peer
+	// survive restarts there.
+	StateDir string
 	// LocalAddrs are the firewall's own addresses; nil: every address
 	// configured in the namespace when New runs.
 	LocalAddrs []netip.Addr
@@ -156,8 +174,13 @@ type Status struct {
 	// InjectRedials counts kernel batch sockets replaced after a failed
 	// exchange (that batch went one record at a time).
 	InjectRedials uint64
-	Forged        uint64 // datagrams dropped for a bad MAC
-	Rejected      map[string]uint64
+	// RecordsFiltered: backup, received records its own filter excludes
+	// (not put into the kernel).
+	RecordsFiltered uint64
+	// StateErrors: epoch book writes that failed (see Config.StateDir).
+	StateErrors uint64
+	Forged      uint64 // datagrams dropped for a bad MAC
+	Rejected    map[string]uint64
 }
 
 // batchConn reads and writes datagrams in batches (recvmmsg, sendmmsg):
@@ -192,14 +215,14 @@ type Sync struct {
 	status Status
 
 	// owned by the Run goroutine
-	master    bool
-	sender    *ctrel.Sender
-	recv      *ctrel.Receiver
-	lst       *listener
-	start     time.Time
-	lastEpoch uint64
-	bulkSeen  map[ctwire.ID]struct{}
-	rejected  [ctwire.NumReasons]uint64
+	master   bool
+	sender   *ctrel.Sender
+	recv     *ctrel.Receiver
+	lst      *listener
+	start    time.Time
+	book     *epochBook
+	bulkSeen map[ctwire.ID]struct{}
+	rejected [ctwire.NumReasons]uint64
 	// eventRejected counts kernel event messages ParseEvent refused.
 	eventRejected [ctnl.NumEventReasons]uint64
 	counters      Status
@@ -230,6 +253,9 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	}
 	if cfg.Password == "" {
 		return nil, errors.New("ctsync: no password")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("ctsync: no state directory")
 	}
 	if !cfg.Group.IsValid() {
 		cfg.Group = netip.MustParseAddr(DefaultGroup)
@@ -264,6 +290,9 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 		}
 	}()
 	var err error
+	if s.book, err = openEpochBook(cfg.StateDir, log); err != nil {
+		return nil, err
+	}
 	if s.ns, err = netns.Get(); err != nil {
 		return nil, fmt.Errorf("ctsync: netns handle: %w", err)
 	}
@@ -683,13 +712,42 @@ func (s *Sync) sendQueued() {
 	s.tx = s.tx[:0]
 }
 
+// newEpoch starts an incarnation (a sender, or the control traffic of a
+// backup period): above every epoch this node used or was told its peer
+// accepted, persisted before any datagram carries it.
 func (s *Sync) newEpoch() uint64 {
-	e := uint64(time.Now().UnixNano())
-	if e <= s.lastEpoch {
-		e = s.lastEpoch + 1
-	}
-	s.lastEpoch = e
+	e, err := s.book.next(time.Now())
+	s.stateError(err)
 	return e
+}
+
+// raiseOwn records that this node's epochs must exceed e; a control
+// incarnation at or below it is replaced (the master would take it for
+// stale).
+func (s *Sync) raiseOwn(e uint64) {
+	changed, err := s.book.raiseOwn(e)
+	s.stateError(err)
+	if changed && s.ctlEp != 0 && s.ctlEp < e {
+		s.ctlEp = 0
+	}
+}
+
+// raisePeer persists the highest epoch accepted from the peer.
+func (s *Sync) raisePeer(e uint64) {
+	s.stateError(s.book.raisePeer(e))
+}
+
+func (s *Sync) stateError(err error) {
+	if err != nil {
+		s.counters.StateErrors++
+		s.log.Error("ctsync: persisting epochs", "err", err)
+	}
+}
+
+// newReceiver is a backup period's receiver: it starts from the highest
+// epoch ever accepted from the peer.
+func (s *Sync) newReceiver() *ctrel.Receiver {
+	return ctrel.NewReceiver(ctrel.ReceiverConfig{Peer: ctrel.PeerConfig{Floor: s.book.peer}})
 }
 
 func (s *Sync) becomeMaster() {
@@ -720,7 +778,10 @@ func (s *Sync) becomeBackup() {
 	}
 	s.master = false
 	s.sender = nil
-	s.recv = ctrel.NewReceiver(ctrel.ReceiverConfig{})
+	s.recv = s.newReceiver()
+	// A new control incarnation, above the sender epoch the peer may have
+	// just accepted from this node.
+	s.ctlEp = 0
 	s.inj.Forget()
 }
 
@@ -997,6 +1058,8 @@ func (s *Sync) flush(buf []byte) []byte {
 		}
 	}
 	s.sendQueued()
+	// A sender that wrapped its sequence space moved to a new epoch.
+	s.raiseOwn(s.sender.Epoch())
 	return buf
 }
 
@@ -1014,6 +1077,12 @@ func (s *Sync) onDatagrams(ds []datagram) {
 		s.onDatagram(&ds[i])
 	}
 	s.applyPending()
+	switch {
+	case s.master && s.peer != nil:
+		s.raisePeer(s.peer.Floor())
+	case !s.master && s.recv != nil:
+		s.raisePeer(s.recv.Floor())
+	}
 }
 
 func (s *Sync) onDatagram(d *datagram) {
@@ -1023,7 +1092,10 @@ func (s *Sync) onDatagram(d *datagram) {
 		return
 	}
 	now := s.now()
-	v := s.recv.OnDatagram(now, &d.h)
+	v := s.recv.OnDatagram(now, &d.h, d.p)
+	if v.Learned != 0 {
+		s.raiseOwn(v.Learned)
+	}
 	if v.Reason != ctwire.ReasonNone {
 		s.mu.Lock()
 		s.rejected[v.Reason]++
@@ -1037,6 +1109,14 @@ func (s *Sync) onDatagram(d *datagram) {
 		it := ctwire.NewRecords(d.p, d.h.Count)
 		var f ctwire.Flow
 		for it.Next(&f) {
+			// Our own filter decides what our kernel holds: a flow it
+			// excludes would never be purged (the purge sees only what
+			// the filter selects), and a record naming one of our own
+			// flows (our SSH) must not touch it.
+			if !s.replicate(&f) {
+				s.counters.RecordsFiltered++
+				continue
+			}
 			if s.bulkSeen != nil {
 				s.bulkSeen[f.ID()] = struct{}{}
 			}
@@ -1108,22 +1188,38 @@ func (s *Sync) purge() {
 
 func (s *Sync) masterControl(d *datagram) {
 	if s.peer == nil {
-		s.peer = ctrel.NewPeer(ctrel.PeerConfig{})
+		s.peer = ctrel.NewPeer(ctrel.PeerConfig{Floor: s.book.peer})
 	}
 	if d.h.Type != ctwire.TypeNACK && d.h.Type != ctwire.TypeResync {
 		// Another master's data: split brain or a role swap in flight.
 		return
 	}
+	var hs ctwire.Handshake
+	if d.h.Type == ctwire.TypeResync {
+		var err error
+		if hs, err = ctwire.ParseHandshake(d.p); err != nil {
+			s.reject(ctwire.ReasonOf(err))
+			return
+		}
+		// Our next epochs exceed what the peer accepted from us (a
+		// replay can only repeat a value we used: raising to it is
+		// harmless).
+		s.raiseOwn(hs.Floor)
+	}
 	a := s.peer.Accept(s.now(), &d.h)
 	if !a.OK {
-		s.mu.Lock()
-		s.rejected[a.Reason]++
-		s.mu.Unlock()
+		s.reject(a.Reason)
+		if d.h.Type == ctwire.TypeResync && a.Reason == ctwire.ReasonEpochStale {
+			// A requester whose state was wiped (clock behind) learns
+			// from the echo where its epochs must start; a replay gets
+			// an echo of an old nonce and no restarted bulk.
+			s.sender.OnResyncRequest(hs, s.peer.Floor(), false)
+		}
 		return
 	}
 	switch d.h.Type {
 	case ctwire.TypeResync:
-		s.sender.OnResync()
+		s.sender.OnResyncRequest(hs, s.peer.Floor(), true)
 	case ctwire.TypeNACK:
 		for i := 0; i < int(d.h.Count); i++ {
 			s.sender.OnNACK(ctwire.RangeAt(d.p, i))
@@ -1139,7 +1235,9 @@ func (s *Sync) backupTick(buf []byte) {
 	if c.Resync {
 		s.ctlSeq++
 		h := ctwire.Header{Type: ctwire.TypeResync, Epoch: s.ctlEpoch(), Seq: s.ctlSeq}
-		s.send(ctwire.AppendHeader(buf[:0], &h), auth)
+		b := ctwire.AppendHandshake(ctwire.AppendHeader(buf[:0], &h), &c.Handshake)
+		ctwire.SetPayload(b, 0)
+		s.send(b, auth)
 	}
 	if len(c.NACK) > 0 {
 		s.ctlSeq++
@@ -1158,6 +1256,12 @@ func (s *Sync) ctlEpoch() uint64 {
 		s.ctlEp = s.newEpoch()
 	}
 	return s.ctlEp
+}
+
+func (s *Sync) reject(r ctwire.Reason) {
+	s.mu.Lock()
+	s.rejected[r]++
+	s.mu.Unlock()
 }
 
 // publish copies the counters into the status snapshot.

@@ -6,15 +6,45 @@
 // bulk resynchronisation of the muros-had sync protocol whose datagrams are
 // defined in package ctwire:
 //
-//   - Every datagram carries the sender's epoch (start time) and a sequence
+//   - Every datagram carries the sender's epoch (its incarnation,
+//     NextEpoch: only grows, persisted by the caller) and a sequence
 //     number incremented for every datagram. Peer accepts a datagram once:
 //     a sequence number at or below the highest seen is rejected (the
 //     receiver: a late datagram may carry state older than what followed
 //     it, its gap is repaired with current state instead) or, for control
 //     traffic, accepted only if it was recorded missing, so replays are
-//     rejected; a smaller epoch is
-//     rejected unless the peer has been silent for PeerTimeout (a clock
-//     stepped back across a restart).
+//     rejected.
+//   - Epochs never go back. Peer starts from a floor, the highest epoch
+//     ever accepted from the peer (the caller persists it across roles and
+//     restarts); an epoch below it, or below the incarnation followed, is
+//     rejected as epoch_stale however long the peer was silent.
+//   - The receiver follows an incarnation only once it has proved to be
+//     live: its RESYNC carries a random nonce, drawn when the receiver
+//     starts, when a higher epoch appears (a restarted master, or a replay
+//     of one never followed: epoch_unverified), and when an older epoch
+//     speaks after the master followed has been silent for PeerTimeout;
+//     the master answers with an ECHO of it. The ECHO's incarnation is
+//     adopted (Peer.Bind) whatever its epoch, and a bulk follows. A
+//     captured datagram cannot answer a nonce drawn after it was sent, so
+//     replays to a fresh receiver, or to a running one after any silence,
+//     roll nothing back; replays of older epochs while the master talks
+//     cost nothing (no handshake).
+//   - Recovery from a peer that lost its state directory with its clock
+//     behind (its epoch below our floor): its datagrams are stale, the
+//     receiver asks once the old incarnation has been silent for
+//     PeerTimeout (at once if it just started), the peer answers, the
+//     receiver follows it; the floor stays where it was. Both handshake
+//     messages carry the writer's floor for the reader's node, which the
+//     reader's next epochs exceed: the lost epoch is regained at the next
+//     incarnation. In the other direction the master answers a stale
+//     RESYNC too (echo, and a bulk if none runs; it never restarts one for
+//     a stale request, so replayed RESYNCs cannot keep a bulk from
+//     finishing): the wiped backup learns its floor and its next control
+//     datagrams are fresh.
+//   - A master restarts a bulk in progress for a fresh RESYNC with a nonce
+//     it has not seen: that receiver ignored everything before the ECHO,
+//     the BULK_BEGIN included, and the ECHO goes out before the new
+//     BULK_BEGIN.
 //   - Sender (the master) coalesces queued changes of one flow into one
 //     record carrying the flow's state at send time, remembers which flows
 //     each recent datagram carried (History datagrams), answers a NACK by
@@ -52,20 +82,28 @@ type PeerConfig struct {
 	// MaxMissing caps the recorded gaps; beyond it the receiver is too far
 	// behind and must resync.
 	MaxMissing int
-	// PeerTimeout: after this much silence a smaller epoch is accepted as a
-	// restart.
+	// PeerTimeout: after this much silence the peer counts as gone (a
+	// receiver then asks whoever sends a stale epoch to prove itself).
 	PeerTimeout time.Duration
 	// RejectLate drops a datagram that arrives after a later one (its
 	// records may be older than what was applied since) and leaves its
 	// gap open, so it is repaired with the flows' current state.
 	RejectLate bool
+	// Floor is the highest epoch ever accepted from the peer, as the
+	// caller persisted it: a smaller epoch is stale.
+	Floor uint64
+	// Verify: Accept never adopts a new incarnation; it reports
+	// ReasonEpochUnverified and only Bind adopts one (the receiver binds
+	// on the ECHO of its own nonce).
+	Verify bool
 }
 
 // Peer tracks one remote sender's epoch and sequence numbers.
 type Peer struct {
 	cfg      PeerConfig
 	known    bool
-	epoch    uint64
+	epoch    uint64 // the incarnation followed
+	floor    uint64 // highest epoch ever adopted; never decreases
 	highest  uint32
 	missing  map[uint32]*gap
 	heard    time.Duration
@@ -94,12 +132,13 @@ func NewPeer(cfg PeerConfig) *Peer {
 	if cfg.PeerTimeout <= 0 {
 		cfg.PeerTimeout = 3 * time.Second
 	}
-	return &Peer{cfg: cfg, missing: make(map[uint32]*gap)}
+	return &Peer{cfg: cfg, floor: cfg.Floor, missing: make(map[uint32]*gap)}
 }
 
 func (p *Peer) reset(h *ctwire.Header) {
 	p.known = true
 	p.epoch = h.Epoch
+	p.floor = max(p.floor, h.Epoch)
 	p.highest = h.Seq
 	p.overflow = false
 	clear(p.missing)
@@ -109,15 +148,34 @@ func (p *Peer) reset(h *ctwire.Header) {
 func (p *Peer) Accept(now time.Duration, h *ctwire.Header) Acceptance {
 	var a Acceptance
 	switch {
-	case !p.known || h.Epoch > p.epoch:
-		p.reset(h)
-		a.NewEpoch = true
-	case h.Epoch < p.epoch:
-		if now-p.heard < p.cfg.PeerTimeout {
-			return Acceptance{Reason: ctwire.ReasonEpoch}
-		}
-		p.reset(h)
-		a.NewEpoch = true
+	case p.known && h.Epoch == p.epoch:
+		return p.acceptSeq(now, h)
+	case h.Epoch < p.floor || (p.known && h.Epoch < p.epoch):
+		// Never back: an older incarnation's datagrams are replays or
+		// leftovers whatever the silence since (Bind is the way back).
+		return Acceptance{Reason: ctwire.ReasonEpochStale}
+	case p.cfg.Verify:
+		return Acceptance{Reason: ctwire.ReasonEpochUnverified}
+	}
+	p.reset(h)
+	a.NewEpoch = true
+	p.heard = now
+	a.OK = true
+	return a
+}
+
+// Bind adopts h's incarnation whatever its epoch: the caller has proof
+// that it is live (it answered a fresh nonce). The floor does not go down.
+func (p *Peer) Bind(now time.Duration, h *ctwire.Header) Acceptance {
+	p.reset(h)
+	p.heard = now
+	return Acceptance{OK: true, NewEpoch: true}
+}
+
+// acceptSeq handles a datagram of the incarnation followed.
+func (p *Peer) acceptSeq(now time.Duration, h *ctwire.Header) Acceptance {
+	var a Acceptance
+	switch {
 	case h.Seq > p.highest:
 		lost := h.Seq - p.highest - 1
 		if int(lost)+len(p.missing) > p.cfg.MaxMissing {
@@ -144,6 +202,12 @@ func (p *Peer) Accept(now time.Duration, h *ctwire.Header) Acceptance {
 
 // Heard is when the peer last sent an accepted datagram.
 func (p *Peer) Heard() time.Duration { return p.heard }
+
+// Floor is the highest epoch ever adopted (the caller persists it).
+func (p *Peer) Floor() uint64 { return p.floor }
+
+// Epoch is the incarnation followed (0 before the first).
+func (p *Peer) Epoch() uint64 { return p.epoch }
 
 // Known reports whether any datagram has been accepted.
 func (p *Peer) Known() bool { return p.known }

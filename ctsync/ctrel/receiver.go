@@ -1,6 +1,8 @@
 package ctrel
 
 import (
+	"crypto/rand"
+	"io"
 	"slices"
 	"time"
 
@@ -18,6 +20,8 @@ type ReceiverConfig struct {
 	// ResyncRetry is how often a pending resync request is repeated while
 	// no bulk is arriving.
 	ResyncRetry time.Duration
+	// Rand supplies the handshake nonces; nil: crypto/rand.
+	Rand io.Reader
 }
 
 func (c *ReceiverConfig) defaults() {
@@ -44,7 +48,11 @@ type Receiver struct {
 	resyncAt   time.Duration // last resync request sent
 	bulkHeard  time.Duration
 	bulkSeq    uint32 // seq of the current bulk's BULK_BEGIN
-	stats      ReceiverStats
+	// asking: the receiver waits for the ECHO of nonce, the proof that
+	// the incarnation sending it is live (not a replay).
+	asking bool
+	nonce  [16]byte
+	stats  ReceiverStats
 }
 
 // ReceiverStats are cumulative counters.
@@ -66,6 +74,10 @@ type Verdict struct {
 	// BulkBegin: a bulk starts with this datagram; start recording the
 	// keys it and later bulk datagrams carry.
 	BulkBegin bool
+	// Learned: an ECHO of our nonce said the master has accepted epochs
+	// up to this one from our node: the caller's next epochs start above
+	// it (0: nothing learned).
+	Learned uint64
 	// Synced: the bulk is complete; purge the flows not recorded since
 	// BulkBegin (the verdict of a later datagram may carry it, once the
 	// last gap is repaired).
@@ -73,18 +85,46 @@ type Verdict struct {
 	Reason ctwire.Reason
 }
 
-// NewReceiver returns a receiver that wants a bulk resync.
+// NewReceiver returns a receiver that follows no incarnation yet: it asks
+// for a bulk with a fresh nonce, and adopts the master that echoes it.
+// cfg.Peer.Floor is the highest epoch accepted from the peer before (the
+// caller persists Floor across receivers and restarts).
 func NewReceiver(cfg ReceiverConfig) *Receiver {
 	cfg.defaults()
 	cfg.Peer.RejectLate = true
-	return &Receiver{cfg: cfg, peer: NewPeer(cfg.Peer), wantResync: true, resyncAt: -1 << 62}
+	cfg.Peer.Verify = true
+	r := &Receiver{cfg: cfg, peer: NewPeer(cfg.Peer), wantResync: true, resyncAt: -1 << 62}
+	r.ask()
+	return r
 }
 
+// ask starts waiting for the ECHO of a new nonce (no-op while waiting).
+func (r *Receiver) ask() {
+	if r.asking {
+		return
+	}
+	r.asking = true
+	if r.cfg.Rand == nil {
+		rand.Read(r.nonce[:])
+	} else if _, err := io.ReadFull(r.cfg.Rand, r.nonce[:]); err != nil {
+		panic("ctrel: nonce source: " + err.Error())
+	}
+}
+
+// Floor is the highest epoch ever adopted from the peer: persist it and
+// give it to the next receiver.
+func (r *Receiver) Floor() uint64 { return r.peer.Floor() }
+
+// Verified reports whether the receiver follows an incarnation that
+// answered its nonce and is not asking again.
+func (r *Receiver) Verified() bool { return r.peer.known && !r.asking }
+
 // Busy reports whether timers are running: a gap waiting for its repair,
-// a resync wanted, or a bulk in progress. An idle receiver needs Tick
-// only to notice a silent master (seconds), a busy one every few ms.
+// a resync wanted, a nonce waiting for its echo, or a bulk in progress.
+// An idle receiver needs Tick only to notice a silent master (seconds), a
+// busy one every few ms.
 func (r *Receiver) Busy() bool {
-	return len(r.peer.missing) > 0 || r.wantResync || r.inBulk
+	return len(r.peer.missing) > 0 || r.wantResync || r.inBulk || r.asking
 }
 
 // Synced reports whether the receiver holds a complete copy.
@@ -108,16 +148,48 @@ func (r *Receiver) RequestResync() {
 	r.inBulk, r.bulkEnded = false, false
 }
 
-// OnDatagram accepts or rejects an authenticated datagram from the master.
-func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header) Verdict {
+// OnDatagram accepts or rejects an authenticated datagram from the master
+// (p is its payload, as returned by ctwire.ParseHeader).
+func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header, p []byte) Verdict {
 	if h.Type == ctwire.TypeNACK || h.Type == ctwire.TypeResync {
 		// Another backup's control traffic; not for us.
 		return Verdict{}
 	}
-	a := r.peer.Accept(now, h)
+	var a Acceptance
+	var learned uint64
+	if h.Type == ctwire.TypeEcho {
+		hs, err := ctwire.ParseHandshake(p)
+		if err != nil {
+			r.stats.Rejected[ctwire.ReasonLength]++
+			return Verdict{Reason: ctwire.ReasonLength}
+		}
+		if r.asking && hs.Nonce == r.nonce {
+			// Only a live master can answer a nonce drawn after the
+			// datagrams an attacker may have captured: adopt its
+			// incarnation, older than the floor or not.
+			r.asking = false
+			learned = hs.Floor
+			if !r.peer.known || h.Epoch != r.peer.epoch {
+				a = r.peer.Bind(now, h)
+			}
+		}
+	}
+	if !a.OK {
+		a = r.peer.Accept(now, h)
+	}
 	if !a.OK {
 		r.stats.Rejected[a.Reason]++
-		return Verdict{Reason: a.Reason}
+		switch {
+		case a.Reason == ctwire.ReasonEpochUnverified:
+			// A new incarnation, or a replay of one we never followed.
+			r.ask()
+		case a.Reason == ctwire.ReasonEpochStale && now-r.peer.heard >= r.cfg.Peer.PeerTimeoutOr():
+			// The master we follow fell silent and an older epoch
+			// speaks: a replay, or the peer restarted with its state
+			// lost and its clock behind. Only the latter can answer.
+			r.ask()
+		}
+		return Verdict{Reason: a.Reason, Learned: learned}
 	}
 	r.stats.Accepted++
 	r.stats.Lost += uint64(a.Lost)
@@ -139,7 +211,7 @@ func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header) Verdict {
 			r.stats.Repaired++
 		}
 	}
-	v := Verdict{Apply: h.Type == ctwire.TypeData}
+	v := Verdict{Apply: h.Type == ctwire.TypeData, Learned: learned}
 	if h.Flags&ctwire.FlagBulkBegin != 0 && r.wantResync {
 		// Gaps before the bulk are superseded by it.
 		clear(r.peer.missing)
@@ -175,6 +247,9 @@ func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header) Verdict {
 type Control struct {
 	NACK   []ctwire.Range
 	Resync bool
+	// Handshake is the RESYNC's payload: the nonce the master must echo
+	// and the receiver's floor.
+	Handshake ctwire.Handshake
 }
 
 // Tick returns the NACKs and resync request due at now. ranges is reused
@@ -186,11 +261,12 @@ func (r *Receiver) Tick(now time.Duration, ranges []ctwire.Range, maxRanges int)
 		r.inBulk, r.bulkEnded = false, false
 		r.wantResync = true
 	}
-	if r.wantResync && !r.inBulk && now-r.resyncAt >= r.cfg.ResyncRetry {
+	if (r.wantResync && !r.inBulk || r.asking) && now-r.resyncAt >= r.cfg.ResyncRetry {
 		r.resyncAt = now
 		r.stats.ResyncRequests++
 		c.Resync = true
 	}
+	c.Handshake = ctwire.Handshake{Nonce: r.nonce, Floor: r.peer.Floor()}
 	if len(r.peer.missing) == 0 {
 		return c
 	}

@@ -9,7 +9,7 @@ import (
 
 // SenderConfig tunes the master side.
 type SenderConfig struct {
-	// Epoch identifies this sender incarnation (start time, Unix ns).
+	// Epoch identifies this sender incarnation (NextEpoch).
 	Epoch uint64
 	// MaxDatagram is the largest datagram, MAC included (link MTU - 28).
 	MaxDatagram int
@@ -105,6 +105,11 @@ type Sender struct {
 	// sweep: their entries stay (gone) until it ends, so that a dump chunk
 	// read before the destruction but merged after it cannot revive them.
 	tombs []ctwire.Key
+	// echo is the handshake the next datagram answers (echoDue);
+	// lastNonce the last fresh request's nonce.
+	echo      ctwire.Handshake
+	echoDue   bool
+	lastNonce [16]byte
 }
 
 const entryBlock = 1024
@@ -343,6 +348,29 @@ func (s *Sender) OnResync() {
 	}
 }
 
+// OnResyncRequest handles a RESYNC: its nonce is echoed by the next
+// datagram (an ECHO, whose floor tells the requester the highest epoch
+// this node accepted from it), and a bulk follows. fresh: the request came
+// from a control incarnation the caller accepted (not a stale epoch). A
+// fresh request with a nonce not seen before comes from a receiver that
+// followed nobody until this echo and ignored what it heard: a bulk whose
+// BULK_BEGIN went out already is restarted so that it begins after the
+// echo. A stale request (a replay, or a requester whose state was wiped)
+// gets its echo and at most a bulk that is not running yet: a replay
+// cannot restart bulks over and over.
+func (s *Sender) OnResyncRequest(hs ctwire.Handshake, floor uint64, fresh bool) {
+	s.echo = ctwire.Handshake{Nonce: hs.Nonce, Floor: floor}
+	s.echoDue = true
+	if fresh && hs.Nonce != s.lastNonce {
+		s.lastNonce = hs.Nonce
+		if s.bulkOn && s.bulkSent {
+			s.StartBulk()
+			return
+		}
+	}
+	s.OnResync()
+}
+
 // OnNACK queues repairs for the given range.
 func (s *Sender) OnNACK(r ctwire.Range) {
 	s.stats.NACKsServed++
@@ -365,7 +393,7 @@ func (s *Sender) OnNACK(r ctwire.Range) {
 
 // Pending reports whether Next has a data datagram to produce.
 func (s *Sender) Pending() bool {
-	return len(s.repairs) > 0 || s.qhead < len(s.queue) || s.bulkOn
+	return s.echoDue || len(s.repairs) > 0 || s.qhead < len(s.queue) || s.bulkOn
 }
 
 func (s *Sender) record(now time.Duration, k ctwire.Key, f *ctwire.Flow) {
@@ -414,6 +442,16 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		slot.keys = slot.keys[:0]
 	}
 	switch {
+	case s.echoDue:
+		// First: a bulk the request restarted must begin after it.
+		s.echoDue = false
+		s.wrap()
+		s.seq++
+		h = ctwire.Header{Type: ctwire.TypeEcho, Epoch: s.cfg.Epoch, Seq: s.seq}
+		slot = &s.hist[int(h.Seq)%len(s.hist)]
+		slot.seq, slot.flags, slot.keys = h.Seq, 0, slot.keys[:0]
+		b = ctwire.AppendHandshake(ctwire.AppendHeader(b, &h), &s.echo)
+		ctwire.SetPayload(b[start:], 0)
 	case len(s.repairs) > 0:
 		q := s.repairs[0]
 		if !s.repairLoaded {
@@ -520,6 +558,14 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 	s.stats.Datagrams++
 	s.lastSend = now
 	return b, true
+}
+
+// NextEpoch is the epoch of a new sender incarnation: the wall clock in
+// Unix nanoseconds, but above last, the highest epoch the node used before
+// (persisted) or learned that its peer accepted from it. Epochs therefore
+// only grow, across restarts too, even when the clock steps back.
+func NextEpoch(last uint64, wallUnixNano int64) uint64 {
+	return max(uint64(max(wallUnixNano, 0)), last+1)
 }
 
 // wrap starts a new epoch before the sequence number space runs out; the

@@ -11,8 +11,9 @@ import (
 	"net/netip"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the protocol version this package speaks. Version 2 added the
+// RESYNC nonce and the ECHO answer (version 1 had neither).
+const Version = 2
 
 // Sizes of the fixed parts of a datagram.
 const (
@@ -28,6 +29,8 @@ const (
 	MaxRecordLen = 28 + 4*16 + 8 + 16
 	// NACKRangeLen is the size of one NACK range.
 	NACKRangeLen = 8
+	// HandshakeLen is the payload of a RESYNC or an ECHO.
+	HandshakeLen = 24
 )
 
 // Type is the datagram type.
@@ -39,6 +42,7 @@ const (
 	TypeHeartbeat Type = 2
 	TypeNACK      Type = 3
 	TypeResync    Type = 4
+	TypeEcho      Type = 5
 )
 
 func (t Type) String() string {
@@ -51,6 +55,8 @@ func (t Type) String() string {
 		return "nack"
 	case TypeResync:
 		return "resync"
+	case TypeEcho:
+		return "echo"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -179,14 +185,19 @@ const (
 	ReasonFamily
 	ReasonOp
 	ReasonReplay
-	ReasonEpoch
+	// ReasonEpochStale: an epoch below the highest one accepted from the
+	// peer (or below the incarnation the receiver follows).
+	ReasonEpochStale
+	// ReasonEpochUnverified: an incarnation that has not yet answered the
+	// receiver's nonce (package ctrel).
+	ReasonEpochUnverified
 	numReasons
 )
 
 // NumReasons is the number of Reason values, for counter arrays.
 const NumReasons = int(numReasons)
 
-var reasonNames = [...]string{"none", "short", "version", "type", "flags", "length", "mac", "record", "family", "op", "replay", "epoch"}
+var reasonNames = [...]string{"none", "short", "version", "type", "flags", "length", "mac", "record", "family", "op", "replay", "epoch_stale", "epoch_unverified"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -247,7 +258,7 @@ func ParseHeader(b []byte) (Header, []byte, error) {
 		return h, nil, errVersion
 	}
 	h.Type = Type(b[1])
-	if h.Type < TypeData || h.Type > TypeResync {
+	if h.Type < TypeData || h.Type > TypeEcho {
 		return h, nil, errType
 	}
 	h.Flags = binary.BigEndian.Uint16(b[2:])
@@ -265,8 +276,12 @@ func ParseHeader(b []byte) (Header, []byte, error) {
 	}
 	p := b[HeaderLen:]
 	switch h.Type {
-	case TypeHeartbeat, TypeResync:
+	case TypeHeartbeat:
 		if h.Count != 0 || h.Length != 0 {
+			return h, nil, errLength
+		}
+	case TypeResync, TypeEcho:
+		if h.Count != 0 || h.Length != HandshakeLen {
 			return h, nil, errLength
 		}
 	case TypeNACK:
@@ -473,6 +488,36 @@ func AppendRange(b []byte, r Range) []byte {
 func RangeAt(payload []byte, i int) Range {
 	p := payload[i*NACKRangeLen:]
 	return Range{First: binary.BigEndian.Uint32(p), Last: binary.BigEndian.Uint32(p[4:])}
+}
+
+// Handshake is the payload of a RESYNC (the backup's request) and of the
+// ECHO that answers it.
+type Handshake struct {
+	// Nonce: RESYNC, chosen at random by the requester; ECHO, the nonce of
+	// the RESYNC it answers.
+	Nonce [16]byte
+	// Floor is the highest epoch the writer has accepted from the reader's
+	// node (0: none). The reader's next epochs start above it.
+	Floor uint64
+}
+
+// AppendHandshake appends a RESYNC or ECHO payload; SetPayload(b, 0)
+// completes the datagram.
+func AppendHandshake(b []byte, hs *Handshake) []byte {
+	b = append(b, hs.Nonce[:]...)
+	return binary.BigEndian.AppendUint64(b, hs.Floor)
+}
+
+// ParseHandshake decodes the payload of a RESYNC or ECHO (as returned by
+// ParseHeader, which checked its length).
+func ParseHandshake(p []byte) (Handshake, error) {
+	var hs Handshake
+	if len(p) != HandshakeLen {
+		return hs, errLength
+	}
+	copy(hs.Nonce[:], p)
+	hs.Floor = binary.BigEndian.Uint64(p[16:])
+	return hs, nil
 }
 
 // The HKDF salt is shared with the VRRP AH key (package vrrp); the info

@@ -51,7 +51,7 @@ func TestRecordLayout(t *testing.T) {
 	hb := AppendHeader(nil, &h)
 	hb = append(hb, b...)
 	SetPayload(hb, 1)
-	wantH := []byte{1, 1, 0, 4, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 9, 0, 0, 0, 3, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0, 1, 0, 52}
+	wantH := []byte{Version, 1, 0, 4, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 9, 0, 0, 0, 3, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0, 1, 0, 52}
 	if diff := cmp.Diff(wantH, hb[:HeaderLen]); diff != "" {
 		t.Fatalf("header bytes (-want +got):\n%s", diff)
 	}
@@ -120,7 +120,7 @@ func TestRejects(t *testing.T) {
 		{"short", func(d []byte) []byte { return d[:10] }, func(d []byte) []byte { return d }, ReasonShort},
 		{"wrong key", nil, func(d []byte) []byte { return NewAuth(DeriveKey([]byte("other"))).Seal(d) }, ReasonMAC},
 		{"bit flip after seal", nil, func(d []byte) []byte { d = a.Seal(d); d[40] ^= 1; return d }, ReasonMAC},
-		{"version", func(d []byte) []byte { d[0] = 2; return d }, nil, ReasonVersion},
+		{"version 1", func(d []byte) []byte { d[0] = 1; return d }, nil, ReasonVersion},
 		{"type", func(d []byte) []byte { d[1] = 9; return d }, nil, ReasonType},
 		{"flags", func(d []byte) []byte { d[2] = 0x80; return d }, nil, ReasonFlags},
 		{"length", func(d []byte) []byte { d[31]++; return d }, nil, ReasonLength},
@@ -249,6 +249,12 @@ func FuzzDatagram(f *testing.F) {
 	f.Add(a.Seal(nd))
 	hb := Header{Type: TypeHeartbeat, Epoch: 1, Seq: 3}
 	f.Add(a.Seal(AppendHeader(nil, &hb)))
+	for _, typ := range []Type{TypeResync, TypeEcho} {
+		rh := Header{Type: typ, Epoch: 1, Seq: 4}
+		rd := AppendHandshake(AppendHeader(nil, &rh), &Handshake{Nonce: [16]byte{1, 2, 3}, Floor: 7})
+		SetPayload(rd, 0)
+		f.Add(a.Seal(rd))
+	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, d []byte) {
 		// The MAC check runs first in production; fuzz the parsers behind
@@ -278,6 +284,14 @@ func FuzzDatagram(f *testing.F) {
 			case TypeNACK:
 				for i := 0; i < int(h.Count); i++ {
 					_ = RangeAt(p, i)
+				}
+			case TypeResync, TypeEcho:
+				hs, err := ParseHandshake(p)
+				if err != nil {
+					t.Fatalf("ParseHeader passed a %v payload ParseHandshake refuses: %v", h.Type, err)
+				}
+				if re := AppendHandshake(nil, &hs); !bytes.Equal(re, p) {
+					t.Fatal("handshake re-encode mismatch")
 				}
 			}
 		}
@@ -368,6 +382,35 @@ func TestID(t *testing.T) {
 			if (a == b) != (a.ID() == b.ID()) {
 				t.Errorf("keys %d and %d: equal %v, IDs equal %v", i, j, a == b, a.ID() == b.ID())
 			}
+		}
+	}
+}
+
+// TestHandshakeLayout pins the RESYNC / ECHO payload of the package doc.
+func TestHandshakeLayout(t *testing.T) {
+	h := Header{Type: TypeEcho, Epoch: 2, Seq: 5}
+	hs := Handshake{Floor: 0x0102030405060708}
+	for i := range hs.Nonce {
+		hs.Nonce[i] = byte(0xa0 + i)
+	}
+	d := AppendHandshake(AppendHeader(nil, &h), &hs)
+	SetPayload(d, 0)
+	want := []byte{0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 1, 2, 3, 4, 5, 6, 7, 8}
+	if diff := cmp.Diff(want, d[HeaderLen:]); diff != "" {
+		t.Fatalf("payload (-want +got):\n%s", diff)
+	}
+	gh, p, err := ParseHeader(d)
+	if err != nil || gh.Count != 0 || gh.Length != HandshakeLen {
+		t.Fatalf("header %+v err %v", gh, err)
+	}
+	got, err := ParseHandshake(p)
+	if err != nil || got != hs {
+		t.Fatalf("ParseHandshake = %+v, %v", got, err)
+	}
+	for _, typ := range []Type{TypeResync, TypeEcho} {
+		short := Header{Type: typ, Epoch: 2, Seq: 6}
+		if _, _, err := ParseHeader(AppendHeader(nil, &short)); ReasonOf(err) != ReasonLength {
+			t.Errorf("%v without its payload: %v, want length", typ, err)
 		}
 	}
 }

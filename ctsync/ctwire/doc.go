@@ -1,5 +1,5 @@
 // Package ctwire is the muros-had conntrack synchronisation wire protocol,
-// version 1: the datagrams one node multicasts to its peer on the sync link
+// version 2: the datagrams one node multicasts to its peer on the sync link
 // so that the peer's kernel connection-tracking table mirrors its own.
 //
 // Standards: the transport is UDP over IPv4 multicast (RFC 1112; group
@@ -20,13 +20,20 @@
 // # Datagram
 //
 //	offset size field
-//	0      1    version      = 1
-//	1      1    type         1 DATA, 2 HEARTBEAT, 3 NACK, 4 RESYNC (request)
+//	0      1    version      = 2 (version 1 had no handshake; each
+//	                         side counts the other's datagrams as
+//	                         rejected "version")
+//	1      1    type         1 DATA, 2 HEARTBEAT, 3 NACK, 4 RESYNC (request),
+//	                         5 ECHO (answer to a RESYNC)
 //	2      2    flags        bit 0 BULK_BEGIN, bit 1 BULK_END, bit 2 BULK
 //	                         (record belongs to a bulk resync), bit 3 REPAIR
 //	                         (retransmission; aux names the repaired seq)
-//	4      8    epoch        sender's start time, Unix nanoseconds; a
-//	                         restarted sender has a larger epoch
+//	4      8    epoch        sender incarnation: max(start time in Unix
+//	                         nanoseconds, the node's last epoch + 1),
+//	                         the last one persisted, so it only grows
+//	                         across restarts even with the clock behind;
+//	                         "last" also covers a floor the peer reported
+//	                         (see Handshake)
 //	12     4    seq          per-sender datagram sequence number, +1 for
 //	                         every datagram of any type, starting at 1
 //	16     4    aux          REPAIR: the seq this datagram repairs; else 0
@@ -37,7 +44,9 @@
 //	32     len  payload      DATA: count flow records;
 //	                         NACK: count ranges of 8 bytes (first seq u32,
 //	                         last seq u32, inclusive);
-//	                         HEARTBEAT, RESYNC: empty (count = length = 0)
+//	                         RESYNC, ECHO: a handshake (count = 0,
+//	                         length = 24, below);
+//	                         HEARTBEAT: empty (count = length = 0)
 //	32+len 16   mac          HMAC-SHA-256-128 over bytes [0, 32+len)
 //
 // A datagram is never larger than the sync link's MTU minus the IP and UDP
@@ -72,6 +81,22 @@
 //	  labels (16 bytes, present bit 1): the 128-bit connlabel set
 //
 // An IPv4 UDP record is 44 bytes, an IPv4 TCP record 52 bytes.
+//
+// # Handshake (RESYNC and ECHO payloads)
+//
+//	offset size field
+//	0      16   nonce        RESYNC: random, drawn by the backup each time
+//	                         it stops trusting what it hears (start, switch
+//	                         to backup, a new or an older epoch after
+//	                         silence); ECHO: the nonce of the RESYNC it
+//	                         answers
+//	16     8    floor        the highest epoch the writer has accepted
+//	                         from the reader's node (0: none); the reader's
+//	                         next epochs start above it
+//
+// The backup applies records only from the incarnation (epoch) that sent
+// the ECHO of its current nonce: a captured datagram replayed later cannot
+// answer a nonce drawn after it. Rules and recovery: package ctrel.
 //
 // # Key
 //

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/muros/muros-had/config"
@@ -38,8 +39,12 @@ type ConntrackStatus struct {
 	Sweeps uint64 `json:"sweeps"`
 	// InjectRedials: backup, kernel batch sockets replaced after a failed
 	// exchange (that batch went one record at a time).
-	InjectRedials uint64            `json:"inject_redials"`
-	Rejected      map[string]uint64 `json:"rejected,omitempty"`
+	InjectRedials uint64 `json:"inject_redials"`
+	// RecordsFiltered: backup, received records its own filter excludes.
+	RecordsFiltered uint64 `json:"records_filtered"`
+	// StateErrors: failed writes of the sync epochs to the state directory.
+	StateErrors uint64            `json:"state_errors"`
+	Rejected    map[string]uint64 `json:"rejected,omitempty"`
 }
 
 func conntrackStatus(s ctsync.Status) *ConntrackStatus {
@@ -51,7 +56,8 @@ func conntrackStatus(s ctsync.Status) *ConntrackStatus {
 		Role: role, BulkSynced: s.BulkSynced, Flows: s.Flows, LagMS: float64(s.Lag) / float64(time.Millisecond),
 		DatagramsSent: s.DatagramsSent, DatagramsRecv: s.DatagramsReceived, RecordsApplied: s.RecordsApplied,
 		Lost: s.Lost, Repaired: s.Repaired, Resyncs: s.Resyncs, ListenerRestarts: s.ListenerRestarts,
-		InjectErrors: s.InjectErrors, Forged: s.Forged, Sweeps: s.Sweeps, InjectRedials: s.InjectRedials, Rejected: s.Rejected,
+		InjectErrors: s.InjectErrors, Forged: s.Forged, Sweeps: s.Sweeps, InjectRedials: s.InjectRedials,
+		RecordsFiltered: s.RecordsFiltered, StateErrors: s.StateErrors, Rejected: s.Rejected,
 	}
 }
 
@@ -96,6 +102,8 @@ func newConntrackSync(cfg *config.Config, d *Daemon) (*ctsync.Sync, error) {
 		Port:      int(cfg.Conntrack.Port),
 		Password:  cfg.Password,
 		Filter:    f,
+		// The sync epochs survive restarts here (replay protection).
+		StateDir: filepath.Join(cfg.StateDir, "ctsync"),
 	}, d.log.With("component", "ctsync"))
 	if err != nil {
 		return nil, fmt.Errorf("daemon: conntrack sync: %w", err)

@@ -56,6 +56,8 @@ func ctMetrics() []ctMetric {
 		{ctDesc("forged_total", "Datagrams dropped for a bad MAC."), c, func(s *ctsync.Status) float64 { return float64(s.Forged) }},
 		{ctDesc("sweeps_total", "Refresh sweeps of the kernel table completed (master)."), c, func(s *ctsync.Status) float64 { return float64(s.Sweeps) }},
 		{ctDesc("inject_redials_total", "Kernel batch sockets replaced after a failed exchange (backup)."), c, func(s *ctsync.Status) float64 { return float64(s.InjectRedials) }},
+		{ctDesc("records_filtered_total", "Received flow records the backup's own filter excludes (not put into the kernel)."), c, func(s *ctsync.Status) float64 { return float64(s.RecordsFiltered) }},
+		{ctDesc("state_errors_total", "Failed writes of the sync epochs to the state directory."), c, func(s *ctsync.Status) float64 { return float64(s.StateErrors) }},
 	}
 }
 

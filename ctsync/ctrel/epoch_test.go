@@ -1,0 +1,188 @@
+package ctrel
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/ctsync/ctwire"
+)
+
+// bind makes r follow epoch ep as a master answering its nonce would: an
+// ECHO of the nonce r's next RESYNC carries.
+func bind(t *testing.T, r *Receiver, now time.Duration, ep uint64, seq uint32) {
+	t.Helper()
+	c := r.Tick(now, nil, 100)
+	h := ctwire.Header{Type: ctwire.TypeEcho, Epoch: ep, Seq: seq}
+	p := ctwire.AppendHandshake(nil, &ctwire.Handshake{Nonce: c.Handshake.Nonce})
+	if v := r.OnDatagram(now, &h, p); v.Reason != ctwire.ReasonNone {
+		t.Fatalf("echo of the receiver's nonce rejected: %+v", v)
+	}
+	if !r.Verified() {
+		t.Fatal("receiver not verified after the echo of its nonce")
+	}
+}
+
+// capture runs a master of epoch ep from its start with a backup: the
+// backup binds and syncs, a flow is created and then destroyed. It returns
+// every datagram the master sent, ECHOs of the backup's nonces included.
+func capture(t *testing.T, ep uint64) (sent [][]byte, m *sim) {
+	t.Helper()
+	m = newSim(t, NewSender(SenderConfig{Epoch: ep}))
+	m.tap = func(d []byte) { sent = append(sent, d) }
+	m.converge(t)
+	f := flowN(42, 3)
+	m.s.Update(m.now, &f)
+	m.step(10 * time.Millisecond)
+	m.s.Destroy(m.now, f.Key())
+	m.step(10 * time.Millisecond)
+	m.step(time.Second) // a heartbeat
+	if _, ok := m.table[f.Key()]; ok {
+		t.Fatal("capture: destroyed flow still on the backup")
+	}
+	return sent, m
+}
+
+// replay feeds captured datagrams to r and returns the rejection reasons;
+// it fails the test at the first one applied or accepted.
+func replay(t *testing.T, r *Receiver, now time.Duration, ds [][]byte) map[ctwire.Reason]int {
+	t.Helper()
+	got := map[ctwire.Reason]int{}
+	for i, d := range ds {
+		h, p, err := ctwire.ParseHeader(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := r.OnDatagram(now+time.Duration(i)*time.Millisecond, &h, p)
+		if v.Apply || v.Reason == ctwire.ReasonNone {
+			t.Fatalf("replayed %v %d (epoch %d seq %d) accepted: %+v", h.Type, i, h.Epoch, h.Seq, v)
+		}
+		got[v.Reason]++
+	}
+	return got
+}
+
+// TestFreshReceiverRejectsReplays: a receiver made at a switch to backup
+// or a restart (floor persisted from before) applies no replayed
+// datagram: those of older incarnations are stale, those of the current
+// one unverified until the master answers the receiver's own nonce.
+func TestFreshReceiverRejectsReplays(t *testing.T) {
+	old, _ := capture(t, 1000)
+	cur, _ := capture(t, 2000)
+	r := NewReceiver(ReceiverConfig{Peer: PeerConfig{Floor: 2000}})
+	got := replay(t, r, 0, append(old, cur...))
+	want := map[ctwire.Reason]int{ctwire.ReasonEpochStale: len(old), ctwire.ReasonEpochUnverified: len(cur)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("rejections (-want +got):\n%s", diff)
+	}
+	if r.Verified() {
+		t.Fatal("a replayed ECHO verified the receiver")
+	}
+	// Nothing persisted (first start): the nonce alone holds.
+	r = NewReceiver(ReceiverConfig{})
+	replay(t, r, 0, append(old, cur...))
+	if r.Floor() != 0 {
+		t.Fatalf("floor %d raised by replays", r.Floor())
+	}
+}
+
+// TestRunningReceiverRejectsOldEpochAfterSilence: once the master it
+// follows falls silent (dead), an older incarnation's datagrams stay
+// stale; the receiver asks for proof with a new nonce, which no replay
+// answers.
+func TestRunningReceiverRejectsOldEpochAfterSilence(t *testing.T) {
+	old, _ := capture(t, 1000)
+	cur, m := capture(t, 2000)
+	m.now += 4 * time.Second
+	if m.r.Busy() {
+		t.Fatal("idle synced receiver busy")
+	}
+	got := replay(t, m.r, m.now, append(old, cur...))
+	if got[ctwire.ReasonEpochStale] != len(old) {
+		t.Fatalf("rejections %v, want %d stale", got, len(old))
+	}
+	if !m.r.Busy() || m.r.Verified() {
+		t.Fatal("stale epoch after silence did not make the receiver ask for proof")
+	}
+	if m.r.Floor() != 2000 {
+		t.Fatalf("floor %d, want 2000", m.r.Floor())
+	}
+}
+
+// TestStaleEpochWhileMasterTalksIsIgnored: replays of an older epoch
+// while the master followed is alive cost nothing (no handshake, no bulk).
+func TestStaleEpochWhileMasterTalksIsIgnored(t *testing.T) {
+	old, _ := capture(t, 1000)
+	_, m := capture(t, 2000)
+	bulks := m.s.Stats().Bulks
+	replay(t, m.r, m.now, old)
+	for range 100 {
+		m.step(10 * time.Millisecond)
+	}
+	if !m.r.Verified() || m.s.Stats().Bulks != bulks {
+		t.Fatalf("verified %v, bulks %d -> %d", m.r.Verified(), bulks, m.s.Stats().Bulks)
+	}
+}
+
+// TestRecoveryFromPeerWithLostState: the master's node lost its state
+// directory and its clock is behind, so its new epoch is below the floor
+// the backup remembers. Its datagrams are stale, but it answers the
+// backup's nonce: the backup follows it and converges, running or freshly
+// started, its floor never goes down, and the master learns from the
+// RESYNC where its next epoch must start.
+func TestRecoveryFromPeerWithLostState(t *testing.T) {
+	const lowEpoch, floor = 5, 2000
+	for _, fresh := range []bool{false, true} {
+		_, m := capture(t, floor)
+		m.s = NewSender(SenderConfig{Epoch: lowEpoch})
+		for i := range 50 {
+			f := flowN(i, 3)
+			m.s.Update(m.now, &f)
+		}
+		m.step(0) // the new master's first datagrams: stale
+		if fresh {
+			m.r = NewReceiver(ReceiverConfig{Peer: PeerConfig{Floor: floor}})
+		}
+		for range 500 { // past the peer timeout, then the handshake
+			m.step(10 * time.Millisecond)
+		}
+		m.converge(t)
+		learned := m.r.Tick(m.now, nil, 100).Handshake.Floor // what RESYNCs carry
+		if m.r.Floor() != floor {
+			t.Fatalf("fresh %v: floor %d, want %d (never lowered)", fresh, m.r.Floor(), floor)
+		}
+		if learned != floor || NextEpoch(learned, lowEpoch) <= floor {
+			t.Fatalf("fresh %v: master learned floor %d", fresh, learned)
+		}
+	}
+}
+
+// TestNewIncarnationNeedsEcho: a master's restart (a higher epoch) is
+// followed only once it echoes the nonce; a bulk follows the echo.
+func TestNewIncarnationNeedsEcho(t *testing.T) {
+	_, m := capture(t, 1000)
+	m.s = NewSender(SenderConfig{Epoch: 3000})
+	f := flowN(7, 3)
+	m.s.Update(m.now, &f)
+	m.converge(t)
+	if m.r.Floor() != 3000 {
+		t.Fatalf("floor %d", m.r.Floor())
+	}
+}
+
+func TestNextEpoch(t *testing.T) {
+	for _, tt := range []struct {
+		last uint64
+		wall int64
+		want uint64
+	}{
+		{0, 1000, 1000},
+		{5000, 1000, 5001}, // clock behind the last epoch
+		{999, 1000, 1000},
+		{0, -7, 1},
+	} {
+		if got := NextEpoch(tt.last, tt.wall); got != tt.want {
+			t.Errorf("NextEpoch(%d, %d) = %d, want %d", tt.last, tt.wall, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package ctsync
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/muros/muros-had/ctsync/ctrel"
+)
+
+// Files of the epoch book in Config.StateDir.
+const (
+	ownEpochFile  = "epoch"      // the highest epoch this node used or must exceed
+	peerEpochFile = "peer-epoch" // the highest epoch accepted from the peer
+)
+
+// epochBook keeps the two epochs that must survive restarts, each in a
+// file of its own written crash-safely (temp file, fsync, rename, fsync of
+// the directory: a crash leaves the old or the new value, never a torn
+// one). own: the highest epoch this node used, or learned that its peer
+// accepted from it; the next incarnation starts above it (ctrel.NextEpoch).
+// peer: the highest epoch this node accepted from its peer; the receiver
+// and the master's control peer start from it, so a replay of an older
+// incarnation is stale after a role switch or a restart too.
+type epochBook struct {
+	dir       string
+	own, peer uint64
+}
+
+// openEpochBook reads the book in dir (created if missing) and proves it
+// can be written: a node that cannot persist its epoch refuses to start.
+// An unreadable value is logged and counts as none: the handshake of
+// package ctrel keeps that safe, the peer only asks this node to prove
+// itself once.
+func openEpochBook(dir string, log *slog.Logger) (*epochBook, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("ctsync: state directory: %w", err)
+	}
+	b := &epochBook{dir: dir}
+	for _, v := range []struct {
+		name string
+		to   *uint64
+	}{{ownEpochFile, &b.own}, {peerEpochFile, &b.peer}} {
+		n, err := readEpoch(filepath.Join(dir, v.name))
+		if err != nil {
+			log.Warn("ctsync: ignoring unreadable epoch file", "err", err)
+		}
+		*v.to = n
+	}
+	if err := b.store(ownEpochFile, b.own); err != nil {
+		return nil, fmt.Errorf("ctsync: state directory not writable: %w", err)
+	}
+	return b, nil
+}
+
+func readEpoch(path string) (uint64, error) {
+	d, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(d)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
+}
+
+// next starts a new incarnation: its epoch is persisted before it is
+// returned (and before any datagram carries it). On a write error the
+// epoch is still returned, with the error: replication goes on, and only
+// a restart before the next successful write could reuse a lower epoch.
+func (b *epochBook) next(now time.Time) (uint64, error) {
+	b.own = ctrel.NextEpoch(b.own, now.UnixNano())
+	return b.own, b.store(ownEpochFile, b.own)
+}
+
+// raiseOwn records that this node's epochs must exceed e (an epoch used
+// by a wrapping sender, or one the peer says it accepted from us). It
+// reports whether the book changed.
+func (b *epochBook) raiseOwn(e uint64) (bool, error) {
+	if e <= b.own {
+		return false, nil
+	}
+	b.own = e
+	return true, b.store(ownEpochFile, e)
+}
+
+// raisePeer records the highest epoch accepted from the peer.
+func (b *epochBook) raisePeer(e uint64) error {
+	if e <= b.peer {
+		return nil
+	}
+	b.peer = e
+	return b.store(peerEpochFile, e)
+}
+
+func (b *epochBook) store(name string, v uint64) error {
+	f, err := os.CreateTemp(b.dir, "."+name+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename: ENOENT, ignored
+	_, err = f.WriteString(strconv.FormatUint(v, 10) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("ctsync: write %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(b.dir, name)); err != nil {
+		return fmt.Errorf("ctsync: write %s: %w", name, err)
+	}
+	d, err := os.Open(b.dir)
+	if err != nil {
+		return fmt.Errorf("ctsync: write %s: %w", name, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("ctsync: write %s: %w", name, err)
+	}
+	return nil
+}

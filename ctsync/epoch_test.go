@@ -1,0 +1,155 @@
+package ctsync
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/muros/muros-had/ctsync/ctrel"
+	"github.com/muros/muros-had/ctsync/ctwire"
+)
+
+const testEpoch = 7000
+
+// bindReceiver makes the backup s follow epoch testEpoch, as the master
+// answering its nonce does (an ECHO at seq 1).
+func bindReceiver(t *testing.T, s *Sync) {
+	t.Helper()
+	c := s.recv.Tick(0, nil, 100)
+	s.onDatagram(handshakeDatagram(t, ctwire.TypeEcho, testEpoch, 1, c.Handshake))
+	if !s.recv.Verified() {
+		t.Fatal("backup not verified after the echo of its nonce")
+	}
+}
+
+func handshakeDatagram(t *testing.T, typ ctwire.Type, ep uint64, seq uint32, hs ctwire.Handshake) *datagram {
+	t.Helper()
+	h := ctwire.Header{Type: typ, Epoch: ep, Seq: seq}
+	b := ctwire.AppendHandshake(ctwire.AppendHeader(nil, &h), &hs)
+	ctwire.SetPayload(b, 0)
+	h, p, err := ctwire.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &datagram{h: h, p: p}
+}
+
+func openBook(t *testing.T, dir string) *epochBook {
+	t.Helper()
+	b, err := openEpochBook(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEpochGrowsAcrossRestarts: a restarted node's epoch exceeds its last
+// one even when its clock went back an hour; the peer floor survives too.
+func TestEpochGrowsAcrossRestarts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ctsync")
+	t0 := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	b := openBook(t, dir)
+	e1, err := b.next(t0)
+	if err != nil || e1 != uint64(t0.UnixNano()) {
+		t.Fatalf("first epoch %d, %v", e1, err)
+	}
+	if err := b.raisePeer(5000); err != nil {
+		t.Fatal(err)
+	}
+	b = openBook(t, dir) // restart, clock behind
+	e2, err := b.next(t0.Add(-time.Hour))
+	if err != nil || e2 <= e1 {
+		t.Fatalf("epoch after restart with the clock behind: %d, want > %d (%v)", e2, e1, err)
+	}
+	b = openBook(t, dir)
+	if b.own != e2 || b.peer != 5000 {
+		t.Fatalf("book after restart: own %d peer %d, want %d 5000", b.own, b.peer, e2)
+	}
+	s := &Sync{book: b}
+	if f := s.newReceiver().Floor(); f != 5000 {
+		t.Fatalf("receiver floor %d, want the persisted 5000", f)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 2 {
+		t.Fatalf("state directory holds %d entries (temporary files left?)", len(ents))
+	}
+}
+
+func TestEpochBookRefusesUnwritableDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openEpochBook(filepath.Join(file, "ctsync"), slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("a state directory that cannot exist was accepted")
+	}
+}
+
+// TestEpochBookIgnoresGarbage: an unreadable value counts as none (the
+// handshake keeps that safe) instead of stopping the node.
+func TestEpochBookIgnoresGarbage(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, peerEpochFile), []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b := openBook(t, dir); b.peer != 0 {
+		t.Fatalf("peer %d", b.peer)
+	}
+}
+
+// TestRecoveryThroughShells: the backup B lost its state directory and
+// its clock is behind: its control epoch is below the floor the master M
+// remembers. M still echoes B's RESYNC (stale: no bulk restart) with that
+// floor; B, on the echo of its own nonce, follows M and moves its epochs
+// above the floor, persisted, so its next control datagrams are fresh.
+func TestRecoveryThroughShells(t *testing.T) {
+	const floor = 9_000_000
+	m := &Sync{book: openBook(t, t.TempDir()), master: true, sender: ctrel.NewSender(ctrel.SenderConfig{Epoch: 8000})}
+	m.book.peer = floor
+	bdir := t.TempDir()
+	b := &Sync{book: openBook(t, bdir), log: slog.New(slog.DiscardHandler), ctlEp: 3}
+	b.recv = b.newReceiver()
+	c := b.recv.Tick(0, nil, 100)
+	if !c.Resync {
+		t.Fatal("fresh backup does not ask")
+	}
+	m.onDatagrams([]datagram{*handshakeDatagram(t, ctwire.TypeResync, b.ctlEp, 1, c.Handshake)})
+	if m.rejected[ctwire.ReasonEpochStale] != 1 {
+		t.Fatalf("stale RESYNC not counted: %v", m.rejected)
+	}
+	body, ok := m.sender.Next(0, nil)
+	if !ok {
+		t.Fatal("master sent nothing")
+	}
+	h, p, err := ctwire.ParseHeader(body)
+	if err != nil || h.Type != ctwire.TypeEcho {
+		t.Fatalf("first datagram %v, %v; want the echo", h.Type, err)
+	}
+	if !m.sender.Bulking() {
+		t.Fatal("no bulk for the requester")
+	}
+	b.onDatagrams([]datagram{{h: h, p: p}})
+	if !b.recv.Verified() {
+		t.Fatal("backup does not follow the master that answered its nonce")
+	}
+	if b.ctlEp != 0 || b.book.own != floor {
+		t.Fatalf("backup control epoch %d, own %d: want renewed above %d", b.ctlEp, b.book.own, floor)
+	}
+	if e := b.ctlEpoch(); e <= floor {
+		t.Fatalf("new control epoch %d not above the floor", e)
+	}
+	if got := openBook(t, bdir).own; got <= floor {
+		t.Fatalf("learned floor not persisted: %d", got)
+	}
+	// The fresh control epoch is accepted: a NACK is served.
+	c = b.recv.Tick(time.Second, nil, 100)
+	m.onDatagrams([]datagram{*handshakeDatagram(t, ctwire.TypeResync, b.ctlEp, 2, c.Handshake)})
+	if n := m.rejected[ctwire.ReasonEpochStale]; n != 1 {
+		t.Fatalf("fresh control epoch rejected as stale (%d)", n)
+	}
+}
