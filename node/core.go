@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/muros/muros-had/vrrp"
 )
@@ -191,7 +192,16 @@ func (c *Core) advert(ev Event, out []Action) []Action {
 	}
 	if r.Auth == vrrp.AuthAH || r.Auth == vrrp.AuthKeepalivedAH {
 		k := replayKey{src: r.Src, auth: r.Auth, vrid: r.Advert.VRID}
-		next, err := c.replay[k].Accept(r.SPI, r.Seq)
+		// A peer silent for a Master_Down_Interval may come back with a
+		// lower epoch (persisted epoch lost, clock behind): without the
+		// window it would be refused for ever and both nodes would stay
+		// MASTER (vrrp.ReplayState.AcceptAt bounds what a replay can do).
+		// keepalived-ah keeps keepalived's own rule.
+		var silence time.Duration
+		if r.Auth == vrrp.AuthAH {
+			silence = c.group.Member(r.Advert.VRID).MasterDownInterval()
+		}
+		next, err := c.replay[k].AcceptAt(r.SPI, r.Seq, ev.Now, silence)
 		if err != nil {
 			return c.drop(out, Reason(vrrp.ReasonOf(err)), r)
 		}

@@ -272,22 +272,91 @@ func unixSeconds32(t time.Time) uint32 {
 	return uint32(min(s, int64(^uint32(0))))
 }
 
+// ReplaySeenEpochs is how many epochs a peer has left (besides its
+// current one) a ReplayState remembers; see AcceptAt.
+const ReplaySeenEpochs = 16
+
 // ReplayState is a receiver's anti-replay memory for one peer (one source
 // address and scheme). It is a value: the caller keeps one per peer.
 type ReplayState struct {
 	SPI   uint32
 	Seq   uint32
 	Valid bool // false until the first authenticated advert
+	// Last is when the last advert was accepted (AcceptAt's now).
+	Last time.Time
+	// Max is the largest epoch (SPI) ever accepted.
+	Max uint32
+	// Seen are the epochs (SPIs) accepted before SPI, most recent first;
+	// 0 marks an empty slot (epochs are >= 256). None of them is accepted
+	// again.
+	Seen [ReplaySeenEpochs]uint32
 }
 
-// Accept returns the state after an authenticated advert with (spi, seq),
-// or ReasonReplay if it is not newer than the last accepted one: a larger
-// SPI (new sender epoch) is newer whatever its sequence; the same SPI needs
-// a larger sequence. For keepalived-ah the SPI is the fixed source address,
-// so this is exactly keepalived's "seq > last" rule.
+// Accept is AcceptAt without the step-back rule: a packet is accepted only
+// if it is newer than the last accepted one. For keepalived-ah the SPI is
+// the fixed source address, so this is exactly keepalived's "seq > last"
+// rule.
 func (r ReplayState) Accept(spi, seq uint32) (ReplayState, error) {
-	if r.Valid && (spi < r.SPI || (spi == r.SPI && seq <= r.Seq)) {
-		return r, rejectGot(ReasonReplay, int(seq), int(r.Seq)+1)
+	return r.AcceptAt(spi, seq, time.Time{}, 0)
+}
+
+// AcceptAt returns the state after an authenticated advert with (spi, seq)
+// received at now (the receiver's clock; time.Now's monotonic reading makes
+// the silence immune to clock steps), or an error if it is a replay:
+//
+//   - the current epoch (spi == SPI) needs a larger sequence (ReasonReplay);
+//   - an epoch the peer has left (one of Seen) is never accepted again
+//     (ReasonReplay), whether below or above the current one;
+//   - an epoch above every epoch ever accepted (Max) is a restarted sender
+//     and is accepted at once;
+//   - any other epoch is a sender restarted with its persisted epoch lost
+//     and its clock behind: it is accepted only once the peer has been
+//     silent (no advert accepted) for at least silence, else
+//     ReasonAHEpochBehind. silence <= 0 never accepts it.
+//
+// Why that bounds replays: a captured advert whose epoch is above Max was
+// never sent (every advert sent was delivered and accepted, or its epoch
+// would not be above Max), so within the silence window nothing but a
+// fresh advert is accepted. While the peer is alive it advertises every
+// interval, so silence (the caller passes its Master_Down_Interval) is only
+// reached when the peer is down or cut off, when the receiver has already
+// declared it down. Even then nothing this receiver accepted before (the
+// current epoch and the last ReplaySeenEpochs ones) is accepted again, so a
+// captured advert can only be replayed if it comes from an epoch this
+// receiver never accepted (sent while it was not running, or more than
+// ReplaySeenEpochs epochs ago), and only while the peer is silent. Rejected
+// adverts do not count as activity, so replays cannot hold the step-back
+// off either. The price: a sender restarted with an epoch at or below Max
+// is heard only after silence; the pair can be double master for up to
+// that long, never longer.
+func (r ReplayState) AcceptAt(spi, seq uint32, now time.Time, silence time.Duration) (ReplayState, error) {
+	if !r.Valid {
+		return ReplayState{SPI: spi, Seq: seq, Valid: true, Last: now, Max: spi}, nil
 	}
-	return ReplayState{SPI: spi, Seq: seq, Valid: true}, nil
+	if spi == r.SPI {
+		if seq <= r.Seq {
+			return r, rejectGot(ReasonReplay, int(seq), int(r.Seq)+1)
+		}
+		r.Seq, r.Last = seq, now
+		return r, nil
+	}
+	if r.left(spi) {
+		return r, rejectGot(ReasonReplay, int(spi), int(r.SPI))
+	}
+	if spi <= r.Max && (silence <= 0 || now.Sub(r.Last) < silence) {
+		return r, rejectGot(ReasonAHEpochBehind, int(spi), int(r.Max)+1)
+	}
+	copy(r.Seen[1:], r.Seen[:])
+	r.Seen[0] = r.SPI
+	r.SPI, r.Seq, r.Last, r.Max = spi, seq, now, max(r.Max, spi)
+	return r, nil
+}
+
+func (r *ReplayState) left(spi uint32) bool {
+	for _, e := range r.Seen {
+		if e == spi && e != 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package vrrp
 import (
 	"encoding/hex"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,33 +126,46 @@ func TestParseAHRejects(t *testing.T) {
 }
 
 func TestReplayState(t *testing.T) {
+	const silence = 3 * time.Second // the receiver's Master_Down_Interval
 	type step struct {
 		spi, seq uint32
-		ok       bool
+		at       time.Duration
+		want     Reason // "" accepted
 	}
 	tests := []struct {
 		name  string
 		steps []step
 	}{
-		{"first accepted whatever it is", []step{{5000, 900, true}}},
-		{"increasing", []step{{5000, 1, true}, {5000, 2, true}, {5000, 10, true}}},
-		{"duplicate", []step{{5000, 1, true}, {5000, 1, false}}},
-		{"older", []step{{5000, 7, true}, {5000, 6, false}, {5000, 8, true}}},
-		{"sender restart: new epoch, seq back to 1", []step{{5000, 7000, true}, {6000, 1, true}, {6000, 2, true}}},
-		{"old epoch replayed after restart", []step{{5000, 7000, true}, {6000, 1, true}, {5000, 7001, false}}},
-		{"rejected packet leaves state alone", []step{{5000, 9, true}, {4999, 100, false}, {5000, 10, true}}},
+		{"first accepted whatever it is", []step{{5000, 900, 0, ""}}},
+		{"increasing", []step{{5000, 1, 0, ""}, {5000, 2, 1, ""}, {5000, 10, 2, ""}}},
+		{"duplicate", []step{{5000, 1, 0, ""}, {5000, 1, 1, ReasonReplay}}},
+		{"older", []step{{5000, 7, 0, ""}, {5000, 6, 1, ReasonReplay}, {5000, 8, 2, ""}}},
+		{"sender restart: new epoch, seq back to 1", []step{{5000, 7000, 0, ""}, {6000, 1, 1, ""}, {6000, 2, 2, ""}}},
+		{"old epoch replayed after restart", []step{{5000, 7000, 0, ""}, {6000, 1, 1, ""}, {5000, 7001, 2, ReasonReplay}}},
+		{"rejected packet leaves state alone", []step{{5000, 9, 0, ""}, {4999, 100, 1, ReasonAHEpochBehind}, {5000, 10, 2, ""}}},
+		{"lower epoch while the peer is heard", []step{{5000, 9, 0, ""}, {4000, 1, silence - 1, ReasonAHEpochBehind}}},
+		{"lower epoch after silence: restart with the clock behind", []step{{5000, 9, 0, ""}, {4000, 1, silence, ""}, {4000, 2, silence + 1, ""}}},
+		{"rejected adverts are not activity", []step{{5000, 9, 0, ""}, {4000, 1, 1, ReasonAHEpochBehind}, {4000, 2, 2, ReasonAHEpochBehind}, {4000, 3, silence, ""}}},
+		{"a left epoch is never accepted again, even above", []step{{5000, 9, 0, ""}, {4000, 1, silence, ""}, {5000, 10, silence + 1, ReasonReplay}, {5000, 11, 10 * silence, ReasonReplay}}},
+		{"after a step back, an epoch up to the old maximum waits", []step{{5000, 9, 0, ""}, {4000, 1, silence, ""}, {4500, 1, silence + 1, ReasonAHEpochBehind}, {5001, 1, silence + 2, ""}}},
+		{"no step back without a window (keepalived rule)", []step{{5000, 9, 0, ""}, {4000, 1, time.Hour, ReasonAHEpochBehind}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var r ReplayState
+			t0 := time.Unix(1.8e9, 0)
+			win := silence
+			if strings.HasSuffix(tt.name, "(keepalived rule)") {
+				win = 0
+			}
 			for i, s := range tt.steps {
-				next, err := r.Accept(s.spi, s.seq)
-				if (err == nil) != s.ok {
-					t.Fatalf("step %d (%d,%d): err %v, want ok=%v", i, s.spi, s.seq, err, s.ok)
+				next, err := r.AcceptAt(s.spi, s.seq, t0.Add(s.at), win)
+				if diff := cmp.Diff(s.want, ReasonOf(err)); diff != "" {
+					t.Fatalf("step %d (%d,%d at %v): reason (-want +got):\n%s", i, s.spi, s.seq, s.at, diff)
 				}
 				if err != nil {
-					if ReasonOf(err) != ReasonReplay || next != r {
-						t.Fatalf("step %d: reason %q, state changed %v", i, ReasonOf(err), next != r)
+					if next != r {
+						t.Fatalf("step %d: a rejected advert changed the state", i)
 					}
 					continue
 				}
@@ -159,6 +173,83 @@ func TestReplayState(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReplayStepBackProperty is the replay rule against a sender that
+// restarts with arbitrary epochs (persisted epoch lost, clock anywhere) and
+// an attacker who replays any advert ever sent at any moment:
+//
+//   - within the silence window after the last fresh advert accepted, no
+//     replay is accepted, whatever was captured;
+//   - a replay of an advert from an epoch the receiver accepted is never
+//     accepted (at most ReplaySeenEpochs+1 epochs here);
+//   - a fresh advert is accepted if its epoch is above every epoch seen, or
+//     its run is already accepted, or the peer has been silent for the
+//     window: a restarted peer is never locked out for longer.
+func TestReplayStepBackProperty(t *testing.T) {
+	const interval = time.Second
+	const silence = 3*interval + interval/2
+	rapid.Check(t, func(t *rapid.T) {
+		type advert struct {
+			epoch, seq uint32
+		}
+		t0 := time.Unix(rapid.Int64Range(0, 4e9).Draw(t, "clock"), 0)
+		var (
+			rx       ReplayState
+			now      time.Duration
+			sent     []advert
+			genuine  = map[uint32]bool{} // epochs accepted from fresh adverts
+			used     = map[uint32]bool{}
+			last     time.Duration // last accepted advert
+			fresh    time.Duration // last accepted fresh advert
+			maxEpoch uint32
+		)
+		replay := func(label string) {
+			if len(sent) == 0 {
+				return
+			}
+			a := sent[rapid.IntRange(0, len(sent)-1).Draw(t, label)]
+			next, err := rx.AcceptAt(a.epoch, a.seq, t0.Add(now), silence)
+			if err != nil {
+				return
+			}
+			if now-fresh < silence {
+				t.Fatalf("at %v, %v after the last fresh advert: replay %+v accepted (state %+v)", now, now-fresh, a, rx)
+			}
+			if genuine[a.epoch] {
+				t.Fatalf("at %v: replay %+v of an accepted epoch accepted (state %+v)", now, a, rx)
+			}
+			// A replay of a never-accepted epoch (and then the rest of
+			// its capture) after silence: the documented residue.
+			rx, last = next, now
+			maxEpoch = max(maxEpoch, a.epoch)
+		}
+		for run := range rapid.IntRange(1, ReplaySeenEpochs).Draw(t, "runs") {
+			now += time.Duration(rapid.Int64Range(0, int64(3*silence)).Draw(t, "down"))
+			epoch := rapid.Uint32Range(256, 1<<20).Filter(func(e uint32) bool { return !used[e] }).Draw(t, "epoch")
+			used[epoch] = true
+			runAccepted := false
+			for seq := range uint32(rapid.IntRange(1, 12).Draw(t, "adverts")) {
+				now += interval
+				if rapid.Bool().Draw(t, "replay before") {
+					replay("replayed")
+				}
+				a := advert{epoch, seq + 1}
+				next, err := rx.AcceptAt(a.epoch, a.seq, t0.Add(now), silence)
+				mustAccept := !rx.Valid || epoch > maxEpoch || runAccepted || now-last >= silence
+				if mustAccept && err != nil {
+					t.Fatalf("run %d at %v: fresh %+v rejected (%v) after %v of silence, state %+v", run, now, a, err, now-last, rx)
+				}
+				sent = append(sent, a)
+				if err == nil {
+					rx, last, fresh = next, now, now
+					runAccepted = true
+					genuine[epoch] = true
+					maxEpoch = max(maxEpoch, epoch)
+				}
+			}
+		}
+	})
 }
 
 // TestSenderRestartProperty: whatever the history, a restarted AHSHA256

@@ -139,6 +139,24 @@
 // first authenticated advert it sees (persist ReplayState to close that);
 // epochs are uint32 seconds, valid until 2106.
 //
+// A sender whose persisted epoch is lost (or a corrupt file the daemon then
+// refuses to start with, until removed) starts from its clock alone; with
+// the clock behind, its epoch is below what the receiver remembers, and a
+// receiver that refused it for ever would leave both nodes MASTER. So
+// ReplayState.AcceptAt takes the receiver's time and a silence window (the
+// daemon passes the instance's Master_Down_Interval): an epoch at or below
+// the largest one accepted, and not one the peer has left, is accepted once
+// nothing from that peer was accepted for the window; before that it is
+// ReasonAHEpochBehind. Replays stay excluded within the window (an epoch
+// above the maximum cannot have been captured, since every advert sent was
+// delivered and raised the maximum), and epochs left before (the last
+// ReplaySeenEpochs) are never accepted again; what remains is a capture of
+// an epoch this receiver never accepted, replayed while the real peer is
+// silent, i.e. already declared down. A restart with the clock behind costs
+// at most one Master_Down_Interval of double MASTER (vrrpsim
+// TestAHEpochStepBackNoSplitBrain), instead of lasting until the peer
+// restarts.
+//
 // keepalived-ah cannot change the SPI, so AHCounter.NextKeepalived seeds
 // every sequence number with a time floor: seq = max(previous + 1,
 // half-seconds since 2024-01-01), capped at 0xFFFFFFFD (keepalived treats

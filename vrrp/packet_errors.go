@@ -36,6 +36,7 @@ const (
 	ReasonAuthMismatch      Reason = "auth_mismatch"      // authentication kind differs from the configured one
 	ReasonAuthFailed        Reason = "auth_failed"        // ICV or password does not match
 	ReasonReplay            Reason = "replay"             // AH sequence/epoch not newer than the last accepted
+	ReasonAHEpochBehind     Reason = "ah_epoch_behind"    // AH epoch below the peer's current one while the peer is not silent
 	ReasonBadAddress        Reason = "bad_address"        // source/destination of the wrong family or invalid
 	ReasonUnsupportedAdvert Reason = "unsupported"        // advert cannot be encoded (marshal side)
 )

@@ -19,7 +19,11 @@
 //     the largest advert interval, D the largest one-way delay and lost the
 //     number of adverts of that VRID lost on the link during the episode
 //     (the winner advertises at least every I; the episode ends when one of
-//     its adverts reaches the loser).
+//     its adverts reaches the loser). With LinkConfig.AH, an episode in
+//     which a node dropped an advert as vrrp.ReasonAHEpochBehind (its peer
+//     restarted with the persisted AH epoch lost and the clock behind) may
+//     last one Master_Down_Interval longer: the silence after which
+//     vrrp.ReplayState accepts the lower epoch. Never more.
 //
 // No bytes are encoded: an advert travels as the decoded fields the core
 // reads (vrrp.Received, unauthenticated, TTL 255). The codec is tested
@@ -59,6 +63,11 @@ type LinkConfig struct {
 	Jitter time.Duration // extra delay, uniform in [0, Jitter)
 	// LossFor, if set, overrides Loss per sender and VRID.
 	LossFor func(from string, vrid uint8) float64
+	// AH authenticates adverts with muros-had's AH (VRRPv3 only): each
+	// carries the sender core's AH counter, each core runs its anti-replay
+	// windows, drops are recorded (RecReplay). A node persists its epoch
+	// (LoseEpoch forgets it) and reads its own clock (SetClock).
+	AH bool
 }
 
 // RecordKind says what a Record is.
@@ -79,9 +88,10 @@ const (
 	RecTrack                          // tracked interface Reason went down (Priority 0) or up (1)
 	RecReady                          // readiness given to the node
 	RecRole                           // role action To (Reason: "failed" when it failed)
+	RecReplay                         // advert to Node from Peer dropped by the AH anti-replay check (Reason)
 )
 
-var recordNames = [...]string{"", "state", "claim", "release", "announce", "send", "deliver", "lost", "start", "crash", "shutdown", "track", "ready", "role"}
+var recordNames = [...]string{"", "state", "claim", "release", "announce", "send", "deliver", "lost", "start", "crash", "shutdown", "track", "ready", "role", "replay"}
 
 func (k RecordKind) String() string {
 	if int(k) < len(recordNames) {
@@ -130,6 +140,9 @@ type Node struct {
 	sender  bool     // replication role: sender (as the daemon's adapters would be)
 	down    []string // tracked interfaces down (survive restarts)
 	waitGen uint64   // the readiness wait the core asked for (0: none)
+	// AH: the epoch the node persisted and its clock's offset.
+	persisted uint32
+	clock     time.Duration
 	// failRoles: that many next role actions fail (the kernel refuses).
 	failRoles int
 }
@@ -182,6 +195,7 @@ type item struct {
 	from  *Node
 	vrid  uint8
 	adv   vrrp.Advert
+	ah    vrrp.AHCounter
 	fn    func()
 }
 
@@ -206,6 +220,8 @@ func (q *queue) Pop() any {
 type episode struct {
 	start time.Duration
 	lost  int
+	// behind: a node dropped an advert as vrrp.ReasonAHEpochBehind.
+	behind bool
 }
 
 // Sim is one simulation. It is not safe for concurrent use.
@@ -251,7 +267,7 @@ func New(link LinkConfig, nodes ...NodeConfig) (*Sim, error) {
 				s.vrids = append(s.vrids, nc.Instances[i].VRID)
 			}
 		}
-		c, err := newCore(nc)
+		c, err := newCore(nc, link.AH, 0)
 		if err != nil {
 			return nil, fmt.Errorf("vrrpsim: node %s: %w", nc.Name, err)
 		}
@@ -260,14 +276,18 @@ func New(link LinkConfig, nodes ...NodeConfig) (*Sim, error) {
 	return s, nil
 }
 
-// epoch0 is the wall clock at virtual time 0 (AH epochs are not simulated:
-// the link is unauthenticated, but the core wants a time).
+// epoch0 is the wall clock at virtual time 0 (the AH epoch of a node
+// started then, with LinkConfig.AH).
 var epoch0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func newCore(nc NodeConfig) (*node.Core, error) {
+func newCore(nc NodeConfig, ah bool, lastEpoch uint32) (*node.Core, error) {
 	cfg := node.Config{
-		Codec: vrrp.Config{Version: 3, Auth: vrrp.AuthNone, Checksum: vrrp.ChecksumModePseudoHeader},
-		Own:   map[vrrp.Family]netip.Addr{vrrp.IPv4: nc.Addr},
+		Codec:     vrrp.Config{Version: 3, Auth: vrrp.AuthNone, Checksum: vrrp.ChecksumModePseudoHeader},
+		Own:       map[vrrp.Family]netip.Addr{vrrp.IPv4: nc.Addr},
+		LastEpoch: lastEpoch,
+	}
+	if ah {
+		cfg.Codec.Auth = vrrp.AuthAH
 	}
 	for i, ic := range nc.Instances {
 		cfg.HoldReady = cfg.HoldReady || ic.WaitReady
@@ -340,7 +360,7 @@ func (s *Sim) Start(name string) {
 	if n.alive {
 		return
 	}
-	c, err := newCore(n.cfg)
+	c, err := newCore(n.cfg, s.link.AH, n.persisted)
 	if err != nil {
 		s.fail(fmt.Errorf("restart %s: %w", name, err))
 		return
@@ -446,7 +466,7 @@ func (s *Sim) step(n *Node, ev node.Event) {
 	if !n.alive {
 		return
 	}
-	ev.Now = epoch0.Add(s.now)
+	ev.Now = epoch0.Add(s.now + n.clock)
 	s.apply(n, n.core.Step(ev, s.out[:0]))
 	s.check()
 }
@@ -487,9 +507,13 @@ func (s *Sim) dispatch(it *item) {
 		s.record(Record{Kind: RecDeliver, Node: n.cfg.Name, Peer: it.from.cfg.Name, VRID: it.vrid, Priority: it.adv.Priority})
 		adv := it.adv
 		adv.Addrs = []netip.Addr{vipOf(it.vrid)}
-		s.step(n, node.Event{Kind: node.EventAdvert, Family: vrrp.IPv4, Advert: vrrp.Received{
-			Advert: adv, Src: it.from.cfg.Addr, TTL: vrrp.TTL, Checksum: vrrp.ChecksumPseudoHeader,
-		}})
+		r := vrrp.Received{Advert: adv, Src: it.from.cfg.Addr, TTL: vrrp.TTL, Checksum: vrrp.ChecksumPseudoHeader}
+		if s.link.AH {
+			// The ICV is the codec's business (tested there): here every
+			// advert on the link is authentic, replays are the question.
+			r.Auth, r.AuthChecked, r.AuthOK, r.SPI, r.Seq = vrrp.AuthAH, true, true, it.ah.Epoch, it.ah.Seq
+		}
+		s.step(n, node.Event{Kind: node.EventAdvert, Family: vrrp.IPv4, Advert: r})
 	}
 }
 
@@ -521,13 +545,21 @@ func (s *Sim) apply(n *Node, out []node.Action) {
 			} else if a.Held {
 				n.waitGen = 0
 			}
-		case node.ActionPersistEpoch, node.ActionDrop:
+		case node.ActionPersistEpoch:
+			n.persisted = a.Epoch
+		case node.ActionDrop:
+			if a.Drop == node.ReasonReplay || a.Drop == node.Reason(vrrp.ReasonAHEpochBehind) {
+				s.record(Record{Kind: RecReplay, Node: name, VRID: a.VRID, Reason: string(a.Drop)})
+				if ep := s.episodes[a.VRID]; ep != nil && a.Drop == node.Reason(vrrp.ReasonAHEpochBehind) {
+					ep.behind = true
+				}
+			}
 		default:
 			s.fail(fmt.Errorf("node %s: unexpected action %v", name, a.Kind))
 		}
 	}
 	for _, ev := range done {
-		ev.Now = epoch0.Add(s.now)
+		ev.Now = epoch0.Add(s.now + n.clock)
 		s.apply(n, n.core.Step(ev, nil))
 	}
 }
@@ -602,7 +634,7 @@ func (s *Sim) send(n *Node, a node.Action) {
 			}
 			continue
 		}
-		s.push(&item{at: s.now + d, kind: itemPacket, node: r, vrid: a.VRID, from: n, adv: adv})
+		s.push(&item{at: s.now + d, kind: itemPacket, node: r, vrid: a.VRID, from: n, adv: adv, ah: a.Counter})
 	}
 }
 
@@ -611,6 +643,24 @@ func (s *Sim) send(n *Node, a node.Action) {
 func (s *Sim) DualMasterBound(lost int) time.Duration {
 	return time.Duration(lost+1)*s.maxIntvl + s.link.Delay + s.link.Jitter
 }
+
+// episodeBound is DualMasterBound plus, after an AH epoch step-back, the
+// largest Master_Down_Interval (3 intervals + a skew below one).
+func (s *Sim) episodeBound(ep *episode) time.Duration {
+	b := s.DualMasterBound(ep.lost)
+	if ep.behind {
+		b += 4 * s.maxIntvl
+	}
+	return b
+}
+
+// LoseEpoch forgets the AH epoch the node persisted (a lost or corrupt
+// state file): its next start takes its epoch from its clock alone.
+func (s *Sim) LoseEpoch(name string) { s.Node(name).persisted = 0 }
+
+// SetClock sets the node's clock to virtual time + offset (a node whose
+// clock is behind has a negative offset).
+func (s *Sim) SetClock(name string, offset time.Duration) { s.Node(name).clock = offset }
 
 // check verifies the invariants at the current instant.
 func (s *Sim) check() {
@@ -646,8 +696,8 @@ func (s *Sim) check() {
 			s.episodes[v] = &episode{start: s.now}
 		case ep != nil:
 			d := s.now - ep.start
-			if d > s.DualMasterBound(ep.lost) {
-				s.fail(fmt.Errorf("vrid %d held by %d nodes for %v > bound %v (%d adverts lost)", v, holders, d, s.DualMasterBound(ep.lost), ep.lost))
+			if d > s.episodeBound(ep) {
+				s.fail(fmt.Errorf("vrid %d held by %d nodes for %v > bound %v (%d adverts lost, AH epoch behind %v)", v, holders, d, s.episodeBound(ep), ep.lost, ep.behind))
 				return
 			}
 			if holders < 2 {
