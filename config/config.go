@@ -45,6 +45,9 @@ const (
 type Config struct {
 	// File is the name Parse was given, for messages.
 	File string
+	// ConfigDir is the absolute directory of File when known (Load, or an
+	// absolute File): no replicated path may cover it. Not part of the file.
+	ConfigDir string `json:"-"`
 
 	Role Role
 	// Password is the VRRP authentication secret (and the root of the

@@ -16,7 +16,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 const minimal = `role: backup
-password: secret
+password: pA7-kx2Q-9mZr-Lw4e-Tb6v
 sync_interface: eth2
 peer: 192.168.255.1
 vips:
@@ -40,7 +40,7 @@ func TestParseMinimalFillsDefaults(t *testing.T) {
 	want := &Config{
 		File:          "config.yaml",
 		Role:          RoleBackup,
-		Password:      "secret",
+		Password:      testPassword,
 		SyncInterface: "eth2",
 		Peer:          netip.MustParseAddr("192.168.255.1"),
 		VIPs: []VIP{
@@ -128,7 +128,7 @@ func TestParseOptions(t *testing.T) {
 
 func TestVRIDDefaultsIgnoreExplicitEntries(t *testing.T) {
 	c := mustParse(t, `role: master
-password: x
+password: pA7-kx2Q-9mZr-Lw4e-Tb6v
 sync_interface: eth9
 peer: fe80::2%eth9
 vips:
@@ -189,7 +189,7 @@ func TestProblems(t *testing.T) {
 			"config.yaml:11: scheduling.nice: applies to policy other; rr takes a priority",
 		}},
 		{"key twice", minimal + "role: master\n", []string{"config.yaml:10: role: set twice (first on line 1)"}},
-		{"bad role, empty password, bad peer", strings.NewReplacer("role: backup", "role: primary", "password: secret", `password: ""`, "peer: 192.168.255.1", "peer: 192.168.255").Replace(minimal), []string{
+		{"bad role, empty password, bad peer", strings.NewReplacer("role: backup", "role: primary", "password: pA7-kx2Q-9mZr-Lw4e-Tb6v", `password: ""`, "peer: 192.168.255.1", "peer: 192.168.255").Replace(minimal), []string{
 			`config.yaml:1: role: "primary" is not one of master, backup`,
 			"config.yaml:2: password: empty: the VRRP and sync authentication need a shared secret",
 			`config.yaml:4: peer: "192.168.255" is not an IP address`,
@@ -302,15 +302,15 @@ dbsync:
 			"config.yaml:11: metrics.listen: 127.0.0.1:7443 binds the same port as dbsync.listen (:7443)",
 		}},
 		{"listeners on one port, different hosts", minimal + "metrics:\n  listen: 127.0.0.1:7443\ndbsync:\n  listen: 192.0.2.1:7443\n", nil},
-		{"mapping where scalar expected", strings.Replace(minimal, "password: secret", "password: {a: b}", 1), []string{
+		{"mapping where scalar expected", strings.Replace(minimal, "password: pA7-kx2Q-9mZr-Lw4e-Tb6v", "password: {a: b}", 1), []string{
 			"config.yaml:2: password: must be a single value, not a mapping",
 		}},
-		{"null value", strings.Replace(minimal, "password: secret", "password:", 1), []string{
+		{"null value", strings.Replace(minimal, "password: pA7-kx2Q-9mZr-Lw4e-Tb6v", "password:", 1), []string{
 			"config.yaml:2: password: must be a single value, not empty",
 		}},
 		{"too many default vrids", func() string {
 			var b strings.Builder
-			b.WriteString("role: master\npassword: p\nsync_interface: s\npeer: 10.9.9.9\nvips:\n")
+			b.WriteString("role: master\npassword: pA7-kx2Q-9mZr-Lw4e-Tb6v\nsync_interface: s\npeer: 10.9.9.9\nvips:\n")
 			for i := range 247 {
 				b.WriteString("  - {interface: e" + itoa(i) + ", address: 10.0." + itoa(i) + ".1/24}\n")
 			}
@@ -350,10 +350,9 @@ func TestWarnings(t *testing.T) {
 		{"vip on sync interface", strings.Replace(minimal, "interface: eth1", "interface: eth2", 1), []string{
 			"config.yaml:8: vips[1].interface: eth2 is also the sync_interface: a VIP's LAN then carries VRRP adverts and conntrack sync",
 		}},
-		{"long keepalived-ah password", strings.Replace(minimal, "password: secret", "password: longer-than-8", 1) + "auth: keepalived-ah\n", []string{
-			"config.yaml:2: password: keepalived-ah uses only the first 8 bytes of the password",
+		{"keepalived-ah password", minimal + "auth: keepalived-ah\n", []string{
+			"config.yaml:2: password: auth: keepalived-ah keys the VRRP adverts (HMAC-MD5-96, keepalived's scheme) with only the first 8 bytes of the password: at most 64 bits, which one captured advert lets an attacker search offline; the conntrack sync still uses all of it. Use keepalived-ah only while migrating from keepalived",
 		}},
-		{"long ah password is fine", strings.Replace(minimal, "password: secret", "password: longer-than-8", 1), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -70,14 +70,27 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	dir := ""
+	if abs, err := filepath.Abs(path); err == nil {
+		dir = filepath.Dir(abs)
+	}
+	return parse(path, dir, data)
 }
 
-// Parse decodes and validates a configuration file. file is only used to
-// name the file in problems. On failure the error is Problems listing every
-// problem found, sorted by line; on success Config.Warnings may still hold
-// advice.
+// Parse decodes and validates a configuration file. file names the file in
+// problems and, when absolute, locates it (no replicated path may cover its
+// directory). On failure the error is Problems listing every problem found,
+// sorted by line; on success Config.Warnings may still hold advice.
 func Parse(file string, data []byte) (*Config, error) {
+	dir := ""
+	if filepath.IsAbs(file) {
+		dir = filepath.Dir(filepath.Clean(file))
+	}
+	return parse(file, dir, data)
+}
+
+// parse is Parse of a file in dir ("" when unknown).
+func parse(file, dir string, data []byte) (*Config, error) {
 	d := &decoder{file: file, lines: map[string]int{}, failed: map[string]bool{}}
 	if len(data) > maxFileSize {
 		d.problems = append(d.problems, Problem{File: file, Message: fmt.Sprintf("file is %d bytes, larger than the %d-byte limit", len(data), maxFileSize)})
@@ -101,6 +114,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	c := defaults()
 	c.File = file
+	c.ConfigDir = dir
 	root := &doc
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
 		root = doc.Content[0]
@@ -178,6 +192,8 @@ type decoder struct {
 	failed map[string]bool
 	// vipNodes and per-VIP flags feed the cross-VIP checks in finish.
 	vipLines []int
+	// pathKeys is the key of each entry of DBSync.Paths ("dbsync.paths[2]").
+	pathKeys []string
 }
 
 func (d *decoder) fail(line int, key, format string, args ...any) {
@@ -618,6 +634,8 @@ func (d *decoder) dbsyncFields(db *DBSync) []field {
 					return
 				}
 				first[p] = k
+				d.lines[k] = resolve(n).Line
+				d.pathKeys = append(d.pathKeys, k)
 				db.Paths = append(db.Paths, p)
 			})
 		}},

@@ -23,7 +23,7 @@
 // Required keys (exactly the form's fields):
 //
 //	role: master|backup          priority 150|100 on every instance
-//	password: STRING             shared secret, non-empty
+//	password: STRING             shared secret, 12+ characters (16+ advised)
 //	sync_interface: IFNAME       VRRP adverts and conntrack sync
 //	peer: IP                     peer management address
 //	vips:                        at least one
@@ -84,8 +84,24 @@
 // Besides types and ranges, Parse checks across keys: one VIP per interface and family,
 // unique VIP addresses and VRIDs, VIPs that are host addresses (not network,
 // broadcast, multicast, loopback), a peer that is not a VIP, keepalived-ah
-// limits (whole-second interval, IPv4 only), and TCP listeners (status,
-// metrics, dbsync) that would bind the same port.
+// limits (whole-second interval, IPv4 only), TCP listeners (status,
+// metrics, dbsync) that would bind the same port, the password and the
+// replicated paths.
+//
+// The password keys every advert's HMAC and, whatever auth says, the
+// conntrack sync's, so one captured packet lets an attacker test guesses
+// offline: a placeholder (anything containing "change-me", "replace-me",
+// "generate me" or "openssl rand", however spelled) and fewer than 12
+// characters are refused; fewer than 16, or fewer than 8 different
+// characters, are warned about.
+//
+// dbsync.paths follow the rules of package internal/replpath, which dbsync
+// applies again at start: absolute, not "/", distinct last components (the
+// wire name), none inside another, and none covering the daemon's own
+// files: state_dir and run_dir (nor inside them), /etc/muros-had, the
+// directory of the configuration file, the TLS certificate and key, the
+// JWT secret and the status socket. Copied to the backup, those would give
+// it the master's keys and role: master configuration.
 //
 // Parse reports every problem, not the first, as Problems (an error): one
 // line each, "FILE:LINE: KEY: message", sorted by line. Decoding is by hand
@@ -94,6 +110,11 @@
 // than errors:
 //   - a VIP on the sync interface (allowed: the sync link may be a VLAN of
 //     the LAN, but adverts and sync then share that LAN);
-//   - a password longer than 8 bytes with keepalived-ah (keepalived keys
-//     HMAC-MD5 with the first 8 bytes only; ours does the same to interoperate).
+//   - auth: none (any host on the sync link can take the VIPs with a
+//     forged advert; the conntrack sync stays authenticated);
+//   - keepalived-ah, whose VRRP key is the first 8 bytes of the password
+//     only (keepalived's HMAC-MD5-96 scheme; ours does the same to
+//     interoperate): at most 64 bits however long the password, while the
+//     conntrack sync still uses all of it;
+//   - a password shorter than 16 characters or of fewer than 8 different ones.
 package config

@@ -23,7 +23,7 @@ func FuzzParse(f *testing.F) {
 		string(example), minimal, "", "role: [", "vips: *a", "a: &a [*a]",
 		minimal + "auth: keepalived-ah\n",
 		minimal + "vips2: &x {a: 1}\n<<: *x\n",
-		"role: master\npassword: p\nsync_interface: s\npeer: ::1\nvips: [{interface: a, address: \"::2/64\"}, {interface: b, address: 10.0.0.1/8, vrid: 10}]\n",
+		"role: master\npassword: pA7-kx2Q-9mZr-Lw4e-Tb6v\nsync_interface: s\npeer: ::1\nvips: [{interface: a, address: \"::2/64\"}, {interface: b, address: 10.0.0.1/8, vrid: 10}]\n",
 		"? [a]\n: b\n",
 		"role: !!binary aGVsbG8=\n",
 	} {
@@ -85,7 +85,7 @@ func TestVRIDAssignmentProperty(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		n := rapid.IntRange(1, 20).Draw(t, "n")
 		var b strings.Builder
-		b.WriteString("role: master\npassword: p\nsync_interface: sync0\npeer: 192.0.2.200\nvips:\n")
+		b.WriteString("role: master\npassword: pA7-kx2Q-9mZr-Lw4e-Tb6v\nsync_interface: sync0\npeer: 192.0.2.200\nvips:\n")
 		explicit := make([]int, n)
 		for i := range n {
 			fmt.Fprintf(&b, "  - interface: if%d\n    address: 192.0.2.%d/24\n", i, i+1)

@@ -23,7 +23,7 @@ type renderCase struct {
 }
 
 const renderBase = `role: master
-password: "pa ss-w0rd"
+password: "pa ss-w0rd-Zq8k-Xm3v" # keepalived-ah: auth_pass "pa ss-w0"
 sync_interface: sync0
 peer: 192.168.255.2
 vips:

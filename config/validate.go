@@ -1,11 +1,16 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/muros/muros-had/internal/replpath"
 )
 
 // finish fills the defaults that depend on other keys and runs the checks
@@ -16,8 +21,8 @@ func (d *decoder) finish(c *Config) {
 	d.checkAuth(c)
 	d.checkListeners(c)
 
-	if _, ok := d.lines["password"]; ok && !d.failed["password"] && c.Password == "" {
-		d.fail(d.lines["password"], "password", "empty: the VRRP and sync authentication need a shared secret")
+	if _, ok := d.lines["password"]; ok && !d.failed["password"] {
+		d.checkPassword(c.Password)
 	}
 	if c.AdvertInterval%(10*time.Millisecond) != 0 && c.Auth != AuthKeepalivedAH {
 		d.fail(d.lines["advert_interval"], "advert_interval", "%s is not a multiple of 10ms (VRRPv3 counts centiseconds)", c.AdvertInterval)
@@ -45,6 +50,147 @@ func (d *decoder) finish(c *Config) {
 	if _, ok := d.lines["dbsync.jwt.issuer"]; ok && c.DBSync.JWT.Issuer == c.DBSync.JWT.Audience {
 		d.fail(d.lines["dbsync.jwt.issuer"], "dbsync.jwt.issuer", "%q equals the audience: a token this node mints would be accepted by itself", c.DBSync.JWT.Issuer)
 	}
+	d.checkPaths(c)
+}
+
+// Password strength. The password keys the HMAC of every advert (auth: ah,
+// keepalived-ah) and, whatever auth says, the conntrack sync's MAC: one
+// captured advert or datagram lets an attacker test guesses offline as
+// fast as hardware computes HMACs, some 10^10 a second on GPUs. 12
+// characters from as few as 36 symbols are 36^12 (about 4.7e18) guesses,
+// years at that rate; 8 lower-case letters are 2e11, half a minute. 16 and
+// more are advised (openssl rand -base64 24 gives 32), and a password of
+// fewer than 8 different characters is a pattern, guessed long before its
+// length suggests.
+const (
+	MinPasswordLen     = 12
+	AdvisedPasswordLen = 16
+	MinPasswordVariety = 8
+)
+
+// placeholders are the example values of documentation and of
+// dist/muros-had.yaml, compared with the password lower-cased and reduced
+// to letters and digits, so every spelling ("Change_Me", "CHANGE ME") and
+// every value built on one ("change-me-2") is refused.
+var placeholders = [...]struct{ folded, shown string }{
+	{"changeme", "change-me"},
+	{"replaceme", "replace-me"},
+	{"generateme", "generate me"},
+	{"opensslrand", "openssl rand"},
+}
+
+// checkPassword refuses placeholders and short passwords, and warns about
+// ones short of advised or of low variety. The password is never quoted.
+func (d *decoder) checkPassword(pw string) {
+	const generate = "e.g. with openssl rand -base64 24"
+	line := d.lines["password"]
+	if pw == "" {
+		d.fail(line, "password", "empty: the VRRP and sync authentication need a shared secret")
+		return
+	}
+	folded := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return -1
+	}, pw)
+	for _, p := range placeholders {
+		if strings.Contains(folded, p.folded) {
+			d.fail(line, "password", "is a placeholder (it contains %q): generate a shared secret, %s, and set the same value on both nodes", p.shown, generate)
+			return
+		}
+	}
+	n := utf8.RuneCountInString(pw)
+	if n < MinPasswordLen {
+		d.fail(line, "password", "%d characters, fewer than %d: one captured advert lets an attacker test passwords offline; generate one, %s", n, MinPasswordLen, generate)
+		return
+	}
+	if n < AdvisedPasswordLen {
+		d.warn(line, "password", "%d characters: %d or more are advised (openssl rand -base64 24 gives 32)", n, AdvisedPasswordLen)
+	}
+	distinct := map[rune]bool{}
+	for _, r := range pw {
+		distinct[r] = true
+	}
+	if len(distinct) < MinPasswordVariety {
+		d.warn(line, "password", "only %d different characters: a repeated pattern is guessed long before its length suggests; generate one, %s", len(distinct), generate)
+	}
+}
+
+// checkPaths applies the replicated-path rules (package replpath, which
+// dbsync applies again at start) to dbsync.paths, one problem per path and
+// rule, on the line of the path.
+func (d *decoder) checkPaths(c *Config) {
+	if !c.DBSync.Enabled || d.failed["dbsync.paths"] {
+		return
+	}
+	for _, p := range replicatedPathProblems(c) {
+		key, line := "dbsync.paths", d.lines["dbsync"]
+		if p.Index < len(d.pathKeys) && len(d.pathKeys) == len(c.DBSync.Paths) {
+			key = d.pathKeys[p.Index]
+			line = d.lines[key]
+		} else {
+			p.Message = "default " + p.Message
+		}
+		d.fail(line, key, "%s", p.Message)
+	}
+}
+
+// replicatedPathProblems checks c's replicated paths against each other and
+// against the daemon's own files and directories.
+func replicatedPathProblems(c *Config) []replpath.Problem {
+	entries := make([]replpath.Entry, len(c.DBSync.Paths))
+	for i, p := range c.DBSync.Paths {
+		entries[i] = replpath.Entry{Name: replpath.Name(p), Local: p}
+	}
+	return replpath.Check(entries, c.guardedPaths())
+}
+
+// PackagedConfigDir is where the systemd unit reads the configuration
+// (ConfigurationDirectory=); a replicated path never covers it, wherever
+// this node's file is.
+const PackagedConfigDir = "/etc/muros-had"
+
+// guardedPaths are the daemon's own files and directories: replication
+// must not carry the master's copy to the backup (its TLS key, JWT secret,
+// role: master configuration and state), nor write into the daemon's
+// directories.
+func (c *Config) guardedPaths() []replpath.Guarded {
+	g := []replpath.Guarded{
+		{Path: c.StateDir, What: "state_dir", Inside: true},
+		{Path: c.RunDir, What: "run_dir", Inside: true},
+		{Path: PackagedConfigDir, What: "the packaged configuration directory"},
+	}
+	if c.ConfigDir != "" && c.ConfigDir != PackagedConfigDir {
+		g = append(g, replpath.Guarded{Path: c.ConfigDir, What: "the directory of this configuration file"})
+	}
+	g = append(g,
+		replpath.Guarded{Path: c.DBSync.TLS.Cert, What: "dbsync.tls.cert"},
+		replpath.Guarded{Path: c.DBSync.TLS.Key, What: "dbsync.tls.key"},
+		replpath.Guarded{Path: c.DBSync.JWT.SecretFile, What: "dbsync.jwt.secret_file"},
+	)
+	if filepath.IsAbs(c.Status.Listen) {
+		g = append(g, replpath.Guarded{Path: c.Status.Listen, What: "status.listen"})
+	}
+	return g
+}
+
+// CheckReplicatedPaths is the check Parse makes of dbsync.paths, for the
+// daemon to repeat before it touches the file system: a Config built or
+// changed in code gets the same verdict as the file.
+func (c *Config) CheckReplicatedPaths() error {
+	ps := replicatedPathProblems(c)
+	if len(ps) == 0 {
+		return nil
+	}
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = fmt.Sprintf("dbsync.paths[%d]: %s", p.Index, p.Message)
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 // checkVIPs resolves default VRIDs and reports collisions. A default VRID is
@@ -128,8 +274,12 @@ func vridOrigin(explicit bool) string {
 	return "default VRID"
 }
 
-// checkAuth enforces what keepalived's VRRPv2 AH can carry.
+// checkAuth warns about unauthenticated adverts and enforces what
+// keepalived's VRRPv2 AH can carry.
 func (d *decoder) checkAuth(c *Config) {
+	if c.Auth == AuthNone {
+		d.warn(d.lines["auth"], "auth", "none: VRRP adverts are not authenticated: anyone on %s's link can send adverts that take the VIPs (priority 255) or make the backup take them while the master keeps them (priority 0, split brain), and replayed adverts go unnoticed; the conntrack sync stays authenticated with the password. Use it only on a link no one else reaches, to pair with a router without AH", c.SyncInterface)
+	}
 	if c.Auth != AuthKeepalivedAH {
 		return
 	}
@@ -145,7 +295,7 @@ func (d *decoder) checkAuth(c *Config) {
 		}
 	}
 	if len(c.Password) > KeepalivedAHKeyLen {
-		d.warn(d.lines["password"], "password", "keepalived-ah uses only the first %d bytes of the password", KeepalivedAHKeyLen)
+		d.warn(d.lines["password"], "password", "auth: keepalived-ah keys the VRRP adverts (HMAC-MD5-96, keepalived's scheme) with only the first %d bytes of the password: at most 64 bits, which one captured advert lets an attacker search offline; the conntrack sync still uses all of it. Use keepalived-ah only while migrating from keepalived", KeepalivedAHKeyLen)
 	}
 }
 

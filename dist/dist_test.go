@@ -65,10 +65,30 @@ func TestUnitDirectives(t *testing.T) {
 	}
 }
 
-// TestExampleConfigMatchesUnit: the example validates, and its directories
-// and replicated paths are the ones the unit makes writable.
+// TestExampleConfigMatchesUnit: the example is refused for its placeholder
+// password alone, with a message that says how to make one; with a password
+// set it validates, and its directories and replicated paths are the ones
+// the unit makes writable.
 func TestExampleConfigMatchesUnit(t *testing.T) {
-	cfg, err := config.Load("muros-had.yaml")
+	const placeholder = `"GENERATE ME: openssl rand -base64 24"`
+	example, err := os.ReadFile("muros-had.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = config.Parse("muros-had.yaml", example)
+	var got []string
+	if ps, ok := err.(config.Problems); ok {
+		got = ps.Strings()
+	}
+	want := []string{`muros-had.yaml:13: password: is a placeholder (it contains "generate me"): generate a shared secret, e.g. with openssl rand -base64 24, and set the same value on both nodes`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("example as shipped (-want +got):\n%s", diff)
+	}
+	set := strings.Replace(string(example), placeholder, `"Vb4kQ9zL2mX7pR1sT6wY8nC3"`, 1)
+	if set == string(example) {
+		t.Fatalf("the example's password is not %s", placeholder)
+	}
+	cfg, err := config.Parse("/etc/muros-had/muros-had.yaml", []byte(set))
 	if err != nil {
 		t.Fatal(err)
 	}

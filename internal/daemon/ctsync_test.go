@@ -31,7 +31,7 @@ import (
 const ctSyncOn = "conntrack:\n  enabled: true\n"
 
 // labPassword is hatest's default cluster password.
-const labPassword = "lab-secret"
+const labPassword = hatest.DefaultPassword
 
 // Conntrack status bits (IPS_*, include/uapi/linux/netfilter/nf_conntrack_common.h).
 const (

@@ -9,13 +9,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/dbsync"
+	"github.com/muros/muros-had/internal/replpath"
 )
 
 // dbReplica is what the daemon needs of the DB replication (package dbsync).
@@ -32,24 +32,18 @@ type dbReplica interface {
 	Status() dbsync.Status
 }
 
-var pathNameChars = regexp.MustCompile(`[^a-z0-9._-]+`)
-
-// replicatedPaths names each configured path by its base name: the name is
-// its identity on the wire, so the two nodes agree on it even where their
-// local locations differ. A path that does not exist yet is a directory
-// (the MurOS DB and Kea lease directories are).
-func replicatedPaths(paths []string) ([]dbsync.Path, error) {
-	out := make([]dbsync.Path, 0, len(paths))
-	seen := map[string]string{}
-	for _, p := range paths {
-		name := strings.Trim(pathNameChars.ReplaceAllString(strings.ToLower(filepath.Base(p)), "-"), "-")
-		if name == "" {
-			return nil, fmt.Errorf("daemon: dbsync path %q has no usable name", p)
-		}
-		if other, dup := seen[name]; dup {
-			return nil, fmt.Errorf("daemon: dbsync paths %q and %q share the name %q", other, p, name)
-		}
-		seen[name] = p
+// replicatedPaths names each configured path by its base name
+// (replpath.Name): the name is its identity on the wire, so the two nodes
+// agree on it even where their local locations differ. A path that does not
+// exist yet is a directory (the MurOS DB and Kea lease directories are).
+// The list gets the check `muros-had check` makes before any is created.
+func replicatedPaths(cfg *config.Config) ([]dbsync.Path, error) {
+	if err := cfg.CheckReplicatedPaths(); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	out := make([]dbsync.Path, 0, len(cfg.DBSync.Paths))
+	for _, p := range cfg.DBSync.Paths {
+		name := replpath.Name(p)
 		dir := true
 		if fi, err := os.Stat(p); err == nil {
 			dir = fi.IsDir()
@@ -80,7 +74,7 @@ func dbAuth(cfg *config.Config) (dbsync.AuthConfig, error) {
 
 // newDBReplica builds the DB replication from the configuration.
 func newDBReplica(cfg *config.Config, d *Daemon) (*dbsync.Node, error) {
-	paths, err := replicatedPaths(cfg.DBSync.Paths)
+	paths, err := replicatedPaths(cfg)
 	if err != nil {
 		return nil, err
 	}

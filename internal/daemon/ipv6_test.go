@@ -187,7 +187,7 @@ func checkIPv6Adverts(t *testing.T, path string, n int, src netip.Addr, p *lab.P
 	if err != nil {
 		t.Fatal(err)
 	}
-	codec, err := vrrp.NewCodec(vrrp.Config{Version: 3, Auth: vrrp.AuthAH, Password: "lab-secret", Checksum: vrrp.ChecksumModePseudoHeader})
+	codec, err := vrrp.NewCodec(vrrp.Config{Version: 3, Auth: vrrp.AuthAH, Password: hatest.DefaultPassword, Checksum: vrrp.ChecksumModePseudoHeader})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,10 +49,16 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
+// DefaultPassword is the cluster password of lab nodes, muros-had and
+// keepalived alike: strong enough for config's checks (12+ characters,
+// 16+ advised), and its first 8 bytes, all keepalived-ah uses, are
+// keepalived's auth_pass.
+const DefaultPassword = "lab-secret-Qz4m-Xv8k-Rw2p"
+
 // NodeOptions choose a node's configuration.
 type NodeOptions struct {
 	Role     string        // master | backup
-	Password string        // default "lab-secret"
+	Password string        // default DefaultPassword
 	Auth     string        // ah (default) | keepalived-ah | none
 	Interval time.Duration // default 100ms
 	// NoPreempt sets preempt: false.
@@ -76,7 +82,7 @@ type Node struct {
 // Config returns the YAML configuration of fw in p.
 func Config(p *lab.Pair, fw *lab.Netns, o NodeOptions) string {
 	if o.Password == "" {
-		o.Password = "lab-secret"
+		o.Password = DefaultPassword
 	}
 	if o.Auth == "" {
 		o.Auth = "ah"

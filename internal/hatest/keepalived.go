@@ -37,7 +37,7 @@ const keepalivedKeyLen = 8
 type KeepalivedOptions struct {
 	Role     string // master | backup: priority 150 | 100, as muros-had
 	Priority int    // overrides the role's priority when non-zero (1..254)
-	Password string // default "lab-secret"; keepalived uses the first 8 bytes
+	Password string // default DefaultPassword; keepalived uses the first 8 bytes
 	// Auth is KeepalivedAuthAH (default: VRRPv2, whole seconds) or
 	// KeepalivedAuthNone (VRRPv3, no authentication).
 	Auth string
@@ -50,7 +50,7 @@ type KeepalivedOptions struct {
 
 func (o KeepalivedOptions) withDefaults() KeepalivedOptions {
 	if o.Password == "" {
-		o.Password = "lab-secret"
+		o.Password = DefaultPassword
 	}
 	if o.Auth == "" {
 		o.Auth = KeepalivedAuthAH
