@@ -76,7 +76,6 @@ func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
 		fl := binary.NativeEndian.Uint16(b.wbuf[o+6:])
 		binary.NativeEndian.PutUint16(b.wbuf[o+6:], fl&^nlmFAck)
 	}
-	last := base + uint32(len(res)) - 1
 	_, err := unix.Write(b.fd, b.wbuf)
 	b.wbuf, b.offs = b.wbuf[:0], b.offs[:0]
 	if err != nil {
@@ -93,29 +92,39 @@ func (b *batchConn) exchange(base uint32, res []unix.Errno) error {
 			// records is unknown, the caller redoes the chunk.
 			return fmt.Errorf("ctnl: batch receive: %w", err)
 		}
-		p := b.rbuf[:n]
-		for len(p) >= nlmsgHdrLen {
-			l := int(binary.NativeEndian.Uint32(p))
-			if l < nlmsgHdrLen || l > len(p) {
-				return errors.New("ctnl: batch receive: malformed netlink message")
-			}
-			typ := binary.NativeEndian.Uint16(p[4:])
-			seq := binary.NativeEndian.Uint32(p[8:])
-			if typ == nlmsgError && l >= nlmsgHdrLen+4 {
-				if i := int(seq - base); i >= 0 && i < len(res) {
-					res[i] = unix.Errno(-int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])))
-					if seq == last {
-						return nil
-					}
-				}
-			}
-			al := (l + 3) &^ 3
-			if al > len(p) {
-				break
-			}
-			p = p[al:]
+		if done, err := parseAcks(b.rbuf[:n], base, res); done || err != nil {
+			return err
 		}
 	}
+}
+
+// parseAcks reads one datagram of the kernel's answers to a batch whose
+// messages carry sequence numbers base .. base+len(res)-1: each NLMSG_ERROR
+// message (struct nlmsgerr: a negative errno, or 0 for the acknowledgement,
+// then the request's header) sets the errno of its record in res. Messages
+// of other types or sequence numbers are skipped. done reports the answer
+// to the last record, the end marker: nothing after it is read. A message
+// whose length runs outside the datagram is an error.
+func parseAcks(p []byte, base uint32, res []unix.Errno) (done bool, err error) {
+	last := base + uint32(len(res)) - 1
+	for len(p) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(p))
+		if l < nlmsgHdrLen || l > len(p) {
+			return false, errors.New("ctnl: batch receive: malformed netlink message")
+		}
+		typ := binary.NativeEndian.Uint16(p[4:])
+		seq := binary.NativeEndian.Uint32(p[8:])
+		if typ == nlmsgError && l >= nlmsgHdrLen+4 {
+			if i := int(seq - base); i >= 0 && i < len(res) {
+				res[i] = unix.Errno(-int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])))
+				if seq == last {
+					return true, nil
+				}
+			}
+		}
+		p = p[min((l+3)&^3, len(p)):]
+	}
+	return false, nil
 }
 
 // ApplyBatch applies fs like Apply, in one kernel round trip per maxChunk

@@ -136,53 +136,68 @@ func (d *Dumper) Next(fs []ctwire.Flow, rejected *[NumEventReasons]uint64) (_ []
 			d.fail()
 			return fs, true, fmt.Errorf("ctnl: dump receive: %w", err)
 		}
-		p := d.buf[:n]
-		mine := false
-		for len(p) >= nlmsgHdrLen {
-			l := int(binary.NativeEndian.Uint32(p))
-			if l < nlmsgHdrLen || l > len(p) {
-				d.fail()
-				return fs, true, errors.New("ctnl: dump receive: malformed netlink message")
-			}
-			typ := binary.NativeEndian.Uint16(p[4:])
-			if binary.NativeEndian.Uint32(p[8:]) == d.seq {
-				mine = true
-				switch typ {
-				case nlmsgDone:
-					d.active = false
-					// Its payload is the dump's status: a dump the kernel
-					// cut short (ENOMEM, say) is not the whole table.
-					if l >= nlmsgHdrLen+4 {
-						if code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])); code < 0 {
-							d.fail()
-							return fs, true, fmt.Errorf("ctnl: dump ended early: %w", unix.Errno(-code))
-						}
-					}
-					return fs, true, nil
-				case nlmsgError:
-					d.fail()
-					if l >= nlmsgHdrLen+4 {
-						if code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])); code != 0 {
-							return fs, true, fmt.Errorf("ctnl: dump: %w", unix.Errno(-code))
-						}
-					}
-					return fs, true, errors.New("ctnl: dump: unexpected acknowledgement")
-				default:
-					fs = append(fs, ctwire.Flow{})
-					typ, err := ParseEvent(p[:l], &fs[len(fs)-1])
-					if err != nil || typ == EventNone {
-						fs = fs[:len(fs)-1]
-						if err != nil && rejected != nil {
-							rejected[EventReasonOf(err)]++
-						}
-					}
-				}
-			}
-			p = p[min((l+3)&^3, len(p)):]
-		}
-		if mine {
+		var mine bool
+		fs, mine, done, err = parseDumpDatagram(d.buf[:n], d.seq, fs, rejected)
+		switch {
+		case err != nil:
+			d.fail()
+			return fs, true, err
+		case done:
+			d.active = false
+			return fs, true, nil
+		case mine:
 			return fs, false, nil
 		}
 		// Not ours (nothing else is sent on this socket): read on.
 	}
+}
+
+// parseDumpDatagram reads one datagram of the answer to the dump request
+// with sequence number seq. The flows of its messages are appended to fs
+// (a message ParseEvent refuses is skipped and counted in rejected by
+// reason). mine reports a message of this dump; messages with another
+// sequence number are skipped. done reports the control message that ends
+// the dump: NLMSG_DONE, whose payload is the dump's status (a negative
+// errno: the kernel cut it short, ENOMEM say, and it is not the whole
+// table), or NLMSG_ERROR (the request failed, or an acknowledgement that
+// a dump never sends); both but a zero status are errors, as is a message
+// whose length runs outside the datagram. Nothing after the end is read.
+func parseDumpDatagram(p []byte, seq uint32, fs []ctwire.Flow, rejected *[NumEventReasons]uint64) (_ []ctwire.Flow, mine, done bool, err error) {
+	for len(p) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(p))
+		if l < nlmsgHdrLen || l > len(p) {
+			return fs, mine, true, errors.New("ctnl: dump receive: malformed netlink message")
+		}
+		typ := binary.NativeEndian.Uint16(p[4:])
+		if binary.NativeEndian.Uint32(p[8:]) == seq {
+			mine = true
+			switch typ {
+			case nlmsgDone:
+				if l >= nlmsgHdrLen+4 {
+					if code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])); code < 0 {
+						return fs, true, true, fmt.Errorf("ctnl: dump ended early: %w", unix.Errno(-code))
+					}
+				}
+				return fs, true, true, nil
+			case nlmsgError:
+				if l >= nlmsgHdrLen+4 {
+					if code := int32(binary.NativeEndian.Uint32(p[nlmsgHdrLen:])); code != 0 {
+						return fs, true, true, fmt.Errorf("ctnl: dump: %w", unix.Errno(-code))
+					}
+				}
+				return fs, true, true, errors.New("ctnl: dump: unexpected acknowledgement")
+			default:
+				fs = append(fs, ctwire.Flow{})
+				typ, err := ParseEvent(p[:l], &fs[len(fs)-1])
+				if err != nil || typ == EventNone {
+					fs = fs[:len(fs)-1]
+					if err != nil && rejected != nil {
+						rejected[EventReasonOf(err)]++
+					}
+				}
+			}
+		}
+		p = p[min((l+3)&^3, len(p)):]
+	}
+	return fs, mine, false, nil
 }
