@@ -167,6 +167,26 @@ type DBSync struct {
 	Paths []string
 	TLS   TLS
 	JWT   JWT
+	// Limits bound what clients that have not proved to be the peer may
+	// hold of the listener (it listens on every interface by default).
+	Limits DBSyncLimits
+}
+
+// DBSyncLimits bound the DB sync listener for clients other than the
+// peer (package dbsync, ListenerLimits): connections are counted at
+// accept, by source address (IPv6: per /64), before any TLS handshake;
+// a connection that presents the pinned peer certificate stops counting
+// against Connections, and the peer's own address is never refused for
+// it. Refusals are counted by reason (muros_had_dbsync_rejected_total).
+type DBSyncLimits struct {
+	// Connections open together that have not proved to be the peer.
+	Connections int
+	// ConnectionsPerSource open together from one source address.
+	ConnectionsPerSource int
+	// RatePerSource new connections and unauthenticated requests per
+	// second from one source, in bursts of up to BurstPerSource.
+	RatePerSource  int
+	BurstPerSource int
 }
 
 // PeerCheck configures what each node checks of the other besides VRRP:

@@ -71,6 +71,7 @@ func TestParseMinimalFillsDefaults(t *testing.T) {
 			TLS:      TLS{Cert: "/var/lib/muros-had/tls/cert.pem", Key: "/var/lib/muros-had/tls/key.pem"},
 			JWT: JWT{SecretFile: "/var/lib/muros-had/jwt.secret", Algorithm: "HS256", TTL: time.Minute,
 				Issuer: "muros-had-backup", Audience: "muros-had-master"},
+			Limits: DBSyncLimits{Connections: 64, ConnectionsPerSource: 8, RatePerSource: 10, BurstPerSource: 20},
 		},
 		PeerCheck:  PeerCheck{Interval: 2 * time.Second, RulesetInterval: 10 * time.Second},
 		Scheduling: Scheduling{Policy: "rr", Priority: 40},

@@ -175,6 +175,7 @@ func defaults() *Config {
 			PeerPort: DefaultDBSyncPort,
 			Paths:    DefaultPaths(),
 			JWT:      JWT{Algorithm: DefaultJWTAlgorithm, TTL: DefaultJWTTTL},
+			Limits:   DefaultDBSyncLimits(),
 		},
 		PeerCheck:  PeerCheck{Interval: DefaultPeerCheck, RulesetInterval: DefaultRulesetCheck},
 		Scheduling: Scheduling{Policy: DefaultSchedPolicy, Priority: DefaultSchedPriority},
@@ -669,5 +670,26 @@ func (d *decoder) dbsyncFields(db *DBSync) []field {
 				{"audience", false, func(k string, n *yaml.Node) { d.str(k, n, &db.JWT.Audience) }},
 			})
 		}},
+		{"limits", false, func(k string, n *yaml.Node) {
+			l := &db.Limits
+			d.mapping(k, n, []field{
+				{"connections", false, func(k string, n *yaml.Node) { d.integer(k, n, 1, 4096, func(v int) { l.Connections = v }) }},
+				{"connections_per_source", false, func(k string, n *yaml.Node) {
+					d.integer(k, n, 2, 4096, func(v int) { l.ConnectionsPerSource = v })
+				}},
+				{"rate_per_source", false, func(k string, n *yaml.Node) { d.integer(k, n, 1, 1000, func(v int) { l.RatePerSource = v }) }},
+				{"burst_per_source", false, func(k string, n *yaml.Node) { d.integer(k, n, 1, 10000, func(v int) { l.BurstPerSource = v }) }},
+			})
+			if l.ConnectionsPerSource > l.Connections {
+				d.fail(resolve(n).Line, k+".connections_per_source", "%d is more than %s.connections (%d)", l.ConnectionsPerSource, k, l.Connections)
+			}
+		}},
 	}
+}
+
+// DefaultDBSyncLimits are the DB sync listener's limits when the
+// configuration names none: ample for the peer (at most 2 connections,
+// which prove themselves), tight for anyone else.
+func DefaultDBSyncLimits() DBSyncLimits {
+	return DBSyncLimits{Connections: 64, ConnectionsPerSource: 8, RatePerSource: 10, BurstPerSource: 20}
 }

@@ -58,6 +58,14 @@
 //	  tls: {cert: <state_dir>/tls/cert.pem, key: <state_dir>/tls/key.pem, peer_sha256: ""}
 //	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
 //	        issuer: muros-had-<role>, audience: muros-had-<peer role>}
+//	  limits:                    clients not proved to be the peer (its pinned
+//	                             certificate; its address is never refused for
+//	                             connections), counted at accept by source
+//	                             address (IPv6: per /64); refusals counted by reason
+//	    connections: 64          1..4096 open together, all such clients
+//	    connections_per_source: 8  2..connections, from one address
+//	    rate_per_source: 10      1..1000 new connections and requests per second
+//	    burst_per_source: 20     1..10000
 //	peer_check:
 //	  interval: 2s               200ms..1m: poll of the peer's GET /api/health
 //	                             (role, readiness, ruleset fingerprint; needs dbsync)

@@ -50,6 +50,9 @@ type Config struct {
 	MaxBatchBytes    int    // a push is split above this (default 8 MiB)
 	SQLite3          string // sqlite3 CLI for snapshots (default "sqlite3")
 
+	// Limits bound what clients that are not the peer hold of the peer
+	// listener (limit.go); zero fields take the defaults.
+	Limits ListenerLimits
 	// Dial, when set, opens connections to the peer (tests dial inside a
 	// network namespace).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -100,6 +103,7 @@ func (c Config) withDefaults() Config {
 		c.SQLite3 = "sqlite3"
 	}
 	c.Auth = c.Auth.withDefaults()
+	c.Limits = c.Limits.withDefaults()
 	return c
 }
 
@@ -126,6 +130,9 @@ func (c Config) validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Auth.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Limits.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.MaxBatchBytes <= 0 || int64(c.MaxBatchBytes) > c.MaxBodyBytes {
@@ -169,6 +176,10 @@ type Node struct {
 	// failures counted by reason.
 	failed       failedPaths
 	pathFailures counters
+	// refusedLog spaces the listener limits' log lines; limitClock, when
+	// set, is their clock (tests).
+	refusedLog listenerLog
+	limitClock func() time.Time
 
 	// armCh wakes the readiness watcher after Rearm (ready.go).
 	armCh chan struct{}
@@ -352,15 +363,16 @@ func (n *Node) Run(ctx context.Context) error {
 
 // Serve accepts peer connections on ln (TLS is added here) until ctx ends.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	tl, handler, connState := n.limited(ln)
 	srv := &http.Server{
-		Handler:           n.Handler(),
+		Handler:           handler,
+		ConnState:         connState,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       n.cfg.RequestTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	tl := tls.NewListener(ln, n.TLSConfig())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tl) }()
 	select {

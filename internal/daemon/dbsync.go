@@ -90,7 +90,13 @@ func newDBReplica(cfg *config.Config, d *Daemon) (*dbsync.Node, error) {
 		StateDir:       filepath.Join(cfg.StateDir, "dbsync"),
 		Paths:          paths,
 		Auth:           auth,
-		Health:         d.healthExtras,
+		Limits: dbsync.ListenerLimits{
+			MaxConns:          cfg.DBSync.Limits.Connections,
+			MaxConnsPerSource: cfg.DBSync.Limits.ConnectionsPerSource,
+			RatePerSource:     float64(cfg.DBSync.Limits.RatePerSource),
+			BurstPerSource:    cfg.DBSync.Limits.BurstPerSource,
+		},
+		Health: d.healthExtras,
 	}, d.log.With("component", "dbsync"))
 	if err != nil {
 		return nil, fmt.Errorf("daemon: dbsync: %w", err)
