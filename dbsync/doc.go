@@ -141,9 +141,28 @@
 // A wire path is "<root name>" for a file root or "<root name>/<relative
 // path>" for a directory root: slash-separated, clean (no "", "." or ".."
 // elements, no trailing slash), no NUL, not absolute, not naming a staging
-// file. Anything else is refused with 400 before any write. Writes go
+// file or an SQLite sidecar (-wal, -shm, -journal: never sent, and one
+// installed next to a database would be replayed into it). Anything else
+// is refused with 400 before any write (path_unsafe, path_sidecar), and so
+// is a batch that names a path twice or puts a file at a path and another
+// under it (path_conflict: one of the two would be lost). Writes go
 // through an os.Root per root, so a symlink on the backup cannot lead a
 // write outside the root.
+//
+// # Listener limits
+//
+// The listener serves the peer, and anyone who can reach it (every
+// interface by default) can connect. Config.Limits (ListenerLimits;
+// dbsync.limits in the configuration) bound clients that have not proved
+// to be the peer, so a flood cannot starve the real peer: connections are
+// admitted at accept, before TLS, by source address (IPv6 by /64), at most
+// MaxConnsPerSource open per source, new ones paced by a token bucket per
+// source (RatePerSource, BurstPerSource), and at most MaxConns open that
+// have not presented the pinned certificate; the peer's own address (the
+// host of PeerURL) is never refused for that cap. Requests without the
+// pinned certificate take a token of their source too (429 without one).
+// A refused connection is closed at once. Refusals are counted by reason
+// (conn_limit, source_conn_limit, source_rate) and logged once per 10 s.
 //
 // # JWT claims
 //
@@ -194,7 +213,8 @@
 //	        the whole file after the append, 8 bytes length D, D bytes appended
 //	delete: nothing
 //
-// No bytes may follow the last entry. A batch names each path at most once.
+// No bytes may follow the last entry. A batch names each path at most once
+// and never puts (or appends to) both a path and a path under it.
 // The digest below covers a version 2 batch's owner blocks; a version 1
 // batch digests as it did before version 2 existed.
 // ParseBatch never panics on any input (FuzzParseBatch) and does not
@@ -235,6 +255,24 @@
 // milliseconds) a concurrent reader on the backup may see some files of the
 // batch new and others still old; each single file is always whole.
 // Directories created for staging remain if a batch is rolled back.
+//
+// One path never holds back the others. A step that fails for a reason of
+// the path's own, which every retry would meet again (a directory on the
+// backup that is a symlink leaving the root: "path escapes from parent";
+// an immutable file: EPERM; a mount point: EBUSY; EROFS, ENOTDIR, ...),
+// skips that entry: at staging it is left out of the journal, at install
+// its staged file is removed, and the batch completes. The 200 answer
+// lists it ("failed": [{"path","op","reason"}]), Status.FailedPaths holds
+// it until an apply of the path succeeds, Status.PathFailures and
+// muros_had_dbsync_path_failures_total count it by reason, and the first
+// failure of a path is logged as an error; the master's next anti-entropy
+// pass sends it again. A journal replayed at start (New) skips such paths
+// the same way, so recovery never turns DB sync off because of one path.
+// Errors that concern every path (ENOSPC, EDQUOT, EIO, out of memory or
+// descriptors) roll a batch back before its commit point (the master
+// retries it whole); after it, only a failure to write the state directory
+// (revision, journal removal) leaves the journal for the next push to
+// complete.
 // A single file larger than MaxBodyBytes (64 MiB) is not replicated; it is
 // logged and counted ("too_large").
 package dbsync
