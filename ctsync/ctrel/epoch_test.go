@@ -186,3 +186,57 @@ func TestNextEpoch(t *testing.T) {
 		}
 	}
 }
+
+// TestResyncRequestEchoAndBulkRestart: every RESYNC is echoed first; only
+// a fresh request with a new nonce restarts a bulk whose BULK_BEGIN went
+// out (its requester ignored it), so that the new BULK_BEGIN follows the
+// echo; a repeated nonce or a stale request never restarts one.
+func TestResyncRequestEchoAndBulkRestart(t *testing.T) {
+	s := NewSender(SenderConfig{Epoch: 9, MaxDatagram: 200})
+	for i := range 20 {
+		f := flowN(i, 3)
+		s.Update(0, &f)
+	}
+	next := func() (ctwire.Header, []byte) {
+		t.Helper()
+		body, ok := s.Next(0, nil)
+		if !ok {
+			t.Fatal("nothing to send")
+		}
+		h, p, err := ctwire.ParseHeader(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h, p
+	}
+	for s.Pending() { // the queued updates
+		next()
+	}
+	s.StartBulk()
+	if h, _ := next(); h.Flags&ctwire.FlagBulkBegin == 0 {
+		t.Fatalf("bulk did not begin: %+v", h)
+	}
+	n1 := ctwire.Handshake{Nonce: [16]byte{1}}
+	for _, tt := range []struct {
+		name    string
+		hs      ctwire.Handshake
+		fresh   bool
+		restart bool
+	}{
+		{"fresh, new nonce", n1, true, true},
+		{"fresh, same nonce (a retry)", n1, true, false},
+		{"stale, new nonce", ctwire.Handshake{Nonce: [16]byte{2}}, false, false},
+	} {
+		bulks := s.Stats().Bulks
+		s.OnResyncRequest(tt.hs, 77, tt.fresh)
+		h, p := next()
+		hs, err := ctwire.ParseHandshake(p)
+		if h.Type != ctwire.TypeEcho || err != nil || hs != (ctwire.Handshake{Nonce: tt.hs.Nonce, Floor: 77}) {
+			t.Fatalf("%s: first datagram %v %+v (%v), want the echo", tt.name, h.Type, hs, err)
+		}
+		h, _ = next()
+		if restarted := h.Flags&ctwire.FlagBulkBegin != 0; restarted != tt.restart || (s.Stats().Bulks != bulks) != tt.restart {
+			t.Fatalf("%s: bulk restarted %v (flags %x), want %v", tt.name, restarted, h.Flags, tt.restart)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/muros/muros-had/internal/hatest"
 	"github.com/muros/muros-had/lab"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 const ctSyncOn = "conntrack:\n  enabled: true\n"
@@ -455,6 +457,71 @@ func syncDatagram(password string, epoch uint64, seq uint32, f *ctwire.Flow) []b
 	return ctwire.NewAuth(ctwire.DeriveKey([]byte(password))).Seal(b)
 }
 
+// newSyncListener joins the conntrack sync group on fw1's sync link, beside
+// fw1's daemon (SO_REUSEADDR), to read what fw2 sends.
+func newSyncListener(t *testing.T, p *lab.Pair) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	err := p.FW1.Do(func() error {
+		ifi, err := net.InterfaceByName(lab.IfSync)
+		if err != nil {
+			return err
+		}
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			})
+			return errors.Join(err, serr)
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort(ctwireGroup, fmt.Sprint(ctwirePort)))
+		if err != nil {
+			return err
+		}
+		c = pc.(*net.UDPConn)
+		if err := ipv4.NewPacketConn(c).JoinGroup(ifi, &net.UDPAddr{IP: net.ParseIP(ctwireGroup)}); err != nil {
+			c.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("opening the sync listener in fw1: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// awaitResyncNonce returns the nonce of the next RESYNC sealed with
+// password read from c.
+func awaitResyncNonce(t *testing.T, c *net.UDPConn, password string, within time.Duration) [16]byte {
+	t.Helper()
+	auth := ctwire.NewAuth(ctwire.DeriveKey([]byte(password)))
+	buf := make([]byte, 65536)
+	if err := c.SetReadDeadline(time.Now().Add(within)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no RESYNC from fw2 within %v: %v", within, err)
+		}
+		body, err := auth.Open(buf[:n])
+		if err != nil {
+			continue
+		}
+		h, pl, err := ctwire.ParseHeader(body)
+		if err != nil || h.Type != ctwire.TypeResync {
+			continue
+		}
+		hs, err := ctwire.ParseHandshake(pl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs.Nonce
+	}
+}
+
 // syncSender sends UDP datagrams to the conntrack sync group out of fw1's
 // sync link, as a forger on the link (or a compromised peer) would.
 type syncSender struct {
@@ -544,8 +611,23 @@ func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
 
 	mustNotHaveFlapped(t, n2) // a master ignores DATA: the check above needs a receiver
 
-	// Control: the cluster key makes the same record land in fw2's table.
-	s.send(t, syncDatagram(labPassword, epoch+1, 1, &fake))
+	// Control: the cluster key makes the same record land in fw2's table,
+	// once its sender answered fw2's nonce as a live master does (a new
+	// incarnation is followed only then). fw1's daemon, which sends from
+	// the sync port, is muted meanwhile: it would answer the nonce first.
+	mute := fmt.Sprintf("add rule inet %s %s oifname %q udp sport %d drop\n", lab.NftTable, lab.NftOutputExtra, lab.IfSync, ctwirePort)
+	if err := p.Nft(p.FW1, mute); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Nft(p.FW1, fmt.Sprintf("flush chain inet %s %s\n", lab.NftTable, lab.NftOutputExtra)) })
+	l := newSyncListener(t, p)
+	s.send(t, syncDatagram(labPassword, epoch+1, 1, &fake)) // unverified: fw2 asks
+	nonce := awaitResyncNonce(t, l, labPassword, 10*time.Second)
+	echo := ctwire.Header{Type: ctwire.TypeEcho, Epoch: epoch + 1, Seq: 2}
+	eb := ctwire.AppendHandshake(ctwire.AppendHeader(nil, &echo), &ctwire.Handshake{Nonce: nonce})
+	ctwire.SetPayload(eb, 0)
+	s.send(t, ctwire.NewAuth(ctwire.DeriveKey([]byte(labPassword))).Seal(eb))
+	s.send(t, syncDatagram(labPassword, epoch+1, 3, &fake))
 	if _, err := pollFlow(p, p.FW2, entryWait, isFake); err != nil {
 		mustNotHaveFlapped(t, n2)
 		t.Fatalf("control: a datagram sealed with the cluster password was not applied either, so the check above proves nothing: %v", err)
