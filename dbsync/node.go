@@ -115,18 +115,13 @@ func (c Config) validate() error {
 	if u, err := url.Parse(c.PeerURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		errs = append(errs, fmt.Errorf("peer URL %q: want https://host:port", c.PeerURL))
 	}
-	for _, p := range c.Paths {
-		if rel, err := filepath.Rel(p.Local, c.StateDir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			errs = append(errs, fmt.Errorf("state dir %s is inside replicated path %s", c.StateDir, p.Name))
-		}
-	}
 	if _, err := NormalizeFingerprint(c.PeerCertSHA256); err != nil {
 		errs = append(errs, fmt.Errorf("peer certificate pin: %w", err))
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("state dir %q is not absolute", c.StateDir))
 	}
-	if err := validatePaths(c.Paths); err != nil {
+	if err := validatePaths(c.Paths, c.StateDir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Auth.validate(); err != nil {

@@ -6,6 +6,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/muros/muros-had/internal/replpath"
 )
 
 // Path is one replicated path: a file or a whole directory tree. Name is its
@@ -78,36 +80,24 @@ func checkBatchPaths(b *Batch) error {
 // tempPrefix starts the names of staged files; they are never replicated.
 const tempPrefix = ".muros-had-"
 
-func validName(s string) bool {
-	if s == "" || s == "." || s == ".." {
-		return false
-	}
-	for _, c := range []byte(s) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validatePaths checks the configured list.
-func validatePaths(ps []Path) error {
-	seen := map[string]bool{}
+// validatePaths checks the configured list with the rules `muros-had
+// check` applies to dbsync.paths (package replpath: one rule set for both),
+// the state directory guarded: the journal and identity kept there must
+// neither be replicated nor receive replicated files.
+func validatePaths(ps []Path, stateDir string) error {
+	entries := make([]replpath.Entry, len(ps))
 	for i, p := range ps {
-		if !validName(p.Name) {
-			return fmt.Errorf("paths[%d]: name %q: want [a-z0-9._-]+", i, p.Name)
-		}
-		if seen[p.Name] {
-			return fmt.Errorf("paths[%d]: duplicate name %q", i, p.Name)
-		}
-		seen[p.Name] = true
-		if !filepath.IsAbs(p.Local) || filepath.Clean(p.Local) != p.Local || p.Local == "/" {
-			return fmt.Errorf("paths[%d] (%s): local path %q must be absolute, clean and not /", i, p.Name, p.Local)
-		}
+		entries[i] = replpath.Entry{Name: p.Name, Local: p.Local}
 	}
-	return nil
+	var guarded []replpath.Guarded
+	if filepath.IsAbs(stateDir) {
+		guarded = append(guarded, replpath.Guarded{Path: filepath.Clean(stateDir), What: "the dbsync state directory", Inside: true})
+	}
+	var errs []error
+	for _, p := range replpath.Check(entries, guarded) {
+		errs = append(errs, fmt.Errorf("paths[%d] (%s): %s", p.Index, ps[p.Index].Name, p.Message))
+	}
+	return errors.Join(errs...)
 }
 
 // resolved is a wire path checked against the configured roots.

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestResolveWirePath(t *testing.T) {
@@ -72,7 +74,7 @@ func TestValidatePaths(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := validatePaths(tt.paths); (err == nil) != tt.ok {
+			if err := validatePaths(tt.paths, "/srv/ha/state"); (err == nil) != tt.ok {
 				t.Fatalf("validatePaths = %v, want ok=%v", err, tt.ok)
 			}
 		})
@@ -113,4 +115,39 @@ func FuzzResolveWirePath(f *testing.F) {
 			t.Fatalf("%q resolved to %q, not the file root", wire, local)
 		}
 	})
+}
+
+// TestConfigValidatePaths: New refuses the replicated-path lists
+// `muros-had check` refuses (package replpath's rules, one place for both),
+// with the state directory guarded.
+func TestConfigValidatePaths(t *testing.T) {
+	tests := []struct {
+		name  string
+		paths []Path
+		want  string // "" when accepted
+	}{
+		{"defaults", DefaultPaths(), ""},
+		{"root", []Path{{Name: "all", Local: "/", Dir: true}}, "paths[0] (all): / would replicate the whole file system, the node's own keys and configuration with it"},
+		{"nested", []Path{{Name: "lib", Local: "/var/lib", Dir: true}, {Name: "kea", Local: "/var/lib/kea", Dir: true}},
+			"paths[1] (kea): /var/lib/kea is inside /var/lib, which is replicated too: its files would be sent twice and overwrite each other on the backup"},
+		{"covers the state dir", []Path{{Name: "srv", Local: "/srv", Dir: true}},
+			"paths[0] (srv): /srv covers /srv/ha/state (the dbsync state directory): the backup would receive the master's copy of it"},
+		{"inside the state dir", []Path{{Name: "x", Local: "/srv/ha/state/x", Dir: true}},
+			"paths[0] (x): /srv/ha/state/x is inside /srv/ha/state (the dbsync state directory), which the daemon writes itself"},
+		{"one name twice", []Path{{Name: "a", Local: "/x"}, {Name: "a", Local: "/y"}},
+			`paths[1] (a): /x and /y have the same wire name "a" (the daemon names a path by its last component): rename one`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{NodeID: "a", PeerID: "b", PeerURL: "https://192.0.2.2:7443", PeerCertSHA256: strings.Repeat("ab", 32),
+				StateDir: "/srv/ha/state", Paths: tt.paths, Auth: hsAuth()}.withDefaults()
+			got := ""
+			if err := c.validate(); err != nil {
+				got = err.Error()
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
 }
