@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Apply errors. They map to HTTP statuses in the handler.
@@ -571,6 +573,9 @@ func (a *applier) finishOp(op journalOp, roots map[string]*os.Root, under map[st
 		if fi, err := root.Lstat(name); err == nil && fi.IsDir() && under[op.Wire] {
 			break
 		}
+		if err := noMountBelow(root, name); err != nil {
+			return root, "", fmt.Errorf("delete %s: %w", op.Wire, err)
+		}
 		// ENOTDIR: an ancestor is a file now (a replay after the
 		// batch's put made it one), so the path is gone already.
 		if err := root.RemoveAll(name); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
@@ -598,6 +603,9 @@ func (a *applier) finishOp(op journalOp, roots map[string]*os.Root, under map[st
 			}
 		}
 		if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
+			if err := noMountBelow(root, name); err != nil {
+				return root, "", fmt.Errorf("replace directory %s: %w", op.Wire, err)
+			}
 			if err := root.RemoveAll(name); err != nil {
 				return root, "", fmt.Errorf("replace directory %s: %w", op.Wire, err)
 			}
@@ -693,6 +701,54 @@ func (a *applier) finishPendingJournal() (bool, finished, error) {
 		done.batch.Entries = append(done.batch.Entries, Entry{Op: op.Op, Path: op.Wire})
 	}
 	return true, done, nil
+}
+
+// noMountBelow refuses (EBUSY) when name is a directory that is, or holds,
+// a mount point: RemoveAll would empty the mounted filesystem before
+// failing on the mount point itself. Mounts are told apart by mount ID
+// (statx), so a bind mount from the same filesystem counts too.
+func noMountBelow(root *os.Root, name string) error {
+	fi, err := root.Lstat(name)
+	if err != nil || !fi.IsDir() {
+		return nil
+	}
+	parent, err := mountID(root, filepath.Dir(name))
+	if err != nil {
+		return err
+	}
+	return fs.WalkDir(root.FS(), filepath.ToSlash(name), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		id, err := mountID(root, filepath.FromSlash(p))
+		if err != nil {
+			return err
+		}
+		if id != parent {
+			return fmt.Errorf("%s is a mount point: %w", p, syscall.EBUSY)
+		}
+		return nil
+	})
+}
+
+// mountID is the ID of the mount that directory dir of root is on.
+func mountID(root *os.Root, dir string) (uint64, error) {
+	f, err := root.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var st unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &st); err != nil {
+		return 0, fmt.Errorf("statx %s: %w", dir, err)
+	}
+	if st.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, fmt.Errorf("statx %s: no mount ID", dir)
+	}
+	return st.Mnt_id, nil
 }
 
 func pruneEmptyParents(root *os.Root, name string) {

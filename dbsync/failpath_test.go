@@ -332,6 +332,55 @@ func TestLabApplyMountPoint(t *testing.T) {
 	}
 }
 
+// A directory holding a mount point (here a bind mount of a directory on
+// the same filesystem, so st_dev alike) is never emptied: replacing it by
+// a file or deleting it would remove the mounted tree's files first.
+func TestLabApplyDirectoryMountPoint(t *testing.T) {
+	base, roots := testRoots(t)
+	a := newTestApplier(t, roots)
+	mustApply(t, a, Batch{Revision: 1, Entries: []Entry{put("db/keep", "k")}})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "inner"), "mounted")
+	for _, d := range []string{"dir/sub", "top"} {
+		if err := os.MkdirAll(filepath.Join(roots[0].Local, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(roots[0].Local, "dir", "own"), "own")
+	var results []ApplyResult
+	inMountNamespace(t, func() error {
+		for _, m := range []string{"dir/sub", "top"} {
+			if err := unix.Mount(src, filepath.Join(roots[0].Local, m), "", unix.MS_BIND, ""); err != nil {
+				return fmt.Errorf("bind mount: %w", err)
+			}
+		}
+		for _, b := range []Batch{
+			// The master has files where the backup has these directories.
+			{Revision: 2, Entries: []Entry{put("db/dir", "file now"), put("db/x", "x")}},
+			{Revision: 3, Entries: []Entry{{Op: OpDelete, Path: "db/top"}, put("db/y", "y")}},
+		} {
+			res, err := a.apply(b, BatchDigest(b))
+			if err != nil {
+				return fmt.Errorf("batch %d: %w", b.Revision, err)
+			}
+			results = append(results, res)
+		}
+		return nil
+	})
+	for i, res := range results {
+		want := []PathFailure{{Path: []string{"db/dir", "db/top"}[i], Op: []string{"put", "delete"}[i], Reason: FailBusy}}
+		if d := cmp.Diff(want, failedOf(res)); d != "" {
+			t.Fatalf("batch %d failed paths (-want +got):\n%s", i, d)
+		}
+	}
+	if d := cmp.Diff(map[string]string{"inner": "mounted"}, tree(t, src)); d != "" {
+		t.Fatalf("the mounted tree (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(map[string]string{"db/keep": "k", "db/dir/own": "own", "db/x": "x", "db/y": "y"}, tree(t, base)); d != "" {
+		t.Fatalf("tree (-want +got):\n%s", d)
+	}
+}
+
 // Batches no sender makes are refused with a typed reason, before any
 // write: a file and a path under it (one would be lost), a path twice, an
 // SQLite sidecar (it would be replayed into the database).
