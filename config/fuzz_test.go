@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"pgregory.net/rapid"
 )
@@ -75,6 +76,13 @@ func checkInvariants(t *testing.T, c *Config) {
 	}
 	if c.AdvertInterval < MinAdvertInterval || c.AdvertInterval > MaxAdvertInterval || c.AdvertInterval%MinAdvertInterval != 0 {
 		t.Fatalf("advert interval %s", c.AdvertInterval)
+	}
+	if n := utf8.RuneCountInString(c.Password); n < MinPasswordLen {
+		t.Fatalf("accepted a %d-character password", n)
+	}
+	// The daemon repeats this check before DB sync touches the disk.
+	if err := c.CheckReplicatedPaths(); c.DBSync.Enabled && err != nil {
+		t.Fatalf("accepted replicated paths the daemon refuses: %v", err)
 	}
 }
 
