@@ -63,8 +63,34 @@
 // only accepts pushes; a node that believes it is master answers a push
 // with 409 so a split brain never overwrites either side. After a takeover
 // the new master starts with a full anti-entropy pass, which brings the
-// returning node, now backup, up to date: the master's content wins,
-// including deleting files the master does not have.
+// returning node, now backup, up to date. The master's content wins only
+// where it is newer: a master pushes nothing before it holds the newest
+// content of the pair (see Reconciliation).
+//
+// # Reconciliation (version stamps)
+//
+// Each node keeps StateDir/stamps: for every wire path the revision that
+// made its copy (a Lamport clock of the pair, independent of wall clocks;
+// stamps.go). The master stamps each change it sees with a revision above
+// every revision it has held or seen, even while the peer is unreachable;
+// a receiver stamps what it applies with the batch's revision; a copy made
+// outside the pair (a hand edit on the backup, a change while the daemon
+// was stopped) is adopted at the node's revision and marked adopted. The
+// manifest carries the stamps, and every full comparison decides per file:
+// the peer's copy with a higher stamp (or a file this node never knew of)
+// is pulled first (POST /api/sync/pull) and applied here like a push,
+// keeping the peer's stamp; this node's newer copy is pushed; an adopted
+// copy on the peer loses; equal stamps on different content mean both
+// nodes changed the file independently (a split brain): neither copy is
+// pushed, Status.Conflicts names it, the error is logged, no synced notice
+// is sent, until an operator changes it on the master (which stamps it
+// anew). If a pull fails, nothing is pushed in that round
+// (pushes_refused_peer_newer) and the error says why. A peer that serves
+// no stamps (an older release) gets every difference pushed, as before.
+// A returning node thus never overwrites the edits made on its peer while
+// it was away, whatever its readiness hold did: taking over from a dead
+// peer, it keeps its content and pushes nothing until the peer answers and
+// the two are reconciled.
 //
 // # Anti-entropy
 //
@@ -126,7 +152,18 @@
 //	                         batch_version: the highest push body version the node
 //	                         reads (absent: 1); user/group absent when the node's
 //	                         account database has no name for the id.
-//	GET  /api/sync/hello     {"node":id,"boot_id":hex,"revision":N,"role":...}
+//	                         "stamps":true, each file's "rev" (its version stamp)
+//	                         and "adopted":true for an adopted copy, and
+//	                         "deleted":[{"path","rev","adopted"}] (deletions known).
+//	POST /api/sync/pull      {"paths":[wire,...]} (at most 65535, 4 MiB): 200 answer
+//	                         a batch (the push body format, version 2) of the
+//	                         receiver's copies: a put per file it holds, a delete
+//	                         per file it does not, its revision in the header,
+//	                         cut at MaxBodyBytes (the rest is asked again). 400
+//	                         undecodable or unsafe path, 503 nothing readable.
+//	                         The asker takes only entries it asked for whose
+//	                         SHA-256 is what the manifest announced.
+//	GET  /api/sync/hello     {"node":id,"boot_id":hex,"revision":N,"role":...,"time":RFC 3339}
 //	POST /api/sync/synced    {"boot_id":hex,"revision":N}: the master compared the
 //	                         manifest the receiver served under boot_id and pushed
 //	                         every difference. 200 {}; 409 receiver is master or
@@ -135,7 +172,7 @@
 //	GET  /api/health         {"node":id,"role":...,"peer":{"id","url","reachable",
 //	                          "role","revision","last_contact"},"db":{"revision",
 //	                          "peer_revision","pending_paths","lag_ms","last_sync",
-//	                          "last_apply","in_sync","ready"}} plus the keys returned by
+//	                          "last_apply","in_sync","ready"},"time":RFC 3339} plus the keys returned by
 //	                          Config.Health (e.g. "vrrp" per VRID, "conntrack").
 //
 // A wire path is "<root name>" for a file root or "<root name>/<relative
@@ -172,13 +209,24 @@
 // The receiver accepts only the configured alg (jwt.WithValidMethods: "none",
 // another HMAC size, or an HS256 token under an EdDSA config are refused), its own ID as
 // audience, the peer's ID as issuer (a node's own token reflected back
-// fails), requires exp and iat, allows Leeway (5 s) of clock skew, refuses
+// fails), requires exp and iat, allows Leeway (default 5 s, at most 1 min)
+// of clock skew, refuses
 // sync tokens living longer than 2×TokenTTL, and health-scoped tokens on the
 // sync endpoints. A sync token is single-use: its jti is required and
 // remembered until exp + Leeway, and a second presentation is refused as
 // token_replayed (a node mints one per request; a captured request sent
 // again changes nothing). Operator tokens are reusable for their lifetime:
 // they open only GET /api/health.
+//
+// # Clock skew
+//
+// The pair needs NTP: beyond Leeway one node refuses the other's tokens
+// (token_not_yet_valid, token_expired). "time" in the answers to hello and
+// health is the answering node's clock; the asker measures the offset
+// against the midpoint of its request (Status.ClockSkew, within half the
+// round trip) and warns above Config.ClockSkewWarn (default 1 s), with an
+// error once the offset exceeds Leeway. Clock skew never decides which copy
+// of a file is newer (Reconciliation).
 //
 // # Batch wire format (POST /api/sync/push body; integers big-endian)
 //
@@ -223,7 +271,9 @@
 // # Revisions, retries and the journal
 //
 // Each applied batch carries a revision larger than any the receiver has
-// applied: the master uses max(own, peer's) + 1, and persists it in its own
+// applied: the master uses max(own, peer's) + 1 (never wrapping: at
+// 2^64-1 it pushes nothing and reports ErrRevisionExhausted, where a
+// wrapped 0 would be refused at every push), and persists it in its own
 // StateDir/revision too, so revisions keep increasing across role changes
 // and restarts. The receiver persists {revision, digest} (digest =
 // BatchDigest: SHA-256 over the batch's wire form without the data bytes,

@@ -2,9 +2,11 @@ package dbsync
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // maxHealthBytes bounds a peer's health document: a real one is a few
@@ -26,6 +28,7 @@ func (n *Node) PeerHealth(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("health: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
+	sent := n.cfg.Now()
 	resp, err := n.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", PathHealth, err)
@@ -37,6 +40,12 @@ func (n *Node) PeerHealth(ctx context.Context) ([]byte, error) {
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %w", PathHealth, &statusError{status: resp.StatusCode})
+	}
+	var clock struct {
+		Time time.Time `json:"time"`
+	}
+	if json.Unmarshal(body, &clock) == nil {
+		n.noteClock(sent, n.cfg.Now(), clock.Time)
 	}
 	return body, nil
 }

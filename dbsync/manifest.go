@@ -21,6 +21,10 @@ type FileState struct {
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"` // lowercase hex
 	Mode   uint32 `json:"mode"`   // permission bits
+	// Rev is the version stamp of this copy (stamps.go); manifests only.
+	Rev uint64 `json:"rev,omitempty"`
+	// Adopted: the copy was not made through the pair (stamps.go).
+	Adopted bool `json:"adopted,omitempty"`
 	Owner
 }
 
@@ -44,6 +48,10 @@ type Manifest struct {
 	// absent (0) from a node that only reads version 1.
 	BatchVersion uint8       `json:"batch_version,omitempty"`
 	Files        []FileState `json:"files"`
+	// Stamps: the files carry version stamps and Deleted lists the
+	// deletions this node knows of (absent from an older release).
+	Stamps  bool        `json:"stamps,omitempty"`
+	Deleted []Tombstone `json:"deleted,omitempty"`
 }
 
 // peerBatchVersion is the version to push to a peer whose manifest

@@ -59,6 +59,14 @@ type masterState struct {
 	// manifest); 0 until the first full comparison.
 	peerVersion uint8
 	firstDirty  time.Time
+	// listed: a full listing was stamped since this node became master
+	// (the first one adopts unknown copies, later ones stamp them as
+	// edits: localStamps).
+	listed bool
+	// conflicts are the files both nodes changed independently, from the
+	// last full comparison: an event on one of them is the operator's
+	// choice of this node's copy.
+	conflicts map[string]bool
 }
 
 // runMaster watches the roots and pushes changes until ctx ends.
@@ -303,6 +311,17 @@ func (n *Node) expand(st *masterState, dirty []string) []string {
 func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 	var paths []string
 	comparedBoot := "" // set by a full comparison: whom to tell it is in sync
+	if len(st.dirty) > 0 {
+		// Stamp what changed here before anything else: the stamp must
+		// exist even while the peer cannot be reached (stamps.go).
+		dirty := make([]string, 0, len(st.dirty))
+		for p := range st.dirty {
+			dirty = append(dirty, p)
+		}
+		if err := n.stampEdits(ctx, n.expand(st, dirty), st.conflicts, st.peerRev); err != nil {
+			return err
+		}
+	}
 	if st.needFull || st.shipped == nil {
 		h, err := n.fetchHello(ctx)
 		if err != nil {
@@ -316,16 +335,33 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 		if err != nil {
 			return fmt.Errorf("local manifest: %w", err)
 		}
+		peerRev := max(m.Revision, h.Revision)
+		lv, err := n.localStamps(local, st.listed, max(st.peerRev, peerRev))
+		if err != nil {
+			return err
+		}
+		st.listed = true
 		remote := manifestMap(m.Files)
+		rv := remoteStamps(&m)
 		st.peerVersion = peerBatchVersion(m.BatchVersion)
-		d := diffManifests(local, remote, st.owners())
+		plan := planReconcile(local, remote, lv, rv, m.Stamps, st.owners())
 		st.shipped = remote
 		st.peerBoot = h.BootID
 		comparedBoot = m.BootID
-		st.peerRev = max(m.Revision, h.Revision)
+		st.peerRev = peerRev
 		clear(st.dirty)
-		paths = append(d.Changed, d.Deleted...)
 		n.stats.add("anti_entropy_runs", 1)
+		if len(plan.Pull) > 0 {
+			// The peer holds newer copies: take them before pushing
+			// anything, and push nothing if that fails.
+			n.log.Info("dbsync: the peer holds newer copies; taking them before pushing", "files", len(plan.Pull), "peer_revision", peerRev, "first", plan.Pull[0])
+			if err := n.pull(ctx, st, plan.Pull, remote, rv); err != nil {
+				n.stats.add("pushes_refused_peer_newer", 1)
+				return fmt.Errorf("%w: the peer (revision %d) holds newer copies of %d files that could not be taken: %w", errPeerNewer, peerRev, len(plan.Pull), err)
+			}
+		}
+		n.noteConflicts(st, plan.Conflicts)
+		paths = plan.Push
 		if len(paths) > 0 {
 			n.stats.add("anti_entropy_repairs", uint64(len(paths)))
 			n.log.Info("dbsync: anti-entropy", "differing", len(paths), "peer_revision", st.peerRev)
@@ -342,7 +378,7 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 	if err := n.pushPaths(ctx, st, paths); err != nil {
 		return err
 	}
-	if comparedBoot != "" && comparedBoot != st.syncedBoot {
+	if comparedBoot != "" && comparedBoot != st.syncedBoot && len(st.conflicts) == 0 {
 		// Every difference is on the peer: a returning node may now preempt
 		// without pushing stale content back (ready.go).
 		if err := n.notifySynced(ctx, comparedBoot); err != nil {
@@ -438,6 +474,10 @@ func (n *Node) pushPaths(ctx context.Context, st *masterState, paths []string) e
 	return nil
 }
 
+// errPeerNewer: the peer holds newer copies that could not be taken; this
+// node pushes nothing until it has them.
+var errPeerNewer = errors.New("refusing to push")
+
 // errReadFailed means some local files could not be read; they stay dirty
 // and are retried with backoff, without a full comparison.
 var errReadFailed = errors.New("cannot read local files")
@@ -445,7 +485,10 @@ var errReadFailed = errors.New("cannot read local files")
 // push sends one batch with the next revision. A transport error is retried
 // with the same body: the peer treats a repeat as a no-op.
 func (n *Node) push(ctx context.Context, st *masterState, entries []Entry) error {
-	rev := max(n.applier.revision().Revision, st.peerRev) + 1
+	rev, err := nextRevision(n.applier.revision().Revision, st.peerRev)
+	if err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
 	batch := Batch{Version: st.version(), Revision: rev, Entries: entries}
 	body, err := AppendBatch(nil, batch)
 	if err != nil {
@@ -497,9 +540,29 @@ func (e *statusError) Error() string {
 // do performs one authenticated request to the peer and decodes a JSON
 // answer into out.
 func (n *Node) do(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	status, rb, err := n.request(ctx, method, path, body)
+	if err != nil {
+		return status, err
+	}
+	if out != nil {
+		if err := json.Unmarshal(rb, out); err != nil {
+			return status, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return status, nil
+}
+
+// exchange performs one authenticated request and returns the answer's
+// body (a 200 answer; anything else is a *statusError).
+func (n *Node) exchange(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	_, rb, err := n.request(ctx, method, path, body)
+	return rb, err
+}
+
+func (n *Node) request(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
 	tok, err := n.auth.mint(ScopeSync, n.cfg.Auth.TokenTTL)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	var rd io.Reader
 	if body != nil {
@@ -507,7 +570,7 @@ func (n *Node) do(ctx context.Context, method, path string, body []byte, out any
 	}
 	req, err := http.NewRequestWithContext(ctx, method, n.cfg.PeerURL+path, rd)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	if body != nil {
@@ -516,33 +579,30 @@ func (n *Node) do(ctx context.Context, method, path string, body []byte, out any
 	resp, err := n.client.Do(req)
 	if err != nil {
 		n.peerSeen(false, "", 0)
-		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, n.cfg.MaxBodyBytes))
 	if err != nil {
 		n.peerSeen(false, "", 0)
-		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+		return resp.StatusCode, nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	n.peerSeen(true, "", 0)
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		json.Unmarshal(rb, &eb)
-		return resp.StatusCode, &statusError{status: resp.StatusCode, revision: eb.Revision}
+		return resp.StatusCode, nil, &statusError{status: resp.StatusCode, revision: eb.Revision}
 	}
-	if out != nil {
-		if err := json.Unmarshal(rb, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, rb, nil
 }
 
 func (n *Node) fetchHello(ctx context.Context) (Hello, error) {
 	var h Hello
+	sent := n.cfg.Now()
 	if _, err := n.do(ctx, http.MethodGet, PathHello, nil, &h); err != nil {
 		return h, fmt.Errorf("hello: %w", err)
 	}
+	n.noteClock(sent, n.cfg.Now(), h.Time)
 	n.peerSeen(true, h.Role, h.Revision)
 	return h, nil
 }

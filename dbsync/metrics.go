@@ -31,10 +31,14 @@ var (
 		"Replicated paths a batch could not apply (the rest of the batch did), by reason.", []string{"reason"}, nil)
 	descFailedPaths = prometheus.NewDesc("muros_had_dbsync_failed_paths",
 		"Replicated paths whose latest apply failed (backup).", nil, nil)
+	descClockSkew = prometheus.NewDesc("muros_had_dbsync_peer_clock_offset_seconds",
+		"The peer's clock minus this node's, last measured from its answers (absent until measured). The pair needs NTP: beyond dbsync.jwt.leeway one node refuses the other's tokens.", nil, nil)
+	descConflicts = prometheus.NewDesc("muros_had_dbsync_conflicts",
+		"Files both nodes changed independently (split brain), neither pushed until changed on the master (master).", nil, nil)
 )
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRejected, descEvents, descRevision, descLag, descPending, descPeerUp, descMaster, descReady, descPathFailures, descFailedPaths} {
+	for _, d := range []*prometheus.Desc{descRejected, descEvents, descRevision, descLag, descPending, descPeerUp, descMaster, descReady, descPathFailures, descFailedPaths, descClockSkew, descConflicts} {
 		ch <- d
 	}
 }
@@ -57,6 +61,10 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPathFailures, prometheus.CounterValue, float64(v), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(descFailedPaths, prometheus.GaugeValue, float64(len(s.FailedPaths)))
+	if s.ClockSkew != nil {
+		ch <- prometheus.MustNewConstMetric(descClockSkew, prometheus.GaugeValue, float64(s.ClockSkew.OffsetMillis)/1000)
+	}
+	ch <- prometheus.MustNewConstMetric(descConflicts, prometheus.GaugeValue, float64(len(s.Conflicts)))
 }
 
 func b2f(b bool) float64 {

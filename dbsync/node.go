@@ -46,10 +46,17 @@ type Config struct {
 	// ReadyPeerTimeout is how long a starting backup waits for an
 	// unreachable peer before calling itself ready (default 10 s).
 	ReadyPeerTimeout time.Duration
-	MaxBodyBytes     int64  // largest push accepted (default 64 MiB)
-	MaxBatchBytes    int    // a push is split above this (default 8 MiB)
-	SQLite3          string // sqlite3 CLI for snapshots (default "sqlite3")
+	// ClockSkewWarn: a measured clock offset from the peer above this is
+	// warned about (default 1 s; skew.go).
+	ClockSkewWarn time.Duration
+	MaxBodyBytes  int64  // largest push accepted (default 64 MiB)
+	MaxBatchBytes int    // a push is split above this (default 8 MiB)
+	SQLite3       string // sqlite3 CLI for snapshots (default "sqlite3")
 
+	// Now, when set, is this node's wall clock (default time.Now): token
+	// times and the clock reported to the peer. Tests give the two nodes
+	// clocks that differ.
+	Now func() time.Time
 	// Limits bound what clients that are not the peer hold of the peer
 	// listener (limit.go); zero fields take the defaults.
 	Limits ListenerLimits
@@ -93,6 +100,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.RequestTimeout, 60*time.Second)
 	def(&c.ReadyPeerTimeout, 10*time.Second)
+	def(&c.ClockSkewWarn, time.Second)
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 64 << 20
 	}
@@ -101,6 +109,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SQLite3 == "" {
 		c.SQLite3 = "sqlite3"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	c.Auth = c.Auth.withDefaults()
 	c.Limits = c.Limits.withDefaults()
@@ -160,6 +171,8 @@ type Node struct {
 	cache   *hashCache
 	src     *source
 	client  *http.Client
+	stamps  *stampTable
+	skew    skewMeter
 
 	master  atomic.Bool
 	roleCh  chan struct{} // signalled on SetRole
@@ -202,6 +215,7 @@ type peerStatus struct {
 	lastSync     time.Time
 	lastApply    time.Time
 	lastError    string
+	conflicts    []string // files both nodes changed independently (master)
 }
 
 // New validates cfg, loads or creates the TLS identity, recovers an
@@ -243,6 +257,13 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	} else if fwd {
 		log.Warn("dbsync: completed an apply interrupted by a crash", "revision", ap.revision().Revision, "failed_paths", len(recovered.Failed))
 	}
+	stamps, err := loadStamps(cfg.StateDir)
+	if err != nil {
+		if stamps == nil {
+			return nil, err
+		}
+		log.Error("dbsync: version stamps unreadable; copies are adopted anew", "err", err)
+	}
 	var boot [8]byte
 	rand.Read(boot[:])
 	n := &Node{
@@ -250,9 +271,10 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log:     log,
 		id:      id,
 		pin:     pin,
-		auth:    &authenticator{cfg: cfg.Auth, self: cfg.NodeID, peer: cfg.PeerID, now: time.Now},
+		auth:    &authenticator{cfg: cfg.Auth, self: cfg.NodeID, peer: cfg.PeerID, now: cfg.Now},
 		applier: ap,
 		cache:   cache,
+		stamps:  stamps,
 		src:     &source{roots: cfg.Paths, exclude: cfg.Exclude, cache: cache, sqlite3: cfg.SQLite3, tmpDir: cfg.StateDir},
 		bootID:  hex.EncodeToString(boot[:]),
 		roleCh:  make(chan struct{}, 1),
@@ -390,19 +412,26 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 
 // Status is a snapshot for `muros-had status` and the health endpoint.
 type Status struct {
-	Node         string            `json:"node"`
-	Role         string            `json:"role"`
-	BootID       string            `json:"boot_id"`
-	Fingerprint  string            `json:"fingerprint"`
-	Revision     uint64            `json:"revision"`
-	Peer         PeerStatus        `json:"peer"`
-	PendingPaths int               `json:"pending_paths"`
-	LagMillis    int64             `json:"lag_ms"` // age of the oldest change not yet on the peer (master)
-	LastSync     *time.Time        `json:"last_sync,omitempty"`
-	LastApply    *time.Time        `json:"last_apply,omitempty"`
-	LastError    string            `json:"last_error,omitempty"`
-	Stats        map[string]uint64 `json:"stats"`
-	Rejected     map[string]uint64 `json:"rejected"`
+	Node         string     `json:"node"`
+	Role         string     `json:"role"`
+	BootID       string     `json:"boot_id"`
+	Fingerprint  string     `json:"fingerprint"`
+	Revision     uint64     `json:"revision"`
+	Peer         PeerStatus `json:"peer"`
+	PendingPaths int        `json:"pending_paths"`
+	LagMillis    int64      `json:"lag_ms"` // age of the oldest change not yet on the peer (master)
+	LastSync     *time.Time `json:"last_sync,omitempty"`
+	LastApply    *time.Time `json:"last_apply,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	// Conflicts are files both nodes changed independently since they last
+	// agreed (master, from its last full comparison): neither copy is
+	// pushed until one is changed on the master.
+	Conflicts []string `json:"conflicts,omitempty"`
+	// ClockSkew is the peer's clock minus this node's, measured from its
+	// answers (nil until one carried its clock).
+	ClockSkew *ClockSkew        `json:"clock_skew,omitempty"`
+	Stats     map[string]uint64 `json:"stats"`
+	Rejected  map[string]uint64 `json:"rejected"`
 	// FailedPaths are replicated paths this node could not apply (backup);
 	// PathFailures counts such failures by reason.
 	FailedPaths  []FailedPath      `json:"failed_paths,omitempty"`
@@ -456,6 +485,8 @@ func (n *Node) Status() Status {
 		LastSync:     timePtr(st.lastSync),
 		LastApply:    timePtr(st.lastApply),
 		LastError:    st.lastError,
+		Conflicts:    st.conflicts,
+		ClockSkew:    n.skew.status(),
 		Stats:        n.stats.snapshot(),
 		Rejected:     n.rejected.snapshot(),
 		FailedPaths:  n.failed.snapshot(),

@@ -322,8 +322,8 @@ func TestHandlerManifestOwners(t *testing.T) {
 	}
 	root := newAccounts().owner(mustStat(t, "/"))
 	want := []FileState{
-		{Path: "db/kea/leases4.csv", Size: 2, SHA256: hex.EncodeToString(sliceOf(sha256.Sum256([]byte("h\n")))), Mode: 0o640, Owner: Owner{UID: 4242, GID: 4243}},
-		{Path: "db/old-master", Size: 1, SHA256: hex.EncodeToString(sliceOf(sha256.Sum256([]byte("x")))), Mode: 0o644, Owner: root},
+		{Path: "db/kea/leases4.csv", Size: 2, SHA256: hex.EncodeToString(sliceOf(sha256.Sum256([]byte("h\n")))), Mode: 0o640, Rev: 1, Owner: Owner{UID: 4242, GID: 4243}},
+		{Path: "db/old-master", Size: 1, SHA256: hex.EncodeToString(sliceOf(sha256.Sum256([]byte("x")))), Mode: 0o644, Rev: 2, Owner: root},
 	}
 	if m.BatchVersion != BatchVersion {
 		t.Errorf("manifest batch_version %d, want %d", m.BatchVersion, BatchVersion)

@@ -45,6 +45,8 @@ type Hello struct {
 	BootID   string `json:"boot_id"`
 	Revision uint64 `json:"revision"`
 	Role     string `json:"role"`
+	// Time is the answering node's clock (clock skew, skew.go).
+	Time time.Time `json:"time,omitzero"`
 }
 
 // errorBody is every error response: a generic message, nothing more.
@@ -61,6 +63,7 @@ func (n *Node) Handler() http.Handler {
 	mux.Handle("GET "+PathManifest, n.peerOnly(http.HandlerFunc(n.handleManifest)))
 	mux.Handle("GET "+PathHello, n.peerOnly(http.HandlerFunc(n.handleHello)))
 	mux.Handle("POST "+PathSynced, n.peerOnly(http.HandlerFunc(n.handleSynced)))
+	mux.Handle("POST "+PathPull, n.peerOnly(http.HandlerFunc(n.handlePull)))
 	mux.Handle("GET "+PathHealth, n.Authenticate(http.HandlerFunc(n.handleHealth)))
 	return mux
 }
@@ -192,6 +195,8 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 		n.st.lastContact = n.st.lastApply
 		n.mu.Unlock()
 		n.log.Debug("dbsync: applied", "revision", res.Revision, "entries", res.Applied, "bytes", res.Bytes)
+		// Before the answer: the master's next comparison sees the stamps.
+		n.stampApplied(&b, res.Failed)
 	}
 	writeJSON(w, http.StatusOK, res)
 }
@@ -210,9 +215,16 @@ func (n *Node) handleManifest(w http.ResponseWriter, r *http.Request) {
 	if files == nil {
 		files = []FileState{}
 	}
+	files, deleted, err := n.servedStamps(files)
+	if err != nil {
+		n.log.Error("dbsync: manifest stamps", "err", err)
+		writeJSON(w, http.StatusInternalServerError, errorBody{Error: http.StatusText(http.StatusInternalServerError)})
+		return
+	}
 	writeJSON(w, http.StatusOK, Manifest{
 		Node: n.cfg.NodeID, BootID: boot, Revision: rev,
 		Role: roleName(n.master.Load()), BatchVersion: BatchVersion, Files: files,
+		Stamps: true, Deleted: deleted,
 	})
 }
 
@@ -221,11 +233,11 @@ func (n *Node) handleHello(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) hello() Hello {
-	return Hello{Node: n.cfg.NodeID, BootID: n.incarnation(), Revision: n.applier.revision().Revision, Role: roleName(n.master.Load())}
+	return Hello{Node: n.cfg.NodeID, BootID: n.incarnation(), Revision: n.applier.revision().Revision, Role: roleName(n.master.Load()), Time: n.cfg.Now().UTC()}
 }
 
 // reservedHealthKeys are set by dbsync and never overridden by the provider.
-var reservedHealthKeys = [...]string{"node", "role", "peer", "db"}
+var reservedHealthKeys = [...]string{"node", "role", "peer", "db", "time"}
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, n.HealthDocument())
@@ -246,6 +258,7 @@ func (n *Node) HealthDocument() map[string]any {
 	}
 	doc["node"] = s.Node
 	doc["role"] = s.Role
+	doc["time"] = n.cfg.Now().UTC() // the peer measures clock skew from it
 	doc["peer"] = s.Peer
 	doc["db"] = map[string]any{
 		"revision":      s.Revision,

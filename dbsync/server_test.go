@@ -207,6 +207,7 @@ func TestCollector(t *testing.T) {
 		"muros_had_dbsync_master":                        0,
 		"muros_had_dbsync_ready":                         0,
 		"muros_had_dbsync_failed_paths":                  0,
+		"muros_had_dbsync_conflicts":                     0,
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("metrics (-want +got):\n%s", d)
