@@ -11,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+	"pgregory.net/rapid"
 )
 
 // failedOf lists a result's failures without their error text.
@@ -432,4 +434,40 @@ func TestHandlerRejectsImpossibleBatches(t *testing.T) {
 	if _, err := n.applier.apply(ok, BatchDigest(ok)); err != nil {
 		t.Fatalf("swap refused: %v", err)
 	}
+}
+
+// checkBatchPaths against a brute-force reading of its rule: refused
+// exactly when a path is named twice or a put/append lies under another
+// put/append's path.
+func TestCheckBatchPathsProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		el := rapid.SampledFrom([]string{"a", "b", "ab"})
+		var entries []Entry
+		for range rapid.IntRange(1, 6).Draw(t, "entries") {
+			p := "db"
+			for range rapid.IntRange(1, 3).Draw(t, "depth") {
+				p += "/" + el.Draw(t, "element")
+			}
+			op := rapid.SampledFrom([]Op{OpPut, OpAppend, OpDelete}).Draw(t, "op")
+			entries = append(entries, Entry{Op: op, Path: p})
+		}
+		want := false
+		for i, x := range entries {
+			for j, y := range entries {
+				if i == j {
+					continue
+				}
+				if x.Path == y.Path || (x.Op != OpDelete && y.Op != OpDelete && strings.HasPrefix(y.Path, x.Path+"/")) {
+					want = true
+				}
+			}
+		}
+		err := checkBatchPaths(&Batch{Entries: entries})
+		if (err != nil) != want {
+			t.Fatalf("checkBatchPaths(%v) = %v, want refused %v", entries, err, want)
+		}
+		if err != nil && !errors.Is(err, ErrPathConflict) {
+			t.Fatalf("error %v is not ErrPathConflict", err)
+		}
+	})
 }

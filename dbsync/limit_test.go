@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"pgregory.net/rapid"
 )
 
 // sourceListener is an in-memory listener whose connections come from
@@ -275,4 +276,92 @@ func TestListenerLimitsValidate(t *testing.T) {
 
 func testLogger(t *testing.T, name string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t, name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// Whatever the order of connections, proofs, closes and requests, the
+// accounting holds: no source above its limit, no more unauthenticated
+// connections than MaxConns except the peer address's own, counts never
+// negative, and every refusal names the limit that was reached.
+func TestAdmissionProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		lim := ListenerLimits{
+			MaxConns:          rapid.IntRange(2, 6).Draw(t, "max"),
+			RatePerSource:     float64(rapid.IntRange(1, 5).Draw(t, "rate")),
+			BurstPerSource:    rapid.IntRange(1, 6).Draw(t, "burst"),
+			MaxConnsPerSource: 2,
+		}
+		lim.MaxConnsPerSource = rapid.IntRange(2, lim.MaxConns).Draw(t, "per source")
+		addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1"),
+			netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")}
+		peer := addrs[0]
+		a := newAdmission(lim, peer)
+		type open struct {
+			t    ticket
+			addr netip.Addr
+		}
+		var conns []*open
+		now := time.Unix(0, 0)
+		for range rapid.IntRange(1, 60).Draw(t, "steps") {
+			now = now.Add(time.Duration(rapid.IntRange(0, 700).Draw(t, "ms")) * time.Millisecond)
+			switch rapid.IntRange(0, 3).Draw(t, "op") {
+			case 0:
+				addr := rapid.SampledFrom(addrs).Draw(t, "addr")
+				before := *a.source(sourceKey(addr), now)
+				unauth := a.unauth
+				tk, reason := a.admit(addr, now)
+				switch reason {
+				case "":
+					conns = append(conns, &open{tk, addr})
+				case ReasonConnLimit:
+					if addr == peer || unauth < lim.MaxConns {
+						t.Fatalf("conn_limit for %s with %d unauthenticated open", addr, unauth)
+					}
+				case ReasonSourceConns:
+					if before.conns < lim.MaxConnsPerSource {
+						t.Fatalf("source_conn_limit with %d open", before.conns)
+					}
+				case ReasonSourceRate:
+					if before.tokens >= 1 {
+						t.Fatalf("source_rate with %v tokens", before.tokens)
+					}
+				default:
+					t.Fatalf("reason %q", reason)
+				}
+			case 1:
+				if len(conns) > 0 {
+					a.authenticated(&conns[rapid.IntRange(0, len(conns)-1).Draw(t, "proved")].t)
+				}
+			case 2:
+				if len(conns) > 0 {
+					i := rapid.IntRange(0, len(conns)-1).Draw(t, "closed")
+					a.release(&conns[i].t)
+					conns = append(conns[:i], conns[i+1:]...)
+				}
+			case 3:
+				a.request(rapid.SampledFrom(addrs).Draw(t, "requester"), now)
+			}
+			perSource := map[netip.Prefix]int{}
+			unauth, peerUnauth := 0, 0
+			for _, c := range conns {
+				perSource[sourceKey(c.addr)]++
+				if c.t.unauth {
+					unauth++
+					if c.addr == peer {
+						peerUnauth++
+					}
+				}
+			}
+			if unauth != a.unauth {
+				t.Fatalf("unauthenticated count %d, %d such connections open", a.unauth, unauth)
+			}
+			if unauth-peerUnauth > lim.MaxConns {
+				t.Fatalf("%d unauthenticated connections from other addresses, max %d", unauth-peerUnauth, lim.MaxConns)
+			}
+			for src, s := range a.sources {
+				if s.conns != perSource[src] || s.conns > lim.MaxConnsPerSource || s.tokens < 0 || s.tokens > float64(lim.BurstPerSource) {
+					t.Fatalf("source %s: %+v, %d open", src, *s, perSource[src])
+				}
+			}
+		}
+	})
 }
