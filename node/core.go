@@ -67,6 +67,9 @@ type Core struct {
 
 	replay map[replayKey]vrrp.ReplayState
 	ctr    map[vrrp.Family]vrrp.AHCounter
+	// keys: the peer's AH key derivation as its accepted adverts show it;
+	// our adverts fall back to version-1 keys while it speaks only v1.
+	keys vrrp.PeerKeys
 
 	// role is what the last ActionRole asked for; roleGen its generation;
 	// roleFailed says the shell reported it failed (a retry is armed).
@@ -206,7 +209,9 @@ func (c *Core) advert(ev Event, out []Action) []Action {
 			return c.drop(out, Reason(vrrp.ReasonOf(err)), r)
 		}
 		c.replay[k] = next
+		c.keys = c.keys.Heard(r)
 	}
+	out = append(out, Action{Kind: ActionHeard, VRID: r.Advert.VRID, Src: r.Src, Priority: r.Advert.Priority, Key: r.KeyVersion})
 	return c.stepOne(ev, r.Advert.VRID, vrrp.AdvertEvent(r.Src, r.Advert.Priority, r.Advert.Interval), out)
 }
 
@@ -228,7 +233,7 @@ func (c *Core) link(ev Event, out []Action) []Action {
 	if ev.Interface == c.cfg.SyncInterface && !c.tracked[ev.Interface] {
 		if ev.Exists && c.cfg.SyncIndex != 0 && ev.Index != c.cfg.SyncIndex {
 			out = append(out, Action{Kind: ActionRestart,
-				Reason: fmt.Sprintf("sync interface %s was re-created (index %d, was %d): the sockets bound to it hear nothing", ev.Interface, ev.Index, c.cfg.SyncIndex)})
+				Reason: fmt.Sprintf("sync interface was re-created (%s: index %d, was %d): the sockets bound to it hear nothing", ev.Interface, ev.Index, c.cfg.SyncIndex)})
 		}
 		return out
 	}
@@ -255,7 +260,7 @@ func (c *Core) ready(ev Event, out []Action) []Action {
 		why = "startup timeout"
 	}
 	out = append(out, Action{Kind: ActionHold, Gen: c.waitGen, Held: false, Reason: why,
-		TimedOut: ev.TimedOut, Pending: slices.Clone(ev.Incomplete)})
+		Verdict: true, TimedOut: ev.TimedOut, Pending: slices.Clone(ev.Incomplete)})
 	return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventReady}, out)
 }
 
@@ -419,7 +424,7 @@ func (c *Core) send(ev Event, out []Action, vrid uint8, prio uint8) []Action {
 		c.ctr[in.Family] = ctr
 	case vrrp.AuthAH:
 		prev := c.ctr[in.Family]
-		ctr = prev.Next(ev.Now)
+		ctr = c.keys.Stamp(prev.Next(ev.Now))
 		c.ctr[in.Family] = ctr
 		if ctr.Epoch != prev.Epoch {
 			out = c.persistEpoch(out)

@@ -353,7 +353,7 @@ func TestHoldFollowsBackupEntries(t *testing.T) {
 	}
 	acts = c.Step(Event{Kind: EventReady, Now: t0, Gen: 1}, nil)
 	lifted := kinds(acts, ActionHold)
-	if diff := cmp.Diff([]Action{{Kind: ActionHold, Gen: 1, Reason: "replications complete"}}, lifted, addrs); diff != "" {
+	if diff := cmp.Diff([]Action{{Kind: ActionHold, Gen: 1, Reason: "replications complete", Verdict: true}}, lifted, addrs); diff != "" {
 		t.Errorf("lift (-want +got):\n%s", diff)
 	}
 	// Preemption now proceeds: the lower master's adverts no longer reset

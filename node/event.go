@@ -120,9 +120,12 @@ const (
 	// ActionRestart: the instances must restart (Reason): the sync
 	// interface was re-created, so the sockets bound to it hear nothing.
 	ActionRestart
+	// ActionHeard: an advert from Src for VRID with Priority passed every
+	// check and went to the election (the status's view of the peer).
+	ActionHeard
 )
 
-var actionNames = [...]string{"", "send_advert", "persist_epoch", "set_timer", "stop_timer", "role", "announce", "notify", "hold", "drop", "restart"}
+var actionNames = [...]string{"", "send_advert", "persist_epoch", "set_timer", "stop_timer", "role", "announce", "notify", "hold", "drop", "restart", "heard"}
 
 func (k ActionKind) String() string {
 	if int(k) < len(actionNames) && k != 0 {
@@ -135,9 +138,9 @@ func (k ActionKind) String() string {
 type Action struct {
 	Kind ActionKind
 
-	VRID     uint8          // ActionSendAdvert, ActionNotify, ActionDrop
+	VRID     uint8          // ActionSendAdvert, ActionNotify, ActionDrop, ActionHeard
 	Family   vrrp.Family    // ActionSendAdvert
-	Priority uint8          // ActionSendAdvert
+	Priority uint8          // ActionSendAdvert, ActionHeard
 	Counter  vrrp.AHCounter // ActionSendAdvert (AH schemes)
 	Epoch    uint32         // ActionPersistEpoch
 	Timer    TimerKey       // ActionSetTimer, ActionStopTimer
@@ -151,8 +154,13 @@ type Action struct {
 	Reason   string
 	Held     bool       // ActionHold
 	Wait     bool       // ActionHold: start a readiness wait
+	Verdict  bool       // ActionHold lifted by the verdict of the current wait
 	TimedOut bool       // ActionHold lifted by a wait that timed out
 	Pending  []string   // ActionHold lifted by timeout: what was incomplete
 	Drop     Reason     // ActionDrop
-	Src      netip.Addr // ActionDrop: the advert's source
+	Src      netip.Addr // ActionDrop, ActionHeard: the advert's source
+	// Key is the AH key version an ActionHeard advert was signed with (0
+	// without muros-had's AH): a pair upgraded one node at a time shows
+	// when it has moved to version 2.
+	Key vrrp.KeyVersion
 }

@@ -1,12 +1,15 @@
-// Package daemon is the imperative shell of muros-had: it wires the pure VRRP
-// sync group (package vrrp) to raw sockets (internal/vrrpconn), to the
-// virtual IPs and link monitor (package vip), to timers and signals, and
+// Package daemon is the imperative shell of muros-had: it feeds the node's
+// decision core (package node) with events from raw sockets
+// (internal/vrrpconn), the link monitor and the virtual IPs (package vip),
+// timers, the replications' readiness and reloads, and executes the
+// actions the core returns through small adapters (adapters.go). It also
 // exposes the cluster status.
 //
-// One goroutine, the event loop, owns the sync group. Everything else (socket
-// readers, timers, the link monitor, reload requests) sends events to it over
-// channels, and it executes the actions the group returns. This keeps the
-// state machine deterministic and the shell thin.
+// One goroutine, the event loop, owns the core. Everything else (socket
+// readers, timers, the link monitor, readiness waits, reload requests)
+// sends events to it over channels. The shell decides nothing: which
+// advert counts, when to take over, what role the node has and when to
+// retry a failed one are the core's.
 package daemon
 
 import (
@@ -18,16 +21,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/node"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
-	"github.com/vishvananda/netlink"
 )
 
 // Options configure a Daemon.
@@ -47,6 +48,9 @@ type Options struct {
 	// ApplyScheduling, if set, applies a reloaded scheduling: and returns
 	// the outcome for the status.
 	ApplyScheduling func(config.Scheduling) string
+	// Adapters reach the kernel and the peer; nil fields take the real
+	// ones (tests replace them to run the loop without root).
+	Adapters Adapters
 }
 
 // Daemon is one node of the pair.
@@ -64,16 +68,15 @@ type Daemon struct {
 	rulesetKick chan struct{}
 
 	// Set up by Run; owned by the event loop.
-	group   *vrrp.Group
+	ad      Adapters
+	core    *node.Core
 	links   map[vrrp.Family]*familyLink
-	vips    *vip.Manager
+	vips    vipManager
 	ct      conntrackSync // nil when conntrack sync is off
 	db      dbReplica     // nil when DB sync is off
 	dbErr   string        // why DB sync is off although enabled
-	nl      *netlink.Handle
-	timers  map[timerKey]*time.Timer
-	replay  map[replayKey]vrrp.ReplayState
-	actions []vrrp.Action
+	timers  map[node.TimerKey]*time.Timer
+	actions []node.Action
 	events  chan loopEvent
 
 	epochPath string
@@ -81,14 +84,12 @@ type Daemon struct {
 	next      *config.Config // set by a reload that needs a restart
 	reloadReq chan struct{}
 	syncIndex int // ifindex the VRRP sockets are bound to
-	instances map[uint8]instance
-	// vipDirty is set when claiming or releasing failed: the loop retries
-	// every second until the kernel agrees with the group state.
-	vipDirty bool
+	// roleFailing is set while the core's role action fails (one log line
+	// per streak).
+	roleFailing bool
 
-	// Readiness (readiness.go), owned by the event loop: the group state
-	// after the last batch, the current gate's generation and cancel.
-	lastGroup  vrrp.State
+	// Readiness (readiness.go), owned by the event loop: the current
+	// wait's generation (the core's) and cancel.
 	gateGen    uint64
 	gateCancel context.CancelFunc
 	bg         context.Context // Run's background context: gates end with it
@@ -97,63 +98,20 @@ type Daemon struct {
 
 // familyLink is the VRRP socket of one address family with its encoder.
 type familyLink struct {
-	conn   *vrrpconn.Conn
+	conn   advertConn
 	codec  *vrrp.Codec // used only by the event loop (send path)
 	family vrrp.Family
-	ctr    vrrp.AHCounter
 	buf    []byte
 	// sendFailing is set while sends fail (e.g. ENOBUFS on IPv6 while the
 	// sync link has no carrier): one log line per streak, not per advert.
 	sendFailing bool
 }
 
-type timerKey struct {
-	vrid  uint8
-	timer vrrp.TimerID
-}
-
-type replayKey struct {
-	src  netip.Addr
-	auth vrrp.AuthMode
-	vrid uint8 // keepalived keeps one AH sequence counter per instance (VRID)
-}
-
-// loopEvent is one input of the event loop.
+// loopEvent is one input of the event loop: an event for the core, or the
+// verdict of a readiness wait (which the core sees as node.EventReady).
 type loopEvent struct {
-	advert *rxAdvert
-	timer  *timerFire
-	link   *vip.LinkEvent
-	ready  *readyEvent
-}
-
-type timerFire struct {
-	key timerKey
-	gen uint64
-}
-
-// rxAdvert is a received advert that passed the codec's checks.
-type rxAdvert struct {
-	family   vrrp.Family
-	src      netip.Addr
-	vrid     uint8
-	priority uint8
-	interval time.Duration
-	auth     vrrp.AuthMode
-	spi, seq uint32
-	// addrsMatch: the advert's address list is ours for that VRID (checked
-	// by the reader against the read-only instance table, so no copy of the
-	// list crosses to the loop).
-	addrsMatch bool
-}
-
-// instance is what the daemon derives once from a VIP of the configuration:
-// its VRRP family and the address list its adverts carry. The table is
-// read-only after New (a reload that changes VIPs restarts the daemon), so
-// the socket readers consult it without locks.
-type instance struct {
-	vip    config.VIP
-	family vrrp.Family
-	addrs  []netip.Addr
+	ev    node.Event
+	ready *readyEvent
 }
 
 // New checks the configuration and prepares a daemon; Run starts it.
@@ -173,8 +131,7 @@ func New(opts Options) (*Daemon, error) {
 		cfg:    opts.Config,
 		stats:  newRxStats(),
 		events: make(chan loopEvent, 256),
-		timers: make(map[timerKey]*time.Timer),
-		replay: make(map[replayKey]vrrp.ReplayState),
+		timers: make(map[node.TimerKey]*time.Timer),
 		stop:   make(chan struct{}),
 		// reloadReq has room for one pending SIGHUP.
 		reloadReq:   make(chan struct{}, 1),
@@ -182,40 +139,50 @@ func New(opts Options) (*Daemon, error) {
 	}
 	d.status = newStatusBook(d.cfg)
 	d.status.setScheduling(opts.Scheduling)
-	d.instances = make(map[uint8]instance, len(d.cfg.VIPs))
-	for _, v := range d.cfg.VIPs {
-		d.instances[v.VRID] = instance{vip: v, family: familyOf(v.Address.Addr()), addrs: []netip.Addr{v.Address.Addr()}}
-	}
 	d.stats.initStates(d.cfg)
 	d.epochPath = filepath.Join(d.cfg.StateDir, "ah-epoch")
 	return d, nil
 }
 
-// instanceConfigs derives one VRRP instance per VIP from the configuration.
-func instanceConfigs(cfg *config.Config, primary map[vrrp.Family]netip.Addr) []vrrp.InstanceConfig {
+// nodeConfig derives the core's configuration: one VRRP instance per VIP,
+// the receive checks, and the readiness hold. primary is the source address
+// of each family's socket.
+func nodeConfig(cfg *config.Config, primary map[vrrp.Family]netip.Addr, syncIndex int, lastEpoch uint32) node.Config {
 	version := 3
 	if cfg.Auth == config.AuthKeepalivedAH {
 		version = 2
 	}
-	out := make([]vrrp.InstanceConfig, 0, len(cfg.VIPs))
+	nc := node.Config{
+		Codec: codecConfig(cfg),
+		Own:   primary,
+		// A node does not preempt before its conntrack table is complete
+		// (SPEC) nor with a stale configuration DB (SPEC "takeover
+		// ordering"), after a start or any return to BACKUP; takeover from
+		// a dead master is never held (package vrrp). The readiness wait
+		// lifts the hold (readiness.go).
+		HoldReady:     holdsPreemption(cfg),
+		SyncInterface: cfg.SyncInterface,
+		SyncIndex:     syncIndex,
+		LastEpoch:     lastEpoch,
+	}
 	for _, v := range cfg.VIPs {
-		out = append(out, vrrp.InstanceConfig{
-			VRID:         v.VRID,
-			Priority:     cfg.Priority(),
-			Interval:     cfg.AdvertInterval,
-			Version:      version,
-			Primary:      primary[familyOf(v.Address.Addr())],
-			NoPreempt:    !cfg.Preempt,
-			PreemptDelay: cfg.PreemptDelay,
-			// A node does not preempt before its conntrack table is complete
-			// (SPEC) nor with a stale configuration DB (SPEC "takeover
-			// ordering"), after a start or any return to BACKUP; takeover
-			// from a dead master is never held (package vrrp). The readiness
-			// gate lifts the hold (readiness.go).
-			WaitReady: holdsPreemption(cfg),
+		fam := familyOf(v.Address.Addr())
+		nc.Instances = append(nc.Instances, node.Instance{
+			VRRP: vrrp.InstanceConfig{
+				VRID:         v.VRID,
+				Priority:     cfg.Priority(),
+				Interval:     cfg.AdvertInterval,
+				Version:      version,
+				Primary:      primary[fam],
+				NoPreempt:    !cfg.Preempt,
+				PreemptDelay: cfg.PreemptDelay,
+			},
+			Family:    fam,
+			Interface: v.Interface,
+			Addrs:     []netip.Addr{v.Address.Addr()},
 		})
 	}
-	return out
+	return nc
 }
 
 // holdsPreemption reports whether the node holds preemption until its
@@ -258,19 +225,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := os.MkdirAll(d.cfg.RunDir, 0o755); err != nil {
 		return fmt.Errorf("daemon: run dir: %w", err)
 	}
-	nl, err := netlink.NewHandle()
-	if err != nil {
-		return fmt.Errorf("daemon: netlink: %w", err)
+	// Before anything touches the network: a node that cannot persist its
+	// AH epoch, or whose epoch file is damaged, does not start (epoch.go).
+	var lastEpoch uint32
+	if d.cfg.Auth == config.AuthAH {
+		e, err := reserveEpoch(epochFile(d.epochPath), time.Now())
+		if err != nil {
+			return err
+		}
+		lastEpoch = e
 	}
-	d.nl = nl
-	defer nl.Close()
+	ad, closeAdapters, err := d.opts.Adapters.withDefaults()
+	if err != nil {
+		return err
+	}
+	defer closeAdapters()
+	d.ad = ad
 
 	if err := d.openLinks(ctx); err != nil {
 		return err
 	}
 	defer d.closeLinks()
 
-	vm, err := vip.New(nl, vipConfig(d.cfg, d.log))
+	vm, err := ad.VIPs(vipConfig(d.cfg, d.log))
 	if err != nil {
 		return fmt.Errorf("daemon: vip: %w", err)
 	}
@@ -287,7 +264,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	if d.cfg.Conntrack.Enabled {
-		ct, err := newConntrackSync(d.cfg, d)
+		ct, err := ad.Conntrack(d.cfg, d)
 		if err != nil {
 			return err
 		}
@@ -299,18 +276,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// DB sync that cannot start (no peer pin, no JWT secret, port in use)
 		// must not cost the pair its failover: VRRP runs, the problem is
 		// logged and shown in the status.
-		db, err := newDBReplica(d.cfg, d)
-		if err == nil {
-			dbListener, err = net.Listen("tcp", d.cfg.DBSync.Listen)
-			if err != nil {
-				err = fmt.Errorf("daemon: dbsync listener: %w", err)
-			}
-		}
+		db, ln, err := ad.DB(d.cfg, d)
 		if err != nil {
 			d.log.Error("DB sync is OFF", "err", err)
 			d.dbErr = err.Error()
 		} else {
-			d.db = db
+			d.db, dbListener = db, ln
 		}
 	}
 
@@ -318,11 +289,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for f, l := range d.links {
 		primary[f] = l.conn.Source()
 	}
-	g, err := vrrp.NewGroup(instanceConfigs(d.cfg, primary))
+	core, err := node.New(nodeConfig(d.cfg, primary, d.syncIndex, lastEpoch))
 	if err != nil {
-		return fmt.Errorf("daemon: vrrp group: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	d.group = g
+	d.core = core
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -334,74 +305,62 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	for _, l := range d.links {
 		for _, proto := range []int{vrrpconn.ProtoVRRP, vrrpconn.ProtoAH} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d.readLoop(bg, l, proto)
-			}()
+			wg.Go(func() { d.readLoop(bg, l, proto) })
 		}
 	}
-	// Readiness gates start from the loop, at every entry into BACKUP
-	// (readiness.go); a replication enabled but off (DB sync that could not
-	// start) has nothing to wait for: it is logged and shown in the status.
+	// Readiness waits start from the loop, at every entry into BACKUP that
+	// the core reports (readiness.go); a replication enabled but off (DB
+	// sync that could not start) has nothing to wait for: it is logged and
+	// shown in the status.
 	d.bg, d.wg = bg, &wg
 	if d.ct != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := d.ct.Run(bg); err != nil && bg.Err() == nil {
 				d.log.Error("conntrack sync stopped", "err", err)
 			}
-		}()
+		})
 	}
 	if d.db != nil {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := d.db.Serve(bg, dbListener); err != nil && bg.Err() == nil {
 				d.log.Error("dbsync listener stopped", "err", err)
 			}
-		}()
-		go func() {
-			defer wg.Done()
+		})
+		wg.Go(func() {
 			if err := d.db.Run(bg); err != nil && bg.Err() == nil {
 				d.log.Error("dbsync stopped", "err", err)
 			}
-		}()
+		})
 	}
 	// The sync interface is watched too, not tracked: losing its carrier
 	// is what a dead peer looks like on a direct cable. But if it is
 	// deleted and created again (ifdown/ifup of a VLAN or bond), the
-	// sockets bound to the old one hear nothing: see handleLink.
+	// sockets bound to the old one hear nothing: the core asks for a
+	// restart.
 	watched := append(trackedInterfaces(d.cfg), d.cfg.SyncInterface)
-	mon, err := vip.NewMonitor(nl, vip.MonitorConfig{Interfaces: watched, Logger: d.log})
+	mon, err := ad.Watch(vip.MonitorConfig{Interfaces: watched, Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("daemon: link monitor: %w", err)
 	}
 	linkCh := make(chan vip.LinkEvent, 16)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		_ = mon.Run(bg, linkCh)
-	}()
-	go func() {
-		defer wg.Done()
+	wg.Go(func() { _ = mon.Run(bg, linkCh) })
+	wg.Go(func() {
 		for {
 			select {
 			case <-bg.Done():
 				return
 			case ev := <-linkCh:
 				select {
-				case d.events <- loopEvent{link: &ev}:
+				case d.events <- loopEvent{ev: node.Event{Kind: node.EventLink, Interface: ev.Interface, Up: ev.Up, Exists: ev.Exists, Index: ev.Index}}:
 				case <-bg.Done():
 					return
 				}
 			}
 		}
-	}()
+	})
 
 	d.registerSyncMetrics()
-	if d.surface, err = d.startStatusServers(bg); err != nil {
+	if d.surface, err = ad.Surface(d, bg); err != nil {
 		return err
 	}
 	// A reload may replace the surface: close the one running at the end.
@@ -409,7 +368,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	d.log.Info("starting", "role", d.cfg.Role, "priority", d.cfg.Priority(), "vrids", vrids(d.cfg),
 		"advert_interval", d.cfg.AdvertInterval, "auth", d.cfg.Auth, "sync_interface", d.cfg.SyncInterface)
-	d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventStartup}, d.actions[:0]))
+	// Netlink and socket work must finish even once a stop is requested:
+	// a VIP release cut short by a cancelled context would leave the VIPs
+	// on a node that exits.
+	work := context.WithoutCancel(ctx)
+	d.step(work, node.Event{Kind: node.EventStartup})
 	d.opts.Notify("READY=1")
 
 	var watchdog <-chan time.Time
@@ -418,13 +381,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer t.Stop()
 		watchdog = t.C
 	}
-	// Netlink and socket work must finish even once a stop is requested:
-	// a VIP release cut short by a cancelled context would leave the VIPs
-	// on a node that exits.
-	work := context.WithoutCancel(ctx)
-	retry := time.NewTicker(time.Second)
-	defer retry.Stop()
-	vipRetry := retry.C
 	for {
 		select {
 		case <-ctx.Done():
@@ -443,10 +399,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.shutdown()
 				return ErrRestart
 			}
-		case <-vipRetry:
-			if d.vipDirty {
-				d.reconcileVIPs(work)
-			}
 		case ev := <-d.events:
 			if ctx.Err() != nil {
 				// A stop is pending: it goes first (select picks at random
@@ -455,10 +407,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			d.handle(work, ev)
 			if d.next != nil {
-				// No STOPPING=1: systemd would take the in-process restart
-				// for the service stopping and kill it after TimeoutStopSec.
-				// The reload stays open (RELOADING=1) until the next
-				// instance sends READY=1.
+				// No STOPPING=1, as above.
 				d.shutdown()
 				return ErrRestart
 			}
@@ -471,7 +420,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventShutdown}, d.actions[:0]))
+	d.step(ctx, node.Event{Kind: node.EventShutdown})
 	// Unconditional: Release is idempotent, and a claim whose state is in
 	// doubt must not outlive the process.
 	if err := d.vips.Release(ctx); err != nil {
@@ -481,7 +430,11 @@ func (d *Daemon) shutdown() {
 		t.Stop()
 		delete(d.timers, k)
 	}
-	d.log.Info("stopped", "state", d.group.State())
+	if d.gateCancel != nil {
+		d.gateCancel()
+		d.gateCancel = nil
+	}
+	d.log.Info("stopped", "state", d.core.State())
 }
 
 // NextConfig is the configuration to restart with after Run returned
@@ -499,232 +452,164 @@ func (d *Daemon) Trigger() {
 }
 
 func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
-	switch {
-	case ev.advert != nil:
-		d.handleAdvert(ctx, ev.advert)
-	case ev.timer != nil:
-		acts, err := d.group.Step(ev.timer.key.vrid, vrrp.TimerEvent(ev.timer.key.timer, ev.timer.gen), d.actions[:0])
-		if err == nil {
-			d.apply(ctx, acts)
-		}
-	case ev.link != nil:
-		d.handleLink(ctx, *ev.link)
-	case ev.ready != nil:
+	if ev.ready != nil {
 		d.handleReady(ctx, ev.ready)
+		return
 	}
+	if ev.ev.Kind == node.EventLink && d.isTracked(ev.ev.Interface) {
+		d.status.link(ev.ev.Interface, ev.ev.Up)
+	}
+	d.step(ctx, ev.ev)
 }
 
-func (d *Daemon) handleAdvert(ctx context.Context, a *rxAdvert) {
-	m := d.group.Member(a.vrid)
-	if m == nil {
-		d.stats.reject("unknown_vrid")
-		return
-	}
-	// IPv4 and IPv6 VRIDs are separate spaces (RFC 9568 section 7): an
-	// advert for one of our VRIDs over the other family is not for us.
-	if in, ok := d.instances[a.vrid]; !ok || in.family != a.family {
-		d.stats.reject("wrong_family")
-		return
-	}
-	// A router on the link that advertises one of our VRIDs with another
-	// address list is a VRID collision (SPEC "common pitfalls"): report it
-	// and never let it take part in our election.
-	if !a.addrsMatch {
-		d.stats.reject("address_mismatch")
-		d.status.foreignRouter(a.vrid, a.src, time.Now())
-		return
-	}
-	if a.auth != vrrp.AuthNone && a.auth != vrrp.AuthPass {
-		k := replayKey{src: a.src, auth: a.auth, vrid: a.vrid}
-		next, err := d.replay[k].Accept(a.spi, a.seq)
-		if err != nil {
-			d.stats.reject(string(vrrp.ReasonOf(err)))
-			return
-		}
-		d.replay[k] = next
-	}
-	d.status.peerAdvert(a.vrid, a.src, a.priority, time.Now())
-	acts, err := d.group.Step(a.vrid, vrrp.AdvertEvent(a.src, a.priority, a.interval), d.actions[:0])
-	if err == nil {
-		d.apply(ctx, acts)
-	}
-}
-
-func (d *Daemon) handleLink(ctx context.Context, ev vip.LinkEvent) {
-	if ev.Interface == d.cfg.SyncInterface && !d.isTracked(ev.Interface) {
-		if ev.Exists && d.syncIndex != 0 && ev.Index != d.syncIndex {
-			d.log.Warn("sync interface was re-created: restarting the VRRP instances on it", "interface", ev.Interface, "old_index", d.syncIndex, "index", ev.Index)
-			d.next = d.cfg
-		}
-		return
-	}
-	kind := vrrp.EventTrackDown
-	if ev.Up {
-		kind = vrrp.EventTrackUp
-	}
-	d.status.link(ev.Interface, ev.Up)
-	for _, v := range d.cfg.VIPs {
-		if v.Interface != ev.Interface {
-			continue
-		}
-		acts, err := d.group.Step(v.VRID, vrrp.Event{Kind: kind, Interface: ev.Interface}, d.actions[:0])
-		if err == nil {
-			d.apply(ctx, acts)
-		}
-	}
-}
-
-// apply executes the group's actions in order. The VIPs follow the group as
-// a whole: the vip manager owns every VIP of the sync group, so after the
-// batch they are held exactly when the group is MASTER. The members' claim
-// and release actions mark the points where that can change; reconciling
-// against the group state (rather than replaying each member's action) means
-// no ordering of member actions inside a batch can leave VIPs on a node that
-// is not master.
-func (d *Daemon) apply(ctx context.Context, acts []vrrp.Action) {
-	d.actions = acts[:0]
-	announce := false
-	for _, a := range acts {
-		switch a.Kind {
-		case vrrp.ActionSendAdvert:
-			d.sendAdvert(ctx, a.VRID, a.Priority)
-		case vrrp.ActionSetTimer:
-			d.setTimer(timerKey{a.VRID, a.Timer}, a.After, a.Gen)
-		case vrrp.ActionStopTimer:
-			k := timerKey{a.VRID, a.Timer}
-			if t, ok := d.timers[k]; ok {
-				t.Stop()
-				delete(d.timers, k)
+// step feeds one event to the core and executes what it returns. The
+// outcome of a role action is fed back at once (EventRoleDone), so a
+// failure is known to the core before the next event.
+func (d *Daemon) step(ctx context.Context, ev node.Event) {
+	ev.Now = time.Now()
+	acts := d.core.Step(ev, d.actions[:0])
+	for len(acts) > 0 {
+		var done []node.Event
+		for _, a := range acts {
+			if r, ok := d.exec(ctx, a); ok {
+				done = append(done, r)
 			}
-		case vrrp.ActionClaimVIPs:
-			// Claimed at once: the new master's adverts and announcements
-			// that follow in the batch must find the VIPs in place.
-			d.reconcileVIPs(ctx)
-		case vrrp.ActionReleaseVIPs:
-			// Released after the batch: a release waits for the kernel
-			// (closing the announcement sockets takes an RCU grace period),
-			// and the other members' priority 0 adverts must not wait for it.
-		case vrrp.ActionAnnounce:
-			announce = true
-		case vrrp.ActionNotify:
-			d.log.Info("state change", "vrid", a.VRID, "from", a.From, "to", a.To, "reason", a.Reason)
-			d.status.transition(a.VRID, a.From, a.To, a.Reason, time.Now(), d.group.State())
-			d.stats.stateChange(a.VRID, a.To, d.group.State())
+		}
+		acts = acts[:0]
+		for _, r := range done {
+			r.Now = time.Now()
+			acts = d.core.Step(r, acts)
 		}
 	}
-	claimedNow := d.reconcileVIPs(ctx)
-	// Claim starts the announcement schedule; an explicit Announce in the
-	// same batch would only repeat its first round.
-	if announce && !claimedNow && d.vips.Claimed() {
+	d.actions = acts[:0]
+}
+
+// exec runs one action of the core. A role action returns its outcome as
+// the event to feed back.
+func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
+	switch a.Kind {
+	case node.ActionSendAdvert:
+		d.sendAdvert(ctx, a)
+	case node.ActionPersistEpoch:
+		d.persistEpoch(a.Epoch)
+	case node.ActionSetTimer:
+		d.setTimer(a.Timer, a.After, a.Gen)
+	case node.ActionStopTimer:
+		if t, ok := d.timers[a.Timer]; ok {
+			t.Stop()
+			delete(d.timers, a.Timer)
+		}
+	case node.ActionRole:
+		return node.Event{Kind: node.EventRoleDone, Gen: a.Gen, Err: d.runRole(ctx, a)}, true
+	case node.ActionAnnounce:
 		if err := d.vips.Announce(ctx); err != nil {
 			d.log.Warn("announcing VIPs", "err", err)
 		}
+	case node.ActionNotify:
+		d.log.Info("state change", "vrid", a.VRID, "from", a.From, "to", a.To, "reason", a.Reason)
+		d.status.transition(a.VRID, a.From, a.To, a.Reason, time.Now(), d.core.State())
+		d.stats.stateChange(a.VRID, a.To, d.core.State())
+	case node.ActionHold:
+		d.hold(ctx, a)
+	case node.ActionDrop:
+		d.dropped(a)
+	case node.ActionHeard:
+		d.status.peerAdvert(a.VRID, a.Src, a.Priority, time.Now())
+	case node.ActionRestart:
+		d.log.Warn("restarting the VRRP instances on the sync interface", "reason", a.Reason)
+		d.next = d.cfg
 	}
-	// After the release: the replications are receivers again when a
-	// re-armed hold starts waiting for them.
-	d.noteGroupState(ctx)
+	return node.Event{}, false
 }
 
-// reconcileVIPs claims or releases the VIPs so that they are held exactly
-// when the sync group is MASTER. It reports whether it claimed them.
-func (d *Daemon) reconcileVIPs(ctx context.Context) bool {
-	want := d.group.State() == vrrp.StateMaster
-	if d.vipDirty {
-		// The last attempt failed: both operations are idempotent, so redo
-		// the one the group state asks for whatever the manager believes.
-		if want {
-			d.vipResult("claim", d.vips.Claim(ctx))
-		} else {
-			d.vipResult("release", d.vips.Release(ctx))
-		}
-		return false
-	}
-	switch have := d.vips.Claimed(); {
-	case want && !have:
-		// The replicated flows are already in this node's kernel (the
-		// backup injects as it receives), so the VIPs can be claimed at
-		// once; the node now becomes the sender.
-		if d.ct != nil {
-			d.ct.SetRole(true)
-		}
-		if d.db != nil {
-			d.db.SetRole(true)
-		}
-		d.vipResult("claim", d.vips.Claim(ctx))
-		return true
-	case !want && have:
-		d.vipResult("release", d.vips.Release(ctx))
-		if d.ct != nil {
-			d.ct.SetRole(false)
-		}
-		if d.db != nil {
-			d.db.SetRole(false)
-		}
-	}
-	return false
-}
-
-// vipResult logs the outcome of a claim or release and arms the retry.
-func (d *Daemon) vipResult(op string, err error) {
-	if err != nil {
-		if !d.vipDirty {
-			d.log.Error("VIP "+op+" failed; retrying every second", "err", err)
-		}
-		d.vipDirty = true
-		d.status.vipError(op, err)
+// dropped counts a rejected advert by reason. Our own adverts looped back
+// by a bridge are not a rejection; a foreign address list is a VRID
+// collision the status reports (SPEC "common pitfalls").
+func (d *Daemon) dropped(a node.Action) {
+	switch a.Drop {
+	case node.ReasonOwnAdvert:
 		return
+	case node.ReasonAddressMismatch:
+		d.status.foreignRouter(a.VRID, a.Src, time.Now())
 	}
-	if d.vipDirty {
+	d.stats.reject(string(a.Drop))
+}
+
+// runRole makes the node what the core says, as one operation. MASTER:
+// both replications become senders, then the VIPs are claimed (the
+// replicated flows are already in this node's kernel: the backup injects
+// as it receives). Anything else: the VIPs are released, then both
+// replications become receivers, whatever the release returned (a node
+// that is not master must never push its DB or its flows). Every step is
+// idempotent, so the core's re-issue after a failure redoes it whole.
+func (d *Daemon) runRole(ctx context.Context, a node.Action) error {
+	master := a.Role == vrrp.StateMaster
+	var err error
+	if master {
+		d.setReplicationRoles(true)
+		err = d.vips.Claim(ctx)
+	} else {
+		err = d.vips.Release(ctx)
+		d.setReplicationRoles(false)
+	}
+	op, done := "claim", "VIPs claimed"
+	if !master {
+		op, done = "release", "VIPs released"
+	}
+	if err != nil {
+		if !d.roleFailing {
+			d.log.Error("VIP "+op+" failed; retrying every "+node.RoleRetryInterval.String(), "role", a.Role, "err", err)
+		}
+		d.roleFailing = true
+		d.status.vipError(op, err)
+		return err
+	}
+	if d.roleFailing {
 		d.log.Info("VIP " + op + " succeeded after retries")
 	}
-	d.vipDirty = false
+	d.roleFailing = false
 	d.status.vipError("", nil)
-	done := "VIPs claimed"
-	if op == "release" {
-		done = "VIPs released"
+	if master || a.From == vrrp.StateMaster || a.Retry {
+		d.log.Info(done, "vips", len(d.cfg.VIPs), "state", d.core.State())
 	}
-	d.log.Info(done, "vips", len(d.cfg.VIPs), "state", d.group.State())
+	return nil
 }
 
-func (d *Daemon) setTimer(k timerKey, after time.Duration, gen uint64) {
+func (d *Daemon) setReplicationRoles(master bool) {
+	if d.ct != nil {
+		d.ct.SetRole(master)
+	}
+	if d.db != nil {
+		d.db.SetRole(master)
+	}
+}
+
+func (d *Daemon) setTimer(k node.TimerKey, after time.Duration, gen uint64) {
 	if t, ok := d.timers[k]; ok {
 		t.Stop()
 	}
-	fire := &timerFire{key: k, gen: gen}
+	ev := node.Event{Kind: node.EventTimer, Timer: k, Gen: gen}
 	d.timers[k] = time.AfterFunc(after, func() {
 		// The generation makes a fire that raced with a re-arm harmless.
 		select {
-		case d.events <- loopEvent{timer: fire}:
+		case d.events <- loopEvent{ev: ev}:
 		case <-d.stop:
 		}
 	})
 }
 
-func (d *Daemon) sendAdvert(ctx context.Context, vrid uint8, priority uint8) {
-	in, ok := d.instances[vrid]
-	if !ok {
+// sendAdvert encodes and multicasts the advert the core asked for, with
+// the AH counter it chose.
+func (d *Daemon) sendAdvert(ctx context.Context, a node.Action) {
+	l := d.links[a.Family]
+	in := d.core.Instance(a.VRID)
+	if l == nil || in == nil {
 		return
 	}
-	fam := in.family
-	l := d.links[fam]
-	if l == nil {
-		return
-	}
-	adv := vrrp.Advert{VRID: vrid, Priority: priority, Interval: d.cfg.AdvertInterval, Addrs: in.addrs}
-	now := time.Now()
-	switch d.cfg.Auth {
-	case config.AuthKeepalivedAH:
-		l.ctr = l.ctr.NextKeepalived(now)
-	case config.AuthAH:
-		prev := l.ctr.Epoch
-		l.ctr = l.ctr.Next(now)
-		if l.ctr.Epoch != prev {
-			d.persistEpoch(l.ctr.Epoch)
-		}
-	}
-	pkt, err := l.codec.AppendPacket(l.buf[:0], l.conn.Source(), l.conn.Group(), &adv, l.ctr)
+	adv := vrrp.Advert{VRID: a.VRID, Priority: a.Priority, Interval: d.cfg.AdvertInterval, Addrs: in.Addrs}
+	pkt, err := l.codec.AppendPacket(l.buf[:0], l.conn.Source(), l.conn.Group(), &adv, a.Counter)
 	if err != nil {
-		d.log.Error("encoding advert", "vrid", vrid, "err", err)
+		d.log.Error("encoding advert", "vrid", a.VRID, "err", err)
 		return
 	}
 	l.buf = pkt[:0]
@@ -732,7 +617,7 @@ func (d *Daemon) sendAdvert(ctx context.Context, vrid uint8, priority uint8) {
 	if d.cfg.Auth != config.AuthNone {
 		proto = vrrpconn.ProtoAH
 	}
-	if fam == vrrp.IPv6 {
+	if l.family == vrrp.IPv6 {
 		pkt = pkt[vrrp.IPv6HeaderLen:]
 	}
 	// A send that cannot complete within one interval is late anyway; it
@@ -743,64 +628,37 @@ func (d *Daemon) sendAdvert(ctx context.Context, vrid uint8, priority uint8) {
 		d.stats.sendError()
 		if !l.sendFailing {
 			l.sendFailing = true
-			d.log.Warn("sending adverts fails; counting further errors silently", "vrid", vrid, "err", err)
+			d.log.Warn("sending adverts fails; counting further errors silently", "vrid", a.VRID, "err", err)
 		}
 		return
 	}
 	if l.sendFailing {
 		l.sendFailing = false
-		d.log.Info("sending adverts works again", "vrid", vrid)
+		d.log.Info("sending adverts works again", "vrid", a.VRID)
 	}
 	d.stats.sent()
-}
-
-func sameAddrs(a, b []netip.Addr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, x := range a {
-		found := false
-		for _, y := range b {
-			if x == y {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // openLinks opens one VRRP connection per address family used by the VIPs,
 // on the sync interface.
 func (d *Daemon) openLinks(ctx context.Context) error {
 	d.links = map[vrrp.Family]*familyLink{}
-	epoch := d.loadEpoch()
 	for _, fam := range families(d.cfg) {
-		src, err := waitSourceAddr(ctx, d.nl, d.cfg.SyncInterface, fam)
+		src, index, err := d.ad.SyncLink(ctx, d.cfg.SyncInterface, fam)
 		if err != nil {
 			return err
 		}
-		conn, err := vrrpconn.Open(d.cfg.SyncInterface, src)
+		d.syncIndex = index
+		conn, err := d.ad.OpenConn(d.cfg.SyncInterface, src)
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
-		}
-		if link, err := d.nl.LinkByName(d.cfg.SyncInterface); err == nil {
-			d.syncIndex = link.Attrs().Index
 		}
 		codec, err := vrrp.NewCodec(codecConfig(d.cfg))
 		if err != nil {
 			conn.Close()
 			return fmt.Errorf("daemon: codec: %w", err)
 		}
-		l := &familyLink{conn: conn, codec: codec, family: fam, buf: make([]byte, 0, 1500)}
-		if d.cfg.Auth == config.AuthAH {
-			l.ctr = vrrp.NewAHCounter(epoch, time.Now())
-			d.persistEpoch(l.ctr.Epoch)
-		}
-		d.links[fam] = l
+		d.links[fam] = &familyLink{conn: conn, codec: codec, family: fam, buf: make([]byte, 0, 1500)}
 	}
 	return nil
 }
@@ -824,76 +682,15 @@ func families(cfg *config.Config) []vrrp.Family {
 	return out
 }
 
-// waitSourceAddr finds the address adverts are sent from: the first global
-// IPv4 address of the sync interface, or its IPv6 link-local address (RFC
-// 9568 section 5.1.2.1) once duplicate address detection has finished.
-func waitSourceAddr(ctx context.Context, nl *netlink.Handle, ifname string, fam vrrp.Family) (netip.Addr, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		a, err := sourceAddr(nl, ifname, fam)
-		if err == nil {
-			return a, nil
-		}
-		if time.Now().After(deadline) {
-			return netip.Addr{}, fmt.Errorf("daemon: sync interface %s: %w", ifname, err)
-		}
-		select {
-		case <-ctx.Done():
-			return netip.Addr{}, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func sourceAddr(nl *netlink.Handle, ifname string, fam vrrp.Family) (netip.Addr, error) {
-	link, err := nl.LinkByName(ifname)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	nf := netlink.FAMILY_V4
-	if fam == vrrp.IPv6 {
-		nf = netlink.FAMILY_V6
-	}
-	addrs, err := nl.AddrList(link, nf)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		if fam == vrrp.IPv6 {
-			if ip.IsLinkLocalUnicast() && a.Flags&(0x40 /*IFA_F_TENTATIVE*/) == 0 {
-				return ip, nil
-			}
-			continue
-		}
-		return ip, nil
-	}
-	return netip.Addr{}, fmt.Errorf("no usable IPv%d address", fam)
-}
-
-func (d *Daemon) loadEpoch() uint32 {
-	b, err := os.ReadFile(d.epochPath)
-	if err != nil {
-		return 0
-	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
-	if err != nil {
-		d.log.Warn("ignoring unreadable AH epoch file", "path", d.epochPath, "err", err)
-		return 0
-	}
-	return uint32(v)
-}
-
 // persistEpoch records the AH sender epoch so the next run starts above it
 // even if the clock stepped back. Written atomically: a crash leaves the old
-// or the new value, never a torn file.
+// or the new value, never a torn file. Run has proved the file writable
+// (reserveEpoch) and the next start refuses to run if it is not; a failure
+// here is logged as an error: the next start, if the clock is behind, could
+// take this run's epoch again, which the peer refuses as a replay.
 func (d *Daemon) persistEpoch(e uint32) {
-	if err := writeFileAtomic(d.epochPath, []byte(strconv.FormatUint(uint64(e), 10)+"\n")); err != nil {
-		d.log.Warn("persisting AH epoch", "err", err)
+	if err := epochFile(d.epochPath).save(e); err != nil {
+		d.log.Error("persisting AH epoch", "epoch", e, "err", err)
 	}
 }
 
@@ -969,9 +766,10 @@ func vipConfig(cfg *config.Config, log *slog.Logger) vip.Config {
 	return c
 }
 
-// readLoop reads one protocol's socket, decodes and checks every datagram
-// and hands accepted adverts to the event loop. Rejections are counted by
-// reason.
+// readLoop reads one protocol's socket and decodes every datagram
+// (structure and ICV: the keys live with the codec, one per goroutine); the
+// core makes every check and decides. A datagram that does not even parse
+// is counted here by its reason.
 func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
 	codec, err := vrrp.NewCodec(codecConfig(d.cfg))
 	if err != nil {
@@ -980,7 +778,6 @@ func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
 	}
 	buf := make([]byte, 65536)
 	oob := make([]byte, 256)
-	addrs := make([]netip.Addr, 0, 16)
 	for {
 		p, err := l.conn.Read(ctx, proto, buf, oob)
 		if err != nil {
@@ -995,31 +792,22 @@ func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
 			}
 			continue
 		}
-		if p.Src == l.conn.Source() {
-			continue // our own advert, looped back by a bridge or hairpin
-		}
+		// The address list crosses to the loop: a fresh slice per advert
+		// (the buffer is reused by the next read).
 		var rx vrrp.Received
 		if l.family == vrrp.IPv6 {
-			hop := p.HopLimit
-			if hop < 0 {
-				hop = 0
-			}
-			rx, err = codec.DecodeIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(hop), addrs)
+			hop := max(p.HopLimit, 0)
+			rx, err = codec.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(hop), nil)
 		} else {
-			rx, err = codec.Decode(p.Data, addrs)
+			rx, err = codec.Inspect(p.Data, nil)
 		}
 		if err != nil {
 			d.stats.reject(string(vrrp.ReasonOf(err)))
 			d.log.Debug("dropped advert", "src", p.Src, "reason", vrrp.ReasonOf(err), "err", err)
 			continue
 		}
-		ev := &rxAdvert{
-			family: l.family, src: rx.Src, vrid: rx.Advert.VRID, priority: rx.Advert.Priority,
-			interval: rx.Advert.Interval, auth: rx.Auth, spi: rx.SPI, seq: rx.Seq,
-			addrsMatch: sameAddrs(rx.Advert.Addrs, d.instances[rx.Advert.VRID].addrs),
-		}
 		select {
-		case d.events <- loopEvent{advert: ev}:
+		case d.events <- loopEvent{ev: node.Event{Kind: node.EventAdvert, Family: l.family, Advert: rx}}:
 		case <-ctx.Done():
 			return
 		}

@@ -6,23 +6,25 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/ctsync"
+	"github.com/muros/muros-had/node"
 	"github.com/muros/muros-had/vrrp"
 )
 
-// Readiness. With conntrack or DB sync on, the VRRP instances hold
-// preemption (vrrp.InstanceConfig.WaitReady) until this node's replications
-// are complete: a node that took the VIPs back without the flows created on
-// the peer meanwhile would reset those connections, and one with a stale
-// configuration DB would push it over the operator's edits on the peer.
-// That is true after a start, and equally whenever the sync group returns
-// to BACKUP without a restart: from FAULT (a tracked link back up) or from
-// MASTER (a better master, a priority 0 from the peer, a reload). Each such
-// entry re-arms the hold (vrrp.EventNotReady) and starts a new gate, which
-// sends vrrp.EventReady once every replication is complete again, or when
-// conntrack.resync.startup_timeout runs out (a node that cannot get the
-// master's state must not block its own election forever). A newer gate
-// supersedes an older one: each has its own context and generation. The
-// hold never delays the takeover of a master that is gone (package vrrp).
+// Readiness. With conntrack or DB sync on, the node holds preemption until
+// its replications are complete: a node that took the VIPs back without the
+// flows created on the peer meanwhile would reset those connections, and
+// one with a stale configuration DB would push it over the operator's edits
+// on the peer. That is true after a start, and equally whenever the sync
+// group returns to BACKUP without a restart: from FAULT (a tracked link
+// back up) or from MASTER (a better master, a priority 0 from the peer, a
+// reload). The core (package node) re-arms the hold at each such entry and
+// asks for a wait of a new generation (node.ActionHold); the wait here
+// watches the replications and sends its verdict once every replication is
+// complete again, or when conntrack.resync.startup_timeout runs out (a
+// node that cannot get the master's state must not block its own election
+// forever). The core lifts the hold on the verdict of the current wait
+// only. The hold never delays the takeover of a master that is gone
+// (package vrrp).
 
 // ctPollInterval is how often a gate reads ctsync's status snapshot.
 const ctPollInterval = 50 * time.Millisecond
@@ -112,53 +114,39 @@ func openGaps(s ctsync.Status) uint64 {
 	return 0
 }
 
-// holdCause says why the group is entering BACKUP, for the log and status.
-func holdCause(from vrrp.State) string {
-	switch from {
-	case vrrp.StateMaster:
-		return "stepped down from MASTER"
-	case vrrp.StateFault:
-		return "back from FAULT"
-	}
-	return "start"
-}
-
-// noteGroupState runs after every batch of actions. Entering BACKUP (from
-// INIT, MASTER or FAULT) re-arms the readiness hold and starts a gate;
-// leaving BACKUP ends the current gate. Entering FAULT holds preemption too
-// (moot while in FAULT; the status says so until the return).
-func (d *Daemon) noteGroupState(ctx context.Context) {
-	now, prev := d.group.State(), d.lastGroup
-	if now == prev {
-		return
-	}
-	d.lastGroup = now
-	if !holdsPreemption(d.cfg) {
-		return
-	}
+// hold executes the core's hold actions: the status and metrics, and the
+// readiness waits. A wait of an older generation is stale: it ends.
+func (d *Daemon) hold(ctx context.Context, a node.Action) {
 	if d.gateCancel != nil {
 		d.gateCancel()
 		d.gateCancel = nil
 	}
-	d.gateGen++ // a verdict of the gate just ended is stale
-	switch now {
-	case vrrp.StateBackup:
-		d.holdPreemption(ctx, prev)
-	case vrrp.StateFault:
-		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventNotReady}, d.actions[:0]))
-		d.status.readiness(d.gateGen, true, "FAULT: the hold is re-armed on the return to BACKUP", nil, time.Now(), false)
+	d.gateGen = a.Gen
+	switch {
+	case a.Wait:
+		d.startWait(a.Gen, a.From, a.Reason)
+	case a.Held:
+		d.status.readiness(a.Gen, true, a.Reason, nil, time.Now(), false)
 		d.stats.preemptionHeld(true, false)
-	case vrrp.StateMaster:
-		d.status.readiness(d.gateGen, false, "MASTER: the hold is re-armed on the return to BACKUP", nil, time.Now(), false)
+	case a.Verdict && a.TimedOut:
+		d.log.Warn("replication not complete within the startup timeout (conntrack.resync.startup_timeout, one bound for conntrack and DB sync): preemption allowed anyway",
+			"timeout", d.cfg.Conntrack.Resync.StartupTimeout, "incomplete", strings.Join(a.Pending, ", "))
+		d.status.readiness(a.Gen, false, "startup timeout; incomplete: "+strings.Join(a.Pending, ", "), nil, time.Now(), false)
+		d.stats.preemptionHeld(false, false)
+		d.stats.holdTimedOut()
+	case a.Verdict:
+		d.log.Info("replication ready: preemption allowed", "reason", a.Reason)
+		d.status.readiness(a.Gen, false, a.Reason, nil, time.Now(), false)
+		d.stats.preemptionHeld(false, false)
+	default: // MASTER: nothing to wait for until the return to BACKUP
+		d.status.readiness(a.Gen, false, a.Reason, nil, time.Now(), false)
 		d.stats.preemptionHeld(false, false)
 	}
 }
 
-// holdPreemption re-arms the hold as the group enters BACKUP from the state
-// from, and starts the gate that lifts it.
-func (d *Daemon) holdPreemption(ctx context.Context, from vrrp.State) {
-	cause := holdCause(from)
-	d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventNotReady}, d.actions[:0]))
+// startWait starts the readiness wait of generation gen as the group enters
+// BACKUP from the state from.
+func (d *Daemon) startWait(gen uint64, from vrrp.State, cause string) {
 	var waiting []string
 	if d.ct != nil {
 		waiting = append(waiting, repConntrack)
@@ -175,16 +163,11 @@ func (d *Daemon) holdPreemption(ctx context.Context, from vrrp.State) {
 	timeout := d.cfg.Conntrack.Resync.StartupTimeout
 	d.log.Info("preemption held until the replications are complete", "cause", cause,
 		"waiting", strings.Join(waiting, ", "), "timeout", timeout)
-	d.status.readiness(d.gateGen, true, cause, waiting, time.Now(), true)
+	d.status.readiness(gen, true, cause, waiting, time.Now(), true)
 	d.stats.preemptionHeld(true, true)
 	gctx, cancel := context.WithCancel(d.bg)
 	d.gateCancel = cancel
-	gen := d.gateGen
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.readinessGate(gctx, gen, db, timeout)
-	}()
+	d.wg.Go(func() { d.readinessGate(gctx, gen, db, timeout) })
 }
 
 // readinessGate waits until every replication of this node is complete
@@ -262,24 +245,11 @@ func (d *Daemon) sendReady(ctx context.Context, ev *readyEvent) {
 	}
 }
 
-// handleReady lifts the hold on the verdict of the current gate.
+// handleReady gives a wait's verdict to the core, which lifts the hold if
+// the wait is still the current one.
 func (d *Daemon) handleReady(ctx context.Context, ev *readyEvent) {
-	if ev.gen != d.gateGen {
-		return // superseded: a newer gate decides
+	if ev.gen == d.gateGen {
+		d.gateCancel = nil // the gate has returned
 	}
-	d.gateCancel = nil // the gate has returned
-	reason := "replications complete"
-	if ev.timedOut {
-		reason = "startup timeout; incomplete: " + strings.Join(ev.incomplete, ", ")
-		d.log.Warn("replication not complete within the startup timeout (conntrack.resync.startup_timeout, one bound for conntrack and DB sync): preemption allowed anyway",
-			"timeout", d.cfg.Conntrack.Resync.StartupTimeout, "incomplete", strings.Join(ev.incomplete, ", "))
-	} else {
-		d.log.Info("replication ready: preemption allowed", "reason", reason)
-	}
-	d.status.readiness(d.gateGen, false, reason, nil, time.Now(), false)
-	d.stats.preemptionHeld(false, false)
-	if ev.timedOut {
-		d.stats.holdTimedOut()
-	}
-	d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventReady}, d.actions[:0]))
+	d.step(ctx, node.Event{Kind: node.EventReady, Gen: ev.gen, TimedOut: ev.timedOut, Incomplete: ev.incomplete})
 }

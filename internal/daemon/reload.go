@@ -7,8 +7,8 @@ import (
 	"slices"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/node"
 	"github.com/muros/muros-had/vip"
-	"github.com/muros/muros-had/vrrp"
 )
 
 // inPlaceChanges lists the changed keys that a reload applies without
@@ -114,7 +114,7 @@ func (d *Daemon) reload(ctx context.Context) {
 		d.cfg = cfg
 		// Status first: whoever reads the log line then sees the new role.
 		d.status.setRole(cfg)
-		d.apply(ctx, d.group.StepAll(vrrp.Event{Kind: vrrp.EventSetPriority, Priority: cfg.Priority()}, d.actions[:0]))
+		d.step(ctx, node.Event{Kind: node.EventPriority, Priority: cfg.Priority()})
 		d.log.Info("reload: priority changes in place, no restart", "role", cfg.Role, "from", from, "priority", cfg.Priority())
 		if old.DBSync.Enabled && old.DBSync.JWT != cfg.DBSync.JWT {
 			// The running DB sync keeps the token names it started with;

@@ -1,0 +1,201 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/vip"
+	"github.com/muros/muros-had/vrrp"
+	"github.com/vishvananda/netlink"
+)
+
+// The adapters: what the loop needs of the kernel and of the replications,
+// each as small as the loop's use of it. Production implementations are
+// internal/vrrpconn, package vip, ctsync and dbsync; the loop tests
+// (loop_test.go) put a simulated link and recording fakes in their place.
+
+// advertConn is the VRRP socket of one address family on the sync
+// interface.
+type advertConn interface {
+	Read(ctx context.Context, proto int, b, oob []byte) (vrrpconn.Packet, error)
+	Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr) error
+	Source() netip.Addr
+	Group() netip.Addr
+	Close() error
+}
+
+// vipManager holds the node's VIPs.
+type vipManager interface {
+	Claim(ctx context.Context) error
+	Release(ctx context.Context) error
+	Announce(ctx context.Context) error
+	ReleaseStale(ctx context.Context) ([]vip.Removed, error)
+	SetSchedule(vip.Schedule) error
+	Close() error
+}
+
+// linkWatcher reports changes of the watched interfaces.
+type linkWatcher interface {
+	Run(ctx context.Context, out chan<- vip.LinkEvent) error
+}
+
+// Adapters build the daemon's connections to the world. A nil field takes
+// the real one.
+type Adapters struct {
+	// SyncLink waits for the sync interface's address of family fam (the
+	// adverts' source) and returns it with the interface's index.
+	SyncLink func(ctx context.Context, ifname string, fam vrrp.Family) (netip.Addr, int, error)
+	// OpenConn opens the VRRP socket bound to ifname with source src.
+	OpenConn func(ifname string, src netip.Addr) (advertConn, error)
+	// VIPs builds the VIP manager.
+	VIPs func(vip.Config) (vipManager, error)
+	// Watch builds the link monitor.
+	Watch func(vip.MonitorConfig) (linkWatcher, error)
+	// Conntrack builds the conntrack replication (conntrack.enabled).
+	Conntrack func(*config.Config, *Daemon) (conntrackSync, error)
+	// DB builds the DB replication and its listener (dbsync.enabled).
+	DB func(*config.Config, *Daemon) (dbReplica, net.Listener, error)
+	// Surface starts the status and metrics listeners and the peer checks.
+	Surface func(*Daemon, context.Context) (closers, error)
+}
+
+// withDefaults fills the nil fields with the real adapters. The returned
+// function releases what they share (the netlink handle).
+func (a Adapters) withDefaults() (Adapters, func(), error) {
+	var nl *netlink.Handle
+	handle := func() (*netlink.Handle, error) {
+		if nl != nil {
+			return nl, nil
+		}
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("daemon: netlink: %w", err)
+		}
+		nl = h
+		return h, nil
+	}
+	closeAll := func() {
+		if nl != nil {
+			nl.Close()
+		}
+	}
+	if a.SyncLink == nil || a.VIPs == nil || a.Watch == nil {
+		if _, err := handle(); err != nil {
+			return a, closeAll, err
+		}
+	}
+	if a.SyncLink == nil {
+		a.SyncLink = func(ctx context.Context, ifname string, fam vrrp.Family) (netip.Addr, int, error) {
+			return waitSyncLink(ctx, nl, ifname, fam)
+		}
+	}
+	if a.OpenConn == nil {
+		a.OpenConn = func(ifname string, src netip.Addr) (advertConn, error) {
+			c, err := vrrpconn.Open(ifname, src)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	}
+	if a.VIPs == nil {
+		a.VIPs = func(c vip.Config) (vipManager, error) {
+			m, err := vip.New(nl, c)
+			if err != nil {
+				return nil, err
+			}
+			return m, nil
+		}
+	}
+	if a.Watch == nil {
+		a.Watch = func(c vip.MonitorConfig) (linkWatcher, error) {
+			m, err := vip.NewMonitor(nl, c)
+			if err != nil {
+				return nil, err
+			}
+			return m, nil
+		}
+	}
+	if a.Conntrack == nil {
+		a.Conntrack = func(c *config.Config, d *Daemon) (conntrackSync, error) {
+			ct, err := newConntrackSync(c, d)
+			if err != nil {
+				return nil, err
+			}
+			return ct, nil
+		}
+	}
+	if a.DB == nil {
+		a.DB = func(c *config.Config, d *Daemon) (dbReplica, net.Listener, error) {
+			db, err := newDBReplica(c, d)
+			if err != nil {
+				return nil, nil, err
+			}
+			ln, err := net.Listen("tcp", c.DBSync.Listen)
+			if err != nil {
+				return nil, nil, fmt.Errorf("daemon: dbsync listener: %w", err)
+			}
+			return db, ln, nil
+		}
+	}
+	if a.Surface == nil {
+		a.Surface = (*Daemon).startStatusServers
+	}
+	return a, closeAll, nil
+}
+
+// waitSyncLink finds the address adverts are sent from: the first global
+// IPv4 address of the sync interface, or its IPv6 link-local address (RFC
+// 9568 section 5.1.2.1) once duplicate address detection has finished.
+func waitSyncLink(ctx context.Context, nl *netlink.Handle, ifname string, fam vrrp.Family) (netip.Addr, int, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, index, err := syncLink(nl, ifname, fam)
+		if err == nil {
+			return a, index, nil
+		}
+		if time.Now().After(deadline) {
+			return netip.Addr{}, 0, fmt.Errorf("daemon: sync interface %s: %w", ifname, err)
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func syncLink(nl *netlink.Handle, ifname string, fam vrrp.Family) (netip.Addr, int, error) {
+	link, err := nl.LinkByName(ifname)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	nf := netlink.FAMILY_V4
+	if fam == vrrp.IPv6 {
+		nf = netlink.FAMILY_V6
+	}
+	addrs, err := nl.AddrList(link, nf)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if fam == vrrp.IPv6 {
+			if ip.IsLinkLocalUnicast() && a.Flags&(0x40 /*IFA_F_TENTATIVE*/) == 0 {
+				return ip, link.Attrs().Index, nil
+			}
+			continue
+		}
+		return ip, link.Attrs().Index, nil
+	}
+	return netip.Addr{}, 0, fmt.Errorf("no usable IPv%d address", fam)
+}

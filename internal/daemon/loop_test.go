@@ -1,0 +1,649 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/ctsync"
+	"github.com/muros/muros-had/dbsync"
+	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/vip"
+	"github.com/muros/muros-had/vrrp"
+)
+
+// The loop tests run whole daemons (Run, the event loop, the core, the
+// codec, the readiness waits) under testing/synctest, with the kernel
+// replaced by fakes: a simulated sync link that carries the encoded
+// packets between the daemons, recording VIP managers that can be made to
+// fail, and replications that report their role. They need no root.
+
+const loopInterval = 100 * time.Millisecond
+
+// simLink is a multicast segment: a packet written by one conn reaches
+// every other conn whose node is not cut off.
+type simLink struct {
+	mu    sync.Mutex
+	conns []*simConn
+	cut   map[netip.Addr]bool // a cut node neither sends nor receives
+}
+
+func newSimLink() *simLink { return &simLink{cut: map[netip.Addr]bool{}} }
+
+func (l *simLink) setCut(a netip.Addr, cut bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cut[a] = cut
+}
+
+func (l *simLink) open(src netip.Addr) *simConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := &simConn{link: l, src: src, in: map[int]chan vrrpconn.Packet{
+		vrrpconn.ProtoVRRP: make(chan vrrpconn.Packet, 64),
+		vrrpconn.ProtoAH:   make(chan vrrpconn.Packet, 64),
+	}, closed: make(chan struct{})}
+	l.conns = append(l.conns, c)
+	return c
+}
+
+type simConn struct {
+	link      *simLink
+	src       netip.Addr
+	in        map[int]chan vrrpconn.Packet
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (c *simConn) Source() netip.Addr { return c.src }
+func (c *simConn) Group() netip.Addr  { return netip.MustParseAddr("224.0.0.18") }
+
+func (c *simConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *simConn) Read(ctx context.Context, proto int, b, _ []byte) (vrrpconn.Packet, error) {
+	select {
+	case p := <-c.in[proto]:
+		n := copy(b, p.Data)
+		p.Data = b[:n]
+		return p, nil
+	case <-c.closed:
+		return vrrpconn.Packet{}, net.ErrClosed
+	case <-ctx.Done():
+		return vrrpconn.Packet{}, ctx.Err()
+	}
+}
+
+func (c *simConn) Write(_ context.Context, proto int, pkt []byte, dst netip.Addr) error {
+	c.link.mu.Lock()
+	defer c.link.mu.Unlock()
+	if c.link.cut[c.src] {
+		return nil
+	}
+	for _, r := range c.link.conns {
+		if r == c || r.src == c.src || c.link.cut[r.src] {
+			continue
+		}
+		select {
+		case <-r.closed:
+			continue
+		default:
+		}
+		p := vrrpconn.Packet{Proto: proto, Src: c.src, Dst: dst, HopLimit: 255, Data: bytes.Clone(pkt)}
+		select {
+		case r.in[proto] <- p:
+		default: // a receiver that does not read loses packets, as a socket would
+		}
+	}
+	return nil
+}
+
+// fakeVIPs records the VIPs a node holds; claims and releases can be made
+// to fail.
+type fakeVIPs struct {
+	mu          sync.Mutex
+	held        bool
+	failClaim   int
+	failRelease int
+	claims      int
+	releases    int
+}
+
+func (v *fakeVIPs) Claim(context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.claims++
+	if v.failClaim > 0 {
+		v.failClaim--
+		return errors.New("fake: RTNETLINK answers: Device or resource busy")
+	}
+	v.held = true
+	return nil
+}
+
+func (v *fakeVIPs) Release(context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.releases++
+	if v.failRelease > 0 {
+		v.failRelease--
+		return errors.New("fake: RTNETLINK answers: No buffer space available")
+	}
+	v.held = false
+	return nil
+}
+
+func (v *fakeVIPs) Holds() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.held
+}
+
+func (v *fakeVIPs) fail(claims, releases int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.failClaim, v.failRelease = claims, releases
+}
+
+func (v *fakeVIPs) Announce(context.Context) error                      { return nil }
+func (v *fakeVIPs) ReleaseStale(context.Context) ([]vip.Removed, error) { return nil, nil }
+func (v *fakeVIPs) SetSchedule(vip.Schedule) error                      { return nil }
+func (v *fakeVIPs) Close() error                                        { return nil }
+
+// fakeWatcher forwards the link events a test sends.
+type fakeWatcher struct{ events chan vip.LinkEvent }
+
+func (w *fakeWatcher) Run(ctx context.Context, out chan<- vip.LinkEvent) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-w.events:
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// fakeConntrack is a conntrack replication. Its receiver hears the
+// master's stream at every status read (auto), or completes a bulk sync
+// when the test says so (bulkDone).
+type fakeConntrack struct {
+	mu     sync.Mutex
+	master bool
+	auto   bool
+	st     ctsync.Status
+	ready  chan struct{}
+}
+
+func newFakeConntrack(auto bool) *fakeConntrack {
+	return &fakeConntrack{ready: make(chan struct{}), auto: auto, st: ctsync.Status{BulkSynced: true}}
+}
+
+func (c *fakeConntrack) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (c *fakeConntrack) Ready() <-chan struct{}        { return c.ready }
+
+func (c *fakeConntrack) SetRole(master bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.master, c.st.Master = master, master
+}
+
+func (c *fakeConntrack) Master() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.master
+}
+
+func (c *fakeConntrack) Status() ctsync.Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.auto && !c.master {
+		c.st.DatagramsReceived++
+	}
+	return c.st
+}
+
+// bulkDone completes a bulk resync from the master.
+func (c *fakeConntrack) bulkDone() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Resyncs++
+}
+
+// fakeDB is a DB replication: its readiness waits are open at once (auto)
+// or opened by the test.
+type fakeDB struct {
+	mu     sync.Mutex
+	master bool
+	auto   bool
+	ready  chan struct{}
+}
+
+func newFakeDB(auto bool) *fakeDB {
+	f := &fakeDB{ready: make(chan struct{}), auto: auto}
+	if auto {
+		close(f.ready)
+	}
+	return f
+}
+
+func (f *fakeDB) Run(ctx context.Context) error                   { <-ctx.Done(); return nil }
+func (f *fakeDB) Serve(ctx context.Context, _ net.Listener) error { <-ctx.Done(); return nil }
+func (f *fakeDB) Status() dbsync.Status                           { return dbsync.Status{} }
+
+func (f *fakeDB) SetRole(master bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.master = master
+}
+
+func (f *fakeDB) Master() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.master
+}
+
+func (f *fakeDB) Ready() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ready
+}
+
+func (f *fakeDB) Rearm() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ready = make(chan struct{})
+	if f.auto {
+		close(f.ready)
+	}
+	return f.ready
+}
+
+// open opens the current wait: the node holds the master's content.
+func (f *fakeDB) open() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.ready:
+	default:
+		close(f.ready)
+	}
+}
+
+// loopNode is one daemon of a loop test with its fakes.
+type loopNode struct {
+	name  string
+	addr  netip.Addr
+	d     *Daemon
+	vips  *fakeVIPs
+	links *fakeWatcher
+	ct    *fakeConntrack
+	db    *fakeDB
+	log   *bytes.Buffer
+	logMu *sync.Mutex
+	stop  context.CancelFunc
+	done  chan error
+	cfg   *config.Config
+	dir   string // holds ha.yaml, state and run
+}
+
+type loopOpts struct {
+	// manualReady: the replications complete when the test says so; by
+	// default they are complete soon after every entry into BACKUP.
+	manualReady bool
+}
+
+// loopConfig is a node of the SPEC's pair on the simulated link, with both
+// replications on (their adapters are fakes), written to dir/ha.yaml.
+func loopConfig(t *testing.T, dir, role string, peer netip.Addr) *config.Config {
+	t.Helper()
+	yaml := "role: " + role + "\npassword: pA7-kx2Q-9mZr-Lw4e-Tb6v\nsync_interface: sync0\npeer: " + peer.String() + "\n" +
+		"auth: ah\nadvert_interval: 100ms\nvips:\n  - {interface: wan0, address: 203.0.113.1/24}\n  - {interface: lan0, address: 10.10.0.1/24}\n" +
+		"state_dir: " + filepath.Join(dir, "state") + "\nrun_dir: " + filepath.Join(dir, "run") + "\n" +
+		"metrics:\n  enabled: false\nconntrack:\n  enabled: true\ndbsync:\n  enabled: true\n"
+	p := filepath.Join(dir, "ha.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// syncedBuffer is a log sink shared by a daemon's goroutines.
+type syncedBuffer struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (b syncedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func newLoopNode(t *testing.T, link *simLink, name string, addr, peer netip.Addr, role string, o loopOpts) *loopNode {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := loopConfig(t, dir, role, peer)
+	n := &loopNode{name: name, addr: addr, vips: &fakeVIPs{}, links: &fakeWatcher{events: make(chan vip.LinkEvent, 8)},
+		ct: newFakeConntrack(!o.manualReady), db: newFakeDB(!o.manualReady), log: &bytes.Buffer{}, logMu: &sync.Mutex{}, cfg: cfg, dir: dir}
+	logger := slog.New(slog.NewTextHandler(syncedBuffer{n.logMu, n.log}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d, err := New(Options{Config: cfg, Logger: logger, Adapters: Adapters{
+		SyncLink: func(context.Context, string, vrrp.Family) (netip.Addr, int, error) { return addr, 4, nil },
+		OpenConn: func(string, netip.Addr) (advertConn, error) { return link.open(addr), nil },
+		VIPs:     func(vip.Config) (vipManager, error) { return n.vips, nil },
+		Watch:    func(vip.MonitorConfig) (linkWatcher, error) { return n.links, nil },
+		Conntrack: func(*config.Config, *Daemon) (conntrackSync, error) {
+			return n.ct, nil
+		},
+		DB:      func(*config.Config, *Daemon) (dbReplica, net.Listener, error) { return n.db, nil, nil },
+		Surface: func(*Daemon, context.Context) (closers, error) { return nil, nil },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.d = d
+	return n
+}
+
+func (n *loopNode) start(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	n.stop, n.done = cancel, make(chan error, 1)
+	go func() { n.done <- n.d.Run(ctx) }()
+}
+
+// halt stops the node gracefully (SIGTERM) and waits for Run to return.
+func (n *loopNode) halt(t *testing.T) {
+	t.Helper()
+	n.stop()
+	if err := <-n.done; err != nil {
+		t.Fatalf("%s: Run: %v", n.name, err)
+	}
+}
+
+func (n *loopNode) logText() string {
+	n.logMu.Lock()
+	defer n.logMu.Unlock()
+	return n.log.String()
+}
+
+// state is the sync group's state as the status shows it.
+func (n *loopNode) state() string { return n.d.Status().State }
+
+// check fails the test unless the node's VIPs and both replication roles
+// agree with want (MASTER: VIPs held, senders; else: none, receivers).
+func (n *loopNode) check(t *testing.T, want string) {
+	t.Helper()
+	master := want == "MASTER"
+	if got := n.state(); got != want {
+		t.Fatalf("%s is %s, want %s\n%s", n.name, got, want, n.logText())
+	}
+	if n.vips.Holds() != master || n.ct.Master() != master || n.db.Master() != master {
+		t.Fatalf("%s (%s): VIPs held %v, conntrack sender %v, DB sender %v; want all %v\n%s",
+			n.name, want, n.vips.Holds(), n.ct.Master(), n.db.Master(), master, n.logText())
+	}
+}
+
+var (
+	loopAddr1 = netip.MustParseAddr("192.168.255.1")
+	loopAddr2 = netip.MustParseAddr("192.168.255.2")
+)
+
+// loopPair starts fw1 (role master) and, after a while, fw2 (backup).
+func loopPair(t *testing.T, o loopOpts) (*simLink, *loopNode, *loopNode) {
+	link := newSimLink()
+	fw1 := newLoopNode(t, link, "fw1", loopAddr1, loopAddr2, "master", o)
+	fw2 := newLoopNode(t, link, "fw2", loopAddr2, loopAddr1, "backup", o)
+	return link, fw1, fw2
+}
+
+// settle lets virtual time pass with every goroutine blocked in between.
+func settle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+func TestLoopElection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{})
+		fw2.start(t)
+		settle(time.Second)
+		fw2.check(t, "MASTER") // alone: takes over after Master_Down_Interval
+		fw1.start(t)
+		settle(time.Second)
+		fw1.check(t, "MASTER") // preempts (priority 150 > 100)
+		fw2.check(t, "BACKUP")
+		fw1.halt(t)
+		fw2.halt(t)
+	})
+}
+
+func TestLoopCrash(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		link, fw1, fw2 := loopPair(t, loopOpts{})
+		fw1.start(t)
+		fw2.start(t)
+		settle(time.Second)
+		fw1.check(t, "MASTER")
+		fw2.check(t, "BACKUP")
+		// A crash: fw1 falls silent (its priority 0 never arrives).
+		link.setCut(loopAddr1, true)
+		crashed := time.Now()
+		fw1.halt(t)
+		for fw2.state() != "MASTER" {
+			settle(10 * time.Millisecond)
+		}
+		// Master_Down_Interval = 3 x 100 ms + Skew_Time (100 ms x 156/256).
+		if took, max := time.Since(crashed), 3*loopInterval+loopInterval*156/256+loopInterval; took > max {
+			t.Errorf("fw2 took over %v after the crash, more than Master_Down_Interval + one interval (%v)", took, max)
+		}
+		fw2.check(t, "MASTER")
+		fw2.halt(t)
+	})
+}
+
+func TestLoopGracefulStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{})
+		fw1.start(t)
+		fw2.start(t)
+		settle(time.Second)
+		stopped := time.Now()
+		fw1.halt(t)
+		if fw1.vips.Holds() {
+			t.Fatal("fw1 stopped with its VIPs")
+		}
+		for fw2.state() != "MASTER" {
+			settle(10 * time.Millisecond)
+		}
+		// Priority 0: the backup takes over after Skew_Time, not
+		// Master_Down_Interval.
+		if took, max := time.Since(stopped), loopInterval; took > max {
+			t.Errorf("fw2 took over %v after the graceful stop; Skew_Time is %v", took, loopInterval*156/256)
+		}
+		fw2.check(t, "MASTER")
+		fw2.halt(t)
+	})
+}
+
+// TestLoopClaimFailureThenStepDown is the first replication-role bug of
+// the decision-core issue, through the whole loop: fw2's claim fails (its
+// replications are senders already), fw1 preempts before the retry, and
+// fw2 must end BACKUP with receiver replications and no VIPs.
+func TestLoopClaimFailureThenStepDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{})
+		fw2.vips.fail(1000, 0) // every claim fails
+		fw2.start(t)
+		settle(500 * time.Millisecond)
+		if got := fw2.state(); got != "MASTER" || fw2.vips.Holds() {
+			t.Fatalf("fw2: %s, holds %v; want MASTER without VIPs (claim failing)", got, fw2.vips.Holds())
+		}
+		fw1.start(t)
+		settle(600 * time.Millisecond) // fw1 preempts before fw2's retry (1 s)
+		fw1.check(t, "MASTER")
+		fw2.check(t, "BACKUP")
+		fw2.vips.fail(0, 0)
+		settle(3 * time.Second) // no retry of the stale claim
+		fw2.check(t, "BACKUP")
+		if !strings.Contains(fw2.logText(), "VIP claim failed") {
+			t.Errorf("the failed claim was not logged:\n%s", fw2.logText())
+		}
+		fw1.halt(t)
+		fw2.halt(t)
+	})
+}
+
+// TestLoopReleaseFailureThenRepromotion is the reverse: fw2's release
+// fails as fw1 preempts, fw1 leaves before the retry, and fw2 must be
+// MASTER with sender replications.
+func TestLoopReleaseFailureThenRepromotion(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{})
+		fw2.start(t)
+		settle(time.Second)
+		fw2.check(t, "MASTER")
+		fw2.vips.fail(0, 1)
+		fw1.start(t)
+		for fw2.state() != "BACKUP" {
+			settle(10 * time.Millisecond)
+		}
+		if !fw2.vips.Holds() || fw2.ct.Master() {
+			t.Fatalf("after the failed release: VIPs held %v, conntrack sender %v; want held (the release failed), receiver", fw2.vips.Holds(), fw2.ct.Master())
+		}
+		fw1.halt(t) // priority 0: fw2 takes over after Skew_Time, before its retry
+		settle(200 * time.Millisecond)
+		fw2.check(t, "MASTER")
+		settle(3 * time.Second) // the stale retry does not release
+		fw2.check(t, "MASTER")
+		fw2.halt(t)
+	})
+}
+
+func TestLoopFaultAndBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{})
+		fw1.start(t)
+		fw2.start(t)
+		settle(time.Second)
+		fw1.links.events <- vip.LinkEvent{Interface: "lan0", Exists: true, Up: false, Index: 7}
+		settle(200 * time.Millisecond)
+		fw1.check(t, "FAULT")
+		fw2.check(t, "MASTER") // fw1 sent priority 0 on its way to FAULT
+		fw1.links.events <- vip.LinkEvent{Interface: "lan0", Exists: true, Up: true, Index: 7}
+		settle(time.Second)
+		fw1.check(t, "MASTER")
+		fw2.check(t, "BACKUP")
+		fw1.halt(t)
+		fw2.halt(t)
+	})
+}
+
+// TestLoopReloadRoleSwap: a reload that only swaps the roles changes the
+// priorities in place, and the new master takes over by preemption, not
+// by a restart (no INIT in between).
+func TestLoopReloadRoleSwap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{})
+		fw1.start(t)
+		fw2.start(t)
+		settle(time.Second)
+		// The operator swaps the roles in both files, as the /ha form
+		// would, then SIGHUPs both.
+		fw1.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw1.dir, "backup", loopAddr2), nil }
+		fw2.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw2.dir, "master", loopAddr1), nil }
+		fw1.d.Trigger()
+		fw2.d.Trigger()
+		settle(2 * time.Second)
+		fw2.check(t, "MASTER")
+		fw1.check(t, "BACKUP")
+		for _, n := range []*loopNode{fw1, fw2} {
+			if strings.Contains(n.logText(), "to=INIT") {
+				t.Errorf("%s restarted its instances on a role swap:\n%s", n.name, n.logText())
+			}
+		}
+		fw1.halt(t)
+		fw2.halt(t)
+	})
+}
+
+// TestLoopReadinessHold: with both replications on, a returning master
+// does not preempt until both are complete; each replication lifts only
+// its part.
+func TestLoopReadinessHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{manualReady: true})
+		fw2.db.open() // alone: it holds the newest content
+		fw2.start(t)
+		settle(time.Second)
+		fw2.check(t, "MASTER")
+		fw1.start(t)
+		settle(time.Second)
+		fw1.check(t, "BACKUP") // held: nothing complete yet
+		fw1.ct.bulkDone()
+		settle(time.Second)
+		fw1.check(t, "BACKUP") // held: the DB is not
+		if r := fw1.d.Status().Readiness; r == nil || !r.Held {
+			t.Fatalf("fw1's readiness %+v, want held", r)
+		}
+		fw1.db.open()
+		settle(time.Second)
+		fw1.check(t, "MASTER")
+		fw2.check(t, "BACKUP")
+		// fw2's return to BACKUP re-armed its hold: a new wait.
+		if r := fw2.d.Status().Readiness; r == nil || !r.Held || r.Reason != "stepped down from MASTER" {
+			t.Errorf("fw2's readiness after stepping down: %+v", r)
+		}
+		if n := strings.Count(fw1.logText(), "replication ready: preemption allowed"); n != 1 {
+			t.Errorf("fw1 lifted its hold %d times, want once\n%s", n, fw1.logText())
+		}
+		fw1.halt(t)
+		fw2.halt(t)
+	})
+}
+
+func TestLoopStartupTimeoutLiftsHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{manualReady: true})
+		fw2.db.open()
+		fw2.start(t)
+		settle(time.Second)
+		fw1.start(t)
+		settle(fw1.cfg.Conntrack.Resync.StartupTimeout - time.Second)
+		fw1.check(t, "BACKUP")
+		settle(2 * time.Second)
+		fw1.check(t, "MASTER") // the timeout lifted the hold: it preempted
+		if !strings.Contains(fw1.logText(), "replication not complete within the startup timeout") {
+			t.Errorf("the timeout is not in the log:\n%s", fw1.logText())
+		}
+		if n := metricValue(t, fw1.d.stats, "muros_had_preemption_hold_timeouts_total"); n != 1 {
+			t.Errorf("hold timeouts counted %v, want 1", n)
+		}
+		fw1.halt(t)
+		fw2.halt(t)
+		if !strings.Contains(fw1.logText(), fmt.Sprintf("timeout=%v", fw1.cfg.Conntrack.Resync.StartupTimeout)) {
+			t.Errorf("the timeout is not in the log:\n%s", fw1.logText())
+		}
+	})
+}
