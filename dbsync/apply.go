@@ -398,7 +398,7 @@ func stage(root *os.Root, target, stageName string, e *Entry, ids *accounts, mkP
 func mkdirInherit(root *os.Root, dir string) (ownerErr, err error) {
 	if fi, err := root.Stat(dir); err == nil {
 		if !fi.IsDir() {
-			return nil, fmt.Errorf("%s: not a directory", dir)
+			return nil, fmt.Errorf("%s: %w", dir, syscall.ENOTDIR)
 		}
 		return nil, nil
 	}

@@ -471,3 +471,19 @@ func TestCheckBatchPathsProperty(t *testing.T) {
 		}
 	})
 }
+
+// A put under a path that is a file on the backup (the batch does not
+// delete it) is charged to that path as not_directory.
+func TestApplyPutUnderFile(t *testing.T) {
+	_, roots := testRoots(t)
+	a := newTestApplier(t, roots)
+	mustApply(t, a, Batch{Revision: 1, Entries: []Entry{put("db/f", "file")}})
+	b := Batch{Revision: 2, Entries: []Entry{put("db/f/x", "x"), put("db/y", "y")}}
+	res, err := a.apply(b, BatchDigest(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]PathFailure{{Path: "db/f/x", Op: "put", Reason: FailNotDir}}, failedOf(res)); d != "" {
+		t.Fatalf("failed paths (-want +got):\n%s", d)
+	}
+}
