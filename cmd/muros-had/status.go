@@ -12,6 +12,7 @@ import (
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/ruleset"
 )
 
 // cmdStatus prints the Cluster status of the local daemon.
@@ -125,7 +126,7 @@ func printPeer(w io.Writer, st daemon.Status) {
 		fmt.Fprintf(w, "SPLIT BRAIN:   this node and the peer are both MASTER since %s\n", st.SplitBrain.Since.Format(time.RFC3339))
 	}
 	r := st.Ruleset
-	fp := func(s *daemon.RulesetStatus) string {
+	fp := func(s *ruleset.Status) string {
 		if s == nil {
 			return "unknown"
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/ruleset"
 )
 
 // TestPrintStatusGolden compares the text form of representative statuses
@@ -37,8 +38,8 @@ func TestPrintStatusGolden(t *testing.T) {
 			st.Peer.DBReady = &ready
 			st.Readiness = &daemon.Readiness{Held: false, Reason: "replications complete", Since: at}
 			st.Ruleset = daemon.RulesetCompare{
-				Local: daemon.RulesetStatus{Fingerprint: "aa11", CheckedAt: at},
-				Peer:  &daemon.RulesetStatus{Fingerprint: "aa11", CheckedAt: at},
+				Local: ruleset.Status{Fingerprint: "aa11", CheckedAt: at},
+				Peer:  &ruleset.Status{Fingerprint: "aa11", CheckedAt: at},
 			}
 			return st
 		}},
@@ -48,8 +49,8 @@ func TestPrintStatusGolden(t *testing.T) {
 			st.Peer.Address, st.Peer.Priority, st.Peer.LastAdvert = "192.168.255.2", &pri, at
 			st.SplitBrain = daemon.Alarm{Active: true, Since: at.Add(2 * time.Second)}
 			st.Ruleset = daemon.RulesetCompare{
-				Local: daemon.RulesetStatus{Fingerprint: "aa11", CheckedAt: at},
-				Peer:  &daemon.RulesetStatus{Fingerprint: "bb22", CheckedAt: at},
+				Local: ruleset.Status{Fingerprint: "aa11", CheckedAt: at},
+				Peer:  &ruleset.Status{Fingerprint: "bb22", CheckedAt: at},
 				Drift: true, DriftSince: at.Add(3 * time.Second),
 			}
 			return st
@@ -59,7 +60,7 @@ func TestPrintStatusGolden(t *testing.T) {
 			st.Peer.Role, st.Peer.Polled = "unknown", false
 			st.Peer.RoleReason = "no adverts heard (only a master sends them); peer health not polled: DB sync is off, so the peer has no HTTPS listener"
 			st.Ruleset = daemon.RulesetCompare{
-				Local: daemon.RulesetStatus{Error: `nft -s list ruleset: exec: "nft": executable file not found in $PATH`, CheckedAt: at},
+				Local: ruleset.Status{Error: `nft -s list ruleset: exec: "nft": executable file not found in $PATH`, CheckedAt: at},
 				Off:   "peer health not polled: DB sync is off, so the peer has no HTTPS listener",
 			}
 			return st

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/ruleset"
+	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/vrrp"
 )
 
@@ -75,7 +77,7 @@ type peerDoc struct {
 	DB *struct {
 		Ready *bool `json:"ready"`
 	} `json:"db"`
-	Ruleset *RulesetStatus `json:"ruleset"`
+	Ruleset *ruleset.Status `json:"ruleset"`
 }
 
 var errNoVRRPState = errors.New("health document has no vrrp.state")
@@ -138,7 +140,7 @@ type peerView struct {
 	// than the overlap of a working takeover.
 	splitBrain bool
 	// peerRuleset is the peer's fingerprint from a fresh answer.
-	peerRuleset *RulesetStatus
+	peerRuleset *ruleset.Status
 }
 
 // derivePeerView combines adverts and health answers (see the comment at
@@ -208,7 +210,7 @@ func joinReason(a, b string) string {
 
 // rulesetDrift compares the two fingerprints; known is false while either
 // is missing (not computed yet, nft failing, peer silent).
-func rulesetDrift(local RulesetStatus, peer *RulesetStatus) (drift, known bool) {
+func rulesetDrift(local ruleset.Status, peer *ruleset.Status) (drift, known bool) {
 	if local.Fingerprint == "" || peer == nil || peer.Fingerprint == "" {
 		return false, false
 	}
@@ -354,7 +356,14 @@ func (d *Daemon) startPeerChecks(ctx context.Context) func() error {
 	if pc.RulesetInterval > 0 {
 		// A reload is the operator's "configuration changed": the ruleset
 		// may have changed too (reload.go kicks it).
-		wg.Go(func() { runRulesetCheck(ctx, pc.RulesetInterval, nftLister, d.rulesetKick, d.status, d.stats, log) })
+		wg.Go(func() {
+			ruleset.Watch(ctx, pc.RulesetInterval, ruleset.NFT(sched.Start), d.rulesetKick, func(st ruleset.Status) {
+				d.status.localRuleset(st)
+				if st.Error != "" && st.Fingerprint == "" {
+					d.stats.rulesetFailed()
+				}
+			}, log)
+		})
 	}
 	tick := min(max(pc.Interval/4, 200*time.Millisecond), time.Second)
 	wg.Go(func() { runPeerAlarms(ctx, tick, pc.RulesetInterval+pc.Interval, d.status, d.stats, log) })
@@ -363,4 +372,11 @@ func (d *Daemon) startPeerChecks(ctx context.Context) func() error {
 		wg.Wait()
 		return nil
 	}
+}
+
+// logger is the part of *slog.Logger the peer checks use.
+type logger interface {
+	Info(msg string, args ...any)
+	Warn(msg string, args ...any)
+	Error(msg string, args ...any)
 }

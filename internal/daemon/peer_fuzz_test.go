@@ -8,13 +8,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-
+	"github.com/muros/muros-had/internal/ruleset"
 	"github.com/muros/muros-had/vrrp"
 )
 
 // peerHealthSeed is a health document as a peer serves it: dbsync's keys
 // and healthExtras' "vrrp" and "ruleset", encoded from the real types.
-func peerHealthSeed(t testing.TB, state string, r *Readiness, rs RulesetStatus) []byte {
+func peerHealthSeed(t testing.TB, state string, r *Readiness, rs ruleset.Status) []byte {
 	t.Helper()
 	doc := map[string]any{
 		"node": "fw2", "role": "backup",
@@ -41,10 +41,10 @@ func peerHealthSeed(t testing.TB, state string, r *Readiness, rs RulesetStatus) 
 func FuzzParsePeerHealth(f *testing.F) {
 	since := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	f.Add(peerHealthSeed(f, "BACKUP", &Readiness{Held: true, Reason: "start", Waiting: []string{"DB sync: the master's full comparison"}, Since: since, Holds: 1},
-		RulesetStatus{Fingerprint: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", CheckedAt: since}))
-	f.Add(peerHealthSeed(f, "MASTER", &Readiness{Reason: "replications complete", Since: since, Holds: 3}, RulesetStatus{Error: "nft -s list ruleset: exit status 1"}))
-	f.Add(peerHealthSeed(f, "FAULT", nil, RulesetStatus{}))
-	f.Add(peerHealthSeed(f, "INIT", nil, RulesetStatus{Fingerprint: "x", Error: "ruleset is empty"}))
+		ruleset.Status{Fingerprint: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", CheckedAt: since}))
+	f.Add(peerHealthSeed(f, "MASTER", &Readiness{Reason: "replications complete", Since: since, Holds: 3}, ruleset.Status{Error: "nft -s list ruleset: exit status 1"}))
+	f.Add(peerHealthSeed(f, "FAULT", nil, ruleset.Status{}))
+	f.Add(peerHealthSeed(f, "INIT", nil, ruleset.Status{Fingerprint: "x", Error: "ruleset is empty"}))
 	f.Add([]byte(`{"node":"fw2","vrrp":{"state":"BACKUP","priority":100},"ruleset":{"fingerprint":"ab"}}`))
 	f.Add([]byte(`{"vrrp":{"state":"SLEEPING"}}`))
 	f.Add([]byte(`{"vrrp":null}`))
@@ -91,7 +91,7 @@ func FuzzParsePeerHealth(f *testing.F) {
 		if v.splitBrain != (doc.VRRP.State == vrrp.StateMaster.String()) {
 			t.Fatalf("peer %s beside a local MASTER: split brain %v", doc.VRRP.State, v.splitBrain)
 		}
-		_, known := rulesetDrift(RulesetStatus{Fingerprint: "local"}, v.peerRuleset)
+		_, known := rulesetDrift(ruleset.Status{Fingerprint: "local"}, v.peerRuleset)
 		if known != (doc.Ruleset != nil && doc.Ruleset.Fingerprint != "") {
 			t.Fatalf("drift known %v with the peer's ruleset %+v", known, doc.Ruleset)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/ruleset"
 	"github.com/muros/muros-had/vrrp"
 )
 
@@ -69,7 +70,7 @@ func healthAnswer(state string, sent, at time.Time, fp string) *peerPoll {
 		Readiness *Readiness `json:"readiness"`
 	}{State: state}
 	if fp != "" {
-		p.doc.Ruleset = &RulesetStatus{Fingerprint: fp}
+		p.doc.Ruleset = &ruleset.Status{Fingerprint: fp}
 	}
 	return p
 }
@@ -200,15 +201,15 @@ func TestAlarmStep(t *testing.T) {
 
 func TestRulesetDrift(t *testing.T) {
 	tests := []struct {
-		local       RulesetStatus
-		peer        *RulesetStatus
+		local       ruleset.Status
+		peer        *ruleset.Status
 		drift, know bool
 	}{
-		{RulesetStatus{}, &RulesetStatus{Fingerprint: "a"}, false, false},
-		{RulesetStatus{Fingerprint: "a"}, nil, false, false},
-		{RulesetStatus{Fingerprint: "a"}, &RulesetStatus{Error: "nft failed"}, false, false},
-		{RulesetStatus{Fingerprint: "a"}, &RulesetStatus{Fingerprint: "a"}, false, true},
-		{RulesetStatus{Fingerprint: "a"}, &RulesetStatus{Fingerprint: "b"}, true, true},
+		{ruleset.Status{}, &ruleset.Status{Fingerprint: "a"}, false, false},
+		{ruleset.Status{Fingerprint: "a"}, nil, false, false},
+		{ruleset.Status{Fingerprint: "a"}, &ruleset.Status{Error: "nft failed"}, false, false},
+		{ruleset.Status{Fingerprint: "a"}, &ruleset.Status{Fingerprint: "a"}, false, true},
+		{ruleset.Status{Fingerprint: "a"}, &ruleset.Status{Fingerprint: "b"}, true, true},
 	}
 	for i, tt := range tests {
 		if d, k := rulesetDrift(tt.local, tt.peer); d != tt.drift || k != tt.know {
@@ -274,7 +275,7 @@ func TestPeerChecksReportSplitBrainAndDrift(t *testing.T) {
 		log := &recordLog{}
 		const interval = time.Second
 		book.peerCheckSetup(2*interval+pollTimeout(interval), "", "")
-		book.localRuleset(RulesetStatus{Fingerprint: "same"})
+		book.localRuleset(ruleset.Status{Fingerprint: "same"})
 		peer := &fakeHealth{}
 		peer.set("BACKUP", "same", nil)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/ruleset"
 	"github.com/muros/muros-had/vrrp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -63,9 +64,9 @@ type Alarm struct {
 
 // RulesetCompare is this node's ruleset fingerprint beside the peer's.
 type RulesetCompare struct {
-	Local RulesetStatus `json:"local"`
+	Local ruleset.Status `json:"local"`
 	// Peer is the fingerprint in the peer's last fresh health answer.
-	Peer *RulesetStatus `json:"peer,omitempty"`
+	Peer *ruleset.Status `json:"peer,omitempty"`
 	// Drift: the fingerprints differ (reported once they differed for a
 	// grace period; while either is unknown the last verdict stands).
 	Drift      bool      `json:"drift"`
@@ -183,7 +184,7 @@ type statusBook struct {
 	answer      *peerPoll // last answered health request
 	healthTTL   time.Duration
 	healthOff   string // why the peer's health is not polled
-	ruleset     RulesetStatus
+	ruleset     ruleset.Status
 	rulesetOff  string // why the local ruleset is not fingerprinted
 	splitBrain  alarm
 	drift       alarm
@@ -373,7 +374,7 @@ func (b *statusBook) peerPolled(p *peerPoll) {
 }
 
 // localRuleset records this node's latest fingerprint.
-func (b *statusBook) localRuleset(r RulesetStatus) {
+func (b *statusBook) localRuleset(r ruleset.Status) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.ruleset = r

@@ -1,22 +1,7 @@
-package daemon
-
-import (
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"os/exec"
-	"regexp"
-	"slices"
-	"strings"
-	"time"
-
-	"github.com/muros/muros-had/internal/sched"
-)
-
-// Ruleset fingerprint (SPEC "common pitfalls": the two nodes compare a
-// fingerprint of their rulesets and report drift).
+// Package ruleset fingerprints the node's nftables ruleset, so that the two
+// nodes of a pair can compare theirs and report drift (SPEC "common
+// pitfalls": a ruleset edited by hand on one node surprises at the next
+// failover).
 //
 // The fingerprint is the hex SHA-256 of the normalized output of
 // `nft -s list ruleset` (nftables 1.0, stateless listing) run in the
@@ -41,9 +26,23 @@ import (
 // Kept as they are: the order of chains, sets and objects within a table
 // and of rules within a chain (rule order is semantics), comments, table
 // flags (a dormant table differs from an active one).
+package ruleset
 
-// RulesetStatus is one node's ruleset fingerprint.
-type RulesetStatus struct {
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Status is one node's ruleset fingerprint.
+type Status struct {
 	// Fingerprint is empty until the first successful listing and after a
 	// failed one.
 	Fingerprint string    `json:"fingerprint,omitempty"`
@@ -59,10 +58,10 @@ var (
 	tableHeader   = regexp.MustCompile(`^table \S+ \S+ \{$`)
 )
 
-// normalizeRuleset returns the normalized form of an `nft list ruleset`
+// Normalize returns the normalized form of an `nft list ruleset`
 // listing (see the package comment above): one statement per line, tables
 // sorted, volatile set contents removed.
-func normalizeRuleset(listing []byte) []byte {
+func Normalize(listing []byte) []byte {
 	lines := logicalLines(listing)
 	var (
 		tables [][]string // one block per table, header first
@@ -235,35 +234,38 @@ func braceDelta(l string) int {
 	return d
 }
 
-// rulesetFingerprint is the hex SHA-256 of the normalized listing.
-func rulesetFingerprint(listing []byte) string {
-	sum := sha256.Sum256(normalizeRuleset(listing))
+// Fingerprint is the hex SHA-256 of the normalized listing.
+func Fingerprint(listing []byte) string {
+	sum := sha256.Sum256(Normalize(listing))
 	return hex.EncodeToString(sum[:])
 }
 
-// rulesetLister returns this node's `nft -s list ruleset` output.
-type rulesetLister func(ctx context.Context) ([]byte, error)
+// Lister returns this node's `nft -s list ruleset` output.
+type Lister func(ctx context.Context) ([]byte, error)
 
-// nftLister runs nft from PATH. The child inherits the daemon's network
-// namespace, so it lists the ruleset of the namespace the daemon serves.
-func nftLister(ctx context.Context) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "nft", "-s", "list", "ruleset")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// Started at normal priority: the daemon may run real-time, and a
-	// large ruleset takes nft a while to list.
-	err := sched.Start(cmd)
-	if err == nil {
-		err = cmd.Wait()
-	}
-	out := stdout.Bytes()
-	if err != nil {
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return nil, fmt.Errorf("nft -s list ruleset: %w: %s", err, firstLine(msg))
+// NFT lists the ruleset with nft from PATH, started by start (the daemon
+// starts its programs time-sharing: it may run real-time, and a large
+// ruleset takes nft a while to list). The child inherits the daemon's
+// network namespace, so it lists the ruleset of the namespace the daemon
+// serves.
+func NFT(start func(*exec.Cmd) error) Lister {
+	return func(ctx context.Context) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, "nft", "-s", "list", "ruleset")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := start(cmd)
+		if err == nil {
+			err = cmd.Wait()
 		}
-		return nil, fmt.Errorf("nft -s list ruleset: %w", err)
+		out := stdout.Bytes()
+		if err != nil {
+			if msg := strings.TrimSpace(stderr.String()); msg != "" {
+				return nil, fmt.Errorf("nft -s list ruleset: %w: %s", err, firstLine(msg))
+			}
+			return nil, fmt.Errorf("nft -s list ruleset: %w", err)
+		}
+		return out, nil
 	}
-	return out, nil
 }
 
 func firstLine(s string) string {
@@ -273,36 +275,34 @@ func firstLine(s string) string {
 	return s
 }
 
-// checkRuleset computes one fingerprint; a failure is a status, never fatal.
-func checkRuleset(ctx context.Context, list rulesetLister, now time.Time) RulesetStatus {
+// Check computes one fingerprint; a failure is a status, never fatal.
+func Check(ctx context.Context, list Lister, now time.Time) Status {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, err := list(ctx)
 	if err != nil {
-		return RulesetStatus{CheckedAt: now.UTC(), Error: err.Error()}
+		return Status{CheckedAt: now.UTC(), Error: err.Error()}
 	}
 	if len(bytes.TrimSpace(out)) == 0 {
 		// An empty ruleset is a valid state but on a firewall almost
 		// always a failed load: fingerprinted all the same (both nodes
 		// empty is no drift), and visible as such in the status.
-		return RulesetStatus{Fingerprint: rulesetFingerprint(out), CheckedAt: now.UTC(), Error: "ruleset is empty"}
+		return Status{Fingerprint: Fingerprint(out), CheckedAt: now.UTC(), Error: "ruleset is empty"}
 	}
-	return RulesetStatus{Fingerprint: rulesetFingerprint(out), CheckedAt: now.UTC()}
+	return Status{Fingerprint: Fingerprint(out), CheckedAt: now.UTC()}
 }
 
-// runRulesetCheck recomputes the fingerprint every interval and whenever
-// kick fires (a reload), until ctx ends. One log line per failure streak.
-func runRulesetCheck(ctx context.Context, interval time.Duration, list rulesetLister, kick <-chan struct{}, book *statusBook, stats *rxStats, log logger) {
+// Watch recomputes the fingerprint every interval and whenever kick fires
+// (a reload), until ctx ends, and hands each result to report. One log line
+// per failure streak.
+func Watch(ctx context.Context, interval time.Duration, list Lister, kick <-chan struct{}, report func(Status), log Logger) {
 	failing := ""
 	check := func() {
-		st := checkRuleset(ctx, list, time.Now())
+		st := Check(ctx, list, time.Now())
 		if ctx.Err() != nil {
 			return
 		}
-		book.localRuleset(st)
-		if st.Error != "" && st.Fingerprint == "" {
-			stats.rulesetFailed()
-		}
+		report(st)
 		switch {
 		case st.Error != "" && st.Error != failing:
 			log.Warn("ruleset fingerprint: cannot list the ruleset", "err", st.Error)
@@ -327,9 +327,8 @@ func runRulesetCheck(ctx context.Context, interval time.Duration, list rulesetLi
 	}
 }
 
-// logger is the part of *slog.Logger the checks use.
-type logger interface {
+// Logger is the part of *slog.Logger the watch uses.
+type Logger interface {
 	Info(msg string, args ...any)
 	Warn(msg string, args ...any)
-	Error(msg string, args ...any)
 }

@@ -1,4 +1,4 @@
-package daemon
+package ruleset
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -20,7 +21,7 @@ import (
 // set by hand; wrapped-elements.txt has nft's line-wrapped element list.
 func readNft(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "nft", name))
+	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ tcp dport { 22, 80, 443, 3000, 8080 } accept
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if d := cmp.Diff(tt.want, string(normalizeRuleset([]byte(tt.listing)))); d != "" {
+			if d := cmp.Diff(tt.want, string(Normalize([]byte(tt.listing)))); d != "" {
 				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
@@ -133,7 +134,7 @@ tcp dport { 22, 80, 443, 3000, 8080 } accept
 // and what does not, on edits of the real listing.
 func TestRulesetFingerprintDistinguishes(t *testing.T) {
 	base := readNft(t, "stateless.txt")
-	fp := rulesetFingerprint([]byte(base))
+	fp := Fingerprint([]byte(base))
 	tests := []struct {
 		name string
 		edit func(string) string
@@ -159,8 +160,8 @@ func TestRulesetFingerprintDistinguishes(t *testing.T) {
 			if edited == base {
 				t.Fatal("the edit changed nothing")
 			}
-			if got := rulesetFingerprint([]byte(edited)) == fp; got != tt.same {
-				t.Errorf("same fingerprint = %v, want %v\n%s", got, tt.same, normalizeRuleset([]byte(edited)))
+			if got := Fingerprint([]byte(edited)) == fp; got != tt.same {
+				t.Errorf("same fingerprint = %v, want %v\n%s", got, tt.same, Normalize([]byte(edited)))
 			}
 		})
 	}
@@ -171,21 +172,21 @@ func TestCheckRuleset(t *testing.T) {
 	listing := readNft(t, "stateless.txt")
 	tests := []struct {
 		name string
-		list rulesetLister
-		want RulesetStatus
+		list Lister
+		want Status
 	}{
 		{"listed", func(context.Context) ([]byte, error) { return []byte(listing), nil },
-			RulesetStatus{Fingerprint: rulesetFingerprint([]byte(listing)), CheckedAt: now}},
+			Status{Fingerprint: Fingerprint([]byte(listing)), CheckedAt: now}},
 		{"nft missing", func(context.Context) ([]byte, error) {
 			return nil, errors.New(`exec: "nft": executable file not found in $PATH`)
 		},
-			RulesetStatus{CheckedAt: now, Error: `exec: "nft": executable file not found in $PATH`}},
+			Status{CheckedAt: now, Error: `exec: "nft": executable file not found in $PATH`}},
 		{"empty ruleset", func(context.Context) ([]byte, error) { return []byte("\n"), nil },
-			RulesetStatus{Fingerprint: rulesetFingerprint(nil), CheckedAt: now, Error: "ruleset is empty"}},
+			Status{Fingerprint: Fingerprint(nil), CheckedAt: now, Error: "ruleset is empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if d := cmp.Diff(tt.want, checkRuleset(context.Background(), tt.list, now)); d != "" {
+			if d := cmp.Diff(tt.want, Check(context.Background(), tt.list, now)); d != "" {
 				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
@@ -196,7 +197,7 @@ func TestCheckRuleset(t *testing.T) {
 // kick (a reload); a failing nft is a status, logged once per streak.
 func TestRunRulesetCheck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		// The lister runs on runRulesetCheck's goroutine, woken by the
+		// The lister runs on Watch's goroutine, woken by the
 		// ticker: a timer firing in the bubble orders nothing between the
 		// test's accesses and the lister's, so both are atomic.
 		var calls atomic.Int64
@@ -208,19 +209,19 @@ func TestRunRulesetCheck(t *testing.T) {
 			}
 			return []byte("table inet t {\n}\n"), nil
 		}
-		book := newStatusBook(testConfig())
-		stats := newRxStats()
+		var last atomic.Pointer[Status]
+		report := func(st Status) { last.Store(&st) }
 		log := &recordLog{}
 		kick := make(chan struct{}, 1)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			runRulesetCheck(ctx, 10*time.Second, list, kick, book, stats, log)
+			Watch(ctx, 10*time.Second, list, kick, report, log)
 		}()
 		synctest.Wait()
-		if calls.Load() != 1 || book.snapshot(time.Now()).Ruleset.Local.Fingerprint == "" {
-			t.Fatalf("after start: %d calls, status %+v", calls.Load(), book.snapshot(time.Now()).Ruleset)
+		if calls.Load() != 1 || last.Load().Fingerprint == "" {
+			t.Fatalf("after start: %d calls, status %+v", calls.Load(), *last.Load())
 		}
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
@@ -235,7 +236,7 @@ func TestRunRulesetCheck(t *testing.T) {
 		if calls.Load() != 4 {
 			t.Fatalf("after a kick and an interval: %d calls, want 4", calls.Load())
 		}
-		if r := book.snapshot(time.Now()).Ruleset.Local; r.Fingerprint != "" || r.Error != "nft: boom" {
+		if r := *last.Load(); r.Fingerprint != "" || r.Error != "nft: boom" {
 			t.Errorf("failing nft: %+v", r)
 		}
 		fail.Store(false)
@@ -248,4 +249,23 @@ func TestRunRulesetCheck(t *testing.T) {
 			t.Errorf("log (-want +got):\n%s", d)
 		}
 	})
+}
+
+// recordLog keeps "LEVEL msg" of every line logged.
+type recordLog struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (l *recordLog) add(level, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.got = append(l.got, level+" "+msg)
+}
+func (l *recordLog) Info(msg string, _ ...any) { l.add("INFO", msg) }
+func (l *recordLog) Warn(msg string, _ ...any) { l.add("WARN", msg) }
+func (l *recordLog) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.got...)
 }
