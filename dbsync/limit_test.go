@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,10 +94,15 @@ func TestListenerFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	auth := AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}
+	var peerDials atomic.Int64
+	peerDial := ln.dialFrom("192.0.2.1")
 	a, err := New(Config{
 		NodeID: "a", PeerID: "b", PeerURL: "https://192.0.2.2:7443", PeerCertSHA256: idB.Fingerprint,
 		StateDir: filepath.Join(base, "a"), Auth: auth, Debounce: time.Millisecond,
-		Paths: []Path{{Name: "db", Local: filepath.Join(base, "dba"), Dir: true}}, Dial: ln.dialFrom("192.0.2.1"),
+		Paths: []Path{{Name: "db", Local: filepath.Join(base, "dba"), Dir: true}}, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			peerDials.Add(1)
+			return peerDial(ctx, network, addr)
+		},
 	}, testLogger(t, "a"))
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +157,14 @@ func TestListenerFlood(t *testing.T) {
 		t.Fatalf("%d unauthenticated connections open together, want at most %d", total, lim.MaxConns)
 	}
 	// The peer gets through the full listener, on a new connection too.
-	a.client.CloseIdleConnections()
+	dials := peerDials.Load()
+	waitFor(t, "the peer dialling anew", func() error {
+		a.client.CloseIdleConnections()
+		if peerDials.Load() == dials {
+			return fmt.Errorf("no new connection yet")
+		}
+		return nil
+	})
 	replicated("during")
 
 	// Requests without the peer's certificate take tokens of their
