@@ -378,3 +378,28 @@ func TestAdmissionProperty(t *testing.T) {
 		}
 	})
 }
+
+func TestSourceKeys(t *testing.T) {
+	key := func(s string) string {
+		if p := sourceKey(remoteAddr(s)); p.IsValid() {
+			return p.String()
+		}
+		return "none"
+	}
+	got := map[string]string{}
+	for _, s := range []string{"192.0.2.1:7443", "[::ffff:192.0.2.1]:40000", "[2001:db8:0:1:2::9]:1", "[fe80::1%eth0]:1", "pipe", ""} {
+		got[s] = key(s)
+	}
+	want := map[string]string{
+		"192.0.2.1:7443": "192.0.2.1/32", "[::ffff:192.0.2.1]:40000": "192.0.2.1/32",
+		"[2001:db8:0:1:2::9]:1": "2001:db8:0:1::/64", "[fe80::1%eth0]:1": "fe80::/64", "pipe": "none", "": "none",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("source keys (-want +got):\n%s", d)
+	}
+	for u, want := range map[string]string{"https://192.0.2.1:7443": "192.0.2.1", "https://[2001:db8::1]:7443": "2001:db8::1", "https://peer.example:7443": "invalid IP"} {
+		if got := peerAddr(u).String(); got != want {
+			t.Errorf("peerAddr(%s) = %s, want %s", u, got, want)
+		}
+	}
+}
