@@ -120,8 +120,10 @@
 // comparison against this node's current boot ID completed and it said so
 // with POST /api/sync/synced (sent once per peer boot, after every
 // difference was pushed); when the peer answers GET /api/sync/hello and is
-// not master; when the peer stayed unreachable for ReadyPeerTimeout; or when
-// this node becomes master. Status.ReadyReason tells which. Node.Rearm opens
+// not master; when the peer stayed unreachable for ReadyPeerTimeout (never
+// while Config.PeerAlive reports it alive: its DB sync is unreachable, not
+// gone); or when this node becomes master. Status.ReadyReason tells which,
+// and Status.Waiting why a node still waits. Node.Rearm opens
 // a new wait when the node returns to backup without restarting (the daemon
 // calls it when VRRP re-enters BACKUP from MASTER or FAULT): the node takes a
 // new boot ID, so the master's probe compares everything again and sends a

@@ -210,6 +210,12 @@ func TestPairReturningNodeBehindKeepsPeerEdit(t *testing.T) {
 		}
 		return nil
 	})
+	waitFor(t, "a says why it waits", func() error {
+		if w := a.node.Status().Waiting; !strings.Contains(w, "token leeway") {
+			return fmt.Errorf("waiting %q", w)
+		}
+		return nil
+	})
 	// The hold timed out: a preempts, b steps down.
 	b.node.SetRole(false)
 	a.node.SetRole(true)
@@ -377,4 +383,41 @@ func TestPairLeewayToleratesSkew(t *testing.T) {
 	if s.Rejected[ReasonNotYetValid] != 0 || s.ClockSkew == nil || s.ClockSkew.OffsetMillis < 9000 {
 		t.Fatalf("rejected %v, skew %+v", s.Rejected, s.ClockSkew)
 	}
+}
+
+// A backup whose peer is alive (PeerAlive: VRRP hears it) but whose DB
+// sync does not answer stays unready past ReadyPeerTimeout and says why;
+// once the peer's DB sync answers, the master's round makes it ready.
+func TestPairPeerAliveDBUnreachableStaysUnready(t *testing.T) {
+	a, b := newPipePair(t, func(a, b *Config) {
+		b.PeerAlive = func() bool { return true }
+	})
+	writeFile(t, a.db("conf"), "v1")
+	a.cut.Store(true)
+	b.cut.Store(true)
+	a.start(true)
+	b.start(false)
+	waitFor(t, "b says why it waits", func() error {
+		if w := b.node.Status().Waiting; !strings.Contains(w, "alive but its DB sync does not answer") {
+			return fmt.Errorf("waiting %q", w)
+		}
+		return nil
+	})
+	attempts := b.node.Status().Peer
+	time.Sleep(3 * b.cfg.ReadyPeerTimeout)
+	if s := b.node.Status(); s.Ready {
+		t.Fatalf("ready (%s) while the live peer's DB sync is unreachable (peer %+v)", s.ReadyReason, attempts)
+	}
+	if err := fileIs(b.db("conf"), "v1")(); err == nil {
+		t.Fatal("v1 on b through a cut link")
+	}
+	a.cut.Store(false)
+	b.cut.Store(false)
+	waitFor(t, "v1 on b", fileIs(b.db("conf"), "v1"))
+	waitFor(t, "b ready after the master's round", func() error {
+		if s := b.node.Status(); s.ReadyReason != ReadySynced || s.Waiting != "" {
+			return fmt.Errorf("ready reason %q, waiting %q", s.ReadyReason, s.Waiting)
+		}
+		return nil
+	})
 }

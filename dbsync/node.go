@@ -63,6 +63,11 @@ type Config struct {
 	// Dial, when set, opens connections to the peer (tests dial inside a
 	// network namespace).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// PeerAlive, when set, reports whether the peer is alive by other
+	// means than DB sync (the daemon: VRRP hears its adverts). A live peer
+	// whose DB sync is unreachable never makes a waiting backup ready
+	// (ready.go).
+	PeerAlive func() bool
 	// Health supplies the other parts of GET /api/health (e.g. "vrrp",
 	// "conntrack"); its keys are merged into the top-level object.
 	Health func() map[string]any
@@ -216,6 +221,7 @@ type peerStatus struct {
 	lastApply    time.Time
 	lastError    string
 	conflicts    []string // files both nodes changed independently (master)
+	waiting      string   // why a backup is not ready yet (ready.go)
 }
 
 // New validates cfg, loads or creates the TLS identity, recovers an
@@ -440,6 +446,9 @@ type Status struct {
 	// (ReadyReason says which, see Ready).
 	Ready       bool   `json:"ready"`
 	ReadyReason string `json:"ready_reason,omitempty"`
+	// Waiting says why a node that is not ready waits (the peer's DB sync
+	// unreachable, the master's round awaited, clock skew).
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // PeerStatus is what this node knows of its peer.
@@ -493,6 +502,10 @@ func (n *Node) Status() Status {
 		PathFailures: n.pathFailures.snapshot(),
 		Ready:        readyReason != "",
 		ReadyReason:  readyReason,
+		Waiting:      st.waiting,
+	}
+	if s.Ready {
+		s.Waiting = "" // the last probe's reason, from before the verdict
 	}
 	if st.pending > 0 && !st.pendingSince.IsZero() {
 		s.LagMillis = time.Since(st.pendingSince).Milliseconds()

@@ -23,7 +23,10 @@ import (
 //   - the peer answers and is not master (nobody holds newer content that
 //     this node would overwrite by preempting);
 //   - the peer has been unreachable for ReadyPeerTimeout (a node alone must
-//     not wait forever);
+//     not wait forever), unless Config.PeerAlive reports it alive by other
+//     means (the daemon: VRRP hears its adverts): then its DB sync is
+//     unreachable, not gone, and preempting could not take its newer
+//     content first, so the node stays unready and Status.Waiting says so;
 //   - this node became master.
 //
 // The same holds for a node that returns to backup without restarting (a
@@ -150,12 +153,13 @@ type peerProbe struct {
 }
 
 // observe records one probe (reachable and the peer's role when it
-// answered) at now, and reports whether the node is ready and why.
-func (p *peerProbe) observe(now time.Time, reachable bool, role string) (ready bool, reason string) {
+// answered; alive: the peer is known alive by other means) at now, and
+// reports whether the node is ready and why.
+func (p *peerProbe) observe(now time.Time, reachable, alive bool, role string) (ready bool, reason string) {
 	switch {
 	case reachable && role != "master":
 		return true, ReadyPeerBackup
-	case reachable:
+	case reachable, alive:
 		// A live master: wait for its anti-entropy round (POST synced).
 		p.downSince = time.Time{}
 		return false, ""
@@ -200,7 +204,9 @@ func (n *Node) probeUntilReady(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if ok, reason := p.observe(time.Now(), err == nil, h.Role); ok {
+			alive := n.cfg.PeerAlive != nil && n.cfg.PeerAlive()
+			n.setWaiting(waitingReason(err, alive, h.Role, n.skew.status()))
+			if ok, reason := p.observe(time.Now(), err == nil, alive, h.Role); ok {
 				if err != nil {
 					n.markReady(gen, reason, "waited", n.cfg.ReadyPeerTimeout, "err", err)
 				} else {
@@ -220,6 +226,31 @@ func (n *Node) probeUntilReady(ctx context.Context) {
 			// generation; the outer loop needs no second wake-up.
 		}
 	}
+}
+
+// waitingReason says why a backup is not ready yet, for the status. Pure.
+func waitingReason(err error, alive bool, role string, skew *ClockSkew) string {
+	var s string
+	switch {
+	case err != nil && alive:
+		s = "the peer is alive but its DB sync does not answer (" + err.Error() + "): preempting now could not take its newer content first"
+	case err != nil:
+		return ""
+	case role == "master":
+		s = "waiting for the master to compare and send what differs (POST " + PathSynced + ")"
+	default:
+		return ""
+	}
+	if skew != nil && skew.Warning != "" {
+		s += "; " + skew.Warning
+	}
+	return s
+}
+
+func (n *Node) setWaiting(s string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.st.waiting = s
 }
 
 // notifySynced tells the peer (booted as bootID) that it now holds this

@@ -24,6 +24,7 @@ func TestPeerProbe(t *testing.T) {
 		at        time.Duration // since t0
 		reachable bool
 		role      string
+		alive     bool // known alive by other means (VRRP)
 	}
 	type verdict struct {
 		Ready  bool
@@ -34,23 +35,28 @@ func TestPeerProbe(t *testing.T) {
 		probes []probe
 		want   []verdict
 	}{
-		{"peer is backup", []probe{{0, true, "backup"}}, []verdict{{true, ReadyPeerBackup}}},
-		{"peer is master: wait for its round", []probe{{0, true, "master"}, {time.Hour, true, "master"}},
+		{"peer is backup", []probe{{0, true, "backup", false}}, []verdict{{true, ReadyPeerBackup}}},
+		{"peer is master: wait for its round", []probe{{0, true, "master", false}, {time.Hour, true, "master", false}},
 			[]verdict{{false, ""}, {false, ""}}},
-		{"unreachable from the start", []probe{{time.Second, false, ""}, {9 * time.Second, false, ""}, {10 * time.Second, false, ""}},
+		{"unreachable from the start", []probe{{time.Second, false, "", false}, {9 * time.Second, false, "", false}, {10 * time.Second, false, "", false}},
 			[]verdict{{false, ""}, {false, ""}, {true, ReadyPeerDown}}},
-		{"an answering master resets the streak", []probe{{9 * time.Second, false, ""}, {9500 * time.Millisecond, true, "master"},
-			{12 * time.Second, false, ""}, {21 * time.Second, false, ""}, {22 * time.Second, false, ""}},
+		{"an answering master resets the streak", []probe{{9 * time.Second, false, "", false}, {9500 * time.Millisecond, true, "master", false},
+			{12 * time.Second, false, "", false}, {21 * time.Second, false, "", false}, {22 * time.Second, false, "", false}},
 			[]verdict{{false, ""}, {false, ""}, {false, ""}, {false, ""}, {true, ReadyPeerDown}}},
-		{"master steps down", []probe{{0, true, "master"}, {time.Second, true, "backup"}},
+		{"master steps down", []probe{{0, true, "master", false}, {time.Second, true, "backup", false}},
 			[]verdict{{false, ""}, {true, ReadyPeerBackup}}},
+		{"alive peer, DB sync unreachable: never ready", []probe{{time.Second, false, "", true}, {time.Hour, false, "", true}},
+			[]verdict{{false, ""}, {false, ""}}},
+		{"the peer dies: its streak counts from then", []probe{{time.Hour, false, "", true}, {time.Hour + time.Second, false, "", false},
+			{time.Hour + 10*time.Second, false, "", false}, {time.Hour + 11*time.Second, false, "", false}},
+			[]verdict{{false, ""}, {false, ""}, {false, ""}, {true, ReadyPeerDown}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := peerProbe{bound: 10 * time.Second, downSince: t0}
 			var got []verdict
 			for _, pr := range tt.probes {
-				ok, reason := p.observe(t0.Add(pr.at), pr.reachable, pr.role)
+				ok, reason := p.observe(t0.Add(pr.at), pr.reachable, pr.alive, pr.role)
 				got = append(got, verdict{ok, reason})
 			}
 			if d := cmp.Diff(tt.want, got); d != "" {
@@ -237,7 +243,7 @@ func TestPeerProbeProperty(t *testing.T) {
 		for i := range rapid.IntRange(1, 50).Draw(t, "probes") {
 			now = now.Add(time.Duration(rapid.Int64Range(0, int64(bound)).Draw(t, fmt.Sprint("step", i))))
 			reachable := rapid.Bool().Draw(t, fmt.Sprint("reachable", i))
-			ready, reason := p.observe(now, reachable, "master")
+			ready, reason := p.observe(now, reachable, false, "master")
 			if reachable {
 				if ready {
 					t.Fatalf("probe %d: ready (%s) while a live master answers", i, reason)
