@@ -15,14 +15,14 @@ import (
 
 // sim joins a Sender and a Receiver through a lossy link and applies the
 // receiver's verdicts to a model of the backup's kernel table, the way the
-// shell does.
+// shell does (the purge through the shell's own BulkPurge).
 type sim struct {
 	t        testing.TB
 	now      time.Duration
 	s        *Sender
 	r        *Receiver
 	table    map[ctwire.Key]ctwire.Flow // backup kernel model
-	bulkSeen map[ctwire.Key]bool
+	purge    BulkPurge
 	dropData func() bool
 	dropCtl  func() bool
 	buf      []byte
@@ -31,6 +31,8 @@ type sim struct {
 	logf     func(string, ...any)
 	// tap, if set, sees every datagram the sender produced (a capture).
 	tap func([]byte)
+	// afterDeliver, if set, runs after each datagram the receiver got.
+	afterDeliver func()
 }
 
 func newSim(t testing.TB, s *Sender) *sim {
@@ -58,16 +60,14 @@ func (m *sim) deliver(body []byte) {
 		m.rejected++
 	}
 	if v.BulkBegin {
-		m.bulkSeen = map[ctwire.Key]bool{}
+		m.purge.Begin()
 	}
 	if v.Apply {
 		it := ctwire.NewRecords(p, h.Count)
 		var f ctwire.Flow
 		for it.Next(&f) {
 			k := f.Key()
-			if m.bulkSeen != nil {
-				m.bulkSeen[k] = true
-			}
+			m.purge.Add(&f)
 			if f.Op == ctwire.OpDestroy {
 				delete(m.table, k)
 			} else {
@@ -79,12 +79,13 @@ func (m *sim) deliver(body []byte) {
 		}
 	}
 	if v.Synced {
-		for k := range m.table {
-			if !m.bulkSeen[k] {
-				delete(m.table, k)
-			}
+		dump := slices.Collect(maps.Values(m.table))
+		for _, f := range m.purge.Stale(dump) {
+			delete(m.table, f.Key())
 		}
-		m.bulkSeen = nil
+	}
+	if m.afterDeliver != nil {
+		m.afterDeliver()
 	}
 }
 

@@ -52,7 +52,11 @@ type Receiver struct {
 	// the incarnation sending it is live (not a replay).
 	asking bool
 	nonce  [16]byte
-	stats  ReceiverStats
+	// The readiness window, since the receiver was made or re-armed:
+	// heard, a datagram of the master was accepted; bulked, a bulk
+	// completed.
+	heard, bulked bool
+	stats         ReceiverStats
 }
 
 // ReceiverStats are cumulative counters.
@@ -192,6 +196,7 @@ func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header, p []byte) Ver
 		return Verdict{Reason: a.Reason, Learned: learned}
 	}
 	r.stats.Accepted++
+	r.heard = true
 	r.stats.Lost += uint64(a.Lost)
 	if a.Late {
 		r.stats.Repaired++
@@ -235,12 +240,50 @@ func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header, p []byte) Ver
 		}
 		if r.bulkEnded && r.peer.Missing() == 0 {
 			r.inBulk, r.bulkEnded = false, false
-			r.synced, r.everSynced = true, true
+			r.synced, r.everSynced, r.bulked = true, true, true
 			r.stats.BulksCompleted++
 			v.Synced = true
 		}
 	}
 	return v
+}
+
+// Readiness: a backup must not preempt before its table is complete again
+// (flows created on the master meanwhile would be reset by the takeover).
+// The caller re-arms the receiver whenever a readiness wait begins (the
+// node returned to backup); Complete says whether the table is complete
+// since. Why strings of Complete, shown by the daemon's status:
+const (
+	WaitBulk   = "conntrack: bulk sync from the master not complete"
+	WaitSilent = "conntrack: nothing heard from the master's sync stream since the hold began"
+	WaitGap    = "conntrack: repairing sync datagrams lost since the hold began"
+	DoneBulk   = "a bulk sync completed since the hold began"
+	DoneStream = "in sync: the master's stream heard with no gap since the hold began"
+)
+
+// Rearm starts a readiness wait: what the receiver heard before no longer
+// counts. A new receiver starts armed.
+func (r *Receiver) Rearm() { r.heard, r.bulked = false, false }
+
+// Complete reports whether the table is complete since the receiver was
+// made or re-armed, and why (see the Wait* and Done* strings): a bulk
+// completed since, or the receiver, synced by an earlier bulk, accepted a
+// datagram of the master since and has no gap open. A receiver learns of
+// the datagrams it missed (a cut sync link) only from the next one it
+// accepts, so it must hear one; a gap it knows of is open until repaired,
+// and one it gives up on asks for a bulk (no longer synced).
+func (r *Receiver) Complete() (done bool, why string) {
+	switch {
+	case !r.synced:
+		return false, WaitBulk
+	case r.peer.Missing() > 0:
+		return false, WaitGap
+	case r.bulked:
+		return true, DoneBulk
+	case !r.heard:
+		return false, WaitSilent
+	}
+	return true, DoneStream
 }
 
 // Control is what the receiver wants sent now.
