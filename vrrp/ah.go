@@ -1,7 +1,6 @@
 package vrrp
 
 import (
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/sha256"
@@ -10,6 +9,8 @@ import (
 	"fmt"
 	"hash"
 	"time"
+
+	"github.com/muros/muros-had/kdf"
 )
 
 // AHScheme is an ICV algorithm with its AH layout.
@@ -21,8 +22,10 @@ const (
 	// password cut / zero-padded to 8 bytes, SPI = IPv4 source address,
 	// 24-byte AH (payload length 4).
 	AHKeepalived AHScheme = iota + 1
-	// AHSHA256 is muros-had's AH: HMAC-SHA-256-128 keyed with
-	// HKDF-SHA-256(password), SPI = sender epoch, 32-byte AH (payload
+	// AHSHA256 is muros-had's AH: HMAC-SHA-256-128 keyed with the
+	// version-2 key (Argon2id then HKDF, package kdf) or, for a peer that
+	// only speaks version 1, HKDF-SHA-256(password); the reserved field
+	// says which (KeyVersion). SPI = sender epoch, 32-byte AH (payload
 	// length 6: 16-byte ICV + 4 zero bytes so the header is a multiple of
 	// 8 bytes as IPv6 requires).
 	AHSHA256
@@ -45,7 +48,7 @@ const (
 	ahKeepalivedICV   = 12
 	ahSHA256ICV       = 16
 	ahSHA256Info      = "muros-had vrrp ah hmac-sha256-128 v1"
-	ahSHA256Salt      = "muros-had"
+	ahSHA256InfoV2    = "muros-had vrrp ah hmac-sha256-128 v2"
 	keepalivedKeyLen  = 8
 	maxIPv4HeaderLen  = 60
 	ahScratchLen      = maxIPv4HeaderLen + ahSHA256Len
@@ -116,10 +119,40 @@ func ParseAH(b []byte) (AHHeader, []byte, error) {
 	return h, b[n:], nil
 }
 
+// KeyVersion is the key derivation an AHSHA256 advert is signed with; the
+// AH reserved field carries it (package doc, "Key versions").
+type KeyVersion uint8
+
+// Key versions. The reserved-field values 0 and 1 both mean a version-1
+// key: 0 from a sender that knows nothing else (muros-had before version
+// 2), 1 from a sender that also speaks version 2 and falls back for a
+// version-1 peer.
+const (
+	KeyV1 KeyVersion = 1 // HKDF-SHA-256 of the password (SHA256Key)
+	KeyV2 KeyVersion = 2 // Argon2id, then HKDF (kdf.Master.Key)
+)
+
+func (v KeyVersion) String() string {
+	switch v {
+	case KeyV1:
+		return "v1"
+	case KeyV2:
+		return "v2"
+	}
+	return "none"
+}
+
+// AH reserved-field values of AHSHA256.
+const (
+	ahReservedV1Only = 0 // v1 key; the sender speaks only v1
+	ahReservedV1     = 1 // v1 key; the sender also speaks v2
+	ahReservedV2     = 2 // v2 key
+)
+
 // appendAH appends an AH header of scheme s with a zero ICV field.
-func appendAH(b []byte, s AHScheme, spi, seq uint32) []byte {
+func appendAH(b []byte, s AHScheme, reserved uint16, spi, seq uint32) []byte {
 	n := s.Len()
-	b = append(b, ProtocolVRRP, byte(n/4-2), 0, 0,
+	b = append(b, ProtocolVRRP, byte(n/4-2), byte(reserved>>8), byte(reserved),
 		byte(spi>>24), byte(spi>>16), byte(spi>>8), byte(spi),
 		byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq))
 	for range n - ahFixedLen {
@@ -146,10 +179,22 @@ func KeepalivedKey(password string) [8]byte {
 	return k
 }
 
-// SHA256Key derives the HMAC-SHA-256 key of the AHSHA256 scheme from the
-// whole password with HKDF-SHA-256 (RFC 5869) and fixed salt and info.
+// SHA256Key is the version-1 HMAC-SHA-256 key of the AHSHA256 scheme:
+// HKDF-SHA-256 (RFC 5869) of the whole password, fixed salt and info, no
+// stretching (kdf.Legacy).
 func SHA256Key(password string) ([]byte, error) {
-	k, err := hkdf.Key(sha256.New, []byte(password), []byte(ahSHA256Salt), ahSHA256Info, sha256.Size)
+	k, err := kdf.Legacy(password, ahSHA256Info)
+	if err != nil {
+		return nil, fmt.Errorf("vrrp: derive AH key: %w", err)
+	}
+	return k, nil
+}
+
+// SHA256KeyV2 is the version-2 key of the AHSHA256 scheme:
+// HKDF-Expand-SHA-256 of the Argon2id master secret, info
+// "muros-had vrrp ah hmac-sha256-128 v2".
+func SHA256KeyV2(m kdf.Master) ([]byte, error) {
+	k, err := m.Key(ahSHA256InfoV2)
 	if err != nil {
 		return nil, fmt.Errorf("vrrp: derive AH key: %w", err)
 	}
@@ -160,21 +205,22 @@ func newAHSigner(s AHScheme, password string) (*ahSigner, error) {
 	if password == "" {
 		return nil, errors.New("vrrp: AH needs a non-empty password")
 	}
-	sg := &ahSigner{scheme: s}
 	switch s {
 	case AHKeepalived:
 		k := KeepalivedKey(password)
-		sg.mac = hmac.New(md5.New, k[:])
+		return &ahSigner{scheme: s, mac: hmac.New(md5.New, k[:])}, nil
 	case AHSHA256:
 		k, err := SHA256Key(password)
 		if err != nil {
 			return nil, err
 		}
-		sg.mac = hmac.New(sha256.New, k)
-	default:
-		return nil, fmt.Errorf("vrrp: unknown AH scheme %d", s)
+		return newSHA256Signer(k), nil
 	}
-	return sg, nil
+	return nil, fmt.Errorf("vrrp: unknown AH scheme %d", s)
+}
+
+func newSHA256Signer(key []byte) *ahSigner {
+	return &ahSigner{scheme: AHSHA256, mac: hmac.New(sha256.New, key)}
 }
 
 // icv computes the scheme's ICV of ipHdr (IPv4 with options, or the
@@ -233,6 +279,9 @@ func (s *ahSigner) verify(ipHdr, ah []byte, zeroTTL bool) bool {
 type AHCounter struct {
 	Epoch uint32 // AHSHA256: the SPI; grows across restarts
 	Seq   uint32 // last sequence number sent; 0 before the first
+	// LegacyKey (AHSHA256): sign with the version-1 key, for a peer that
+	// speaks only version 1 (KeyFallback). Kept by Next.
+	LegacyKey bool
 }
 
 // NewAHCounter starts the AHSHA256 sender state of a process: epoch =
@@ -248,9 +297,9 @@ func NewAHCounter(lastEpoch uint32, now time.Time) AHCounter {
 // adverts, 497 days at 10 ms).
 func (c AHCounter) Next(now time.Time) AHCounter {
 	if c.Seq == ^uint32(0) {
-		return AHCounter{Epoch: max(unixSeconds32(now), c.Epoch+1), Seq: 1}
+		return AHCounter{Epoch: max(unixSeconds32(now), c.Epoch+1), Seq: 1, LegacyKey: c.LegacyKey}
 	}
-	return AHCounter{Epoch: c.Epoch, Seq: c.Seq + 1}
+	return AHCounter{Epoch: c.Epoch, Seq: c.Seq + 1, LegacyKey: c.LegacyKey}
 }
 
 // NextKeepalived returns the keepalived-ah counter for the next advert:
@@ -359,4 +408,30 @@ func (r *ReplayState) left(spi uint32) bool {
 		}
 	}
 	return false
+}
+
+// PeerKeys is what a node knows of its peer's key derivation, from the
+// authenticated adverts it accepted (after the replay check, so a replayed
+// advert of an older version cannot move it). The zero value knows nothing
+// and sends version 2.
+type PeerKeys struct {
+	// V1Only: the peer's latest accepted advert carried reserved value 0,
+	// i.e. the peer derives only version-1 keys.
+	V1Only bool
+}
+
+// Heard returns the knowledge after accepting r (AHSHA256 adverts only;
+// others leave it unchanged).
+func (p PeerKeys) Heard(r *Received) PeerKeys {
+	if r.Auth != AuthAH || !r.AuthOK {
+		return p
+	}
+	return PeerKeys{V1Only: !r.PeerSpeaksV2}
+}
+
+// Stamp sets the counter's key for the next advert: version 1 while the
+// peer speaks only version 1, else version 2.
+func (p PeerKeys) Stamp(c AHCounter) AHCounter {
+	c.LegacyKey = p.V1Only
+	return c
 }

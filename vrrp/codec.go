@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"github.com/muros/muros-had/kdf"
 )
 
 // AuthMode is how adverts are authenticated; in a Received it is what the
@@ -43,6 +45,10 @@ type Config struct {
 	Version  uint8 // 2 or 3
 	Auth     AuthMode
 	Password string // required for pass, keepalived-ah and ah; optional for none (enables inspection)
+	// Master is the password stretched once per process (kdf.Derive): it
+	// gives the version-2 AH key. Without it the ah scheme signs and
+	// checks version-1 keys only (what muros-had spoke before version 2).
+	Master   kdf.Master
 	Checksum ChecksumMode
 	// Unicast adverts: the TTL is not required to be 255, and keepalived-ah
 	// zeroes the TTL in the ICV (keepalived's VRRP_FLAG_UNICAST rule).
@@ -56,7 +62,8 @@ type Config struct {
 type Codec struct {
 	cfg        Config
 	keepalived *ahSigner // nil without a password
-	sha        *ahSigner // nil without a password
+	sha        *ahSigner // version-1 key; nil without a password
+	sha2       *ahSigner // version-2 key; nil without Master
 	passKey    [8]byte
 	hdr6       [IPv6HeaderLen]byte
 }
@@ -96,6 +103,13 @@ func NewCodec(cfg Config) (*Codec, error) {
 		}
 		c.passKey = KeepalivedKey(cfg.Password)
 	}
+	if cfg.Master.Valid() {
+		k, err := SHA256KeyV2(cfg.Master)
+		if err != nil {
+			return nil, err
+		}
+		c.sha2 = newSHA256Signer(k)
+	}
 	return c, nil
 }
 
@@ -109,6 +123,11 @@ type Received struct {
 	TTL      uint8    // IPv4 TTL or IPv6 hop limit
 	Auth     AuthMode // the authentication the packet carries
 	SPI, Seq uint32   // AH only
+	// KeyVersion (AHSHA256): the key the reserved field names and the ICV
+	// was checked with; 0 for an unknown reserved value. PeerSpeaksV2: the
+	// sender derives version-2 keys (reserved 1 or 2).
+	KeyVersion   KeyVersion
+	PeerSpeaksV2 bool
 	// Checksum is the checksum form that matched under the codec's mode,
 	// ChecksumNone if the checksum is wrong.
 	Checksum ChecksumForm
@@ -165,6 +184,7 @@ func (c *Codec) inspect(ipHdr []byte, f Family, proto uint8, src, dst netip.Addr
 	r := Received{Src: src, Dst: dst, TTL: ttl}
 	vrrpMsg := payload
 	var scheme AHScheme
+	var reserved uint16
 	switch proto {
 	case ProtocolVRRP:
 	case ProtocolAH:
@@ -172,7 +192,7 @@ func (c *Codec) inspect(ipHdr []byte, f Family, proto uint8, src, dst netip.Addr
 		if err != nil {
 			return Received{}, err
 		}
-		r.SPI, r.Seq, vrrpMsg, scheme = ah.SPI, ah.Seq, rest, ah.Scheme()
+		r.SPI, r.Seq, vrrpMsg, scheme, reserved = ah.SPI, ah.Seq, rest, ah.Scheme(), ah.Reserved
 	default:
 		return Received{}, rejectGot(ReasonIPBadProtocol, int(proto), -1)
 	}
@@ -194,7 +214,15 @@ func (c *Codec) inspect(ipHdr []byte, f Family, proto uint8, src, dst netip.Addr
 		r.Auth = AuthAH
 		if c.sha != nil {
 			r.AuthChecked = true
-			r.AuthOK = c.sha.verify(ipHdr, payload, true) && r.SPI >= 256
+			var signer *ahSigner
+			switch reserved {
+			case ahReservedV1Only, ahReservedV1:
+				signer, r.KeyVersion = c.sha, KeyV1
+			case ahReservedV2:
+				signer, r.KeyVersion = c.sha2, KeyV2 // nil without Master: fails
+			}
+			r.PeerSpeaksV2 = reserved == ahReservedV1 || reserved == ahReservedV2
+			r.AuthOK = signer != nil && signer.verify(ipHdr, payload, true) && r.SPI >= 256
 		}
 	case a.Version == 2 && a.AuthType == AuthTypeSimple:
 		r.Auth = AuthPass
@@ -286,6 +314,7 @@ func (c *Codec) AppendPacket(b []byte, src, dst netip.Addr, a *Advert, ctr AHCou
 	adv.AuthType, adv.AuthData = AuthTypeNone, [8]byte{}
 	var signer *ahSigner
 	var spi uint32
+	var reserved uint16
 	proto := uint8(ProtocolVRRP)
 	switch c.cfg.Auth {
 	case AuthPass:
@@ -301,6 +330,14 @@ func (c *Codec) AppendPacket(b []byte, src, dst netip.Addr, a *Advert, ctr AHCou
 			return b, rejectGot(ReasonAHBadSPI, int(ctr.Epoch), 256)
 		}
 		signer, spi, proto = c.sha, ctr.Epoch, ProtocolAH
+		switch {
+		case c.sha2 == nil:
+			reserved = ahReservedV1Only
+		case ctr.LegacyKey:
+			reserved = ahReservedV1
+		default:
+			signer, reserved = c.sha2, ahReservedV2
+		}
 	}
 	payloadLen := AdvertLen(adv.Version, f, len(adv.Addrs))
 	if signer != nil {
@@ -320,7 +357,7 @@ func (c *Codec) AppendPacket(b []byte, src, dst netip.Addr, a *Advert, ctr AHCou
 	}
 	hdrEnd := len(b)
 	if signer != nil {
-		b = appendAH(b, signer.scheme, spi, ctr.Seq)
+		b = appendAH(b, signer.scheme, reserved, spi, ctr.Seq)
 	}
 	b, err := AppendAdvert(b, &adv, src, dst, c.cfg.Checksum.sendForm())
 	if err != nil {

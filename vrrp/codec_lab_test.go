@@ -2,6 +2,7 @@ package vrrp_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -347,7 +348,13 @@ func waitIPv6Multicast(t *testing.T, tx, rx *lab.Netns) {
 	}
 	buf := make([]byte, 1500)
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
-		if err := unix.Sendto(sendFD, pkt, 0, &unix.SockaddrInet6{Addr: group.As16()}); err != nil {
+		err := unix.Sendto(sendFD, pkt, 0, &unix.SockaddrInet6{Addr: group.As16()})
+		if errors.Is(err, unix.ENETUNREACH) {
+			// The interface's IPv6 routes are not in yet (seen under load).
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil {
 			t.Fatalf("send: %v", err)
 		}
 		if _, _, err := unix.Recvfrom(recvFD, buf, 0); err == nil {

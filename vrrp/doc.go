@@ -70,7 +70,8 @@
 //
 //	byte 0      next header: 112 (VRRP)
 //	byte 1      payload length: AH length in 32-bit words minus 2
-//	bytes 2-3   reserved, 0
+//	bytes 2-3   reserved: 0 (AHKeepalived); AHSHA256: the key version
+//	            (0 or 1: version-1 key, 2: version-2 key; see below)
 //	bytes 4-7   SPI
 //	bytes 8-11  sequence number
 //	bytes 12..  ICV (+ padding)
@@ -93,13 +94,55 @@
 // payload length 6 (16-byte ICV then 4 zero bytes, so that the header is a
 // multiple of 8 bytes as IPv6 requires; the padding must be zero),
 // SPI = the sender epoch (>= 256; 1..255 are reserved by RFC 4302), ICV =
-// HMAC-SHA-256 truncated to 128 bits, keyed with HKDF-SHA-256 (RFC 5869) of
-// the whole password, salt "muros-had", info
-// "muros-had vrrp ah hmac-sha256-128 v1", 32 bytes; computed over the IP
-// header with the mutable fields zeroed (IPv4: TOS, flags/fragment, TTL,
-// header checksum; IPv6: traffic class, flow label, hop limit), the AH
-// header with a zero ICV field, then the VRRPv3 advert. Comparison is
-// constant time (hmac.Equal).
+// HMAC-SHA-256 truncated to 128 bits, keyed with the key the reserved
+// field names, computed over the IP header with the mutable fields zeroed
+// (IPv4: TOS, flags/fragment, TTL, header checksum; IPv6: traffic class,
+// flow label, hop limit), the AH header (reserved field included) with a
+// zero ICV field, then the VRRPv3 advert. Comparison is constant time
+// (hmac.Equal).
+//
+// # Key versions (AHSHA256)
+//
+// Version 2 (Config.Master): HKDF-Expand-SHA-256 of the Argon2id master
+// secret (package kdf: t=3, 64 MiB, p=4, derived once per process), info
+// "muros-had vrrp ah hmac-sha256-128 v2", 32 bytes. A captured advert then
+// costs an attacker one Argon2id run per password guess. Version 1 (what
+// muros-had sent before): HKDF-SHA-256 of the password, salt "muros-had",
+// info "muros-had vrrp ah hmac-sha256-128 v1", no stretching.
+//
+// The AH reserved field (bytes 2-3, inside the ICV) carries the version:
+//
+//	0  version-1 key; the sender knows only version 1 (older muros-had,
+//	   which always sent 0 and ignores the field on receive)
+//	1  version-1 key; the sender also speaks version 2 (fallback)
+//	2  version-2 key
+//	3+ refused (ReasonAuthFailed)
+//
+// A receiver checks the ICV with the key the field names, so it accepts
+// both versions; Received.KeyVersion and PeerSpeaksV2 report what it saw.
+// A sender signs with version 2 unless PeerKeys says the peer's latest
+// accepted advert (after the replay check) carried 0; it then signs with
+// version 1 and sets 1, which an older node accepts (it ignores the field)
+// and which tells an upgraded peer that it may use version 2. Because the
+// field is inside the ICV, moving a packet to another version needs the
+// key; the only way to force the fallback is an authentic version-0 advert,
+// i.e. the password or a replay the replay check lets through (see
+// Anti-replay: only while the peer is silent, from an epoch never
+// accepted), and a fallback exposes nothing the attacker's captured
+// version-1 advert did not already.
+//
+// Upgrading a pair one node at a time: an upgraded node hears its old
+// peer's 0 and falls back, so every advert either node sends is accepted
+// by the other throughout. Once both are upgraded, the first advert an
+// upgraded node hears from the other (1 or 2) ends the fallback. A backup
+// sends no adverts, so a master that fell back keeps version 1 until it
+// hears its peer again: at the next failover or preemption, or when it
+// restarts (a node starts at version 2). A freshly started upgraded node
+// that becomes master before hearing an old peer (e.g. priority 255, or a
+// peer that is not running) sends version 2, which an old peer cannot
+// check: it takes over after its Master_Down_Interval, its first advert
+// reaches the upgraded node, which falls back and, as the higher priority,
+// is master again one interval later.
 //
 // VRRPv2 simple password (auth type 1, keepalived's PASS) is decoded and
 // checked in constant time against the password cut / zero-padded to 8

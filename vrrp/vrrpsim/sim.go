@@ -53,6 +53,10 @@ type NodeConfig struct {
 	// holds preemption at every entry into BACKUP (until Ready) when any
 	// instance has WaitReady.
 	Instances []vrrp.InstanceConfig
+	// KeyV1Only (LinkConfig.AH): the node runs a muros-had that derives
+	// only version-1 AH keys (before key version 2); Sim.Upgrade clears it
+	// for the node's next start.
+	KeyV1Only bool
 }
 
 // LinkConfig is the simulated multicast link.
@@ -65,7 +69,7 @@ type LinkConfig struct {
 	LossFor func(from string, vrid uint8) float64
 	// AH authenticates adverts with muros-had's AH (VRRPv3 only): each
 	// carries the sender core's AH counter, each core runs its anti-replay
-	// windows, drops are recorded (RecReplay). A node persists its epoch
+	// windows, drops are recorded (RecDrop). A node persists its epoch
 	// (LoseEpoch forgets it) and reads its own clock (SetClock).
 	AH bool
 }
@@ -88,10 +92,10 @@ const (
 	RecTrack                          // tracked interface Reason went down (Priority 0) or up (1)
 	RecReady                          // readiness given to the node
 	RecRole                           // role action To (Reason: "failed" when it failed)
-	RecReplay                         // advert to Node from Peer dropped by the AH anti-replay check (Reason)
+	RecDrop                           // advert to Node dropped by its core's checks (Reason), own adverts aside
 )
 
-var recordNames = [...]string{"", "state", "claim", "release", "announce", "send", "deliver", "lost", "start", "crash", "shutdown", "track", "ready", "role", "replay"}
+var recordNames = [...]string{"", "state", "claim", "release", "announce", "send", "deliver", "lost", "start", "crash", "shutdown", "track", "ready", "role", "drop"}
 
 func (k RecordKind) String() string {
 	if int(k) < len(recordNames) {
@@ -110,6 +114,7 @@ type Record struct {
 	From, To vrrp.State
 	Priority uint8
 	Reason   string
+	Key      vrrp.KeyVersion // RecSend, RecDeliver with LinkConfig.AH
 }
 
 func (r Record) String() string {
@@ -119,9 +124,15 @@ func (r Record) String() string {
 		s += fmt.Sprintf(" %v->%v (%s)", r.From, r.To, r.Reason)
 	case RecSend:
 		s += fmt.Sprintf(" prio=%d", r.Priority)
+		if r.Key != 0 {
+			s += " key=" + r.Key.String()
+		}
 	case RecDeliver, RecLost:
 		s += fmt.Sprintf(" from=%s prio=%d", r.Peer, r.Priority)
-	case RecTrack:
+		if r.Key != 0 {
+			s += " key=" + r.Key.String()
+		}
+	case RecTrack, RecDrop:
 		s += " " + r.Reason
 	case RecRole:
 		s += fmt.Sprintf(" %v %s", r.To, r.Reason)
@@ -504,14 +515,22 @@ func (s *Sim) dispatch(it *item) {
 		if !n.alive || n.core.Instance(it.vrid) == nil {
 			return
 		}
-		s.record(Record{Kind: RecDeliver, Node: n.cfg.Name, Peer: it.from.cfg.Name, VRID: it.vrid, Priority: it.adv.Priority})
+		rec := Record{Kind: RecDeliver, Node: n.cfg.Name, Peer: it.from.cfg.Name, VRID: it.vrid, Priority: it.adv.Priority}
+		if s.link.AH {
+			rec.Key, _ = keyOf(it.from, it.ah)
+		}
+		s.record(rec)
 		adv := it.adv
 		adv.Addrs = []netip.Addr{vipOf(it.vrid)}
 		r := vrrp.Received{Advert: adv, Src: it.from.cfg.Addr, TTL: vrrp.TTL, Checksum: vrrp.ChecksumPseudoHeader}
 		if s.link.AH {
-			// The ICV is the codec's business (tested there): here every
-			// advert on the link is authentic, replays are the question.
-			r.Auth, r.AuthChecked, r.AuthOK, r.SPI, r.Seq = vrrp.AuthAH, true, true, it.ah.Epoch, it.ah.Seq
+			// The bytes are the codec's business (TestMixedKeyVersions):
+			// here every advert on the link is authentic, and what matters
+			// is the key it names and whether the receiver has that key.
+			key, speaksV2 := keyOf(it.from, it.ah)
+			r.Auth, r.AuthChecked, r.SPI, r.Seq = vrrp.AuthAH, true, it.ah.Epoch, it.ah.Seq
+			r.KeyVersion, r.PeerSpeaksV2 = key, speaksV2
+			r.AuthOK = key == vrrp.KeyV1 || !n.cfg.KeyV1Only
 		}
 		s.step(n, node.Event{Kind: node.EventAdvert, Family: vrrp.IPv4, Advert: r})
 	}
@@ -548,8 +567,8 @@ func (s *Sim) apply(n *Node, out []node.Action) {
 		case node.ActionPersistEpoch:
 			n.persisted = a.Epoch
 		case node.ActionDrop:
-			if a.Drop == node.ReasonReplay || a.Drop == node.Reason(vrrp.ReasonAHEpochBehind) {
-				s.record(Record{Kind: RecReplay, Node: name, VRID: a.VRID, Reason: string(a.Drop)})
+			if a.Drop != node.ReasonOwnAdvert {
+				s.record(Record{Kind: RecDrop, Node: name, VRID: a.VRID, Reason: string(a.Drop)})
 				if ep := s.episodes[a.VRID]; ep != nil && a.Drop == node.Reason(vrrp.ReasonAHEpochBehind) {
 					ep.behind = true
 				}
@@ -605,8 +624,27 @@ func (s *Sim) role(n *Node, role vrrp.State) error {
 	return err
 }
 
+// keyOf is the AH key version and "speaks version 2" flag of an advert
+// sent by n with counter ctr, as vrrp.Codec.AppendPacket sets them.
+func keyOf(n *Node, ctr vrrp.AHCounter) (vrrp.KeyVersion, bool) {
+	switch {
+	case n.cfg.KeyV1Only:
+		return vrrp.KeyV1, false
+	case ctr.LegacyKey:
+		return vrrp.KeyV1, true
+	}
+	return vrrp.KeyV2, true
+}
+
+// Upgrade makes the node derive version-2 AH keys from its next start on.
+func (s *Sim) Upgrade(name string) { s.Node(name).cfg.KeyV1Only = false }
+
 func (s *Sim) send(n *Node, a node.Action) {
-	s.record(Record{Kind: RecSend, Node: n.cfg.Name, VRID: a.VRID, Priority: a.Priority})
+	rec := Record{Kind: RecSend, Node: n.cfg.Name, VRID: a.VRID, Priority: a.Priority}
+	if s.link.AH {
+		rec.Key, _ = keyOf(n, a.Counter)
+	}
+	s.record(rec)
 	m := n.core.Group().Member(a.VRID)
 	adv := vrrp.Advert{Version: 3, VRID: a.VRID, Priority: a.Priority, Interval: m.Config().Interval}
 	if m.Config().Version == 2 {

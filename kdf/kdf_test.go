@@ -1,0 +1,67 @@
+package kdf
+
+import (
+	"bytes"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// TestDeriveIsArgon2idThenHKDFExpand pins the version-2 construction: a
+// change of parameters or salt would split an upgraded pair.
+func TestDeriveIsArgon2idThenHKDFExpand(t *testing.T) {
+	m, err := Derive("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := argon2.IDKey([]byte("correct horse battery staple"), []byte("muros-had kdf v2"), 3, 64*1024, 4, 32)
+	want, err := hkdf.Expand(sha256.New, secret, "label", 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Key("label")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Key = %x, want %x", got, want)
+	}
+	other, _ := m.Key("other label")
+	if bytes.Equal(got, other) {
+		t.Fatal("two labels gave one key")
+	}
+}
+
+func TestLegacyIsUnchanged(t *testing.T) {
+	// The version-1 VRRP AH key as computed before this package existed.
+	got, err := Legacy("secret", "muros-had vrrp ah hmac-sha256-128 v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := hkdf.Key(sha256.New, []byte("secret"), []byte("muros-had"), "muros-had vrrp ah hmac-sha256-128 v1", 32)
+	if hex.EncodeToString(got) != hex.EncodeToString(want) {
+		t.Fatalf("Legacy = %x, want %x", got, want)
+	}
+}
+
+func TestZeroMasterRefused(t *testing.T) {
+	if _, err := (Master{}).Key("x"); err == nil {
+		t.Fatal("a zero Master gave a key")
+	}
+	if _, err := Derive(""); err == nil {
+		t.Fatal("an empty password was stretched")
+	}
+}
+
+// BenchmarkDerive is the start-up cost of version 2 and the cost of one
+// offline guess.
+func BenchmarkDerive(b *testing.B) {
+	for b.Loop() {
+		if _, err := Derive("correct horse battery staple"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
