@@ -167,6 +167,9 @@ type DBSync struct {
 	Paths []string
 	TLS   TLS
 	JWT   JWT
+	// ClockSkewWarn: a clock offset from the peer (measured from its
+	// answers) above this is warned about.
+	ClockSkewWarn time.Duration
 	// Limits bound what clients that have not proved to be the peer may
 	// hold of the listener (it listens on every interface by default).
 	Limits DBSyncLimits
@@ -242,6 +245,9 @@ type JWT struct {
 	// Issuer names this node in tokens it mints; Audience names the peer.
 	Issuer   string
 	Audience string
+	// Leeway is the clock skew between the nodes a token check tolerates
+	// (iat, nbf, exp); the pair needs NTP, this only absorbs its error.
+	Leeway time.Duration
 }
 
 // Priority is the VRRP priority of every instance on this node.

@@ -33,6 +33,8 @@ const (
 	DefaultGARPRepeat     = 5
 	DefaultGARPInterval   = 10 * time.Millisecond
 	DefaultJWTTTL         = 60 * time.Second
+	DefaultJWTLeeway      = 5 * time.Second
+	DefaultClockSkewWarn  = time.Second
 	DefaultJWTAlgorithm   = "HS256"
 	DefaultResyncTimeout  = 30 * time.Second
 	DefaultPeerCheck      = 2 * time.Second
@@ -170,12 +172,13 @@ func defaults() *Config {
 			Resync:  Resync{StartupTimeout: DefaultResyncTimeout},
 		},
 		DBSync: DBSync{
-			Enabled:  true,
-			Listen:   DefaultDBSyncListen,
-			PeerPort: DefaultDBSyncPort,
-			Paths:    DefaultPaths(),
-			JWT:      JWT{Algorithm: DefaultJWTAlgorithm, TTL: DefaultJWTTTL},
-			Limits:   DefaultDBSyncLimits(),
+			Enabled:       true,
+			Listen:        DefaultDBSyncListen,
+			PeerPort:      DefaultDBSyncPort,
+			Paths:         DefaultPaths(),
+			JWT:           JWT{Algorithm: DefaultJWTAlgorithm, TTL: DefaultJWTTTL, Leeway: DefaultJWTLeeway},
+			ClockSkewWarn: DefaultClockSkewWarn,
+			Limits:        DefaultDBSyncLimits(),
 		},
 		PeerCheck:  PeerCheck{Interval: DefaultPeerCheck, RulesetInterval: DefaultRulesetCheck},
 		Scheduling: Scheduling{Policy: DefaultSchedPolicy, Priority: DefaultSchedPriority},
@@ -621,6 +624,9 @@ func (d *decoder) dbsyncFields(db *DBSync) []field {
 		{"enabled", false, func(k string, n *yaml.Node) { d.boolean(k, n, &db.Enabled) }},
 		{"listen", false, func(k string, n *yaml.Node) { d.listen(k, n, false, &db.Listen) }},
 		{"peer_port", false, func(k string, n *yaml.Node) { d.integer(k, n, 1, 65535, func(v int) { db.PeerPort = uint16(v) }) }},
+		{"clock_skew_warn", false, func(k string, n *yaml.Node) {
+			d.duration(k, n, 10*time.Millisecond, time.Minute, &db.ClockSkewWarn)
+		}},
 		{"paths", false, func(k string, n *yaml.Node) {
 			db.Paths = nil
 			first := map[string]string{}
@@ -666,6 +672,7 @@ func (d *decoder) dbsyncFields(db *DBSync) []field {
 					d.enum(k, n, []string{"HS256", "HS384", "HS512"}, func(v string) { db.JWT.Algorithm = v })
 				}},
 				{"ttl", false, func(k string, n *yaml.Node) { d.duration(k, n, time.Second, 24*time.Hour, &db.JWT.TTL) }},
+				{"leeway", false, func(k string, n *yaml.Node) { d.duration(k, n, time.Second, time.Minute, &db.JWT.Leeway) }},
 				{"issuer", false, func(k string, n *yaml.Node) { d.str(k, n, &db.JWT.Issuer) }},
 				{"audience", false, func(k string, n *yaml.Node) { d.str(k, n, &db.JWT.Audience) }},
 			})

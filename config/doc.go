@@ -57,7 +57,13 @@
 //	  paths: [/var/lib/muros/db, /var/lib/kea]
 //	  tls: {cert: <state_dir>/tls/cert.pem, key: <state_dir>/tls/key.pem, peer_sha256: ""}
 //	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
-//	        issuer: muros-had-<role>, audience: muros-had-<peer role>}
+//	        issuer: muros-had-<role>, audience: muros-had-<peer role>,
+//	        leeway: 5s}          1s..1m: clock skew a token check tolerates;
+//	                             the pair needs NTP (beyond it one node
+//	                             refuses the other's tokens)
+//	  clock_skew_warn: 1s        10ms..1m: the peer's clock offset, measured
+//	                             from its answers (status, metrics), is
+//	                             warned about above this
 //	  limits:                    clients not proved to be the peer (its pinned
 //	                             certificate; its address is never refused for
 //	                             connections), counted at accept by source

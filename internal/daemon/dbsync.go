@@ -16,6 +16,7 @@ import (
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/replpath"
+	"github.com/muros/muros-had/vrrp"
 )
 
 // dbReplica is what the daemon needs of the DB replication (package dbsync).
@@ -69,6 +70,7 @@ func dbAuth(cfg *config.Config) (dbsync.AuthConfig, error) {
 		Method:   cfg.DBSync.JWT.Algorithm,
 		Secret:   []byte(strings.TrimSpace(string(secret))),
 		TokenTTL: cfg.DBSync.JWT.TTL,
+		Leeway:   cfg.DBSync.JWT.Leeway,
 	}, nil
 }
 
@@ -96,7 +98,11 @@ func newDBReplica(cfg *config.Config, d *Daemon) (*dbsync.Node, error) {
 			RatePerSource:     float64(cfg.DBSync.Limits.RatePerSource),
 			BurstPerSource:    cfg.DBSync.Limits.BurstPerSource,
 		},
-		Health: d.healthExtras,
+		ClockSkewWarn: cfg.DBSync.ClockSkewWarn,
+		// In BACKUP the peer's adverts are heard: it is alive, and a DB
+		// sync that does not answer keeps the hold (dbsync ready.go).
+		PeerAlive: func() bool { return d.status.snapshot(time.Now()).State == vrrp.StateBackup.String() },
+		Health:    d.healthExtras,
 	}, d.log.With("component", "dbsync"))
 	if err != nil {
 		return nil, fmt.Errorf("daemon: dbsync: %w", err)
