@@ -573,6 +573,7 @@ func (s *Sim) apply(n *Node, out []node.Action) {
 					ep.behind = true
 				}
 			}
+		case node.ActionHeard:
 		default:
 			s.fail(fmt.Errorf("node %s: unexpected action %v", name, a.Kind))
 		}
