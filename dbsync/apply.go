@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -191,10 +192,23 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 		root *os.Root
 		name string
 	}
+	// made are the directories staging created, parents first: a refused
+	// batch leaves the disk as it found it.
+	var made []struct {
+		root *os.Root
+		name string
+	}
+	unmake := func(from int) {
+		for i := len(made) - 1; i >= from; i-- {
+			made[i].root.Remove(made[i].name) // fails, harmlessly, once not empty
+		}
+		made = made[:from]
+	}
 	fail := func(err error) (ApplyResult, error) {
 		for _, s := range staged {
 			s.root.Remove(s.name)
 		}
+		unmake(0)
 		return ApplyResult{Revision: a.rev.Revision}, err
 	}
 	deleted := map[string]bool{}
@@ -252,9 +266,19 @@ func (a *applier) apply(b Batch, digest [32]byte) (ApplyResult, error) {
 				// first, then makes the parents and renames).
 				op.Stage, mkParents = base, false
 			}
+			mark := len(made)
+			if mkParents {
+				for _, d := range missingDirs(root, filepath.Dir(name)) {
+					made = append(made, struct {
+						root *os.Root
+						name string
+					}{root, d})
+				}
+			}
 			ownerErr, err := stage(root, name, op.Stage, e, ids, mkParents)
 			if err != nil {
 				root.Remove(op.Stage)
+				unmake(mark)
 				if err := fmt.Errorf("entry %d %q: %w", i, e.Path, err); !skip(err) {
 					return fail(err)
 				}
@@ -761,6 +785,20 @@ func pruneEmptyParents(root *os.Root, name string) {
 			return
 		}
 	}
+}
+
+// missingDirs lists dir and its parents inside root that do not exist,
+// parents first: what mkdirInherit(root, dir) will create.
+func missingDirs(root *os.Root, dir string) []string {
+	var out []string
+	for d := dir; d != "." && d != "/"; d = filepath.Dir(d) {
+		if _, err := root.Lstat(d); err == nil {
+			break
+		}
+		out = append(out, d)
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // blockingFile returns the nearest existing parent of name inside root
