@@ -17,7 +17,13 @@
 // does not listen to its own kernel, so its injections are never echoed.
 // SetRole swaps roles: a new master starts a new epoch, listens, dumps and
 // sends a bulk; a node returning to backup drops its sender, asks for a
-// bulk and purges at its end the flows the master no longer has.
+// bulk and purges at its end the flows the master no longer has
+// (ctrel.BulkPurge).
+//
+// Readiness. Rearm starts a readiness wait and returns a channel closed
+// once the receiver reports its table complete since (ctrel's
+// Receiver.Complete, evaluated by the loop after every datagram batch and
+// tick); Status.Waiting and WaitReason say what the wait waits for.
 //
 // Batching. Both ends work in batches so that a storm costs few wakeups
 // and syscalls per flow: the master reads up to 64 kernel events per
@@ -181,7 +187,14 @@ type Status struct {
 	StateErrors uint64
 	Forged      uint64 // datagrams dropped for a bad MAC
 	Rejected    map[string]uint64
+	// Waiting: what the readiness wait open since the last Rearm waits
+	// for (ctrel's Wait* strings, or WaitSender); empty when none is open.
+	Waiting string
 }
+
+// WaitSender is the reason of a readiness wait while the node is still
+// the sender (the wait applies to the receiver of the next backup period).
+const WaitSender = "conntrack: this node is still the sender (role change in progress)"
 
 // batchConn reads and writes datagrams in batches (recvmmsg, sendmmsg):
 // *ipv4.PacketConn or *ipv6.PacketConn, whose Message types are one.
@@ -210,18 +223,33 @@ type Sync struct {
 	roleCh    chan bool
 	ready     chan struct{}
 	readyOnce sync.Once
+	// armCh wakes the loop for a Rearm.
+	armCh chan struct{}
 
 	mu     sync.Mutex
 	status Status
+	// The readiness wait (Rearm): armGen counts the Rearm calls, waitCh
+	// is the current wait's channel (nil before the first), waitOpen
+	// whether it is still open, waitWhy what it waits for (or, once
+	// closed, how it completed), waitChanged is closed and replaced when
+	// waitWhy or waitOpen changes.
+	armGen      uint64
+	waitCh      chan struct{}
+	waitOpen    bool
+	waitWhy     string
+	waitChanged chan struct{}
 
 	// owned by the Run goroutine
-	master   bool
-	sender   *ctrel.Sender
-	recv     *ctrel.Receiver
-	lst      *listener
-	start    time.Time
-	book     *epochBook
-	bulkSeen map[ctwire.ID]struct{}
+	master bool
+	sender *ctrel.Sender
+	recv   *ctrel.Receiver
+	lst    *listener
+	start  time.Time
+	book   *epochBook
+	purge  ctrel.BulkPurge // backup: the bulk being received
+	// armed: a wait is open for the loop, since the Rearm of armedGen.
+	armed    bool
+	armedGen uint64
 	rejected [ctwire.NumReasons]uint64
 	// eventRejected counts kernel event messages ParseEvent refused.
 	eventRejected [ctnl.NumEventReasons]uint64
@@ -281,6 +309,7 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	s := &Sync{
 		cfg: cfg, log: log, key: ctwire.DeriveKey([]byte(cfg.Password)),
 		roleCh: make(chan bool, 1), ready: make(chan struct{}),
+		armCh: make(chan struct{}, 1), waitChanged: make(chan struct{}),
 		local: map[netip.Addr]bool{},
 	}
 	ok := false
@@ -450,6 +479,96 @@ func (s *Sync) SetRole(master bool) {
 // preemption until then.
 func (s *Sync) Ready() <-chan struct{} { return s.ready }
 
+// Rearm starts a readiness wait: the node has returned to backup (call it
+// after SetRole(false)) and must hold a complete copy of the master's
+// table again before it may preempt. The returned channel is closed once
+// the receiver reports complete since this call: a bulk completed, or,
+// synced by an earlier bulk, it heard the master's stream with no gap
+// open (ctrel's Receiver.Complete). The wait applies to the receiver of
+// the backup period that follows the role changes requested before the
+// call, never to a sender still finishing; while the node is the sender it
+// waits (WaitSender). A wait still open is kept (its channel is returned)
+// and restarts from this call. It does not block.
+func (s *Sync) Rearm() <-chan struct{} {
+	s.mu.Lock()
+	s.armGen++
+	if s.waitCh == nil || !s.waitOpen {
+		s.waitCh = make(chan struct{})
+		s.waitOpen = true
+		s.setWaitWhy("")
+	}
+	ch := s.waitCh
+	s.mu.Unlock()
+	select {
+	case s.armCh <- struct{}{}:
+	default: // a wake-up is pending: it takes the latest generation
+	}
+	return ch
+}
+
+// WaitReason returns what the current readiness wait waits for (see
+// Rearm), or how it completed once its channel is closed ("" before the
+// loop has seen it), and a channel closed at the next change.
+func (s *Sync) WaitReason() (why string, changed <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waitWhy, s.waitChanged
+}
+
+// setWaitWhy changes the wait's reason; s.mu is held.
+func (s *Sync) setWaitWhy(why string) {
+	if why == s.waitWhy {
+		return
+	}
+	s.waitWhy = why
+	close(s.waitChanged)
+	s.waitChanged = make(chan struct{})
+}
+
+// onRearm applies the latest Rearm in the loop, after the role changes
+// requested before it.
+func (s *Sync) onRearm() {
+	select {
+	case m := <-s.roleCh:
+		s.switchRole(m)
+	default:
+	}
+	s.mu.Lock()
+	s.armedGen = s.armGen
+	s.mu.Unlock()
+	s.armed = true
+	if !s.master && s.recv != nil {
+		s.recv.Rearm()
+	}
+}
+
+// evalWait judges the open readiness wait after the loop handled an input
+// and closes its channel once the receiver reports complete.
+func (s *Sync) evalWait() {
+	if !s.armed {
+		return
+	}
+	done, why := false, WaitSender
+	if !s.master && s.recv != nil {
+		done, why = s.recv.Complete()
+	}
+	s.mu.Lock()
+	if s.armedGen != s.armGen {
+		// A Rearm the loop has not applied yet: its wake-up is pending.
+		done = false
+	}
+	if done {
+		s.armed = false
+		s.waitOpen = false
+		close(s.waitCh)
+	}
+	s.setWaitWhy(why)
+	s.mu.Unlock()
+	if done {
+		s.log.Info("ctsync: table complete since the readiness wait began", "how", why)
+	}
+}
+
 // BulkSynced reports whether the node's table is currently complete:
 // always for a master, after a finished bulk with no gap left for a backup.
 func (s *Sync) BulkSynced() bool {
@@ -463,6 +582,9 @@ func (s *Sync) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.status
+	if s.waitOpen {
+		st.Waiting = s.waitWhy
+	}
 	st.Rejected = make(map[string]uint64)
 	for r, n := range s.rejected {
 		if n > 0 {
@@ -552,11 +674,9 @@ func (s *Sync) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case m := <-s.roleCh:
-			if m && !s.master {
-				s.becomeMaster()
-			} else if !m && s.master {
-				s.becomeBackup()
-			}
+			s.switchRole(m)
+		case <-s.armCh:
+			s.onRearm()
 		case b := <-in:
 			s.onDatagrams(b.dgrams)
 			free <- b
@@ -594,7 +714,17 @@ func (s *Sync) Run(ctx context.Context) error {
 			tick.Reset(d)
 			tickEvery = d
 		}
+		s.evalWait()
 		s.publish()
+	}
+}
+
+// switchRole applies a SetRole in the loop.
+func (s *Sync) switchRole(master bool) {
+	if master && !s.master {
+		s.becomeMaster()
+	} else if !master && s.master {
+		s.becomeBackup()
 	}
 }
 
@@ -755,7 +885,7 @@ func (s *Sync) becomeMaster() {
 	s.master = true
 	s.peer = nil
 	s.recv = nil
-	s.bulkSeen = nil
+	s.purge.Abandon()
 	s.sender = ctrel.NewSender(ctrel.SenderConfig{
 		Epoch: s.newEpoch(), MaxDatagram: s.maxDgram, History: s.cfg.History,
 		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh,
@@ -1103,7 +1233,7 @@ func (s *Sync) onDatagram(d *datagram) {
 		return
 	}
 	if v.BulkBegin {
-		s.bulkSeen = make(map[ctwire.ID]struct{})
+		s.purge.Begin()
 	}
 	if v.Apply {
 		it := ctwire.NewRecords(d.p, d.h.Count)
@@ -1117,9 +1247,7 @@ func (s *Sync) onDatagram(d *datagram) {
 				s.counters.RecordsFiltered++
 				continue
 			}
-			if s.bulkSeen != nil {
-				s.bulkSeen[f.ID()] = struct{}{}
-			}
+			s.purge.Add(&f)
 			s.batch = append(s.batch, f)
 			s.batchSent = append(s.batchSent, d.h.Sent)
 		}
@@ -1132,8 +1260,7 @@ func (s *Sync) onDatagram(d *datagram) {
 	if v.Synced {
 		// The purge dumps the kernel: what this batch carried goes first.
 		s.applyPending()
-		s.purge()
-		s.bulkSeen = nil
+		s.purgeStale()
 		// The status says bulk-synced before Ready wakes its waiters.
 		s.publish()
 		s.readyOnce.Do(func() { close(s.ready) })
@@ -1164,19 +1291,19 @@ func (s *Sync) applyPending() {
 	s.batch, s.batchSent = s.batch[:0], s.batchSent[:0]
 }
 
-// purge deletes replicated-looking flows the completed bulk did not carry:
-// they ended on the master while we were not listening.
-func (s *Sync) purge() {
+// purgeStale deletes replicated-looking flows the completed bulk did not
+// carry (ctrel.BulkPurge): they ended on the master while we were not
+// listening.
+func (s *Sync) purgeStale() {
 	flows, err := s.dumpFiltered()
 	if err != nil {
+		s.purge.Abandon()
 		s.log.Warn("ctsync: purge dump failed", "err", err)
 		return
 	}
+	flows = s.purge.Stale(flows)
 	for i := range flows {
 		f := &flows[i]
-		if _, ok := s.bulkSeen[f.ID()]; ok {
-			continue
-		}
 		f.Op = ctwire.OpDestroy
 		if err := s.inj.Apply(f); err != nil {
 			s.counters.InjectErrors++

@@ -230,5 +230,3 @@ func TestBulkPurge(t *testing.T) {
 		})
 	}
 }
-
-
