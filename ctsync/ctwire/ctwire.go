@@ -1,7 +1,6 @@
 package ctwire
 
 import (
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,6 +8,8 @@ import (
 	"fmt"
 	"hash"
 	"net/netip"
+
+	"github.com/muros/muros-had/kdf"
 )
 
 // Version is the protocol version this package speaks. Version 2 added the
@@ -520,22 +521,48 @@ func ParseHandshake(p []byte) (Handshake, error) {
 	return hs, nil
 }
 
-// The HKDF salt is shared with the VRRP AH key (package vrrp); the info
-// label separates the sync key from it and from every other key derived
-// from the cluster password.
+// Key info labels: one per purpose and key version, so the sync key
+// differs from the VRRP AH key and from every other key derived from the
+// cluster password.
 const (
-	keySalt = "muros-had"
-	keyInfo = "muros-had ctsync hmac-sha256-128 v1"
+	keyInfo   = "muros-had ctsync hmac-sha256-128 v2"
+	keyInfoV1 = "muros-had ctsync hmac-sha256-128 v1"
 )
 
-// DeriveKey derives the 32-byte sync MAC key from the configured password:
-// HKDF-SHA-256 (RFC 5869), salt "muros-had", info "muros-had ctsync
-// hmac-sha256-128 v1".
-func DeriveKey(password []byte) []byte {
-	k, err := hkdf.Key(sha256.New, password, []byte(keySalt), keyInfo, sha256.Size)
+// KeyFrom is the 32-byte sync MAC key of protocol version 2:
+// HKDF-Expand-SHA-256 of the Argon2id master secret (package kdf), info
+// "muros-had ctsync hmac-sha256-128 v2".
+func KeyFrom(m kdf.Master) ([]byte, error) {
+	k, err := m.Key(keyInfo)
 	if err != nil {
-		// Only possible for an output longer than 255 hash lengths.
-		panic("ctwire: hkdf: " + err.Error())
+		return nil, fmt.Errorf("ctwire: %w", err)
+	}
+	return k, nil
+}
+
+// DeriveKey is KeyFrom(kdf.Derive(password)). It stretches the password
+// (about a quarter of a second, 64 MiB): a process that also needs other
+// keys derives the master once and calls KeyFrom.
+func DeriveKey(password []byte) []byte {
+	m, err := kdf.Derive(string(password))
+	if err != nil {
+		panic("ctwire: " + err.Error()) // only for an empty password, refused by every caller
+	}
+	k, err := KeyFrom(m)
+	if err != nil {
+		panic(err.Error()) // m is derived
+	}
+	return k
+}
+
+// LegacyKey is the sync key of protocol version 1 (HKDF-SHA-256 of the
+// password, salt "muros-had", info "muros-had ctsync hmac-sha256-128 v1",
+// no stretching). Version 2 never sends with it; Auth.WithLegacy uses it
+// to tell a version-1 node's authentic datagrams from forged ones.
+func LegacyKey(password []byte) []byte {
+	k, err := kdf.Legacy(string(password), keyInfoV1)
+	if err != nil {
+		panic("ctwire: " + err.Error()) // hkdf fails only for outputs over 255 blocks
 	}
 	return k
 }
@@ -543,13 +570,23 @@ func DeriveKey(password []byte) []byte {
 // Auth appends and checks datagram MACs. It is not safe for concurrent use:
 // give each goroutine its own.
 type Auth struct {
-	mac hash.Hash
-	sum [sha256.Size]byte
+	mac    hash.Hash
+	legacy hash.Hash // version-1 key (WithLegacy), receive diagnostics only
+	sum    [sha256.Size]byte
 }
 
-// NewAuth returns an Auth keyed with key (from DeriveKey).
+// NewAuth returns an Auth keyed with key (from KeyFrom or DeriveKey).
 func NewAuth(key []byte) *Auth {
 	return &Auth{mac: hmac.New(sha256.New, key)}
+}
+
+// WithLegacy makes Open report a datagram of protocol version 1 that is
+// authentic under the version-1 key (LegacyKey) as ReasonVersion, as
+// before the keys changed with the protocol, instead of ReasonMAC: a
+// not-yet-upgraded peer is not a forger. Nothing it sends is accepted.
+func (a *Auth) WithLegacy(key []byte) *Auth {
+	a.legacy = hmac.New(sha256.New, key)
+	return a
 }
 
 func (a *Auth) compute(body []byte) []byte {
@@ -571,6 +608,13 @@ func (a *Auth) Open(d []byte) ([]byte, error) {
 	}
 	body := d[:len(d)-MACLen]
 	if !hmac.Equal(a.compute(body), d[len(d)-MACLen:]) {
+		if a.legacy != nil && body[0] == 1 {
+			a.legacy.Reset()
+			a.legacy.Write(body)
+			if hmac.Equal(a.legacy.Sum(a.sum[:0])[:MACLen], d[len(d)-MACLen:]) {
+				return nil, errVersion
+			}
+		}
 		return nil, errMAC
 	}
 	return body, nil

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"pgregory.net/rapid"
+
+	"github.com/muros/muros-had/kdf"
 )
 
 var testKey = DeriveKey([]byte("change-me"))
@@ -162,7 +164,7 @@ func TestRejects(t *testing.T) {
 	}
 }
 
-// hkdf32 is RFC 5869 written out (one output block), to pin DeriveKey.
+// hkdf32 is RFC 5869 written out (one output block), to pin LegacyKey.
 func hkdf32(password, salt, info string) []byte {
 	ext := hmac.New(sha256.New, []byte(salt))
 	ext.Write([]byte(password))
@@ -172,16 +174,68 @@ func hkdf32(password, salt, info string) []byte {
 	return exp.Sum(nil)
 }
 
+// TestDeriveKey pins both key versions: version 2 is HKDF-Expand of the
+// Argon2id master with the sync label, distinct from the VRRP AH key;
+// version 1 is the documented HKDF of the password.
 func TestDeriveKey(t *testing.T) {
-	k := DeriveKey([]byte("change-me"))
-	if !bytes.Equal(k, hkdf32("change-me", "muros-had", "muros-had ctsync hmac-sha256-128 v1")) {
-		t.Fatal("DeriveKey is not the documented HKDF")
+	m, err := kdf.Derive("change-me")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if bytes.Equal(k, hkdf32("change-me", "muros-had", "muros-had vrrp ah hmac-sha256-128 v1")) {
+	want, err := m.Key("muros-had ctsync hmac-sha256-128 v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(testKey, want) {
+		t.Fatal("DeriveKey is not HKDF-Expand of the Argon2id master with the sync label")
+	}
+	if k, _ := KeyFrom(m); !bytes.Equal(k, want) {
+		t.Fatal("KeyFrom and DeriveKey differ")
+	}
+	if ah, _ := m.Key("muros-had vrrp ah hmac-sha256-128 v2"); bytes.Equal(testKey, ah) {
 		t.Fatal("sync key equals the VRRP AH key")
 	}
-	if bytes.Equal(k, DeriveKey([]byte("change-mf"))) {
-		t.Fatal("derived keys not distinct")
+	v1 := LegacyKey([]byte("change-me"))
+	if !bytes.Equal(v1, hkdf32("change-me", "muros-had", "muros-had ctsync hmac-sha256-128 v1")) {
+		t.Fatal("LegacyKey is not the documented HKDF")
+	}
+	if bytes.Equal(v1, testKey) {
+		t.Fatal("the version-2 key is the unstretched one")
+	}
+}
+
+// TestLegacyPeer: during a rolling upgrade, an authentic datagram of a
+// version-1 node (protocol 1, key 1) is counted as "version", a forged one
+// as "mac", and a version-1 key on a version-2 datagram as "mac": nothing
+// keyed with version 1 is ever accepted.
+func TestLegacyPeer(t *testing.T) {
+	v1 := LegacyKey([]byte("change-me"))
+	body := func(version byte) []byte {
+		b := AppendHeader(nil, &Header{Type: TypeHeartbeat, Epoch: 7, Seq: 1})
+		b[0] = version
+		return b
+	}
+	rx := NewAuth(testKey).WithLegacy(v1)
+	tests := []struct {
+		name string
+		d    []byte
+		want Reason
+	}{
+		{"old node: protocol 1, key 1", NewAuth(v1).Seal(body(1)), ReasonVersion},
+		{"key 1 on protocol 2", NewAuth(v1).Seal(body(2)), ReasonMAC},
+		{"forged protocol 1", NewAuth(DeriveKey([]byte("other-password"))).Seal(body(1)), ReasonMAC},
+		{"new node", NewAuth(testKey).Seal(body(2)), ReasonNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := rx.Open(tt.d)
+			if diff := cmp.Diff(tt.want, ReasonOf(err)); diff != "" {
+				t.Errorf("reason (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if _, err := NewAuth(testKey).Open(NewAuth(v1).Seal(body(1))); ReasonOf(err) != ReasonMAC {
+		t.Errorf("without WithLegacy: %v, want mac", err)
 	}
 }
 

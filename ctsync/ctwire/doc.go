@@ -9,11 +9,30 @@
 // address). The datagrams are the same on both. Every
 // datagram is authenticated with HMAC-SHA-256 (RFC 2104, FIPS 180-4)
 // truncated to 128 bits (the truncation rule of RFC 4868 section 2.3), keyed
-// with DeriveKey(password): HKDF-SHA-256 (RFC 5869) of the password, salt
-// "muros-had", info "muros-had ctsync hmac-sha256-128 v1", 32 bytes; the
-// VRRP AH key uses the same salt and its own info label, so the two keys
-// differ. The protocol itself is our own; conntrackd's (which is not
-// authenticated) is not spoken.
+// as described under Keys. The protocol itself is our own; conntrackd's
+// (which is not authenticated) is not spoken.
+//
+// # Keys
+//
+// Version 2 of the protocol is keyed with KeyFrom(master): HKDF-Expand-
+// SHA-256 (RFC 5869 section 2.3) of the Argon2id master secret that
+// package kdf stretches from the cluster password once per process (RFC
+// 9106 second option: t=3, 64 MiB, p=4), info "muros-had ctsync
+// hmac-sha256-128 v2", 32 bytes. The VRRP AH key is expanded from the same
+// secret with its own label, so the keys differ; a captured datagram costs
+// an offline guesser one Argon2id run per password tried. DeriveKey is the
+// same key from the password (it stretches it itself).
+//
+// Version 1 was keyed with HKDF-SHA-256 of the password itself (salt
+// "muros-had", info "muros-had ctsync hmac-sha256-128 v1", no stretching:
+// LegacyKey). The key changed together with the protocol version: a
+// version-1 node accepts no version-2 datagram whatever the key (it
+// refuses the version byte; with the new key it already fails the MAC and
+// counts "mac"), so a pair upgraded one node at a time has no conntrack
+// sync until both run version 2, and there is nothing to fall back to. A receiver with Auth.WithLegacy counts a
+// version-1 node's authentic datagrams as "version" (not "mac": the peer
+// is not a forger); none is accepted and version 2 never sends with the
+// version-1 key.
 //
 // All integers are big-endian (network byte order).
 //
