@@ -55,9 +55,22 @@ func newFuzzPushEnv(f *testing.F) *fuzzPushEnv {
 		auth: AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}}
 }
 
+// fuzzDir is a fresh directory for one input, on tmpfs when there is one:
+// an apply fsyncs every file and directory it touches, which on a disk
+// costs tens of milliseconds per input and stalls the fuzzer's minimizing.
+func fuzzDir(t *testing.T) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "muros-had-fuzz-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
 func (e *fuzzPushEnv) node(t *testing.T) (n *Node, base string) {
 	t.Helper()
-	base = t.TempDir()
+	base = fuzzDir(t)
 	state := filepath.Join(base, "state")
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		t.Fatal(err)
