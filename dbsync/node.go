@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -52,6 +53,10 @@ type Config struct {
 	MaxBodyBytes  int64  // largest push accepted (default 64 MiB)
 	MaxBatchBytes int    // a push is split above this (default 8 MiB)
 	SQLite3       string // sqlite3 CLI for snapshots (default "sqlite3")
+	// StartCommand starts the programs the node runs (the sqlite3 CLI);
+	// default (*exec.Cmd).Start. The daemon, which may run real-time,
+	// passes one that starts them time-sharing.
+	StartCommand func(*exec.Cmd) error
 
 	// Now, when set, is this node's wall clock (default time.Now): token
 	// times and the clock reported to the peer. Tests give the two nodes
@@ -111,6 +116,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatchBytes == 0 {
 		c.MaxBatchBytes = 8 << 20
+	}
+	if c.StartCommand == nil {
+		c.StartCommand = (*exec.Cmd).Start
 	}
 	if c.SQLite3 == "" {
 		c.SQLite3 = "sqlite3"
@@ -281,7 +289,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		applier: ap,
 		cache:   cache,
 		stamps:  stamps,
-		src:     &source{roots: cfg.Paths, exclude: cfg.Exclude, cache: cache, sqlite3: cfg.SQLite3, tmpDir: cfg.StateDir},
+		src:     &source{roots: cfg.Paths, exclude: cfg.Exclude, cache: cache, sqlite3: cfg.SQLite3, start: cfg.StartCommand, tmpDir: cfg.StateDir},
 		bootID:  hex.EncodeToString(boot[:]),
 		roleCh:  make(chan struct{}, 1),
 		armCh:   make(chan struct{}, 1),

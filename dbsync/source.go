@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 )
 
 // source reads the master's replicated files and turns differences from the
@@ -18,6 +19,7 @@ type source struct {
 	exclude []string
 	cache   *hashCache
 	sqlite3 string
+	start   func(*exec.Cmd) error // starts the sqlite3 CLI
 	tmpDir  string
 }
 
@@ -57,7 +59,7 @@ func (s *source) read(ctx context.Context, wire, local string, withData bool, id
 		if h, ok := s.cache.get(local, k, wal); ok && !withData {
 			return localState{FileState: FileState{Path: wire, Size: h.size, SHA256: hex.EncodeToString(h.sum[:]), Mode: mode, Owner: owner}, mtime: mtime, sqlite: true}, nil
 		}
-		data, err := sqliteSnapshot(ctx, s.sqlite3, local, s.tmpDir)
+		data, err := sqliteSnapshot(ctx, s.start, s.sqlite3, local, s.tmpDir)
 		if err != nil {
 			return localState{}, err
 		}

@@ -9,8 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-
-	"github.com/muros/muros-had/internal/sched"
 )
 
 // sqliteMagic is the first 16 bytes of every SQLite 3 database file.
@@ -31,7 +29,7 @@ func isSQLite(f io.ReaderAt) bool {
 // -wal file too). The CLI is used rather than a cgo or pure-Go driver so the
 // daemon stays cgo-free without vendoring a transpiled SQLite; its cost is
 // one process per snapshot, and snapshots are debounced.
-func sqliteSnapshot(ctx context.Context, sqlite3, src, tmpDir string) ([]byte, error) {
+func sqliteSnapshot(ctx context.Context, start func(*exec.Cmd) error, sqlite3, src, tmpDir string) ([]byte, error) {
 	tmp, err := os.MkdirTemp(tmpDir, tempPrefix+"snap-")
 	if err != nil {
 		return nil, fmt.Errorf("snapshot dir: %w", err)
@@ -48,8 +46,7 @@ func sqliteSnapshot(ctx context.Context, sqlite3, src, tmpDir string) ([]byte, e
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
-	// Started at normal priority: the daemon may run real-time.
-	err = sched.Start(cmd)
+	err = start(cmd)
 	if err == nil {
 		err = cmd.Wait()
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/replpath"
+	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/vrrp"
 )
 
@@ -85,6 +86,8 @@ func newDBReplica(cfg *config.Config, d *Daemon) (*dbsync.Node, error) {
 		return nil, err
 	}
 	n, err := dbsync.New(dbsync.Config{
+		// sqlite3 starts time-sharing: the daemon may run real-time.
+		StartCommand:   sched.Start,
 		NodeID:         cfg.DBSync.JWT.Issuer,
 		PeerID:         cfg.DBSync.JWT.Audience,
 		PeerURL:        "https://" + net.JoinHostPort(cfg.Peer.String(), strconv.Itoa(int(cfg.DBSync.PeerPort))),
