@@ -132,7 +132,7 @@ func runCapOp(spec capChildSpec) capChildResult {
 		}
 		return capChildResult{OwnerErrors: res.OwnerErrors + res2.OwnerErrors}
 	case "read":
-		s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", tmpDir: spec.State}
+		s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", start: (*exec.Cmd).Start, tmpDir: spec.State}
 		e, _, ok, err := s.entry(context.Background(), "kea/leases4.csv", nil, true, newAccounts())
 		if err != nil {
 			return capChildResult{Err: err.Error()}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -219,7 +220,7 @@ func TestSourceEntryOwner(t *testing.T) {
 	mustRoot(t)
 	base := t.TempDir()
 	roots := []Path{{Name: "db", Local: filepath.Join(base, "db"), Dir: true}}
-	s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", tmpDir: base}
+	s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", start: (*exec.Cmd).Start, tmpDir: base}
 	p := filepath.Join(base, "db", "leases.csv")
 	writeFile(t, p, "h\nl1\n")
 	mt := time.Unix(1764050000, 5).UTC()

@@ -20,7 +20,7 @@ func stateOf(path, content string, mode uint32) *FileState {
 func TestSourceEntry(t *testing.T) {
 	base := t.TempDir()
 	roots := []Path{{Name: "db", Local: filepath.Join(base, "db"), Dir: true}}
-	s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", tmpDir: base}
+	s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", start: (*exec.Cmd).Start, tmpDir: base}
 	writeFile(t, filepath.Join(base, "db", "leases.csv"), "h\nl1\nl2\n")
 	type result struct {
 		Op     Op
@@ -72,7 +72,7 @@ func TestSourceSQLiteSnapshot(t *testing.T) {
 	if out, err := exec.Command("sqlite3", db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").CombinedOutput(); err != nil {
 		t.Fatalf("sqlite3: %v %s", err, out)
 	}
-	s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", tmpDir: base}
+	s := &source{roots: roots, cache: newHashCache(), sqlite3: "sqlite3", start: (*exec.Cmd).Start, tmpDir: base}
 	e1, st1, ok, err := s.entry(context.Background(), "db/c.db", nil, true, newAccounts())
 	if err != nil || !ok || e1.Flags&FlagSQLite == 0 || e1.Op != OpPut {
 		t.Fatalf("first: %+v %v %v", e1.Op, ok, err)
