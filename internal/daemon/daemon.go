@@ -26,6 +26,7 @@ import (
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/node"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
@@ -80,6 +81,9 @@ type Daemon struct {
 	events  chan loopEvent
 
 	epochPath string
+	// master is the password stretched once per run (package kdf): the AH
+	// and conntrack sync keys are expanded from it.
+	master    kdf.Master
 	stop      chan struct{}  // closed when Run returns: late timer fires are dropped
 	next      *config.Config // set by a reload that needs a restart
 	reloadReq chan struct{}
@@ -153,7 +157,7 @@ func nodeConfig(cfg *config.Config, primary map[vrrp.Family]netip.Addr, syncInde
 		version = 2
 	}
 	nc := node.Config{
-		Codec: codecConfig(cfg),
+		Codec: codecConfig(cfg, kdf.Master{}), // the checks need no key
 		Own:   primary,
 		// A node does not preempt before its conntrack table is complete
 		// (SPEC) nor with a stale configuration DB (SPEC "takeover
@@ -199,8 +203,10 @@ func familyOf(a netip.Addr) vrrp.Family {
 	return vrrp.IPv6
 }
 
-func codecConfig(cfg *config.Config) vrrp.Config {
-	c := vrrp.Config{Version: 3, Password: cfg.Password, Checksum: vrrp.ChecksumModePseudoHeader}
+// codecConfig is the VRRP codec configuration; master gives the version-2
+// AH key (without it the codec speaks version-1 keys only).
+func codecConfig(cfg *config.Config, master kdf.Master) vrrp.Config {
+	c := vrrp.Config{Version: 3, Password: cfg.Password, Checksum: vrrp.ChecksumModePseudoHeader, Master: master}
 	switch cfg.Auth {
 	case config.AuthKeepalivedAH:
 		c.Version = 2
@@ -234,6 +240,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		lastEpoch = e
+	}
+	// The password is stretched once (Argon2id, about 0.2 s and 64 MiB)
+	// and every key is expanded from it.
+	if d.cfg.Auth == config.AuthAH || d.cfg.Conntrack.Enabled {
+		start := time.Now()
+		m, err := kdf.Derive(d.cfg.Password)
+		if err != nil {
+			return fmt.Errorf("daemon: keys: %w", err)
+		}
+		d.master = m
+		d.log.Info("keys derived from the password", "kdf", "argon2id", "took", time.Since(start).Round(time.Millisecond))
 	}
 	ad, closeAdapters, err := d.opts.Adapters.withDefaults()
 	if err != nil {
@@ -514,6 +531,7 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 	case node.ActionDrop:
 		d.dropped(a)
 	case node.ActionHeard:
+		d.stats.heardKey(a.Key)
 		d.status.peerAdvert(a.VRID, a.Src, a.Priority, time.Now())
 	case node.ActionRestart:
 		d.log.Warn("restarting the VRRP instances on the sync interface", "reason", a.Reason)
@@ -653,7 +671,7 @@ func (d *Daemon) openLinks(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
 		}
-		codec, err := vrrp.NewCodec(codecConfig(d.cfg))
+		codec, err := vrrp.NewCodec(codecConfig(d.cfg, d.master))
 		if err != nil {
 			conn.Close()
 			return fmt.Errorf("daemon: codec: %w", err)
@@ -771,7 +789,7 @@ func vipConfig(cfg *config.Config, log *slog.Logger) vip.Config {
 // core makes every check and decides. A datagram that does not even parse
 // is counted here by its reason.
 func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
-	codec, err := vrrp.NewCodec(codecConfig(d.cfg))
+	codec, err := vrrp.NewCodec(codecConfig(d.cfg, d.master))
 	if err != nil {
 		d.log.Error("reader codec", "err", err)
 		return

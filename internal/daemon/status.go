@@ -416,6 +416,9 @@ func (b *statusBook) evaluateAlarms(now time.Time, driftGrace time.Duration) ala
 type rxStats struct {
 	reg      *prometheus.Registry
 	rejected *prometheus.CounterVec
+	// ahKeys: accepted muros-had AH adverts by key version (v1, v2): a
+	// pair upgraded one node at a time shows when it has left v1.
+	ahKeys   *prometheus.CounterVec
 	sentC    prometheus.Counter
 	sendErrs prometheus.Counter
 	// groupState and vridState are enum gauges: 1 on the current state's
@@ -446,6 +449,9 @@ func newRxStats() *rxStats {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "muros_had_vrrp_adverts_rejected_total", Help: "VRRP adverts dropped, by reason.",
 		}, []string{"reason"}),
+		ahKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "muros_had_vrrp_ah_key_accepted_total", Help: "Adverts accepted with muros-had's AH, by the key version they were signed with (v1: unstretched password, an old peer or a fallback for one; v2: Argon2id).",
+		}, []string{"version"}),
 		sentC:    prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_adverts_sent_total", Help: "VRRP adverts sent."}),
 		sendErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_advert_send_errors_total", Help: "VRRP adverts the kernel refused."}),
 		groupState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -489,7 +495,7 @@ func newRxStats() *rxStats {
 		}),
 		byReason: map[string]uint64{},
 	}
-	s.reg.MustRegister(s.rejected, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions, s.held, s.holds, s.holdTimeouts,
+	s.reg.MustRegister(s.rejected, s.ahKeys, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions, s.held, s.holds, s.holdTimeouts,
 		s.splitBrain, s.drift, s.peerReachable, s.peerPolls, s.peerFailures, s.rulesetErrors)
 	return s
 }
@@ -561,6 +567,13 @@ func (s *rxStats) reject(reason string) {
 	s.mu.Lock()
 	s.byReason[reason]++
 	s.mu.Unlock()
+}
+
+// heardKey counts an accepted AH advert by its key version.
+func (s *rxStats) heardKey(v vrrp.KeyVersion) {
+	if v != 0 {
+		s.ahKeys.WithLabelValues(v.String()).Inc()
+	}
 }
 
 func (s *rxStats) sent() {
