@@ -140,7 +140,12 @@
 // bad token or certificate gets 401 with body {"error":"Unauthorized"} and
 // nothing else; the reason is logged and counted (Status.Rejected). Every
 // error body is {"error":"<HTTP status text>"} plus "revision" (the
-// receiver's, number) on 409 answers to a push.
+// receiver's, number) on 409 answers to a push. The master refuses a hello
+// or manifest answer no node sends (not JSON, a role other than master or
+// backup, a path that is not a clean relative wire path or is listed twice,
+// a negative size, a malformed sha256, a mode beyond 0o777): that
+// comparison stops, counted in Status.Rejected as answer_decode,
+// answer_role, answer_path or answer_file (ParseHello, ParseManifest).
 //
 //	POST /api/sync/push      body: a batch (binary, below). 200 answer:
 //	                         {"revision":N,"applied":entries,"bytes":payload,"noop":bool}

@@ -327,8 +327,13 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 		if err != nil {
 			return err
 		}
-		var m Manifest
-		if _, err := n.do(ctx, http.MethodGet, PathManifest, nil, &m); err != nil {
+		body, err := n.exchange(ctx, http.MethodGet, PathManifest, nil)
+		if err != nil {
+			return fmt.Errorf("fetch manifest: %w", err)
+		}
+		m, err := ParseManifest(body)
+		if err != nil {
+			n.rejected.add(answerReason(err), 1)
 			return fmt.Errorf("fetch manifest: %w", err)
 		}
 		local, err := n.src.manifest(ctx)
@@ -597,10 +602,15 @@ func (n *Node) request(ctx context.Context, method, path string, body []byte) (i
 }
 
 func (n *Node) fetchHello(ctx context.Context) (Hello, error) {
-	var h Hello
 	sent := n.cfg.Now()
-	if _, err := n.do(ctx, http.MethodGet, PathHello, nil, &h); err != nil {
-		return h, fmt.Errorf("hello: %w", err)
+	body, err := n.exchange(ctx, http.MethodGet, PathHello, nil)
+	if err != nil {
+		return Hello{}, fmt.Errorf("hello: %w", err)
+	}
+	h, err := ParseHello(body)
+	if err != nil {
+		n.rejected.add(answerReason(err), 1)
+		return Hello{}, fmt.Errorf("hello: %w", err)
 	}
 	n.noteClock(sent, n.cfg.Now(), h.Time)
 	n.peerSeen(true, h.Role, h.Revision)

@@ -118,19 +118,8 @@ func (r resolved) local() string {
 // Symlinks are not resolved here: the applier opens every path through an
 // os.Root, which refuses any path that leaves the root through a symlink.
 func resolveWirePath(roots []Path, wire string) (resolved, error) {
-	if strings.IndexByte(wire, 0) >= 0 {
-		return resolved{}, ErrPathChars
-	}
-	if strings.HasPrefix(wire, "/") {
-		return resolved{}, ErrPathAbsolute
-	}
-	for _, el := range strings.Split(wire, "/") {
-		if el == ".." {
-			return resolved{}, ErrPathDotDot
-		}
-	}
-	if path.Clean(wire) != wire || wire == "." {
-		return resolved{}, ErrPathUnclean
+	if err := checkWireSyntax(wire); err != nil {
+		return resolved{}, err
 	}
 	name, rel, _ := strings.Cut(wire, "/")
 	for i := range roots {
@@ -156,6 +145,26 @@ func resolveWirePath(roots []Path, wire string) (resolved, error) {
 		return resolved{root: r, rel: rel}, nil
 	}
 	return resolved{}, fmt.Errorf("%w: %q", ErrPathRoot, name)
+}
+
+// checkWireSyntax checks the form of a wire path, whatever the roots: no
+// NUL, relative, no .. element, clean.
+func checkWireSyntax(wire string) error {
+	if strings.IndexByte(wire, 0) >= 0 {
+		return ErrPathChars
+	}
+	if strings.HasPrefix(wire, "/") {
+		return ErrPathAbsolute
+	}
+	for _, el := range strings.Split(wire, "/") {
+		if el == ".." {
+			return ErrPathDotDot
+		}
+	}
+	if path.Clean(wire) != wire || wire == "." {
+		return ErrPathUnclean
+	}
+	return nil
 }
 
 // wirePath is the inverse of resolveWirePath.
