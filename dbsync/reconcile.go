@@ -206,40 +206,22 @@ func (n *Node) pullChunk(ctx context.Context, st *masterState, chunk []string, r
 		n.rejected.add(ReasonDecode, 1)
 		return fmt.Errorf("pull answer: %w", err)
 	}
-	want := make(map[string]bool, len(chunk))
-	for _, p := range chunk {
-		want[p] = true
+	kept, refused := selectPulled(b.Entries, chunk, remote)
+	if refused > 0 {
+		// Not asked for, twice, or changed since the manifest: the next
+		// comparison sees the peer's current copy.
+		n.rejected.add(ReasonPullPath, uint64(refused))
+		st.needFull = true
 	}
-	kept := b.Entries[:0]
 	changes := map[string]stamp{}
-	for _, e := range b.Entries {
-		r, live := remote[e.Path]
-		ok := want[e.Path]
-		switch {
-		case !ok:
-		case e.Op == OpPut:
-			ok = live && hex.EncodeToString(e.SHA256[:]) == r.SHA256
-		case e.Op == OpDelete:
-			ok = !live
-		default:
-			ok = false
-		}
-		if !ok {
-			// Not asked for, twice, or changed since the manifest: the
-			// next comparison sees the peer's current copy.
-			n.rejected.add(ReasonPullPath, 1)
-			st.needFull = true
-			continue
-		}
+	for _, e := range kept {
 		if _, err := resolveWirePath(n.cfg.Paths, e.Path); err != nil {
 			n.rejected.add(ReasonPath, 1)
 			return fmt.Errorf("pull answer entry %q: %w", e.Path, err)
 		}
-		delete(want, e.Path)
-		kept = append(kept, e)
 		s := stamp{Rev: rv[e.Path].Rev} // the peer's stamp stays with its copy
 		if e.Op == OpPut {
-			s.SHA = r.SHA256
+			s.SHA = remote[e.Path].SHA256
 		}
 		changes[e.Path] = s
 	}
@@ -276,32 +258,78 @@ func (n *Node) pullChunk(ctx context.Context, st *masterState, chunk []string, r
 	return nil
 }
 
+// parsePull decodes a pull request against the replicated roots; on error
+// it names the rejection reason and HTTP status. Pure.
+func parsePull(body []byte, roots []Path) (req Pull, status int, reason string, err error) {
+	if len(body) > maxPullBody {
+		return req, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Errorf("pull body over %d bytes", maxPullBody)
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return Pull{}, http.StatusBadRequest, ReasonDecode, fmt.Errorf("pull request: %w", err)
+	}
+	if len(req.Paths) == 0 || len(req.Paths) > maxEntries {
+		return Pull{}, http.StatusBadRequest, ReasonDecode, fmt.Errorf("pull request names %d paths, want 1..%d", len(req.Paths), maxEntries)
+	}
+	seen := make(map[string]bool, len(req.Paths))
+	for _, p := range req.Paths {
+		if seen[p] {
+			return Pull{}, http.StatusBadRequest, ReasonPath, fmt.Errorf("pull path %q named twice", p)
+		}
+		if _, err := resolveWirePath(roots, p); err != nil {
+			return Pull{}, http.StatusBadRequest, ReasonPath, fmt.Errorf("pull path %q: %w", p, err)
+		}
+		seen[p] = true
+	}
+	return req, http.StatusOK, "", nil
+}
+
+// selectPulled keeps the entries of a pull answer that were asked for
+// (chunk), each once, and are what the peer's manifest (remote) announced:
+// a put with the announced SHA-256 for a file it listed, a delete for one
+// it did not. It counts the others. entries is reused. Pure.
+func selectPulled(entries []Entry, chunk []string, remote map[string]FileState) (kept []Entry, refused int) {
+	want := make(map[string]bool, len(chunk))
+	for _, p := range chunk {
+		want[p] = true
+	}
+	kept = entries[:0]
+	for _, e := range entries {
+		r, live := remote[e.Path]
+		ok := want[e.Path]
+		switch {
+		case !ok:
+		case e.Op == OpPut:
+			ok = live && hex.EncodeToString(e.SHA256[:]) == r.SHA256
+		case e.Op == OpDelete:
+			ok = !live
+		default:
+			ok = false
+		}
+		if !ok {
+			refused++
+			continue
+		}
+		delete(want, e.Path)
+		kept = append(kept, e)
+	}
+	return kept, refused
+}
+
 // handlePull answers POST /api/sync/pull with a batch (the push body
 // format) of this node's copies of the paths asked for: a put for a file
 // it holds, a delete for one it does not. Its revision is this node's.
 // Paths that cannot be read now are left out (the master asks again).
 func (n *Node) handlePull(w http.ResponseWriter, r *http.Request) {
+	// One byte over the limit is enough to tell "too large".
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxPullBody+1))
 	if err != nil {
 		n.reject(w, r, http.StatusBadRequest, ReasonTruncated, err)
 		return
 	}
-	if len(body) > maxPullBody {
-		n.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Errorf("pull body over %d bytes", maxPullBody))
+	req, status, reason, err := parsePull(body, n.cfg.Paths)
+	if err != nil {
+		n.reject(w, r, status, reason, err)
 		return
-	}
-	var req Pull
-	if err := json.Unmarshal(body, &req); err != nil || len(req.Paths) == 0 || len(req.Paths) > maxEntries {
-		n.reject(w, r, http.StatusBadRequest, ReasonDecode, fmt.Errorf("pull request: %d paths, %v", len(req.Paths), err))
-		return
-	}
-	seen := make(map[string]bool, len(req.Paths))
-	for _, p := range req.Paths {
-		if _, err := resolveWirePath(n.cfg.Paths, p); err != nil || seen[p] {
-			n.reject(w, r, http.StatusBadRequest, ReasonPath, fmt.Errorf("pull path %q: %v", p, err))
-			return
-		}
-		seen[p] = true
 	}
 	ids := newAccounts()
 	var entries []Entry

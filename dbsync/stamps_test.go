@@ -1,6 +1,7 @@
 package dbsync
 
 import (
+	"encoding/hex"
 	"errors"
 	"math"
 	"slices"
@@ -220,5 +221,32 @@ func TestSkewLevel(t *testing.T) {
 		if got := skewLevel(tt.offset, time.Second, 5*time.Second); got != tt.want {
 			t.Errorf("skewLevel(%v) = %d, want %d", tt.offset, got, tt.want)
 		}
+	}
+}
+
+func TestSelectPulled(t *testing.T) {
+	putOf := func(path, content string) Entry { return put(path, content) }
+	shaOf := func(content string) string { e := put("x", content); return hex.EncodeToString(e.SHA256[:]) }
+	remote := map[string]FileState{
+		"db/a": {Path: "db/a", SHA256: shaOf("a2")},
+		"db/b": {Path: "db/b", SHA256: shaOf("b2")},
+	}
+	entries := []Entry{
+		putOf("db/a", "a2"),             // asked, as announced
+		putOf("db/a", "a2"),             // twice
+		putOf("db/b", "b3"),             // changed since the manifest
+		{Op: OpDelete, Path: "db/gone"}, // asked, the peer does not hold it
+		{Op: OpDelete, Path: "db/b"},    // the peer announced it
+		putOf("db/not-asked", "x"),      // not asked for
+		{Op: OpAppend, Path: "db/b"},    // never in a pull answer
+		putOf("db/gone", "resurrected"), // the peer announced no such file
+	}
+	kept, refused := selectPulled(entries, []string{"db/a", "db/b", "db/gone"}, remote)
+	var got []string
+	for _, e := range kept {
+		got = append(got, e.Op.String()+" "+e.Path)
+	}
+	if d := cmp.Diff([]string{"put db/a", "delete db/gone"}, got); d != "" || refused != 6 {
+		t.Fatalf("kept (-want +got):\n%s\nrefused %d, want 6", d, refused)
 	}
 }
