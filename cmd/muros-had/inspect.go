@@ -44,6 +44,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/vrrp"
 )
 
@@ -137,29 +138,42 @@ type inspector struct {
 	// Both accept either VRRPv3-over-IPv4 checksum form; unicast differs
 	// in keepalived's AH ICV (TTL zeroed).
 	multicast, unicast *vrrp.Codec
-	addrs              []netip.Addr // reused across packets
-	decoded            int
-	rejected           map[vrrp.Reason]int // undecodable packets by reason
+	// password, stretched (package kdf, a quarter of a second) only once
+	// an advert signed with AH key version 2 needs it.
+	password  string
+	stretched bool
+	addrs     []netip.Addr // reused across packets
+	decoded   int
+	rejected  map[vrrp.Reason]int // undecodable packets by reason
 }
 
 func newInspector(password string) (*inspector, error) {
-	cfg := vrrp.Config{Version: 3, Auth: vrrp.AuthNone, Password: password, Checksum: vrrp.ChecksumModeEither}
+	in := &inspector{
+		withPassword: password != "",
+		password:     password,
+		addrs:        make([]netip.Addr, 0, 255),
+		rejected:     map[vrrp.Reason]int{},
+	}
+	if err := in.codecs(kdf.Master{}); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// codecs (re)builds the two codecs; master gives the AH key version 2.
+func (in *inspector) codecs(master kdf.Master) error {
+	cfg := vrrp.Config{Version: 3, Auth: vrrp.AuthNone, Password: in.password, Master: master, Checksum: vrrp.ChecksumModeEither}
 	m, err := vrrp.NewCodec(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cfg.Unicast = true
 	u, err := vrrp.NewCodec(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &inspector{
-		withPassword: password != "",
-		multicast:    m,
-		unicast:      u,
-		addrs:        make([]netip.Addr, 0, 255),
-		rejected:     map[vrrp.Reason]int{},
-	}, nil
+	in.multicast, in.unicast = m, u
+	return nil
 }
 
 // run reads the capture from r and writes JSON lines to w.
@@ -343,6 +357,17 @@ func (in *inspector) decode(pkt []byte) (advertRecord, error) {
 	r, err := c.Inspect(pkt, in.addrs[:0])
 	if err != nil {
 		return advertRecord{}, err
+	}
+	if r.KeyVersion == vrrp.KeyV2 && r.AuthChecked && !in.stretched {
+		master, err := kdf.Derive(in.password)
+		if err != nil {
+			return advertRecord{}, err
+		}
+		if err := in.codecs(master); err != nil {
+			return advertRecord{}, err
+		}
+		in.stretched = true
+		return in.decode(pkt)
 	}
 	rec := advertRecord{
 		Src:              r.Src.String(),

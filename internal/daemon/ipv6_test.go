@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/lab"
 	"github.com/muros/muros-had/vrrp"
 )
@@ -187,7 +188,11 @@ func checkIPv6Adverts(t *testing.T, path string, n int, src netip.Addr, p *lab.P
 	if err != nil {
 		t.Fatal(err)
 	}
-	codec, err := vrrp.NewCodec(vrrp.Config{Version: 3, Auth: vrrp.AuthAH, Password: hatest.DefaultPassword, Checksum: vrrp.ChecksumModePseudoHeader})
+	master, err := kdf.Derive(hatest.DefaultPassword) // the daemons sign with AH key version 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := vrrp.NewCodec(vrrp.Config{Version: 3, Auth: vrrp.AuthAH, Password: hatest.DefaultPassword, Master: master, Checksum: vrrp.ChecksumModePseudoHeader})
 	if err != nil {
 		t.Fatal(err)
 	}
