@@ -68,6 +68,20 @@ const maxFileSize = 1 << 20
 
 // Load reads and parses the file at path; problems name path as given.
 func Load(path string) (*Config, error) {
+	return load(path, false)
+}
+
+// LoadForClient is Load for the commands that talk to a running daemon or
+// read its key material (status, token, fingerprint): it skips the checks
+// that only guard starting a daemon, the password's strength and the
+// replicated-path rules, so a file the running daemon predates (an upgrade
+// that refuses its password) never hides the daemon from its operator.
+// Everything else is checked as by Load. Never start a daemon with it.
+func LoadForClient(path string) (*Config, error) {
+	return load(path, true)
+}
+
+func load(path string, client bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -76,7 +90,7 @@ func Load(path string) (*Config, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		dir = filepath.Dir(abs)
 	}
-	return parse(path, dir, data)
+	return parse(path, dir, data, client)
 }
 
 // Parse decodes and validates a configuration file. file names the file in
@@ -88,12 +102,13 @@ func Parse(file string, data []byte) (*Config, error) {
 	if filepath.IsAbs(file) {
 		dir = filepath.Dir(filepath.Clean(file))
 	}
-	return parse(file, dir, data)
+	return parse(file, dir, data, false)
 }
 
-// parse is Parse of a file in dir ("" when unknown).
-func parse(file, dir string, data []byte) (*Config, error) {
-	d := &decoder{file: file, lines: map[string]int{}, failed: map[string]bool{}}
+// parse is Parse of a file in dir ("" when unknown); client skips the
+// safety checks (LoadForClient).
+func parse(file, dir string, data []byte, client bool) (*Config, error) {
+	d := &decoder{file: file, lines: map[string]int{}, failed: map[string]bool{}, client: client}
 	if len(data) > maxFileSize {
 		d.problems = append(d.problems, Problem{File: file, Message: fmt.Sprintf("file is %d bytes, larger than the %d-byte limit", len(data), maxFileSize)})
 		return nil, d.problems
@@ -198,6 +213,9 @@ type decoder struct {
 	vipLines []int
 	// pathKeys is the key of each entry of DBSync.Paths ("dbsync.paths[2]").
 	pathKeys []string
+	// client skips the checks that only guard a daemon's start
+	// (LoadForClient): password strength, replicated paths.
+	client bool
 }
 
 func (d *decoder) fail(line int, key, format string, args ...any) {

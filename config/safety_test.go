@@ -55,19 +55,19 @@ func TestWeakPasswords(t *testing.T) {
 	}{
 		{"strong", strong, nil, nil},
 		{"shipped example value", withPassword(`"change-me"`), []string{
-			`config.yaml:2: password: is a placeholder (it contains "change-me"): generate a shared secret, e.g. with openssl rand -base64 24, and set the same value on both nodes`,
+			`config.yaml:2: password: is a placeholder (it contains "change-me"): generate a shared secret, e.g. with openssl rand -base64 24, the same on both nodes; to change it on a running pair without a split brain see README.md, "Changing the password"`,
 		}, nil},
 		{"placeholder however spelled and however long", withPassword(`"Change_Me-please-0123456789"`), []string{
-			`config.yaml:2: password: is a placeholder (it contains "change-me"): generate a shared secret, e.g. with openssl rand -base64 24, and set the same value on both nodes`,
+			`config.yaml:2: password: is a placeholder (it contains "change-me"): generate a shared secret, e.g. with openssl rand -base64 24, the same on both nodes; to change it on a running pair without a split brain see README.md, "Changing the password"`,
 		}, nil},
 		{"the dist placeholder", withPassword(`"GENERATE ME: openssl rand -base64 24"`), []string{
-			`config.yaml:2: password: is a placeholder (it contains "generate me"): generate a shared secret, e.g. with openssl rand -base64 24, and set the same value on both nodes`,
+			`config.yaml:2: password: is a placeholder (it contains "generate me"): generate a shared secret, e.g. with openssl rand -base64 24, the same on both nodes; to change it on a running pair without a split brain see README.md, "Changing the password"`,
 		}, nil},
 		{"one character", withPassword(`"a"`), []string{
-			"config.yaml:2: password: 1 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24",
+			"config.yaml:2: password: 1 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24; to change it on a running pair without a split brain see README.md, \"Changing the password\"",
 		}, nil},
 		{"eleven characters", withPassword(`"aB3$eF6&hI9"`), []string{
-			"config.yaml:2: password: 11 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24",
+			"config.yaml:2: password: 11 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24; to change it on a running pair without a split brain see README.md, \"Changing the password\"",
 		}, nil},
 		{"twelve characters warned", withPassword(`"aB3$eF6&hI9*"`), nil, []string{
 			"config.yaml:2: password: 12 characters: 16 or more are advised (openssl rand -base64 24 gives 32)",
@@ -82,7 +82,7 @@ func TestWeakPasswords(t *testing.T) {
 			"config.yaml:2: password: auth: keepalived-ah keys the VRRP adverts (HMAC-MD5-96, keepalived's scheme) with only the first 8 bytes of the password: at most 64 bits, which one captured advert lets an attacker search offline; the conntrack sync still uses all of it. Use keepalived-ah only while migrating from keepalived",
 		}},
 		{"keepalived-ah short password still refused", withPassword(`"aB3$eF6&"`) + "auth: keepalived-ah\n", []string{
-			"config.yaml:2: password: 8 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24",
+			"config.yaml:2: password: 8 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24; to change it on a running pair without a split brain see README.md, \"Changing the password\"",
 		}, nil},
 	}
 	for _, tt := range tests {

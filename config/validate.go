@@ -21,7 +21,7 @@ func (d *decoder) finish(c *Config) {
 	d.checkAuth(c)
 	d.checkListeners(c)
 
-	if _, ok := d.lines["password"]; ok && !d.failed["password"] {
+	if _, ok := d.lines["password"]; ok && !d.failed["password"] && !d.client {
 		d.checkPassword(c.Password)
 	}
 	if c.AdvertInterval%(10*time.Millisecond) != 0 && c.Auth != AuthKeepalivedAH {
@@ -83,6 +83,9 @@ var placeholders = [...]struct{ folded, shown string }{
 // ones short of advised or of low variety. The password is never quoted.
 func (d *decoder) checkPassword(pw string) {
 	const generate = "e.g. with openssl rand -base64 24"
+	// Both nodes must change together: a node whose password differs
+	// from its peer's rejects its adverts and takes the VIPs as well.
+	const rotate = `to change it on a running pair without a split brain see README.md, "Changing the password"`
 	line := d.lines["password"]
 	if pw == "" {
 		d.fail(line, "password", "empty: the VRRP and sync authentication need a shared secret")
@@ -99,13 +102,13 @@ func (d *decoder) checkPassword(pw string) {
 	}, pw)
 	for _, p := range placeholders {
 		if strings.Contains(folded, p.folded) {
-			d.fail(line, "password", "is a placeholder (it contains %q): generate a shared secret, %s, and set the same value on both nodes", p.shown, generate)
+			d.fail(line, "password", "is a placeholder (it contains %q): generate a shared secret, %s, the same on both nodes; %s", p.shown, generate, rotate)
 			return
 		}
 	}
 	n := utf8.RuneCountInString(pw)
 	if n < MinPasswordLen {
-		d.fail(line, "password", "%d characters, fewer than %d: one captured advert lets an attacker test passwords offline; generate one, %s", n, MinPasswordLen, generate)
+		d.fail(line, "password", "%d characters, fewer than %d: one captured advert lets an attacker test passwords offline; generate one, %s; %s", n, MinPasswordLen, generate, rotate)
 		return
 	}
 	if n < AdvisedPasswordLen {
@@ -124,7 +127,7 @@ func (d *decoder) checkPassword(pw string) {
 // dbsync applies again at start) to dbsync.paths, one problem per path and
 // rule, on the line of the path.
 func (d *decoder) checkPaths(c *Config) {
-	if !c.DBSync.Enabled || d.failed["dbsync.paths"] {
+	if !c.DBSync.Enabled || d.failed["dbsync.paths"] || d.client {
 		return
 	}
 	for _, p := range replicatedPathProblems(c) {

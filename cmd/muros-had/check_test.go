@@ -68,10 +68,10 @@ func TestCheck(t *testing.T) {
 			warn + ": ok: backup priority 100, VRRPv3 auth ah advert 1s, sync eth0, peer 10.0.0.9, 1 VIP(s): eth0 10.0.0.1/24 vrid 10\n",
 			"warning: " + warn + ":6: vips[0].interface: eth0 is also the sync_interface: a VIP's LAN then carries VRRP adverts and conntrack sync\n"},
 		{"placeholder password", []string{"--config", placeholder}, 1, "",
-			placeholder + `:2: password: is a placeholder (it contains "change-me"): generate a shared secret, e.g. with openssl rand -base64 24, and set the same value on both nodes` + "\n" +
+			placeholder + `:2: password: is a placeholder (it contains "change-me"): generate a shared secret, e.g. with openssl rand -base64 24, the same on both nodes; to change it on a running pair without a split brain see README.md, "Changing the password"` + "\n" +
 				placeholder + ": 1 problem(s)\n"},
 		{"short password", []string{"--config", short}, 1, "",
-			short + ":2: password: 1 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24\n" +
+			short + ":2: password: 1 characters, fewer than 12: one captured advert lets an attacker test passwords offline; generate one, e.g. with openssl rand -base64 24; to change it on a running pair without a split brain see README.md, \"Changing the password\"\n" +
 				short + ": 1 problem(s)\n"},
 		{"auth none warns", []string{"--config", none}, 0,
 			none + ": ok: backup priority 100, VRRPv3 auth none advert 1s, sync eth2, peer 10.0.0.9, 1 VIP(s): eth0 10.0.0.1/24 vrid 10\n",

@@ -27,7 +27,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	addr := *listen
 	if addr == "" {
-		cfg, err := config.Load(*path)
+		// Only the listener is needed: a file run would refuse (a weak
+		// password after an upgrade) must not hide the running daemon.
+		cfg, err := config.LoadForClient(*path)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1

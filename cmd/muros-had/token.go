@@ -22,7 +22,9 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := config.Load(*path)
+	// The JWT secret and names, not the password: a file run would
+	// refuse for its password still yields a token.
+	cfg, err := config.LoadForClient(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -45,7 +47,7 @@ func cmdFingerprint(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.LoadForClient(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
