@@ -89,6 +89,7 @@ import (
 	"github.com/muros/muros-had/ctsync/ctnl"
 	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/ctsync/ctwire"
+	"github.com/muros/muros-had/kdf"
 )
 
 // Defaults.
@@ -136,6 +137,9 @@ type Config struct {
 	Group     netip.Addr // default 225.0.0.50; IPv6: a group such as ff02::3780
 	Port      int        // default 3780
 	Password  string     // the cluster password; the sync key is derived with a label
+	// Master is the password already stretched (kdf.Derive) by a process
+	// that derives other keys too; zero: New stretches Password itself.
+	Master kdf.Master
 	// StateDir holds the epoch book (created if missing; see epochBook):
 	// the node's own epochs and the highest one accepted from the peer
 	// survive restarts there.
@@ -208,6 +212,7 @@ type Sync struct {
 	cfg      Config
 	log      *slog.Logger
 	key      []byte
+	keyV1    []byte // protocol version 1's key: recognises a not-yet-upgraded peer
 	ns       netns.NsHandle
 	local    map[netip.Addr]bool
 	maxDgram int
@@ -306,8 +311,12 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	if cfg.ReadBuffer <= 0 {
 		cfg.ReadBuffer = DefaultReadBuffer
 	}
+	key, keyErr := syncKey(cfg)
+	if keyErr != nil {
+		return nil, keyErr
+	}
 	s := &Sync{
-		cfg: cfg, log: log, key: ctwire.DeriveKey([]byte(cfg.Password)),
+		cfg: cfg, log: log, key: key, keyV1: ctwire.LegacyKey([]byte(cfg.Password)),
 		roleCh: make(chan bool, 1), ready: make(chan struct{}),
 		armCh: make(chan struct{}, 1), waitChanged: make(chan struct{}),
 		local: map[netip.Addr]bool{},
@@ -755,7 +764,7 @@ func newRxBatch(maxLen int) *rxBatch {
 // them, and hands each batch to the loop: one wakeup and one channel
 // send per batch, not per datagram.
 func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
-	auth := ctwire.NewAuth(s.key)
+	auth := ctwire.NewAuth(s.key).WithLegacy(s.keyV1)
 	for {
 		var b *rxBatch
 		select {
@@ -1422,4 +1431,21 @@ func (s *Sync) publish() {
 	st.Forged = s.rejected[ctwire.ReasonMAC]
 	s.status = st
 	s.mu.Unlock()
+}
+
+// syncKey is the datagram key: from the caller's stretched password, or
+// stretched here (package kdf; ctwire doc, "Keys").
+func syncKey(cfg Config) ([]byte, error) {
+	m := cfg.Master
+	if !m.Valid() {
+		var err error
+		if m, err = kdf.Derive(cfg.Password); err != nil {
+			return nil, fmt.Errorf("ctsync: %w", err)
+		}
+	}
+	k, err := ctwire.KeyFrom(m)
+	if err != nil {
+		return nil, fmt.Errorf("ctsync: %w", err)
+	}
+	return k, nil
 }
