@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/ruleset"
 )
@@ -86,6 +87,30 @@ func printStatus(w io.Writer, st daemon.Status) {
 	if st.DB != nil {
 		b, _ := json.Marshal(st.DB)
 		fmt.Fprintf(w, "db:            %s\n", b)
+		printDBWarnings(w, b)
+	}
+}
+
+// printDBWarnings spells out what in the DB sync status needs the
+// operator: clock skew, files both nodes changed, why a backup waits.
+func printDBWarnings(w io.Writer, db []byte) {
+	var s struct {
+		ClockSkew *dbsync.ClockSkew `json:"clock_skew"`
+		Conflicts []string          `json:"conflicts"`
+		Waiting   string            `json:"waiting"`
+	}
+	if json.Unmarshal(db, &s) != nil {
+		return
+	}
+	if c := s.ClockSkew; c != nil && c.Warning != "" {
+		fmt.Fprintf(w, "WARNING:       the peer's clock is off by %v: %s\n", time.Duration(c.OffsetMillis)*time.Millisecond, c.Warning)
+	}
+	if len(s.Conflicts) > 0 {
+		fmt.Fprintf(w, "WARNING:       %d files changed on both nodes (split brain) are not replicated until changed on the master: %s\n",
+			len(s.Conflicts), strings.Join(s.Conflicts, ", "))
+	}
+	if s.Waiting != "" {
+		fmt.Fprintf(w, "db waiting:    %s\n", s.Waiting)
 	}
 }
 

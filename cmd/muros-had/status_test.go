@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/ruleset"
 )
@@ -53,6 +54,15 @@ func TestPrintStatusGolden(t *testing.T) {
 				Peer:  &ruleset.Status{Fingerprint: "bb22", CheckedAt: at},
 				Drift: true, DriftSince: at.Add(3 * time.Second),
 			}
+			return st
+		}},
+		{"db-skew-conflicts", func() daemon.Status {
+			st := base()
+			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "backup", "health", true, at.Add(time.Second)
+			st.DB = &dbsync.Status{Node: "fw1", Role: "master", Revision: 9,
+				Conflicts: []string{"muros-db/rules.conf"},
+				ClockSkew: &dbsync.ClockSkew{OffsetMillis: -10002, RTTMillis: 1, Measured: at,
+					Warning: "clock skew with the peer above the token leeway 5s: one node refuses the other's tokens (token_not_yet_valid/token_expired); run NTP on both nodes or raise dbsync.jwt.leeway"}}
 			return st
 		}},
 		{"no-db-sync", func() daemon.Status {
