@@ -101,6 +101,7 @@ func newConntrackSync(cfg *config.Config, d *Daemon) (*ctsync.Sync, error) {
 		Group:     cfg.Conntrack.Group,
 		Port:      int(cfg.Conntrack.Port),
 		Password:  cfg.Password,
+		Master:    d.master, // stretched once in Run
 		Filter:    f,
 		// The sync epochs survive restarts here (replay protection).
 		StateDir: filepath.Join(cfg.StateDir, "ctsync"),
