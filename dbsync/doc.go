@@ -82,9 +82,9 @@
 // keeping the peer's stamp; this node's newer copy is pushed; an adopted
 // copy on the peer loses; equal stamps on different content mean both
 // nodes changed the file independently (a split brain): neither copy is
-// pushed, Status.Conflicts names it, the error is logged, no synced notice
-// is sent, until an operator changes it on the master (which stamps it
-// anew). If a pull fails, nothing is pushed in that round
+// pushed, Status.Conflicts names it and the error is logged until an
+// operator changes it on the master (which stamps it anew); the synced
+// notice is still sent, as neither node overwrites it whoever is master. If a pull fails, nothing is pushed in that round
 // (pushes_refused_peer_newer) and the error says why. A peer that serves
 // no stamps (an older release) gets every difference pushed, as before.
 // A returning node thus never overwrites the edits made on its peer while

@@ -297,6 +297,15 @@ func TestPairSplitBrainReconciles(t *testing.T) {
 			t.Fatalf("a conflicting copy was overwritten: %v", err)
 		}
 	}
+	// b, back to backup, is not held by the conflict: neither node
+	// overwrites it whoever is master.
+	ready := b.node.Rearm()
+	waitFor(t, "b ready despite the conflict", func() error {
+		if !isClosed(ready) {
+			return fmt.Errorf("waiting: %q", b.node.Status().Waiting)
+		}
+		return nil
+	})
 	// The operator chooses: a change on the master wins.
 	writeFile(t, a.db("z"), "z chosen on a")
 	waitFor(t, "chosen z on b", fileIs(b.db("z"), "z chosen on a"))

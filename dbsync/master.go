@@ -383,9 +383,11 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 	if err := n.pushPaths(ctx, st, paths); err != nil {
 		return err
 	}
-	if comparedBoot != "" && comparedBoot != st.syncedBoot && len(st.conflicts) == 0 {
+	if comparedBoot != "" && comparedBoot != st.syncedBoot {
 		// Every difference is on the peer: a returning node may now preempt
-		// without pushing stale content back (ready.go).
+		// without pushing stale content back (ready.go). Conflicting files
+		// are no reason to hold it: neither node overwrites them, whoever
+		// is master.
 		if err := n.notifySynced(ctx, comparedBoot); err != nil {
 			return err
 		}
