@@ -11,12 +11,17 @@ import (
 )
 
 // conntrackSync is what the daemon needs of the conntrack replication
-// (package ctsync): it follows the VRRP role and tells when the node holds a
-// complete copy of the master's table.
+// (package ctsync): it follows the VRRP role and reports when the node
+// holds a complete copy of the master's table again: Rearm (after
+// SetRole(false)) starts a readiness wait and returns the channel closed
+// when it is complete; WaitReason says what the wait waits for, or how it
+// completed, and changes when that does.
 type conntrackSync interface {
 	Run(ctx context.Context) error
 	SetRole(master bool)
 	Ready() <-chan struct{}
+	Rearm() <-chan struct{}
+	WaitReason() (why string, changed <-chan struct{})
 	Status() ctsync.Status
 }
 
@@ -45,6 +50,8 @@ type ConntrackStatus struct {
 	// StateErrors: failed writes of the sync epochs to the state directory.
 	StateErrors uint64            `json:"state_errors"`
 	Rejected    map[string]uint64 `json:"rejected,omitempty"`
+	// Waiting: backup, what the open readiness wait waits for.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 func conntrackStatus(s ctsync.Status) *ConntrackStatus {
@@ -58,6 +65,7 @@ func conntrackStatus(s ctsync.Status) *ConntrackStatus {
 		Lost: s.Lost, Repaired: s.Repaired, Resyncs: s.Resyncs, ListenerRestarts: s.ListenerRestarts,
 		InjectErrors: s.InjectErrors, Forged: s.Forged, Sweeps: s.Sweeps, InjectRedials: s.InjectRedials,
 		RecordsFiltered: s.RecordsFiltered, StateErrors: s.StateErrors, Rejected: s.Rejected,
+		Waiting: s.Waiting,
 	}
 }
 

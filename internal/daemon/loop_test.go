@@ -18,6 +18,7 @@ import (
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/ctsync"
+	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/vrrpconn"
 	"github.com/muros/muros-had/vip"
@@ -182,19 +183,25 @@ func (w *fakeWatcher) Run(ctx context.Context, out chan<- vip.LinkEvent) error {
 	}
 }
 
-// fakeConntrack is a conntrack replication. Its receiver hears the
-// master's stream at every status read (auto), or completes a bulk sync
-// when the test says so (bulkDone).
+// fakeConntrack is a conntrack replication. A readiness wait (Rearm)
+// completes at once while the node is a receiver (auto), or when the test
+// says a bulk completed (bulkDone).
 type fakeConntrack struct {
 	mu     sync.Mutex
 	master bool
 	auto   bool
 	st     ctsync.Status
 	ready  chan struct{}
+	wait   chan struct{} // the open readiness wait, nil if none
+	// bulked: bulkDone came with no wait open (the test ran ahead of
+	// the node's first Rearm): the next wait completes at once.
+	bulked  bool
+	why     string
+	changed chan struct{}
 }
 
 func newFakeConntrack(auto bool) *fakeConntrack {
-	return &fakeConntrack{ready: make(chan struct{}), auto: auto, st: ctsync.Status{BulkSynced: true}}
+	return &fakeConntrack{ready: make(chan struct{}), auto: auto, st: ctsync.Status{BulkSynced: true}, changed: make(chan struct{})}
 }
 
 func (c *fakeConntrack) Run(ctx context.Context) error { <-ctx.Done(); return nil }
@@ -204,6 +211,56 @@ func (c *fakeConntrack) SetRole(master bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.master, c.st.Master = master, master
+	if !master && c.auto {
+		c.complete(ctrel.DoneStream)
+	}
+}
+
+// Rearm starts a wait; like ctsync's, it waits while the node is master
+// and is kept if still open.
+func (c *fakeConntrack) Rearm() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wait == nil {
+		c.wait = make(chan struct{})
+	}
+	ch := c.wait
+	switch {
+	case c.master:
+		c.setWhy(ctsync.WaitSender)
+	case c.auto:
+		c.complete(ctrel.DoneStream)
+	case c.bulked:
+		c.bulked = false
+		c.complete(ctrel.DoneBulk)
+	default:
+		c.setWhy(ctrel.WaitBulk)
+	}
+	return ch
+}
+
+func (c *fakeConntrack) WaitReason() (string, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.why, c.changed
+}
+
+// complete closes the open wait, if any; c.mu is held.
+func (c *fakeConntrack) complete(how string) {
+	if c.wait == nil {
+		return
+	}
+	close(c.wait)
+	c.wait = nil
+	c.setWhy(how)
+}
+
+func (c *fakeConntrack) setWhy(why string) {
+	if why != c.why {
+		c.why = why
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
 }
 
 func (c *fakeConntrack) Master() bool {
@@ -215,17 +272,24 @@ func (c *fakeConntrack) Master() bool {
 func (c *fakeConntrack) Status() ctsync.Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.auto && !c.master {
-		c.st.DatagramsReceived++
+	st := c.st
+	if c.wait != nil {
+		st.Waiting = c.why
 	}
-	return c.st
+	return st
 }
 
-// bulkDone completes a bulk resync from the master.
+// bulkDone completes a bulk resync from the master: the current wait
+// completes (the next one if none is open yet).
 func (c *fakeConntrack) bulkDone() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.st.Resyncs++
+	if c.wait == nil || c.master {
+		c.bulked = c.wait == nil
+		return
+	}
+	c.complete(ctrel.DoneBulk)
 }
 
 // fakeDB is a DB replication: its readiness waits are open at once (auto)

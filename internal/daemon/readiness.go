@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/muros/muros-had/ctsync"
 	"github.com/muros/muros-had/node"
 	"github.com/muros/muros-had/vrrp"
 )
@@ -26,9 +25,6 @@ import (
 // only. The hold never delays the takeover of a master that is gone
 // (package vrrp).
 
-// ctPollInterval is how often a gate reads ctsync's status snapshot.
-const ctPollInterval = 50 * time.Millisecond
-
 // Names of the replications, in the log and the status.
 const (
 	repConntrack = "conntrack bulk sync"
@@ -40,78 +36,6 @@ type readyEvent struct {
 	gen        uint64   // the gate's generation: a superseded gate's verdict is dropped
 	timedOut   bool     // the startup timeout ran out
 	incomplete []string // with timedOut: what was still incomplete
-}
-
-// ctWait judges the conntrack part of one readiness wait from successive
-// ctsync status snapshots. Pure.
-//
-// The table is complete again when, after this wait began and with the node
-// a receiver, either a bulk resync completed (ctsync starts one whenever a
-// node becomes a receiver, and whenever a gap cannot be repaired), or the
-// receiver, synced by an earlier bulk, heard the master's stream again with
-// no gap left open (a backup whose sync link was cut learns of the datagrams
-// it missed only from the next one it receives, so it must hear one).
-//
-// The snapshot trails SetRole by a step of ctsync's loop: right after a
-// demotion it may still show the sender. Its counters are judged only from
-// the first receiver snapshot on (the base): a receiver made by the
-// demotion starts with fresh counters and BulkSynced false. If the sender
-// was seen first, the first receiver snapshot is of that new receiver, so
-// BulkSynced there already means a bulk since the hold began.
-type ctWait struct {
-	sawSender bool
-	seen      bool
-	base      ctsync.Status
-}
-
-// ctVerdict is what ctWait concluded from one snapshot.
-type ctVerdict struct {
-	done bool
-	// why: when done, how the table became complete; otherwise what the
-	// wait is waiting for.
-	why string
-}
-
-// Conntrack wait states, in the log and the status.
-const (
-	ctWhySender  = "conntrack: this node is still the sender (role change in progress)"
-	ctWhyBulk    = "conntrack: bulk sync from the master not complete"
-	ctWhySilent  = "conntrack: nothing heard from the master's sync stream since the hold began"
-	ctWhyGap     = "conntrack: repairing sync datagrams lost since the hold began"
-	ctDoneBulk   = "a bulk sync completed since the hold began"
-	ctDoneStream = "in sync: the master's stream heard with no gap since the hold began"
-)
-
-func (w *ctWait) observe(s ctsync.Status) ctVerdict {
-	if s.Master {
-		w.sawSender = true
-		return ctVerdict{why: ctWhySender}
-	}
-	if !w.seen {
-		w.seen, w.base = true, s
-		if w.sawSender && s.BulkSynced {
-			return ctVerdict{done: true, why: ctDoneBulk}
-		}
-	}
-	switch {
-	case !s.BulkSynced:
-		return ctVerdict{why: ctWhyBulk}
-	case s.Resyncs > w.base.Resyncs:
-		return ctVerdict{done: true, why: ctDoneBulk}
-	case s.DatagramsReceived == w.base.DatagramsReceived:
-		return ctVerdict{why: ctWhySilent}
-	case openGaps(s) > openGaps(w.base):
-		return ctVerdict{why: ctWhyGap}
-	}
-	return ctVerdict{done: true, why: ctDoneStream}
-}
-
-// openGaps estimates the sequence gaps a receiver has not repaired yet.
-func openGaps(s ctsync.Status) uint64 {
-	if s.Lost > s.Repaired {
-		return s.Lost - s.Repaired
-	}
-	return 0
 }
 
 // hold executes the core's hold actions: the status and metrics, and the
@@ -148,8 +72,12 @@ func (d *Daemon) hold(ctx context.Context, a node.Action) {
 // BACKUP from the state from.
 func (d *Daemon) startWait(gen uint64, from vrrp.State, cause string) {
 	var waiting []string
+	var ct <-chan struct{}
 	if d.ct != nil {
 		waiting = append(waiting, repConntrack)
+		// After the role action's SetRole(false): the wait is the
+		// receiver's of this backup period (ctsync orders the two).
+		ct = d.ct.Rearm()
 	}
 	var db <-chan struct{}
 	if d.db != nil {
@@ -167,44 +95,38 @@ func (d *Daemon) startWait(gen uint64, from vrrp.State, cause string) {
 	d.stats.preemptionHeld(true, true)
 	gctx, cancel := context.WithCancel(d.bg)
 	d.gateCancel = cancel
-	d.wg.Go(func() { d.readinessGate(gctx, gen, db, timeout) })
+	d.wg.Go(func() { d.readinessGate(gctx, gen, ct, db, timeout) })
 }
 
 // readinessGate waits until every replication of this node is complete
-// again (conntrack: see ctWait; DB: db closed), or timeout, and sends its
-// verdict to the loop. It ends early when ctx is cancelled (superseded).
-func (d *Daemon) readinessGate(ctx context.Context, gen uint64, db <-chan struct{}, timeout time.Duration) {
+// again (conntrack: ct closed, see ctsync's Rearm; DB: db closed), or
+// timeout, and sends its verdict to the loop. Meanwhile the status shows
+// what conntrack waits for, updated when ctsync reports a change. It ends
+// early when ctx is cancelled (superseded).
+func (d *Daemon) readinessGate(ctx context.Context, gen uint64, ct, db <-chan struct{}, timeout time.Duration) {
 	var expired <-chan time.Time
 	if timeout > 0 {
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		expired = t.C
 	}
-	var ct *ctWait
-	var poll <-chan time.Time
-	ctWhy := ""
-	if d.ct != nil {
-		ct = &ctWait{}
-		tk := time.NewTicker(ctPollInterval)
-		defer tk.Stop()
-		poll = tk.C
+	ctPending := ct != nil
+	var ctChanged <-chan struct{}
+	ctWhy := repConntrack // until ctsync has judged the wait
+	readCT := func() {
+		why, changed := d.ct.WaitReason()
+		if why != "" {
+			ctWhy = why
+		}
+		ctChanged = changed
+	}
+	if ctPending {
+		readCT()
 	}
 	dbPending := db != nil
-	check := func() {
-		if ct == nil {
-			return
-		}
-		v := ct.observe(d.ct.Status())
-		if v.done {
-			d.log.Info(repConntrack+" complete", "how", v.why)
-			ct, poll = nil, nil
-			return
-		}
-		ctWhy = v.why
-	}
 	waiting := func() []string {
 		var w []string
-		if ct != nil {
+		if ctPending {
 			w = append(w, ctWhy)
 		}
 		if dbPending {
@@ -212,20 +134,23 @@ func (d *Daemon) readinessGate(ctx context.Context, gen uint64, db <-chan struct
 		}
 		return w
 	}
-	check()
-	for ct != nil || dbPending {
+	for ctPending || dbPending {
 		d.status.readinessWaiting(gen, waiting())
 		select {
 		case <-ctx.Done():
 			return
-		case <-poll:
-			check()
+		case <-ctChanged:
+			readCT()
+		case <-ct:
+			why, _ := d.ct.WaitReason()
+			d.log.Info(repConntrack+" complete", "how", why)
+			ctPending, ct, ctChanged = false, nil, nil
 		case <-db:
 			d.log.Info(repDB + " complete")
 			dbPending, db = false, nil
 		case <-expired:
 			ev := &readyEvent{gen: gen, timedOut: true}
-			if ct != nil {
+			if ctPending {
 				ev.incomplete = append(ev.incomplete, repConntrack)
 			}
 			if dbPending {
