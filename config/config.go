@@ -148,9 +148,10 @@ type ConntrackFilter struct {
 
 // Resync controls bulk transfers of the whole table.
 type Resync struct {
-	// StartupTimeout bounds how long a freshly started node waits for its
-	// replication to complete (the conntrack bulk sync and, with DB sync on,
-	// the master's DB) before it may preempt anyway. One bound for both.
+	// StartupTimeout bounds how long a node entering BACKUP waits for the
+	// conntrack bulk sync before it may preempt anyway. It does not bound
+	// the wait for the master's DB content: while the master is alive a
+	// node whose DB sync cannot complete stays held (and says why).
 	StartupTimeout time.Duration
 	// Interval schedules periodic full resyncs; 0 disables.
 	Interval time.Duration

@@ -50,6 +50,9 @@
 //	  port: 3780
 //	  filter: {exclude_local: true, include: [], exclude: [], protocols: [tcp, udp]}
 //	  resync: {startup_timeout: 30s, interval: 0s}
+//	                             startup_timeout bounds the preemption hold's
+//	                             wait for conntrack only; the wait for the live
+//	                             master's DB content (dbsync) is not bounded
 //	dbsync:
 //	  enabled: true
 //	  listen: ":7443"

@@ -687,6 +687,9 @@ func TestLoopReadinessHold(t *testing.T) {
 	})
 }
 
+// The startup timeout lifts a hold that waits for conntrack only (the DB
+// sync is complete): a node that cannot get the master's flows must not
+// block its own election forever.
 func TestLoopStartupTimeoutLiftsHold(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, fw1, fw2 := loopPair(t, loopOpts{manualReady: true})
@@ -694,6 +697,7 @@ func TestLoopStartupTimeoutLiftsHold(t *testing.T) {
 		fw2.start(t)
 		settle(time.Second)
 		fw1.start(t)
+		fw1.db.open()
 		settle(fw1.cfg.Conntrack.Resync.StartupTimeout - time.Second)
 		fw1.check(t, "BACKUP")
 		settle(2 * time.Second)
@@ -709,5 +713,32 @@ func TestLoopStartupTimeoutLiftsHold(t *testing.T) {
 		if !strings.Contains(fw1.logText(), fmt.Sprintf("timeout=%v", fw1.cfg.Conntrack.Resync.StartupTimeout)) {
 			t.Errorf("the timeout is not in the log:\n%s", fw1.logText())
 		}
+	})
+}
+
+// The startup timeout never lifts a hold whose DB sync is incomplete: the
+// master is alive (its adverts are heard) and may hold newer content. The
+// hold lasts until the DB sync completes.
+func TestLoopStartupTimeoutKeepsDBHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, fw2 := loopPair(t, loopOpts{manualReady: true})
+		fw2.db.open()
+		fw2.start(t)
+		settle(time.Second)
+		fw1.start(t)
+		fw1.ct.bulkDone()
+		settle(3 * fw1.cfg.Conntrack.Resync.StartupTimeout)
+		fw1.check(t, "BACKUP")
+		if r := fw1.d.Status().Readiness; r == nil || !r.Held || len(r.Waiting) != 1 || !strings.Contains(r.Waiting[0], "held past the startup timeout") {
+			t.Fatalf("fw1's readiness %+v, want held past the startup timeout", r)
+		}
+		fw1.db.open()
+		settle(time.Second)
+		fw1.check(t, "MASTER")
+		if n := metricValue(t, fw1.d.stats, "muros_had_preemption_hold_timeouts_total"); n != 0 {
+			t.Errorf("hold timeouts counted %v, want 0: the hold ended complete", n)
+		}
+		fw1.halt(t)
+		fw2.halt(t)
 	})
 }

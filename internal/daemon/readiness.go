@@ -19,11 +19,16 @@ import (
 // reload). The core (package node) re-arms the hold at each such entry and
 // asks for a wait of a new generation (node.ActionHold); the wait here
 // watches the replications and sends its verdict once every replication is
-// complete again, or when conntrack.resync.startup_timeout runs out (a
-// node that cannot get the master's state must not block its own election
-// forever). The core lifts the hold on the verdict of the current wait
-// only. The hold never delays the takeover of a master that is gone
-// (package vrrp).
+// complete again. conntrack.resync.startup_timeout ends the conntrack wait
+// (a node that cannot get the master's flows must not block its own
+// election forever), never the DB one: while the group is BACKUP the
+// master's adverts are heard, it is alive and may hold newer configuration
+// (dbsync is told so and does not give up on an unreachable peer either),
+// so the hold stays and the status says why. The core lifts the hold on
+// the verdict of the current wait only. The hold never delays the takeover
+// of a master that is gone (package vrrp); such a node keeps its DB content
+// and pushes nothing until the peer returns and the two are reconciled
+// (package dbsync).
 
 // Names of the replications, in the log and the status.
 const (
@@ -53,7 +58,7 @@ func (d *Daemon) hold(ctx context.Context, a node.Action) {
 		d.status.readiness(a.Gen, true, a.Reason, nil, time.Now(), false)
 		d.stats.preemptionHeld(true, false)
 	case a.Verdict && a.TimedOut:
-		d.log.Warn("replication not complete within the startup timeout (conntrack.resync.startup_timeout, one bound for conntrack and DB sync): preemption allowed anyway",
+		d.log.Warn("conntrack replication not complete within the startup timeout (conntrack.resync.startup_timeout): preemption allowed anyway",
 			"timeout", d.cfg.Conntrack.Resync.StartupTimeout, "incomplete", strings.Join(a.Pending, ", "))
 		d.status.readiness(a.Gen, false, "startup timeout; incomplete: "+strings.Join(a.Pending, ", "), nil, time.Now(), false)
 		d.stats.preemptionHeld(false, false)
@@ -124,13 +129,24 @@ func (d *Daemon) readinessGate(ctx context.Context, gen uint64, ct, db <-chan st
 		readCT()
 	}
 	dbPending := db != nil
+	ctGaveUp := false // the startup timeout ended the conntrack wait
+	dbHeld := ""      // past the startup timeout: why the DB part still holds
+	var refresh <-chan time.Time
+	heldWhy := func() string {
+		if d.db != nil {
+			if w := d.db.Status().Waiting; w != "" {
+				return w
+			}
+		}
+		return "the master is alive but has not brought this node up to date"
+	}
 	waiting := func() []string {
 		var w []string
 		if ctPending {
 			w = append(w, ctWhy)
 		}
 		if dbPending {
-			w = append(w, repDB)
+			w = append(w, repDB+dbHeld)
 		}
 		return w
 	}
@@ -148,17 +164,34 @@ func (d *Daemon) readinessGate(ctx context.Context, gen uint64, ct, db <-chan st
 		case <-db:
 			d.log.Info(repDB + " complete")
 			dbPending, db = false, nil
+		case <-refresh:
+			dbHeld = ": held past the startup timeout: " + heldWhy()
 		case <-expired:
-			ev := &readyEvent{gen: gen, timedOut: true}
+			expired = nil
 			if ctPending {
-				ev.incomplete = append(ev.incomplete, repConntrack)
+				ctPending, ct, ctChanged, ctGaveUp = false, nil, nil, true
 			}
-			if dbPending {
-				ev.incomplete = append(ev.incomplete, repDB)
+			if !dbPending {
+				d.sendReady(ctx, &readyEvent{gen: gen, timedOut: true, incomplete: []string{repConntrack}})
+				return
 			}
-			d.sendReady(ctx, ev)
-			return
+			// The DB part never times out: in BACKUP the master's adverts
+			// are heard, so it is alive and holds content this node may
+			// lack; preempting now would serve (and could push) stale
+			// configuration. A master that dies is taken over at once,
+			// hold or not.
+			why := heldWhy()
+			dbHeld = ": held past the startup timeout: " + why
+			tk := time.NewTicker(time.Second)
+			defer tk.Stop()
+			refresh = tk.C
+			d.log.Warn("replication not complete within the startup timeout: preemption stays held until the DB sync completes (the master is alive; its DB content may be newer)",
+				"timeout", timeout, "why", why, "conntrack_complete", !ctGaveUp)
 		}
+	}
+	if ctGaveUp {
+		d.sendReady(ctx, &readyEvent{gen: gen, timedOut: true, incomplete: []string{repConntrack}})
+		return
 	}
 	d.sendReady(ctx, &readyEvent{gen: gen})
 }
