@@ -115,10 +115,18 @@
 // dbsync.paths follow the rules of package internal/replpath, which dbsync
 // applies again at start: absolute, not "/", distinct last components (the
 // wire name), none inside another, and none covering the daemon's own
-// files: state_dir and run_dir (nor inside them), /etc/muros-had, the
-// directory of the configuration file, the TLS certificate and key, the
+// files: state_dir, run_dir and /etc/muros-had (nor inside them), the
+// configuration file and its directory, the TLS certificate and key, the
 // JWT secret and the status socket. Copied to the backup, those would give
-// it the master's keys and role: master configuration.
+// it the master's keys and role: master configuration. Paths beside the
+// file in a directory other than /etc/muros-had are allowed (it may be /etc
+// or a lab node's directory). Parse compares text; the daemon's start
+// follows symlinks first (Config.CheckReplicatedPaths), and check warns
+// about what that start would refuse on the machine it runs on.
+//
+// LoadForClient skips the password and replicated-path checks, which only
+// guard a daemon's start: status, token and fingerprint work with a file a
+// running daemon predates.
 //
 // Parse reports every problem, not the first, as Problems (an error): one
 // line each, "FILE:LINE: KEY: message", sorted by line. Decoding is by hand

@@ -171,8 +171,59 @@ func TestPathCoversConfigDir(t *testing.T) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{file + ":9: dbsync.paths[1]: " + dir + " covers " + dir + " (the directory of this configuration file): the backup would receive the master's copy of it"}
+	want := []string{
+		file + ":9: dbsync.paths[1]: " + dir + " covers " + dir + " (the directory of this configuration file): the backup would receive the master's copy of it",
+		file + ":9: dbsync.paths[1]: " + dir + " covers " + file + " (this configuration file): the backup would receive the master's copy of it",
+	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestConfigFilePaths: no replicated path is, covers or (in the packaged
+// directory) lies inside the configuration file being checked: the backup
+// would receive the master's role: master file. Inside a configuration
+// directory of the operator's choosing other paths are allowed: it may be
+// /etc or a lab node's directory, and the daemon's own files in it are each
+// guarded by name.
+func TestConfigFilePaths(t *testing.T) {
+	paths := func(ps ...string) string {
+		return strong + "dbsync:\n  paths:\n    - " + strings.Join(ps, "\n    - ") + "\n"
+	}
+	const covers = ": the backup would receive the master's copy of it"
+	const packaged = "/etc/muros-had/muros-had.yaml"
+	tests := []struct {
+		name string
+		file string
+		src  string
+		want []string
+	}{
+		{"the file itself", "/srv/ha/node.yaml", paths("/srv/ha/node.yaml"), []string{
+			"/srv/ha/node.yaml:10: dbsync.paths[0]: /srv/ha/node.yaml covers /srv/ha/node.yaml (this configuration file)" + covers,
+		}},
+		{"the packaged file itself", packaged, paths(packaged), []string{
+			packaged + ":10: dbsync.paths[0]: /etc/muros-had/muros-had.yaml is inside /etc/muros-had (the packaged configuration directory), which holds this node's own configuration",
+			packaged + ":10: dbsync.paths[0]: /etc/muros-had/muros-had.yaml covers /etc/muros-had/muros-had.yaml (this configuration file)" + covers,
+		}},
+		{"the packaged file checked elsewhere", "/srv/ha/node.yaml", paths(packaged), []string{
+			"/srv/ha/node.yaml:10: dbsync.paths[0]: /etc/muros-had/muros-had.yaml is inside /etc/muros-had (the packaged configuration directory), which holds this node's own configuration",
+		}},
+		{"a file inside the packaged directory", packaged, paths("/etc/muros-had/shared"), []string{
+			packaged + ":10: dbsync.paths[0]: /etc/muros-had/shared is inside /etc/muros-had (the packaged configuration directory), which holds this node's own configuration",
+		}},
+		{"covers the directory and the file", "/srv/ha/node.yaml", paths("/srv"), []string{
+			"/srv/ha/node.yaml:10: dbsync.paths[0]: /srv covers /srv/ha (the directory of this configuration file)" + covers,
+			"/srv/ha/node.yaml:10: dbsync.paths[0]: /srv covers /srv/ha/node.yaml (this configuration file)" + covers,
+		}},
+		{"beside the file in an operator's directory", "/srv/ha/node.yaml", paths("/srv/ha/kea", "/srv/ha/db"), nil},
+		{"a sibling with a similar name", "/srv/ha/node.yaml", paths("/srv/ha/node.yaml.d"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			problems, _ := problemsAndWarnings(t, tt.file, tt.src)
+			if diff := cmp.Diff(tt.want, problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -145,11 +145,15 @@ func (d *decoder) checkPaths(c *Config) {
 // replicatedPathProblems checks c's replicated paths against each other and
 // against the daemon's own files and directories.
 func replicatedPathProblems(c *Config) []replpath.Problem {
+	return replpath.Check(c.replicatedEntries(), c.guardedPaths())
+}
+
+func (c *Config) replicatedEntries() []replpath.Entry {
 	entries := make([]replpath.Entry, len(c.DBSync.Paths))
 	for i, p := range c.DBSync.Paths {
 		entries[i] = replpath.Entry{Name: replpath.Name(p), Local: p}
 	}
-	return replpath.Check(entries, c.guardedPaths())
+	return entries
 }
 
 // PackagedConfigDir is where the systemd unit reads the configuration
@@ -160,15 +164,22 @@ const PackagedConfigDir = "/etc/muros-had"
 // guardedPaths are the daemon's own files and directories: replication
 // must not carry the master's copy to the backup (its TLS key, JWT secret,
 // role: master configuration and state), nor write into the daemon's
-// directories.
+// directories. Nothing may lie inside the packaged configuration directory,
+// the daemon's alone; another directory holding the file may be /etc or a
+// lab node's directory, where replicated paths beside the file are fine:
+// only the directory itself and the daemon's files in it (each named here)
+// are guarded.
 func (c *Config) guardedPaths() []replpath.Guarded {
 	g := []replpath.Guarded{
 		{Path: c.StateDir, What: "state_dir", Inside: true},
 		{Path: c.RunDir, What: "run_dir", Inside: true},
-		{Path: PackagedConfigDir, What: "the packaged configuration directory"},
+		{Path: PackagedConfigDir, What: "the packaged configuration directory", Inside: true, InsideWhy: "which holds this node's own configuration"},
 	}
 	if c.ConfigDir != "" && c.ConfigDir != PackagedConfigDir {
 		g = append(g, replpath.Guarded{Path: c.ConfigDir, What: "the directory of this configuration file"})
+	}
+	if c.ConfigDir != "" {
+		g = append(g, replpath.Guarded{Path: filepath.Join(c.ConfigDir, filepath.Base(c.File)), What: "this configuration file"})
 	}
 	g = append(g,
 		replpath.Guarded{Path: c.DBSync.TLS.Cert, What: "dbsync.tls.cert"},
@@ -183,9 +194,12 @@ func (c *Config) guardedPaths() []replpath.Guarded {
 
 // CheckReplicatedPaths is the check Parse makes of dbsync.paths, for the
 // daemon to repeat before it touches the file system: a Config built or
-// changed in code gets the same verdict as the file.
+// changed in code gets the same verdict as the file. It runs on this
+// machine's file system, symlinks followed (replpath.CheckResolved): Parse
+// only sees the text, and /var/lib/x, a link to /etc/muros-had, is refused
+// here.
 func (c *Config) CheckReplicatedPaths() error {
-	ps := replicatedPathProblems(c)
+	ps := replpath.CheckResolved(c.replicatedEntries(), c.guardedPaths())
 	if len(ps) == 0 {
 		return nil
 	}

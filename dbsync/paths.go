@@ -94,7 +94,8 @@ func validatePaths(ps []Path, stateDir string) error {
 		guarded = append(guarded, replpath.Guarded{Path: filepath.Clean(stateDir), What: "the dbsync state directory", Inside: true})
 	}
 	var errs []error
-	for _, p := range replpath.Check(entries, guarded) {
+	// New runs where the paths live: their symlinks are followed.
+	for _, p := range replpath.CheckResolved(entries, guarded) {
 		errs = append(errs, fmt.Errorf("paths[%d] (%s): %s", p.Index, ps[p.Index].Name, p.Message))
 	}
 	return errors.Join(errs...)

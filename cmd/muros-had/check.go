@@ -40,6 +40,16 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	for _, w := range c.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
+	// The file is judged as text (it may be checked away from the
+	// firewall); the symlinks this machine has are followed too, as the
+	// daemon's start follows them.
+	if c.DBSync.Enabled {
+		if err := c.CheckReplicatedPaths(); err != nil {
+			for _, l := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintf(stderr, "warning: %s: %s; the daemon refuses this at start\n", c.File, l)
+			}
+		}
+	}
 	fmt.Fprintln(stdout, summary(c))
 	return 0
 }

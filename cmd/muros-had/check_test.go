@@ -134,3 +134,31 @@ func TestRunRefusesWhatCheckRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckWarnsAboutSymlinkedPaths: check judges the text of dbsync.paths,
+// which may be checked away from the firewall; where it can follow a
+// path's symlinks it warns about what the daemon's start will refuse.
+func TestCheckWarnsAboutSymlinkedPaths(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "state"), filepath.Join(dir, "db")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "ha.yaml")
+	src := "role: master\npassword: " + testPassword + "\nsync_interface: eth2\npeer: 10.0.0.9\nvips:\n  - interface: eth0\n    address: 10.0.0.1/24\n" +
+		"state_dir: " + filepath.Join(dir, "state") + "\ndbsync:\n  paths: [" + filepath.Join(dir, "db") + "]\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := cmdCheck([]string{"--config", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit code %d, want 0 (a warning)\n%s", code, stderr.String())
+	}
+	db, state := filepath.Join(dir, "db"), filepath.Join(dir, "state")
+	want := "warning: " + path + ": dbsync.paths[0]: " + db + " resolves to " + state + " (symlinks followed): " + state + " covers " + state + " (state_dir): the backup would receive the master's copy of it; the daemon refuses this at start\n"
+	if !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr does not hold\n%s\ngot:\n%s", want, stderr.String())
+	}
+}

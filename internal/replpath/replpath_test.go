@@ -46,7 +46,7 @@ func TestCheck(t *testing.T) {
 		want    []Problem
 	}{
 		{"defaults", e("/var/lib/muros/db", "/var/lib/kea"), nil},
-		{"inside the config directory is fine", e("/etc/muros-had/extra"), nil},
+		{"inside a guarded path without Inside is fine", e("/etc/muros-had/extra"), nil},
 		{"root", e("/"), []Problem{{0, "/ would replicate the whole file system, the node's own keys and configuration with it"}}},
 		{"relative", e("var/lib"), []Problem{{0, `"var/lib" is not an absolute path in clean form`}}},
 		{"unclean", []Entry{{Name: "x", Local: "/var/lib/../x"}}, []Problem{{0, `"/var/lib/../x" is not an absolute path in clean form`}}},
