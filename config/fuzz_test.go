@@ -20,7 +20,14 @@ func FuzzParse(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	withPaths := func(ps ...string) string {
+		return strongExample + "dbsync:\n  paths: [" + strings.Join(ps, ", ") + "]\n"
+	}
 	for _, seed := range []string{
+		withPaths(fuzzFile), withPaths("/srv/ha"), withPaths("/srv/ha/kea", "/srv/ha/db"), withPaths("/etc/muros-had/x"),
+		withPaths("/var/lib/muros-had/tls"), withPaths("/run"), withPaths("/var/lib/a", "/srv/A"), withPaths("/srv/a", "/srv/a/b"),
+		withPaths("/srv/k") + "  tls:\n    key: /srv/k/ha.key\n", withPaths("/srv/s") + "status:\n  listen: /srv/s/x.sock\n",
+		withPaths("/srv/ha/node.yaml.d", "/srv/h"), withPaths("/srv/é", "/srv/.."),
 		string(example), minimal, "", "role: [", "vips: *a", "a: &a [*a]",
 		minimal + "auth: keepalived-ah\n",
 		minimal + "vips2: &x {a: 1}\n<<: *x\n",
@@ -31,7 +38,8 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse("f.yaml", data)
+		c, err := Parse(fuzzFile, data)
+		checkPathVerdict(t, data, err)
 		if err != nil {
 			var ps Problems
 			if !errors.As(err, &ps) || len(ps) == 0 {
@@ -80,9 +88,38 @@ func checkInvariants(t *testing.T, c *Config) {
 	if n := utf8.RuneCountInString(c.Password); n < MinPasswordLen {
 		t.Fatalf("accepted a %d-character password", n)
 	}
-	// The daemon repeats this check before DB sync touches the disk.
-	if err := c.CheckReplicatedPaths(); c.DBSync.Enabled && err != nil {
-		t.Fatalf("accepted replicated paths the daemon refuses: %v", err)
+}
+
+// fuzzFile is where FuzzParse's input lives: an absolute name, so the
+// rules about the file and its directory apply.
+const fuzzFile = "/srv/ha/node.yaml"
+
+// strongExample is a valid file the path seeds extend.
+const strongExample = "role: master\npassword: pA7-kx2Q-9mZr-Lw4e-Tb6v\nsync_interface: eth2\npeer: 192.168.255.2\nvips:\n  - {interface: eth0, address: 203.0.113.1/24}\n"
+
+// checkPathVerdict holds Parse's verdict on the replicated paths (err is
+// Parse's) to the brute-force reference (refPathProblems): the file is
+// parsed again without the safety checks (LoadForClient's mode), and where
+// that succeeds, Parse reports a dbsync.paths problem exactly when the
+// reference finds one.
+func checkPathVerdict(t *testing.T, data []byte, err error) {
+	t.Helper()
+	c, cerr := parse(fuzzFile, "/srv/ha", data, true)
+	if cerr != nil || !c.DBSync.Enabled {
+		return
+	}
+	want := refPathProblems(c, fuzzFile)
+	var got []string
+	var ps Problems
+	if errors.As(err, &ps) {
+		for _, p := range ps {
+			if strings.HasPrefix(p.Key, "dbsync.paths") {
+				got = append(got, p.String())
+			}
+		}
+	}
+	if (len(want) > 0) != (len(got) > 0) {
+		t.Fatalf("paths %q: the reference finds %q, Parse %q", c.DBSync.Paths, want, got)
 	}
 }
 
