@@ -58,7 +58,13 @@
 //     repaired). A bulk is a run of DATA datagrams from BULK_BEGIN to
 //     BULK_END; the receiver is synced once it has seen BULK_END with no
 //     gap left open since BULK_BEGIN, and then purges flows the bulk did
-//     not mention.
+//     not mention (BulkPurge, the rule its shell applies).
+//   - Readiness: the receiver reports whether its table is complete since
+//     it was made or re-armed (Receiver.Rearm, Complete): a bulk completed
+//     since, or, synced by an earlier bulk, it accepted a datagram of the
+//     master since and no gap it knows of is open. A backup must hear the
+//     master once: it learns of datagrams lost while its link was cut
+//     only from the next one.
 //   - Timeouts: the kernel reports no event when a packet refreshes a
 //     conntrack timeout, so the sender periodically feeds a table dump to
 //     Reconcile. A flow is re-announced when the expiry the backup was
