@@ -239,7 +239,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		lastEpoch = e
+		// The core starts at max(clock, lastEpoch+1): the epoch just
+		// persisted (or the clock, if it has passed it since, which the
+		// core persists before its first advert).
+		lastEpoch = e - 1
 	}
 	// The password is stretched once (Argon2id, about 0.2 s and 64 MiB)
 	// and every key is expanded from it.
