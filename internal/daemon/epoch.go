@@ -53,8 +53,9 @@ func (f epochFile) save(e uint32) error {
 
 // reserveEpoch is the AH start-up step: it reads the last epoch, persists
 // the one this run starts from (above it, and at least the clock's Unix
-// seconds) and returns it; the run's counters start above that
-// (vrrp.NewAHCounter). A node that cannot persist its epoch refuses to
+// seconds) and returns it; the run sends under it (or under the clock if
+// that has passed it, persisted before use). A node that cannot persist
+// its epoch refuses to
 // start: it would send under an epoch its next start could reuse, and a
 // peer refuses a reused epoch's adverts as replays.
 func reserveEpoch(f epochFile, now time.Time) (uint32, error) {
