@@ -132,3 +132,67 @@ func TestPeerKeys(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAHKeyVersions: whatever arrives, a codec with both key versions
+// names the version it checked, a packet it accepts no longer verifies
+// once its key-version field is changed, and its advert re-signed either
+// way verifies with the version the sender chose.
+func FuzzAHKeyVersions(f *testing.F) {
+	master, err := kdf.Derive(fuzzPassword)
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg := Config{Version: 3, Auth: AuthAH, Password: fuzzPassword, Master: master, Checksum: ChecksumModeEither}
+	seed, err := NewCodec(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range seedPackets(f) {
+		f.Add(p)
+	}
+	for _, legacy := range []bool{false, true} {
+		a := Advert{VRID: 7, Priority: 100, Interval: time.Second, Addrs: []netip.Addr{netip.MustParseAddr("203.0.113.7")}}
+		p, err := seed.AppendPacket(nil, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("224.0.0.18"), &a, AHCounter{Epoch: 300, Seq: 1, LegacyKey: legacy})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		c := mustCodec(t, cfg)
+		r, err := c.Inspect(pkt, nil)
+		if err != nil || r.Auth != AuthAH {
+			return
+		}
+		if r.AuthOK && r.KeyVersion != KeyV1 && r.KeyVersion != KeyV2 {
+			t.Fatalf("accepted with key version %v", r.KeyVersion)
+		}
+		if r.AuthOK && pkt[0]>>4 == 4 {
+			at := int(pkt[0]&0x0f) * 4
+			for _, v := range []uint16{0, 1, 2, 3} {
+				p := append([]byte(nil), pkt...)
+				if uint16(p[at+2])<<8|uint16(p[at+3]) == v {
+					continue
+				}
+				p[at+2], p[at+3] = byte(v>>8), byte(v)
+				if r2, err := c.Inspect(p, nil); err == nil && r2.AuthOK && r2.KeyVersion != r.KeyVersion {
+					t.Fatalf("moved from key %v to %v by rewriting the field", r.KeyVersion, r2.KeyVersion)
+				}
+			}
+		}
+		for _, legacy := range []bool{false, true} {
+			out, err := c.AppendPacket(nil, r.Src, r.Dst, &r.Advert, AHCounter{Epoch: max(r.SPI, 256), Seq: r.Seq, LegacyKey: legacy})
+			if err != nil {
+				return // e.g. a source of the other family than the destination
+			}
+			got, err := c.Inspect(out, nil)
+			want := KeyV2
+			if legacy {
+				want = KeyV1
+			}
+			if err != nil || !got.AuthOK || got.KeyVersion != want || !got.PeerSpeaksV2 {
+				t.Fatalf("re-signed (legacy %v): %+v, %v", legacy, got, err)
+			}
+		}
+	})
+}
