@@ -33,6 +33,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -71,6 +72,21 @@ func Derive(password string) (Master, error) {
 
 // Valid reports whether m came from Derive.
 func (m Master) Valid() bool { return m.set }
+
+// String, GoString and LogValue keep the secret out of logs and dumps of
+// the configurations that carry it.
+func (m Master) String() string {
+	if !m.set {
+		return "kdf.Master(none)"
+	}
+	return "kdf.Master(redacted)"
+}
+
+// GoString is String (for %#v).
+func (m Master) GoString() string { return m.String() }
+
+// LogValue is String (log/slog).
+func (m Master) LogValue() slog.Value { return slog.StringValue(m.String()) }
 
 // Key is the 32-byte version-2 key for the purpose named by info:
 // HKDF-Expand-SHA-256(master, info). Distinct labels give independent keys.

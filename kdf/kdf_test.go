@@ -5,6 +5,9 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/argon2"
@@ -62,6 +65,23 @@ func BenchmarkDerive(b *testing.B) {
 	for b.Loop() {
 		if _, err := Derive("correct horse battery staple"); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestMasterRedacted: the secret never reaches a log line or a %+v dump of
+// a configuration that carries it.
+func TestMasterRedacted(t *testing.T) {
+	m, err := Derive("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type cfg struct{ Master Master }
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "master", m, "cfg", cfg{m})
+	for _, s := range []string{fmt.Sprintf("%v %+v %#v %s", m, cfg{m}, cfg{m}, m), buf.String()} {
+		if strings.Contains(s, fmt.Sprint(m.secret[:4])[1:8]) || strings.Contains(s, fmt.Sprintf("%x", m.secret[:4])) || strings.Contains(s, "secret") || !strings.Contains(s, "redacted") {
+			t.Fatalf("secret shown or not redacted: %s", s)
 		}
 	}
 }
