@@ -104,9 +104,10 @@ func TestEpochBookIgnoresGarbage(t *testing.T) {
 
 // TestRecoveryThroughShells: the backup B lost its state directory and
 // its clock is behind: its control epoch is below the floor the master M
-// remembers. M still echoes B's RESYNC (stale: no bulk restart) with that
-// floor; B, on the echo of its own nonce, follows M and moves its epochs
-// above the floor, persisted, so its next control datagrams are fresh.
+// remembers. M echoes B's RESYNC (stale: no bulk, a replay could ask as
+// well) with that floor; B, on the echo of its own nonce, follows M and
+// moves its epochs above the floor, persisted, so its next RESYNC is
+// fresh and gets the bulk.
 func TestRecoveryThroughShells(t *testing.T) {
 	const floor = 9_000_000
 	m := &Sync{book: openBook(t, t.TempDir()), master: true, sender: ctrel.NewSender(ctrel.SenderConfig{Epoch: 8000})}
@@ -130,8 +131,8 @@ func TestRecoveryThroughShells(t *testing.T) {
 	if err != nil || h.Type != ctwire.TypeEcho {
 		t.Fatalf("first datagram %v, %v; want the echo", h.Type, err)
 	}
-	if !m.sender.Bulking() {
-		t.Fatal("no bulk for the requester")
+	if m.sender.Bulking() || m.sender.Stats().Bulks != 0 {
+		t.Fatal("a stale RESYNC started a bulk")
 	}
 	b.onDatagrams([]datagram{{h: h, p: p}})
 	if !b.recv.Verified() {
@@ -151,5 +152,84 @@ func TestRecoveryThroughShells(t *testing.T) {
 	m.onDatagrams([]datagram{*handshakeDatagram(t, ctwire.TypeResync, b.ctlEp, 2, c.Handshake)})
 	if n := m.rejected[ctwire.ReasonEpochStale]; n != 1 {
 		t.Fatalf("fresh control epoch rejected as stale (%d)", n)
+	}
+	if !m.sender.Bulking() {
+		t.Fatal("no bulk for the fresh RESYNC")
+	}
+}
+
+// TestStaleResyncReplayStartsNoBulk: a captured RESYNC of an incarnation
+// the master no longer accepts (stale), replayed again and again, is
+// answered at most by an echo and never starts a bulk (a replay must not
+// make the master send its whole table each time).
+func TestStaleResyncReplayStartsNoBulk(t *testing.T) {
+	const floor = 9_000_000
+	m := &Sync{book: openBook(t, t.TempDir()), master: true, log: slog.New(slog.DiscardHandler),
+		sender: ctrel.NewSender(ctrel.SenderConfig{Epoch: 8000})}
+	m.book.peer = floor
+	stale := handshakeDatagram(t, ctwire.TypeResync, floor-1, 1, ctwire.Handshake{Nonce: [16]byte{7}})
+	const n = 10
+	echoes := 0
+	for range n {
+		m.onDatagrams([]datagram{*stale})
+		for {
+			body, ok := m.sender.Next(0, nil)
+			if !ok {
+				break
+			}
+			h, _, err := ctwire.ParseHeader(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Type == ctwire.TypeEcho {
+				echoes++
+			}
+		}
+	}
+	if b := m.sender.Stats().Bulks; b != 0 {
+		t.Fatalf("%d replays of a stale RESYNC started %d bulks, want 0", n, b)
+	}
+	if echoes < 1 || m.rejected[ctwire.ReasonEpochStale] != n {
+		t.Fatalf("echoes %d, stale %d; want at least one echo and %d counted stale", echoes, m.rejected[ctwire.ReasonEpochStale], n)
+	}
+}
+
+// TestControlEpochAtFloorRenewed: the master restarted and remembers the
+// backup's control epoch as its floor; the backup's control traffic under
+// that very epoch is stale (a restarted master cannot tell it from a
+// replay), the master echoes it, and the backup then renews its control
+// epoch above the floor, which the master accepts.
+func TestControlEpochAtFloorRenewed(t *testing.T) {
+	const floor = 9_000_000
+	m := &Sync{book: openBook(t, t.TempDir()), master: true, log: slog.New(slog.DiscardHandler),
+		sender: ctrel.NewSender(ctrel.SenderConfig{Epoch: 9_500_000})}
+	m.book.peer = floor
+	b := &Sync{book: openBook(t, t.TempDir()), log: slog.New(slog.DiscardHandler), ctlEp: floor}
+	b.book.own = floor
+	b.recv = b.newReceiver()
+	c := b.recv.Tick(0, nil, 100)
+	m.onDatagrams([]datagram{*handshakeDatagram(t, ctwire.TypeResync, b.ctlEp, 1, c.Handshake)})
+	if n := m.rejected[ctwire.ReasonEpochStale]; n != 1 {
+		t.Fatalf("RESYNC under the floor's epoch to a restarted master: %d stale, want 1", n)
+	}
+	body, ok := m.sender.Next(0, nil)
+	if !ok {
+		t.Fatal("no echo")
+	}
+	h, p, err := ctwire.ParseHeader(body)
+	if err != nil || h.Type != ctwire.TypeEcho {
+		t.Fatalf("%v %v, want the echo", h.Type, err)
+	}
+	b.onDatagrams([]datagram{{h: h, p: p}})
+	if e := b.ctlEpoch(); e <= floor {
+		t.Fatalf("backup control epoch %d, want renewed above %d", e, floor)
+	}
+	c = b.recv.Tick(time.Second, nil, 100)
+	m.onDatagrams([]datagram{*handshakeDatagram(t, ctwire.TypeResync, b.ctlEp, 2, c.Handshake)})
+	if n := m.rejected[ctwire.ReasonEpochStale]; n != 1 {
+		t.Fatalf("renewed control epoch rejected as stale (%d)", n)
+	}
+	if !m.sender.Bulking() {
+		t.Fatal("no bulk for the backup's fresh RESYNC")
 	}
 }

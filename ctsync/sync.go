@@ -861,12 +861,14 @@ func (s *Sync) newEpoch() uint64 {
 }
 
 // raiseOwn records that this node's epochs must exceed e; a control
-// incarnation at or below it is replaced (the master would take it for
-// stale).
+// incarnation at or below it is replaced, whether the book changed or
+// not: the master takes it for stale unless it follows it (a restarted
+// master remembers the floor e = our control epoch, and only a fresh
+// epoch proves to it we are not a replay).
 func (s *Sync) raiseOwn(e uint64) {
-	changed, err := s.book.raiseOwn(e)
+	_, err := s.book.raiseOwn(e)
 	s.stateError(err)
-	if changed && s.ctlEp != 0 && s.ctlEp < e {
+	if s.ctlEp != 0 && s.ctlEp <= e {
 		s.ctlEp = 0
 	}
 }
@@ -1347,15 +1349,16 @@ func (s *Sync) masterControl(d *datagram) {
 		s.reject(a.Reason)
 		if d.h.Type == ctwire.TypeResync && a.Reason == ctwire.ReasonEpochStale {
 			// A requester whose state was wiped (clock behind) learns
-			// from the echo where its epochs must start; a replay gets
-			// an echo of an old nonce and no restarted bulk.
-			s.sender.OnResyncRequest(hs, s.peer.Floor(), false)
+			// from the echo where its epochs must start, and asks again
+			// under a fresh epoch for its bulk; a replay gets a
+			// rate-limited echo of an old nonce and no bulk.
+			s.sender.OnResyncRequest(s.now(), hs, s.peer.Floor(), false)
 		}
 		return
 	}
 	switch d.h.Type {
 	case ctwire.TypeResync:
-		s.sender.OnResyncRequest(hs, s.peer.Floor(), true)
+		s.sender.OnResyncRequest(s.now(), hs, s.peer.Floor(), true)
 	case ctwire.TypeNACK:
 		for i := 0; i < int(d.h.Count); i++ {
 			s.sender.OnNACK(ctwire.RangeAt(d.p, i))

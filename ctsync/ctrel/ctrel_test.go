@@ -116,7 +116,7 @@ func (m *sim) step(d time.Duration) {
 		m.logf("ctl resync %v nack %v", c.Resync, c.NACK)
 	}
 	if c.Resync && !m.dropCtl() {
-		m.s.OnResyncRequest(c.Handshake, 0, true)
+		m.s.OnResyncRequest(m.now, c.Handshake, 0, true)
 	}
 	if len(c.NACK) > 0 && !m.dropCtl() {
 		for _, rg := range c.NACK {

@@ -64,19 +64,27 @@ func replay(t *testing.T, r *Receiver, now time.Duration, ds [][]byte) map[ctwir
 
 // TestFreshReceiverRejectsReplays: a receiver made at a switch to backup
 // or a restart (floor persisted from before) applies no replayed
-// datagram: those of older incarnations are stale, those of the current
-// one unverified until the master answers the receiver's own nonce.
+// datagram: those of the floor's incarnation and older ones are stale,
+// those of a later one unverified until the master answers the receiver's
+// own nonce.
 func TestFreshReceiverRejectsReplays(t *testing.T) {
 	old, _ := capture(t, 1000)
 	cur, _ := capture(t, 2000)
 	r := NewReceiver(ReceiverConfig{Peer: PeerConfig{Floor: 2000}})
 	got := replay(t, r, 0, append(old, cur...))
-	want := map[ctwire.Reason]int{ctwire.ReasonEpochStale: len(old), ctwire.ReasonEpochUnverified: len(cur)}
+	// The floor's incarnation is not followed: stale too.
+	want := map[ctwire.Reason]int{ctwire.ReasonEpochStale: len(old) + len(cur)}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("rejections (-want +got):\n%s", diff)
 	}
 	if r.Verified() {
 		t.Fatal("a replayed ECHO verified the receiver")
+	}
+	r = NewReceiver(ReceiverConfig{Peer: PeerConfig{Floor: 1000}})
+	got = replay(t, r, 0, append(old, cur...))
+	want = map[ctwire.Reason]int{ctwire.ReasonEpochStale: len(old), ctwire.ReasonEpochUnverified: len(cur)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("floor 1000: rejections (-want +got):\n%s", diff)
 	}
 	// Nothing persisted (first start): the nonce alone holds.
 	r = NewReceiver(ReceiverConfig{})
@@ -228,7 +236,7 @@ func TestResyncRequestEchoAndBulkRestart(t *testing.T) {
 		{"stale, new nonce", ctwire.Handshake{Nonce: [16]byte{2}}, false, false},
 	} {
 		bulks := s.Stats().Bulks
-		s.OnResyncRequest(tt.hs, 77, tt.fresh)
+		s.OnResyncRequest(0, tt.hs, 77, tt.fresh)
 		h, p := next()
 		hs, err := ctwire.ParseHandshake(p)
 		if h.Type != ctwire.TypeEcho || err != nil || hs != (ctwire.Handshake{Nonce: tt.hs.Nonce, Floor: 77}) {
@@ -238,5 +246,101 @@ func TestResyncRequestEchoAndBulkRestart(t *testing.T) {
 		if restarted := h.Flags&ctwire.FlagBulkBegin != 0; restarted != tt.restart || (s.Stats().Bulks != bulks) != tt.restart {
 			t.Fatalf("%s: bulk restarted %v (flags %x), want %v", tt.name, restarted, h.Flags, tt.restart)
 		}
+	}
+}
+
+// TestPeerEpochAtFloorIsStale: an epoch at or below the floor that is not
+// the incarnation followed is stale, on a fresh peer (the master's control
+// peer after a restart) as on one that follows an epoch below the floor
+// (a peer that lost its state); the incarnation followed stays accepted.
+func TestPeerEpochAtFloorIsStale(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		floor  uint64
+		follow uint64 // 0: none
+		epoch  uint64
+		want   ctwire.Reason
+	}{
+		{"fresh peer, epoch at the floor", 2000, 0, 2000, ctwire.ReasonEpochStale},
+		{"fresh peer, epoch below the floor", 2000, 0, 1999, ctwire.ReasonEpochStale},
+		{"fresh peer, epoch above the floor", 2000, 0, 2001, ctwire.ReasonNone},
+		{"following below the floor, the floor's epoch", 2000, 5, 2000, ctwire.ReasonEpochStale},
+		{"following below the floor, between", 2000, 5, 1000, ctwire.ReasonEpochStale},
+		{"following below the floor, its own epoch", 2000, 5, 5, ctwire.ReasonNone},
+		{"following the floor's epoch", 2000, 2000, 2000, ctwire.ReasonNone},
+	} {
+		p := NewPeer(PeerConfig{Floor: tt.floor})
+		if tt.follow != 0 {
+			p.Bind(0, &ctwire.Header{Epoch: tt.follow, Seq: 1})
+		}
+		a := p.Accept(time.Millisecond, &ctwire.Header{Epoch: tt.epoch, Seq: 2})
+		if a.Reason != tt.want {
+			t.Errorf("%s: reason %v, want %v", tt.name, a.Reason, tt.want)
+		}
+	}
+}
+
+// TestReplayOfFloorEpochAfterRecovery: the backup follows a master whose
+// epoch is below its floor (the master's node lost its state); replays of
+// the old incarnation (epoch = floor) while the master talks are stale:
+// no new nonce, no RESYNC, no restarted bulk.
+func TestReplayOfFloorEpochAfterRecovery(t *testing.T) {
+	const lowEpoch, floor = 5, 2000
+	old, m := capture(t, floor)
+	m.s = NewSender(SenderConfig{Epoch: lowEpoch})
+	for i := range 50 {
+		f := flowN(i, 3)
+		m.s.Update(m.now, &f)
+	}
+	for range 500 {
+		m.step(10 * time.Millisecond)
+	}
+	m.converge(t)
+	if m.r.peer.Epoch() != lowEpoch {
+		t.Fatalf("backup follows epoch %d, want %d", m.r.peer.Epoch(), lowEpoch)
+	}
+	bulks, asks := m.s.Stats().Bulks, m.r.Stats().ResyncRequests
+	for range 30 { // 3 s of replays, one capture every 100 ms
+		got := replay(t, m.r, m.now, old)
+		if got[ctwire.ReasonEpochStale] != len(old) {
+			t.Fatalf("replays of the floor's epoch: %v, want all %d stale", got, len(old))
+		}
+		for range 10 {
+			m.step(10 * time.Millisecond)
+		}
+	}
+	if !m.r.Verified() || m.s.Stats().Bulks != bulks || m.r.Stats().ResyncRequests != asks {
+		t.Fatalf("verified %v, bulks %d -> %d, resync requests %d -> %d", m.r.Verified(), bulks, m.s.Stats().Bulks, asks, m.r.Stats().ResyncRequests)
+	}
+}
+
+// TestStaleResyncEchoOnly: a stale RESYNC never starts a bulk, running or
+// not; it is echoed at most once per StaleEchoInterval, the rest counted
+// as rate limited.
+func TestStaleResyncEchoOnly(t *testing.T) {
+	s := NewSender(SenderConfig{Epoch: 9, StaleEchoInterval: 100 * time.Millisecond})
+	f := flowN(1, 3)
+	s.Update(0, &f)
+	for s.Pending() {
+		s.Next(0, nil)
+	}
+	hs := ctwire.Handshake{Nonce: [16]byte{3}}
+	echoes := 0
+	for i := range 20 { // every 30 ms: an echo every fourth
+		now := time.Duration(i) * 30 * time.Millisecond
+		s.OnResyncRequest(now, hs, 77, false)
+		for s.Pending() {
+			body, _ := s.Next(now, nil)
+			if h, _, _ := ctwire.ParseHeader(body); h.Type == ctwire.TypeEcho {
+				echoes++
+			}
+		}
+	}
+	want := [NumStaleOutcomes]uint64{StaleEchoed: 5, StaleLimited: 15}
+	if diff := cmp.Diff(want, s.Stats().StaleResyncs); diff != "" || echoes != 5 {
+		t.Fatalf("echoes %d, outcomes (-want +got):\n%s", echoes, diff)
+	}
+	if s.Stats().Bulks != 0 || s.Bulking() {
+		t.Fatalf("stale RESYNCs started %d bulks", s.Stats().Bulks)
 	}
 }

@@ -16,8 +16,11 @@
 //     rejected.
 //   - Epochs never go back. Peer starts from a floor, the highest epoch
 //     ever accepted from the peer (the caller persists it across roles and
-//     restarts); an epoch below it, or below the incarnation followed, is
-//     rejected as epoch_stale however long the peer was silent.
+//     restarts); an epoch at or below it that is not the incarnation
+//     followed, or one below the incarnation followed, is rejected as
+//     epoch_stale however long the peer was silent. At, too: once the
+//     receiver follows a peer below its floor, or after a restart, the
+//     floor's own incarnation can only be replayed.
 //   - The receiver follows an incarnation only once it has proved to be
 //     live: its RESYNC carries a random nonce, drawn when the receiver
 //     starts, when a higher epoch appears (a restarted master, or a replay
@@ -37,10 +40,10 @@
 //     messages carry the writer's floor for the reader's node, which the
 //     reader's next epochs exceed: the lost epoch is regained at the next
 //     incarnation. In the other direction the master answers a stale
-//     RESYNC too (echo, and a bulk if none runs; it never restarts one for
-//     a stale request, so replayed RESYNCs cannot keep a bulk from
-//     finishing): the wiped backup learns its floor and its next control
-//     datagrams are fresh.
+//     RESYNC with an echo only (at most one per StaleEchoInterval, never
+//     a bulk: replayed RESYNCs cost a datagram, not a table): the wiped
+//     backup learns its floor, its next control datagrams are fresh, and
+//     its next RESYNC gets the bulk.
 //   - A master restarts a bulk in progress for a fresh RESYNC with a nonce
 //     it has not seen: that receiver ignored everything before the ECHO,
 //     the BULK_BEGIN included, and the ECHO goes out before the new
@@ -96,7 +99,8 @@ type PeerConfig struct {
 	// gap open, so it is repaired with the flows' current state.
 	RejectLate bool
 	// Floor is the highest epoch ever accepted from the peer, as the
-	// caller persisted it: a smaller epoch is stale.
+	// caller persisted it: an epoch at or below it is stale unless it is
+	// the incarnation followed.
 	Floor uint64
 	// Verify: Accept never adopts a new incarnation; it reports
 	// ReasonEpochUnverified and only Bind adopts one (the receiver binds
@@ -156,9 +160,11 @@ func (p *Peer) Accept(now time.Duration, h *ctwire.Header) Acceptance {
 	switch {
 	case p.known && h.Epoch == p.epoch:
 		return p.acceptSeq(now, h)
-	case h.Epoch < p.floor || (p.known && h.Epoch < p.epoch):
-		// Never back: an older incarnation's datagrams are replays or
-		// leftovers whatever the silence since (Bind is the way back).
+	case h.Epoch <= p.floor || (p.known && h.Epoch < p.epoch):
+		// Never back: the floor's incarnation, when not the one followed
+		// (we follow one below it, or restarted), and older ones send
+		// replays or leftovers whatever the silence since (Bind is the
+		// way back).
 		return Acceptance{Reason: ctwire.ReasonEpochStale}
 	case p.cfg.Verify:
 		return Acceptance{Reason: ctwire.ReasonEpochUnverified}

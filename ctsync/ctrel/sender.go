@@ -20,6 +20,10 @@ type SenderConfig struct {
 	// Refresh is the interval at which the shell calls Reconcile; announced
 	// timeouts are padded by RefreshMargin intervals.
 	Refresh time.Duration
+	// StaleEchoInterval is the least time between two echoes of stale
+	// RESYNCs (OnResyncRequest): replays cost at most one datagram per
+	// interval. Default 100 ms (a wiped backup asks once a second).
+	StaleEchoInterval time.Duration
 }
 
 func (c *SenderConfig) defaults() {
@@ -34,6 +38,9 @@ func (c *SenderConfig) defaults() {
 	}
 	if c.Refresh <= 0 {
 		c.Refresh = 10 * time.Second
+	}
+	if c.StaleEchoInterval <= 0 {
+		c.StaleEchoInterval = 100 * time.Millisecond
 	}
 }
 
@@ -67,8 +74,11 @@ type SenderStats struct {
 	Bulks       uint64 // bulk resyncs started
 	Refreshed   uint64 // records re-announced to keep timeouts fresh
 	NACKsServed uint64
-	Flows       int // flows in the replicated table
-	Queued      int
+	// StaleResyncs counts the RESYNCs of stale incarnations by what they
+	// got (StaleEchoed, StaleLimited).
+	StaleResyncs [NumStaleOutcomes]uint64
+	Flows        int // flows in the replicated table
+	Queued       int
 }
 
 // Sender is the master's state machine. Feed it flow changes, NACKs and
@@ -110,6 +120,8 @@ type Sender struct {
 	echo      ctwire.Handshake
 	echoDue   bool
 	lastNonce [16]byte
+	// staleEchoAt: when the last stale RESYNC was echoed.
+	staleEchoAt time.Duration
 }
 
 const entryBlock = 1024
@@ -140,7 +152,7 @@ func (s *Sender) forget(k ctwire.Key, e *entry) {
 // NewSender returns a Sender with an empty table.
 func NewSender(cfg SenderConfig) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62}
+	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62, staleEchoAt: -1 << 62}
 }
 
 // Stats returns the counters.
@@ -348,20 +360,53 @@ func (s *Sender) OnResync() {
 	}
 }
 
-// OnResyncRequest handles a RESYNC: its nonce is echoed by the next
-// datagram (an ECHO, whose floor tells the requester the highest epoch
-// this node accepted from it), and a bulk follows. fresh: the request came
-// from a control incarnation the caller accepted (not a stale epoch). A
-// fresh request with a nonce not seen before comes from a receiver that
-// followed nobody until this echo and ignored what it heard: a bulk whose
-// BULK_BEGIN went out already is restarted so that it begins after the
-// echo. A stale request (a replay, or a requester whose state was wiped)
-// gets its echo and at most a bulk that is not running yet: a replay
-// cannot restart bulks over and over.
-func (s *Sender) OnResyncRequest(hs ctwire.Handshake, floor uint64, fresh bool) {
+// StaleOutcome is what a stale RESYNC got (OnResyncRequest); the names
+// double as metric labels.
+type StaleOutcome uint8
+
+const (
+	StaleEchoed  StaleOutcome = iota // echoed (no bulk)
+	StaleLimited                     // dropped: an echo went out within StaleEchoInterval
+	NumStaleOutcomes
+)
+
+func (o StaleOutcome) String() string {
+	switch o {
+	case StaleEchoed:
+		return "echoed"
+	case StaleLimited:
+		return "rate_limited"
+	}
+	return "unknown"
+}
+
+// OnResyncRequest handles a RESYNC received at now: its nonce is echoed
+// by the next datagram (an ECHO, whose floor tells the requester the
+// highest epoch this node accepted from it). fresh: the request came from
+// a control incarnation the caller accepted (not a stale epoch); a bulk
+// follows it. A fresh request with a nonce not seen before comes from a
+// receiver that followed nobody until this echo and ignored what it
+// heard: a bulk whose BULK_BEGIN went out already is restarted so that it
+// begins after the echo. A stale request (a replay, or a requester whose
+// state was wiped) gets an echo and never a bulk, at most one echo per
+// StaleEchoInterval: a replay costs a datagram, not the table. The wiped
+// requester learns its floor from the echo; its next RESYNC, under an
+// epoch above it, is fresh and gets the bulk.
+func (s *Sender) OnResyncRequest(now time.Duration, hs ctwire.Handshake, floor uint64, fresh bool) {
+	if !fresh {
+		if s.staleEchoAt > now-s.cfg.StaleEchoInterval {
+			s.stats.StaleResyncs[StaleLimited]++
+			return
+		}
+		s.staleEchoAt = now
+		s.stats.StaleResyncs[StaleEchoed]++
+		s.echo = ctwire.Handshake{Nonce: hs.Nonce, Floor: floor}
+		s.echoDue = true
+		return
+	}
 	s.echo = ctwire.Handshake{Nonce: hs.Nonce, Floor: floor}
 	s.echoDue = true
-	if fresh && hs.Nonce != s.lastNonce {
+	if hs.Nonce != s.lastNonce {
 		s.lastNonce = hs.Nonce
 		if s.bulkOn && s.bulkSent {
 			s.StartBulk()
