@@ -178,15 +178,22 @@ func statAtLeast(n *Node, name string, min uint64) func() error {
 }
 
 // editWhileAlone makes b master with a stopped, has the operator edit
-// db/conf on b, and waits until b's master loop has tried (and failed) to
-// push it twice.
+// db/conf on b, and waits until b's master loop has stamped the edit and
+// tried (and failed) to push it. (A node that dies between an edit and its
+// stamp, within the debounce, finds the edit adopted at its restart.)
 func editWhileAlone(t *testing.T, a, b *pipeNode, content string) {
 	t.Helper()
 	a.stop()
-	b.node.SetRole(true)
 	errs := b.node.Status().Stats["sync_errors"]
+	b.node.SetRole(true)
+	// Its first attempt (which lists and adopts what it holds) failed:
+	// what the operator changes from now on is an edit.
+	waitFor(t, "b running as master", statAtLeast(b.node, "sync_errors", errs+1))
+	stamped := b.node.Status().Stats["edits_stamped"]
 	writeFile(t, b.db("conf"), content)
-	waitFor(t, "b tried to push its edit", statAtLeast(b.node, "sync_errors", errs+2))
+	waitFor(t, "b stamped its edit", statAtLeast(b.node, "edits_stamped", stamped+1))
+	errs = b.node.Status().Stats["sync_errors"]
+	waitFor(t, "b tried to push its edit", statAtLeast(b.node, "sync_errors", errs+1))
 }
 
 // The data-loss sequence: a stops, b takes over and the operator

@@ -323,6 +323,18 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 		}
 	}
 	if st.needFull || st.shipped == nil {
+		// The local listing first, peer or not: the first one after this
+		// node became master adopts what it holds then, and every later
+		// one stamps a change fsnotify did not report (stamps.go).
+		local, err := n.src.manifest(ctx)
+		if err != nil {
+			return fmt.Errorf("local manifest: %w", err)
+		}
+		lv, err := n.localStamps(local, st.listed, st.peerRev)
+		if err != nil {
+			return err
+		}
+		st.listed = true
 		h, err := n.fetchHello(ctx)
 		if err != nil {
 			return err
@@ -336,16 +348,7 @@ func (n *Node) syncOnce(ctx context.Context, st *masterState) error {
 			n.rejected.add(answerReason(err), 1)
 			return fmt.Errorf("fetch manifest: %w", err)
 		}
-		local, err := n.src.manifest(ctx)
-		if err != nil {
-			return fmt.Errorf("local manifest: %w", err)
-		}
 		peerRev := max(m.Revision, h.Revision)
-		lv, err := n.localStamps(local, st.listed, max(st.peerRev, peerRev))
-		if err != nil {
-			return err
-		}
-		st.listed = true
 		remote := manifestMap(m.Files)
 		rv := remoteStamps(&m)
 		st.peerVersion = peerBatchVersion(m.BatchVersion)
