@@ -52,8 +52,8 @@ import (
 	"github.com/muros/muros-had/ctsync"
 	"github.com/muros/muros-had/ctsync/ctnl"
 	"github.com/muros/muros-had/ctsync/ctwire"
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 )
 
@@ -939,14 +939,14 @@ func startMurosConntrackInterval(b *testing.B, p *lab.Pair, interval time.Durati
 }
 
 // murosConntrack returns the conntrack part of a node's status.
-func murosConntrack(n *hatest.Node) (daemon.ConntrackStatus, error) {
+func murosConntrack(n *hatest.Node) (status.ConntrackStatus, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	st, err := n.Status(ctx)
 	if err != nil {
-		return daemon.ConntrackStatus{}, err
+		return status.ConntrackStatus{}, err
 	}
-	var cs daemon.ConntrackStatus
+	var cs status.ConntrackStatus
 	raw, err := json.Marshal(st.Conntrack)
 	if err != nil {
 		return cs, err

@@ -10,12 +10,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/status"
 )
 
 // serveStatus answers GET /status on a unix socket at sock with st, as a
 // running daemon's status listener would.
-func serveStatus(t *testing.T, sock string, st daemon.Status) {
+func serveStatus(t *testing.T, sock string, st status.Status) {
 	t.Helper()
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -68,7 +68,7 @@ func TestClientCommandsOnRefusedFiles(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "state", "jwt.secret"), []byte(strings.Repeat("5e", 32)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	serveStatus(t, filepath.Join(dir, "st.sock"), daemon.Status{Node: "fw1", Role: "master", State: "MASTER", Priority: 150})
+	serveStatus(t, filepath.Join(dir, "st.sock"), status.Status{Node: "fw1", Role: "master", State: "MASTER", Priority: 150})
 	files := clientFiles(dir)
 	writeFiles(t, dir, files)
 	for name := range files {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/dbsync"
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/ruleset"
+	"github.com/muros/muros-had/internal/status"
 )
 
 // cmdStatus prints the Cluster status of the local daemon.
@@ -37,7 +37,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		addr = cfg.Status.Listen
 	}
-	st, body, err := daemon.FetchStatus(context.Background(), addr)
+	st, body, err := status.Fetch(context.Background(), addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "muros-had status: %v\n", err)
 		return 1
@@ -50,7 +50,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func printStatus(w io.Writer, st daemon.Status) {
+func printStatus(w io.Writer, st status.Status) {
 	fmt.Fprintf(w, "node:          %s (%s, priority %d)\n", st.Node, st.Role, st.Priority)
 	fmt.Fprintf(w, "local state:   %s\n", st.State)
 	if st.Scheduling != "" {
@@ -116,7 +116,7 @@ func printDBWarnings(w io.Writer, db []byte) {
 
 // printPeer prints the peer view, the split brain alarm and the ruleset
 // comparison.
-func printPeer(w io.Writer, st daemon.Status) {
+func printPeer(w io.Writer, st status.Status) {
 	p := st.Peer
 	peer := p.Role
 	switch {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/muros/muros-had/dbsync"
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/ruleset"
+	"github.com/muros/muros-had/internal/status"
 )
 
 // TestPrintStatusGolden compares the text form of representative statuses
@@ -19,44 +19,44 @@ func TestPrintStatusGolden(t *testing.T) {
 	at := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
 	pri := uint8(100)
 	ready := true
-	base := func() daemon.Status {
-		return daemon.Status{
+	base := func() status.Status {
+		return status.Status{
 			Node: "fw1", Role: "master", State: "MASTER", Priority: 150, Since: at, Scheduling: "SCHED_RR priority 40",
-			Peer:         daemon.PeerStatus{Management: "192.168.255.2", Polled: true},
-			VIPs:         []daemon.VIPStatus{{VRID: 10, Interface: "wan0", Address: "203.0.113.1/24", State: "MASTER"}},
-			LastFailover: &daemon.Failover{Time: at, From: "BACKUP", To: "MASTER", Reason: "master down"},
-			Adverts:      daemon.AdvertStats{Sent: 42, Rejected: map[string]uint64{"auth": 1}},
+			Peer:         status.PeerStatus{Management: "192.168.255.2", Polled: true},
+			VIPs:         []status.VIPStatus{{VRID: 10, Interface: "wan0", Address: "203.0.113.1/24", State: "MASTER"}},
+			LastFailover: &status.Failover{Time: at, From: "BACKUP", To: "MASTER", Reason: "master down"},
+			Adverts:      status.AdvertStats{Sent: 42, Rejected: map[string]uint64{"auth": 1}},
 		}
 	}
 	tests := []struct {
 		name string
-		st   func() daemon.Status
+		st   func() status.Status
 	}{
-		{"master-with-backup-peer", func() daemon.Status {
+		{"master-with-backup-peer", func() status.Status {
 			st := base()
 			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "backup", "health", true, at.Add(time.Second)
-			st.Peer.Readiness = &daemon.Readiness{Held: false, Reason: "replications complete", Since: at}
+			st.Peer.Readiness = &status.Readiness{Held: false, Reason: "replications complete", Since: at}
 			st.Peer.DBReady = &ready
-			st.Readiness = &daemon.Readiness{Held: false, Reason: "replications complete", Since: at}
-			st.Ruleset = daemon.RulesetCompare{
+			st.Readiness = &status.Readiness{Held: false, Reason: "replications complete", Since: at}
+			st.Ruleset = status.RulesetCompare{
 				Local: ruleset.Status{Fingerprint: "aa11", CheckedAt: at},
 				Peer:  &ruleset.Status{Fingerprint: "aa11", CheckedAt: at},
 			}
 			return st
 		}},
-		{"split-brain-and-drift", func() daemon.Status {
+		{"split-brain-and-drift", func() status.Status {
 			st := base()
 			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "master", "health", true, at.Add(time.Second)
 			st.Peer.Address, st.Peer.Priority, st.Peer.LastAdvert = "192.168.255.2", &pri, at
-			st.SplitBrain = daemon.Alarm{Active: true, Since: at.Add(2 * time.Second)}
-			st.Ruleset = daemon.RulesetCompare{
+			st.SplitBrain = status.Alarm{Active: true, Since: at.Add(2 * time.Second)}
+			st.Ruleset = status.RulesetCompare{
 				Local: ruleset.Status{Fingerprint: "aa11", CheckedAt: at},
 				Peer:  &ruleset.Status{Fingerprint: "bb22", CheckedAt: at},
 				Drift: true, DriftSince: at.Add(3 * time.Second),
 			}
 			return st
 		}},
-		{"db-skew-conflicts", func() daemon.Status {
+		{"db-skew-conflicts", func() status.Status {
 			st := base()
 			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "backup", "health", true, at.Add(time.Second)
 			st.DB = &dbsync.Status{Node: "fw1", Role: "master", Revision: 9,
@@ -65,11 +65,11 @@ func TestPrintStatusGolden(t *testing.T) {
 					Warning: "clock skew with the peer above the token leeway 5s: one node refuses the other's tokens (token_not_yet_valid/token_expired); run NTP on both nodes or raise dbsync.jwt.leeway"}}
 			return st
 		}},
-		{"no-db-sync", func() daemon.Status {
+		{"no-db-sync", func() status.Status {
 			st := base()
 			st.Peer.Role, st.Peer.Polled = "unknown", false
 			st.Peer.RoleReason = "no adverts heard (only a master sends them); peer health not polled: DB sync is off, so the peer has no HTTPS listener"
-			st.Ruleset = daemon.RulesetCompare{
+			st.Ruleset = status.RulesetCompare{
 				Local: ruleset.Status{Error: `nft -s list ruleset: exec: "nft": executable file not found in $PATH`, CheckedAt: at},
 				Off:   "peer health not polled: DB sync is off, so the peer has no HTTPS listener",
 			}

@@ -19,7 +19,7 @@ import (
 // ahKeyAccepted is muros_had_vrrp_ah_key_accepted_total{version} of n.
 func ahKeyAccepted(t *testing.T, n *loopNode, version string) float64 {
 	t.Helper()
-	mfs, err := n.d.stats.reg.Gather()
+	mfs, err := n.d.stats.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/ctsync"
@@ -23,50 +22,6 @@ type conntrackSync interface {
 	Rearm() <-chan struct{}
 	WaitReason() (why string, changed <-chan struct{})
 	Status() ctsync.Status
-}
-
-// ConntrackStatus is the conntrack part of the cluster status.
-type ConntrackStatus struct {
-	Role             string  `json:"role"` // sender (master) | receiver (backup)
-	BulkSynced       bool    `json:"bulk_synced"`
-	Flows            int     `json:"flows"`
-	LagMS            float64 `json:"lag_ms"`
-	DatagramsSent    uint64  `json:"datagrams_sent"`
-	DatagramsRecv    uint64  `json:"datagrams_received"`
-	RecordsApplied   uint64  `json:"records_applied"`
-	Lost             uint64  `json:"lost"`
-	Repaired         uint64  `json:"repaired"`
-	Resyncs          uint64  `json:"resyncs"`
-	ListenerRestarts uint64  `json:"listener_restarts"`
-	InjectErrors     uint64  `json:"inject_errors"`
-	Forged           uint64  `json:"forged_dropped"`
-	// Sweeps: master, refresh sweeps of the kernel table completed.
-	Sweeps uint64 `json:"sweeps"`
-	// InjectRedials: backup, kernel batch sockets replaced after a failed
-	// exchange (that batch went one record at a time).
-	InjectRedials uint64 `json:"inject_redials"`
-	// RecordsFiltered: backup, received records its own filter excludes.
-	RecordsFiltered uint64 `json:"records_filtered"`
-	// StateErrors: failed writes of the sync epochs to the state directory.
-	StateErrors uint64            `json:"state_errors"`
-	Rejected    map[string]uint64 `json:"rejected,omitempty"`
-	// Waiting: backup, what the open readiness wait waits for.
-	Waiting string `json:"waiting,omitempty"`
-}
-
-func conntrackStatus(s ctsync.Status) *ConntrackStatus {
-	role := "receiver"
-	if s.Master {
-		role = "sender"
-	}
-	return &ConntrackStatus{
-		Role: role, BulkSynced: s.BulkSynced, Flows: s.Flows, LagMS: float64(s.Lag) / float64(time.Millisecond),
-		DatagramsSent: s.DatagramsSent, DatagramsRecv: s.DatagramsReceived, RecordsApplied: s.RecordsApplied,
-		Lost: s.Lost, Repaired: s.Repaired, Resyncs: s.Resyncs, ListenerRestarts: s.ListenerRestarts,
-		InjectErrors: s.InjectErrors, Forged: s.Forged, Sweeps: s.Sweeps, InjectRedials: s.InjectRedials,
-		RecordsFiltered: s.RecordsFiltered, StateErrors: s.StateErrors, Rejected: s.Rejected,
-		Waiting: s.Waiting,
-	}
 }
 
 // protocolNumber maps the configuration's protocol names to IP protocol

@@ -23,8 +23,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/muros/muros-had/ctsync/ctwire"
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -77,7 +77,7 @@ func ctPair(t *testing.T, opts lab.Options, sync bool, interval time.Duration) (
 		}
 		return p, n1, n2
 	}
-	waitCT(t, n2, "the backup's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
+	waitCT(t, n2, "the backup's initial bulk sync", bulkWait, func(c *status.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
 	becameSender(t, n1)
@@ -107,7 +107,7 @@ func mustNotHaveFlapped(t *testing.T, n *hatest.Node) {
 	}
 }
 
-func ctStatus(t *testing.T, n *hatest.Node) *daemon.ConntrackStatus {
+func ctStatus(t *testing.T, n *hatest.Node) *status.ConntrackStatus {
 	t.Helper()
 	st, err := n.ConntrackStatus(context.Background())
 	if err != nil {
@@ -117,7 +117,7 @@ func ctStatus(t *testing.T, n *hatest.Node) *daemon.ConntrackStatus {
 }
 
 // waitCT polls n's conntrack status until ok holds.
-func waitCT(t *testing.T, n *hatest.Node, what string, timeout time.Duration, ok func(*daemon.ConntrackStatus) bool) *daemon.ConntrackStatus {
+func waitCT(t *testing.T, n *hatest.Node, what string, timeout time.Duration, ok func(*status.ConntrackStatus) bool) *status.ConntrackStatus {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -146,7 +146,7 @@ func becameSender(t *testing.T, n *hatest.Node) {
 		return
 	}
 	start := time.Now()
-	waitCT(t, n, "the sender role on the new master", 3*time.Second, func(c *daemon.ConntrackStatus) bool { return c.Role == "sender" })
+	waitCT(t, n, "the sender role on the new master", 3*time.Second, func(c *status.ConntrackStatus) bool { return c.Role == "sender" })
 	t.Logf("%s: MASTER, conntrack status still %q; sender %v later", n.NS, st.Role, time.Since(start).Round(time.Millisecond))
 }
 
@@ -599,7 +599,7 @@ func TestCTSyncForgedDatagramInsertsNothing(t *testing.T) {
 		s.send(t, syncDatagram("not-the-secret", epoch, uint32(i+1), &fake))
 	}
 	shortReason := ctwire.ReasonShort.String()
-	st := waitCT(t, n2, "forged datagrams counted", 10*time.Second, func(c *daemon.ConntrackStatus) bool {
+	st := waitCT(t, n2, "forged datagrams counted", 10*time.Second, func(c *status.ConntrackStatus) bool {
 		return c.Forged-before.Forged >= 2*each && c.Rejected[shortReason]-before.Rejected[shortReason] >= each
 	})
 	// Give an (erroneous) injection time to reach the kernel.
@@ -658,7 +658,7 @@ func TestCTSyncBackupRestartResyncs(t *testing.T) {
 	if err := n2.Start(binary); err != nil {
 		t.Fatal(err)
 	}
-	st := waitCT(t, n2, "the restarted backup's bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool { return c.BulkSynced })
+	st := waitCT(t, n2, "the restarted backup's bulk sync", bulkWait, func(c *status.ConntrackStatus) bool { return c.BulkSynced })
 	synced := time.Since(restarted)
 	// bulk_synced promises the table is in the kernel: look at once.
 	if !hasFlow(t, p, p.FW2, func(f hatest.CTFlow) bool { return sameKey(f, m) }) {

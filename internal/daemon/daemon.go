@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/peerview"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/internal/vrrpconn"
 	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/node"
@@ -60,8 +62,11 @@ type Daemon struct {
 	log  *slog.Logger
 	cfg  *config.Config
 
-	status *statusBook
-	stats  *rxStats
+	status *status.Book
+	stats  *status.Metrics
+	// peers is the peer view and its alarms: the loop reports adverts and
+	// state changes, the peer checks the rest.
+	peers *peerview.Monitor
 	// surface is the status and metrics listeners with the peer checks
 	// (restarted in place by a reload, under bg).
 	surface closers
@@ -133,7 +138,7 @@ func New(opts Options) (*Daemon, error) {
 		opts:   opts,
 		log:    opts.Logger,
 		cfg:    opts.Config,
-		stats:  newRxStats(),
+		stats:  status.NewMetrics(),
 		events: make(chan loopEvent, 256),
 		timers: make(map[node.TimerKey]*time.Timer),
 		stop:   make(chan struct{}),
@@ -141,9 +146,10 @@ func New(opts Options) (*Daemon, error) {
 		reloadReq:   make(chan struct{}, 1),
 		rulesetKick: make(chan struct{}, 1),
 	}
-	d.status = newStatusBook(d.cfg)
-	d.status.setScheduling(opts.Scheduling)
-	d.stats.initStates(d.cfg)
+	d.peers = peerview.NewMonitor(d.cfg.Peer.String(), d.cfg.AdvertInterval)
+	d.status = status.NewBook(d.cfg, d.peers)
+	d.status.SetScheduling(opts.Scheduling)
+	d.stats.InitStates(d.cfg)
 	d.epochPath = filepath.Join(d.cfg.StateDir, "ah-epoch")
 	return d, nil
 }
@@ -477,7 +483,7 @@ func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
 		return
 	}
 	if ev.ev.Kind == node.EventLink && d.isTracked(ev.ev.Interface) {
-		d.status.link(ev.ev.Interface, ev.ev.Up)
+		d.status.Link(ev.ev.Interface, ev.ev.Up)
 	}
 	d.step(ctx, ev.ev)
 }
@@ -527,15 +533,17 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 		}
 	case node.ActionNotify:
 		d.log.Info("state change", "vrid", a.VRID, "from", a.From, "to", a.To, "reason", a.Reason)
-		d.status.transition(a.VRID, a.From, a.To, a.Reason, time.Now(), d.core.State())
-		d.stats.stateChange(a.VRID, a.To, d.core.State())
+		now := time.Now()
+		d.status.Transition(a.VRID, a.From, a.To, a.Reason, now, d.core.State())
+		d.peers.LocalState(d.core.State(), now)
+		d.stats.StateChange(a.VRID, a.To, d.core.State())
 	case node.ActionHold:
 		d.hold(ctx, a)
 	case node.ActionDrop:
 		d.dropped(a)
 	case node.ActionHeard:
-		d.stats.heardKey(a.Key)
-		d.status.peerAdvert(a.VRID, a.Src, a.Priority, time.Now())
+		d.stats.HeardKey(a.Key)
+		d.peers.Advert(a.Src, a.Priority, time.Now())
 	case node.ActionRestart:
 		d.log.Warn("restarting the VRRP instances on the sync interface", "reason", a.Reason)
 		d.next = d.cfg
@@ -551,9 +559,9 @@ func (d *Daemon) dropped(a node.Action) {
 	case node.ReasonOwnAdvert:
 		return
 	case node.ReasonAddressMismatch:
-		d.status.foreignRouter(a.VRID, a.Src, time.Now())
+		d.status.ForeignRouter(a.VRID, a.Src, time.Now())
 	}
-	d.stats.reject(string(a.Drop))
+	d.stats.Reject(string(a.Drop))
 }
 
 // runRole makes the node what the core says, as one operation. MASTER:
@@ -582,14 +590,14 @@ func (d *Daemon) runRole(ctx context.Context, a node.Action) error {
 			d.log.Error("VIP "+op+" failed; retrying every "+node.RoleRetryInterval.String(), "role", a.Role, "err", err)
 		}
 		d.roleFailing = true
-		d.status.vipError(op, err)
+		d.status.VIPError(op, err)
 		return err
 	}
 	if d.roleFailing {
 		d.log.Info("VIP " + op + " succeeded after retries")
 	}
 	d.roleFailing = false
-	d.status.vipError("", nil)
+	d.status.VIPError("", nil)
 	if master || a.From == vrrp.StateMaster || a.Retry {
 		d.log.Info(done, "vips", len(d.cfg.VIPs), "state", d.core.State())
 	}
@@ -646,7 +654,7 @@ func (d *Daemon) sendAdvert(ctx context.Context, a node.Action) {
 	sendCtx, cancel := context.WithTimeout(ctx, d.cfg.AdvertInterval)
 	defer cancel()
 	if err := l.conn.Write(sendCtx, proto, pkt, l.conn.Group()); err != nil {
-		d.stats.sendError()
+		d.stats.SendError()
 		if !l.sendFailing {
 			l.sendFailing = true
 			d.log.Warn("sending adverts fails; counting further errors silently", "vrid", a.VRID, "err", err)
@@ -657,7 +665,7 @@ func (d *Daemon) sendAdvert(ctx context.Context, a node.Action) {
 		l.sendFailing = false
 		d.log.Info("sending adverts works again", "vrid", a.VRID)
 	}
-	d.stats.sent()
+	d.stats.Sent()
 }
 
 // openLinks opens one VRRP connection per address family used by the VIPs,
@@ -823,7 +831,7 @@ func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
 			rx, err = codec.Inspect(p.Data, nil)
 		}
 		if err != nil {
-			d.stats.reject(string(vrrp.ReasonOf(err)))
+			d.stats.Reject(string(vrrp.ReasonOf(err)))
 			d.log.Debug("dropped advert", "src", p.Src, "reason", vrrp.ReasonOf(err), "err", err)
 			continue
 		}

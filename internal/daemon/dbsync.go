@@ -104,7 +104,7 @@ func newDBReplica(cfg *config.Config, d *Daemon) (*dbsync.Node, error) {
 		ClockSkewWarn: cfg.DBSync.ClockSkewWarn,
 		// In BACKUP the peer's adverts are heard: it is alive, and a DB
 		// sync that does not answer keeps the hold (dbsync ready.go).
-		PeerAlive: func() bool { return d.status.snapshot(time.Now()).State == vrrp.StateBackup.String() },
+		PeerAlive: func() bool { return d.status.Snapshot(time.Now()).State == vrrp.StateBackup.String() },
 		Health:    d.healthExtras,
 	}, d.log.With("component", "dbsync"))
 	if err != nil {
@@ -126,7 +126,7 @@ func (d *Daemon) healthExtras() map[string]any {
 			"readiness":     st.Readiness,
 			"split_brain":   st.SplitBrain,
 		},
-		// The peer compares this fingerprint with its own (ruleset.go).
+		// The peer compares this fingerprint with its own (package peerview).
 		"ruleset": st.Ruleset.Local,
 	}
 	if st.Conntrack != nil {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 )
 
@@ -87,7 +87,7 @@ func (n *interopNode) restart(t *testing.T) {
 	}
 }
 
-func (n *interopNode) status(t *testing.T) daemon.Status {
+func (n *interopNode) status(t *testing.T) status.Status {
 	t.Helper()
 	st, err := n.muros.Status(context.Background())
 	if err != nil {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 )
 
@@ -39,10 +39,10 @@ const operatorEdit = `table inet operator_edit {
 `
 
 // waitStatus polls n's status until ok holds.
-func waitStatus(t *testing.T, n *hatest.Node, what string, timeout time.Duration, ok func(daemon.Status) bool) daemon.Status {
+func waitStatus(t *testing.T, n *hatest.Node, what string, timeout time.Duration, ok func(status.Status) bool) status.Status {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last daemon.Status
+	var last status.Status
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		st, err := n.Status(ctx)
@@ -74,14 +74,14 @@ func TestPeerViewSplitBrainAndDrift(t *testing.T) {
 	n1, n2 := dbSyncPair(t, p, hatest.NodeOptions{Interval: takeoverInterval, Extra: peerCheckFast})
 
 	// The roles, from health answers; the same ruleset on both.
-	sameRules := func(st daemon.Status) bool {
+	sameRules := func(st status.Status) bool {
 		r := st.Ruleset
 		return r.Local.Fingerprint != "" && r.Peer != nil && r.Peer.Fingerprint == r.Local.Fingerprint && !r.Drift
 	}
-	st1 := waitStatus(t, n1, "peer seen as backup", 10*time.Second, func(st daemon.Status) bool {
+	st1 := waitStatus(t, n1, "peer seen as backup", 10*time.Second, func(st status.Status) bool {
 		return st.Peer.Role == "backup" && st.Peer.RoleSource == "health" && st.Peer.Reachable && sameRules(st)
 	})
-	st2 := waitStatus(t, n2, "peer seen as master", 10*time.Second, func(st daemon.Status) bool {
+	st2 := waitStatus(t, n2, "peer seen as master", 10*time.Second, func(st status.Status) bool {
 		return st.Peer.Role == "master" && st.Peer.Reachable && sameRules(st)
 	})
 	if st1.Ruleset.Local.Fingerprint != st2.Ruleset.Local.Fingerprint {
@@ -96,7 +96,7 @@ func TestPeerViewSplitBrainAndDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []*hatest.Node{n1, n2} {
-		st := waitStatus(t, n, "ruleset drift reported", 10*time.Second, func(st daemon.Status) bool { return st.Ruleset.Drift })
+		st := waitStatus(t, n, "ruleset drift reported", 10*time.Second, func(st status.Status) bool { return st.Ruleset.Drift })
 		if st.Ruleset.Peer == nil || st.Ruleset.Peer.Fingerprint == st.Ruleset.Local.Fingerprint {
 			t.Errorf("%s: drift without two fingerprints: %+v", n.NS, st.Ruleset)
 		}
@@ -121,7 +121,7 @@ func TestPeerViewSplitBrainAndDrift(t *testing.T) {
 	mustState(t, n2, "MASTER", stateWait)
 	mustState(t, n1, "MASTER", time.Second)
 	for _, n := range []*hatest.Node{n1, n2} {
-		st := waitStatus(t, n, "split brain reported", 10*time.Second, func(st daemon.Status) bool { return st.SplitBrain.Active })
+		st := waitStatus(t, n, "split brain reported", 10*time.Second, func(st status.Status) bool { return st.SplitBrain.Active })
 		if st.Peer.Role != "master" {
 			t.Errorf("%s: split brain with peer role %q", n.NS, st.Peer.Role)
 		}
@@ -138,7 +138,7 @@ func TestPeerViewSplitBrainAndDrift(t *testing.T) {
 	// fw1's priority wins: fw2 steps down; both report the end.
 	mustState(t, n2, "BACKUP", stateWait)
 	for _, n := range []*hatest.Node{n1, n2} {
-		waitStatus(t, n, "split brain ended", 10*time.Second, func(st daemon.Status) bool { return !st.SplitBrain.Active })
+		waitStatus(t, n, "split brain ended", 10*time.Second, func(st status.Status) bool { return !st.SplitBrain.Active })
 		if m := nodeMetrics(t, n); m["muros_had_split_brain"] != 0 {
 			t.Errorf("%s: muros_had_split_brain = %v after the end", n.NS, m["muros_had_split_brain"])
 		}

@@ -55,21 +55,21 @@ func (d *Daemon) hold(ctx context.Context, a node.Action) {
 	case a.Wait:
 		d.startWait(a.Gen, a.From, a.Reason)
 	case a.Held:
-		d.status.readiness(a.Gen, true, a.Reason, nil, time.Now(), false)
-		d.stats.preemptionHeld(true, false)
+		d.status.Readiness(a.Gen, true, a.Reason, nil, time.Now(), false)
+		d.stats.PreemptionHeld(true, false)
 	case a.Verdict && a.TimedOut:
 		d.log.Warn("conntrack replication not complete within the startup timeout (conntrack.resync.startup_timeout): preemption allowed anyway",
 			"timeout", d.cfg.Conntrack.Resync.StartupTimeout, "incomplete", strings.Join(a.Pending, ", "))
-		d.status.readiness(a.Gen, false, "startup timeout; incomplete: "+strings.Join(a.Pending, ", "), nil, time.Now(), false)
-		d.stats.preemptionHeld(false, false)
-		d.stats.holdTimedOut()
+		d.status.Readiness(a.Gen, false, "startup timeout; incomplete: "+strings.Join(a.Pending, ", "), nil, time.Now(), false)
+		d.stats.PreemptionHeld(false, false)
+		d.stats.HoldTimedOut()
 	case a.Verdict:
 		d.log.Info("replication ready: preemption allowed", "reason", a.Reason)
-		d.status.readiness(a.Gen, false, a.Reason, nil, time.Now(), false)
-		d.stats.preemptionHeld(false, false)
+		d.status.Readiness(a.Gen, false, a.Reason, nil, time.Now(), false)
+		d.stats.PreemptionHeld(false, false)
 	default: // MASTER: nothing to wait for until the return to BACKUP
-		d.status.readiness(a.Gen, false, a.Reason, nil, time.Now(), false)
-		d.stats.preemptionHeld(false, false)
+		d.status.Readiness(a.Gen, false, a.Reason, nil, time.Now(), false)
+		d.stats.PreemptionHeld(false, false)
 	}
 }
 
@@ -96,8 +96,8 @@ func (d *Daemon) startWait(gen uint64, from vrrp.State, cause string) {
 	timeout := d.cfg.Conntrack.Resync.StartupTimeout
 	d.log.Info("preemption held until the replications are complete", "cause", cause,
 		"waiting", strings.Join(waiting, ", "), "timeout", timeout)
-	d.status.readiness(gen, true, cause, waiting, time.Now(), true)
-	d.stats.preemptionHeld(true, true)
+	d.status.Readiness(gen, true, cause, waiting, time.Now(), true)
+	d.stats.PreemptionHeld(true, true)
 	gctx, cancel := context.WithCancel(d.bg)
 	d.gateCancel = cancel
 	d.wg.Go(func() { d.readinessGate(gctx, gen, ct, db, timeout) })
@@ -151,7 +151,7 @@ func (d *Daemon) readinessGate(ctx context.Context, gen uint64, ct, db <-chan st
 		return w
 	}
 	for ctPending || dbPending {
-		d.status.readinessWaiting(gen, waiting())
+		d.status.ReadinessWaiting(gen, waiting())
 		select {
 		case <-ctx.Done():
 			return

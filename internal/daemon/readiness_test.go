@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"html"
 	"io"
 	"log/slog"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/ctsync"
 	"github.com/muros/muros-had/ctsync/ctrel"
+	"github.com/muros/muros-had/internal/status"
 )
 
 // fakeCT is a conntrackSync whose readiness wait the test drives: the
@@ -59,7 +59,7 @@ func gateDaemon(ct conntrackSync) *Daemon {
 	cfg := &config.Config{}
 	return &Daemon{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		status: newStatusBook(cfg), events: make(chan loopEvent, 4), ct: ct,
+		status: status.NewBook(cfg, nil), events: make(chan loopEvent, 4), ct: ct,
 	}
 }
 
@@ -70,26 +70,26 @@ func TestReadinessGate(t *testing.T) {
 		ct := newFakeCT()
 		d := gateDaemon(ct)
 		db := make(chan struct{})
-		d.status.readiness(7, true, "stepped down from MASTER", []string{repConntrack, repDB}, time.Now(), true)
+		d.status.Readiness(7, true, "stepped down from MASTER", []string{repConntrack, repDB}, time.Now(), true)
 		start := time.Now()
 		go d.readinessGate(t.Context(), 7, ct.Rearm(), db, time.Minute)
 
 		// No time passes below: the gate follows ctsync's reports, it
 		// does not poll.
 		synctest.Wait()
-		if got := d.status.snapshot(time.Now()).Readiness.Waiting; !cmp.Equal(got, []string{repConntrack, repDB}) {
+		if got := d.status.Snapshot(time.Now()).Readiness.Waiting; !cmp.Equal(got, []string{repConntrack, repDB}) {
 			t.Fatalf("before ctsync judged the wait: waiting %q", got)
 		}
 		for _, why := range []string{ctsync.WaitSender, ctrel.WaitBulk, ctrel.WaitGap} {
 			ct.set(why)
 			synctest.Wait()
-			if got := d.status.snapshot(time.Now()).Readiness.Waiting; !cmp.Equal(got, []string{why, repDB}) {
+			if got := d.status.Snapshot(time.Now()).Readiness.Waiting; !cmp.Equal(got, []string{why, repDB}) {
 				t.Fatalf("ctsync reports %q: waiting %q", why, got)
 			}
 		}
 		ct.done(ctrel.DoneBulk)
 		synctest.Wait()
-		if got := d.status.snapshot(time.Now()).Readiness.Waiting; !cmp.Equal(got, []string{repDB}) {
+		if got := d.status.Snapshot(time.Now()).Readiness.Waiting; !cmp.Equal(got, []string{repDB}) {
 			t.Fatalf("waiting %q", got)
 		}
 		if waited := time.Since(start); waited != 0 {
@@ -117,7 +117,7 @@ func TestReadinessGateTimeout(t *testing.T) {
 		ct := newFakeCT()
 		ct.set(ctrel.WaitSilent)
 		d := gateDaemon(ct)
-		d.status.readiness(3, true, "start", []string{repConntrack, repDB}, time.Now(), true)
+		d.status.Readiness(3, true, "start", []string{repConntrack, repDB}, time.Now(), true)
 		db := make(chan struct{})
 		go d.readinessGate(t.Context(), 3, ct.Rearm(), db, 30*time.Second)
 		time.Sleep(time.Hour)
@@ -127,7 +127,7 @@ func TestReadinessGateTimeout(t *testing.T) {
 			t.Fatalf("verdict %+v with the DB sync incomplete", ev.ready)
 		default:
 		}
-		waiting := d.status.snapshot(time.Now()).Readiness.Waiting
+		waiting := d.status.Snapshot(time.Now()).Readiness.Waiting
 		if len(waiting) != 1 || !strings.HasPrefix(waiting[0], repDB+": held past the startup timeout") {
 			t.Fatalf("waiting %q", waiting)
 		}
@@ -183,32 +183,16 @@ func TestReadinessGateSuperseded(t *testing.T) {
 	})
 }
 
-func TestReadinessText(t *testing.T) {
-	at := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
-	for _, tt := range []struct {
-		r    *Readiness
-		want string
-	}{
-		{nil, "not held (no replication on)"},
-		{&Readiness{Held: true, Reason: "back from FAULT", Waiting: []string{ctrel.WaitSilent, repDB}, Since: at},
-			"preemption HELD since 2026-11-25T08:00:00Z (back from FAULT): waiting for " + ctrel.WaitSilent + "; " + repDB},
-		{&Readiness{Reason: "replications complete", Since: at}, "preemption allowed since 2026-11-25T08:00:00Z: replications complete"},
-	} {
-		if got := tt.r.String(); got != tt.want {
-			t.Errorf("got  %q\nwant %q", got, tt.want)
-		}
-	}
-}
-
-// The readiness is in the status JSON and page, and in the metrics.
+// The readiness is in the status JSON and in the metrics (the page:
+// status.TestPageShowsReadiness).
 func TestReadinessStatusAndMetrics(t *testing.T) {
 	d := gateDaemon(nil)
-	d.stats = newRxStats()
+	d.stats = status.NewMetrics()
 	at := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
-	d.status.readiness(1, true, "back from FAULT", []string{repConntrack, repDB}, at, true)
-	d.stats.preemptionHeld(true, true)
-	d.status.readinessWaiting(1, []string{ctrel.WaitSilent})
-	d.status.readinessWaiting(0, []string{"a superseded gate"})
+	d.status.Readiness(1, true, "back from FAULT", []string{repConntrack, repDB}, at, true)
+	d.stats.PreemptionHeld(true, true)
+	d.status.ReadinessWaiting(1, []string{ctrel.WaitSilent})
+	d.status.ReadinessWaiting(0, []string{"a superseded gate"})
 
 	st := d.Status()
 	b, err := json.Marshal(st.Readiness)
@@ -219,13 +203,6 @@ func TestReadinessStatusAndMetrics(t *testing.T) {
 	if string(b) != want {
 		t.Errorf("readiness JSON\n got %s\nwant %s", b, want)
 	}
-	var page strings.Builder
-	if err := statusPage.Execute(&page, st); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(page.String(), "<th>Preemption</th><td>"+html.EscapeString("preemption HELD since 2026-11-25T08:00:00Z (back from FAULT): waiting for "+ctrel.WaitSilent)) {
-		t.Errorf("status page has no readiness line:\n%s", page.String()[:min(1500, page.Len())])
-	}
 	metric := func(name string) float64 { return metricValue(t, d.stats, name) }
 	if h, n := metric("muros_had_preemption_held"), metric("muros_had_preemption_holds_total"); h != 1 || n != 1 {
 		t.Errorf("held %v, holds %v; want 1, 1", h, n)
@@ -233,13 +210,33 @@ func TestReadinessStatusAndMetrics(t *testing.T) {
 
 	// (A verdict of a superseded wait changes nothing: the core's rule,
 	// node.TestHoldFollowsBackupEntries and TestLoopReadinessHold.)
-	d.status.readiness(2, false, "startup timeout; incomplete: "+repDB, nil, at, false)
-	d.stats.preemptionHeld(false, false)
-	d.stats.holdTimedOut()
+	d.status.Readiness(2, false, "startup timeout; incomplete: "+repDB, nil, at, false)
+	d.stats.PreemptionHeld(false, false)
+	d.stats.HoldTimedOut()
 	if h, n := metric("muros_had_preemption_held"), metric("muros_had_preemption_hold_timeouts_total"); h != 0 || n != 1 {
 		t.Errorf("held %v, timeouts %v; want 0, 1", h, n)
 	}
 	if r := d.Status().Readiness; r.Held || r.Holds != 1 || r.Waiting != nil {
 		t.Errorf("after the timeout: %+v", r)
 	}
+}
+
+// metricValue is the value of an unlabelled gauge or counter of stats.
+func metricValue(t *testing.T, stats *status.Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := stats.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 )
 
@@ -41,7 +41,7 @@ const (
 func TestRearmAfterFault(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
 	n1, n2 := dbSyncPair(t, p, hatest.NodeOptions{Interval: takeoverInterval, Extra: ctSyncOn})
-	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
+	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *status.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
 	becameSender(t, n1)
@@ -63,7 +63,7 @@ func TestRearmAfterFault(t *testing.T) {
 	becameSender(t, n2)
 	// fw1 is a receiver again (it released the VIPs) and completes a bulk
 	// from fw2 over the sync link, which stays up: its table looks complete.
-	waitCT(t, n1, "fw1's bulk sync from fw2 while in FAULT", bulkWait, func(c *daemon.ConntrackStatus) bool {
+	waitCT(t, n1, "fw1's bulk sync from fw2 while in FAULT", bulkWait, func(c *status.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
 	if st := readiness(t, n1); !st.Held || !strings.Contains(st.Reason, "FAULT") {
@@ -192,7 +192,7 @@ func TestRearmAfterFault(t *testing.T) {
 	}
 }
 
-func readiness(t *testing.T, n *hatest.Node) daemon.Readiness {
+func readiness(t *testing.T, n *hatest.Node) status.Readiness {
 	t.Helper()
 	st, err := n.Status(context.Background())
 	if err != nil {
@@ -214,7 +214,7 @@ func readiness(t *testing.T, n *hatest.Node) daemon.Readiness {
 func TestRearmAfterDemotion(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
 	n1, n2 := dbSyncPair(t, p, hatest.NodeOptions{Interval: takeoverInterval, Extra: ctSyncOn})
-	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *daemon.ConntrackStatus) bool {
+	waitCT(t, n2, "fw2's initial bulk sync", bulkWait, func(c *status.ConntrackStatus) bool {
 		return c.BulkSynced && c.Role == "receiver"
 	})
 

@@ -113,7 +113,8 @@ func (d *Daemon) reload(ctx context.Context) {
 		from := old.Priority()
 		d.cfg = cfg
 		// Status first: whoever reads the log line then sees the new role.
-		d.status.setRole(cfg)
+		d.status.SetRole(cfg)
+		d.peers.SetAdvertInterval(cfg.AdvertInterval)
 		d.step(ctx, node.Event{Kind: node.EventPriority, Priority: cfg.Priority()})
 		d.log.Info("reload: priority changes in place, no restart", "role", cfg.Role, "from", from, "priority", cfg.Priority())
 		if old.DBSync.Enabled && old.DBSync.JWT != cfg.DBSync.JWT {
@@ -151,7 +152,7 @@ func (d *Daemon) applyInPlace(old *config.Config, changed []string) {
 			}
 		case "scheduling":
 			if d.opts.ApplyScheduling != nil {
-				d.status.setScheduling(d.opts.ApplyScheduling(d.cfg.Scheduling))
+				d.status.SetScheduling(d.opts.ApplyScheduling(d.cfg.Scheduling))
 			}
 		}
 	}

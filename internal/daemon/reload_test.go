@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 )
 
@@ -48,7 +48,7 @@ func writeConfig(t *testing.T, n *hatest.Node, cfg string) {
 	}
 }
 
-func mustStatus(t *testing.T, n *hatest.Node) daemon.Status {
+func mustStatus(t *testing.T, n *hatest.Node) status.Status {
 	t.Helper()
 	st, err := n.Status(context.Background())
 	if err != nil {
@@ -60,7 +60,7 @@ func mustStatus(t *testing.T, n *hatest.Node) daemon.Status {
 // electionKept checks after a reload that fw1 (n1) is still MASTER and
 // owns the VIPs, fw2 (n2) still BACKUP, and neither recorded a failover
 // since the statuses taken before; it returns n1's status.
-func electionKept(t *testing.T, p *lab.Pair, n1, n2 *hatest.Node, before1, before2 daemon.Status) daemon.Status {
+func electionKept(t *testing.T, p *lab.Pair, n1, n2 *hatest.Node, before1, before2 status.Status) status.Status {
 	t.Helper()
 	mustState(t, n1, "MASTER", time.Second)
 	mustState(t, n2, "BACKUP", time.Second)
@@ -201,7 +201,7 @@ func TestReloadAddedVIPRestartsInstances(t *testing.T) {
 		t.Errorf("VIPs after reload: fw1 %+v, fw2 %+v, want 3 each", st1.VIPs, st2.VIPs)
 	}
 	// The restarted senders' AH sequence numbers are accepted by the peer.
-	for _, st := range []daemon.Status{st1, st2} {
+	for _, st := range []status.Status{st1, st2} {
 		if n := st.Adverts.Rejected["replay"]; n != 0 {
 			t.Errorf("%s rejected %d adverts as replays after the peer's restart", st.Node, n)
 		}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/internal/vrrpconn"
 	"github.com/muros/muros-had/vrrp"
 
@@ -176,7 +176,7 @@ func TestStatusSurface(t *testing.T) {
 			t.Errorf("status --json carries %q before anything fills it:\n%s", k, js)
 		}
 	}
-	var st daemon.Status
+	var st status.Status
 	if err := json.Unmarshal([]byte(js), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestStatusSurface(t *testing.T) {
 		st.LastFailover.To != "MASTER" || st.LastFailover.Time.IsZero() || !strings.Contains(st.LastFailover.Reason, "no master heard") {
 		t.Errorf("fw1 status --json: %+v (last failover %+v)", st, st.LastFailover)
 	}
-	wantVIPs := []daemon.VIPStatus{
+	wantVIPs := []status.VIPStatus{
 		{VRID: 10, Interface: lab.IfWAN, Address: p.WANVIP.String(), State: "MASTER"},
 		{VRID: 11, Interface: lab.IfLAN, Address: p.LANVIP.String(), State: "MASTER"},
 	}

@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 	"github.com/ti-mo/conntrack"
 )
@@ -152,13 +152,13 @@ func FlushConntrack(ns *lab.Netns) error {
 
 // ConntrackStatus reads the "conntrack" part of the node's status; it is
 // nil (no error) when the node runs without conntrack sync.
-func (n *Node) ConntrackStatus(ctx context.Context) (*daemon.ConntrackStatus, error) {
-	_, raw, err := daemon.FetchStatus(ctx, n.StatusSock)
+func (n *Node) ConntrackStatus(ctx context.Context) (*status.ConntrackStatus, error) {
+	_, raw, err := status.Fetch(ctx, n.StatusSock)
 	if err != nil {
 		return nil, err
 	}
 	var st struct {
-		Conntrack *daemon.ConntrackStatus `json:"conntrack"`
+		Conntrack *status.ConntrackStatus `json:"conntrack"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, fmt.Errorf("hatest: decoding the status of %s: %w", n.NS, err)

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 	"go.uber.org/goleak"
 )
@@ -167,8 +167,8 @@ func (n *Node) Start(bin string) error {
 }
 
 // Status reads the node's status over its status socket.
-func (n *Node) Status(ctx context.Context) (daemon.Status, error) {
-	st, _, err := daemon.FetchStatus(ctx, n.StatusSock)
+func (n *Node) Status(ctx context.Context) (status.Status, error) {
+	st, _, err := status.Fetch(ctx, n.StatusSock)
 	return st, err
 }
 

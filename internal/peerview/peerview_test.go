@@ -1,10 +1,9 @@
-package daemon
+package peerview
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -12,15 +11,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/ruleset"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/vrrp"
 )
-
-// testConfig is the smallest configuration the status book needs.
-func testConfig() *config.Config {
-	return &config.Config{Role: config.RoleMaster, AdvertInterval: 100 * time.Millisecond, Peer: netip.MustParseAddr("192.0.2.2")}
-}
 
 // recordLog keeps "LEVEL msg" of every line logged.
 type recordLog struct {
@@ -43,9 +37,9 @@ func (l *recordLog) lines() []string {
 }
 
 // metricValue is the value of an unlabelled gauge or counter of stats.
-func metricValue(t *testing.T, stats *rxStats, name string) float64 {
+func metricValue(t *testing.T, stats *status.Metrics, name string) float64 {
 	t.Helper()
-	mfs, err := stats.reg.Gather()
+	mfs, err := stats.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +59,9 @@ func metricValue(t *testing.T, stats *rxStats, name string) float64 {
 func healthAnswer(state string, sent, at time.Time, fp string) *peerPoll {
 	p := &peerPoll{sent: sent, at: at}
 	p.doc.VRRP = &struct {
-		State     string     `json:"state"`
-		Priority  uint8      `json:"priority"`
-		Readiness *Readiness `json:"readiness"`
+		State     string            `json:"state"`
+		Priority  uint8             `json:"priority"`
+		Readiness *status.Readiness `json:"readiness"`
 	}{State: state}
 	if fp != "" {
 		p.doc.Ruleset = &ruleset.Status{Fingerprint: fp}
@@ -270,21 +264,21 @@ func (f *fakeHealth) PeerHealth(ctx context.Context) ([]byte, error) {
 // unreachable peer leaves the role unknown with the error.
 func TestPeerChecksReportSplitBrainAndDrift(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		book := newStatusBook(testConfig())
-		stats := newRxStats()
+		mon := NewMonitor("192.0.2.2", 100*time.Millisecond)
+		stats := status.NewMetrics()
 		log := &recordLog{}
 		const interval = time.Second
-		book.peerCheckSetup(2*interval+pollTimeout(interval), "", "")
-		book.localRuleset(ruleset.Status{Fingerprint: "same"})
+		mon.setup(2*interval+pollTimeout(interval), "", "")
+		mon.localRuleset(ruleset.Status{Fingerprint: "same"})
 		peer := &fakeHealth{}
 		peer.set("BACKUP", "same", nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { runPeerPoll(ctx, interval, peer, book, stats) })
-		wg.Go(func() { runPeerAlarms(ctx, 250*time.Millisecond, 3*time.Second, book, stats, log) })
-		snap := func() Status { return book.snapshot(time.Now()) }
+		wg.Go(func() { runPeerPoll(ctx, interval, peer, mon, stats) })
+		wg.Go(func() { runPeerAlarms(ctx, 250*time.Millisecond, 3*time.Second, mon, stats, log) })
+		snap := func() status.PeerReport { return mon.Report(time.Now()) }
 
-		book.transition(10, vrrp.StateBackup, vrrp.StateMaster, "preempt", time.Now(), vrrp.StateMaster)
+		mon.LocalState(vrrp.StateMaster, time.Now())
 		time.Sleep(1500 * time.Millisecond)
 		synctest.Wait()
 		if s := snap(); s.Peer.Role != "backup" || s.Peer.RoleSource != "health" || !s.Peer.Reachable || s.SplitBrain.Active {

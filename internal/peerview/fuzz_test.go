@@ -1,4 +1,4 @@
-package daemon
+package peerview
 
 import (
 	"encoding/json"
@@ -9,12 +9,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/muros/muros-had/internal/ruleset"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/vrrp"
 )
 
 // peerHealthSeed is a health document as a peer serves it: dbsync's keys
 // and healthExtras' "vrrp" and "ruleset", encoded from the real types.
-func peerHealthSeed(t testing.TB, state string, r *Readiness, rs ruleset.Status) []byte {
+func peerHealthSeed(t testing.TB, state string, r *status.Readiness, rs ruleset.Status) []byte {
 	t.Helper()
 	doc := map[string]any{
 		"node": "fw2", "role": "backup",
@@ -40,9 +41,9 @@ func peerHealthSeed(t testing.TB, state string, r *Readiness, rs ruleset.Status)
 // (role, source, readiness, ruleset, split brain beside a local MASTER).
 func FuzzParsePeerHealth(f *testing.F) {
 	since := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	f.Add(peerHealthSeed(f, "BACKUP", &Readiness{Held: true, Reason: "start", Waiting: []string{"DB sync: the master's full comparison"}, Since: since, Holds: 1},
+	f.Add(peerHealthSeed(f, "BACKUP", &status.Readiness{Held: true, Reason: "start", Waiting: []string{"DB sync: the master's full comparison"}, Since: since, Holds: 1},
 		ruleset.Status{Fingerprint: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", CheckedAt: since}))
-	f.Add(peerHealthSeed(f, "MASTER", &Readiness{Reason: "replications complete", Since: since, Holds: 3}, ruleset.Status{Error: "nft -s list ruleset: exit status 1"}))
+	f.Add(peerHealthSeed(f, "MASTER", &status.Readiness{Reason: "replications complete", Since: since, Holds: 3}, ruleset.Status{Error: "nft -s list ruleset: exit status 1"}))
 	f.Add(peerHealthSeed(f, "FAULT", nil, ruleset.Status{}))
 	f.Add(peerHealthSeed(f, "INIT", nil, ruleset.Status{Fingerprint: "x", Error: "ruleset is empty"}))
 	f.Add([]byte(`{"node":"fw2","vrrp":{"state":"BACKUP","priority":100},"ruleset":{"fingerprint":"ab"}}`))

@@ -1,25 +1,17 @@
-package daemon
-
-import (
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"strings"
-	"sync"
-	"time"
-
-	"github.com/muros/muros-had/config"
-	"github.com/muros/muros-had/internal/ruleset"
-	"github.com/muros/muros-had/internal/sched"
-	"github.com/muros/muros-had/vrrp"
-)
-
-// The peer view: what this node knows of the other one, from two sources.
+// Package peerview is what this node knows of the other one and the two
+// alarms derived from it: split brain (both nodes MASTER) and ruleset drift
+// (their nftables ruleset fingerprints differ). A tracker fed by typed
+// events (an advert heard, a health poll's outcome, a change of the local
+// group state, the local ruleset fingerprint) derives the view at a given
+// time and steps the alarms (pure: time is an argument); Monitor guards it
+// for the goroutines that poll the peer and tick the alarms (run.go) and
+// gives the status document its peer part (status.PeerSource).
+//
+// The peer view comes from two sources.
 //
 //   - VRRP adverts on the sync link. Only a master advertises, so they say
 //     "the peer is master" (or, with priority 0, "it is leaving") and
-//     nothing else; they are fresh for peerDownAfter (4 intervals + 1 s).
+//     nothing else; they are fresh for advertTTL (4 intervals + 1 s).
 //   - GET /api/health on the peer's HTTPS listener (DB sync's, pinned
 //     certificate and a short-lived JWT), polled every
 //     peer_check.interval: the peer's own VRRP state (MASTER, BACKUP,
@@ -37,12 +29,25 @@ import (
 // the VIPs: the adverts do not get through, e.g. the sync link is cut while
 // the management link works, or one direction only). A takeover looks the
 // same for one advert interval, so the evidence must be recent: an advert
-// received, or a health request sent, at least peerDownAfter after this
+// received, or a health request sent, at least advertTTL after this
 // node became master, time enough for a working election to have ended the
 // overlap. The daemon only reports it (status, metric, one ERROR line at
 // each end): neither node can tell from here which of the two the LAN
 // should keep, and a step-down decided over the management link by both
 // nodes at once would leave the VIPs with nobody.
+package peerview
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/muros/muros-had/internal/ruleset"
+	"github.com/muros/muros-had/internal/status"
+	"github.com/muros/muros-had/vrrp"
+)
 
 // Peer roles of the view, lower case as VRRP's own view always was.
 const (
@@ -70,9 +75,9 @@ const (
 type peerDoc struct {
 	Node string `json:"node"`
 	VRRP *struct {
-		State     string     `json:"state"`
-		Priority  uint8      `json:"priority"`
-		Readiness *Readiness `json:"readiness"`
+		State     string            `json:"state"`
+		Priority  uint8             `json:"priority"`
+		Readiness *status.Readiness `json:"readiness"`
 	} `json:"vrrp"`
 	DB *struct {
 		Ready *bool `json:"ready"`
@@ -119,7 +124,7 @@ type peerInputs struct {
 
 	advertAt  time.Time // last advert from the peer (zero: never)
 	advertPri uint8
-	advertTTL time.Duration // how long an advert says "master" (peerDownAfter)
+	advertTTL time.Duration // how long an advert says "master" (4 intervals + 1 s)
 
 	poll      *peerPoll // the last health request (nil: none yet)
 	answer    *peerPoll // the last answered one
@@ -134,7 +139,7 @@ type peerView struct {
 	reachable            bool
 	err                  string
 	lastHeard            time.Time
-	readiness            *Readiness
+	readiness            *status.Readiness
 	dbReady              *bool
 	// splitBrain: this node and the peer are both MASTER, on evidence newer
 	// than the overlap of a working takeover.
@@ -143,8 +148,8 @@ type peerView struct {
 	peerRuleset *ruleset.Status
 }
 
-// derivePeerView combines adverts and health answers (see the comment at
-// the top of this file).
+// derivePeerView combines adverts and health answers (see the package
+// comment).
 func derivePeerView(in peerInputs) peerView {
 	var v peerView
 	advFresh := !in.advertAt.IsZero() && in.now.Sub(in.advertAt) <= in.advertTTL
@@ -253,130 +258,4 @@ func (a *alarm) step(cond, known bool, now time.Time, grace time.Duration) int {
 		}
 		return 0
 	}
-}
-
-// peerHealthClient fetches the peer's health document (dbsync.Node).
-type peerHealthClient interface {
-	PeerHealth(ctx context.Context) ([]byte, error)
-}
-
-// pollTimeout bounds one health request: a black-holed management link
-// must not hold the next poll back for long.
-func pollTimeout(interval time.Duration) time.Duration {
-	return min(max(interval, time.Second), 5*time.Second)
-}
-
-// runPeerPoll polls the peer's health every interval until ctx ends.
-func runPeerPoll(ctx context.Context, interval time.Duration, client peerHealthClient, book *statusBook, stats *rxStats) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		p := &peerPoll{sent: time.Now()}
-		rctx, cancel := context.WithTimeout(ctx, pollTimeout(interval))
-		body, err := client.PeerHealth(rctx)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		p.at = time.Now()
-		reason := ""
-		if err != nil {
-			reason, p.err = peerFailRequest, err.Error()
-		} else if p.doc, reason, err = parsePeerHealth(body); err != nil {
-			p.err = err.Error()
-		}
-		stats.peerPolled(reason)
-		book.peerPolled(p)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// runPeerAlarms re-derives the view every tick and reports the split brain
-// and ruleset drift alarms as they start and end.
-func runPeerAlarms(ctx context.Context, tick, driftGrace time.Duration, book *statusBook, stats *rxStats, log logger) {
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		ev := book.evaluateAlarms(time.Now(), driftGrace)
-		stats.alarms(ev.splitBrain, ev.drift)
-		switch ev.splitBrainStep {
-		case 1:
-			log.Error("SPLIT BRAIN: this node and the peer are both MASTER and both hold the VIPs; VRRP adverts do not get through between them (check the sync link and the nftables rules on it)",
-				"peer", ev.view.role, "source", ev.view.source, "management", ev.management, "since", ev.splitBrainSince)
-		case -1:
-			log.Error("split brain ended: the peer is no longer seen as MASTER beside this node",
-				"state", ev.local, "peer", ev.view.role, "source", ev.view.source, "reachable", ev.view.reachable, "err", ev.view.err)
-		}
-		switch ev.driftStep {
-		case 1:
-			log.Warn("ruleset drift: the nftables rulesets of the two nodes differ", "local", ev.localFP, "peer", ev.peerFP)
-		case -1:
-			log.Warn("ruleset drift ended: the two nodes have the same nftables ruleset again", "fingerprint", ev.localFP)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// startPeerChecks starts the peer health poll (when DB sync runs), the
-// ruleset fingerprint (unless off) and the alarm evaluation; the returned
-// function stops them and waits.
-func (d *Daemon) startPeerChecks(ctx context.Context) func() error {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	pc := d.cfg.PeerCheck
-	if pc.Interval <= 0 {
-		pc.Interval = config.DefaultPeerCheck
-	}
-	var client peerHealthClient
-	healthOff, rulesetOff := "", ""
-	switch c, ok := d.db.(peerHealthClient); {
-	case ok:
-		client = c
-	case d.dbErr != "":
-		healthOff = "peer health not polled: DB sync failed to start (" + d.dbErr + ")"
-	default:
-		healthOff = "peer health not polled: DB sync is off, so the peer has no HTTPS listener"
-	}
-	if pc.RulesetInterval <= 0 {
-		rulesetOff = "ruleset check is off (peer_check.ruleset_interval: 0)"
-	}
-	d.status.peerCheckSetup(2*pc.Interval+pollTimeout(pc.Interval), healthOff, rulesetOff)
-	log := d.log.With("component", "peer-check")
-	if client != nil {
-		wg.Go(func() { runPeerPoll(ctx, pc.Interval, client, d.status, d.stats) })
-	}
-	if pc.RulesetInterval > 0 {
-		// A reload is the operator's "configuration changed": the ruleset
-		// may have changed too (reload.go kicks it).
-		wg.Go(func() {
-			ruleset.Watch(ctx, pc.RulesetInterval, ruleset.NFT(sched.Start), d.rulesetKick, func(st ruleset.Status) {
-				d.status.localRuleset(st)
-				if st.Error != "" && st.Fingerprint == "" {
-					d.stats.rulesetFailed()
-				}
-			}, log)
-		})
-	}
-	tick := min(max(pc.Interval/4, 200*time.Millisecond), time.Second)
-	wg.Go(func() { runPeerAlarms(ctx, tick, pc.RulesetInterval+pc.Interval, d.status, d.stats, log) })
-	return func() error {
-		cancel()
-		wg.Wait()
-		return nil
-	}
-}
-
-// logger is the part of *slog.Logger the peer checks use.
-type logger interface {
-	Info(msg string, args ...any)
-	Warn(msg string, args ...any)
-	Error(msg string, args ...any)
 }

@@ -1,0 +1,48 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Fetch asks the daemon listening on addr (unix socket path or
+// host:port) for its status; it returns the decoded status and the raw JSON.
+func Fetch(ctx context.Context, addr string) (Status, []byte, error) {
+	tr := &http.Transport{DisableKeepAlives: true}
+	url := "http://" + addr + "/status"
+	if strings.HasPrefix(addr, "/") {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", addr)
+		}
+		url = "http://muros-had/status"
+	}
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return Status{}, nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("daemon not reachable at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Status{}, nil, fmt.Errorf("daemon at %s answered %s", addr, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("reading status from %s: %w", addr, err)
+	}
+	var st Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return Status{}, body, fmt.Errorf("bad status from %s: %w", addr, err)
+	}
+	return st, body, nil
+}

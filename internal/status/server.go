@@ -1,0 +1,108 @@
+package status
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Serve starts the local status listener on statusAddr (GET /status: the
+// document in JSON, GET /: the page, GET /metrics) and, unless metricsAddr
+// is empty, a Prometheus listener serving only /metrics. doc is called for
+// each request. The returned function closes the listeners.
+func Serve(statusAddr, metricsAddr string, doc func() Status, reg prometheus.Gatherer) (stop func() error, err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(doc())
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = statusPage.Execute(w, doc())
+	})
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.Handle("GET /metrics", metrics)
+
+	l, err := listen(statusAddr)
+	if err != nil {
+		return nil, fmt.Errorf("status listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	if metricsAddr == "" {
+		return srv.Close, nil
+	}
+	ml, err := listen(metricsAddr)
+	if err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mm := http.NewServeMux()
+	mm.Handle("GET /metrics", metrics)
+	ms := &http.Server{Handler: mm, ReadHeaderTimeout: 5 * time.Second}
+	go ms.Serve(ml)
+	return func() error { return errors.Join(srv.Close(), ms.Close()) }, nil
+}
+
+// listen opens a unix socket (absolute path; a stale socket file from a
+// crashed run is replaced) or a TCP listener.
+func listen(addr string) (net.Listener, error) {
+	if strings.HasPrefix(addr, "/") {
+		if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {
+			return nil, err
+		}
+		// A socket file that still answers belongs to a running daemon: two
+		// daemons on one run dir would fight over the same VIPs. One that
+		// does not answer is left over from a crash and is replaced.
+		if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by a running daemon", addr)
+		}
+		_ = os.Remove(addr)
+		l, err := net.Listen("unix", addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = os.Chmod(addr, 0o660)
+		return l, nil
+	}
+	return net.Listen("tcp", addr)
+}
+
+var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>muros-had: {{.Node}}</title>
+<meta http-equiv="refresh" content="2">
+<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}
+.MASTER{color:#070}.BACKUP{color:#555}.FAULT{color:#b00}</style></head><body>
+<h1>Cluster status</h1>
+<table>
+<tr><th>Node</th><td>{{.Node}} ({{.Role}}, priority {{.Priority}})</td></tr>
+<tr><th>Local state</th><td class="{{.State}}">{{.State}}</td></tr>
+{{with .Scheduling}}<tr><th>Scheduling</th><td>{{.}}</td></tr>{{end}}
+<tr><th>Peer</th><td>{{.Peer.Management}}: {{.Peer.Role}}{{if eq .Peer.RoleSource "health"}} (from its health answer{{with .Peer.Address}}; last adverts from {{.}}{{end}}){{else}}{{with .Peer.Address}} (adverts from {{.}}){{end}}{{end}}{{with .Peer.RoleReason}}: {{.}}{{end}}</td></tr>
+<tr><th>Peer health</th><td>{{if not .Peer.Polled}}not polled{{else if .Peer.Reachable}}reachable{{else}}unreachable{{with .Peer.Error}} ({{.}}){{end}}{{end}}{{if not .Peer.LastHeard.IsZero}}, last heard {{.Peer.LastHeard.Format "2006-01-02 15:04:05.000Z07:00"}}{{end}}{{with .Peer.Readiness}}; peer {{.}}{{end}}</td></tr>
+{{if .SplitBrain.Active}}<tr><th class="FAULT">SPLIT BRAIN</th><td class="FAULT">this node and the peer are both MASTER since {{.SplitBrain.Since.Format "2006-01-02 15:04:05Z07:00"}}</td></tr>{{end}}
+<tr><th>Ruleset</th><td>{{with .Ruleset}}{{if .Drift}}<span class="FAULT">DRIFT since {{.DriftSince.Format "2006-01-02 15:04:05Z07:00"}}</span>: {{end}}local {{or .Local.Fingerprint "none"}}{{with .Local.Error}} ({{.}}){{end}}, peer {{with .Peer}}{{or .Fingerprint "none"}}{{with .Error}} ({{.}}){{end}}{{else}}unknown{{end}}{{with .Off}}; {{.}}{{end}}{{end}}</td></tr>
+{{with .Readiness}}<tr><th>Preemption</th><td>{{.}}</td></tr>{{end}}
+<tr><th>Last failover</th><td>{{with .LastFailover}}{{.Time.Format "2006-01-02 15:04:05.000Z07:00"}}: {{.From}} &rarr; {{.To}} ({{.Reason}}){{else}}none{{end}}</td></tr>
+</table>
+<h2>VIPs</h2>
+<table><tr><th>VRID</th><th>Interface</th><th>Address</th><th>State</th></tr>
+{{range .VIPs}}<tr><td>{{.VRID}}</td><td>{{.Interface}}</td><td>{{.Address}}</td><td class="{{.State}}">{{.State}}</td></tr>{{end}}
+</table>
+<h2>Adverts</h2><p>sent {{.Adverts.Sent}}, rejected: {{range $k, $v := .Adverts.Rejected}}{{$k}}={{$v}} {{else}}none{{end}}</p>
+{{with .Foreign}}<h2>Foreign routers on our VRIDs</h2><ul>{{range .}}<li>VRID {{.VRID}} from {{.Address}}, last seen {{.LastSeen}}</li>{{end}}</ul>{{end}}
+</body></html>
+`))
