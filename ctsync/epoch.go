@@ -33,13 +33,18 @@ type epochBook struct {
 	own, peer uint64
 }
 
-// openEpochBook reads the book in dir (created if missing) and proves it
-// can be written: a node that cannot persist its epoch refuses to start.
-// An unreadable value is logged and counts as none: the handshake of
-// package ctrel keeps that safe, the peer only asks this node to prove
-// itself once.
+// openEpochBook reads the book in dir (created if missing, its creation
+// made durable), removes the temporary files a crash left behind, and
+// proves the book can be written. The node refuses to start when it
+// cannot persist its epoch, and when a file is unreadable or corrupt (the
+// policy of the daemon's VRRP epoch file): the files are only ever
+// replaced atomically, so a bad one is damage the operator must look at;
+// it is kept as it is.
 func openEpochBook(dir string, log *slog.Logger) (*epochBook, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirDurable(dir); err != nil {
+		return nil, fmt.Errorf("ctsync: state directory: %w", err)
+	}
+	if err := removeTemporaries(dir, log); err != nil {
 		return nil, fmt.Errorf("ctsync: state directory: %w", err)
 	}
 	b := &epochBook{dir: dir}
@@ -49,7 +54,7 @@ func openEpochBook(dir string, log *slog.Logger) (*epochBook, error) {
 	}{{ownEpochFile, &b.own}, {peerEpochFile, &b.peer}} {
 		n, err := readEpoch(filepath.Join(dir, v.name))
 		if err != nil {
-			log.Warn("ctsync: ignoring unreadable epoch file", "err", err)
+			return nil, fmt.Errorf("ctsync: refusing to start: %w; remove it to start afresh (the peer then makes this node prove itself with its nonce handshake)", err)
 		}
 		*v.to = n
 	}
@@ -57,6 +62,66 @@ func openEpochBook(dir string, log *slog.Logger) (*epochBook, error) {
 		return nil, fmt.Errorf("ctsync: state directory not writable: %w", err)
 	}
 	return b, nil
+}
+
+// mkdirDurable creates dir and its missing parents, and syncs the
+// directory above each one created, so that a crash cannot lose the
+// directory holding the epochs written next.
+func mkdirDurable(dir string) error {
+	dir = filepath.Clean(dir)
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, d := range missing { // deepest first: each entry, then its parent's
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// removeTemporaries deletes the temporary files of store that a crash
+// between their creation and the rename left in dir.
+func removeTemporaries(dir string, log *slog.Logger) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		for _, name := range []string{ownEpochFile, peerEpochFile} {
+			if strings.HasPrefix(e.Name(), "."+name+".tmp") {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+					return err
+				}
+				log.Info("ctsync: removed a temporary epoch file left by a crash", "file", e.Name())
+			}
+		}
+	}
+	return nil
 }
 
 func readEpoch(path string) (uint64, error) {
@@ -69,7 +134,7 @@ func readEpoch(path string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(string(d)), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
+		return 0, fmt.Errorf("epoch file %s is corrupt: %w", path, err)
 	}
 	return n, nil
 }
@@ -78,8 +143,14 @@ func readEpoch(path string) (uint64, error) {
 // returned (and before any datagram carries it). On a write error the
 // epoch is still returned, with the error: replication goes on, and only
 // a restart before the next successful write could reuse a lower epoch.
+// At the largest epoch it returns that epoch again with
+// ctrel.ErrEpochExhausted (never a smaller one).
 func (b *epochBook) next(now time.Time) (uint64, error) {
-	b.own = ctrel.NextEpoch(b.own, now.UnixNano())
+	e, err := ctrel.NextEpoch(b.own, now.UnixNano())
+	if err != nil {
+		return b.own, fmt.Errorf("ctsync: %w", err)
+	}
+	b.own = e
 	return b.own, b.store(ownEpochFile, b.own)
 }
 
@@ -123,12 +194,7 @@ func (b *epochBook) store(name string, v uint64) error {
 	if err := os.Rename(tmp, filepath.Join(b.dir, name)); err != nil {
 		return fmt.Errorf("ctsync: write %s: %w", name, err)
 	}
-	d, err := os.Open(b.dir)
-	if err != nil {
-		return fmt.Errorf("ctsync: write %s: %w", name, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := syncDir(b.dir); err != nil {
 		return fmt.Errorf("ctsync: write %s: %w", name, err)
 	}
 	return nil

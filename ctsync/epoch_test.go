@@ -1,12 +1,14 @@
 package ctsync
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/ctsync/ctwire"
 )
@@ -90,15 +92,71 @@ func TestEpochBookRefusesUnwritableDir(t *testing.T) {
 	}
 }
 
-// TestEpochBookIgnoresGarbage: an unreadable value counts as none (the
-// handshake keeps that safe) instead of stopping the node.
-func TestEpochBookIgnoresGarbage(t *testing.T) {
+// TestEpochBookRefusesGarbage: a corrupt or unreadable epoch file stops
+// the start and is kept as it is (the VRRP epoch's policy): the files are
+// only ever replaced atomically, so a bad one is damage the operator must
+// look at, and starting from 0 could reuse an epoch the peer remembers.
+func TestEpochBookRefusesGarbage(t *testing.T) {
+	for _, name := range []string{ownEpochFile, peerEpochFile} {
+		for _, content := range []string{"x\n", "", "-1\n", "18446744073709551616\n"} {
+			dir := t.TempDir()
+			path := filepath.Join(dir, name)
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := openEpochBook(dir, slog.New(slog.DiscardHandler)); err == nil {
+				t.Errorf("%s %q: accepted", name, content)
+			}
+			if got, err := os.ReadFile(path); err != nil || string(got) != content {
+				t.Errorf("%s %q: file now %q (%v), want it kept", name, content, got, err)
+			}
+		}
+	}
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, peerEpochFile), []byte("x\n"), 0o600); err != nil {
+	if err := os.Mkdir(filepath.Join(dir, ownEpochFile), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if b := openBook(t, dir); b.peer != 0 {
-		t.Fatalf("peer %d", b.peer)
+	if _, err := openEpochBook(dir, slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("unreadable epoch file (a directory) accepted")
+	}
+}
+
+// TestEpochBookCleansTemporaries: temporary files a crash left between
+// create and rename are removed at the start; the values are kept.
+func TestEpochBookCleansTemporaries(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{ownEpochFile: "5\n", ".epoch.tmp123": "99", ".peer-epoch.tmp9": ""} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := openBook(t, dir)
+	if b.own != 5 {
+		t.Fatalf("own %d, want 5", b.own)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if diff := cmp.Diff([]string{ownEpochFile}, names); diff != "" {
+		t.Fatalf("state directory (-want +got):\n%s", diff)
+	}
+}
+
+// TestEpochBookExhausted: a book at the largest epoch refuses a new
+// incarnation instead of wrapping to a small one.
+func TestEpochBookExhausted(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ownEpochFile), []byte("18446744073709551615\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := openBook(t, dir)
+	if e, err := b.next(time.Now()); !errors.Is(err, ctrel.ErrEpochExhausted) {
+		t.Fatalf("next = %d, %v; want ErrEpochExhausted", e, err)
 	}
 }
 

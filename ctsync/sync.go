@@ -873,6 +873,21 @@ func (s *Sync) raiseOwn(e uint64) {
 	}
 }
 
+// reserveWrap persists the epoch the sender moves to when its sequence
+// numbers run out, before any datagram carries it; until it is persisted
+// the sender stops at the last sequence number (retried at every flush).
+func (s *Sync) reserveWrap() {
+	e, ok := s.sender.EpochWanted()
+	if !ok {
+		return
+	}
+	if _, err := s.book.raiseOwn(e); err != nil {
+		s.stateError(err)
+		return
+	}
+	s.sender.Reserve(e)
+}
+
 // raisePeer persists the highest epoch accepted from the peer.
 func (s *Sync) raisePeer(e uint64) {
 	s.stateError(s.book.raisePeer(e))
@@ -1177,6 +1192,7 @@ func (s *Sync) onEvent(typ ctnl.EventType, f *ctwire.Flow) {
 // txBatchLen per sendmmsg(2).
 func (s *Sync) flush(buf []byte) []byte {
 	auth := s.sendAuth()
+	s.reserveWrap()
 	if s.txBufs == nil {
 		s.txBufs = make([][]byte, txBatchLen)
 		for i := range s.txBufs {
@@ -1199,8 +1215,6 @@ func (s *Sync) flush(buf []byte) []byte {
 		}
 	}
 	s.sendQueued()
-	// A sender that wrapped its sequence space moved to a new epoch.
-	s.raiseOwn(s.sender.Epoch())
 	return buf
 }
 

@@ -1,6 +1,8 @@
 package ctrel
 
 import (
+	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -159,7 +161,7 @@ func TestRecoveryFromPeerWithLostState(t *testing.T) {
 		if m.r.Floor() != floor {
 			t.Fatalf("fresh %v: floor %d, want %d (never lowered)", fresh, m.r.Floor(), floor)
 		}
-		if learned != floor || NextEpoch(learned, lowEpoch) <= floor {
+		if e, err := NextEpoch(learned, lowEpoch); learned != floor || e <= floor || err != nil {
 			t.Fatalf("fresh %v: master learned floor %d", fresh, learned)
 		}
 	}
@@ -183,14 +185,18 @@ func TestNextEpoch(t *testing.T) {
 		last uint64
 		wall int64
 		want uint64
+		err  error
 	}{
-		{0, 1000, 1000},
-		{5000, 1000, 5001}, // clock behind the last epoch
-		{999, 1000, 1000},
-		{0, -7, 1},
+		{0, 1000, 1000, nil},
+		{5000, 1000, 5001, nil}, // clock behind the last epoch
+		{999, 1000, 1000, nil},
+		{0, -7, 1, nil},
+		{math.MaxUint64 - 1, 1000, math.MaxUint64, nil},
+		{math.MaxUint64, 1000, 0, ErrEpochExhausted}, // never wraps back
 	} {
-		if got := NextEpoch(tt.last, tt.wall); got != tt.want {
-			t.Errorf("NextEpoch(%d, %d) = %d, want %d", tt.last, tt.wall, got, tt.want)
+		got, err := NextEpoch(tt.last, tt.wall)
+		if got != tt.want || !errors.Is(err, tt.err) {
+			t.Errorf("NextEpoch(%d, %d) = %d, %v; want %d, %v", tt.last, tt.wall, got, err, tt.want, tt.err)
 		}
 	}
 }
@@ -342,5 +348,62 @@ func TestStaleResyncEchoOnly(t *testing.T) {
 	}
 	if s.Stats().Bulks != 0 || s.Bulking() {
 		t.Fatalf("stale RESYNCs started %d bulks", s.Stats().Bulks)
+	}
+}
+
+// TestWrapNeedsReservedEpoch: a sender whose sequence numbers run out
+// moves to the next epoch only once the caller reserved it (persisted
+// it): no datagram carries an epoch a restart could reuse. It asks for the
+// reservation ahead of time; the largest epoch never wraps.
+func TestWrapNeedsReservedEpoch(t *testing.T) {
+	s := NewSender(SenderConfig{Epoch: 500, Heartbeat: time.Millisecond})
+	if _, ok := s.EpochWanted(); ok {
+		t.Fatal("a new sender wants an epoch")
+	}
+	s.seq = math.MaxUint32 - 2
+	e, ok := s.EpochWanted()
+	if !ok || e != 501 {
+		t.Fatalf("EpochWanted near the wrap = %d, %v; want 501", e, ok)
+	}
+	var seqs []uint32
+	now := time.Duration(0)
+	next := func() bool {
+		now += time.Second
+		body, ok := s.Next(now, nil)
+		if ok {
+			h, _, err := ctwire.ParseHeader(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Epoch != 500 && (h.Epoch != 501 || h.Seq == 0) {
+				t.Fatalf("datagram epoch %d seq %d", h.Epoch, h.Seq)
+			}
+			seqs = append(seqs, h.Seq)
+		}
+		return ok
+	}
+	for next() {
+		if len(seqs) > 10 {
+			t.Fatalf("the sender wrapped without a reserved epoch: seqs %v, epoch %d", seqs, s.Epoch())
+		}
+	}
+	if diff := cmp.Diff([]uint32{math.MaxUint32 - 1, math.MaxUint32}, seqs); diff != "" {
+		t.Fatalf("seqs before the reservation (-want +got):\n%s", diff)
+	}
+	s.Reserve(e)
+	if !next() || s.Epoch() != 501 || seqs[2] != 1 {
+		t.Fatalf("after the reservation: epoch %d seqs %v", s.Epoch(), seqs)
+	}
+	if _, ok := s.EpochWanted(); ok {
+		t.Fatal("epoch still wanted after the wrap")
+	}
+	top := NewSender(SenderConfig{Epoch: math.MaxUint64})
+	top.seq = math.MaxUint32
+	if e, ok := top.EpochWanted(); ok {
+		t.Fatalf("the largest epoch wants %d", e)
+	}
+	top.Reserve(0)
+	if _, ok := top.Next(time.Hour, nil); ok || top.Epoch() != math.MaxUint64 {
+		t.Fatalf("the largest epoch wrapped to %d", top.Epoch())
 	}
 }

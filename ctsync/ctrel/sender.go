@@ -2,6 +2,8 @@ package ctrel
 
 import (
 	"encoding/binary"
+	"errors"
+	"math"
 	"time"
 
 	"github.com/muros/muros-had/ctsync/ctwire"
@@ -122,6 +124,9 @@ type Sender struct {
 	lastNonce [16]byte
 	// staleEchoAt: when the last stale RESYNC was echoed.
 	staleEchoAt time.Duration
+	// reserved: the highest epoch the caller persisted (Reserve); the
+	// sender wraps to no epoch above it.
+	reserved uint64
 }
 
 const entryBlock = 1024
@@ -152,7 +157,7 @@ func (s *Sender) forget(k ctwire.Key, e *entry) {
 // NewSender returns a Sender with an empty table.
 func NewSender(cfg SenderConfig) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62, staleEchoAt: -1 << 62}
+	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62, staleEchoAt: -1 << 62, reserved: cfg.Epoch}
 }
 
 // Stats returns the counters.
@@ -477,8 +482,10 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		count++
 		return true
 	}
+	if !s.wrap() {
+		return b, false // the next epoch is not reserved (EpochWanted)
+	}
 	begin := func() {
-		s.wrap()
 		s.seq++
 		h.Seq, h.Epoch = s.seq, s.cfg.Epoch
 		slot = &s.hist[int(h.Seq)%len(s.hist)]
@@ -490,7 +497,6 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 	case s.echoDue:
 		// First: a bulk the request restarted must begin after it.
 		s.echoDue = false
-		s.wrap()
 		s.seq++
 		h = ctwire.Header{Type: ctwire.TypeEcho, Epoch: s.cfg.Epoch, Seq: s.seq}
 		slot = &s.hist[int(h.Seq)%len(s.hist)]
@@ -584,7 +590,6 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 			slot.flags = ctwire.FlagBulkEnd
 		}
 	case now-s.lastSend >= s.cfg.Heartbeat:
-		s.wrap()
 		s.seq++
 		h = ctwire.Header{Type: ctwire.TypeHeartbeat, Epoch: s.cfg.Epoch, Seq: s.seq}
 		// A heartbeat consumes a seq but carries no flow: keep the slot
@@ -609,21 +614,54 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 // Unix nanoseconds, but above last, the highest epoch the node used before
 // (persisted) or learned that its peer accepted from it. Epochs therefore
 // only grow, across restarts too, even when the clock steps back.
-func NextEpoch(last uint64, wallUnixNano int64) uint64 {
-	return max(uint64(max(wallUnixNano, 0)), last+1)
+// The largest epoch has no successor: ErrEpochExhausted (wrapping to a
+// small epoch would make every later incarnation stale to the peer).
+func NextEpoch(last uint64, wallUnixNano int64) (uint64, error) {
+	if last == math.MaxUint64 {
+		return 0, ErrEpochExhausted
+	}
+	return max(uint64(max(wallUnixNano, 0)), last+1), nil
 }
 
+// ErrEpochExhausted: the node used the largest epoch; no new incarnation
+// can exceed it.
+var ErrEpochExhausted = errors.New("ctrel: epochs exhausted (the last one used is the largest)")
+
+// wrapAhead is how many sequence numbers before the wrap EpochWanted asks
+// for the next epoch: far more than a shell sends between two calls.
+const wrapAhead = 1 << 16
+
+// EpochWanted reports the epoch the sender moves to when its sequence
+// numbers run out, once that is within wrapAhead datagrams and the caller
+// has not reserved it yet: persist it, then Reserve it. Next sends nothing
+// past the last sequence number until then.
+func (s *Sender) EpochWanted() (uint64, bool) {
+	if s.seq < math.MaxUint32-wrapAhead || s.cfg.Epoch == math.MaxUint64 || s.reserved > s.cfg.Epoch {
+		return 0, false
+	}
+	return s.cfg.Epoch + 1, true
+}
+
+// Reserve tells the sender that epochs up to e are persisted.
+func (s *Sender) Reserve(e uint64) { s.reserved = max(s.reserved, e) }
+
 // wrap starts a new epoch before the sequence number space runs out; the
-// receiver sees a restart and resyncs.
-func (s *Sender) wrap() {
-	if s.seq < 1<<32-1 {
-		return
+// receiver sees a restart and resyncs. It reports false when the next
+// epoch is not reserved (persisted by the caller) yet: nothing may be
+// sent then.
+func (s *Sender) wrap() bool {
+	if s.seq < math.MaxUint32 {
+		return true
+	}
+	if s.cfg.Epoch == math.MaxUint64 || s.reserved <= s.cfg.Epoch {
+		return false
 	}
 	s.cfg.Epoch++
 	s.seq = 0
 	for i := range s.hist {
 		s.hist[i].seq = 0
 	}
+	return true
 }
 
 // Epoch is the current epoch.
