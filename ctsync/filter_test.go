@@ -6,7 +6,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/ctsync/ctwire"
 )
 
@@ -96,8 +95,9 @@ func TestBackupFiltersReceivedRecords(t *testing.T) {
 	s := &Sync{
 		cfg:   Config{Filter: Filter{Exclude: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}}},
 		local: map[netip.Addr]bool{netip.MustParseAddr("10.1.0.2"): true},
-		recv:  ctrel.NewReceiver(ctrel.ReceiverConfig{}),
+		book:  &epochBook{},
 	}
+	s.recv = s.newReceiver()
 	bindReceiver(t, s)
 	h := ctwire.Header{Type: ctwire.TypeData, Epoch: testEpoch, Seq: 2}
 	b := ctwire.AppendHeader(nil, &h)

@@ -71,8 +71,10 @@ package ctsync
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -153,6 +155,8 @@ type Config struct {
 	History    int           // datagrams kept for repair, default 4096
 	// ReadBuffer is the kernel event socket's receive buffer, default 64 MiB.
 	ReadBuffer int
+	// Rand is the source of the handshake nonces; nil: crypto/rand.
+	Rand io.Reader
 	// OnApplied, if set, is called on the backup after each record reaches
 	// the kernel, with the record and the master's send time (benchmarks).
 	OnApplied func(f *ctwire.Flow, sent time.Time)
@@ -189,6 +193,9 @@ type Status struct {
 	RecordsFiltered uint64
 	// StateErrors: epoch book writes that failed (see Config.StateDir).
 	StateErrors uint64
+	// NonceErrors: handshake nonces that could not be drawn (Config.Rand
+	// failed; the backup asks nobody until it can draw one).
+	NonceErrors uint64
 	Forged      uint64 // datagrams dropped for a bad MAC
 	Rejected    map[string]uint64
 	// Waiting: what the readiness wait open since the last Rearm waits
@@ -264,6 +271,7 @@ type Sync struct {
 	ranges        []ctwire.Range
 	ctlSeq        uint32
 	ctlEp         uint64
+	nonceFailing  bool
 	// the refresh sweep: a dump is being read (sweepBusy) for sweepOwner
 	sweepBusy  bool
 	sweepOwner *ctrel.Sender
@@ -310,6 +318,9 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	}
 	if cfg.ReadBuffer <= 0 {
 		cfg.ReadBuffer = DefaultReadBuffer
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
 	}
 	key, keyErr := syncKey(cfg)
 	if keyErr != nil {
@@ -893,6 +904,23 @@ func (s *Sync) raisePeer(e uint64) {
 	s.stateError(s.book.raisePeer(e))
 }
 
+// nonceError counts a nonce that could not be drawn, logged once per run
+// of failures.
+func (s *Sync) nonceError(err error) {
+	if err == nil {
+		if s.nonceFailing {
+			s.nonceFailing = false
+			s.log.Info("ctsync: handshake nonces can be drawn again")
+		}
+		return
+	}
+	s.counters.NonceErrors++
+	if !s.nonceFailing {
+		s.nonceFailing = true
+		s.log.Error("ctsync: cannot draw a handshake nonce; the backup follows no new master until it can", "err", err)
+	}
+}
+
 func (s *Sync) stateError(err error) {
 	if err != nil {
 		s.counters.StateErrors++
@@ -901,9 +929,18 @@ func (s *Sync) stateError(err error) {
 }
 
 // newReceiver is a backup period's receiver: it starts from the highest
-// epoch ever accepted from the peer.
+// epoch ever accepted from the peer, and draws its nonces from
+// Config.Rand.
 func (s *Sync) newReceiver() *ctrel.Receiver {
-	return ctrel.NewReceiver(ctrel.ReceiverConfig{Peer: ctrel.PeerConfig{Floor: s.book.peer}})
+	rnd := s.cfg.Rand
+	if rnd == nil { // a Sync not made by New (tests)
+		rnd = rand.Reader
+	}
+	r, err := ctrel.NewReceiver(ctrel.ReceiverConfig{Peer: ctrel.PeerConfig{Floor: s.book.peer}, Rand: rnd})
+	if err != nil {
+		panic("ctsync: " + err.Error()) // only for a nil Rand, excluded above
+	}
+	return r
 }
 
 func (s *Sync) becomeMaster() {
@@ -1248,6 +1285,9 @@ func (s *Sync) onDatagram(d *datagram) {
 	}
 	now := s.now()
 	v := s.recv.OnDatagram(now, &d.h, d.p)
+	if v.Err != nil { // (nil: no draw attempted; Tick reports recoveries)
+		s.nonceError(v.Err)
+	}
 	if v.Learned != 0 {
 		s.raiseOwn(v.Learned)
 	}
@@ -1383,6 +1423,7 @@ func (s *Sync) masterControl(d *datagram) {
 func (s *Sync) backupTick(buf []byte) {
 	maxRanges := (s.maxDgram - ctwire.Overhead) / ctwire.NACKRangeLen
 	c := s.recv.Tick(s.now(), s.ranges[:0], maxRanges)
+	s.nonceError(c.Err)
 	s.ranges = c.NACK
 	auth := s.sendAuth()
 	if c.Resync {

@@ -38,7 +38,7 @@ type sim struct {
 func newSim(t testing.TB, s *Sender) *sim {
 	return &sim{
 		t: t, s: s,
-		r:        NewReceiver(ReceiverConfig{}),
+		r:        newReceiver(t, ReceiverConfig{}),
 		table:    map[ctwire.Key]ctwire.Flow{},
 		dropData: func() bool { return false },
 		dropCtl:  func() bool { return false },
@@ -273,7 +273,7 @@ func TestHeartbeatRevealsLostLast(t *testing.T) {
 }
 
 func TestReplayRejected(t *testing.T) {
-	r := NewReceiver(ReceiverConfig{})
+	r := newReceiver(t, ReceiverConfig{})
 	bind(t, r, 0, 5, 9)
 	h := ctwire.Header{Type: ctwire.TypeData, Epoch: 5, Seq: 10}
 	if v := r.OnDatagram(0, &h, nil); !v.Apply {
@@ -312,7 +312,7 @@ func TestBackupRestartResyncs(t *testing.T) {
 		m.s.Update(m.now, &f)
 	}
 	m.converge(t)
-	m.r = NewReceiver(ReceiverConfig{})
+	m.r = newReceiver(t, ReceiverConfig{})
 	m.table = map[ctwire.Key]ctwire.Flow{}
 	ghost := flowN(9999, 3) // stale flow the new backup holds from before
 	m.table[ghost.Key()] = ghost

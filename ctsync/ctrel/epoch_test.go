@@ -1,6 +1,7 @@
 package ctrel
 
 import (
+	"crypto/rand"
 	"errors"
 	"math"
 	"testing"
@@ -72,7 +73,7 @@ func replay(t *testing.T, r *Receiver, now time.Duration, ds [][]byte) map[ctwir
 func TestFreshReceiverRejectsReplays(t *testing.T) {
 	old, _ := capture(t, 1000)
 	cur, _ := capture(t, 2000)
-	r := NewReceiver(ReceiverConfig{Peer: PeerConfig{Floor: 2000}})
+	r := newReceiver(t, ReceiverConfig{Peer: PeerConfig{Floor: 2000}})
 	got := replay(t, r, 0, append(old, cur...))
 	// The floor's incarnation is not followed: stale too.
 	want := map[ctwire.Reason]int{ctwire.ReasonEpochStale: len(old) + len(cur)}
@@ -82,14 +83,14 @@ func TestFreshReceiverRejectsReplays(t *testing.T) {
 	if r.Verified() {
 		t.Fatal("a replayed ECHO verified the receiver")
 	}
-	r = NewReceiver(ReceiverConfig{Peer: PeerConfig{Floor: 1000}})
+	r = newReceiver(t, ReceiverConfig{Peer: PeerConfig{Floor: 1000}})
 	got = replay(t, r, 0, append(old, cur...))
 	want = map[ctwire.Reason]int{ctwire.ReasonEpochStale: len(old), ctwire.ReasonEpochUnverified: len(cur)}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("floor 1000: rejections (-want +got):\n%s", diff)
 	}
 	// Nothing persisted (first start): the nonce alone holds.
-	r = NewReceiver(ReceiverConfig{})
+	r = newReceiver(t, ReceiverConfig{})
 	replay(t, r, 0, append(old, cur...))
 	if r.Floor() != 0 {
 		t.Fatalf("floor %d raised by replays", r.Floor())
@@ -151,7 +152,7 @@ func TestRecoveryFromPeerWithLostState(t *testing.T) {
 		}
 		m.step(0) // the new master's first datagrams: stale
 		if fresh {
-			m.r = NewReceiver(ReceiverConfig{Peer: PeerConfig{Floor: floor}})
+			m.r = newReceiver(t, ReceiverConfig{Peer: PeerConfig{Floor: floor}})
 		}
 		for range 500 { // past the peer timeout, then the handshake
 			m.step(10 * time.Millisecond)
@@ -405,5 +406,57 @@ func TestWrapNeedsReservedEpoch(t *testing.T) {
 	top.Reserve(0)
 	if _, ok := top.Next(time.Hour, nil); ok || top.Epoch() != math.MaxUint64 {
 		t.Fatalf("the largest epoch wrapped to %d", top.Epoch())
+	}
+}
+
+// newReceiver is NewReceiver with crypto/rand as its nonce source.
+func newReceiver(t testing.TB, cfg ReceiverConfig) *Receiver {
+	t.Helper()
+	cfg.Rand = rand.Reader
+	r, err := NewReceiver(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// flakyRand fails its first fails reads, then returns bytes of 0xAB.
+type flakyRand struct{ fails int }
+
+func (f *flakyRand) Read(p []byte) (int, error) {
+	if f.fails > 0 {
+		f.fails--
+		return 0, errors.New("entropy source down")
+	}
+	for i := range p {
+		p[i] = 0xAB
+	}
+	return len(p), nil
+}
+
+// TestNonceSourceFailure: the receiver reads its nonces from the source
+// its shell gives it; a failing source is an error value (no panic, no
+// RESYNC with a nonce not drawn), retried at the next Tick; no source at
+// all is refused.
+func TestNonceSourceFailure(t *testing.T) {
+	if _, err := NewReceiver(ReceiverConfig{}); !errors.Is(err, ErrNoRand) {
+		t.Fatalf("receiver without a nonce source: %v", err)
+	}
+	src := &flakyRand{fails: 2}
+	r, err := NewReceiver(ReceiverConfig{Rand: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Busy() {
+		t.Fatal("a receiver without its nonce is not busy (no Tick to retry)")
+	}
+	c := r.Tick(0, nil, 100)
+	if c.Err == nil || c.Resync {
+		t.Fatalf("tick with the source down: err %v, resync %v", c.Err, c.Resync)
+	}
+	c = r.Tick(time.Second, nil, 100)
+	want := ctwire.Handshake{Nonce: [16]byte{0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB}}
+	if c.Err != nil || !c.Resync || c.Handshake != want {
+		t.Fatalf("tick with the source back: %+v", c)
 	}
 }

@@ -22,7 +22,7 @@ type completeness struct {
 // synced receiver must hear the master with no gap open, or complete a
 // bulk.
 func TestReceiverComplete(t *testing.T) {
-	r := NewReceiver(ReceiverConfig{})
+	r := newReceiver(t, ReceiverConfig{})
 	at := time.Duration(0)
 	dgram := func(seq uint32, flags uint16, aux uint32) func() {
 		return func() {

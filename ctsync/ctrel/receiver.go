@@ -1,7 +1,8 @@
 package ctrel
 
 import (
-	"crypto/rand"
+	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"time"
@@ -20,7 +21,8 @@ type ReceiverConfig struct {
 	// ResyncRetry is how often a pending resync request is repeated while
 	// no bulk is arriving.
 	ResyncRetry time.Duration
-	// Rand supplies the handshake nonces; nil: crypto/rand.
+	// Rand supplies the handshake nonces (the shell passes crypto/rand's
+	// Reader; required: the core reads no source of its own).
 	Rand io.Reader
 }
 
@@ -52,6 +54,8 @@ type Receiver struct {
 	// the incarnation sending it is live (not a replay).
 	asking bool
 	nonce  [16]byte
+	// askErr: drawing the nonce failed; Tick draws again.
+	askErr error
 	// The readiness window, since the receiver was made or re-armed:
 	// heard, a datagram of the master was accepted; bulked, a bulk
 	// completed.
@@ -87,32 +91,44 @@ type Verdict struct {
 	// last gap is repaired).
 	Synced bool
 	Reason ctwire.Reason
+	// Err: a nonce could not be drawn (Rand failed); the receiver tries
+	// again at every Tick, and follows nobody new meanwhile.
+	Err error
 }
+
+// ErrNoRand: ReceiverConfig.Rand is nil.
+var ErrNoRand = errors.New("ctrel: receiver without a nonce source")
 
 // NewReceiver returns a receiver that follows no incarnation yet: it asks
 // for a bulk with a fresh nonce, and adopts the master that echoes it.
 // cfg.Peer.Floor is the highest epoch accepted from the peer before (the
-// caller persists Floor across receivers and restarts).
-func NewReceiver(cfg ReceiverConfig) *Receiver {
+// caller persists Floor across receivers and restarts). A first nonce
+// that cannot be drawn is drawn again at every Tick (Control.Err).
+func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
+	if cfg.Rand == nil {
+		return nil, ErrNoRand
+	}
 	cfg.defaults()
 	cfg.Peer.RejectLate = true
 	cfg.Peer.Verify = true
 	r := &Receiver{cfg: cfg, peer: NewPeer(cfg.Peer), wantResync: true, resyncAt: -1 << 62}
 	r.ask()
-	return r
+	return r, nil
 }
 
 // ask starts waiting for the ECHO of a new nonce (no-op while waiting).
-func (r *Receiver) ask() {
+// If the nonce cannot be drawn the receiver does not ask (an old nonce
+// must not be reused) and Tick tries again.
+func (r *Receiver) ask() error {
 	if r.asking {
-		return
+		return nil
 	}
-	r.asking = true
-	if r.cfg.Rand == nil {
-		rand.Read(r.nonce[:])
-	} else if _, err := io.ReadFull(r.cfg.Rand, r.nonce[:]); err != nil {
-		panic("ctrel: nonce source: " + err.Error())
+	if _, err := io.ReadFull(r.cfg.Rand, r.nonce[:]); err != nil {
+		r.askErr = fmt.Errorf("ctrel: nonce source: %w", err)
+		return r.askErr
 	}
+	r.asking, r.askErr = true, nil
+	return nil
 }
 
 // Floor is the highest epoch ever adopted from the peer: persist it and
@@ -128,7 +144,7 @@ func (r *Receiver) Verified() bool { return r.peer.known && !r.asking }
 // An idle receiver needs Tick only to notice a silent master (seconds), a
 // busy one every few ms.
 func (r *Receiver) Busy() bool {
-	return len(r.peer.missing) > 0 || r.wantResync || r.inBulk || r.asking
+	return len(r.peer.missing) > 0 || r.wantResync || r.inBulk || r.asking || r.askErr != nil
 }
 
 // Synced reports whether the receiver holds a complete copy.
@@ -183,17 +199,18 @@ func (r *Receiver) OnDatagram(now time.Duration, h *ctwire.Header, p []byte) Ver
 	}
 	if !a.OK {
 		r.stats.Rejected[a.Reason]++
+		var err error
 		switch {
 		case a.Reason == ctwire.ReasonEpochUnverified:
 			// A new incarnation, or a replay of one we never followed.
-			r.ask()
+			err = r.ask()
 		case a.Reason == ctwire.ReasonEpochStale && now-r.peer.heard >= r.cfg.Peer.PeerTimeoutOr():
 			// The master we follow fell silent and an older epoch
 			// speaks: a replay, or the peer restarted with its state
 			// lost and its clock behind. Only the latter can answer.
-			r.ask()
+			err = r.ask()
 		}
-		return Verdict{Reason: a.Reason, Learned: learned}
+		return Verdict{Reason: a.Reason, Learned: learned, Err: err}
 	}
 	r.stats.Accepted++
 	r.heard = true
@@ -293,18 +310,24 @@ type Control struct {
 	// Handshake is the RESYNC's payload: the nonce the master must echo
 	// and the receiver's floor.
 	Handshake ctwire.Handshake
+	// Err: the nonce the receiver needs could not be drawn (retried at
+	// the next Tick); no RESYNC goes out without one.
+	Err error
 }
 
 // Tick returns the NACKs and resync request due at now. ranges is reused
 // as the NACK buffer. maxRanges caps the ranges (datagram size).
 func (r *Receiver) Tick(now time.Duration, ranges []ctwire.Range, maxRanges int) Control {
 	var c Control
+	if r.askErr != nil {
+		c.Err = r.ask()
+	}
 	if r.inBulk && now-r.bulkHeard > r.cfg.Peer.PeerTimeoutOr() {
 		// The bulk stalled (master gone or restarted mid-bulk): ask again.
 		r.inBulk, r.bulkEnded = false, false
 		r.wantResync = true
 	}
-	if (r.wantResync && !r.inBulk || r.asking) && now-r.resyncAt >= r.cfg.ResyncRetry {
+	if (r.wantResync && !r.inBulk || r.asking) && r.askErr == nil && now-r.resyncAt >= r.cfg.ResyncRetry {
 		r.resyncAt = now
 		r.stats.ResyncRequests++
 		c.Resync = true
@@ -332,7 +355,7 @@ func (r *Receiver) Tick(now time.Duration, ranges []ctwire.Range, maxRanges int)
 		if r.inBulk {
 			r.inBulk, r.bulkEnded = false, false
 		}
-		if now-r.resyncAt >= r.cfg.ResyncRetry {
+		if r.askErr == nil && now-r.resyncAt >= r.cfg.ResyncRetry {
 			r.resyncAt = now
 			r.stats.ResyncRequests++
 			c.Resync = true
