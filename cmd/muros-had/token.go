@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
-	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/replicas"
 )
 
 // cmdToken prints a short-lived bearer token that the peer's HTTPS listener
@@ -29,7 +29,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	tok, err := daemon.MintOperatorToken(cfg, *ttl)
+	tok, err := replicas.MintOperatorToken(cfg, *ttl)
 	if err != nil {
 		fmt.Fprintf(stderr, "muros-had token: %v\n", err)
 		return 1
@@ -52,7 +52,7 @@ func cmdFingerprint(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fp, err := daemon.Fingerprint(cfg)
+	fp, err := replicas.Fingerprint(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "muros-had fingerprint: %v\n", err)
 		return 1

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/replicas"
 	"github.com/muros/muros-had/internal/vrrpconn"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
@@ -123,7 +124,7 @@ func (a Adapters) withDefaults() (Adapters, func(), error) {
 	}
 	if a.Conntrack == nil {
 		a.Conntrack = func(c *config.Config, d *Daemon) (conntrackSync, error) {
-			ct, err := newConntrackSync(c, d)
+			ct, err := replicas.NewConntrack(c, d.master, d.log.With("component", "ctsync"))
 			if err != nil {
 				return nil, err
 			}
@@ -132,7 +133,7 @@ func (a Adapters) withDefaults() (Adapters, func(), error) {
 	}
 	if a.DB == nil {
 		a.DB = func(c *config.Config, d *Daemon) (dbReplica, net.Listener, error) {
-			db, err := newDBReplica(c, d)
+			db, err := replicas.NewDB(c, d.log.With("component", "dbsync"), d.peerAlive, d.healthExtras)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -2,8 +2,9 @@
 // decision core (package node) with events from raw sockets
 // (internal/vrrpconn), the link monitor and the virtual IPs (package vip),
 // timers, the replications' readiness and reloads, and executes the
-// actions the core returns through small adapters (adapters.go). It also
-// exposes the cluster status.
+// actions the core returns through small adapters (adapters.go). It
+// reports into the cluster status (package status) and the peer view
+// (package peerview); package replicas builds the replications it drives.
 //
 // One goroutine, the event loop, owns the core. Everything else (socket
 // readers, timers, the link monitor, readiness waits, reload requests)

@@ -1,4 +1,4 @@
-package daemon
+package replicas
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 )
 
 // TestDBSyncStartRefusesWhatCheckRefuses: the daemon's DB sync start path
-// (newDBReplica) refuses every replicated-path list that `muros-had check`
+// (NewDB) refuses every replicated-path list that `muros-had check`
 // refuses, with check's own messages, and creates none of the paths first.
 // The configuration is built valid and its paths changed in code, as a
 // Config the daemon did not load itself would be.
@@ -62,11 +62,7 @@ func TestDBSyncStartRefusesWhatCheckRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := New(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := newDBReplica(cfg, d); err != nil {
+		if _, err := NewDB(cfg, slog.New(slog.DiscardHandler), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -83,16 +79,12 @@ func TestDBSyncStartRefusesWhatCheckRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg.DBSync.Paths = tt.paths
-			d, err := New(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
 			existed := map[string]bool{}
 			for _, p := range tt.paths {
 				_, err := os.Stat(p)
 				existed[p] = err == nil
 			}
-			_, err = newDBReplica(cfg, d)
+			_, err = NewDB(cfg, slog.New(slog.DiscardHandler), nil, nil)
 			if err == nil {
 				t.Fatalf("DB sync started with paths %v that check refuses:\n%v", tt.paths, problems)
 			}

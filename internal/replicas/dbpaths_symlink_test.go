@@ -1,4 +1,4 @@
-package daemon
+package replicas
 
 import (
 	"errors"
@@ -80,16 +80,12 @@ func TestDBSyncStartFollowsSymlinks(t *testing.T) {
 			if err != nil {
 				t.Fatalf("check refuses %v (the text is fine): %v", tt.paths, err)
 			}
-			d, err := New(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
 			existed := map[string]bool{}
 			for _, p := range tt.paths {
 				_, err := os.Stat(p)
 				existed[p] = err == nil
 			}
-			_, err = newDBReplica(cfg, d)
+			_, err = NewDB(cfg, slog.New(slog.DiscardHandler), nil, nil)
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("DB sync refused %v: %v", tt.paths, err)
