@@ -34,7 +34,7 @@ func TestUnitDirectives(t *testing.T) {
 		"Type":                   "notify",
 		"Restart":                "on-failure",
 		"ExecReload":             "/bin/kill -HUP $MAINPID",
-		"ExecStart":              "/usr/bin/muros-had run --config /etc/muros-had/muros-had.yaml",
+		"ExecStart":              "/usr/sbin/muros-had run --config /etc/muros-had/muros-had.yaml",
 		"CapabilityBoundingSet":  "CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_DAC_OVERRIDE",
 		"AmbientCapabilities":    "CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_DAC_OVERRIDE",
 		"NoNewPrivileges":        "yes",
@@ -143,7 +143,7 @@ func TestUnitVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "muros-had.service")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/bin/muros-had", bin)), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/sbin/muros-had", bin)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(analyze, "verify", path).CombinedOutput()

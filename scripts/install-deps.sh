@@ -3,8 +3,9 @@
 # Debian machine (run as root). Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-# gcc and libc6-dev: go test -race needs cgo (scripts/test.sh).
-pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make systemd gcc libc6-dev)
+# gcc and libc6-dev: go test -race needs cgo (scripts/test.sh). lintian:
+# the Debian package's test (dist/deb_test.go).
+pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make systemd gcc libc6-dev lintian)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,5 +19,43 @@ for s in keepalived conntrackd; do
   systemctl disable --now "$s" >/dev/null 2>&1 || true
   pkill -x "$s" >/dev/null 2>&1 || true
 done
-command -v go >/dev/null || { echo "install-deps: Go 1.26 is required (https://go.dev/doc/install)" >&2; exit 1; }
+# Go: the module needs Go 1.26. Where the machine has none (or an older
+# one), Debian's golang (1.19 on bookworm) fetches the Go toolchain as a
+# module from the Go module proxy (golang.org/toolchain, the same download
+# the go command's GOTOOLCHAIN switch makes) into /usr/local/go, and
+# /usr/local/bin/go points at it.
+go_version=1.26.8
+have_go() {
+  command -v go >/dev/null || return 1
+  local v
+  v=$(go env GOVERSION 2>/dev/null) || return 1
+  v=${v#go}
+  [ "$(printf '%s\n%s\n' "1.26" "$v" | sort -V | head -1)" = "1.26" ]
+}
+if ! have_go; then
+  if [ -x /usr/local/go/bin/go ] && PATH=/usr/local/go/bin:$PATH have_go; then
+    :
+  else
+    dpkg-query -W -f='${Status}' golang-go 2>/dev/null | grep -q "install ok installed" || {
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends golang-go
+    }
+    arch=$(dpkg --print-architecture)
+    tmp=$(mktemp -d)
+    dir=$(cd "$tmp" && GOPATH="$tmp/gopath" GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+      /usr/bin/go mod download -json "golang.org/toolchain@v0.0.1-go${go_version}.linux-${arch}" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -n "$dir" ] && [ -f "$dir/bin/go" ] || { echo "install-deps: could not fetch the Go ${go_version} toolchain" >&2; exit 1; }
+    rm -rf /usr/local/go
+    cp -a "$dir" /usr/local/go
+    rm -rf "$tmp"
+    # A module's files come without their execute bits.
+    chmod -R u+w /usr/local/go
+    chmod 0755 /usr/local/go/bin/* /usr/local/go/pkg/tool/*/*
+  fi
+  ln -sfn /usr/local/go/bin/go /usr/local/bin/go
+  ln -sfn /usr/local/go/bin/gofmt /usr/local/bin/gofmt
+  hash -r
+  have_go || { echo "install-deps: Go at /usr/local/go does not run" >&2; exit 1; }
+fi
 go mod download

@@ -13,6 +13,9 @@ import (
 	"os"
 )
 
+// version is set at build time (scripts/deb.sh: -X main.version=...).
+var version = "dev"
+
 type command struct {
 	name    string
 	summary string
@@ -28,6 +31,7 @@ func commands() []command {
 		{"inspect", "decode VRRP/AH packets in a pcap as JSON lines ([--password P] FILE.pcap)", cmdInspect},
 		{"token", "print a peer API bearer token (--config FILE)", cmdToken},
 		{"fingerprint", "print this node's DB sync certificate fingerprint for the peer's dbsync.tls.peer_sha256 (--config FILE)", cmdFingerprint},
+		{"version", "print the version", cmdVersion},
 	}
 }
 
@@ -59,4 +63,9 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "muros-had: unknown command %q\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+func cmdVersion(_ []string, stdout, _ io.Writer) int {
+	fmt.Fprintln(stdout, "muros-had", version)
+	return 0
 }
