@@ -66,7 +66,12 @@
 // stale across role switches and restarts. Writes are crash-safe (temp
 // file, fsync, rename). The backup follows a master only after it echoed a
 // fresh nonce; package ctrel gives the rules and the recovery from a peer
-// that lost its state directory.
+// that lost its state directory. A corrupt or unreadable epoch file stops
+// New (it is kept for the operator). Status shows the handshake (verified
+// or asking), the epoch followed and the floor, the datagrams a master
+// drops from another sender, the stale RESYNCs by outcome and the peer's
+// protocol version (another one pauses replication: README, "Upgrading a
+// pair").
 package ctsync
 
 import (
@@ -201,7 +206,37 @@ type Status struct {
 	// Waiting: what the readiness wait open since the last Rearm waits
 	// for (ctrel's Wait* strings, or WaitSender); empty when none is open.
 	Waiting string
+	// Handshake: backup, HandshakeVerified (it follows a master that
+	// answered its nonce) or HandshakeAsking (it waits for the echo of its
+	// nonce); empty on the master.
+	Handshake string
+	// FollowedEpoch: backup, the master's incarnation followed; master,
+	// the backup's control incarnation accepted (0: none yet).
+	FollowedEpoch uint64
+	// PeerFloor: the highest epoch ever accepted from the peer (persisted;
+	// older incarnations are stale). A followed epoch below it: the peer
+	// lost its state directory.
+	PeerFloor uint64
+	// FromOtherMaster: master, datagrams another sender sent (a split
+	// brain, or a role swap in flight), dropped, by type (data, heartbeat,
+	// echo).
+	FromOtherMaster map[string]uint64
+	// StaleResyncs: master, RESYNCs of stale incarnations (replays, or a
+	// backup that lost its state) by what they got: echoed, rate_limited.
+	// None gets a bulk.
+	StaleResyncs map[string]uint64
+	// PeerProtocolVersion: the protocol version of the last authentic
+	// datagram from the peer (0: none yet). Another than ctwire.Version
+	// (a rolling upgrade from version 1) pauses replication: nothing it
+	// sends is accepted.
+	PeerProtocolVersion uint8
 }
+
+// Handshake states (Status.Handshake).
+const (
+	HandshakeVerified = "verified"
+	HandshakeAsking   = "asking"
+)
 
 // WaitSender is the reason of a readiness wait while the node is still
 // the sender (the wait applies to the receiver of the next backup period).
@@ -245,11 +280,18 @@ type Sync struct {
 	// whether it is still open, waitWhy what it waits for (or, once
 	// closed, how it completed), waitChanged is closed and replaced when
 	// waitWhy or waitOpen changes.
-	armGen      uint64
-	waitCh      chan struct{}
-	waitOpen    bool
-	waitWhy     string
-	waitChanged chan struct{}
+	armGen uint64
+	// otherMaster: datagrams of another sender dropped by the master, by
+	// type; staleResyncs: the sender's stale RESYNC outcomes (published);
+	// peerVersion: the protocol version of the peer's last authentic
+	// datagram.
+	otherMaster  [8]uint64
+	staleResyncs [ctrel.NumStaleOutcomes]uint64
+	peerVersion  uint8
+	waitCh       chan struct{}
+	waitOpen     bool
+	waitWhy      string
+	waitChanged  chan struct{}
 
 	// owned by the Run goroutine
 	master bool
@@ -272,6 +314,8 @@ type Sync struct {
 	ctlSeq        uint32
 	ctlEp         uint64
 	nonceFailing  bool
+	// belowFloorLogged: the followed epoch below the floor last logged.
+	belowFloorLogged uint64
 	// the refresh sweep: a dump is being read (sweepBusy) for sweepOwner
 	sweepBusy  bool
 	sweepOwner *ctrel.Sender
@@ -616,6 +660,19 @@ func (s *Sync) Status() Status {
 			st.Rejected["kernel event: "+ctnl.EventReason(r).String()] = n
 		}
 	}
+	st.FromOtherMaster = map[string]uint64{}
+	for t, n := range s.otherMaster {
+		if n > 0 {
+			st.FromOtherMaster[ctwire.Type(t).String()] = n
+		}
+	}
+	st.StaleResyncs = map[string]uint64{}
+	for o, n := range s.staleResyncs {
+		if n > 0 {
+			st.StaleResyncs[ctrel.StaleOutcome(o).String()] = n
+		}
+	}
+	st.PeerProtocolVersion = s.peerVersion
 	return st
 }
 
@@ -794,6 +851,7 @@ func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
 		}
 		b.dgrams = b.dgrams[:0]
 		var rejected [ctwire.NumReasons]uint64
+		var version uint8 // of the batch's last authentic datagram
 		for i := range b.msgs[:n] {
 			m := &b.msgs[i]
 			buf := m.Buffers[0]
@@ -809,10 +867,19 @@ func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
 				h, p, err = ctwire.ParseHeader(body)
 			}
 			if err != nil {
+				if ctwire.ReasonOf(err) == ctwire.ReasonVersion {
+					// Authentic (under the version-1 key, or ours with
+					// another version byte): the peer's version.
+					version = buf[0]
+				}
 				rejected[ctwire.ReasonOf(err)]++
 				continue
 			}
+			version = ctwire.Version
 			b.dgrams = append(b.dgrams, datagram{h: h, p: p})
+		}
+		if version != 0 {
+			s.notePeerVersion(version)
 		}
 		if rejected != ([ctwire.NumReasons]uint64{}) {
 			s.mu.Lock()
@@ -1297,6 +1364,11 @@ func (s *Sync) onDatagram(d *datagram) {
 		s.mu.Unlock()
 		return
 	}
+	if e := s.recv.Epoch(); e < s.recv.Floor() && e != s.belowFloorLogged {
+		s.belowFloorLogged = e
+		s.log.Warn("ctsync: following a master whose epoch is below the highest one accepted from it: the peer lost its state directory (it answered this node's nonce, so it is live); its next incarnation starts above the floor",
+			"epoch", e, "floor", s.recv.Floor())
+	}
 	if v.BulkBegin {
 		s.purge.Begin()
 	}
@@ -1384,6 +1456,9 @@ func (s *Sync) masterControl(d *datagram) {
 	}
 	if d.h.Type != ctwire.TypeNACK && d.h.Type != ctwire.TypeResync {
 		// Another master's data: split brain or a role swap in flight.
+		s.mu.Lock()
+		s.otherMaster[int(d.h.Type)%len(s.otherMaster)]++
+		s.mu.Unlock()
 		return
 	}
 	var hs ctwire.Handshake
@@ -1483,12 +1558,53 @@ func (s *Sync) publish() {
 		st.ResyncRequests = rs.ResyncRequests
 		st.Flows = s.inj.Known()
 	}
+	s.handshakeStatus(&st)
 	// A counter: it keeps its value while this node is master.
 	st.InjectRedials = s.inj.Stats().BatchRedials
 	s.mu.Lock()
+	if s.master && s.sender != nil {
+		s.staleResyncs = s.sender.Stats().StaleResyncs
+	}
 	st.Forged = s.rejected[ctwire.ReasonMAC]
 	s.status = st
 	s.mu.Unlock()
+}
+
+// handshakeStatus fills the handshake and epoch figures of st.
+func (s *Sync) handshakeStatus(st *Status) {
+	st.Handshake, st.FollowedEpoch = "", 0
+	switch {
+	case s.master && s.peer != nil:
+		st.FollowedEpoch = s.peer.Epoch()
+	case !s.master && s.recv != nil:
+		st.FollowedEpoch = s.recv.Epoch()
+		st.Handshake = HandshakeVerified
+		if !s.recv.Verified() {
+			st.Handshake = HandshakeAsking
+		}
+	}
+	if s.book != nil {
+		st.PeerFloor = s.book.peer
+	}
+}
+
+// notePeerVersion records the protocol version of an authentic datagram
+// from the peer and logs when it changes from or back to ours (a rolling
+// upgrade: replication pauses while the versions differ). Receive
+// goroutine.
+func (s *Sync) notePeerVersion(v uint8) {
+	s.mu.Lock()
+	old := s.peerVersion
+	s.peerVersion = v
+	s.mu.Unlock()
+	switch {
+	case v == old:
+	case v != ctwire.Version:
+		s.log.Warn("ctsync: the peer speaks another sync protocol version: conntrack replication pauses until both nodes run the same version (README, Upgrading a pair)",
+			"peer_version", v, "version", ctwire.Version)
+	case old != 0:
+		s.log.Info("ctsync: the peer speaks this node's sync protocol version again", "version", v)
+	}
 }
 
 // syncKey is the datagram key: from the caller's stretched password, or

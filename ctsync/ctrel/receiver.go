@@ -135,6 +135,13 @@ func (r *Receiver) ask() error {
 // give it to the next receiver.
 func (r *Receiver) Floor() uint64 { return r.peer.Floor() }
 
+// Epoch is the master's incarnation followed (0 before the first).
+func (r *Receiver) Epoch() uint64 { return r.peer.Epoch() }
+
+// Asking reports whether the receiver waits for the echo of its nonce, or
+// for a nonce it could not draw yet.
+func (r *Receiver) Asking() bool { return r.asking || r.askErr != nil }
+
 // Verified reports whether the receiver follows an incarnation that
 // answered its nonce and is not asking again.
 func (r *Receiver) Verified() bool { return r.peer.known && !r.asking }

@@ -258,6 +258,8 @@ func ctMetrics() []ctMetric {
 		{ctDesc("inject_redials_total", "Kernel batch sockets replaced after a failed exchange (backup)."), c, func(s *ctsync.Status) float64 { return float64(s.InjectRedials) }},
 		{ctDesc("records_filtered_total", "Received flow records the backup's own filter excludes (not put into the kernel)."), c, func(s *ctsync.Status) float64 { return float64(s.RecordsFiltered) }},
 		{ctDesc("state_errors_total", "Failed writes of the sync epochs to the state directory."), c, func(s *ctsync.Status) float64 { return float64(s.StateErrors) }},
+		{ctDesc("nonce_errors_total", "Handshake nonces that could not be drawn (backup)."), c, func(s *ctsync.Status) float64 { return float64(s.NonceErrors) }},
+		{ctDesc("peer_protocol_version", "The peer's sync protocol version (0: not heard yet); another than this node's pauses replication."), g, func(s *ctsync.Status) float64 { return float64(s.PeerProtocolVersion) }},
 	}
 }
 
@@ -266,6 +268,17 @@ func (conntrackCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- m.desc
 	}
 	ch <- prometheus.NewDesc("muros_had_conntrack_rejected_total", "Sync datagrams or records dropped, by reason.", []string{"reason"}, nil)
+	other, stale := ctLabeledDescs()
+	ch <- other
+	ch <- stale
+}
+
+// ctLabeledDescs are the conntrack counters by type and by outcome.
+func ctLabeledDescs() (otherMaster, staleResyncs *prometheus.Desc) {
+	return prometheus.NewDesc("muros_had_conntrack_from_other_master_total",
+			"Another sender's datagrams the master dropped (split brain or a role swap in flight), by type.", []string{"type"}, nil),
+		prometheus.NewDesc("muros_had_conntrack_stale_resyncs_total",
+			"RESYNCs of stale incarnations the master got (replays, or a backup that lost its state), by outcome; none gets a bulk.", []string{"outcome"}, nil)
 }
 
 func (c conntrackCollector) Collect(ch chan<- prometheus.Metric) {
@@ -276,5 +289,12 @@ func (c conntrackCollector) Collect(ch chan<- prometheus.Metric) {
 	rd := prometheus.NewDesc("muros_had_conntrack_rejected_total", "Sync datagrams or records dropped, by reason.", []string{"reason"}, nil)
 	for reason, n := range s.Rejected {
 		ch <- prometheus.MustNewConstMetric(rd, prometheus.CounterValue, float64(n), reason)
+	}
+	other, stale := ctLabeledDescs()
+	for typ, n := range s.FromOtherMaster {
+		ch <- prometheus.MustNewConstMetric(other, prometheus.CounterValue, float64(n), typ)
+	}
+	for outcome, n := range s.StaleResyncs {
+		ch <- prometheus.MustNewConstMetric(stale, prometheus.CounterValue, float64(n), outcome)
 	}
 }

@@ -181,6 +181,26 @@ type ConntrackStatus struct {
 	Rejected    map[string]uint64 `json:"rejected,omitempty"`
 	// Waiting: backup, what the open readiness wait waits for.
 	Waiting string `json:"waiting,omitempty"`
+	// Handshake: backup, verified (it follows a master that answered its
+	// nonce) or asking (it waits for the echo).
+	Handshake string `json:"handshake,omitempty"`
+	// FollowedEpoch: backup, the master's epoch followed; master, the
+	// backup's control epoch. PeerFloor: the highest epoch ever accepted
+	// from the peer; a followed epoch below it means the peer lost its
+	// state.
+	FollowedEpoch uint64 `json:"followed_epoch"`
+	PeerFloor     uint64 `json:"peer_floor"`
+	// FromOtherMaster: master, another sender's datagrams dropped, by
+	// type (split brain or a role swap in flight).
+	FromOtherMaster map[string]uint64 `json:"from_other_master,omitempty"`
+	// StaleResyncs: master, RESYNCs of stale incarnations by outcome
+	// (echoed, rate_limited); none gets a bulk.
+	StaleResyncs map[string]uint64 `json:"stale_resyncs,omitempty"`
+	// PeerProtocolVersion: the peer's sync protocol version (0: not heard
+	// yet); another than this node's pauses replication.
+	PeerProtocolVersion uint8 `json:"peer_protocol_version"`
+	// NonceErrors: handshake nonces that could not be drawn.
+	NonceErrors uint64 `json:"nonce_errors"`
 }
 
 // FromConntrack is the status form of the conntrack replication's figures.
@@ -195,6 +215,8 @@ func FromConntrack(s ctsync.Status) *ConntrackStatus {
 		Lost: s.Lost, Repaired: s.Repaired, Resyncs: s.Resyncs, ListenerRestarts: s.ListenerRestarts,
 		InjectErrors: s.InjectErrors, Forged: s.Forged, Sweeps: s.Sweeps, InjectRedials: s.InjectRedials,
 		RecordsFiltered: s.RecordsFiltered, StateErrors: s.StateErrors, Rejected: s.Rejected,
-		Waiting: s.Waiting,
+		Waiting: s.Waiting, Handshake: s.Handshake, FollowedEpoch: s.FollowedEpoch, PeerFloor: s.PeerFloor,
+		FromOtherMaster: s.FromOtherMaster, StaleResyncs: s.StaleResyncs,
+		PeerProtocolVersion: s.PeerProtocolVersion, NonceErrors: s.NonceErrors,
 	}
 }
