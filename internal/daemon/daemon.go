@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/nodecfg"
 	"github.com/muros/muros-had/internal/peerview"
 	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/internal/vrrpconn"
@@ -155,80 +156,6 @@ func New(opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// nodeConfig derives the core's configuration: one VRRP instance per VIP,
-// the receive checks, and the readiness hold. primary is the source address
-// of each family's socket.
-func nodeConfig(cfg *config.Config, primary map[vrrp.Family]netip.Addr, syncIndex int, lastEpoch uint32) node.Config {
-	version := 3
-	if cfg.Auth == config.AuthKeepalivedAH {
-		version = 2
-	}
-	nc := node.Config{
-		Codec: codecConfig(cfg, kdf.Master{}), // the checks need no key
-		Own:   primary,
-		// A node does not preempt before its conntrack table is complete
-		// (SPEC) nor with a stale configuration DB (SPEC "takeover
-		// ordering"), after a start or any return to BACKUP; takeover from
-		// a dead master is never held (package vrrp). The readiness wait
-		// lifts the hold (readiness.go).
-		HoldReady:     holdsPreemption(cfg),
-		SyncInterface: cfg.SyncInterface,
-		SyncIndex:     syncIndex,
-		LastEpoch:     lastEpoch,
-	}
-	for _, v := range cfg.VIPs {
-		fam := familyOf(v.Address.Addr())
-		nc.Instances = append(nc.Instances, node.Instance{
-			VRRP: vrrp.InstanceConfig{
-				VRID:         v.VRID,
-				Priority:     cfg.Priority(),
-				Interval:     cfg.AdvertInterval,
-				Version:      version,
-				Primary:      primary[fam],
-				NoPreempt:    !cfg.Preempt,
-				PreemptDelay: cfg.PreemptDelay,
-			},
-			Family:    fam,
-			Interface: v.Interface,
-			Addrs:     []netip.Addr{v.Address.Addr()},
-		})
-	}
-	return nc
-}
-
-// holdsPreemption reports whether the node holds preemption until its
-// replications are complete: at start and at every return to BACKUP
-// (readiness.go).
-func holdsPreemption(cfg *config.Config) bool {
-	return cfg.Conntrack.Enabled || cfg.DBSync.Enabled
-}
-
-func familyOf(a netip.Addr) vrrp.Family {
-	if a.Is4() || a.Is4In6() {
-		return vrrp.IPv4
-	}
-	return vrrp.IPv6
-}
-
-// codecConfig is the VRRP codec configuration; master gives the version-2
-// AH key (without it the codec speaks version-1 keys only).
-func codecConfig(cfg *config.Config, master kdf.Master) vrrp.Config {
-	c := vrrp.Config{Version: 3, Password: cfg.Password, Checksum: vrrp.ChecksumModePseudoHeader, Master: master}
-	switch cfg.Auth {
-	case config.AuthKeepalivedAH:
-		c.Version = 2
-		c.Auth = vrrp.AuthKeepalivedAH
-	case config.AuthAH:
-		c.Auth = vrrp.AuthAH
-	default:
-		c.Auth = vrrp.AuthNone
-	}
-	if cfg.ChecksumMode == config.ChecksumMessageOnly {
-		c.Checksum = vrrp.ChecksumModeMessageOnly
-	}
-	return c
-}
-
 // Run runs the node until ctx is cancelled, then stops gracefully: priority 0
 // adverts, VIPs released. It returns nil after a graceful stop.
 func (d *Daemon) Run(ctx context.Context) error {
@@ -274,7 +201,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.closeLinks()
 
-	vm, err := ad.VIPs(vipConfig(d.cfg, d.log))
+	vm, err := ad.VIPs(nodecfg.VIPs(d.cfg, d.log))
 	if err != nil {
 		return fmt.Errorf("daemon: vip: %w", err)
 	}
@@ -316,7 +243,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for f, l := range d.links {
 		primary[f] = l.conn.Source()
 	}
-	core, err := node.New(nodeConfig(d.cfg, primary, d.syncIndex, lastEpoch))
+	core, err := node.New(nodecfg.Core(d.cfg, primary, d.syncIndex, lastEpoch))
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
@@ -364,7 +291,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// deleted and created again (ifdown/ifup of a VLAN or bond), the
 	// sockets bound to the old one hear nothing: the core asks for a
 	// restart.
-	watched := append(trackedInterfaces(d.cfg), d.cfg.SyncInterface)
+	watched := append(nodecfg.Tracked(d.cfg), d.cfg.SyncInterface)
 	mon, err := ad.Watch(vip.MonitorConfig{Interfaces: watched, Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("daemon: link monitor: %w", err)
@@ -393,7 +320,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// A reload may replace the surface: close the one running at the end.
 	defer func() { d.surface.Close() }()
 
-	d.log.Info("starting", "role", d.cfg.Role, "priority", d.cfg.Priority(), "vrids", vrids(d.cfg),
+	d.log.Info("starting", "role", d.cfg.Role, "priority", d.cfg.Priority(), "vrids", nodecfg.VRIDs(d.cfg),
 		"advert_interval", d.cfg.AdvertInterval, "auth", d.cfg.Auth, "sync_interface", d.cfg.SyncInterface)
 	// Netlink and socket work must finish even once a stop is requested:
 	// a VIP release cut short by a cancelled context would leave the VIPs
@@ -673,7 +600,7 @@ func (d *Daemon) sendAdvert(ctx context.Context, a node.Action) {
 // on the sync interface.
 func (d *Daemon) openLinks(ctx context.Context) error {
 	d.links = map[vrrp.Family]*familyLink{}
-	for _, fam := range families(d.cfg) {
+	for _, fam := range nodecfg.Families(d.cfg) {
 		src, index, err := d.ad.SyncLink(ctx, d.cfg.SyncInterface, fam)
 		if err != nil {
 			return err
@@ -683,7 +610,7 @@ func (d *Daemon) openLinks(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
 		}
-		codec, err := vrrp.NewCodec(codecConfig(d.cfg, d.master))
+		codec, err := vrrp.NewCodec(nodecfg.Codec(d.cfg, d.master))
 		if err != nil {
 			conn.Close()
 			return fmt.Errorf("daemon: codec: %w", err)
@@ -697,19 +624,6 @@ func (d *Daemon) closeLinks() {
 	for _, l := range d.links {
 		l.conn.Close()
 	}
-}
-
-func families(cfg *config.Config) []vrrp.Family {
-	var out []vrrp.Family
-	seen := map[vrrp.Family]bool{}
-	for _, v := range cfg.VIPs {
-		f := familyOf(v.Address.Addr())
-		if !seen[f] {
-			seen[f] = true
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // persistEpoch records the AH sender epoch so the next run starts above it
@@ -763,45 +677,12 @@ func (d *Daemon) isTracked(ifname string) bool {
 	return false
 }
 
-func trackedInterfaces(cfg *config.Config) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, v := range cfg.VIPs {
-		if !seen[v.Interface] {
-			seen[v.Interface] = true
-			out = append(out, v.Interface)
-		}
-	}
-	return out
-}
-
-func vrids(cfg *config.Config) []int {
-	var out []int
-	for _, v := range cfg.VIPs {
-		out = append(out, int(v.VRID))
-	}
-	return out
-}
-
-func vipConfig(cfg *config.Config, log *slog.Logger) vip.Config {
-	c := vip.Config{
-		VirtualMAC: cfg.VMAC,
-		Schedule:   vip.Schedule{Repeat: cfg.GARP.Repeat, Interval: cfg.GARP.Interval, Refresh: cfg.GARP.Refresh},
-		Router:     true,
-		Logger:     log,
-	}
-	for _, v := range cfg.VIPs {
-		c.VIPs = append(c.VIPs, vip.VIP{Interface: v.Interface, Prefix: v.Address, VRID: v.VRID})
-	}
-	return c
-}
-
 // readLoop reads one protocol's socket and decodes every datagram
 // (structure and ICV: the keys live with the codec, one per goroutine); the
 // core makes every check and decides. A datagram that does not even parse
 // is counted here by its reason.
 func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
-	codec, err := vrrp.NewCodec(codecConfig(d.cfg, d.master))
+	codec, err := vrrp.NewCodec(nodecfg.Codec(d.cfg, d.master))
 	if err != nil {
 		d.log.Error("reader codec", "err", err)
 		return
