@@ -82,6 +82,8 @@ type Config struct {
 	PeerCheck PeerCheck
 	// Scheduling is the daemon's CPU scheduling policy.
 	Scheduling Scheduling
+	// Checks are the health checks, in file order (checks.go).
+	Checks []Check
 
 	// Warnings are problems that do not stop the node from running but that
 	// the operator should read (check prints them).

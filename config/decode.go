@@ -544,6 +544,7 @@ func (d *decoder) topFields(c *Config) []field {
 				d.fail(prioLine, k+".priority", "applies to policies rr and fifo; other takes a nice value")
 			}
 		}},
+		{"checks", false, func(k string, n *yaml.Node) { d.checks(k, n, c) }},
 		{"peer_check", false, func(k string, n *yaml.Node) {
 			d.mapping(k, n, []field{
 				{"interval", false, func(k string, n *yaml.Node) {
