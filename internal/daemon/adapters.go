@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/replicas"
@@ -92,7 +91,7 @@ func (a Adapters) withDefaults() (Adapters, func(), error) {
 	}
 	if a.SyncLink == nil {
 		a.SyncLink = func(ctx context.Context, ifname string, fam vrrp.Family) (netip.Addr, int, error) {
-			return waitSyncLink(ctx, nl, ifname, fam)
+			return vrrpconn.WaitSource(ctx, nl, ifname, fam)
 		}
 	}
 	if a.OpenConn == nil {
@@ -148,55 +147,4 @@ func (a Adapters) withDefaults() (Adapters, func(), error) {
 		a.Surface = (*Daemon).startStatusServers
 	}
 	return a, closeAll, nil
-}
-
-// waitSyncLink finds the address adverts are sent from: the first global
-// IPv4 address of the sync interface, or its IPv6 link-local address (RFC
-// 9568 section 5.1.2.1) once duplicate address detection has finished.
-func waitSyncLink(ctx context.Context, nl *netlink.Handle, ifname string, fam vrrp.Family) (netip.Addr, int, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		a, index, err := syncLink(nl, ifname, fam)
-		if err == nil {
-			return a, index, nil
-		}
-		if time.Now().After(deadline) {
-			return netip.Addr{}, 0, fmt.Errorf("daemon: sync interface %s: %w", ifname, err)
-		}
-		select {
-		case <-ctx.Done():
-			return netip.Addr{}, 0, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func syncLink(nl *netlink.Handle, ifname string, fam vrrp.Family) (netip.Addr, int, error) {
-	link, err := nl.LinkByName(ifname)
-	if err != nil {
-		return netip.Addr{}, 0, err
-	}
-	nf := netlink.FAMILY_V4
-	if fam == vrrp.IPv6 {
-		nf = netlink.FAMILY_V6
-	}
-	addrs, err := nl.AddrList(link, nf)
-	if err != nil {
-		return netip.Addr{}, 0, err
-	}
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		if fam == vrrp.IPv6 {
-			if ip.IsLinkLocalUnicast() && a.Flags&(0x40 /*IFA_F_TENTATIVE*/) == 0 {
-				return ip, link.Attrs().Index, nil
-			}
-			continue
-		}
-		return ip, link.Attrs().Index, nil
-	}
-	return netip.Addr{}, 0, fmt.Errorf("no usable IPv%d address", fam)
 }

@@ -14,7 +14,7 @@
 // only, send with TTL / hop limit 255 and turn multicast loopback off, so a
 // node never hears its own adverts from the kernel. Every check on content
 // (TTL 255, checksum, authentication) is left to the codec: this package only
-// moves bytes.
+// moves bytes. WaitSource finds the address a family's socket sends from.
 package vrrpconn
 
 import (
