@@ -82,6 +82,8 @@ type Config struct {
 	PeerCheck PeerCheck
 	// Scheduling is the daemon's CPU scheduling policy.
 	Scheduling Scheduling
+	// Hooks are the programs run at each role transition (hooks.go).
+	Hooks Hooks
 	// Checks are the health checks, in file order (checks.go).
 	Checks []Check
 

@@ -545,6 +545,7 @@ func (d *decoder) topFields(c *Config) []field {
 			}
 		}},
 		{"checks", false, func(k string, n *yaml.Node) { d.checks(k, n, c) }},
+		{"hooks", false, func(k string, n *yaml.Node) { d.hooks(k, n, &c.Hooks) }},
 		{"peer_check", false, func(k string, n *yaml.Node) {
 			d.mapping(k, n, []field{
 				{"interval", false, func(k string, n *yaml.Node) {
