@@ -1,8 +1,9 @@
 package daemon_test
 
-// Lab tests of the peer checks (peer.go, ruleset.go): each node's view of
-// the other from GET /api/health, the split brain alarm and the ruleset
-// drift report, on a real pair with the management link working.
+// Lab tests of the peer checks (packages peerview and ruleset): each
+// node's view of the other from GET /api/health, the split brain alarm and
+// the ruleset drift report, on a real pair with the management link
+// working.
 
 import (
 	"context"
