@@ -49,6 +49,9 @@ type Config struct {
 	SyncIndex     int
 	// LastEpoch is the AH epoch the previous run persisted (0: none).
 	LastEpoch uint32
+	// Checks are the health checks (checks.go); they count as failing
+	// until their first verdict.
+	Checks []Check
 }
 
 type replayKey struct {
@@ -84,6 +87,12 @@ type Core struct {
 
 	stopped bool
 	scratch []vrrp.Action
+
+	// checks by name, the base priority (before their weights) and the
+	// priority the instances have (checks.go).
+	checks   map[string]*checkState
+	base     uint8
+	priority uint8
 }
 
 // New builds the core. It validates the instances (vrrp.NewGroup).
@@ -113,11 +122,15 @@ func New(cfg Config) (*Core, error) {
 			c.tracked[in.Interface] = true
 		}
 	}
+	if err := c.initChecks(cfgs); err != nil {
+		return nil, err
+	}
 	g, err := vrrp.NewGroup(cfgs)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	c.group = g
+	c.startChecks()
 	return c, nil
 }
 
@@ -168,7 +181,14 @@ func (c *Core) Step(ev Event, out []Action) []Action {
 	case EventRoleDone:
 		out = c.roleDone(ev, out)
 	case EventPriority:
-		out = c.stepAll(ev, vrrp.Event{Kind: vrrp.EventSetPriority, Priority: ev.Priority}, out)
+		if ev.Priority != 0 {
+			c.base = ev.Priority
+		}
+		out = c.applyPriority(ev, out)
+	case EventCheck:
+		out = c.check(ev, out)
+	case EventChecks:
+		out = c.setChecks(ev, out)
 	}
 	return out
 }

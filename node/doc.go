@@ -12,6 +12,12 @@
 //   - the sync group of RFC 9568 section 6 state machines (package vrrp);
 //   - the preemption hold: re-armed at every entry into BACKUP, lifted by
 //     the readiness verdict of the current wait only;
+//   - the health checks' effects (checks.go): a failing fault check holds
+//     every instance in FAULT as a tracked interface down does; weights
+//     move the priority (keepalived's rule: negative while failing,
+//     positive while OK; clamped to 1..254, an owner is not weighed). A
+//     check counts as failing until its first verdict at startup, and for
+//     nothing until then when a reload added it;
 //   - the node's role: MASTER (VIPs held, conntrack and DB replication
 //     senders) or not (VIPs released, both replications receivers), issued
 //     as one action so that VIPs and replication roles never disagree, and
@@ -22,7 +28,7 @@
 // actions through its adapters. Data flows one way:
 //
 //	raw socket ──▶ vrrp.Codec.Inspect (reader: structure, ICV) ──▶ Event
-//	timers, links, readiness, role results ─────────────────────▶ Event
+//	timers, links, checks, readiness, role results ─────────────▶ Event
 //	                                                               │
 //	                                                           Core.Step
 //	                                                               │

@@ -22,9 +22,11 @@ const (
 	EventReady                         // the verdict of a readiness wait
 	EventRoleDone                      // the shell ran an ActionRole
 	EventPriority                      // the node's priority changes
+	EventCheck                         // a health check's verdict changed
+	EventChecks                        // the health checks were reconfigured
 )
 
-var eventNames = [...]string{"", "startup", "shutdown", "advert", "timer", "link", "ready", "role_done", "priority"}
+var eventNames = [...]string{"", "startup", "shutdown", "advert", "timer", "link", "ready", "role_done", "priority", "check", "checks"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) && k != 0 {
@@ -80,8 +82,15 @@ type Event struct {
 	// EventRoleDone: the role action's generation (Gen) and its outcome.
 	Err error
 
-	// EventPriority: the new priority of every instance (1..255).
+	// EventPriority: the new base priority of every instance (1..255),
+	// before the weights of the health checks.
 	Priority uint8
+
+	// EventCheck: the check's name and its verdict (OK).
+	Check string
+	OK    bool
+	// EventChecks: the new table of health checks.
+	Checks []Check
 }
 
 // ActionKind says what the shell must do.
