@@ -27,6 +27,7 @@ func commands() []command {
 		{"run", "run the daemon in the foreground (--config FILE)", cmdRun},
 		{"check", "validate a configuration file (--config FILE)", cmdCheck},
 		{"status", "show the cluster status (--json)", cmdStatus},
+		{"events", "print transitions, hook results and alarms as JSON lines as they happen, until interrupted", cmdEvents},
 		{"render", "write keepalived.conf and conntrackd.conf equivalents (--config FILE)", cmdRender},
 		{"inspect", "decode VRRP/AH packets in a pcap as JSON lines ([--password P] FILE.pcap)", cmdInspect},
 		{"token", "print a peer API bearer token (--config FILE)", cmdToken},

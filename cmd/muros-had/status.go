@@ -77,6 +77,9 @@ func printStatus(w io.Writer, st status.Status) {
 		reasons = append(reasons, "none")
 	}
 	fmt.Fprintf(w, "adverts:       sent %d, rejected %s\n", st.Adverts.Sent, strings.Join(reasons, " "))
+	for _, h := range st.Hooks {
+		fmt.Fprintf(w, "hook:          %s\n", h)
+	}
 	for _, f := range st.Foreign {
 		fmt.Fprintf(w, "WARNING:       foreign router %s advertises our VRID %d (last %s)\n", f.Address, f.VRID, f.LastSeen.Format(time.RFC3339))
 	}

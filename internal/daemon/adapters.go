@@ -62,6 +62,8 @@ type Adapters struct {
 	DB func(*config.Config, *Daemon) (dbReplica, net.Listener, error)
 	// Surface starts the status and metrics listeners and the peer checks.
 	Surface func(*Daemon, context.Context) (closers, error)
+	// Hooks runs the role hooks (hooks.Runner: time-sharing processes).
+	Hooks hookRunner
 }
 
 // withDefaults fills the nil fields with the real adapters. The returned

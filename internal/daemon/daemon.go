@@ -98,6 +98,10 @@ type Daemon struct {
 	// roleFailing is set while the core's role action fails (one log line
 	// per streak).
 	roleFailing bool
+	// roles runs the role hooks around the VIP changes (hooks.go); feed
+	// is the events stream of the status listener.
+	roles roleHooks
+	feed  *status.Feed
 
 	// Readiness (readiness.go), owned by the event loop: the current
 	// wait's generation (the core's) and cancel.
@@ -123,6 +127,7 @@ type familyLink struct {
 type loopEvent struct {
 	ev    node.Event
 	ready *readyEvent
+	role  *roleJob // before_release hooks done: change the VIPs (hooks.go)
 }
 
 // New checks the configuration and prepares a daemon; Run starts it.
@@ -151,6 +156,9 @@ func New(opts Options) (*Daemon, error) {
 	d.peers = peerview.NewMonitor(d.cfg.Peer.String(), d.cfg.AdvertInterval)
 	d.status = status.NewBook(d.cfg, d.peers)
 	d.status.SetScheduling(opts.Scheduling)
+	d.feed = status.NewFeed()
+	d.roles = newRoleHooks(d.cfg, opts.Adapters.Hooks, d.feed)
+	d.stats.Registry().MustRegister(d.roles.book.Collector())
 	d.stats.InitStates(d.cfg)
 	d.epochPath = filepath.Join(d.cfg.StateDir, "ah-epoch")
 	return d, nil
@@ -372,9 +380,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 // shutdown runs the RFC 9568 Shutdown event: a master sends priority 0 so the
 // backup takes over after Skew_Time, then the VIPs are released.
 func (d *Daemon) shutdown() {
+	// The stop hooks run in the loop (hooks.go), before the 5 s below.
+	d.roles.stopping = true
+	d.step(context.Background(), node.Event{Kind: node.EventShutdown})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d.step(ctx, node.Event{Kind: node.EventShutdown})
 	// Unconditional: Release is idempotent, and a claim whose state is in
 	// doubt must not outlive the process.
 	if err := d.vips.Release(ctx); err != nil {
@@ -408,6 +418,10 @@ func (d *Daemon) Trigger() {
 func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
 	if ev.ready != nil {
 		d.handleReady(ctx, ev.ready)
+		return
+	}
+	if ev.role != nil {
+		d.roleStep(ctx, ev.role)
 		return
 	}
 	if ev.ev.Kind == node.EventLink && d.isTracked(ev.ev.Interface) {
@@ -454,7 +468,7 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 			delete(d.timers, a.Timer)
 		}
 	case node.ActionRole:
-		return node.Event{Kind: node.EventRoleDone, Gen: a.Gen, Err: d.runRole(ctx, a)}, true
+		return d.role(ctx, a)
 	case node.ActionAnnounce:
 		if err := d.vips.Announce(ctx); err != nil {
 			d.log.Warn("announcing VIPs", "err", err)
@@ -465,6 +479,7 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 		d.status.Transition(a.VRID, a.From, a.To, a.Reason, now, d.core.State())
 		d.peers.LocalState(d.core.State(), now)
 		d.stats.StateChange(a.VRID, a.To, d.core.State())
+		d.feed.Publish(status.Event{Time: now, Type: "transition", VRID: a.VRID, From: a.From.String(), To: a.To.String(), Reason: a.Reason})
 	case node.ActionHold:
 		d.hold(ctx, a)
 	case node.ActionDrop:

@@ -13,7 +13,7 @@ import (
 
 // inPlaceChanges lists the changed keys that a reload applies without
 // touching the election: the local listeners, the peer checks, the
-// announcement schedule and the CPU scheduling.
+// announcement schedule, the CPU scheduling and the role hooks.
 func inPlaceChanges(old, cur *config.Config) []string {
 	var out changeList
 	add := out.add
@@ -22,6 +22,9 @@ func inPlaceChanges(old, cur *config.Config) []string {
 	add("peer_check", old.PeerCheck != cur.PeerCheck)
 	add("garp", old.GARP != cur.GARP)
 	add("scheduling", old.Scheduling != cur.Scheduling)
+	// A running hook keeps the lists it started with; the next transition
+	// takes the new ones.
+	add("hooks", !reflect.DeepEqual(old.Hooks, cur.Hooks))
 	return out
 }
 
@@ -154,6 +157,9 @@ func (d *Daemon) applyInPlace(old *config.Config, changed []string) {
 			if d.opts.ApplyScheduling != nil {
 				d.status.SetScheduling(d.opts.ApplyScheduling(d.cfg.Scheduling))
 			}
+		case "hooks":
+			d.roles.set = hookSet(d.cfg.Hooks)
+			d.roles.book.Keep(hookNames(d.roles.set))
 		}
 	}
 	if !slices.ContainsFunc(changed, func(k string) bool { return k == "status" || k == "metrics" || k == "peer_check" }) {

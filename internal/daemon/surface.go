@@ -33,6 +33,9 @@ func (d *Daemon) statusCore() status.Status {
 	if d.ct != nil {
 		s.Conntrack = status.FromConntrack(d.ct.Status())
 	}
+	if d.roles.book != nil {
+		s.Hooks = d.roles.book.Last()
+	}
 	return s
 }
 
@@ -66,7 +69,7 @@ func (d *Daemon) startStatusServers(ctx context.Context) (closers, error) {
 	if d.cfg.Metrics.Enabled {
 		metrics = d.cfg.Metrics.Listen
 	}
-	stop, err := status.Serve(d.cfg.Status.Listen, metrics, d.Status, d.stats.Registry())
+	stop, err := status.Serve(d.cfg.Status.Listen, metrics, d.Status, d.stats.Registry(), d.feed)
 	if err != nil {
 		cs.Close()
 		return nil, fmt.Errorf("daemon: %w", err)

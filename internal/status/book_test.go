@@ -75,7 +75,7 @@ func TestServeFetch(t *testing.T) {
 	m.Reject("auth")
 	doc.Adverts = m.Adverts()
 	msock := filepath.Join(dir, "metrics.sock")
-	stop, err := Serve(sock, msock, func() Status { return doc }, m.Registry())
+	stop, err := Serve(sock, msock, func() Status { return doc }, m.Registry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestServeFetch(t *testing.T) {
 			t.Errorf("/metrics on %s:\n%s", path, body)
 		}
 	}
-	if _, err := Serve(sock, "", func() Status { return doc }, m.Registry()); err == nil || !strings.Contains(err.Error(), "in use by a running daemon") {
+	if _, err := Serve(sock, "", func() Status { return doc }, m.Registry(), nil); err == nil || !strings.Contains(err.Error(), "in use by a running daemon") {
 		t.Errorf("a second listener on a live socket: %v", err)
 	}
 	if err := stop(); err != nil {

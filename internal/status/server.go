@@ -17,11 +17,15 @@ import (
 )
 
 // Serve starts the local status listener on statusAddr (GET /status: the
-// document in JSON, GET /: the page, GET /metrics) and, unless metricsAddr
-// is empty, a Prometheus listener serving only /metrics. doc is called for
-// each request. The returned function closes the listeners.
-func Serve(statusAddr, metricsAddr string, doc func() Status, reg prometheus.Gatherer) (stop func() error, err error) {
+// document in JSON, GET /: the page, GET /metrics, GET /events: the feed's
+// stream when feed is not nil) and, unless metricsAddr is empty, a
+// Prometheus listener serving only /metrics. doc is called for each
+// request. The returned function closes the listeners (streams included).
+func Serve(statusAddr, metricsAddr string, doc func() Status, reg prometheus.Gatherer, feed *Feed) (stop func() error, err error) {
 	mux := http.NewServeMux()
+	if feed != nil {
+		mux.Handle("GET /events", feed)
+	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -103,6 +107,9 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 {{range .VIPs}}<tr><td>{{.VRID}}</td><td>{{.Interface}}</td><td>{{.Address}}</td><td class="{{.State}}">{{.State}}</td></tr>{{end}}
 </table>
 <h2>Adverts</h2><p>sent {{.Adverts.Sent}}, rejected: {{range $k, $v := .Adverts.Rejected}}{{$k}}={{$v}} {{else}}none{{end}}</p>
+{{with .Hooks}}<h2>Role hooks (last run)</h2><table><tr><th>Hook</th><th>State</th><th>Outcome</th><th>Started</th><th>Took</th></tr>
+{{range .}}<tr><td>{{.Hook}}</td><td>{{.State}}</td><td{{if or (eq .Outcome "failed") (eq .Outcome "timed_out")}} class="FAULT"{{end}}>{{.Outcome}}{{if eq .Outcome "failed"}} (exit {{.ExitStatus}}{{with .Error}}: {{.}}{{end}}){{end}}</td><td>{{.Start.Format "2006-01-02 15:04:05Z07:00"}}</td><td>{{.Duration}}</td></tr>{{end}}
+</table>{{end}}
 {{with .Foreign}}<h2>Foreign routers on our VRIDs</h2><ul>{{range .}}<li>VRID {{.VRID}} from {{.Address}}, last seen {{.LastSeen}}</li>{{end}}</ul>{{end}}
 </body></html>
 `))

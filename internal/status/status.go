@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/ctsync"
+	"github.com/muros/muros-had/internal/hooks"
 	"github.com/muros/muros-had/internal/ruleset"
 )
 
@@ -45,6 +46,9 @@ type Status struct {
 	SplitBrain Alarm `json:"split_brain"`
 	// Ruleset compares the nftables ruleset fingerprints of both nodes.
 	Ruleset RulesetCompare `json:"ruleset"`
+	// Hooks is the last result of every role hook that ran (package
+	// hooks), by name.
+	Hooks []hooks.Result `json:"hooks,omitempty"`
 }
 
 // Alarm is a reported condition: active or not, and since when.
