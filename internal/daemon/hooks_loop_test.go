@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/hooks"
 )
 
@@ -274,6 +275,42 @@ func TestLoopHookFailureLoggedOnce(t *testing.T) {
 		if i < 0 || st.Hooks[i].Outcome != hooks.Failed || st.Hooks[i].ExitStatus != 1 {
 			t.Fatalf("status hooks %+v, want master[0] failed, exit 1", st.Hooks)
 		}
+		fw2.halt(t)
+	})
+}
+
+// TestLoopReloadChangesHooks: a reload that adds hooks applies them in
+// place (no restart of the instances, no re-election); the next
+// transition runs them, units as systemctl stop in the backup list.
+func TestLoopReloadChangesHooks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		link, _, fw2 := loopPair(t, loopOpts{})
+		f := withHooks(fw2, hooks.Set{})
+		fw2.start(t)
+		settle(time.Second)
+		fw2.check(t, "MASTER")
+		fw2.d.opts.Reload = func() (*config.Config, error) {
+			cfg := loopConfig(t, fw2.dir, "backup", loopAddr1)
+			cfg.Hooks.Backup = []config.Hook{{Unit: "haproxy.service", Timeout: time.Second}}
+			return cfg, nil
+		}
+		fw2.d.Trigger()
+		settle(time.Second)
+		fw2.check(t, "MASTER")
+		if log := fw2.logText(); strings.Contains(log, "to=INIT") || !strings.Contains(log, "changed=[hooks]") {
+			t.Fatalf("the reload did not apply the hooks in place:\n%s", log)
+		}
+		fw1 := newLoopNode(t, link, "fw1", loopAddr1, loopAddr2, "master", loopOpts{})
+		fw1.start(t)
+		settle(time.Second)
+		fw2.check(t, "BACKUP")
+		if diff := cmp.Diff([]string{"backup[0] BACKUP<-MASTER vips=false"}, f.take()); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+		if got := fw2.d.roles.set.Backup[0].Argv; !slices.Equal(got, []string{hooks.Systemctl, "stop", "haproxy.service"}) {
+			t.Fatalf("unit hook runs %v", got)
+		}
+		fw1.halt(t)
 		fw2.halt(t)
 	})
 }
