@@ -88,6 +88,9 @@ func (d *Daemon) startPeerChecks(ctx context.Context) func() error {
 		// A reload is the operator's "configuration changed": the ruleset
 		// may have changed too (reload.go kicks it).
 		Kick: d.rulesetKick,
+		OnAlarm: func(name string, active bool, at time.Time) {
+			d.feed.Publish(status.Event{Time: at, Type: "alarm", Alarm: name, Active: &active})
+		},
 	}
 	switch h, ok := d.db.(peerview.HealthClient); {
 	case ok:

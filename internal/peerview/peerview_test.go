@@ -275,7 +275,14 @@ func TestPeerChecksReportSplitBrainAndDrift(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Go(func() { runPeerPoll(ctx, interval, peer, mon, stats) })
-		wg.Go(func() { runPeerAlarms(ctx, 250*time.Millisecond, 3*time.Second, mon, stats, log) })
+		var alarmMu sync.Mutex
+		var alarms []string // what the events stream is told
+		onAlarm := func(name string, active bool, _ time.Time) {
+			alarmMu.Lock()
+			defer alarmMu.Unlock()
+			alarms = append(alarms, fmt.Sprint(name, " ", active))
+		}
+		wg.Go(func() { runPeerAlarms(ctx, 250*time.Millisecond, 3*time.Second, mon, stats, log, onAlarm) })
 		snap := func() status.PeerReport { return mon.Report(time.Now()) }
 
 		mon.LocalState(vrrp.StateMaster, time.Now())
@@ -343,6 +350,10 @@ func TestPeerChecksReportSplitBrainAndDrift(t *testing.T) {
 		}
 		if d := cmp.Diff(want, log.lines()); d != "" {
 			t.Errorf("log (-want +got):\n%s", d)
+		}
+		wantAlarms := []string{"split_brain true", "split_brain false", "ruleset_drift true", "ruleset_drift false"}
+		if d := cmp.Diff(wantAlarms, alarms); d != "" {
+			t.Errorf("alarm events (-want +got):\n%s", d)
 		}
 	})
 }

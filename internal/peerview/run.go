@@ -65,12 +65,21 @@ func runPeerPoll(ctx context.Context, interval time.Duration, client HealthClien
 
 // runPeerAlarms re-derives the view every tick and reports the split brain
 // and ruleset drift alarms as they start and end.
-func runPeerAlarms(ctx context.Context, tick, driftGrace time.Duration, m *Monitor, stats Metrics, log Logger) {
+func runPeerAlarms(ctx context.Context, tick, driftGrace time.Duration, m *Monitor, stats Metrics, log Logger, onAlarm func(name string, active bool, at time.Time)) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
 		ev := m.evaluate(time.Now(), driftGrace)
 		stats.Alarms(ev.splitBrain, ev.drift)
+		if onAlarm != nil {
+			now := time.Now()
+			if ev.splitBrainStep != 0 {
+				onAlarm(AlarmSplitBrain, ev.splitBrainStep > 0, now)
+			}
+			if ev.driftStep != 0 {
+				onAlarm(AlarmRulesetDrift, ev.driftStep > 0, now)
+			}
+		}
 		switch ev.splitBrainStep {
 		case 1:
 			log.Error("SPLIT BRAIN: this node and the peer are both MASTER and both hold the VIPs; VRRP adverts do not get through between them (check the sync link and the nftables rules on it)",
@@ -106,7 +115,17 @@ type Checks struct {
 	// fingerprint now.
 	Ruleset ruleset.Lister
 	Kick    <-chan struct{}
+	// OnAlarm, if set, is told when an alarm (AlarmSplitBrain,
+	// AlarmRulesetDrift) starts or ends (the events stream). It must not
+	// block.
+	OnAlarm func(name string, active bool, at time.Time)
 }
+
+// Alarm names, as the events stream gives them.
+const (
+	AlarmSplitBrain   = "split_brain"
+	AlarmRulesetDrift = "ruleset_drift"
+)
 
 // Start starts the peer health poll (with a client), the ruleset
 // fingerprint (unless off) and the alarm evaluation; the returned function
@@ -136,7 +155,7 @@ func (m *Monitor) Start(ctx context.Context, c Checks, metrics Metrics, log Logg
 		})
 	}
 	tick := min(max(c.Interval/4, 200*time.Millisecond), time.Second)
-	wg.Go(func() { runPeerAlarms(ctx, tick, c.RulesetInterval+c.Interval, m, metrics, log) })
+	wg.Go(func() { runPeerAlarms(ctx, tick, c.RulesetInterval+c.Interval, m, metrics, log, c.OnAlarm) })
 	return func() error {
 		cancel()
 		wg.Wait()
