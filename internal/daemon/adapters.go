@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/health"
 	"github.com/muros/muros-had/internal/replicas"
 	"github.com/muros/muros-had/internal/vrrpconn"
 	"github.com/muros/muros-had/vip"
@@ -50,6 +51,8 @@ type Adapters struct {
 	// SyncLink waits for the sync interface's address of family fam (the
 	// adverts' source) and returns it with the interface's index.
 	SyncLink func(ctx context.Context, ifname string, fam vrrp.Family) (netip.Addr, int, error)
+	// Probe builds a health check's probe (health.NewProbe).
+	Probe func(config.Check) (health.Probe, error)
 	// OpenConn opens the VRRP socket bound to ifname with source src.
 	OpenConn func(ifname string, src netip.Addr) (advertConn, error)
 	// VIPs builds the VIP manager.

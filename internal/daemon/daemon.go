@@ -95,6 +95,8 @@ type Daemon struct {
 	next      *config.Config // set by a reload that needs a restart
 	reloadReq chan struct{}
 	syncIndex int // ifindex the VRRP sockets are bound to
+	// health is the running health checks and their metrics (checks.go).
+	health *healthChecks
 	// roleFailing is set while the core's role action fails (one log line
 	// per streak).
 	roleFailing bool
@@ -251,7 +253,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for f, l := range d.links {
 		primary[f] = l.conn.Source()
 	}
-	core, err := node.New(nodecfg.Core(d.cfg, primary, d.syncIndex, lastEpoch))
+	ncfg := nodecfg.Core(d.cfg, primary, d.syncIndex, lastEpoch)
+	ncfg.Checks = coreChecks(d.cfg)
+	core, err := node.New(ncfg)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
@@ -322,6 +326,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 
 	d.registerSyncMetrics()
+	// The checks' first verdicts queue behind the startup event.
+	d.startChecks()
+	d.status.SetPriority(d.core.Priority())
 	if d.surface, err = ad.Surface(d, bg); err != nil {
 		return err
 	}
@@ -426,6 +433,9 @@ func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
 	}
 	if ev.ev.Kind == node.EventLink && d.isTracked(ev.ev.Interface) {
 		d.status.Link(ev.ev.Interface, ev.ev.Up)
+	}
+	if ev.ev.Kind == node.EventCheck {
+		defer d.checkPriority(d.core.Priority())
 	}
 	d.step(ctx, ev.ev)
 }

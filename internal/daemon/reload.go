@@ -13,7 +13,8 @@ import (
 
 // inPlaceChanges lists the changed keys that a reload applies without
 // touching the election: the local listeners, the peer checks, the
-// announcement schedule, the CPU scheduling and the role hooks.
+// announcement schedule, the CPU scheduling, the role hooks and the
+// health checks (restarted; the verdicts of checks kept by name stay).
 func inPlaceChanges(old, cur *config.Config) []string {
 	var out changeList
 	add := out.add
@@ -21,6 +22,7 @@ func inPlaceChanges(old, cur *config.Config) []string {
 	add("metrics", old.Metrics != cur.Metrics)
 	add("peer_check", old.PeerCheck != cur.PeerCheck)
 	add("garp", old.GARP != cur.GARP)
+	add("checks", !reflect.DeepEqual(old.Checks, cur.Checks))
 	add("scheduling", old.Scheduling != cur.Scheduling)
 	// A running hook keeps the lists it started with; the next transition
 	// takes the new ones.
@@ -133,6 +135,12 @@ func (d *Daemon) reload(ctx context.Context) {
 		d.applyInPlace(old, changed)
 		applied = append(applied, changed...)
 	}
+	if slices.Contains(applied, "checks") {
+		d.reloadChecks(ctx)
+	}
+	// The role's priority moved by the checks' weights (SetRole shows the
+	// role's own).
+	d.status.SetPriority(d.core.Priority())
 	switch {
 	case len(applied) == 0:
 		d.log.Info("reload: nothing relevant changed, no re-election")

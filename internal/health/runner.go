@@ -19,7 +19,9 @@ type Result struct {
 	// result turned it (the first result always does).
 	Verdict bool
 	Changed bool
-	At      time.Time
+	// Run counts the results in a row that disagree with the verdict.
+	Run int
+	At  time.Time
 }
 
 // Detail is the result's text for the status: "ok" or why it failed.
@@ -59,7 +61,7 @@ func Run(ctx context.Context, ch config.Check, p Probe, out chan<- Result) {
 		var changed bool
 		d, changed = d.Observe(err == nil)
 		r := Result{Name: ch.Name, OK: err == nil, Err: err, Took: time.Since(start),
-			Verdict: d.OK(), Changed: changed, At: time.Now()}
+			Verdict: d.OK(), Changed: changed, Run: d.Run(), At: time.Now()}
 		select {
 		case out <- r:
 		case <-ctx.Done():

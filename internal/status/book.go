@@ -158,6 +158,7 @@ func (b *Book) Snapshot(now time.Time) Status {
 	s := b.st
 	s.VIPs = slices.Clone(b.st.VIPs)
 	s.Foreign = slices.Clone(b.st.Foreign)
+	s.Checks = slices.Clone(b.st.Checks)
 	s.Links = make(map[string]bool, len(b.st.Links))
 	for k, v := range b.st.Links {
 		s.Links[k] = v

@@ -37,6 +37,8 @@ type Status struct {
 	// VIPError is the last failed claim or release, retried every second
 	// until it succeeds; empty when the kernel agrees with the state.
 	VIPError string `json:"vip_error,omitempty"`
+	// Checks are the health checks in configuration order (checks.go).
+	Checks []CheckStatus `json:"checks,omitempty"`
 	// Readiness: whether preemption is held for the replications (nil
 	// when neither conntrack nor DB sync is on).
 	Readiness *Readiness `json:"readiness,omitempty"`
