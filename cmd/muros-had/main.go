@@ -2,7 +2,7 @@
 // virtual IPs, conntrack state replication and configuration DB sync in one
 // process per firewall. See SPEC.md and README.md.
 //
-// Each subcommand lives in its own file (run.go, check.go, status.go,
+// Each subcommand lives in its own file (run.go, check.go, status.go, events.go,
 // render.go, inspect.go, token.go) as a func(args []string, stdout, stderr
 // io.Writer) int returning the exit code.
 package main
