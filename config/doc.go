@@ -83,6 +83,16 @@
 //	  policy: rr                 rr | fifo (real-time) | other (time-sharing)
 //	  priority: 40               rr, fifo: 1..99 (below threaded IRQs at 50)
 //	  nice: 0                    other: -20..19
+//	hooks:                       none by default; each list at most 16 entries
+//	  master: []                 after the VIPs are claimed
+//	  backup: []                 after the release (or before: before_release)
+//	  fault: []                  entering FAULT, same order as backup
+//	  stop: []                   the daemon stops, same order as backup
+//	  # an entry:
+//	  - command: [/ABS/PROG, ARG...]  argv, no shell; or
+//	    unit: NAME.service       systemctl start (master) | stop (other lists)
+//	    timeout: 30s             100ms..10m; then SIGTERM, SIGKILL 5s later
+//	    before_release: false    not in master; the release waits for it
 //
 // Durations are Go duration strings with a unit ("1s", "100ms"); a bare
 // number is rejected rather than guessed. Nothing is hard-wired: sockets,
