@@ -77,6 +77,9 @@ func printStatus(w io.Writer, st status.Status) {
 		reasons = append(reasons, "none")
 	}
 	fmt.Fprintf(w, "adverts:       sent %d, rejected %s\n", st.Adverts.Sent, strings.Join(reasons, " "))
+	for _, c := range st.Checks {
+		fmt.Fprintf(w, "check:         %s\n", checkLine(c))
+	}
 	for _, h := range st.Hooks {
 		fmt.Fprintf(w, "hook:          %s\n", h)
 	}
@@ -183,4 +186,21 @@ func printPeer(w io.Writer, st status.Status) {
 		line += "; " + r.Off
 	}
 	fmt.Fprintf(w, "ruleset:       %s\n", line)
+}
+
+// checkLine is one health check in the text status: verdict and since
+// when, what it looks at and its effect, the last result.
+func checkLine(c status.CheckStatus) string {
+	line := fmt.Sprintf("%-12s %-7s", c.Name, c.State)
+	if !c.Since.IsZero() {
+		line += " since " + c.Since.Format(time.RFC3339)
+	}
+	line += fmt.Sprintf(" (%s, %s)", c.Target, c.Effect)
+	if !c.LastAt.IsZero() {
+		line += fmt.Sprintf(", last result: %s (at %s, took %s)", c.Last, c.LastAt.Format(time.RFC3339), c.LastTook.Round(time.Millisecond))
+	}
+	if c.Run > 0 {
+		line += fmt.Sprintf(", %d in a row against the verdict", c.Run)
+	}
+	return line
 }

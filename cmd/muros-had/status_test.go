@@ -65,6 +65,19 @@ func TestPrintStatusGolden(t *testing.T) {
 					Warning: "clock skew with the peer above the token leeway 5s: one node refuses the other's tokens (token_not_yet_valid/token_expired); run NTP on both nodes or raise dbsync.jwt.leeway"}}
 			return st
 		}},
+		{"health-checks", func() status.Status {
+			st := base()
+			st.Priority = 90
+			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "backup", "health", true, at.Add(time.Second)
+			st.Checks = []status.CheckStatus{
+				{Name: "upstream", Kind: "ping", Target: "ping 192.0.2.1 via wan0", Effect: "fault", State: "ok", Since: at,
+					Last: "timed out", LastAt: at.Add(4 * time.Second), LastTook: time.Second, Run: 1},
+				{Name: "dns", Kind: "process", Target: "process unbound", Effect: "weight -60", State: "failing", Since: at.Add(2 * time.Second),
+					Last: "no process named unbound", LastAt: at.Add(4 * time.Second), LastTook: 3 * time.Millisecond},
+				{Name: "web", Kind: "command", Target: `command ["/usr/local/bin/check-web"]`, Effect: "fault", State: "unknown"},
+			}
+			return st
+		}},
 		{"no-db-sync", func() status.Status {
 			st := base()
 			st.Peer.Role, st.Peer.Polled = "unknown", false

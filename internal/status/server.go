@@ -107,6 +107,9 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 {{range .VIPs}}<tr><td>{{.VRID}}</td><td>{{.Interface}}</td><td>{{.Address}}</td><td class="{{.State}}">{{.State}}</td></tr>{{end}}
 </table>
 <h2>Adverts</h2><p>sent {{.Adverts.Sent}}, rejected: {{range $k, $v := .Adverts.Rejected}}{{$k}}={{$v}} {{else}}none{{end}}</p>
+{{with .Checks}}<h2>Health checks</h2><table><tr><th>Check</th><th>What</th><th>Effect</th><th>Verdict</th><th>Since</th><th>Last result</th><th>At</th></tr>
+{{range .}}<tr><td>{{.Name}}</td><td>{{.Target}}</td><td>{{.Effect}}</td><td{{if eq .State "failing"}} class="FAULT"{{end}}>{{.State}}</td><td>{{if not .Since.IsZero}}{{.Since.Format "2006-01-02 15:04:05Z07:00"}}{{end}}</td><td>{{.Last}}</td><td>{{if not .LastAt.IsZero}}{{.LastAt.Format "2006-01-02 15:04:05Z07:00"}}{{end}}</td></tr>{{end}}
+</table>{{end}}
 {{with .Hooks}}<h2>Role hooks (last run)</h2><table><tr><th>Hook</th><th>State</th><th>Outcome</th><th>Started</th><th>Took</th></tr>
 {{range .}}<tr><td>{{.Hook}}</td><td>{{.State}}</td><td{{if or (eq .Outcome "failed") (eq .Outcome "timed_out")}} class="FAULT"{{end}}>{{.Outcome}}{{if eq .Outcome "failed"}} (exit {{.ExitStatus}}{{with .Error}}: {{.}}{{end}}){{end}}</td><td>{{.Start.Format "2006-01-02 15:04:05Z07:00"}}</td><td>{{.Duration}}</td></tr>{{end}}
 </table>{{end}}

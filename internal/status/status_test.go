@@ -39,3 +39,17 @@ func TestPageShowsReadiness(t *testing.T) {
 
 // waitSilent is a reason with characters the page must escape.
 const waitSilent = "conntrack sync: the master's \"bulk\" <silent>"
+
+func TestPageShowsChecks(t *testing.T) {
+	at := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	st := Status{Checks: []CheckStatus{{Name: "upstream", Target: "ping 192.0.2.1 via wan0", Effect: "fault", State: CheckFailing, Since: at,
+		Last: "no <reply>", LastAt: at}}}
+	var page strings.Builder
+	if err := statusPage.Execute(&page, st); err != nil {
+		t.Fatal(err)
+	}
+	want := `<tr><td>upstream</td><td>ping 192.0.2.1 via wan0</td><td>fault</td><td class="FAULT">failing</td><td>2026-11-25 08:00:00Z</td><td>no &lt;reply&gt;</td>`
+	if !strings.Contains(page.String(), want) {
+		t.Errorf("status page has no check row %s:\n%s", want, page.String())
+	}
+}
