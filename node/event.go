@@ -113,7 +113,10 @@ const (
 	// the VIPs are claimed (the flows are in the kernel already: the backup
 	// injects as it receives). Anything else: the VIPs are released, then
 	// both replications become receivers. Idempotent: a re-issue redoes it
-	// whole whatever the adapters believe.
+	// whole whatever the adapters believe. The shell may report it later
+	// than it runs other actions: the role's before_release hooks
+	// (internal/hooks) run first, and the core keeps stepping meanwhile; a
+	// role action issued before the report supersedes it.
 	ActionRole
 	// ActionAnnounce: gratuitous ARP / unsolicited NA for the held VIPs.
 	ActionAnnounce
