@@ -44,6 +44,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -208,7 +209,7 @@ func (r *Runner) Run(ctx context.Context, t Transition, h Hook) Result {
 		return res
 	}
 	cmd := exec.Command(h.Argv[0], h.Argv[1:]...)
-	cmd.Env = append(os.Environ(), t.Env(h)...)
+	cmd.Env = append(environ(), t.Env(h)...)
 	cmd.Dir = "/"
 	if r.Output != nil {
 		cmd.Stdout, cmd.Stderr = r.Output, r.Output
@@ -249,6 +250,21 @@ func (r *Runner) Run(ctx context.Context, t Transition, h Hook) Result {
 		res.Outcome, res.ExitStatus, res.Error = Failed, -1, err.Error()
 	}
 	return res
+}
+
+// private are the daemon's variables a hook must not inherit: with
+// NOTIFY_SOCKET it could tell systemd the daemon is ready or stopping.
+var private = []string{"NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "MUROS_HA_"}
+
+// environ is the daemon's environment without its private variables.
+func environ() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !slices.ContainsFunc(private, func(p string) bool { return strings.HasPrefix(kv, p) }) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // kill ends the process group of pid: SIGTERM, then SIGKILL after grace;

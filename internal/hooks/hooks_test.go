@@ -104,7 +104,11 @@ func TestKillReachesTheGroup(t *testing.T) {
 
 func TestEnvironment(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "env")
-	h := sh("master[1]", `env | grep ^MUROS_HA_ | sort > "$1"`, 5*time.Second, out)
+	// The daemon's own notification socket and a stale MUROS_HA_ variable
+	// do not reach the hook.
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("MUROS_HA_STALE", "1")
+	h := sh("master[1]", `env | grep -E '^(MUROS_HA_|NOTIFY_SOCKET)' | sort > "$1"`, 5*time.Second, out)
 	if r := runner().Run(context.Background(), tr, h); r.Outcome != OK {
 		t.Fatalf("%s", r)
 	}
