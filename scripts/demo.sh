@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): builds muros-had and runs the live two-node
-# demo in throw-away network namespaces: election, who owns the VIPs, a crash
-# of the master and a graceful stop, each with the failover gap a client
-# sending through the VIPs every millisecond sees. Needs root (namespaces,
+# demo in throw-away network namespaces, with conntrack sync and DB sync on:
+# election, who owns the VIPs, a TCP session and a DB file that survive a
+# crash of the master, then a graceful stop, each with the failover gap a
+# client sending through the VIPs every millisecond sees. Needs root (namespaces,
 # raw sockets); touches nothing outside the namespaces it creates, also on
 # Ctrl-C. Extra arguments go to the demo, e.g. `scripts/demo.sh --interval 10ms`
 # (see `bin/muros-had-demo --help`).

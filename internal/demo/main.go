@@ -1,15 +1,22 @@
 // Command demo is the one-command tour of muros-had (`make demo`): it builds
 // the daemon, brings up the lab pair of package lab (two firewalls, a LAN
 // client and a WAN server in network namespaces of their own), runs
-// muros-had on both firewalls (fw1 master, fw2 backup; RFC 9568 VRRPv3 inside
-// IPsec AH by default), shows who owns the virtual IPs, and then measures
-// what a client sending a UDP datagram through the VIPs every millisecond
-// sees in two failovers:
+// muros-had on both firewalls as a real pair runs (fw1 master, fw2 backup;
+// RFC 9568 VRRPv3 inside IPsec AH by default; conntrack sync and DB sync on,
+// the DB sync certificates pinned with `muros-had fingerprint`), shows who
+// owns the virtual IPs, opens a TCP session through the VIPs and writes a
+// file into fw1's replicated DB, and then measures what a client sending a
+// UDP datagram through the VIPs every millisecond sees in two failovers:
 //
 //  1. crash: fw1's links go down and its daemon gets SIGKILL; fw2 takes over
 //     after Master_Down_Interval (RFC 9568 section 6.1: 3 x interval + skew),
-//  2. graceful stop: fw1 (back as master) gets SIGTERM, sends priority 0 and
-//     releases the VIPs; fw2 takes over after Skew_Time.
+//     and the TCP session goes on through fw2 (its conntrack entry was
+//     replicated), as does the DB file (it was pushed);
+//  2. graceful stop: fw1 (back as master once its replications caught up)
+//     gets SIGTERM, sends priority 0 and releases the VIPs; fw2 takes over
+//     after Skew_Time.
+//
+// It ends with a table of what moved and how long each took.
 //
 // Everything happens inside namespaces the demo creates and deletes, also on
 // Ctrl-C (lab.CloseOnSignal). It exits 0 when both failovers moved the VIPs
@@ -25,10 +32,12 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 )
 
@@ -65,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "\ndemo FAILED: %v\n", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, "\ndemo OK: both failovers moved the VIPs to fw2 and the client's traffic came back.")
+	fmt.Fprintln(stdout, "\ndemo OK: both failovers moved the VIPs to fw2 and the client's traffic came back; the TCP session and the DB change survived the crash.")
 	return 0
 }
 
@@ -118,15 +127,11 @@ func (d *demo) run() (err error) {
 	fmt.Fprintf(d.out, "LAN VIP %s, WAN VIP %s; client %s routes via the LAN VIP, server %s via the WAN VIP\n",
 		p.LANVIP, p.WANVIP, p.ClientAddr.Addr(), p.ServerAddr.Addr())
 
-	d.step("starting muros-had: fw1 role master (priority 150), fw2 role backup (priority 100), adverts every %v, auth %s", d.opts.interval, d.opts.auth)
-	nodeOpts := hatest.NodeOptions{Interval: d.opts.interval, Auth: d.opts.auth}
+	d.step("starting muros-had: fw1 role master (priority 150), fw2 role backup (priority 100), adverts every %v, auth %s, conntrack sync and DB sync on", d.opts.interval, d.opts.auth)
+	nodeOpts := hatest.NodeOptions{Interval: d.opts.interval, Auth: d.opts.auth, Extra: "conntrack:\n  enabled: true\n"}
 	o1, o2 := nodeOpts, nodeOpts
 	o1.Role, o2.Role = "master", "backup"
-	n1, err := hatest.StartNode(d.bin, p, p.FW1, o1)
-	if err != nil {
-		return err
-	}
-	n2, err := hatest.StartNode(d.bin, p, p.FW2, o2)
+	n1, n2, err := hatest.StartPairWithDBSync(d.bin, p, o1, o2)
 	if err != nil {
 		return err
 	}
@@ -134,9 +139,34 @@ func (d *demo) run() (err error) {
 	if err := d.waitStates(n1, n2, settle); err != nil {
 		return err
 	}
+	if err := d.waitReady(n2, settle); err != nil {
+		return err
+	}
 	if err := d.showOwnership(n1, n2); err != nil {
 		return err
 	}
+
+	d.step("state that must survive a takeover: a TCP session through the VIPs, a file in fw1's replicated DB")
+	stream, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: 5 * time.Minute})
+	if err != nil {
+		return err
+	}
+	defer stream.Stop()
+	ctTook, err := d.waitStreamEntry(p.FW2, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "client %s -> server %s:%d, 1 KiB every 1 ms; its conntrack entry reached fw2's kernel %.1f ms after the connect\n",
+		p.ClientAddr.Addr(), p.ServerAddr.Addr(), lab.DefaultProbePort, ms(ctTook))
+	db1, _ := hatest.DBPaths(p.FW1)
+	db2, _ := hatest.DBPaths(p.FW2)
+	content := "rule 42: accept tcp from lan to dmz port 22 (written on fw1 at " + time.Now().UTC().Format(time.RFC3339Nano) + ")\n"
+	dbTook, err := d.replicateFile(filepath.Join(db1, "rules.conf"), filepath.Join(db2, "rules.conf"), content, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "[fw1]# echo ... > %s\n[fw2]# cat %s  (there %.1f ms later)\n    %s",
+		filepath.Join(db1, "rules.conf"), filepath.Join(db2, "rules.conf"), ms(dbTook), content)
 
 	b := lab.Targets(d.opts.interval, 100)
 	d.step("round 1: crash of the master (fw1 frozen, links down, SIGKILL: no priority 0) while the client probes every 1 ms")
@@ -156,6 +186,19 @@ func (d *demo) run() (err error) {
 	if err := d.report("crash", res, b.CrashTarget); err != nil {
 		return err
 	}
+	crashGap := res.Gap
+	time.Sleep(time.Second) // the session runs on through fw2
+	tcp := stream.Stop()
+	fmt.Fprintf(d.out, "TCP session: %d KiB sent, %d KiB echoed, longest stall %.1f ms, silent at the end for %.1f ms, reset %v, corrupt %v\n",
+		tcp.Sent/1024, tcp.Echoed/1024, ms(tcp.MaxStall), ms(tcp.LastEchoAge), tcp.Reset, tcp.Corrupt)
+	tcpSurvived := !tcp.Reset && !tcp.Corrupt && tcp.Err == nil && tcp.LastEchoAge < 500*time.Millisecond && tcp.Echoed > 0
+	if !tcpSurvived {
+		return fmt.Errorf("the TCP session did not survive the takeover (%+v)\nlog of fw2:\n%s", tcp, tail(n2.Proc.Log(), 30))
+	}
+	if got, err := os.ReadFile(filepath.Join(db2, "rules.conf")); err != nil || string(got) != content {
+		return fmt.Errorf("fw2, now master, lost the replicated DB file: %q, %v", got, err)
+	}
+	fmt.Fprintln(d.out, "fw2 serves the session it never saw opened (the replicated entry) and holds fw1's DB change")
 	if err := d.showStatus(n2); err != nil {
 		return err
 	}
@@ -178,9 +221,13 @@ func (d *demo) run() (err error) {
 	if err := n1.Start(d.bin); err != nil {
 		return err
 	}
-	if err := d.waitStates(n1, n2, settle); err != nil {
+	back := time.Now()
+	// It takes the VIPs back only once it holds fw2's table and DB.
+	if err := d.waitStates(n1, n2, settle+30*time.Second); err != nil {
 		return err
 	}
+	preempted := time.Since(back)
+	fmt.Fprintf(d.out, "fw1 preempted %.1f s after its restart, once its conntrack bulk and DB sync from fw2 were complete\n", preempted.Seconds())
 	if err := p.FlushNeighbours(); err != nil {
 		return err
 	}
@@ -209,7 +256,84 @@ func (d *demo) run() (err error) {
 	if err := d.showStatus(n2); err != nil {
 		return err
 	}
-	return d.showAddrs()
+	if err := d.showAddrs(); err != nil {
+		return err
+	}
+	d.step("what moved, and how long it took")
+	fmt.Fprintf(d.out, "%-44s %s\n", "what", "time")
+	for _, r := range []struct {
+		what string
+		took time.Duration
+	}{
+		{"TCP session's conntrack entry, fw1 -> fw2", ctTook},
+		{"file in the replicated DB, fw1 -> fw2", dbTook},
+		{"VIPs after fw1's crash (client's longest gap)", crashGap},
+		{"TCP session across the crash (longest stall)", tcp.MaxStall},
+		{"fw1 back as MASTER after its restart", preempted},
+		{"VIPs at fw1's graceful stop (client's gap)", res.Gap},
+	} {
+		fmt.Fprintf(d.out, "%-44s %9.1f ms\n", r.what, ms(r.took))
+	}
+	return nil
+}
+
+// waitReady waits until the backup's replications are complete (its
+// preemption is no longer held): only then is a takeover lossless.
+func (d *demo) waitReady(n *hatest.Node, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := n.Status(context.Background())
+		var ct *status.ConntrackStatus
+		if err == nil {
+			ct, err = n.ConntrackStatus(context.Background())
+		}
+		if err == nil && st.Readiness != nil && !st.Readiness.Held && ct != nil && ct.BulkSynced {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fw2's replications not complete after %v (status %+v, err %v)\nlog of fw2:\n%s", timeout, st.Readiness, err, tail(n.Proc.Log(), 30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitStreamEntry waits until fw holds the TCP stream's established,
+// assured conntrack entry and returns how long that took.
+func (d *demo) waitStreamEntry(fw *lab.Netns, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		flows, err := hatest.ForwardedFlows(d.pair, fw)
+		if err != nil {
+			return 0, err
+		}
+		for _, f := range flows {
+			if f.Proto == 6 && f.OrigDst.Port() == lab.DefaultProbePort && f.TCPState == hatest.TCPEstablished {
+				return time.Since(start), nil
+			}
+		}
+		if time.Since(start) > timeout {
+			return 0, fmt.Errorf("the TCP session's entry did not reach %s within %v (its flows: %v)", fwName(d.pair, fw), timeout, flows)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// replicateFile writes content to from (on the master) and waits until to
+// (on the backup) holds it; it returns how long that took.
+func (d *demo) replicateFile(from, to, content string, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	if err := os.WriteFile(from, []byte(content), 0o644); err != nil {
+		return 0, err
+	}
+	for {
+		if got, err := os.ReadFile(to); err == nil && string(got) == content {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > timeout {
+			return 0, fmt.Errorf("%s did not reach %s within %v", from, to, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // waitStates waits for fw1 MASTER and fw2 BACKUP.
