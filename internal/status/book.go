@@ -70,7 +70,12 @@ func (b *Book) Transition(vrid uint8, from, to vrrp.State, reason string, now ti
 		// FAULT; a start as BACKUP is not one.
 		master, fault := vrrp.StateMaster.String(), vrrp.StateFault.String()
 		if g == master || b.st.State == master || g == fault {
-			b.st.LastFailover = &Failover{Time: now.UTC(), From: b.st.State, To: g, Reason: reason}
+			f := Failover{Time: now.UTC(), From: b.st.State, To: g, Reason: reason}
+			b.st.LastFailover = &f
+			if len(b.st.Timeline) == TimelineLen {
+				b.st.Timeline = slices.Delete(b.st.Timeline, 0, 1)
+			}
+			b.st.Timeline = append(b.st.Timeline, f)
 		}
 		b.st.State = g
 	}
@@ -159,6 +164,8 @@ func (b *Book) Snapshot(now time.Time) Status {
 	s.VIPs = slices.Clone(b.st.VIPs)
 	s.Foreign = slices.Clone(b.st.Foreign)
 	s.Checks = slices.Clone(b.st.Checks)
+	s.Timeline = slices.Clone(b.st.Timeline)
+	s.Time = now.UTC()
 	s.Links = make(map[string]bool, len(b.st.Links))
 	for k, v := range b.st.Links {
 		s.Links[k] = v

@@ -85,7 +85,11 @@ func listen(addr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
-var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
+// pageFuncs are the page's helpers: ages relative to the document's time,
+// lags with their unit.
+var pageFuncs = template.FuncMap{"ago": Ago, "ms": Millis}
+
+var statusPage = template.Must(template.New("status").Funcs(pageFuncs).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>muros-had: {{.Node}}</title>
 <meta http-equiv="refresh" content="2">
 <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}
@@ -107,6 +111,32 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 {{range .VIPs}}<tr><td>{{.VRID}}</td><td>{{.Interface}}</td><td>{{.Address}}</td><td class="{{.State}}">{{.State}}</td></tr>{{end}}
 </table>
 <h2>Adverts</h2><p>sent {{.Adverts.Sent}}, rejected: {{range $k, $v := .Adverts.Rejected}}{{$k}}={{$v}} {{else}}none{{end}}</p>
+{{with .ConntrackView}}<h2>Conntrack sync</h2><table>
+<tr><th>Role</th><td>{{.Role}}{{if .BulkSynced}}, holds a complete copy{{else}}, <span class="FAULT">not bulk synced</span>{{end}}{{with .Handshake}}, handshake {{.}}{{end}}</td></tr>
+<tr><th>Flows</th><td>{{.Flows}}</td></tr>
+<tr><th>Lag</th><td>{{ms .LagMS}}</td></tr>
+<tr><th>Datagrams</th><td>sent {{.DatagramsSent}}, received {{.DatagramsRecv}}; records applied {{.RecordsApplied}}</td></tr>
+<tr><th>Lost / repaired</th><td>{{.Lost}} / {{.Repaired}}</td></tr>
+<tr><th>Resyncs</th><td>{{.Resyncs}}</td></tr>
+{{with .Waiting}}<tr><th>Waiting</th><td>{{.}}</td></tr>{{end}}
+<tr><th>Rejected</th><td>{{range $k, $v := .Rejected}}{{$k}}={{$v}} {{else}}none{{end}}</td></tr>
+</table>{{end}}
+{{with .DBView}}<h2>DB sync</h2><table>
+{{if .Error}}<tr><th>Error</th><td class="FAULT">{{.Error}}</td></tr>{{else}}<tr><th>Role</th><td>{{.Role}}, {{if .Ready}}ready{{with .ReadyReason}} ({{.}}){{end}}{{else}}<span class="FAULT">not ready</span>{{with .Waiting}}: {{.}}{{end}}{{end}}</td></tr>
+<tr><th>Revision</th><td>{{.Revision}} (peer {{.Peer.Revision}})</td></tr>
+<tr><th>Last push</th><td>{{ago .LastSync $.Time}}</td></tr>
+<tr><th>Last apply</th><td>{{ago .LastApply $.Time}}</td></tr>
+<tr><th>Pending</th><td>{{.PendingPaths}} paths{{if .PendingPaths}}, oldest {{ms .LagMillis}}{{end}}</td></tr>
+<tr><th>Peer</th><td>{{if .Peer.Reachable}}reachable{{else}}<span class="FAULT">unreachable</span>{{end}}, last contact {{ago .Peer.LastContact $.Time}}</td></tr>
+{{with .LastError}}<tr><th>Last error</th><td class="FAULT">{{.}}</td></tr>{{end}}
+{{with .Conflicts}}<tr><th class="FAULT">Conflicts</th><td>{{range .}}{{.}} {{end}}</td></tr>{{end}}
+{{with .ClockSkew}}<tr><th>Peer clock</th><td{{if .Warning}} class="FAULT"{{end}}>{{.OffsetMillis}} ms{{with .Warning}}: {{.}}{{end}}</td></tr>{{end}}
+<tr><th>Rejected</th><td>{{range $k, $v := .Rejected}}{{$k}}={{$v}} {{else}}none{{end}}</td></tr>{{end}}
+</table>{{end}}
+<h2>Timeline</h2>
+{{with .TimelineNewestFirst}}<table><tr><th>Time</th><th>Age</th><th>From</th><th>To</th><th>Reason</th></tr>
+{{range .}}<tr><td>{{.Time.Format "2006-01-02 15:04:05.000Z07:00"}}</td><td>{{ago .Time $.Time}}</td><td>{{.From}}</td><td class="{{.To}}">{{.To}}</td><td>{{.Reason}}</td></tr>
+{{end}}</table>{{else}}<p>no failover since the start</p>{{end}}
 {{with .Checks}}<h2>Health checks</h2><table><tr><th>Check</th><th>What</th><th>Effect</th><th>Verdict</th><th>Since</th><th>Last result</th><th>At</th></tr>
 {{range .}}<tr><td>{{.Name}}</td><td>{{.Target}}</td><td>{{.Effect}}</td><td{{if eq .State "failing"}} class="FAULT"{{end}}>{{.State}}</td><td>{{if not .Since.IsZero}}{{.Since.Format "2006-01-02 15:04:05Z07:00"}}{{end}}</td><td>{{.Last}}</td><td>{{if not .LastAt.IsZero}}{{.LastAt.Format "2006-01-02 15:04:05Z07:00"}}{{end}}</td></tr>{{end}}
 </table>{{end}}

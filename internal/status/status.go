@@ -51,6 +51,12 @@ type Status struct {
 	// Hooks is the last result of every role hook that ran (package
 	// hooks), by name.
 	Hooks []hooks.Result `json:"hooks,omitempty"`
+	// Timeline: the sync group's last TimelineLen changes of state that
+	// were failovers, oldest first (LastFailover is the last one).
+	Timeline []Failover `json:"timeline,omitempty"`
+	// Time is when the document was taken (this node's clock): the ages
+	// the text and the page show are relative to it.
+	Time time.Time `json:"time,omitzero"`
 }
 
 // Alarm is a reported condition: active or not, and since when.
