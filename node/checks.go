@@ -182,6 +182,10 @@ func (c *Core) track(ev Event, name string, was, now bool, out []Action) []Actio
 // effectivePriority is the base priority with the weights that apply,
 // clamped to 1..254; an address owner (255) is not weighed.
 func (c *Core) effectivePriority() uint8 {
+	if c.base == vrrp.PriorityOwner && c.maint {
+		// An owner in maintenance must not claim at its election.
+		return vrrp.PriorityOwner - 1
+	}
 	if c.base == vrrp.PriorityOwner || c.base == 0 {
 		return c.base
 	}

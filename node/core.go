@@ -52,6 +52,9 @@ type Config struct {
 	// Checks are the health checks (checks.go); they count as failing
 	// until their first verdict.
 	Checks []Check
+	// Maintenance: the node starts in maintenance mode (maintenance.go),
+	// as the previous run left it.
+	Maintenance bool
 }
 
 type replayKey struct {
@@ -93,6 +96,9 @@ type Core struct {
 	checks   map[string]*checkState
 	base     uint8
 	priority uint8
+
+	// maint: maintenance mode is on (maintenance.go).
+	maint bool
 }
 
 // New builds the core. It validates the instances (vrrp.NewGroup).
@@ -105,6 +111,7 @@ func New(cfg Config) (*Core, error) {
 		ctr:     map[vrrp.Family]vrrp.AHCounter{},
 		role:    vrrp.StateInitialize,
 		last:    vrrp.StateInitialize,
+		maint:   cfg.Maintenance,
 	}
 	for i := range cfg.Instances {
 		in := &cfg.Instances[i]
@@ -189,6 +196,8 @@ func (c *Core) Step(ev Event, out []Action) []Action {
 		out = c.check(ev, out)
 	case EventChecks:
 		out = c.setChecks(ev, out)
+	case EventMaintenance:
+		out = c.maintenance(ev, out)
 	}
 	return out
 }
@@ -244,6 +253,9 @@ func (c *Core) timer(ev Event, out []Action) []Action {
 		if ev.Timer.Timer == TimerRoleRetry && ev.Gen == c.retryGen && c.roleFailed {
 			out = c.setRole(out, c.role, c.role, "retry after a failure", true)
 		}
+		return out
+	}
+	if c.maintenanceTimer(ev) {
 		return out
 	}
 	return c.stepOne(ev, ev.Timer.VRID, vrrp.TimerEvent(ev.Timer.Timer, ev.Gen), out)

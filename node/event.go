@@ -14,19 +14,20 @@ type EventKind uint8
 // Event kinds. Future inputs (a health-check verdict, maintenance on/off, a
 // peer-liveness verdict) are new kinds with fields of their own.
 const (
-	EventStartup  EventKind = iota + 1 // the node starts its instances
-	EventShutdown                      // graceful stop: priority 0, then release
-	EventAdvert                        // an advert decoded by vrrp.Codec.Inspect
-	EventTimer                         // a timer armed by ActionSetTimer fired
-	EventLink                          // a watched interface changed
-	EventReady                         // the verdict of a readiness wait
-	EventRoleDone                      // the shell ran an ActionRole
-	EventPriority                      // the node's priority changes
-	EventCheck                         // a health check's verdict changed
-	EventChecks                        // the health checks were reconfigured
+	EventStartup     EventKind = iota + 1 // the node starts its instances
+	EventShutdown                         // graceful stop: priority 0, then release
+	EventAdvert                           // an advert decoded by vrrp.Codec.Inspect
+	EventTimer                            // a timer armed by ActionSetTimer fired
+	EventLink                             // a watched interface changed
+	EventReady                            // the verdict of a readiness wait
+	EventRoleDone                         // the shell ran an ActionRole
+	EventPriority                         // the node's priority changes
+	EventCheck                            // a health check's verdict changed
+	EventChecks                           // the health checks were reconfigured
+	EventMaintenance                      // maintenance mode turned on or off (On)
 )
 
-var eventNames = [...]string{"", "startup", "shutdown", "advert", "timer", "link", "ready", "role_done", "priority", "check", "checks"}
+var eventNames = [...]string{"", "startup", "shutdown", "advert", "timer", "link", "ready", "role_done", "priority", "check", "checks", "maintenance"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) && k != 0 {
@@ -91,6 +92,9 @@ type Event struct {
 	OK    bool
 	// EventChecks: the new table of health checks.
 	Checks []Check
+
+	// EventMaintenance: whether maintenance mode is now on.
+	On bool
 }
 
 // ActionKind says what the shell must do.
