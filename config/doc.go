@@ -83,6 +83,17 @@
 //	  policy: rr                 rr | fifo (real-time) | other (time-sharing)
 //	  priority: 40               rr, fifo: 1..99 (below threaded IRQs at 50)
 //	  nice: 0                    other: -20..19
+//	checks:                      health checks, none by default (checks.go)
+//	  - name: NAME               a-z 0-9 _ -, 1..32, unique: a metric label
+//	    command: [/ABS/PROG, ARG...]  exit 0 is OK; or
+//	    ping: {address: IP, interface: IFNAME}  an ICMP echo through IFNAME; or
+//	    process: NAME            /proc/PID/comm, 1..15 bytes; or
+//	    file: {path: /ABS, exists: true}  present (true) or absent (false)
+//	    interval: 2s             200ms..1h
+//	    timeout: 1s              default min(1s, interval/2); below interval
+//	    rise: 2                  1..100 successes in a row to turn OK
+//	    fall: 2                  1..100 failures in a row to turn failing
+//	    effect: fault            required: fault | {weight: N}, N in -253..253, not 0
 //	hooks:                       none by default; each list at most 16 entries
 //	  master: []                 after the VIPs are claimed
 //	  backup: []                 after the release (or before: before_release)
