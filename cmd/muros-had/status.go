@@ -65,6 +65,7 @@ func printStatus(w io.Writer, st status.Status) {
 	} else {
 		fmt.Fprintln(w, "last failover: none")
 	}
+	printTimeline(w, st)
 	for _, v := range st.VIPs {
 		fmt.Fprintf(w, "vip:           vrid %-3d %-8s %-20s %s\n", v.VRID, v.Interface, v.Address, v.State)
 	}
@@ -86,13 +87,10 @@ func printStatus(w io.Writer, st status.Status) {
 	for _, f := range st.Foreign {
 		fmt.Fprintf(w, "WARNING:       foreign router %s advertises our VRID %d (last %s)\n", f.Address, f.VRID, f.LastSeen.Format(time.RFC3339))
 	}
-	if st.Conntrack != nil {
-		b, _ := json.Marshal(st.Conntrack)
-		fmt.Fprintf(w, "conntrack:     %s\n", b)
-	}
+	printConntrack(w, st)
 	if st.DB != nil {
+		printDB(w, st)
 		b, _ := json.Marshal(st.DB)
-		fmt.Fprintf(w, "db:            %s\n", b)
 		printDBWarnings(w, b)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -78,6 +79,27 @@ func TestPrintStatusGolden(t *testing.T) {
 			}
 			return st
 		}},
+		{"sync-and-timeline", func() status.Status {
+			st := base()
+			st.Time = at.Add(time.Hour)
+			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "backup", "health", true, at.Add(time.Hour)
+			st.Timeline = []status.Failover{
+				{Time: at.Add(-time.Minute), From: "INIT", To: "FAULT", Reason: "link wan0 down"},
+				{Time: at, From: "BACKUP", To: "MASTER", Reason: "master down"},
+			}
+			st.Conntrack = &status.ConntrackStatus{Role: "sender", BulkSynced: true, Flows: 1234, LagMS: 2.5,
+				DatagramsSent: 900, Lost: 3, Repaired: 2, Resyncs: 1, Rejected: map[string]uint64{"replay": 4}}
+			push, contact := at.Add(time.Hour-3200*time.Millisecond), at.Add(time.Hour-time.Second)
+			st.DB = &dbsync.Status{Node: "fw1", Role: "master", Revision: 42, PendingPaths: 2, LagMillis: 700, LastSync: &push,
+				Ready: true, ReadyReason: "master", Peer: dbsync.PeerStatus{Reachable: true, Revision: 41, LastContact: &contact},
+				LastError: "push: peer busy", FailedPaths: []dbsync.FailedPath{{Path: "muros-db/a.conf"}}}
+			return st
+		}},
+		{"db-off-error", func() status.Status {
+			st := base()
+			st.DB = map[string]string{"error": "dbsync: no key"}
+			return st
+		}},
 		{"no-db-sync", func() status.Status {
 			st := base()
 			st.Peer.Role, st.Peer.Polled = "unknown", false
@@ -105,6 +127,20 @@ func TestPrintStatusGolden(t *testing.T) {
 			}
 			if d := cmp.Diff(string(want), b.String()); d != "" {
 				t.Errorf("status text (-golden +got):\n%s", d)
+			}
+			// The client has only the JSON: what it prints is the same.
+			doc, err := json.Marshal(tt.st())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fromJSON status.Status
+			if err := json.Unmarshal(doc, &fromJSON); err != nil {
+				t.Fatal(err)
+			}
+			var c bytes.Buffer
+			printStatus(&c, fromJSON)
+			if d := cmp.Diff(b.String(), c.String()); d != "" {
+				t.Errorf("status text from the JSON document (-typed +JSON):\n%s", d)
 			}
 		})
 	}
