@@ -139,6 +139,11 @@ func (d *Daemon) role(ctx context.Context, a node.Action) (node.Event, bool) {
 		if old.phase != nil {
 			prev = old.phase
 		}
+		if old.afterPending {
+			// Its VIP change never succeeded: the hooks after it never run.
+			d.skipped(old.t, old.after)
+			old.afterPending = false
+		}
 	}
 	state := stateName(a.Role)
 	t := hooks.Transition{State: state, Previous: r.last, Reason: a.Reason}
@@ -170,6 +175,7 @@ func (d *Daemon) role(ctx context.Context, a node.Action) (node.Event, bool) {
 	job.phase = d.goPhase(func() {
 		waitClosed(prev)
 		if !hooks.Sequence(jctx, r.run, t, before, d.hookDone) {
+			d.skipped(t, after)
 			return // superseded: the next action changes the VIPs
 		}
 		select {
@@ -227,6 +233,13 @@ func (d *Daemon) goPhase(f func()) chan struct{} {
 func waitClosed(c <-chan struct{}) {
 	if c != nil {
 		<-c
+	}
+}
+
+// skipped reports hooks a supersession left unstarted.
+func (d *Daemon) skipped(t hooks.Transition, hs []hooks.Hook) {
+	for _, h := range hs {
+		d.hookDone(hooks.Result{Hook: h.Name, State: t.State, Start: time.Now(), Outcome: hooks.Skipped})
 	}
 }
 

@@ -244,6 +244,14 @@ func TestLoopHookSuperseded(t *testing.T) {
 		if after != releases {
 			t.Fatalf("%d releases while the superseded hook held the release back, want none", after-releases)
 		}
+		st := fw2.d.Status()
+		outcomes := map[string]hooks.Outcome{}
+		for _, r := range st.Hooks {
+			outcomes[r.Hook] = r.Outcome
+		}
+		if diff := cmp.Diff(map[string]hooks.Outcome{"master[0]": hooks.OK, "backup[0]": hooks.Superseded, "backup[1]": hooks.Skipped}, outcomes); diff != "" {
+			t.Fatalf("status hooks (-want +got):\n%s", diff)
+		}
 		fw2.halt(t)
 	})
 }
