@@ -66,6 +66,9 @@ func TestCheckFault(t *testing.T) {
 	if diff := cmp.Diff([]uint8{0}, adverts(acts)); diff != "" {
 		t.Errorf("check failing on a master: adverts (-want +got):\n%s", diff)
 	}
+	if r := kinds(acts, ActionRole); len(r) == 1 && r[0].Reason != "health check upstream failing" {
+		t.Errorf("FAULT reason %q, want the check named", r[0].Reason)
+	}
 	// Another check's verdict or a repeat changes nothing.
 	if acts := c.Step(checkEv("upstream", false), nil); len(acts) != 0 {
 		t.Errorf("repeated failing verdict: %+v", acts)

@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -651,7 +652,7 @@ func (m *Machine) faulted() bool { return len(m.down) > 0 || m.groupFault }
 
 func (m *Machine) faultCause() string {
 	if len(m.down) > 0 {
-		return fmt.Sprintf("tracked interface %s down", m.down[0])
+		return trackCause(m.down[0], false)
 	}
 	return "sync group member in fault"
 }
@@ -690,7 +691,7 @@ func (m *Machine) trackDown(ifname string, out []Action) []Action {
 	}
 	m.down = append(m.down, ifname)
 	if m.state == StateBackup || m.state == StateMaster {
-		return m.enterFault(out, "tracked interface "+ifname+" down")
+		return m.enterFault(out, trackCause(ifname, false))
 	}
 	return out
 }
@@ -699,11 +700,27 @@ func (m *Machine) trackUp(ifname string, out []Action) []Action {
 	for i, d := range m.down {
 		if d == ifname {
 			m.down = append(m.down[:i], m.down[i+1:]...)
-			return m.leaveFault(out, "tracked interface "+ifname+" up")
+			return m.leaveFault(out, trackCause(ifname, true))
 		}
 	}
 	m.ignored[IgnoreDuplicate]++
 	return out
+}
+
+// trackCause says what a tracked cause's change is, for the transition
+// reasons: a tracked interface, or a health check (package node tracks
+// one as the pseudo interface "check:NAME"; ':' is in no interface name).
+func trackCause(name string, up bool) string {
+	if check, ok := strings.CutPrefix(name, "check:"); ok {
+		if up {
+			return "health check " + check + " OK"
+		}
+		return "health check " + check + " failing"
+	}
+	if up {
+		return "tracked interface " + name + " up"
+	}
+	return "tracked interface " + name + " down"
 }
 
 // setGroupFault holds the instance in FAULT (or lets it go) on behalf of its
