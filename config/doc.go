@@ -63,6 +63,12 @@
 //	        issuer: muros-had-<role>, audience: muros-had-<peer role>,
 //	        leeway: 5s}          1s..1m: clock skew a token check tolerates;
 //	                             the pair needs NTP (beyond it one node
+//	                             cert/key: the peer listener's identity (PEM; RSA of
+//	                             2048+ bits, ECDSA P-256/P-384/P-521 or Ed25519,
+//	                             refused otherwise); at the defaults generated (or
+//	                             taken from <state_dir>/dbsync of older versions,
+//	                             pin kept) when absent, elsewhere they must exist;
+//	                             `muros-had fingerprint` prints the pin
 //	                             refuses the other's tokens)
 //	  clock_skew_warn: 1s        10ms..1m: the peer's clock offset, measured
 //	                             from its answers (status, metrics), is

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/muros/muros-had/peerlink"
 )
 
 // TestMasterRefusesBadAnswers: a master whose peer (a fake with b's
@@ -43,7 +45,7 @@ func TestMasterRefusesBadAnswers(t *testing.T) {
 			mux.Handle("GET "+PathManifest, answer(tt.manifest))
 			srv := &http.Server{Handler: mux}
 			served := make(chan error, 1)
-			go func() { served <- srv.Serve(tls.NewListener(ln, serverTLS(idB))) }()
+			go func() { served <- srv.Serve(tls.NewListener(ln, peerlink.ServerTLS(idB))) }()
 			defer func() {
 				srv.Close()
 				<-served

@@ -131,21 +131,22 @@
 //
 // # HTTP API (peer listener, HTTPS, TLS 1.3 only)
 //
-// Each node has a self-signed ECDSA P-256 certificate generated on first
-// start in StateDir (dbsync-cert.pem, dbsync-key.pem); the peer's is pinned
-// by the SHA-256 of its DER (Config.PeerCertSHA256; Node.Fingerprint prints
-// one's own). The client presents its certificate; the /api/sync endpoints
-// require it to match the pin, /api/health does not (so an operator's curl
-// works). Every request carries "Authorization: Bearer <JWT>". A missing or
-// bad token or certificate gets 401 with body {"error":"Unauthorized"} and
-// nothing else; the reason is logged and counted (Status.Rejected). Every
-// error body is {"error":"<HTTP status text>"} plus "revision" (the
-// receiver's, number) on 409 answers to a push. The master refuses a hello
-// or manifest answer no node sends (not JSON, a role other than master or
-// backup, a path that is not a clean relative wire path or is listed twice,
-// a negative size, a malformed sha256, a mode beyond 0o777): that
-// comparison stops, counted in Status.Rejected as answer_decode,
-// answer_role, answer_path or answer_file (ParseHello, ParseManifest).
+// Each node has a TLS identity (package peerlink, Config.Identity): the
+// operator's certificate and key, or a self-signed ECDSA P-256 pair
+// generated on first start; the peer's is pinned by the SHA-256 of its DER
+// (Config.PeerCertSHA256; Node.Fingerprint prints one's own). The client
+// presents its certificate; the /api/sync endpoints require it to match the
+// pin, /api/health does not (so an operator's curl works). Every request
+// carries "Authorization: Bearer <JWT>". A missing or bad token or
+// certificate gets 401 with body {"error":"Unauthorized"} and nothing else;
+// the reason is logged and counted (Status.Rejected). Every error body is
+// {"error":"<HTTP status text>"} plus "revision" (the receiver's, number) on
+// 409 answers to a push. The master refuses a hello or manifest answer no
+// node sends (not JSON, a role other than master or backup, a path that is
+// not a clean relative wire path or is listed twice, a negative size, a
+// malformed sha256, a mode beyond 0o777): that comparison stops, counted in
+// Status.Rejected as answer_decode, answer_role, answer_path or answer_file
+// (ParseHello, ParseManifest).
 //
 //	POST /api/sync/push      body: a batch (binary, below). 200 answer:
 //	                         {"revision":N,"applied":entries,"bytes":payload,"noop":bool}

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/muros/muros-had/peerlink"
 )
 
 // ListenerLimits bound what clients that have not proved to be the peer
@@ -320,7 +322,7 @@ func (n *Node) connState(c net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
-	if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 && fingerprintMatches(cs.PeerCertificates[0].Raw, n.pin) {
+	if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 && peerlink.FingerprintMatches(cs.PeerCertificates[0].Raw, n.pin) {
 		ac.authenticated()
 	}
 }
@@ -329,7 +331,7 @@ func (n *Node) connState(c net.Conn, st http.ConnState) {
 // when its source has no token left.
 func (n *Node) limitRequests(adm *admission, now func() time.Time, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		peer := r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && fingerprintMatches(r.TLS.PeerCertificates[0].Raw, n.pin)
+		peer := r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && peerlink.FingerprintMatches(r.TLS.PeerCertificates[0].Raw, n.pin)
 		if !peer && !adm.request(remoteAddr(r.RemoteAddr), now()) {
 			n.refused(ReasonSourceRate, r.RemoteAddr)
 			writeJSON(w, http.StatusTooManyRequests, errorBody{Error: http.StatusText(http.StatusTooManyRequests)})

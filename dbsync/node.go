@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/muros/muros-had/peerlink"
 )
 
 // Config configures a Node. It is independent of package config; the daemon
@@ -29,8 +31,12 @@ type Config struct {
 	PeerURL string
 	// PeerCertSHA256 pins the peer's TLS certificate (hex, colons allowed).
 	PeerCertSHA256 string
-	// StateDir holds the TLS identity, the revision and the apply journal.
+	// StateDir holds the revision and the apply journal.
 	StateDir string
+	// Identity says where this node's TLS identity lives (package
+	// peerlink); zero: in StateDir under peerlink's legacy names,
+	// generated there when absent.
+	Identity peerlink.Files
 	// Paths is the replicated set; empty means DefaultPaths().
 	Paths []Path
 	// Exclude lists base-name globs never replicated (besides SQLite
@@ -139,7 +145,7 @@ func (c Config) validate() error {
 	if u, err := url.Parse(c.PeerURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		errs = append(errs, fmt.Errorf("peer URL %q: want https://host:port", c.PeerURL))
 	}
-	if _, err := NormalizeFingerprint(c.PeerCertSHA256); err != nil {
+	if _, err := peerlink.NormalizeFingerprint(c.PeerCertSHA256); err != nil {
 		errs = append(errs, fmt.Errorf("peer certificate pin: %w", err))
 	}
 	if !filepath.IsAbs(c.StateDir) {
@@ -177,7 +183,7 @@ func validNodeID(s string) bool {
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	id      Identity
+	id      peerlink.Identity
 	pin     string
 	auth    *authenticator
 	applier *applier
@@ -243,11 +249,15 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pin, _ := NormalizeFingerprint(cfg.PeerCertSHA256)
+	pin, _ := peerlink.NormalizeFingerprint(cfg.PeerCertSHA256)
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	id, err := EnsureIdentity(cfg.StateDir, cfg.NodeID)
+	files := cfg.Identity
+	if files == (peerlink.Files{}) {
+		files = peerlink.InDir(cfg.StateDir)
+	}
+	id, err := peerlink.LoadIdentity(files, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +315,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n.client = &http.Client{
 		Transport: &http.Transport{
 			DialContext:         dial,
-			TLSClientConfig:     clientTLS(id, pin),
+			TLSClientConfig:     peerlink.ClientTLS(id, pin),
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
@@ -320,7 +330,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 func (n *Node) Fingerprint() string { return n.id.Fingerprint }
 
 // TLSConfig is the server configuration for the peer listener.
-func (n *Node) TLSConfig() *tls.Config { return serverTLS(n.id) }
+func (n *Node) TLSConfig() *tls.Config { return peerlink.ServerTLS(n.id) }
 
 // SetRole follows the VRRP role: a master watches and pushes, a backup
 // accepts pushes. Safe to call from any goroutine.

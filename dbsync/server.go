@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/muros/muros-had/peerlink"
 )
 
 // HTTP paths of the peer listener.
@@ -95,8 +97,8 @@ func (n *Node) withToken(scope string, h http.Handler) http.Handler {
 func (n *Node) peerOnly(h http.Handler) http.Handler {
 	inner := n.withToken(ScopeSync, h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || !fingerprintMatches(r.TLS.PeerCertificates[0].Raw, n.pin) {
-			n.reject(w, r, http.StatusUnauthorized, ReasonPeerCert, errPin)
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || !peerlink.FingerprintMatches(r.TLS.PeerCertificates[0].Raw, n.pin) {
+			n.reject(w, r, http.StatusUnauthorized, ReasonPeerCert, peerlink.ErrPin)
 			return
 		}
 		inner.ServeHTTP(w, r)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/peerlink"
 )
 
 // fuzzPushFiles are on the backup before each fuzzed push (wire path ->
@@ -75,7 +76,7 @@ func (e *fuzzPushEnv) node(t *testing.T) (n *Node, base string) {
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{certFile, keyFile} {
+	for _, name := range []string{peerlink.LegacyCertFile, peerlink.LegacyKeyFile} {
 		b, err := os.ReadFile(filepath.Join(e.stateID, name))
 		if err != nil {
 			t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/muros/muros-had/internal/replpath"
 	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/kdf"
+	"github.com/muros/muros-had/peerlink"
 )
 
 // NewConntrack builds the conntrack replication from the configuration,
@@ -98,6 +99,7 @@ func NewDB(cfg *config.Config, log *slog.Logger, peerAlive func() bool, health f
 		PeerURL:        "https://" + net.JoinHostPort(cfg.Peer.String(), strconv.Itoa(int(cfg.DBSync.PeerPort))),
 		PeerCertSHA256: hex.EncodeToString(cfg.DBSync.TLS.PeerSHA256),
 		StateDir:       filepath.Join(cfg.StateDir, "dbsync"),
+		Identity:       IdentityFiles(cfg),
 		Paths:          paths,
 		Auth:           auth,
 		Limits: dbsync.ListenerLimits{
@@ -167,13 +169,28 @@ func MintOperatorToken(cfg *config.Config, ttl time.Duration) (string, error) {
 	return dbsync.MintOperatorToken(auth, cfg.DBSync.JWT.Issuer, cfg.DBSync.JWT.Audience, ttl, time.Now())
 }
 
-// Fingerprint loads or creates this node's peer-listener TLS identity and
-// returns its SHA-256 fingerprint: the value the peer's
-// dbsync.tls.peer_sha256 must hold.
+// Fingerprint loads (or creates, package peerlink) this node's
+// peer-listener TLS identity and returns its SHA-256 fingerprint: the
+// value the peer's dbsync.tls.peer_sha256 must hold.
 func Fingerprint(cfg *config.Config) (string, error) {
-	id, err := dbsync.EnsureIdentity(filepath.Join(cfg.StateDir, "dbsync"), cfg.DBSync.JWT.Issuer)
+	id, err := peerlink.LoadIdentity(IdentityFiles(cfg), cfg.DBSync.JWT.Issuer)
 	if err != nil {
 		return "", fmt.Errorf("dbsync identity: %w", err)
 	}
 	return id.Fingerprint, nil
+}
+
+// IdentityFiles is where the peer link's TLS identity lives:
+// dbsync.tls.cert and dbsync.tls.key. At their defaults (under
+// state_dir/tls) a missing identity is taken from state_dir/dbsync, where
+// versions before these keys were honoured kept it (the peer pinned it),
+// or generated; an operator's own paths must hold the pair.
+func IdentityFiles(cfg *config.Config) peerlink.Files {
+	defCert, defKey := filepath.Join(cfg.StateDir, "tls", "cert.pem"), filepath.Join(cfg.StateDir, "tls", "key.pem")
+	return peerlink.Files{
+		Cert:     cfg.DBSync.TLS.Cert,
+		Key:      cfg.DBSync.TLS.Key,
+		Generate: filepath.Clean(cfg.DBSync.TLS.Cert) == defCert && filepath.Clean(cfg.DBSync.TLS.Key) == defKey,
+		Legacy:   filepath.Join(cfg.StateDir, "dbsync"),
+	}
 }

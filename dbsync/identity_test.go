@@ -1,0 +1,12 @@
+package dbsync
+
+import "github.com/muros/muros-had/peerlink"
+
+// EnsureIdentity is the identity a Node with Config.StateDir dir uses
+// (Config.Identity zero), generated there when absent: tests pin it.
+func EnsureIdentity(dir, nodeID string) (peerlink.Identity, error) {
+	return peerlink.LoadIdentity(peerlink.InDir(dir), nodeID)
+}
+
+// Identity is a node's TLS identity in the tests.
+type Identity = peerlink.Identity
