@@ -106,6 +106,12 @@ func TestLoopCheckFault(t *testing.T) {
 			t.Fatalf("status of a failing check: %+v", c)
 		}
 
+		if got := checkMetric(t, fw1, "muros_had_check_ok", "upstream", ""); got != 0 {
+			t.Errorf("muros_had_check_ok{check=upstream} = %v while failing, want 0", got)
+		}
+		if got := checkMetric(t, fw1, "muros_had_check_runs_total", "upstream", "failed"); got < 3 {
+			t.Errorf("muros_had_check_runs_total{check=upstream,result=failed} = %v, want at least 3", got)
+		}
 		// Two successes (rise 3) are not enough.
 		probes.set("upstream", true)
 		settle(300 * time.Millisecond)
@@ -194,4 +200,32 @@ func TestLoopReloadChecksInPlace(t *testing.T) {
 		fw1.halt(t)
 		fw2.halt(t)
 	})
+}
+
+// checkMetric reads a check metric of the node's registry (-1: absent).
+func checkMetric(t *testing.T, n *loopNode, name, check, result string) float64 {
+	t.Helper()
+	mfs, err := n.d.stats.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["check"] != check || labels["result"] != result {
+				continue
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return -1
 }
