@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/muros/muros-had/config"
@@ -88,6 +89,10 @@ type Daemon struct {
 	events  chan loopEvent
 
 	epochPath string
+	// maintPath is the maintenance mode's file (maintenance.go); maintOn
+	// mirrors the core's mode for the status, read off the loop.
+	maintPath string
+	maintOn   atomic.Bool
 	// master is the password stretched once per run (package kdf): the AH
 	// and conntrack sync keys are expanded from it.
 	master    kdf.Master
@@ -130,6 +135,7 @@ type loopEvent struct {
 	ev    node.Event
 	ready *readyEvent
 	role  *roleJob // before_release hooks done: change the VIPs (hooks.go)
+	maint *maintenanceRequest
 }
 
 // New checks the configuration and prepares a daemon; Run starts it.
@@ -163,6 +169,7 @@ func New(opts Options) (*Daemon, error) {
 	d.stats.Registry().MustRegister(d.roles.book.Collector())
 	d.stats.InitStates(d.cfg)
 	d.epochPath = filepath.Join(d.cfg.StateDir, "ah-epoch")
+	d.maintPath = filepath.Join(d.cfg.StateDir, "maintenance")
 	return d, nil
 }
 
@@ -255,6 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	ncfg := nodecfg.Core(d.cfg, primary, d.syncIndex, lastEpoch)
 	ncfg.Checks = coreChecks(d.cfg)
+	ncfg.Maintenance = d.loadMaintenance()
 	core, err := node.New(ncfg)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -429,6 +437,10 @@ func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
 	}
 	if ev.role != nil {
 		d.roleStep(ctx, ev.role)
+		return
+	}
+	if ev.maint != nil {
+		d.maintenance(ctx, ev.maint)
 		return
 	}
 	if ev.ev.Kind == node.EventLink && d.isTracked(ev.ev.Interface) {

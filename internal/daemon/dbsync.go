@@ -35,6 +35,7 @@ func (d *Daemon) healthExtras() map[string]any {
 			"peer":          st.Peer,
 			"readiness":     st.Readiness,
 			"split_brain":   st.SplitBrain,
+			"maintenance":   st.Maintenance,
 		},
 		// The peer compares this fingerprint with its own (package peerview).
 		"ruleset": st.Ruleset.Local,

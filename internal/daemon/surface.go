@@ -29,6 +29,7 @@ func (d *Daemon) Status() status.Status {
 // document includes it, so it must not call back into the replication.
 func (d *Daemon) statusCore() status.Status {
 	s := d.status.Snapshot(time.Now())
+	s.Maintenance = d.maintOn.Load()
 	s.Adverts = d.stats.Adverts()
 	if d.ct != nil {
 		s.Conntrack = status.FromConntrack(d.ct.Status())
@@ -69,7 +70,7 @@ func (d *Daemon) startStatusServers(ctx context.Context) (closers, error) {
 	if d.cfg.Metrics.Enabled {
 		metrics = d.cfg.Metrics.Listen
 	}
-	stop, err := status.Serve(d.cfg.Status.Listen, metrics, d.Status, d.stats.Registry(), d.feed)
+	stop, err := status.Serve(d.cfg.Status.Listen, metrics, d.Status, d.stats.Registry(), d.feed, status.MaintenanceRoute(d.SetMaintenance))
 	if err != nil {
 		cs.Close()
 		return nil, fmt.Errorf("daemon: %w", err)

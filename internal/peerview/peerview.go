@@ -73,16 +73,22 @@ const (
 
 // peerDoc is the part of the peer's GET /api/health the view reads.
 type peerDoc struct {
-	Node string `json:"node"`
-	VRRP *struct {
-		State     string            `json:"state"`
-		Priority  uint8             `json:"priority"`
-		Readiness *status.Readiness `json:"readiness"`
-	} `json:"vrrp"`
-	DB *struct {
+	Node string    `json:"node"`
+	VRRP *peerVRRP `json:"vrrp"`
+	DB   *struct {
 		Ready *bool `json:"ready"`
 	} `json:"db"`
 	Ruleset *ruleset.Status `json:"ruleset"`
+}
+
+// peerVRRP is the "vrrp" part of the peer's health document.
+type peerVRRP struct {
+	State     string            `json:"state"`
+	Priority  uint8             `json:"priority"`
+	Readiness *status.Readiness `json:"readiness"`
+	// Maintenance: the peer is in maintenance mode (absent from a version
+	// without it: unknown).
+	Maintenance *bool `json:"maintenance"`
 }
 
 var errNoVRRPState = errors.New("health document has no vrrp.state")
@@ -141,6 +147,7 @@ type peerView struct {
 	lastHeard            time.Time
 	readiness            *status.Readiness
 	dbReady              *bool
+	maintenance          *bool // the peer's maintenance mode
 	// splitBrain: this node and the peer are both MASTER, on evidence newer
 	// than the overlap of a working takeover.
 	splitBrain bool
@@ -193,6 +200,7 @@ func derivePeerView(in peerInputs) peerView {
 	}
 	if healthFresh {
 		v.readiness = in.answer.doc.VRRP.Readiness
+		v.maintenance = in.answer.doc.VRRP.Maintenance
 		if in.answer.doc.DB != nil {
 			v.dbReady = in.answer.doc.DB.Ready
 		}

@@ -58,11 +58,7 @@ func metricValue(t *testing.T, stats *status.Metrics, name string) float64 {
 
 func healthAnswer(state string, sent, at time.Time, fp string) *peerPoll {
 	p := &peerPoll{sent: sent, at: at}
-	p.doc.VRRP = &struct {
-		State     string            `json:"state"`
-		Priority  uint8             `json:"priority"`
-		Readiness *status.Readiness `json:"readiness"`
-	}{State: state}
+	p.doc.VRRP = &peerVRRP{State: state}
 	if fp != "" {
 		p.doc.Ruleset = &ruleset.Status{Fingerprint: fp}
 	}
@@ -356,4 +352,32 @@ func TestPeerChecksReportSplitBrainAndDrift(t *testing.T) {
 			t.Errorf("alarm events (-want +got):\n%s", d)
 		}
 	})
+}
+
+// TestPeerMaintenance: the peer's maintenance mode comes from its fresh
+// health answer; an old peer's answer without it leaves it unknown.
+func TestPeerMaintenance(t *testing.T) {
+	now := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	yes := true
+	tests := []struct {
+		name string
+		body string
+		want *bool
+	}{
+		{"on", `{"vrrp":{"state":"BACKUP","maintenance":true}}`, &yes},
+		{"old peer", `{"vrrp":{"state":"BACKUP"}}`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc, _, err := parsePeerHealth([]byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &peerPoll{sent: now, at: now, doc: doc}
+			v := derivePeerView(peerInputs{now: now, poll: p, answer: p, healthTTL: time.Second, advertTTL: time.Second})
+			if diff := cmp.Diff(tt.want, v.maintenance); diff != "" {
+				t.Errorf("maintenance (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

@@ -90,7 +90,7 @@ func (t *tracker) report(now time.Time) status.PeerReport {
 		Polled: t.healthOff == "", Reachable: v.reachable, Error: v.err,
 		// UTC() of the zero Time is the zero Time: omitzero still omits it.
 		LastHeard: v.lastHeard.UTC(),
-		Readiness: v.readiness, DBReady: v.dbReady,
+		Readiness: v.readiness, DBReady: v.dbReady, Maintenance: v.maintenance,
 	}
 	if !t.advertAt.IsZero() {
 		pri := t.advertPri

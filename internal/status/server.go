@@ -20,9 +20,14 @@ import (
 // document in JSON, GET /: the page, GET /metrics, GET /events: the feed's
 // stream when feed is not nil) and, unless metricsAddr is empty, a
 // Prometheus listener serving only /metrics. doc is called for each
-// request. The returned function closes the listeners (streams included).
-func Serve(statusAddr, metricsAddr string, doc func() Status, reg prometheus.Gatherer, feed *Feed) (stop func() error, err error) {
+// request; routes are further handlers of the status listener (POST
+// /maintenance). The returned function closes the listeners (streams
+// included).
+func Serve(statusAddr, metricsAddr string, doc func() Status, reg prometheus.Gatherer, feed *Feed, routes ...Route) (stop func() error, err error) {
 	mux := http.NewServeMux()
+	for _, r := range routes {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	if feed != nil {
 		mux.Handle("GET /events", feed)
 	}

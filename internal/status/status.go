@@ -25,6 +25,9 @@ type Status struct {
 	State    string    `json:"state"` // the sync group's VRRP state now
 	Priority uint8     `json:"priority"`
 	Since    time.Time `json:"since"` // daemon start
+	// Maintenance: this node is in maintenance mode (`muros-had
+	// maintenance on`): it handed over and stays BACKUP until turned off.
+	Maintenance bool `json:"maintenance"`
 	// Scheduling is the process's CPU scheduling (config scheduling:), or
 	// why it could not be set.
 	Scheduling   string          `json:"scheduling,omitempty"`
@@ -133,6 +136,8 @@ type PeerStatus struct {
 	// Readiness and DBReady are the peer's own, from a fresh answer.
 	Readiness *Readiness `json:"readiness,omitempty"`
 	DBReady   *bool      `json:"db_ready,omitempty"`
+	// Maintenance is the peer's maintenance mode, from a fresh answer.
+	Maintenance *bool `json:"maintenance,omitempty"`
 }
 
 // Failover is the last change of the group's state.
