@@ -107,6 +107,9 @@ func renderKeepalived(c *Config, opt RenderOptions, notes *[]string) ([]byte, er
 	if c.VMAC {
 		note("vmac: keepalived's use_vmac puts the virtual MAC on the advert interface, not on each VIP's interface; not rendered")
 	}
+	if len(c.Checks) > 0 {
+		note(fmt.Sprintf("checks: not rendered (%d): the keepalived fallback runs without the health checks (FAULT comes from tracked interfaces only, no weights)", len(c.Checks)))
+	}
 	if c.Auth == AuthKeepalivedAH && len(c.Password) > KeepalivedAHKeyLen {
 		note(fmt.Sprintf("auth_pass holds the first %d bytes of the password: keepalived uses no more", KeepalivedAHKeyLen))
 	}

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,21 @@ func TestRenderNotes(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, r.Notes); diff != "" {
 		t.Errorf("notes (-want +got):\n%s", diff)
+	}
+}
+
+// TestRenderNotesChecks: a file with health checks says the fallback
+// runs without them.
+func TestRenderNotesChecks(t *testing.T) {
+	c := renderCase2Config(t, renderCases()[0], "")
+	c.Checks = []Check{{Name: "upstream", Kind: CheckProcess, Process: "unbound", Fault: true}}
+	r, err := Render(c, syncOpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "keepalived.conf: checks: not rendered (1): the keepalived fallback runs without the health checks (FAULT comes from tracked interfaces only, no weights)"
+	if !slices.Contains(r.Notes, want) || !strings.Contains(string(r.Keepalived), "# NOTE: checks: not rendered (1)") {
+		t.Errorf("no note about the checks: %q\n%s", r.Notes, r.Keepalived)
 	}
 }
 
