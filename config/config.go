@@ -116,6 +116,12 @@ type GARP struct {
 type Status struct {
 	// Listen is an absolute path (unix socket) or host:port (TCP).
 	Listen string
+	// HTTP is IP:port of a TCP listener serving the read-only page (GET
+	// /), the document (GET /status) and /metrics to a browser; empty:
+	// off. It has no authentication: an address other than loopback is
+	// refused unless HTTPAllowRemote.
+	HTTP            string
+	HTTPAllowRemote bool
 }
 
 // Metrics is the local Prometheus listener.

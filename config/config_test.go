@@ -105,6 +105,10 @@ func TestParseOptions(t *testing.T) {
 		{"state_dir moves keys", "state_dir: /srv/a\n", func(c *Config) any { return []string{c.DBSync.TLS.Cert, c.DBSync.TLS.Key, c.DBSync.JWT.SecretFile} },
 			[]string{"/srv/a/tls/cert.pem", "/srv/a/tls/key.pem", "/srv/a/jwt.secret"}},
 		{"status on tcp", "status:\n  listen: 127.0.0.1:9000\n", func(c *Config) any { return c.Status.Listen }, "127.0.0.1:9000"},
+		{"status page off by default", "", func(c *Config) any { return c.Status.HTTP }, ""},
+		{"status page on loopback", "status:\n  http: 127.0.0.1:9733\n", func(c *Config) any { return c.Status.HTTP }, "127.0.0.1:9733"},
+		{"status page on ::1", "status:\n  http: '[::1]:9733'\n", func(c *Config) any { return c.Status.HTTP }, "[::1]:9733"},
+		{"status page remote with opt-in", "status:\n  http: 192.0.2.1:9733\n  http_allow_remote: true\n", func(c *Config) any { return c.Status.HTTP }, "192.0.2.1:9733"},
 		{"filter cidrs masked", "conntrack:\n  filter:\n    include: [10.1.2.3/8]\n    exclude: [\"2001:db8::1/64\"]\n    protocols: [icmpv6]\n",
 			func(c *Config) any { return c.Conntrack.Filter },
 			ConntrackFilter{ExcludeLocal: true, Include: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Exclude: []netip.Prefix{netip.MustParsePrefix("2001:db8::/64")}, Protocols: []string{"icmpv6"}}},
@@ -302,6 +306,15 @@ dbsync:
 		}},
 		{"listeners on one port", minimal + "metrics:\n  listen: 127.0.0.1:7443\n", []string{
 			"config.yaml:11: metrics.listen: 127.0.0.1:7443 binds the same port as dbsync.listen (:7443)",
+		}},
+		{"status page on a remote address", minimal + "status:\n  http: 0.0.0.0:9733\n", []string{
+			"config.yaml:11: status.http: 0.0.0.0:9733 is not a loopback address: the status page has no authentication; set status.http_allow_remote: true to serve it to other hosts (read-only), or put a proxy with authentication in front",
+		}},
+		{"status page on every address", minimal + "status:\n  http: :9733\n", []string{
+			"config.yaml:11: status.http: :9733 is not a loopback address: the status page has no authentication; set status.http_allow_remote: true to serve it to other hosts (read-only), or put a proxy with authentication in front",
+		}},
+		{"status page on the metrics port", minimal + "metrics:\n  enabled: true\n  listen: 127.0.0.1:9733\nstatus:\n  http: 127.0.0.1:9733\n", []string{
+			"config.yaml:14: status.http: 127.0.0.1:9733 binds the same port as metrics.listen (127.0.0.1:9733)",
 		}},
 		{"listeners on one port, different hosts", minimal + "metrics:\n  listen: 127.0.0.1:7443\ndbsync:\n  listen: 192.0.2.1:7443\n", nil},
 		{"mapping where scalar expected", strings.Replace(minimal, "password: pA7-kx2Q-9mZr-Lw4e-Tb6v", "password: {a: b}", 1), []string{

@@ -512,6 +512,8 @@ func (d *decoder) topFields(c *Config) []field {
 		{"status", false, func(k string, n *yaml.Node) {
 			d.mapping(k, n, []field{
 				{"listen", false, func(k string, n *yaml.Node) { d.listen(k, n, true, &c.Status.Listen) }},
+				{"http", false, func(k string, n *yaml.Node) { d.listen(k, n, false, &c.Status.HTTP) }},
+				{"http_allow_remote", false, func(k string, n *yaml.Node) { d.boolean(k, n, &c.Status.HTTPAllowRemote) }},
 			})
 		}},
 		{"metrics", false, func(k string, n *yaml.Node) {

@@ -43,6 +43,10 @@
 //	state_dir: /var/lib/muros-had
 //	run_dir: /run/muros-had
 //	status: {listen: <run_dir>/status.sock}     absolute socket path or IP:port
+//	  http: (off)                 IP:port of the read-only page (GET /, GET
+//	                              /status, /metrics) for a browser; no
+//	                              authentication: loopback only unless
+//	  http_allow_remote: false    is true
 //	metrics: {enabled: true, listen: 127.0.0.1:9732}
 //	conntrack:
 //	  enabled: true

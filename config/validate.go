@@ -327,6 +327,10 @@ func (d *decoder) checkListeners(c *Config) {
 	if c.Metrics.Enabled {
 		ls = append(ls, listener{"metrics.listen", c.Metrics.Listen})
 	}
+	if c.Status.HTTP != "" {
+		ls = append(ls, listener{"status.http", c.Status.HTTP})
+		d.checkStatusHTTP(c.Status)
+	}
 	if c.DBSync.Enabled {
 		ls = append(ls, listener{"dbsync.listen", c.DBSync.Listen})
 	}
@@ -343,6 +347,23 @@ func (d *decoder) checkListeners(c *Config) {
 			d.fail(d.lines[at.key], at.key, "%s binds the same port as %s (%s)", at.addr, other.key, other.addr)
 		}
 	}
+}
+
+// checkStatusHTTP refuses the status page on an address other hosts reach
+// unless the operator opted in: the page has no authentication and shows
+// the pair's addresses, state and errors (it changes nothing).
+func (d *decoder) checkStatusHTTP(s Status) {
+	if d.failed["status.http"] || s.HTTPAllowRemote {
+		return
+	}
+	host, _, err := net.SplitHostPort(s.HTTP)
+	if err != nil {
+		return
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
+		return
+	}
+	d.fail(d.lines["status.http"], "status.http", "%s is not a loopback address: the status page has no authentication; set status.http_allow_remote: true to serve it to other hosts (read-only), or put a proxy with authentication in front", s.HTTP)
 }
 
 func listenersOverlap(a, b string) bool {

@@ -75,7 +75,16 @@ func (d *Daemon) startStatusServers(ctx context.Context) (closers, error) {
 		cs.Close()
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	return append(cs, stop), nil
+	cs = append(cs, stop)
+	if d.cfg.Status.HTTP != "" {
+		stopPage, err := status.ServePage(d.cfg.Status.HTTP, d.Status, d.stats.Registry())
+		if err != nil {
+			cs.Close()
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		cs = append(cs, stopPage)
+	}
+	return cs, nil
 }
 
 // startPeerChecks starts the peer health poll (when DB sync runs), the

@@ -65,6 +65,31 @@ func Serve(statusAddr, metricsAddr string, doc func() Status, reg prometheus.Gat
 	return func() error { return errors.Join(srv.Close(), ms.Close()) }, nil
 }
 
+// ServePage starts the browser's TCP listener on addr (config
+// status.http): the page, the document and /metrics, all read-only; the
+// event stream stays on the status socket. The returned function closes it.
+func ServePage(addr string, doc func() Status, reg prometheus.Gatherer) (stop func() error, err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(doc())
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = statusPage.Execute(w, doc())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("status page listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	return srv.Close, nil
+}
+
 // listen opens a unix socket (absolute path; a stale socket file from a
 // crashed run is replaced) or a TCP listener.
 func listen(addr string) (net.Listener, error) {
