@@ -4,8 +4,10 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # gcc and libc6-dev: go test -race needs cgo (scripts/test.sh). lintian:
-# the Debian package's test (dist/deb_test.go).
-pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make systemd gcc libc6-dev lintian openssl)
+# the Debian package's test (dist/deb_test.go). prometheus: its promtool
+# checks /metrics and the Grafana dashboard's queries. chromium: the status
+# page's test renders it in a headless browser inside a lab namespace.
+pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make systemd gcc libc6-dev lintian openssl prometheus chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +21,11 @@ for s in keepalived conntrackd; do
   systemctl disable --now "$s" >/dev/null 2>&1 || true
   pkill -x "$s" >/dev/null 2>&1 || true
 done
+# prometheus is installed for promtool only: its server stays off (a
+# Prometheus the operator runs is left alone).
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 # Go: the module needs Go 1.26. Where the machine has none (or an older
 # one), Debian's golang (1.19 on bookworm) fetches the Go toolchain as a
 # module from the Go module proxy (golang.org/toolchain, the same download
