@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/hooks"
+	"github.com/muros/muros-had/internal/status"
 )
 
 // fakeHooks is the loop tests' hook runner: it records each hook with the
@@ -320,5 +322,65 @@ func TestLoopReloadChangesHooks(t *testing.T) {
 		}
 		fw1.halt(t)
 		fw2.halt(t)
+	})
+}
+
+// TestLoopClaimFailureDelaysMasterHooks: the MASTER hooks wait for the
+// claim that succeeds (the retry), and the retry does not run them twice.
+func TestLoopClaimFailureDelaysMasterHooks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, _, fw2 := loopPair(t, loopOpts{})
+		f := withHooks(fw2, testHookSet)
+		fw2.vips.fail(1, 0)
+		fw2.start(t)
+		settle(3 * time.Second) // takeover, failed claim, retry after 1 s
+		fw2.check(t, "MASTER")
+		want := []string{"backup[0] BACKUP<-INIT vips=false", "backup[1] BACKUP<-INIT vips=false", "master[0] MASTER<-BACKUP vips=true"}
+		if diff := cmp.Diff(want, f.take()); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+		fw2.halt(t)
+	})
+}
+
+// TestLoopEventsStream: the loop streams each instance transition, the
+// node's role change and each hook result.
+func TestLoopEventsStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, _, fw2 := loopPair(t, loopOpts{})
+		withHooks(fw2, hooks.Set{Master: []hooks.Hook{hk("master[0]", false)}})
+		lines, cancel, ok := fw2.d.feed.Subscribe()
+		if !ok {
+			t.Fatal("no subscription")
+		}
+		fw2.start(t)
+		settle(time.Second)
+		fw2.check(t, "MASTER")
+		fw2.halt(t)
+		cancel()
+		var got []string
+		for l := range lines {
+			var e status.Event
+			if err := json.Unmarshal(l, &e); err != nil {
+				t.Fatal(err)
+			}
+			s := e.Type + " " + e.From + "->" + e.To
+			if e.VRID != 0 {
+				s = fmt.Sprintf("%s vrid %d", s, e.VRID)
+			}
+			if e.Hook != nil {
+				s = e.Type + " " + e.Hook.Hook + " " + string(e.Hook.Outcome)
+			}
+			got = append(got, s)
+		}
+		want := []string{
+			"transition INIT->BACKUP vrid 10", "transition INIT->BACKUP vrid 11", "role INIT->BACKUP",
+			// MASTER is issued at the first member's claim (node.Core.translate).
+			"transition BACKUP->MASTER vrid 10", "role BACKUP->MASTER", "transition BACKUP->MASTER vrid 11", "hook master[0] ok",
+			"transition MASTER->INIT vrid 10", "transition MASTER->INIT vrid 11", "role MASTER->STOP",
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
 	})
 }

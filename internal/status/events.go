@@ -96,6 +96,16 @@ func (f *Feed) subscribe() (*feedReader, bool) {
 	return r, true
 }
 
+// Subscribe is a reader in the process: the channel gives each event's
+// JSON line and closes when the reader is dropped or cancel is called.
+func (f *Feed) Subscribe() (lines <-chan []byte, cancel func(), ok bool) {
+	r, ok := f.subscribe()
+	if !ok {
+		return nil, nil, false
+	}
+	return r.ch, func() { f.unsubscribe(r) }, true
+}
+
 func (f *Feed) unsubscribe(r *feedReader) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
