@@ -96,6 +96,31 @@ func CPUPercent(ticks uint64, wall time.Duration) float64 {
 	return float64(ticks) / UserHZ / wall.Seconds() * 100
 }
 
+// ErrProcStatus is returned for a /proc/<pid>/status that cannot be read.
+var ErrProcStatus = errors.New("bench: malformed /proc/<pid>/status")
+
+// ParseVmRSS returns the resident set size, in KiB, from the contents of
+// /proc/<pid>/status (proc(5): "VmRSS:\t  4012 kB"). A process without
+// the line (a zombie, a kernel thread) has none: 0.
+func ParseVmRSS(b []byte) (uint64, error) {
+	for line := range bytes.Lines(b) {
+		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) != 2 || string(f[1]) != "kB" {
+			return 0, fmt.Errorf("%w: VmRSS line %q", ErrProcStatus, bytes.TrimSpace(line))
+		}
+		v, err := strconv.ParseUint(string(f[0]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrProcStatus, err)
+		}
+		return v, nil
+	}
+	return 0, nil
+}
+
 // Timeline is where a failover's gap is spent, from captures on the
 // backup's sync link (the master's adverts) and on the client's LAN port
 // (the new owner's gratuitous ARP). Offsets are from the start of the

@@ -347,7 +347,8 @@ func electPair(p *lab.Pair, im impl, interval time.Duration) (node, node, error)
 }
 
 // BenchmarkIdleCPU reports the CPU each daemon uses, master and backup,
-// with nothing happening but 10 ms adverts, as % of one core.
+// with nothing happening but 10 ms adverts, as % of one core, and the
+// resident memory of each firewall's processes at the end.
 func BenchmarkIdleCPU(b *testing.B) {
 	for _, im := range impls() {
 		b.Run("10ms/"+im.name, func(b *testing.B) {
@@ -372,9 +373,19 @@ func BenchmarkIdleCPU(b *testing.B) {
 				}
 				master, backup = max(master, m), max(backup, bk)
 			}
+			rssMaster, err := nsRSS(p.FW1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rssBackup, err := nsRSS(p.FW2)
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ReportMetric(0, "ns/op")
 			b.ReportMetric(master, "cpu_master_pct")
 			b.ReportMetric(backup, "cpu_backup_pct")
+			b.ReportMetric(float64(rssMaster)/1024, "rss_master_MiB")
+			b.ReportMetric(float64(rssBackup)/1024, "rss_backup_MiB")
 		})
 	}
 }
@@ -405,7 +416,16 @@ func idleCPU(p *lab.Pair, window time.Duration) (master, backup float64, err err
 }
 
 // nsTicks sums utime + stime of the processes in ns (`ip netns pids`).
-func nsTicks(ns *lab.Netns) (uint64, error) {
+func nsTicks(ns *lab.Netns) (uint64, error) { return nsSum(ns, "stat", ParseStatCPU) }
+
+// nsRSS sums the resident memory (KiB) of the processes in ns. Pages two
+// processes share (keepalived's parent and VRRP child after fork) count
+// twice, as in ps.
+func nsRSS(ns *lab.Netns) (uint64, error) { return nsSum(ns, "status", ParseVmRSS) }
+
+// nsSum sums parse(/proc/<pid>/<file>) over the processes in ns; one that
+// exits meanwhile counts 0.
+func nsSum(ns *lab.Netns, file string, parse func([]byte) (uint64, error)) (uint64, error) {
 	out, err := exec.Command("ip", "netns", "pids", ns.Name).Output()
 	if err != nil {
 		return 0, fmt.Errorf("ip netns pids %s: %w", ns.Name, err)
@@ -419,14 +439,14 @@ func nsTicks(ns *lab.Netns) (uint64, error) {
 		if _, err := strconv.Atoi(pid); err != nil {
 			return 0, fmt.Errorf("ip netns pids %s: %q is not a pid", ns.Name, pid)
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+		b, err := os.ReadFile(filepath.Join("/proc", pid, file))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return 0, err
 		}
-		t, err := ParseStatCPU(b)
+		t, err := parse(b)
 		if err != nil {
 			return 0, fmt.Errorf("pid %s: %w", pid, err)
 		}

@@ -114,6 +114,42 @@ func FuzzParseStatCPU(f *testing.F) {
 	})
 }
 
+func TestParseVmRSS(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want uint64
+		err  bool
+	}{
+		{"real", "Name:\tmuros-had\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t 1262316 kB\nVmHWM:\t   17000 kB\nVmRSS:\t   16036 kB\nRssAnon:\t    5120 kB\nThreads:\t7\n", 16036, false},
+		{"no VmRSS (zombie)", "Name:\tsh\nState:\tZ (zombie)\nThreads:\t1\n", 0, false},
+		{"last line without newline", "Name:\tx\nVmRSS:\t12 kB", 12, false},
+		{"other unit", "VmRSS:\t12 MB\n", 0, true},
+		{"not a number", "VmRSS:\t1x2 kB\n", 0, true},
+		{"no value", "VmRSS:\n", 0, true},
+		{"empty", "", 0, false},
+	} {
+		got, err := ParseVmRSS([]byte(tc.in))
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("%s: ParseVmRSS = %d, %v; want %d, error %v", tc.name, got, err, tc.want, tc.err)
+		}
+		if err != nil && !errors.Is(err, ErrProcStatus) {
+			t.Errorf("%s: error %v does not wrap ErrProcStatus", tc.name, err)
+		}
+	}
+}
+
+func FuzzParseVmRSS(f *testing.F) {
+	f.Add([]byte("Name:\tmuros-had\nVmRSS:\t   16036 kB\nThreads:\t7\n"))
+	f.Add([]byte("VmRSS:\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := ParseVmRSS(b)
+		if err != nil && v != 0 {
+			t.Fatalf("error %v with value %d", err, v)
+		}
+	})
+}
+
 func TestCPUPercent(t *testing.T) {
 	for _, tc := range []struct {
 		ticks uint64
