@@ -1,4 +1,4 @@
-.PHONY: all build test demo fuzz bench clean deb install
+.PHONY: all build test demo fuzz bench bench-report clean deb install
 
 all: build
 
@@ -17,6 +17,13 @@ demo:
 bench:
 	go test -run '^$$' -bench . -benchmem -count 6 ./vrrp/... ./vip/... ./ctsync/ctwire/...
 	go test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./bench/
+
+# The side-by-side benchmarks (root; about 10 min; a quiet machine) and
+# bench/REPORT.md with SVG charts in bench/img/ from their output, which is
+# kept in bench/results/. FAILOVER_REPS, CT_REPS, IDLE_COUNT set the
+# repetitions (5, 3, 3).
+bench-report:
+	bash scripts/bench-report.sh
 
 # The Debian package, built with nfpm as a Go tool: muros-had_<version>_<arch>.deb.
 deb:

@@ -46,6 +46,18 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "a real line: go test drops the 0 ns/op the benchmarks report",
+			in: "BenchmarkIdleCPU\nBenchmarkIdleCPU/10ms/muros-had-none\n" +
+				"BenchmarkIdleCPU/10ms/muros-had-none-2         \t       1\t         1.985 cpu_backup_pct\t         3.970 cpu_master_pct\t        18.55 rss_backup_MiB\t        18.64 rss_master_MiB\n",
+			want: Parsed{
+				Env: map[string]string{},
+				Runs: []Run{{
+					Name: "BenchmarkIdleCPU/10ms/muros-had-none", Procs: 2,
+					Metrics: map[string]float64{"cpu_backup_pct": 1.985, "cpu_master_pct": 3.97, "rss_backup_MiB": 18.55, "rss_master_MiB": 18.64},
+				}},
+			},
+		},
+		{
 			name: "a drain repetition left out of the medians is left out here",
 			in: "BenchmarkConntrackStorm/drain/muros-had-2 \t 1\t 0 ns/op\t 129756 flows/s\n" +
 				"--- BENCH: BenchmarkConntrackStorm/drain/muros-had-2\n" +

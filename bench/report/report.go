@@ -33,6 +33,12 @@ func Build(p Parsed, sources []string, imgDir string) Report {
 		"How each figure is measured: [README.md](README.md).\n\n", strings.Join(quoted(sources), ", "))
 	md.WriteString("- Machine: " + machine(p.Env) + "\n")
 	md.WriteString("- Run: " + when(p.Env) + "\n")
+	if c := p.Env["commit"]; c != "" {
+		md.WriteString("- Commit: " + c + "\n")
+	}
+	if r := p.Env["reps"]; r != "" {
+		md.WriteString("- Repetitions asked for: " + r + "\n")
+	}
 	md.WriteString("- Medians and maxima are over single repetitions where the benchmark logs them " +
 		"(failover gaps, conntrack storm and drain repetitions), otherwise over `go test` runs " +
 		"(`-count`); each table says which and how many.\n\n")

@@ -120,7 +120,7 @@ func TestBuild(t *testing.T) {
 	}
 	for _, w := range []string{
 		"Machine: " + machine, "Run: " + run + ", load average at the start 0.52",
-		"`bench/results/x.txt`",
+		"`bench/results/x.txt`", "- Commit: 3a2caa6\n", "- Repetitions asked for: failover 5 per case, conntrack 3 per case, idle CPU 1 runs\n",
 		"![Failover gap at 10ms adverts](img/failover-10ms.svg)",
 		"![Conntrack replication lag](img/conntrack-lag.svg)",
 		"![Idle memory](img/idle-memory.svg)",
