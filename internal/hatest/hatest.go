@@ -68,6 +68,9 @@ type NodeOptions struct {
 	IPv6 bool
 	// Extra is YAML appended to the generated file (top-level keys).
 	Extra string
+	// StatusHTTP sets status.http, the page's TCP listener (IP:port in
+	// the node's namespace).
+	StatusHTTP string
 }
 
 // Node is a muros-had daemon running in a firewall namespace.
@@ -109,6 +112,9 @@ func Config(p *lab.Pair, fw *lab.Netns, o NodeOptions) string {
 	}
 	fmt.Fprintf(&b, "state_dir: %s\nrun_dir: %s\n", filepath.Join(fw.Dir, "state"), filepath.Join(fw.Dir, "run"))
 	fmt.Fprintf(&b, "status:\n  listen: %s\n", statusSock(fw))
+	if o.StatusHTTP != "" {
+		fmt.Fprintf(&b, "  http: %s\n", o.StatusHTTP)
+	}
 	b.WriteString("metrics:\n  enabled: false\n")
 	if !strings.Contains(o.Extra, "conntrack:") {
 		b.WriteString("conntrack:\n  enabled: false\n")
