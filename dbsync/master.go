@@ -258,7 +258,7 @@ func (n *Node) noteEvent(w *fsnotify.Watcher, st *masterState, ev fsnotify.Event
 			n.watchTree(w, name)
 		}
 	}
-	if excluded(filepath.Base(name), n.cfg.Exclude) {
+	if excludedWire(wire, n.cfg.Exclude) {
 		return false
 	}
 	if len(st.dirty) == 0 {
@@ -281,8 +281,8 @@ func (n *Node) expand(st *masterState, dirty []string) []string {
 		fi, err := os.Lstat(local)
 		if err == nil && fi.IsDir() && rp.root.Dir {
 			filepath.WalkDir(local, func(p string, d fs.DirEntry, err error) error {
-				if err == nil && d.Type().IsRegular() && !excluded(d.Name(), n.cfg.Exclude) {
-					if pw, ok := localToWire(n.cfg.Paths, p); ok {
+				if err == nil && d.Type().IsRegular() {
+					if pw, ok := localToWire(n.cfg.Paths, p); ok && !excludedWire(pw, n.cfg.Exclude) {
 						set[pw] = struct{}{}
 					}
 				}
@@ -570,23 +570,18 @@ func (n *Node) exchange(ctx context.Context, method, path string, body []byte) (
 }
 
 func (n *Node) request(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
-	tok, err := n.auth.mint(ScopeSync, n.cfg.Auth.TokenTTL)
-	if err != nil {
-		return 0, nil, err
-	}
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, n.cfg.PeerURL+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, n.link.URL(path), rd)
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
-	resp, err := n.client.Do(req)
+	resp, err := n.link.Do(req)
 	if err != nil {
 		n.peerSeen(false, "", 0)
 		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,11 +37,15 @@ type Config struct {
 	Identity peerlink.Files
 	// Paths is the replicated set; empty means DefaultPaths().
 	Paths []Path
-	// Exclude lists base-name globs never replicated (besides SQLite
-	// sidecars and staging files, always excluded); nil means
-	// DefaultExclude.
+	// Exclude lists globs of files never replicated (besides SQLite
+	// sidecars and staging files, always excluded): without a slash a
+	// glob matches a file's base name, with one its path relative to its
+	// replicated directory or that of a directory above it (paths.go,
+	// excluded). The backup's own list keeps its files out of its
+	// manifest, so the master neither overwrites nor deletes them. nil
+	// means DefaultExclude.
 	Exclude []string
-	Auth    AuthConfig
+	Auth    peerlink.AuthConfig
 
 	Debounce            time.Duration // quiet time after a change before pushing (default 20 ms)
 	AntiEntropyInterval time.Duration // full manifest comparison period (default 60 s)
@@ -70,7 +72,7 @@ type Config struct {
 	Now func() time.Time
 	// Limits bound what clients that are not the peer hold of the peer
 	// listener (limit.go); zero fields take the defaults.
-	Limits ListenerLimits
+	Limits peerlink.ListenerLimits
 	// Dial, when set, opens connections to the peer (tests dial inside a
 	// network namespace).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -132,32 +134,20 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	c.Auth = c.Auth.withDefaults()
-	c.Limits = c.Limits.withDefaults()
+	c.Auth = c.Auth.WithDefaults()
+	c.Limits = c.Limits.WithDefaults()
 	return c
 }
 
 func (c Config) validate() error {
 	var errs []error
-	if !validNodeID(c.NodeID) || !validNodeID(c.PeerID) || c.NodeID == c.PeerID {
-		errs = append(errs, fmt.Errorf("node and peer IDs %q, %q: want two distinct printable names", c.NodeID, c.PeerID))
-	}
-	if u, err := url.Parse(c.PeerURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		errs = append(errs, fmt.Errorf("peer URL %q: want https://host:port", c.PeerURL))
-	}
-	if _, err := peerlink.NormalizeFingerprint(c.PeerCertSHA256); err != nil {
-		errs = append(errs, fmt.Errorf("peer certificate pin: %w", err))
+	if err := c.link(peerlink.Identity{}).Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("state dir %q is not absolute", c.StateDir))
 	}
 	if err := validatePaths(c.Paths, c.StateDir); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.Auth.validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.Limits.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.MaxBatchBytes <= 0 || int64(c.MaxBatchBytes) > c.MaxBodyBytes {
@@ -166,16 +156,12 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-func validNodeID(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
+// link is the peer link's part of the configuration.
+func (c Config) link(id peerlink.Identity) peerlink.Config {
+	return peerlink.Config{
+		NodeID: c.NodeID, PeerID: c.PeerID, PeerURL: c.PeerURL, PeerCertSHA256: c.PeerCertSHA256,
+		Identity: id, Auth: c.Auth, Limits: c.Limits, RequestTimeout: c.RequestTimeout, Now: c.Now, Dial: c.Dial,
 	}
-	for _, r := range s {
-		if r <= ' ' || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // Node replicates the configured paths from whichever node is VRRP master
@@ -183,13 +169,10 @@ func validNodeID(s string) bool {
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	id      peerlink.Identity
-	pin     string
-	auth    *authenticator
+	link    *peerlink.Link
 	applier *applier
 	cache   *hashCache
 	src     *source
-	client  *http.Client
 	stamps  *stampTable
 	skew    skewMeter
 
@@ -203,9 +186,7 @@ type Node struct {
 	// failures counted by reason.
 	failed       failedPaths
 	pathFailures counters
-	// refusedLog spaces the listener limits' log lines; limitClock, when
-	// set, is their clock (tests).
-	refusedLog listenerLog
+	// limitClock, when set, is the listener limits' clock (tests).
 	limitClock func() time.Time
 
 	// armCh wakes the readiness watcher after Rearm (ready.go).
@@ -249,7 +230,6 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pin, _ := peerlink.NormalizeFingerprint(cfg.PeerCertSHA256)
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -293,9 +273,6 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{
 		cfg:     cfg,
 		log:     log,
-		id:      id,
-		pin:     pin,
-		auth:    &authenticator{cfg: cfg.Auth, self: cfg.NodeID, peer: cfg.PeerID, now: cfg.Now},
 		applier: ap,
 		cache:   cache,
 		stamps:  stamps,
@@ -308,29 +285,19 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if fwd {
 		n.noteFailures(&recovered.batch, recovered.Failed)
 	}
-	dial := cfg.Dial
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext
+	if n.link, err = peerlink.New(cfg.link(id), log); err != nil {
+		return nil, err
 	}
-	n.client = &http.Client{
-		Transport: &http.Transport{
-			DialContext:         dial,
-			TLSClientConfig:     peerlink.ClientTLS(id, pin),
-			TLSHandshakeTimeout: 10 * time.Second,
-			MaxIdleConnsPerHost: 2,
-			IdleConnTimeout:     90 * time.Second,
-		},
-		Timeout: cfg.RequestTimeout,
-	}
+	n.mountRoutes()
 	return n, nil
 }
 
 // Fingerprint is the SHA-256 of this node's certificate: the value the
 // peer's PeerCertSHA256 must hold.
-func (n *Node) Fingerprint() string { return n.id.Fingerprint }
+func (n *Node) Fingerprint() string { return n.link.Fingerprint() }
 
 // TLSConfig is the server configuration for the peer listener.
-func (n *Node) TLSConfig() *tls.Config { return peerlink.ServerTLS(n.id) }
+func (n *Node) TLSConfig() *tls.Config { return n.link.TLSConfig() }
 
 // SetRole follows the VRRP role: a master watches and pushes, a backup
 // accepts pushes. Safe to call from any goroutine.
@@ -364,7 +331,7 @@ func (n *Node) Run(ctx context.Context) error {
 		stopReadiness()
 		<-readinessDone
 		// Kept-alive connections to the peer would outlive the node.
-		n.client.CloseIdleConnections()
+		n.link.CloseIdleConnections()
 	}()
 	for {
 		if n.master.Load() {
@@ -402,36 +369,10 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-// Serve accepts peer connections on ln (TLS is added here) until ctx ends.
+// Serve accepts peer connections on ln (TLS and the listener's limits
+// are added by the peer link) until ctx ends.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	tl, handler, connState := n.limited(ln)
-	srv := &http.Server{
-		Handler:           handler,
-		ConnState:         connState,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       n.cfg.RequestTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(tl) }()
-	select {
-	case err := <-errc:
-		// The listener failed or was closed under us: connections
-		// already accepted would outlive Serve.
-		srv.Close()
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if srv.Shutdown(sctx) != nil {
-			// Requests still running after the grace: cut them.
-			srv.Close()
-		}
-		<-errc
-		return nil
-	}
+	return n.link.Serve(ctx, ln, n.limitClock)
 }
 
 // Status is a snapshot for `muros-had status` and the health endpoint.
@@ -502,7 +443,7 @@ func (n *Node) Status() Status {
 		Node:        n.cfg.NodeID,
 		Role:        roleName(n.master.Load()),
 		BootID:      bootID,
-		Fingerprint: n.id.Fingerprint,
+		Fingerprint: n.link.Fingerprint(),
 		Revision:    n.applier.revision().Revision,
 		Peer: PeerStatus{
 			ID: n.cfg.PeerID, URL: n.cfg.PeerURL, Reachable: st.reachable, Role: st.role,
@@ -515,7 +456,7 @@ func (n *Node) Status() Status {
 		Conflicts:    st.conflicts,
 		ClockSkew:    n.skew.status(),
 		Stats:        n.stats.snapshot(),
-		Rejected:     n.rejected.snapshot(),
+		Rejected:     n.rejectedAll(),
 		FailedPaths:  n.failed.snapshot(),
 		PathFailures: n.pathFailures.snapshot(),
 		Ready:        readyReason != "",
@@ -557,6 +498,16 @@ func (c *counters) addAll(deltas map[string]uint64) {
 	for k, v := range deltas {
 		c.m[k] += v
 	}
+}
+
+// rejectedAll is the replication's rejections and the peer link's
+// (tokens, certificate, listener limits): the reasons do not overlap.
+func (n *Node) rejectedAll() map[string]uint64 {
+	out := n.rejected.snapshot()
+	for k, v := range n.link.Rejected() {
+		out[k] += v
+	}
+	return out
 }
 
 func (c *counters) snapshot() map[string]uint64 {
