@@ -63,6 +63,9 @@ func Build(p Parsed, sources []string, imgDir string) Report {
 		in := filterFunc(failover, func(c Case) bool { return after(c.Case) == iv })
 		ch, of := chart(in, "Failover gap at "+iv+" adverts", "gap (ms)",
 			func(c Case) string { return before(c.Case) }, figure{"gap_ms", "gap_p50_ms", "gap_max_ms"})
+		if t := targets(in); t != "" {
+			ch.Notes = append(ch.Notes, t)
+		}
 		add("failover-"+fileName(iv)+".svg", ch, of)
 	}
 	if len(failover) == 0 {
@@ -193,18 +196,66 @@ func repetitions(c Chart, of string) string {
 	return fmt.Sprintf("Median and max over %s %s per bar", n, of)
 }
 
+// table lists a chart's bars; with another daemon among the series (the
+// first not named muros-had*: keepalived, conntrackd) each median is also
+// given as a ratio to that daemon's in the same case.
 func table(c Chart, of string) string {
+	ref := ""
+	for _, s := range c.Series {
+		if !strings.HasPrefix(s, "muros-had") {
+			ref = s
+			break
+		}
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| case | daemon | median %s | max %s | %s |\n|---|---|---|---|---|\n", c.Unit, c.Unit, of)
+	fmt.Fprintf(&b, "| case | daemon | median %s | max %s | %s |", c.Unit, c.Unit, of)
+	sep := "|---|---|---|---|---|"
+	if ref != "" {
+		fmt.Fprintf(&b, " median / %s |", ref)
+		sep += "---|"
+	}
+	b.WriteString("\n" + sep + "\n")
 	for _, g := range c.Groups {
 		for _, s := range c.Series {
-			if st, ok := g.Bars[s]; ok {
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %d |\n", g.Label, s, label(st.Median), label(st.Max), st.N)
+			st, ok := g.Bars[s]
+			if !ok {
+				continue
 			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d |", g.Label, s, label(st.Median), label(st.Max), st.N)
+			if ref != "" {
+				r, ok := g.Bars[ref]
+				ratio := "-"
+				if ok && r.Median != 0 {
+					ratio = fmt.Sprintf("%.2f", st.Median/r.Median)
+				}
+				b.WriteString(" " + ratio + " |")
+			}
+			b.WriteString("\n")
 		}
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// targets states the failover target of each mode: the median over the
+// cases of target_ms (the same for every daemon).
+func targets(cases []Case) string {
+	var parts []string
+	for _, mode := range distinct(cases, func(c Case) string { return before(c.Case) }) {
+		var v []float64
+		for _, c := range cases {
+			if t, ok := c.Metrics["target_ms"]; ok && before(c.Case) == mode {
+				v = append(v, t.Median)
+			}
+		}
+		if len(v) > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s ms", mode, label(Summarize(v).Median)))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Target (RFC timer + 5 ms): " + strings.Join(parts, ", ")
 }
 
 func machine(env map[string]string) string {
