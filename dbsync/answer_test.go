@@ -49,7 +49,7 @@ func TestMasterRefusesBadAnswers(t *testing.T) {
 			defer func() {
 				srv.Close()
 				<-served
-				a.client.CloseIdleConnections()
+				a.link.CloseIdleConnections()
 			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()

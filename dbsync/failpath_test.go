@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/muros/muros-had/peerlink"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	"pgregory.net/rapid"
@@ -118,7 +119,7 @@ func TestRecoverFailingJournalEntry(t *testing.T) {
 	n, err := New(Config{
 		NodeID: "b", PeerID: "a", PeerURL: "https://192.0.2.1:7443", PeerCertSHA256: peer.Fingerprint,
 		StateDir: state, Paths: roots,
-		Auth: AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")},
+		Auth: peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")},
 	}, nil)
 	if err != nil {
 		t.Fatalf("one failing journal entry turned DB sync off: %v", err)

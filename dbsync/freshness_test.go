@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/muros/muros-had/peerlink"
 )
 
 // pipeNode is one side of an in-memory pair: the two Nodes talk TLS over
@@ -101,7 +103,7 @@ func newPipePair(t *testing.T, cfg func(a, b *Config)) (a, b *pipeNode) {
 			PeerCertSHA256: ids[peer.name].Fingerprint,
 			StateDir:       filepath.Join(self.dir, "state"),
 			Paths:          []Path{{Name: "db", Local: filepath.Join(self.dir, "db"), Dir: true}},
-			Auth:           AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")},
+			Auth:           peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")},
 			ProbeInterval:  50 * time.Millisecond, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond,
 			AntiEntropyInterval: 2 * time.Second, ReadyPeerTimeout: time.Second, RequestTimeout: 5 * time.Second,
 			Dial: peer.dial,
@@ -212,7 +214,7 @@ func TestPairReturningNodeBehindKeepsPeerEdit(t *testing.T) {
 	a.cfg.Now = func() time.Time { return time.Now().Add(-10 * time.Second) }
 	a.start(false)
 	waitFor(t, "a refuses b's tokens", func() error {
-		if a.node.Status().Rejected[ReasonNotYetValid] == 0 {
+		if a.node.Status().Rejected[peerlink.ReasonNotYetValid] == 0 {
 			return fmt.Errorf("rejected %v", a.node.Status().Rejected)
 		}
 		return nil
@@ -396,7 +398,7 @@ func TestPairLeewayToleratesSkew(t *testing.T) {
 		return nil
 	})
 	s := a.node.Status()
-	if s.Rejected[ReasonNotYetValid] != 0 || s.ClockSkew == nil || s.ClockSkew.OffsetMillis < 9000 {
+	if s.Rejected[peerlink.ReasonNotYetValid] != 0 || s.ClockSkew == nil || s.ClockSkew.OffsetMillis < 9000 {
 		t.Fatalf("rejected %v, skew %+v", s.Rejected, s.ClockSkew)
 	}
 }

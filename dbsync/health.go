@@ -19,17 +19,12 @@ const maxHealthBytes = 1 << 20
 // own view of the peer (Status().Peer) alone: that one follows the sync
 // requests. ctx bounds the request.
 func (n *Node) PeerHealth(ctx context.Context) ([]byte, error) {
-	tok, err := n.auth.mint(ScopeSync, n.cfg.Auth.TokenTTL)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.link.URL(PathHealth), nil)
 	if err != nil {
 		return nil, fmt.Errorf("health: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.cfg.PeerURL+PathHealth, nil)
-	if err != nil {
-		return nil, fmt.Errorf("health: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
 	sent := n.cfg.Now()
-	resp, err := n.client.Do(req)
+	resp, err := n.link.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", PathHealth, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/peerlink"
 )
 
 // pipeListener is a net.Listener fed by in-memory connections: the client
@@ -67,7 +68,7 @@ func healthPair(t *testing.T, ln *pipeListener, secretB string) (a, b *Node) {
 	const secretA = "cluster-secret-cluster-secret-32"
 	a, err = New(Config{
 		NodeID: "a", PeerID: "b", PeerURL: "https://192.0.2.2:7443", PeerCertSHA256: idB.Fingerprint,
-		StateDir: filepath.Join(base, "a"), Auth: AuthConfig{Method: MethodHS256, Secret: []byte(secretA)},
+		StateDir: filepath.Join(base, "a"), Auth: peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte(secretA)},
 		Paths: []Path{{Name: "db", Local: filepath.Join(base, "dba"), Dir: true}}, Dial: ln.dial,
 	}, nil)
 	if err != nil {
@@ -75,7 +76,7 @@ func healthPair(t *testing.T, ln *pipeListener, secretB string) (a, b *Node) {
 	}
 	b, err = New(Config{
 		NodeID: "b", PeerID: "a", PeerURL: "https://192.0.2.1:7443", PeerCertSHA256: idA.Fingerprint,
-		StateDir: filepath.Join(base, "b"), Auth: AuthConfig{Method: MethodHS256, Secret: []byte(secretB)},
+		StateDir: filepath.Join(base, "b"), Auth: peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte(secretB)},
 		Paths:  []Path{{Name: "db", Local: filepath.Join(base, "dbb"), Dir: true}},
 		Health: func() map[string]any { return map[string]any{"vrrp": map[string]any{"state": "MASTER"}} },
 	}, nil)
@@ -106,7 +107,7 @@ func TestPeerHealth(t *testing.T) {
 			defer func() {
 				cancel()
 				<-served
-				a.client.CloseIdleConnections()
+				a.link.CloseIdleConnections()
 			}()
 			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
 			defer rcancel()

@@ -10,3 +10,8 @@ func EnsureIdentity(dir, nodeID string) (peerlink.Identity, error) {
 
 // Identity is a node's TLS identity in the tests.
 type Identity = peerlink.Identity
+
+// hsAuth is an HS256 configuration with a test secret.
+func hsAuth() peerlink.AuthConfig {
+	return peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte("0123456789abcdef0123456789abcdef")}.WithDefaults()
+}

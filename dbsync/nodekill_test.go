@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/lab"
+	"github.com/muros/muros-had/peerlink"
 )
 
 // nodeChildEnv makes the test binary run a backup Node (see nodeChild):
@@ -47,7 +48,7 @@ func nodeChild(spec string) {
 			{Name: "muros-db", Local: p.DBDir, Dir: true},
 			{Name: "kea-leases", Local: p.KeaDir, Dir: true},
 		},
-		Auth: AuthConfig{Method: MethodHS256, Secret: []byte(p.Secret)},
+		Auth: peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte(p.Secret)},
 	}, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "node child:", err)
@@ -110,7 +111,7 @@ func TestLabBackupProcessKilledMidApply(t *testing.T) {
 	}
 	secret := "cluster-secret-cluster-secret-32"
 	peerB := &testNode{name: "node-b", addr: bAddr}
-	a.cfg = testConfig(a, peerB, idB.Fingerprint, AuthConfig{Method: MethodHS256, Secret: []byte(secret)})
+	a.cfg = testConfig(a, peerB, idB.Fingerprint, peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte(secret)})
 	params := nodeChildParams{
 		NodeID: "node-b", PeerID: "node-a", PeerURL: "https://10.77.0.1:7443", PeerPin: idA.Fingerprint,
 		StateDir: filepath.Join(bDir, "state"), DBDir: filepath.Join(bDir, "db"), KeaDir: filepath.Join(bDir, "kea"),

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/lab"
+	"github.com/muros/muros-had/peerlink"
 )
 
 // testNode is one side of a two-node lab: its own network namespace, its
@@ -42,7 +43,7 @@ func (tn *testNode) dbDir() string  { return filepath.Join(tn.dir, "db") }
 func (tn *testNode) keaDir() string { return filepath.Join(tn.dir, "kea") }
 
 type pairOptions struct {
-	auth  func(a, b *AuthConfig)
+	auth  func(a, b *peerlink.AuthConfig)
 	cfg   func(a, b *Config)              // after testConfig, before start
 	wrapB func(http.Handler) http.Handler // see testNode.wrap
 }
@@ -74,7 +75,7 @@ func newLabPair(t testing.TB, opts pairOptions) (a, b *testNode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authA := AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}
+	authA := peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}
 	authB := authA
 	if opts.auth != nil {
 		opts.auth(&authA, &authB)
@@ -91,7 +92,7 @@ func newLabPair(t testing.TB, opts pairOptions) (a, b *testNode) {
 	return a, b
 }
 
-func testConfig(self, peer *testNode, pin string, auth AuthConfig) Config {
+func testConfig(self, peer *testNode, pin string, auth peerlink.AuthConfig) Config {
 	ns := self.ns
 	return Config{
 		NodeID: self.name, PeerID: peer.name,
@@ -251,7 +252,7 @@ func TestLabPairReplicates(t *testing.T) {
 
 	// The health endpoint answers an operator's curl (no client
 	// certificate) over the same listener, with a token minted on a.
-	tok, err := MintOperatorToken(a.cfg.Auth, a.name, b.name, time.Minute, time.Now())
+	tok, err := peerlink.MintOperatorToken(a.cfg.Auth, a.name, b.name, time.Minute, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func TestLabPairReplicates(t *testing.T) {
 	if st.Revision == 0 || st.Role != "backup" {
 		t.Fatalf("backup status %+v", st)
 	}
-	if a.node.Status().Rejected[ReasonPeerCert]+b.node.Status().Rejected[ReasonPeerCert] != 0 {
+	if a.node.Status().Rejected[peerlink.ReasonPeerCert]+b.node.Status().Rejected[peerlink.ReasonPeerCert] != 0 {
 		t.Fatal("peer certificate rejected between correctly pinned nodes")
 	}
 }
@@ -450,11 +451,11 @@ func TestLabPairRoleSwap(t *testing.T) {
 // The master survives its peer being down and catches up when it returns;
 // a restarted backup is repaired without operator action.
 func TestLabPairPeerDownCatchUp(t *testing.T) {
-	a, b := newLabPair(t, pairOptions{auth: func(x, y *AuthConfig) {
+	a, b := newLabPair(t, pairOptions{auth: func(x, y *peerlink.AuthConfig) {
 		// Exercise the EdDSA key pairs here.
 		ka, kb := mustEd25519(t), mustEd25519(t)
-		*x = AuthConfig{Method: MethodEdDSA, PrivateKey: ka.priv, PeerPublicKey: kb.pub}
-		*y = AuthConfig{Method: MethodEdDSA, PrivateKey: kb.priv, PeerPublicKey: ka.pub}
+		*x = peerlink.AuthConfig{Method: peerlink.MethodEdDSA, PrivateKey: ka.priv, PeerPublicKey: kb.pub}
+		*y = peerlink.AuthConfig{Method: peerlink.MethodEdDSA, PrivateKey: kb.priv, PeerPublicKey: ka.pub}
 	}})
 	writeFile(t, filepath.Join(a.dbDir(), "before"), "1\n")
 	waitFor(t, "initial sync", sameFile(filepath.Join(a.dbDir(), "before"), filepath.Join(b.dbDir(), "before")))

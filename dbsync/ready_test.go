@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/peerlink"
 	"pgregory.net/rapid"
 )
 
@@ -94,7 +95,7 @@ func TestHandlerSynced(t *testing.T) {
 	n, peer, auth := handlerNode(t)
 	h := n.Handler()
 	tok := syncTokens(t, auth)
-	health, _ := mintToken(auth.withDefaults(), "a", "b", ScopeHealth, time.Minute, time.Now())
+	health, _ := peerlink.MintToken(auth, "a", "b", peerlink.ScopeHealth, time.Minute, time.Now())
 	body := func(boot string) []byte {
 		b, _ := json.Marshal(Synced{BootID: boot, Revision: 7})
 		return b
@@ -105,8 +106,8 @@ func TestHandlerSynced(t *testing.T) {
 		status int
 		reason string
 	}{
-		{"no token", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), ""), 401, ReasonMissing},
-		{"health scope", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), health), 401, ReasonScope},
+		{"no token", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), ""), 401, peerlink.ReasonMissing},
+		{"health scope", peerRequest(t, peer, "POST", PathSynced, body(n.bootID), health), 401, peerlink.ReasonScope},
 		{"earlier boot", peerRequest(t, peer, "POST", PathSynced, body("0123456789abcdef"), tok()), 409, ReasonStaleBoot},
 		{"garbage", peerRequest(t, peer, "POST", PathSynced, []byte("{boot"), tok()), 400, ReasonDecode},
 		{"too large", peerRequest(t, peer, "POST", PathSynced, make([]byte, 2*maxSyncedBody), tok()), 413, ReasonTooLarge},
@@ -302,7 +303,7 @@ func TestWatchReadinessPeerDown(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		n.client.CloseIdleConnections()
+		n.link.CloseIdleConnections()
 	})
 }
 

@@ -1,7 +1,6 @@
 package dbsync
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,9 +19,8 @@ const (
 	PathHealth   = "/api/health"
 )
 
-// Request rejection reasons (besides the token reasons in auth.go).
+// Request rejection reasons (besides the peer link's: package peerlink).
 const (
-	ReasonPeerCert   = "peer_cert"
 	ReasonTooLarge   = "body_too_large"
 	ReasonTruncated  = "body_truncated"
 	ReasonDecode     = "body_decode"
@@ -51,66 +49,31 @@ type Hello struct {
 	Time time.Time `json:"time,omitzero"`
 }
 
-// errorBody is every error response: a generic message, nothing more.
-type errorBody struct {
-	Error    string `json:"error"`
-	Revision uint64 `json:"revision,omitempty"`
+// mountRoutes mounts the sync endpoints on the peer link (pinned peer
+// certificate and a single-use sync-scope token) and GET /api/health (any
+// valid token).
+func (n *Node) mountRoutes() {
+	n.link.Handle("POST "+PathPush, peerlink.PeerOnly, http.HandlerFunc(n.handlePush))
+	n.link.Handle("GET "+PathManifest, peerlink.PeerOnly, http.HandlerFunc(n.handleManifest))
+	n.link.Handle("GET "+PathHello, peerlink.PeerOnly, http.HandlerFunc(n.handleHello))
+	n.link.Handle("POST "+PathSynced, peerlink.PeerOnly, http.HandlerFunc(n.handleSynced))
+	n.link.Handle("POST "+PathPull, peerlink.PeerOnly, http.HandlerFunc(n.handlePull))
+	n.link.Handle("GET "+PathHealth, peerlink.AnyToken, http.HandlerFunc(n.handleHealth))
 }
 
-// Handler serves the peer API: the sync endpoints (pinned peer certificate
-// and a sync-scope token) and GET /api/health (any valid token).
-func (n *Node) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("POST "+PathPush, n.peerOnly(http.HandlerFunc(n.handlePush)))
-	mux.Handle("GET "+PathManifest, n.peerOnly(http.HandlerFunc(n.handleManifest)))
-	mux.Handle("GET "+PathHello, n.peerOnly(http.HandlerFunc(n.handleHello)))
-	mux.Handle("POST "+PathSynced, n.peerOnly(http.HandlerFunc(n.handleSynced)))
-	mux.Handle("POST "+PathPull, n.peerOnly(http.HandlerFunc(n.handlePull)))
-	mux.Handle("GET "+PathHealth, n.Authenticate(http.HandlerFunc(n.handleHealth)))
-	return mux
-}
+// Handler is the peer API's router without the listener's limits.
+func (n *Node) Handler() http.Handler { return n.link.Handler() }
 
 func (n *Node) reject(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
 	n.rejected.add(reason, 1)
 	n.log.Warn("dbsync: request rejected", "reason", reason, "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
-	msg := http.StatusText(status)
-	writeJSON(w, status, errorBody{Error: msg})
+	writeJSON(w, status, errorBody{Error: http.StatusText(status)})
 }
 
-// Authenticate wraps h so it runs only with a valid bearer token from the
-// peer (any scope). The daemon may use it for further endpoints.
-func (n *Node) Authenticate(h http.Handler) http.Handler {
-	return n.withToken(ScopeHealth, h)
-}
+// errorBody is every error response: a generic message, nothing more.
+type errorBody = peerlink.ErrorBody
 
-func (n *Node) withToken(scope string, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, reason, err := n.auth.verify(r.Header.Get("Authorization"), scope); err != nil {
-			n.reject(w, r, http.StatusUnauthorized, reason, err)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// peerOnly requires the pinned peer certificate and a sync-scope token.
-func (n *Node) peerOnly(h http.Handler) http.Handler {
-	inner := n.withToken(ScopeSync, h)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || !peerlink.FingerprintMatches(r.TLS.PeerCertificates[0].Raw, n.pin) {
-			n.reject(w, r, http.StatusUnauthorized, ReasonPeerCert, peerlink.ErrPin)
-			return
-		}
-		inner.ServeHTTP(w, r)
-	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { peerlink.WriteJSON(w, status, v) }
 
 func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > n.cfg.MaxBodyBytes {

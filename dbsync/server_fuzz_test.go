@@ -35,7 +35,7 @@ type fuzzPushEnv struct {
 	peer    Identity
 	leaf    *x509.Certificate
 	stateID string // a state directory holding b's identity, copied per node
-	auth    AuthConfig
+	auth    peerlink.AuthConfig
 }
 
 func newFuzzPushEnv(f *testing.F) *fuzzPushEnv {
@@ -53,7 +53,7 @@ func newFuzzPushEnv(f *testing.F) *fuzzPushEnv {
 		f.Fatal(err)
 	}
 	return &fuzzPushEnv{peer: peer, leaf: leaf, stateID: stateID,
-		auth: AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}}
+		auth: peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}}
 }
 
 // fuzzDir is a fresh directory for one input, on tmpfs when there is one:
@@ -189,7 +189,7 @@ func FuzzPushHandler(f *testing.F) {
 		n, base := env.node(t)
 		before := snapshotTree(t, base)
 		rejectedBefore := n.Status().Rejected
-		tok, err := mintToken(env.auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+		tok, err := peerlink.MintToken(env.auth, "a", "b", peerlink.ScopeSync, time.Minute, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,19 +13,20 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/muros/muros-had/peerlink"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // handlerNode is a backup Node "b" whose peer is "a", served without a
 // network: requests carry a fake TLS state with a's certificate.
-func handlerNode(t *testing.T) (n *Node, peer Identity, auth AuthConfig) {
+func handlerNode(t *testing.T) (n *Node, peer Identity, auth peerlink.AuthConfig) {
 	t.Helper()
 	base := t.TempDir()
 	peer, err := EnsureIdentity(filepath.Join(base, "peer"), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth = AuthConfig{Method: MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}
+	auth = peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte("cluster-secret-cluster-secret-32")}
 	n, err = New(Config{
 		NodeID: "b", PeerID: "a", PeerURL: "https://192.0.2.1:7443", PeerCertSHA256: peer.Fingerprint,
 		StateDir: filepath.Join(base, "state"), Auth: auth, MaxBodyBytes: 4096, MaxBatchBytes: 2048,
@@ -58,7 +59,7 @@ func TestHandlerRejects(t *testing.T) {
 	n, peer, auth := handlerNode(t)
 	h := n.Handler()
 	tok := syncTokens(t, auth)
-	wrongAud, _ := mintToken(auth.withDefaults(), "a", "c", ScopeSync, time.Minute, time.Now())
+	wrongAud, _ := peerlink.MintToken(auth, "a", "c", peerlink.ScopeSync, time.Minute, time.Now())
 	good, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("db/ok", "ok")}})
 	escape, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("db/../../etc/passwd", "x")}})
 	absolute, _ := AppendBatch(nil, Batch{Revision: 1, Entries: []Entry{put("/etc/passwd", "x")}})
@@ -70,14 +71,14 @@ func TestHandlerRejects(t *testing.T) {
 		status int
 		reason string
 	}{
-		{"no token", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, "") }, 401, ReasonMissing},
-		{"wrong audience", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, wrongAud) }, 401, ReasonAudience},
+		{"no token", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, "") }, 401, peerlink.ReasonMissing},
+		{"wrong audience", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good, wrongAud) }, 401, peerlink.ReasonAudience},
 		{"no client certificate", func() *http.Request {
 			r := peerRequest(t, peer, "POST", PathPush, good, tok())
 			r.TLS.PeerCertificates = nil
 			return r
-		}, 401, ReasonPeerCert},
-		{"health without token", func() *http.Request { return peerRequest(t, peer, "GET", PathHealth, nil, "") }, 401, ReasonMissing},
+		}, 401, peerlink.ReasonPeerCert},
+		{"health without token", func() *http.Request { return peerRequest(t, peer, "GET", PathHealth, nil, "") }, 401, peerlink.ReasonMissing},
 		{"too large", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, huge, tok()) }, 413, ReasonTooLarge},
 		{"truncated", func() *http.Request { return peerRequest(t, peer, "POST", PathPush, good[:len(good)-3], tok()) }, 400, ReasonTruncated},
 		{"garbage", func() *http.Request {
@@ -139,7 +140,7 @@ func TestHandlerPushAndHealth(t *testing.T) {
 	n.SetRole(false)
 
 	// Health with an operator token, no client certificate needed.
-	op, err := MintOperatorToken(auth, "a", "b", 5*time.Minute, time.Now())
+	op, err := peerlink.MintOperatorToken(auth, "a", "b", 5*time.Minute, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,9 +217,9 @@ func TestCollector(t *testing.T) {
 
 // syncTokens returns a minter of fresh sync-scope tokens from a to b: the
 // server accepts each only once, as the node mints one per request.
-func syncTokens(t *testing.T, auth AuthConfig) func() string {
+func syncTokens(t *testing.T, auth peerlink.AuthConfig) func() string {
 	return func() string {
-		tok, err := mintToken(auth.withDefaults(), "a", "b", ScopeSync, time.Minute, time.Now())
+		tok, err := peerlink.MintToken(auth, "a", "b", peerlink.ScopeSync, time.Minute, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,7 +6,7 @@ import (
 )
 
 // Clock skew. Each token names its issue time, so the receiver refuses the
-// peer's tokens when the two clocks differ by more than AuthConfig.Leeway
+// peer's tokens when the two clocks differ by more than peerlink.AuthConfig.Leeway
 // (token_not_yet_valid or token_expired): the pair needs NTP. Every answer
 // to GET /api/sync/hello and GET /api/health carries the answering node's
 // clock ("time"); the asking node measures the peer's offset against the

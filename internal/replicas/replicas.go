@@ -102,7 +102,7 @@ func NewDB(cfg *config.Config, log *slog.Logger, peerAlive func() bool, health f
 		Identity:       IdentityFiles(cfg),
 		Paths:          paths,
 		Auth:           auth,
-		Limits: dbsync.ListenerLimits{
+		Limits: peerlink.ListenerLimits{
 			MaxConns:          cfg.DBSync.Limits.Connections,
 			MaxConnsPerSource: cfg.DBSync.Limits.ConnectionsPerSource,
 			RatePerSource:     float64(cfg.DBSync.Limits.RatePerSource),
@@ -146,12 +146,12 @@ func replicatedPaths(cfg *config.Config) ([]dbsync.Path, error) {
 }
 
 // dbAuth reads the JWT key material of the configuration.
-func dbAuth(cfg *config.Config) (dbsync.AuthConfig, error) {
+func dbAuth(cfg *config.Config) (peerlink.AuthConfig, error) {
 	secret, err := os.ReadFile(cfg.DBSync.JWT.SecretFile)
 	if err != nil {
-		return dbsync.AuthConfig{}, fmt.Errorf("dbsync JWT secret: %w", err)
+		return peerlink.AuthConfig{}, fmt.Errorf("dbsync JWT secret: %w", err)
 	}
-	return dbsync.AuthConfig{
+	return peerlink.AuthConfig{
 		Method:   cfg.DBSync.JWT.Algorithm,
 		Secret:   []byte(strings.TrimSpace(string(secret))),
 		TokenTTL: cfg.DBSync.JWT.TTL,
@@ -166,7 +166,7 @@ func MintOperatorToken(cfg *config.Config, ttl time.Duration) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return dbsync.MintOperatorToken(auth, cfg.DBSync.JWT.Issuer, cfg.DBSync.JWT.Audience, ttl, time.Now())
+	return peerlink.MintOperatorToken(auth, cfg.DBSync.JWT.Issuer, cfg.DBSync.JWT.Audience, ttl, time.Now())
 }
 
 // Fingerprint loads (or creates, package peerlink) this node's

@@ -1,4 +1,4 @@
-package dbsync
+package peerlink
 
 import (
 	"crypto/ed25519"
@@ -16,7 +16,7 @@ import (
 var testNow = time.Date(2026, 11, 25, 6, 0, 0, 0, time.UTC)
 
 func hsAuth() AuthConfig {
-	return AuthConfig{Method: MethodHS256, Secret: []byte("0123456789abcdef0123456789abcdef")}.withDefaults()
+	return AuthConfig{Method: MethodHS256, Secret: []byte("0123456789abcdef0123456789abcdef")}.WithDefaults()
 }
 
 // verifierFor is node b's view: it accepts tokens issued by a for b.
@@ -94,9 +94,9 @@ func TestVerifyHS256(t *testing.T) {
 func TestVerifyEdDSA(t *testing.T) {
 	aPub, aPriv, _ := ed25519.GenerateKey(rand.Reader)
 	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
-	bcfg := AuthConfig{Method: MethodEdDSA, PeerPublicKey: aPub}.withDefaults()
+	bcfg := AuthConfig{Method: MethodEdDSA, PeerPublicKey: aPub}.WithDefaults()
 	v := verifierFor(bcfg)
-	acfg := AuthConfig{Method: MethodEdDSA, PrivateKey: aPriv}.withDefaults()
+	acfg := AuthConfig{Method: MethodEdDSA, PrivateKey: aPriv}.WithDefaults()
 	tok, err := mintToken(acfg, "a", "b", ScopeSync, time.Minute, testNow)
 	if err != nil {
 		t.Fatal(err)
@@ -120,8 +120,8 @@ func TestVerifyEdDSA(t *testing.T) {
 }
 
 func TestVerifyHS512(t *testing.T) {
-	cfg := AuthConfig{Method: MethodHS512, Secret: []byte("0123456789abcdef0123456789abcdef")}.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg := AuthConfig{Method: MethodHS512, Secret: []byte("0123456789abcdef0123456789abcdef")}.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := mintToken(cfg, "a", "b", ScopeSync, time.Minute, testNow)

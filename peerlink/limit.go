@@ -1,4 +1,4 @@
-package dbsync
+package peerlink
 
 import (
 	"crypto/tls"
@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"sync"
 	"time"
-
-	"github.com/muros/muros-had/peerlink"
 )
 
 // ListenerLimits bound what clients that have not proved to be the peer
@@ -55,7 +53,8 @@ const (
 	maxListenerBurst = 10000
 )
 
-func (l ListenerLimits) withDefaults() ListenerLimits {
+// WithDefaults fills the zero fields with the defaults.
+func (l ListenerLimits) WithDefaults() ListenerLimits {
 	if l.MaxConns == 0 {
 		l.MaxConns = 64
 	}
@@ -71,8 +70,8 @@ func (l ListenerLimits) withDefaults() ListenerLimits {
 	return l
 }
 
-// validate refuses limits that do not limit.
-func (l ListenerLimits) validate() error {
+// Validate refuses limits that do not limit.
+func (l ListenerLimits) Validate() error {
 	var errs []error
 	if l.MaxConns < 1 || l.MaxConns > maxListenerConns {
 		errs = append(errs, fmt.Errorf("listener max connections %d: want 1..%d", l.MaxConns, maxListenerConns))
@@ -89,7 +88,7 @@ func (l ListenerLimits) validate() error {
 	return errors.Join(errs...)
 }
 
-// Listener rejection reasons (Status.Rejected, metric labels).
+// Listener rejection reasons (Link.Rejected, metric labels).
 const (
 	ReasonConnLimit   = "conn_limit"        // MaxConns unauthenticated connections open
 	ReasonSourceConns = "source_conn_limit" // MaxConnsPerSource from this source open
@@ -310,7 +309,7 @@ func (c *admittedConn) authenticated() {
 // connState marks a connection whose client presented the pinned
 // certificate as the peer's (http.Server.ConnState: StateActive comes
 // after the handshake, at its first request).
-func (n *Node) connState(c net.Conn, st http.ConnState) {
+func (l *Link) connState(c net.Conn, st http.ConnState) {
 	if st != http.StateActive {
 		return
 	}
@@ -322,19 +321,18 @@ func (n *Node) connState(c net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
-	if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 && peerlink.FingerprintMatches(cs.PeerCertificates[0].Raw, n.pin) {
+	if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 && FingerprintMatches(cs.PeerCertificates[0].Raw, l.pin) {
 		ac.authenticated()
 	}
 }
 
 // limitRequests answers 429 to a request without the peer's certificate
 // when its source has no token left.
-func (n *Node) limitRequests(adm *admission, now func() time.Time, h http.Handler) http.Handler {
+func (l *Link) limitRequests(adm *admission, now func() time.Time, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		peer := r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && peerlink.FingerprintMatches(r.TLS.PeerCertificates[0].Raw, n.pin)
-		if !peer && !adm.request(remoteAddr(r.RemoteAddr), now()) {
-			n.refused(ReasonSourceRate, r.RemoteAddr)
-			writeJSON(w, http.StatusTooManyRequests, errorBody{Error: http.StatusText(http.StatusTooManyRequests)})
+		if !l.fromPeer(r) && !adm.request(remoteAddr(r.RemoteAddr), now()) {
+			l.refused(ReasonSourceRate, r.RemoteAddr)
+			WriteJSON(w, http.StatusTooManyRequests, ErrorBody{Error: http.StatusText(http.StatusTooManyRequests)})
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -347,19 +345,19 @@ const refusedLogEvery = 10 * time.Second
 
 // refused counts a connection or request the limits refused and logs it
 // at most once per refusedLogEvery and reason.
-func (n *Node) refused(reason, remote string) {
-	n.rejected.add(reason, 1)
+func (l *Link) refused(reason, remote string) {
+	l.rejected.add(reason, 1)
 	now := time.Now()
-	n.refusedLog.Lock()
-	defer n.refusedLog.Unlock()
-	if n.refusedLog.last == nil {
-		n.refusedLog.last = map[string]time.Time{}
+	l.refusedLog.Lock()
+	defer l.refusedLog.Unlock()
+	if l.refusedLog.last == nil {
+		l.refusedLog.last = map[string]time.Time{}
 	}
-	if last, ok := n.refusedLog.last[reason]; ok && now.Sub(last) < refusedLogEvery {
+	if last, ok := l.refusedLog.last[reason]; ok && now.Sub(last) < refusedLogEvery {
 		return
 	}
-	n.refusedLog.last[reason] = now
-	n.log.Warn("dbsync: peer listener refusing clients over its limits (logged once per 10 s; Status.Rejected counts each)", "reason", reason, "remote", remote)
+	l.refusedLog.last[reason] = now
+	l.log.Warn("peer link: listener refusing clients over its limits (logged once per 10 s; the rejections count each)", "reason", reason, "remote", remote)
 }
 
 // listenerLog is the refusal log's rate state.
@@ -369,14 +367,14 @@ type listenerLog struct {
 }
 
 // limited wraps the peer listener ln: admission at accept, TLS, the
-// request limit around Handler, and the hook that recognises the peer.
-func (n *Node) limited(ln net.Listener) (net.Listener, http.Handler, func(net.Conn, http.ConnState)) {
-	now := n.limitClock
+// request limit around the router, and the hook that recognises the peer.
+// now is the limits' clock (nil: time.Now).
+func (l *Link) limited(ln net.Listener, now func() time.Time) (net.Listener, http.Handler, func(net.Conn, http.ConnState)) {
 	if now == nil {
 		now = time.Now
 	}
-	adm := newAdmission(n.cfg.Limits, peerAddr(n.cfg.PeerURL))
-	ll := &limitListener{Listener: ln, adm: adm, tls: n.TLSConfig(), now: now,
-		refuse: func(reason string, remote net.Addr) { n.refused(reason, remote.String()) }}
-	return ll, n.limitRequests(adm, now, n.Handler()), n.connState
+	adm := newAdmission(l.cfg.Limits, peerAddr(l.cfg.PeerURL))
+	ll := &limitListener{Listener: ln, adm: adm, tls: l.TLSConfig(), now: now,
+		refuse: func(reason string, remote net.Addr) { l.refused(reason, remote.String()) }}
+	return ll, l.limitRequests(adm, now, l.mux), l.connState
 }

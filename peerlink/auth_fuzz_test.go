@@ -1,4 +1,4 @@
-package dbsync
+package peerlink
 
 import (
 	"bytes"
@@ -32,12 +32,12 @@ func fuzzAuth(sel uint8) AuthConfig {
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	switch sel % 3 {
 	case 1:
-		return AuthConfig{Method: MethodHS512, Secret: secret}.withDefaults()
+		return AuthConfig{Method: MethodHS512, Secret: secret}.WithDefaults()
 	case 2:
 		priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
-		return AuthConfig{Method: MethodEdDSA, PrivateKey: priv, PeerPublicKey: priv.Public().(ed25519.PublicKey)}.withDefaults()
+		return AuthConfig{Method: MethodEdDSA, PrivateKey: priv, PeerPublicKey: priv.Public().(ed25519.PublicKey)}.WithDefaults()
 	}
-	return AuthConfig{Method: MethodHS256, Secret: secret}.withDefaults()
+	return AuthConfig{Method: MethodHS256, Secret: secret}.WithDefaults()
 }
 
 // signFuzz signs c the way node "a" does under cfg.

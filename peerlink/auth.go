@@ -1,4 +1,4 @@
-package dbsync
+package peerlink
 
 import (
 	"crypto/ed25519"
@@ -52,7 +52,8 @@ type AuthConfig struct {
 	Leeway time.Duration
 }
 
-func (c AuthConfig) withDefaults() AuthConfig {
+// WithDefaults fills the zero fields with the defaults.
+func (c AuthConfig) WithDefaults() AuthConfig {
 	d := c
 	if d.TokenTTL == 0 {
 		d.TokenTTL = DefaultTokenTTL
@@ -63,7 +64,9 @@ func (c AuthConfig) withDefaults() AuthConfig {
 	return d
 }
 
-func (c *AuthConfig) validate() error {
+// Validate refuses weak or incomplete key material and lifetimes out of
+// range.
+func (c AuthConfig) Validate() error {
 	switch c.Method {
 	case MethodHS256, MethodHS384, MethodHS512:
 		if len(c.Secret) < 32 {
@@ -217,14 +220,20 @@ func mintToken(cfg AuthConfig, iss, aud, scope string, ttl time.Duration, now ti
 // "Authorization: Bearer" to GET /api/health on the peer (node peerID),
 // signed with this node's (nodeID) key. ttl is capped at MaxOperatorTokenTTL.
 func MintOperatorToken(auth AuthConfig, nodeID, peerID string, ttl time.Duration, now time.Time) (string, error) {
-	auth = auth.withDefaults()
-	if err := auth.validate(); err != nil {
+	auth = auth.WithDefaults()
+	if err := auth.Validate(); err != nil {
 		return "", err
 	}
 	if ttl <= 0 || ttl > MaxOperatorTokenTTL {
 		return "", fmt.Errorf("operator token TTL %v: want (0, %v]", ttl, MaxOperatorTokenTTL)
 	}
 	return mintToken(auth, nodeID, peerID, ScopeHealth, ttl, now)
+}
+
+// MintToken returns a token from iss to aud with cfg's key (defaults
+// applied): tests, and tools speaking for a node.
+func MintToken(cfg AuthConfig, iss, aud, scope string, ttl time.Duration, now time.Time) (string, error) {
+	return mintToken(cfg.WithDefaults(), iss, aud, scope, ttl, now)
 }
 
 // verify checks an Authorization header value. On failure it returns the
