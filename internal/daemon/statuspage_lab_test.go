@@ -70,14 +70,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	mustState(t, n1, "MASTER", 15*time.Second)
 	mustState(t, n2, "BACKUP", 5*time.Second)
-	// The backup's replications complete: what a healthy pair shows.
+	// The backup's replications complete and each node has the other's
+	// health answer: what a healthy pair shows.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		r := mustStatus(t, n2).Readiness
-		if r != nil && !r.Held {
+		s1, s2 := mustStatus(t, n1), mustStatus(t, n2)
+		if r := s2.Readiness; r != nil && !r.Held && s1.Peer.Reachable && s2.Peer.Reachable {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("fw2's preemption still held: %v", r)
+			t.Fatalf("pair not settled: fw2's preemption %v, peer reachable %v/%v", s2.Readiness, s1.Peer.Reachable, s2.Peer.Reachable)
 		}
 	}
 
