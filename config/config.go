@@ -176,8 +176,14 @@ type DBSync struct {
 	PeerPort uint16
 	// Paths are replicated from master to backup (absolute).
 	Paths []string
-	TLS   TLS
-	JWT   JWT
+	// Exclude lists globs of files under Paths that stay local to each
+	// node, besides the default *.pid (package dbsync): without a slash a
+	// glob matches a file's base name at any depth, with one the file's
+	// path relative to its replicated directory or that of a directory
+	// above it (path.Match: "*" does not cross a slash).
+	Exclude []string
+	TLS     TLS
+	JWT     JWT
 	// ClockSkewWarn: a clock offset from the peer (measured from its
 	// answers) above this is warned about.
 	ClockSkewWarn time.Duration

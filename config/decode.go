@@ -668,6 +668,20 @@ func (d *decoder) dbsyncFields(db *DBSync) []field {
 				db.Paths = append(db.Paths, p)
 			})
 		}},
+		{"exclude", false, func(k string, n *yaml.Node) {
+			db.Exclude = nil
+			d.list(k, n, func(k string, n *yaml.Node) {
+				s, ok := d.scalar(k, n)
+				if !ok {
+					return
+				}
+				if err := checkExcludeGlob(s.Value); err != nil {
+					d.fail(s.Line, k, "%q: %v", s.Value, err)
+					return
+				}
+				db.Exclude = append(db.Exclude, s.Value)
+			})
+		}},
 		{"tls", false, func(k string, n *yaml.Node) {
 			d.mapping(k, n, []field{
 				{"cert", false, func(k string, n *yaml.Node) { d.absPath(k, n, &db.TLS.Cert) }},

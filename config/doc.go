@@ -62,6 +62,14 @@
 //	  listen: ":7443"
 //	  peer_port: 7443
 //	  paths: [/var/lib/muros/db, /var/lib/kea]
+//	  exclude: []                globs of files under paths that stay on each
+//	                             node, besides *.pid: without a slash a base
+//	                             name at any depth, with one the path under the
+//	                             replicated directory or a directory above the
+//	                             file (path.Match; "*" does not cross a slash);
+//	                             absolute, "..", empty elements and bad syntax
+//	                             refused (Kea: the lease file replicates,
+//	                             kea-dhcp4-*.conf carrying a node's name not)
 //	  tls: {cert: <state_dir>/tls/cert.pem, key: <state_dir>/tls/key.pem, peer_sha256: ""}
 //	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
 //	        issuer: muros-had-<role>, audience: muros-had-<peer role>,

@@ -11,7 +11,9 @@
 // identifies it on the wire (default: "muros-db" = /var/lib/muros and
 // "kea-leases" = /var/lib/kea). Only regular files are replicated; symlinks,
 // devices, SQLite sidecars (-wal, -shm, -journal), this package's staging
-// files (".muros-had-*") and Config.Exclude globs (default "*.pid") are not. Permission bits
+// files (".muros-had-*") and Config.Exclude globs (default "*.pid"; a glob
+// without a slash matches a base name, one with a slash the path relative to
+// the replicated directory or a directory above the file) are not. Permission bits
 // (0o777), the owner and the modification time travel with the content;
 // xattrs, ACLs and the attributes of directories do not (a directory the
 // backup creates for a file takes the owner, group and permission bits of

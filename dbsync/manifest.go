@@ -207,7 +207,15 @@ func walkRoots(roots []Path, exclude []string, fn func(root *Path, rel, local st
 				}
 				return err
 			}
-			if d.IsDir() || !d.Type().IsRegular() || excluded(d.Name(), exclude) {
+			if d.IsDir() || !d.Type().IsRegular() {
+				return nil
+			}
+			rel, err := filepath.Rel(r.Local, p)
+			if err != nil {
+				return err
+			}
+			rel = filepath.ToSlash(rel)
+			if excluded(rel, exclude) {
 				return nil
 			}
 			fi, err := d.Info()
@@ -217,11 +225,7 @@ func walkRoots(roots []Path, exclude []string, fn func(root *Path, rel, local st
 			if err != nil {
 				return err
 			}
-			rel, err := filepath.Rel(r.Local, p)
-			if err != nil {
-				return err
-			}
-			return fn(r, filepath.ToSlash(rel), p, fi)
+			return fn(r, rel, p, fi)
 		})
 		if err != nil {
 			return fmt.Errorf("walk %s: %w", r.Local, err)

@@ -258,7 +258,7 @@ func (n *Node) noteEvent(w *fsnotify.Watcher, st *masterState, ev fsnotify.Event
 			n.watchTree(w, name)
 		}
 	}
-	if excluded(filepath.Base(name), n.cfg.Exclude) {
+	if excludedWire(wire, n.cfg.Exclude) {
 		return false
 	}
 	if len(st.dirty) == 0 {
@@ -281,8 +281,8 @@ func (n *Node) expand(st *masterState, dirty []string) []string {
 		fi, err := os.Lstat(local)
 		if err == nil && fi.IsDir() && rp.root.Dir {
 			filepath.WalkDir(local, func(p string, d fs.DirEntry, err error) error {
-				if err == nil && d.Type().IsRegular() && !excluded(d.Name(), n.cfg.Exclude) {
-					if pw, ok := localToWire(n.cfg.Paths, p); ok {
+				if err == nil && d.Type().IsRegular() {
+					if pw, ok := localToWire(n.cfg.Paths, p); ok && !excludedWire(pw, n.cfg.Exclude) {
 						set[pw] = struct{}{}
 					}
 				}

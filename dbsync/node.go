@@ -37,9 +37,13 @@ type Config struct {
 	Identity peerlink.Files
 	// Paths is the replicated set; empty means DefaultPaths().
 	Paths []Path
-	// Exclude lists base-name globs never replicated (besides SQLite
-	// sidecars and staging files, always excluded); nil means
-	// DefaultExclude.
+	// Exclude lists globs of files never replicated (besides SQLite
+	// sidecars and staging files, always excluded): without a slash a
+	// glob matches a file's base name, with one its path relative to its
+	// replicated directory or that of a directory above it (paths.go,
+	// excluded). The backup's own list keeps its files out of its
+	// manifest, so the master neither overwrites nor deletes them. nil
+	// means DefaultExclude.
 	Exclude []string
 	Auth    peerlink.AuthConfig
 

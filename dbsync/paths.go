@@ -176,10 +176,17 @@ func wirePath(root *Path, rel string) string {
 	return root.Name + "/" + rel
 }
 
-// excluded reports whether a file (by base name) is never replicated:
-// our own staging files, SQLite's sidecars (the snapshot already holds their
-// committed content) and operator-configured globs.
-func excluded(base string, globs []string) bool {
+// excluded reports whether a file under a replicated directory is never
+// replicated: our own staging files, SQLite's sidecars (the snapshot
+// already holds their committed content) and the operator's globs (Config.Exclude).
+// rel is the file's path relative to its replicated root directory, with
+// slashes. A glob without a slash matches the file's base name at any
+// depth ("*.pid"); one with a slash matches the relative path, or the path
+// of a directory above the file ("local/*.conf", "local/nodes": the whole
+// tree below it). path.Match's rules: "*" and "?" do not cross a slash.
+// A single-file root is never excluded: the operator named it.
+func excluded(rel string, globs []string) bool {
+	base := path.Base(rel)
 	if strings.HasPrefix(base, tempPrefix) {
 		return true
 	}
@@ -187,9 +194,24 @@ func excluded(base string, globs []string) bool {
 		return true
 	}
 	for _, g := range globs {
-		if ok, _ := path.Match(g, base); ok {
-			return true
+		if !strings.Contains(g, "/") {
+			if ok, _ := path.Match(g, base); ok {
+				return true
+			}
+			continue
+		}
+		for p := rel; p != "." && p != "/" && p != ""; p = path.Dir(p) {
+			if ok, _ := path.Match(g, p); ok {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// excludedWire is excluded for a wire path (root name, then the path
+// under it); a root itself is never excluded.
+func excludedWire(wire string, globs []string) bool {
+	_, rel, ok := strings.Cut(wire, "/")
+	return ok && excluded(rel, globs)
 }

@@ -101,7 +101,10 @@ func NewDB(cfg *config.Config, log *slog.Logger, peerAlive func() bool, health f
 		StateDir:       filepath.Join(cfg.StateDir, "dbsync"),
 		Identity:       IdentityFiles(cfg),
 		Paths:          paths,
-		Auth:           auth,
+		// The configured globs add to the default (*.pid): a node-local
+		// file listed there stays out of both manifests.
+		Exclude: append(dbsync.DefaultExclude(), cfg.DBSync.Exclude...),
+		Auth:    auth,
 		Limits: peerlink.ListenerLimits{
 			MaxConns:          cfg.DBSync.Limits.Connections,
 			MaxConnsPerSource: cfg.DBSync.Limits.ConnectionsPerSource,

@@ -128,9 +128,10 @@ var statusPage = template.Must(template.New("status").Funcs(pageFuncs).Parse(`<!
 <table>
 <tr><th>Node</th><td>{{.Node}} ({{.Role}}, priority {{.Priority}})</td></tr>
 <tr><th>Local state</th><td class="{{.State}}">{{.State}}</td></tr>
+{{if .Maintenance}}<tr><th class="FAULT">Maintenance</th><td class="FAULT">on: this node handed over and stays BACKUP until <code>muros-had maintenance off</code></td></tr>{{end}}
 {{with .Scheduling}}<tr><th>Scheduling</th><td>{{.}}</td></tr>{{end}}
 <tr><th>Peer</th><td>{{.Peer.Management}}: {{.Peer.Role}}{{if eq .Peer.RoleSource "health"}} (from its health answer{{with .Peer.Address}}; last adverts from {{.}}{{end}}){{else}}{{with .Peer.Address}} (adverts from {{.}}){{end}}{{end}}{{with .Peer.RoleReason}}: {{.}}{{end}}</td></tr>
-<tr><th>Peer health</th><td>{{if not .Peer.Polled}}not polled{{else if .Peer.Reachable}}reachable{{else}}unreachable{{with .Peer.Error}} ({{.}}){{end}}{{end}}{{if not .Peer.LastHeard.IsZero}}, last heard {{.Peer.LastHeard.Format "2006-01-02 15:04:05.000Z07:00"}}{{end}}{{with .Peer.Readiness}}; peer {{.}}{{end}}</td></tr>
+<tr><th>Peer health</th><td>{{if not .Peer.Polled}}not polled{{else if .Peer.Reachable}}reachable{{else}}unreachable{{with .Peer.Error}} ({{.}}){{end}}{{end}}{{if not .Peer.LastHeard.IsZero}}, last heard {{.Peer.LastHeard.Format "2006-01-02 15:04:05.000Z07:00"}}{{end}}{{with .Peer.Readiness}}; peer {{.}}{{end}}{{if .Peer.InMaintenance}}; <span class="FAULT">peer in MAINTENANCE</span> (it stays BACKUP){{end}}</td></tr>
 {{if .SplitBrain.Active}}<tr><th class="FAULT">SPLIT BRAIN</th><td class="FAULT">this node and the peer are both MASTER since {{.SplitBrain.Since.Format "2006-01-02 15:04:05Z07:00"}}</td></tr>{{end}}
 <tr><th>Ruleset</th><td>{{with .Ruleset}}{{if .Drift}}<span class="FAULT">DRIFT since {{.DriftSince.Format "2006-01-02 15:04:05Z07:00"}}</span>: {{end}}local {{or .Local.Fingerprint "none"}}{{with .Local.Error}} ({{.}}){{end}}, peer {{with .Peer}}{{or .Fingerprint "none"}}{{with .Error}} ({{.}}){{end}}{{else}}unknown{{end}}{{with .Off}}; {{.}}{{end}}{{end}}</td></tr>
 {{with .Readiness}}<tr><th>Preemption</th><td>{{.}}</td></tr>{{end}}

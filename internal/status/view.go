@@ -70,6 +70,10 @@ func (s Status) DBView() *DBView {
 	return &d
 }
 
+// InMaintenance: the peer's fresh answer says it is in maintenance (a
+// template's if takes any non-nil pointer for true).
+func (p PeerStatus) InMaintenance() bool { return p.Maintenance != nil && *p.Maintenance }
+
 // reread decodes the JSON form of v into out.
 func reread(v, out any) error {
 	b, err := json.Marshal(v)

@@ -112,3 +112,18 @@ func TestPageShowsSyncAndTimeline(t *testing.T) {
 		t.Error("the page shows conntrack as JSON")
 	}
 }
+
+// TestPageHidesPeerMaintenanceOff: a peer that answered maintenance false
+// is not shown in maintenance (the page's template took the non-nil
+// pointer for true; seen on the browser test's screenshot).
+func TestPageHidesPeerMaintenanceOff(t *testing.T) {
+	off := false
+	st := Status{Peer: PeerStatus{Polled: true, Reachable: true, Maintenance: &off}}
+	var page strings.Builder
+	if err := statusPage.Execute(&page, st); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(page.String(), "MAINTENANCE") {
+		t.Errorf("a peer with maintenance off shows in maintenance:\n%s", page.String())
+	}
+}
