@@ -7,7 +7,9 @@ export DEBIAN_FRONTEND=noninteractive
 # the Debian package's test (dist/deb_test.go). prometheus: its promtool
 # checks /metrics and the Grafana dashboard's queries. chromium: the status
 # page's test renders it in a headless browser inside a lab namespace.
-pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make systemd gcc libc6-dev lintian openssl prometheus chromium)
+# kea-dhcp4-server and isc-dhcp-client: the Kea test (a DHCP server that
+# follows the role, dhclient as its clients, all inside lab namespaces).
+pkgs=(keepalived conntrack conntrackd nftables iproute2 tcpdump sqlite3 procps psmisc ca-certificates make systemd gcc libc6-dev lintian openssl prometheus chromium kea-dhcp4-server isc-dhcp-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +23,9 @@ for s in keepalived conntrackd; do
   systemctl disable --now "$s" >/dev/null 2>&1 || true
   pkill -x "$s" >/dev/null 2>&1 || true
 done
+# Kea runs only inside lab namespaces, started by the test's hooks: the
+# host's server stays off (its unit would serve the host's interfaces).
+systemctl disable --now kea-dhcp4-server >/dev/null 2>&1 || true
 # prometheus is installed for promtool only: its server stays off (a
 # Prometheus the operator runs is left alone).
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
