@@ -2,9 +2,9 @@
 // virtual IPs, conntrack state replication and configuration DB sync in one
 // process per firewall. See SPEC.md and README.md.
 //
-// Each subcommand lives in its own file (run.go, check.go, status.go, events.go,
-// render.go, inspect.go, token.go) as a func(args []string, stdout, stderr
-// io.Writer) int returning the exit code.
+// Each subcommand lives in its own file (run.go, check.go, status.go,
+// maintenance.go, events.go, render.go, inspect.go, token.go) as a
+// func(args []string, stdout, stderr io.Writer) int returning the exit code.
 package main
 
 import (
@@ -27,6 +27,7 @@ func commands() []command {
 		{"run", "run the daemon in the foreground (--config FILE)", cmdRun},
 		{"check", "validate a configuration file (--config FILE)", cmdCheck},
 		{"status", "show the cluster status (--json)", cmdStatus},
+		{"maintenance", "hand over and stay BACKUP until turned off, across restarts (on|off [--force])", cmdMaintenance},
 		{"events", "print transitions, hook results and alarms as JSON lines as they happen, until interrupted", cmdEvents},
 		{"render", "write keepalived.conf and conntrackd.conf equivalents (--config FILE)", cmdRender},
 		{"inspect", "decode VRRP/AH packets in a pcap as JSON lines ([--password P] FILE.pcap)", cmdInspect},

@@ -53,6 +53,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 func printStatus(w io.Writer, st status.Status) {
 	fmt.Fprintf(w, "node:          %s (%s, priority %d)\n", st.Node, st.Role, st.Priority)
 	fmt.Fprintf(w, "local state:   %s\n", st.State)
+	if st.Maintenance {
+		fmt.Fprintln(w, "MAINTENANCE:   on: this node handed over and stays BACKUP until `muros-had maintenance off`")
+	}
 	if st.Scheduling != "" {
 		fmt.Fprintf(w, "scheduling:    %s\n", st.Scheduling)
 	}
@@ -151,6 +154,9 @@ func printPeer(w io.Writer, st status.Status) {
 	}
 	if p.Readiness != nil {
 		health += "; peer " + p.Readiness.String()
+	}
+	if p.InMaintenance() {
+		health += "; peer in MAINTENANCE (it stays BACKUP: it takes nothing over from this node)"
 	}
 	fmt.Fprintf(w, "peer health:   %s\n", health)
 	if st.SplitBrain.Active {

@@ -95,6 +95,13 @@ func TestPrintStatusGolden(t *testing.T) {
 				LastError: "push: peer busy", FailedPaths: []dbsync.FailedPath{{Path: "muros-db/a.conf"}}}
 			return st
 		}},
+		{"maintenance", func() status.Status {
+			st := base()
+			st.State, st.Maintenance = "BACKUP", true
+			st.Peer.Role, st.Peer.RoleSource, st.Peer.Reachable, st.Peer.LastHeard = "backup", "health", true, at.Add(time.Second)
+			st.Peer.Maintenance = &ready
+			return st
+		}},
 		{"db-off-error", func() status.Status {
 			st := base()
 			st.DB = map[string]string{"error": "dbsync: no key"}
