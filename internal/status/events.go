@@ -21,7 +21,7 @@ import (
 // the last line a too slow reader gets, "dropped".
 type Event struct {
 	Time time.Time `json:"time"`
-	// Type: transition | role | hook | alarm | dropped.
+	// Type: transition | role | hook | alarm | maintenance | dropped.
 	Type string `json:"type"`
 	// transition: the instance; transition and role: the states.
 	VRID   uint8  `json:"vrid,omitempty"`
@@ -30,7 +30,8 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// hook: its result.
 	Hook *hooks.Result `json:"hook,omitempty"`
-	// alarm: its name (split_brain, ruleset_drift) and whether it starts.
+	// alarm: its name (split_brain, ruleset_drift) and whether it starts;
+	// maintenance: whether the mode is now on (Active).
 	Alarm  string `json:"alarm,omitempty"`
 	Active *bool  `json:"active,omitempty"`
 }
