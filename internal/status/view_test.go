@@ -127,3 +127,16 @@ func TestPageHidesPeerMaintenanceOff(t *testing.T) {
 		t.Errorf("a peer with maintenance off shows in maintenance:\n%s", page.String())
 	}
 }
+
+// TestPageMarksPeerUnreachable: an unanswered peer poll stands out on the
+// page (it is how a crashed peer first shows).
+func TestPageMarksPeerUnreachable(t *testing.T) {
+	st := Status{Peer: PeerStatus{Polled: true, Error: "no route to host"}}
+	var page strings.Builder
+	if err := statusPage.Execute(&page, st); err != nil {
+		t.Fatal(err)
+	}
+	if want := `<th>Peer health</th><td><span class="FAULT">unreachable</span> (no route to host)`; !strings.Contains(page.String(), want) {
+		t.Errorf("status page lacks %s:\n%s", want, page.String())
+	}
+}
