@@ -71,16 +71,16 @@
 //	                             refused (Kea: the lease file replicates,
 //	                             kea-dhcp4-*.conf carrying a node's name not)
 //	  tls: {cert: <state_dir>/tls/cert.pem, key: <state_dir>/tls/key.pem, peer_sha256: ""}
-//	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
-//	        issuer: muros-had-<role>, audience: muros-had-<peer role>,
-//	        leeway: 5s}          1s..1m: clock skew a token check tolerates;
-//	                             the pair needs NTP (beyond it one node
 //	                             cert/key: the peer listener's identity (PEM; RSA of
 //	                             2048+ bits, ECDSA P-256/P-384/P-521 or Ed25519,
 //	                             refused otherwise); at the defaults generated (or
 //	                             taken from <state_dir>/dbsync of older versions,
 //	                             pin kept) when absent, elsewhere they must exist;
 //	                             `muros-had fingerprint` prints the pin
+//	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
+//	        issuer: muros-had-<role>, audience: muros-had-<peer role>,
+//	        leeway: 5s}          1s..1m: clock skew a token check tolerates;
+//	                             the pair needs NTP (beyond it one node
 //	                             refuses the other's tokens)
 //	  clock_skew_warn: 1s        10ms..1m: the peer's clock offset, measured
 //	                             from its answers (status, metrics), is
