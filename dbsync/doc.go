@@ -179,11 +179,11 @@
 //	                         every difference. 200 {}; 409 receiver is master or
 //	                         boot_id is not its current one; 400 undecodable;
 //	                         413 over 1 KiB. A 404 (an older peer) counts as sent.
-//	GET  /api/health         {"node":id,"role":...,"peer":{"id","url","reachable",
-//	                          "role","revision","last_contact"},"db":{"revision",
-//	                          "peer_revision","pending_paths","lag_ms","last_sync",
-//	                          "last_apply","in_sync","ready"},"time":RFC 3339} plus the keys returned by
-//	                          Config.Health (e.g. "vrrp" per VRID, "conntrack").
+//	GET  /api/health         mounted on the same link by the daemon (the
+//	                          typed document status.Health: node, role, peer,
+//	                          db, time, vrrp, ruleset, conntrack); Node.PeerHealth
+//	                          fetches the peer's and measures clock skew from its
+//	                          "time".
 //
 // A wire path is "<root name>" for a file root or "<root name>/<relative
 // path>" for a directory root: slash-separated, clean (no "", "." or ".."

@@ -77,12 +77,12 @@ func healthPair(t *testing.T, ln *pipeListener, secretB string) (a, b *Node) {
 	b, err = New(Config{
 		NodeID: "b", PeerID: "a", PeerURL: "https://192.0.2.1:7443", PeerCertSHA256: idA.Fingerprint,
 		StateDir: filepath.Join(base, "b"), Auth: peerlink.AuthConfig{Method: peerlink.MethodHS256, Secret: []byte(secretB)},
-		Paths:  []Path{{Name: "db", Local: filepath.Join(base, "dbb"), Dir: true}},
-		Health: func() map[string]any { return map[string]any{"vrrp": map[string]any{"state": "MASTER"}} },
+		Paths: []Path{{Name: "db", Local: filepath.Join(base, "dbb"), Dir: true}},
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mountHealth(b)
 	return a, b
 }
 

@@ -116,6 +116,7 @@ func TestListenerFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mountHealth(b)
 	// A stopped clock: no bucket refills, so the counts below are exact.
 	frozen := time.Now()
 	b.limitClock = func() time.Time { return frozen }

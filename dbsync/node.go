@@ -81,9 +81,6 @@ type Config struct {
 	// whose DB sync is unreachable never makes a waiting backup ready
 	// (ready.go).
 	PeerAlive func() bool
-	// Health supplies the other parts of GET /api/health (e.g. "vrrp",
-	// "conntrack"); its keys are merged into the top-level object.
-	Health func() map[string]any
 }
 
 // DefaultPaths is the replicated set when Config.Paths is empty: the MurOS

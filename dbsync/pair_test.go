@@ -127,6 +127,7 @@ func (tn *testNode) start(master bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mountHealth(n)
 	var ln net.Listener
 	if err := tn.ns.Do(func() error {
 		var err error

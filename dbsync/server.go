@@ -50,19 +50,22 @@ type Hello struct {
 }
 
 // mountRoutes mounts the sync endpoints on the peer link (pinned peer
-// certificate and a single-use sync-scope token) and GET /api/health (any
-// valid token).
+// certificate and a single-use sync-scope token). GET /api/health is the
+// daemon's (Link).
 func (n *Node) mountRoutes() {
 	n.link.Handle("POST "+PathPush, peerlink.PeerOnly, http.HandlerFunc(n.handlePush))
 	n.link.Handle("GET "+PathManifest, peerlink.PeerOnly, http.HandlerFunc(n.handleManifest))
 	n.link.Handle("GET "+PathHello, peerlink.PeerOnly, http.HandlerFunc(n.handleHello))
 	n.link.Handle("POST "+PathSynced, peerlink.PeerOnly, http.HandlerFunc(n.handleSynced))
 	n.link.Handle("POST "+PathPull, peerlink.PeerOnly, http.HandlerFunc(n.handlePull))
-	n.link.Handle("GET "+PathHealth, peerlink.AnyToken, http.HandlerFunc(n.handleHealth))
 }
 
 // Handler is the peer API's router without the listener's limits.
 func (n *Node) Handler() http.Handler { return n.link.Handler() }
+
+// Link is the peer link the sync routes are mounted on; the daemon mounts
+// GET /api/health beside them.
+func (n *Node) Link() *peerlink.Link { return n.link }
 
 func (n *Node) reject(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
 	n.rejected.add(reason, 1)
@@ -199,41 +202,4 @@ func (n *Node) handleHello(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) hello() Hello {
 	return Hello{Node: n.cfg.NodeID, BootID: n.incarnation(), Revision: n.applier.revision().Revision, Role: roleName(n.master.Load()), Time: n.cfg.Now().UTC()}
-}
-
-// reservedHealthKeys are set by dbsync and never overridden by the provider.
-var reservedHealthKeys = [...]string{"node", "role", "peer", "db", "time"}
-
-func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, n.HealthDocument())
-}
-
-// HealthDocument is the body of GET /api/health: node, role, peer, db, plus
-// the keys of Config.Health (VRRP per VRID, conntrack sync).
-func (n *Node) HealthDocument() map[string]any {
-	s := n.Status()
-	doc := map[string]any{}
-	if n.cfg.Health != nil {
-		for k, v := range n.cfg.Health() {
-			doc[k] = v
-		}
-	}
-	for _, k := range reservedHealthKeys {
-		delete(doc, k)
-	}
-	doc["node"] = s.Node
-	doc["role"] = s.Role
-	doc["time"] = n.cfg.Now().UTC() // the peer measures clock skew from it
-	doc["peer"] = s.Peer
-	doc["db"] = map[string]any{
-		"revision":      s.Revision,
-		"peer_revision": s.Peer.Revision,
-		"pending_paths": s.PendingPaths,
-		"lag_ms":        s.LagMillis,
-		"last_sync":     s.LastSync,
-		"last_apply":    s.LastApply,
-		"in_sync":       s.Role == "master" && s.PendingPaths == 0 && s.Peer.Reachable && s.LastSync != nil,
-		"ready":         s.Ready,
-	}
-	return doc
 }

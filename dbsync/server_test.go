@@ -31,13 +31,11 @@ func handlerNode(t *testing.T) (n *Node, peer Identity, auth peerlink.AuthConfig
 		NodeID: "b", PeerID: "a", PeerURL: "https://192.0.2.1:7443", PeerCertSHA256: peer.Fingerprint,
 		StateDir: filepath.Join(base, "state"), Auth: auth, MaxBodyBytes: 4096, MaxBatchBytes: 2048,
 		Paths: []Path{{Name: "db", Local: filepath.Join(base, "db"), Dir: true}},
-		Health: func() map[string]any {
-			return map[string]any{"vrrp": map[string]string{"10": "BACKUP"}, "role": "overridden?"}
-		},
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mountHealth(n)
 	return n, peer, auth
 }
 

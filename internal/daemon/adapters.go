@@ -9,7 +9,9 @@ import (
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/health"
 	"github.com/muros/muros-had/internal/replicas"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/peerlink"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
 	"github.com/vishvananda/netlink"
@@ -137,10 +139,12 @@ func (a Adapters) withDefaults() (Adapters, func(), error) {
 	}
 	if a.DB == nil {
 		a.DB = func(c *config.Config, d *Daemon) (dbReplica, net.Listener, error) {
-			db, err := replicas.NewDB(c, d.log.With("component", "dbsync"), d.peerAlive, d.healthExtras)
+			db, err := replicas.NewDB(c, d.log.With("component", "dbsync"), d.peerAlive)
 			if err != nil {
 				return nil, nil, err
 			}
+			// The health document shares the peer link with the sync routes.
+			db.Link().Handle("GET "+status.PathHealth, peerlink.AnyToken, d.healthHandler(db))
 			ln, err := net.Listen("tcp", c.DBSync.Listen)
 			if err != nil {
 				return nil, nil, fmt.Errorf("daemon: dbsync listener: %w", err)

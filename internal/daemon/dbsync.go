@@ -3,9 +3,12 @@ package daemon
 import (
 	"context"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/muros/muros-had/dbsync"
+	"github.com/muros/muros-had/internal/status"
+	"github.com/muros/muros-had/peerlink"
 	"github.com/muros/muros-had/vrrp"
 )
 
@@ -23,27 +26,55 @@ type dbReplica interface {
 	Status() dbsync.Status
 }
 
-// healthExtras is the VRRP and conntrack part of GET /api/health.
-func (d *Daemon) healthExtras() map[string]any {
+// healthDocument is this node's GET /api/health: the DB replication's
+// part from db, the sync group's, the ruleset's and the conntrack's from
+// the status.
+func (d *Daemon) healthDocument(db dbsync.Status, now time.Time) status.Health {
 	st := d.statusCore()
-	m := map[string]any{
-		"vrrp": map[string]any{
-			"state":         st.State,
-			"priority":      st.Priority,
-			"vips":          st.VIPs,
-			"last_failover": st.LastFailover,
-			"peer":          st.Peer,
-			"readiness":     st.Readiness,
-			"split_brain":   st.SplitBrain,
-			"maintenance":   st.Maintenance,
+	maintenance := st.Maintenance
+	ready := db.Ready
+	h := status.Health{
+		Node: db.Node,
+		Role: db.Role,
+		Time: now.UTC(),
+		Peer: status.HealthDBPeer{
+			ID: db.Peer.ID, URL: db.Peer.URL, Reachable: db.Peer.Reachable, Role: db.Peer.Role,
+			Revision: db.Peer.Revision, LastContact: db.Peer.LastContact,
+		},
+		DB: &status.HealthDB{
+			Revision:     db.Revision,
+			PeerRevision: db.Peer.Revision,
+			PendingPaths: db.PendingPaths,
+			LagMillis:    db.LagMillis,
+			LastSync:     db.LastSync,
+			LastApply:    db.LastApply,
+			InSync:       db.Role == "master" && db.PendingPaths == 0 && db.Peer.Reachable && db.LastSync != nil,
+			Ready:        &ready,
+		},
+		VRRP: &status.HealthVRRP{
+			State:        st.State,
+			Priority:     st.Priority,
+			VIPs:         st.VIPs,
+			LastFailover: st.LastFailover,
+			Peer:         st.Peer,
+			Readiness:    st.Readiness,
+			SplitBrain:   st.SplitBrain,
+			Maintenance:  &maintenance,
 		},
 		// The peer compares this fingerprint with its own (package peerview).
-		"ruleset": st.Ruleset.Local,
+		Ruleset: &st.Ruleset.Local,
 	}
 	if st.Conntrack != nil {
-		m["conntrack"] = st.Conntrack
+		h.Conntrack = st.Conntrack
 	}
-	return m
+	return h
+}
+
+// healthHandler answers GET /api/health from db's status and the daemon's.
+func (d *Daemon) healthHandler(db *dbsync.Node) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peerlink.WriteJSON(w, http.StatusOK, d.healthDocument(db.Status(), time.Now()))
+	})
 }
 
 // peerAlive tells the DB sync whether the peer is known alive: in BACKUP

@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/peerview"
 	"github.com/muros/muros-had/internal/status"
 )
@@ -32,8 +33,8 @@ func (h *fakePeerHealth) PeerHealth(context.Context) ([]byte, error) {
 	if down || peer == nil {
 		return nil, errors.New("dial tcp 10.0.0.2:7443: connect: no route to host")
 	}
-	doc := peer.d.healthExtras()
-	doc["node"] = peer.name
+	doc := peer.d.healthDocument(dbsync.Status{Node: peer.name}, time.Now())
+	doc.DB = nil // no DB replication in the loop tests
 	return json.Marshal(doc)
 }
 

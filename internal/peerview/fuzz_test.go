@@ -13,19 +13,20 @@ import (
 	"github.com/muros/muros-had/vrrp"
 )
 
-// peerHealthSeed is a health document as a peer serves it: dbsync's keys
-// and healthExtras' "vrrp" and "ruleset", encoded from the real types.
+// peerHealthSeed is a health document as a peer serves it, encoded from
+// the type its daemon serves.
 func peerHealthSeed(t testing.TB, state string, r *status.Readiness, rs ruleset.Status) []byte {
 	t.Helper()
-	doc := map[string]any{
-		"node": "fw2", "role": "backup",
-		"peer": map[string]any{"id": "fw1", "url": "https://192.0.2.1:7443", "reachable": true, "role": "master", "revision": 41},
-		"db":   map[string]any{"revision": 41, "peer_revision": 41, "pending_paths": 0, "lag_ms": 0, "in_sync": false, "ready": true},
-		"vrrp": map[string]any{
-			"state": state, "priority": 100, "vips": []string{"192.0.2.10/24"},
-			"readiness": r, "split_brain": map[string]any{"active": false},
+	ready, maint := true, false
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	doc := status.Health{
+		Node: "fw2", Role: "backup", Time: at,
+		Peer: status.HealthDBPeer{ID: "fw1", URL: "https://192.0.2.1:7443", Reachable: true, Role: "master", Revision: 41, LastContact: &at},
+		DB:   &status.HealthDB{Revision: 41, PeerRevision: 41, Ready: &ready},
+		VRRP: &status.HealthVRRP{
+			State: state, Priority: 100, Readiness: r, Maintenance: &maint,
 		},
-		"ruleset": rs,
+		Ruleset: &rs,
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {

@@ -71,37 +71,17 @@ const (
 	peerFailNoState = "no_vrrp_state"
 )
 
-// peerDoc is the part of the peer's GET /api/health the view reads.
-type peerDoc struct {
-	Node string    `json:"node"`
-	VRRP *peerVRRP `json:"vrrp"`
-	DB   *struct {
-		Ready *bool `json:"ready"`
-	} `json:"db"`
-	Ruleset *ruleset.Status `json:"ruleset"`
-}
-
-// peerVRRP is the "vrrp" part of the peer's health document.
-type peerVRRP struct {
-	State     string            `json:"state"`
-	Priority  uint8             `json:"priority"`
-	Readiness *status.Readiness `json:"readiness"`
-	// Maintenance: the peer is in maintenance mode (absent from a version
-	// without it: unknown).
-	Maintenance *bool `json:"maintenance"`
-}
-
 var errNoVRRPState = errors.New("health document has no vrrp.state")
 
-// parsePeerHealth decodes a health document; on failure it returns the
-// reason it is counted under.
-func parsePeerHealth(body []byte) (peerDoc, string, error) {
-	var doc peerDoc
+// parsePeerHealth decodes a health document (the type the peer's daemon
+// serves); on failure it returns the reason it is counted under.
+func parsePeerHealth(body []byte) (status.Health, string, error) {
+	var doc status.Health
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return peerDoc{}, peerFailDecode, fmt.Errorf("peer health: %w", err)
+		return status.Health{}, peerFailDecode, fmt.Errorf("peer health: %w", err)
 	}
 	if doc.VRRP == nil || !validPeerState(doc.VRRP.State) {
-		return peerDoc{}, peerFailNoState, errNoVRRPState
+		return status.Health{}, peerFailNoState, errNoVRRPState
 	}
 	return doc, "", nil
 }
@@ -119,7 +99,7 @@ func validPeerState(s string) bool {
 type peerPoll struct {
 	sent, at time.Time // request started, answer or error received
 	err      string
-	doc      peerDoc // set when err is empty
+	doc      status.Health // set when err is empty
 }
 
 // peerInputs is everything the peer view is derived from.

@@ -58,7 +58,7 @@ func metricValue(t *testing.T, stats *status.Metrics, name string) float64 {
 
 func healthAnswer(state string, sent, at time.Time, fp string) *peerPoll {
 	p := &peerPoll{sent: sent, at: at}
-	p.doc.VRRP = &peerVRRP{State: state}
+	p.doc.VRRP = &status.HealthVRRP{State: state}
 	if fp != "" {
 		p.doc.Ruleset = &ruleset.Status{Fingerprint: fp}
 	}

@@ -85,7 +85,7 @@ func TestDBSyncStartFollowsSymlinks(t *testing.T) {
 				_, err := os.Stat(p)
 				existed[p] = err == nil
 			}
-			_, err = NewDB(cfg, slog.New(slog.DiscardHandler), nil, nil)
+			_, err = NewDB(cfg, slog.New(slog.DiscardHandler), nil)
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("DB sync refused %v: %v", tt.paths, err)

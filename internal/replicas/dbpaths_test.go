@@ -62,7 +62,7 @@ func TestDBSyncStartRefusesWhatCheckRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := NewDB(cfg, slog.New(slog.DiscardHandler), nil, nil); err != nil {
+		if _, err := NewDB(cfg, slog.New(slog.DiscardHandler), nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -84,7 +84,7 @@ func TestDBSyncStartRefusesWhatCheckRefuses(t *testing.T) {
 				_, err := os.Stat(p)
 				existed[p] = err == nil
 			}
-			_, err = NewDB(cfg, slog.New(slog.DiscardHandler), nil, nil)
+			_, err = NewDB(cfg, slog.New(slog.DiscardHandler), nil)
 			if err == nil {
 				t.Fatalf("DB sync started with paths %v that check refuses:\n%v", tt.paths, problems)
 			}

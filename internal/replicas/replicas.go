@@ -80,9 +80,9 @@ func protocolNumber(name string) (uint8, bool) {
 }
 
 // NewDB builds the DB replication from the configuration. peerAlive says
-// whether the peer is known alive (its adverts are heard); health gives the
-// rest of this node's GET /api/health document.
-func NewDB(cfg *config.Config, log *slog.Logger, peerAlive func() bool, health func() map[string]any) (*dbsync.Node, error) {
+// whether the peer is known alive (its adverts are heard). The daemon
+// mounts GET /api/health on its peer link (Node.Link).
+func NewDB(cfg *config.Config, log *slog.Logger, peerAlive func() bool) (*dbsync.Node, error) {
 	paths, err := replicatedPaths(cfg)
 	if err != nil {
 		return nil, err
@@ -113,7 +113,6 @@ func NewDB(cfg *config.Config, log *slog.Logger, peerAlive func() bool, health f
 		},
 		ClockSkewWarn: cfg.DBSync.ClockSkewWarn,
 		PeerAlive:     peerAlive,
-		Health:        health,
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("dbsync: %w", err)
