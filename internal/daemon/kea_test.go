@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -266,14 +267,35 @@ func keaPair(t *testing.T, replicated bool) (*lab.Pair, *hatest.Node, *hatest.No
 	return p, n1, n2, newKeaClient(t, p, "kc1"), newKeaClient(t, p, "kc2")
 }
 
+// mustPeerReady waits until n's last poll of the peer's health found a
+// BACKUP ready to take over: what maintenance on asks.
+func mustPeerReady(t *testing.T, n *hatest.Node, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := n.Status(context.Background())
+		pr := st.Peer
+		if err == nil && pr.Reachable && pr.RoleSource == "health" && pr.Role == "backup" &&
+			(pr.Readiness == nil || !pr.Readiness.Held) && (pr.DBReady == nil || *pr.DBReady) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: peer not ready to take over after %v: %+v (err %v)", n.NS, timeout, pr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // handover is how the master goes away in a scenario.
 type handover struct {
 	name string
-	do   func(t *testing.T, p *lab.Pair, n1 *hatest.Node)
+	// ready, if set, waits until the handover can start (not timed).
+	ready func(t *testing.T, n1 *hatest.Node)
+	do    func(t *testing.T, p *lab.Pair, n1 *hatest.Node)
 }
 
 var keaHandovers = []handover{
-	{"crash", func(t *testing.T, p *lab.Pair, n1 *hatest.Node) {
+	{"crash", nil, func(t *testing.T, p *lab.Pair, n1 *hatest.Node) {
 		if err := n1.Crash(p); err != nil {
 			t.Fatal(err)
 		}
@@ -285,12 +307,17 @@ var keaHandovers = []handover{
 			}
 		}
 	}},
-	{"graceful stop", func(t *testing.T, p *lab.Pair, n1 *hatest.Node) {
+	{"graceful stop", nil, func(t *testing.T, p *lab.Pair, n1 *hatest.Node) {
 		if err := n1.Stop(); err != nil {
 			t.Fatal(err)
 		}
 	}},
-	{"maintenance", func(t *testing.T, p *lab.Pair, n1 *hatest.Node) {
+	{"maintenance", func(t *testing.T, n1 *hatest.Node) {
+		// Maintenance is refused until the master's poll of the peer's
+		// health found it ready to take over (the first polls ran before
+		// the peer listened).
+		mustPeerReady(t, n1, 10*time.Second)
+	}, func(t *testing.T, p *lab.Pair, n1 *hatest.Node) {
 		if out, err := p.FW1.Run(binary, "maintenance", "--config", n1.ConfigPath, "on"); err != nil {
 			t.Fatalf("maintenance on: %v\n%s", err, out)
 		}
@@ -312,6 +339,9 @@ func TestKeaFollowsTheMaster(t *testing.T) {
 			waitLeaseReplicated(t, p.FW2, a1, 5*time.Second)
 			t.Logf("%s: %s leased %s from fw1; on fw2's disk after %v", h.name, c1.name, a1, time.Since(t0).Round(time.Millisecond))
 
+			if h.ready != nil {
+				h.ready(t, n1)
+			}
 			start := time.Now()
 			h.do(t, p, n1)
 			mustState(t, n2, "MASTER", 5*time.Second)
