@@ -11,8 +11,8 @@ import (
 // EventKind says what happened.
 type EventKind uint8
 
-// Event kinds. Future inputs (a health-check verdict, maintenance on/off, a
-// peer-liveness verdict) are new kinds with fields of their own.
+// Event kinds. A new input (a peer-liveness verdict next) is a new kind with
+// fields of its own.
 const (
 	EventStartup     EventKind = iota + 1 // the node starts its instances
 	EventShutdown                         // graceful stop: priority 0, then release
