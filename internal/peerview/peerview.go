@@ -18,7 +18,8 @@
 //     FAULT, INIT), its readiness and its ruleset fingerprint. An answer
 //     is fresh for 2 intervals plus the request timeout.
 //
-// When both are fresh the newer one wins: a master's adverts arrive every
+// An answer is no longer fresh once a later request failed. When both are
+// fresh the newer one wins: a master's adverts arrive every
 // advert interval, so they are the fresher source for "the peer is master",
 // and a health answer received after the last advert says the peer stopped
 // being one. Neither fresh: "not-master" once adverts were heard (they
@@ -141,6 +142,13 @@ func derivePeerView(in peerInputs) peerView {
 	var v peerView
 	advFresh := !in.advertAt.IsZero() && in.now.Sub(in.advertAt) <= in.advertTTL
 	healthFresh := in.answer != nil && in.now.Sub(in.answer.at) <= in.healthTTL
+	if healthFresh && in.poll != nil && in.poll.err != "" && in.poll.at.After(in.answer.at) {
+		// A later request failed: the peer does not answer now (a crashed
+		// box first looks like this), so its last answer no longer speaks
+		// for it. Without this a dead master stayed "master (from its
+		// health answer)" for the answer's whole TTL.
+		healthFresh = false
+	}
 	useAdvert := advFresh && (!healthFresh || in.advertAt.After(in.answer.at))
 	var evidence time.Time
 	switch {

@@ -116,6 +116,14 @@ func TestDerivePeerView(t *testing.T) {
 			in.poll = failed
 			return in
 		}, want{role: "unknown", reason: "health: dial tcp: connection refused"}},
+		{"a crashed master: the request after its MASTER answer failed", func(in peerInputs) peerInputs {
+			// Fresh by its TTL, but the peer no longer answers: it is not
+			// "master (from its health answer)" any more.
+			in.advertAt, in.advertPri = at(8000), 150
+			in.answer = healthAnswer("MASTER", at(7900), at(8000), "fp1")
+			in.poll = failed
+			return in
+		}, want{role: "not-master", source: "adverts", reason: "its adverts stopped 2s ago; health: dial tcp: connection refused"}},
 		{"takeover overlap is no split brain", func(in peerInputs) peerInputs {
 			in.local, in.masterSince = "MASTER", at(9500)
 			in.advertAt, in.advertPri = at(9900), 100
