@@ -350,8 +350,8 @@ func TestKeaFollowsTheMaster(t *testing.T) {
 			tKea := time.Since(start)
 			a2 := c2.mustLease(t, fw2, 15*time.Second)
 			tLease := time.Since(start)
-			t.Logf("%s: fw2 MASTER after %v, its Kea serving after %v, first lease from it after %v",
-				h.name, tMaster.Round(time.Millisecond), tKea.Round(time.Millisecond), tLease.Round(time.Millisecond))
+			t.Logf("%s: fw2 MASTER after %v, its Kea serving after %v, first lease from it (%s to %s) after %v",
+				h.name, tMaster.Round(time.Millisecond), tKea.Round(time.Millisecond), a2, c2.name, tLease.Round(time.Millisecond))
 			mustKeaOnlyOn(t, p, p.FW2)
 			if a2 == a1 {
 				t.Errorf("%s: %s got %s, the address of %s: the new master's Kea did not know the lease", h.name, c2.name, a2, c1.name)
@@ -359,7 +359,6 @@ func TestKeaFollowsTheMaster(t *testing.T) {
 			if again := c1.mustLease(t, fw2, 15*time.Second); again != a1 {
 				t.Errorf("%s: %s got %s from the new master, want its own %s", h.name, c1.name, again, a1)
 			}
-			t.Logf("%s: %s got %s, %s kept %s", h.name, c2.name, a2, c1.name, a1)
 		})
 	}
 }
