@@ -16,7 +16,22 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
+  # keepalived, conntrackd, Kea and Prometheus are lab peers and tools: none
+  # may start as a service on the host, not even for the moment between its
+  # install and the disable below (a policy-rc.d that refuses every start,
+  # for the duration of the install, unless the machine has its own).
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    own_policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# install-deps.sh: no service starts during the install\nexit 101\n' >"$own_policy"
+    chmod 0755 "$own_policy"
+    trap 'rm -f "$own_policy"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$own_policy" ]; then
+    rm -f "$own_policy"
+    trap - EXIT
+  fi
 fi
 # keepalived/conntrackd are used only as lab peers; never as services on the host.
 for s in keepalived conntrackd; do
@@ -29,7 +44,7 @@ systemctl disable --now kea-dhcp4-server >/dev/null 2>&1 || true
 # prometheus is installed for promtool only: its server stays off (a
 # Prometheus the operator runs is left alone).
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
-  systemctl disable --now prometheus >/dev/null 2>&1 || true
+  systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 # Go: the module needs Go 1.26. Where the machine has none (or an older
 # one), Debian's golang (1.19 on bookworm) fetches the Go toolchain as a
