@@ -151,7 +151,7 @@
 // characters are refused; fewer than 16, or fewer than 8 different
 // characters, are warned about.
 //
-// dbsync.paths follow the rules of package internal/replpath, which dbsync
+// dbsync.paths follow the rules of package replpath, which dbsync
 // applies again at start: absolute, not "/", distinct last components (the
 // wire name), none inside another, and none covering the daemon's own
 // files: state_dir, run_dir and /etc/muros-had (nor inside them), the

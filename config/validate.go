@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/muros/muros-had/internal/replpath"
+	"github.com/muros/muros-had/replpath"
 )
 
 // finish fills the defaults that depend on other keys and runs the checks

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/muros/muros-had/internal/replpath"
+	"github.com/muros/muros-had/replpath"
 )
 
 // Path is one replicated path: a file or a whole directory tree. Name is its

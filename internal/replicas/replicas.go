@@ -21,10 +21,10 @@ import (
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/ctsync"
 	"github.com/muros/muros-had/dbsync"
-	"github.com/muros/muros-had/internal/replpath"
 	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/peerlink"
+	"github.com/muros/muros-had/replpath"
 )
 
 // NewConntrack builds the conntrack replication from the configuration,
