@@ -14,15 +14,7 @@ import (
 // Fetch asks the daemon listening on addr (unix socket path or
 // host:port) for its status; it returns the decoded status and the raw JSON.
 func Fetch(ctx context.Context, addr string) (Status, []byte, error) {
-	tr := &http.Transport{DisableKeepAlives: true}
-	url := "http://" + addr + "/status"
-	if strings.HasPrefix(addr, "/") {
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", addr)
-		}
-		url = "http://muros-had/status"
-	}
+	tr, url := daemonEndpoint(addr, "/status")
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -45,4 +37,19 @@ func Fetch(ctx context.Context, addr string) (Status, []byte, error) {
 		return Status{}, body, fmt.Errorf("bad status from %s: %w", addr, err)
 	}
 	return st, body, nil
+}
+
+// daemonEndpoint is the transport and URL of path on the daemon's status
+// listener at addr: a unix socket path (dialled whatever the URL's host),
+// or host:port.
+func daemonEndpoint(addr, path string) (*http.Transport, string) {
+	tr := &http.Transport{DisableKeepAlives: true}
+	if !strings.HasPrefix(addr, "/") {
+		return tr, "http://" + addr + path
+	}
+	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", addr)
+	}
+	return tr, "http://muros-had" + path
 }

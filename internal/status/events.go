@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -158,15 +156,7 @@ func (f *Feed) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // or host:port) and copies each line to out until ctx ends or the daemon
 // closes the stream.
 func Follow(ctx context.Context, addr string, out io.Writer) error {
-	tr := &http.Transport{DisableKeepAlives: true}
-	url := "http://" + addr + "/events"
-	if strings.HasPrefix(addr, "/") {
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", addr)
-		}
-		url = "http://muros-had/events"
-	}
+	tr, url := daemonEndpoint(addr, "/events")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -65,15 +64,7 @@ func MaintenanceRoute(set func(context.Context, MaintenanceRequest) MaintenanceA
 // SetMaintenance asks the daemon listening on addr (unix socket path or
 // host:port) to turn maintenance mode on or off.
 func SetMaintenance(ctx context.Context, addr string, req MaintenanceRequest) (MaintenanceAnswer, error) {
-	tr := &http.Transport{DisableKeepAlives: true}
-	url := "http://" + addr + "/maintenance"
-	if strings.HasPrefix(addr, "/") {
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", addr)
-		}
-		url = "http://muros-had/maintenance"
-	}
+	tr, url := daemonEndpoint(addr, "/maintenance")
 	// The daemon answers once the hand-over is started and the flag is on
 	// disk: well within this.
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
