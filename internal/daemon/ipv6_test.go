@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/lab"
 	"github.com/muros/muros-had/vrrp"
@@ -323,10 +324,10 @@ func TestMixedFamilySyncGroup(t *testing.T) {
 		}
 	}
 	owns(p.FW1)
-	st := mustStatus(t, n2)
-	if st.Peer.Role != "master" {
-		t.Errorf("backup's view of the peer: %+v", st.Peer)
-	}
+	// BACKUP is the backup's state from its start, before it heard an
+	// advert (its start takes the key derivation's 0.2-0.3 s): wait for the
+	// master's adverts to reach its view.
+	st := waitStatus(t, n2, "the backup hearing the master", 3*time.Second, func(s status.Status) bool { return s.Peer.Role == "master" })
 	for _, v := range st.VIPs {
 		if v.State != "BACKUP" {
 			t.Errorf("backup's VIP %+v", v)
