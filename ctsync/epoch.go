@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/muros/muros-had/atomicfile"
 	"github.com/muros/muros-had/ctsync/ctrel"
 )
 
@@ -88,20 +89,11 @@ func mkdirDurable(dir string) error {
 		return err
 	}
 	for _, d := range missing { // deepest first: each entry, then its parent's
-		if err := syncDir(filepath.Dir(d)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(d)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // removeTemporaries deletes the temporary files of store that a crash
@@ -175,26 +167,7 @@ func (b *epochBook) raisePeer(e uint64) error {
 }
 
 func (b *epochBook) store(name string, v uint64) error {
-	f, err := os.CreateTemp(b.dir, "."+name+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename: ENOENT, ignored
-	_, err = f.WriteString(strconv.FormatUint(v, 10) + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("ctsync: write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(b.dir, name)); err != nil {
-		return fmt.Errorf("ctsync: write %s: %w", name, err)
-	}
-	if err := syncDir(b.dir); err != nil {
+	if err := atomicfile.Write(filepath.Join(b.dir, name), []byte(strconv.FormatUint(v, 10)+"\n"), 0o600, "."+name+".tmp*"); err != nil {
 		return fmt.Errorf("ctsync: write %s: %w", name, err)
 	}
 	return nil

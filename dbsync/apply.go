@@ -1,6 +1,8 @@
 package dbsync
 
 import (
+	"github.com/muros/muros-had/atomicfile"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -572,7 +574,7 @@ func (a *applier) finish(j journal, roots map[string]*os.Root) ([]PathFailure, e
 	if err := os.Remove(filepath.Join(a.stateDir, "journal")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("remove journal: %w", err)
 	}
-	return failed, syncPath(a.stateDir)
+	return failed, atomicfile.SyncDir(a.stateDir)
 }
 
 // finishOp performs one journaled operation and returns the root it was
@@ -824,47 +826,11 @@ func syncDir(root *os.Root, dir string) error {
 	return nil
 }
 
-func syncPath(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
 // writeJSONAtomic writes v to dir/name with the temp+fsync+rename+fsync dance.
 func writeJSONAtomic(dir, name string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(dir, name, b, 0o600)
-}
-
-func writeFileAtomic(dir, name string, b []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(dir, tempPrefix+path.Base(name)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncPath(dir)
+	return atomicfile.Write(filepath.Join(dir, name), b, 0o600, tempPrefix+path.Base(name)+"-*")
 }

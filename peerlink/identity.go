@@ -1,6 +1,8 @@
 package peerlink
 
 import (
+	"github.com/muros/muros-had/atomicfile"
+
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -131,10 +133,10 @@ func provide(f Files, nodeID string) error {
 	}
 	// Key first: a crash between the two leaves a key without a
 	// certificate, which the next start reports instead of overwriting.
-	if err := writeFileAtomic(f.Key, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(f.Key, keyPEM, 0o600, ".muros-had-"+filepath.Base(f.Key)+"-*"); err != nil {
 		return fmt.Errorf("write TLS key: %w", err)
 	}
-	if err := writeFileAtomic(f.Cert, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(f.Cert, certPEM, 0o644, ".muros-had-"+filepath.Base(f.Cert)+"-*"); err != nil {
 		return fmt.Errorf("write TLS certificate: %w", err)
 	}
 	return nil
@@ -207,39 +209,4 @@ func selfSigned(nodeID string, now time.Time) (certPEM, keyPEM []byte, err error
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
-}
-
-// writeFileAtomic replaces p with b: a crash leaves the old file or the
-// new one, never a part.
-func writeFileAtomic(p string, b []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(p)
-	tmp, err := os.CreateTemp(dir, ".muros-had-"+filepath.Base(p)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 
+	"github.com/muros/muros-had/atomicfile"
 	"github.com/muros/muros-had/config"
 )
 
@@ -59,7 +59,9 @@ func cmdRender(args []string, stdout, stderr io.Writer) int {
 		data []byte
 	}{{"keepalived.conf", r.Keepalived}, {"conntrackd.conf", r.Conntrackd}} {
 		dst := filepath.Join(*out, f.name)
-		if err := writeFileAtomic(dst, f.data); err != nil {
+		// Replaced in one rename, so a keepalived reload never reads half a
+		// file. Mode 0600: keepalived.conf may hold the password.
+		if err := atomicfile.Write(dst, f.data, 0o600, "."+filepath.Base(dst)+".*"); err != nil {
 			fmt.Fprintf(stderr, "muros-had render: %v\n", err)
 			return 1
 		}
@@ -69,29 +71,4 @@ func cmdRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "note: %s\n", n)
 	}
 	return 0
-}
-
-// writeFileAtomic replaces dst in one rename, so a keepalived reload never
-// reads half a file. Mode 0600: keepalived.conf may hold the password.
-func writeFileAtomic(dst string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	return nil
 }

@@ -1,19 +1,11 @@
 package daemon
 
 import (
-	"context"
-	"log/slog"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/muros/muros-had/config"
-	"github.com/muros/muros-had/vip"
-	"github.com/muros/muros-had/vrrp"
 )
 
 // ahKeyAccepted is muros_had_vrrp_ah_key_accepted_total{version} of n.
@@ -114,20 +106,5 @@ func TestLoopAHEpochStepBack(t *testing.T) {
 // runs once), as after a process restart.
 func restartable(t *testing.T, n *loopNode, link *simLink) *Daemon {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(syncedBuffer{n.logMu, n.log}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := New(Options{Config: n.cfg, Logger: logger, Adapters: Adapters{
-		SyncLink: func(context.Context, string, vrrp.Family) (netip.Addr, int, error) { return n.addr, 4, nil },
-		OpenConn: func(string, netip.Addr) (advertConn, error) { return link.open(n.addr), nil },
-		VIPs:     func(vip.Config) (vipManager, error) { return n.vips, nil },
-		Watch:    func(vip.MonitorConfig) (linkWatcher, error) { return n.links, nil },
-		Conntrack: func(*config.Config, *Daemon) (conntrackSync, error) {
-			return n.ct, nil
-		},
-		DB:      func(*config.Config, *Daemon) (dbReplica, net.Listener, error) { return n.db, nil, nil },
-		Surface: func(*Daemon, context.Context) (closers, error) { return nil, nil },
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return n.newDaemon(t, link)
 }

@@ -5,16 +5,18 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/muros/muros-had/atomicfile"
 	"github.com/muros/muros-had/vrrp"
 )
 
 // epochFile is where the AH sender epoch (vrrp.AHCounter, the SPI of every
 // advert) is persisted under the state directory: one decimal number and a
-// newline, replaced atomically (writeFileAtomic), so a crash leaves the old
+// newline, replaced atomically (atomicfile.Write), so a crash leaves the old
 // or the new value.
 type epochFile string
 
@@ -45,7 +47,7 @@ func (f epochFile) load() (uint32, error) {
 }
 
 func (f epochFile) save(e uint32) error {
-	if err := writeFileAtomic(string(f), []byte(strconv.FormatUint(uint64(e), 10)+"\n")); err != nil {
+	if err := atomicfile.Write(string(f), []byte(strconv.FormatUint(uint64(e), 10)+"\n"), 0o600, "."+filepath.Base(string(f))+".tmp*"); err != nil {
 		return fmt.Errorf("%w %s cannot be written: %w", errEpochFile, f, err)
 	}
 	return nil

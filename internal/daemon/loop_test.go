@@ -412,10 +412,18 @@ func newLoopNode(t *testing.T, link *simLink, name string, addr, peer netip.Addr
 	cfg := loopConfig(t, dir, role, peer)
 	n := &loopNode{name: name, addr: addr, vips: &fakeVIPs{}, links: &fakeWatcher{events: make(chan vip.LinkEvent, 8)},
 		ct: newFakeConntrack(!o.manualReady), db: newFakeDB(!o.manualReady), log: &bytes.Buffer{}, logMu: &sync.Mutex{}, cfg: cfg, dir: dir}
+	n.d = n.newDaemon(t, link)
+	return n
+}
+
+// newDaemon is a daemon of n's configuration wired to n's fakes and the
+// simulated link (a restart makes a new one on the same fakes).
+func (n *loopNode) newDaemon(t *testing.T, link *simLink) *Daemon {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(syncedBuffer{n.logMu, n.log}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := New(Options{Config: cfg, Logger: logger, Adapters: Adapters{
-		SyncLink: func(context.Context, string, vrrp.Family) (netip.Addr, int, error) { return addr, 4, nil },
-		OpenConn: func(string, netip.Addr) (advertConn, error) { return link.open(addr), nil },
+	d, err := New(Options{Config: n.cfg, Logger: logger, Adapters: Adapters{
+		SyncLink: func(context.Context, string, vrrp.Family) (netip.Addr, int, error) { return n.addr, 4, nil },
+		OpenConn: func(string, netip.Addr) (advertConn, error) { return link.open(n.addr), nil },
 		VIPs:     func(vip.Config) (vipManager, error) { return n.vips, nil },
 		Watch:    func(vip.MonitorConfig) (linkWatcher, error) { return n.links, nil },
 		Conntrack: func(*config.Config, *Daemon) (conntrackSync, error) {
@@ -427,8 +435,7 @@ func newLoopNode(t *testing.T, link *simLink, name string, addr, peer netip.Addr
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.d = d
-	return n
+	return d
 }
 
 func (n *loopNode) start(t *testing.T) {

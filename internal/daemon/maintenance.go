@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/muros/muros-had/atomicfile"
 	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/node"
 )
@@ -20,7 +21,7 @@ import (
 
 // maintenanceFile is the mode on disk under the state directory: the
 // file's presence means on (its content says when and how it was turned
-// on, for the operator). It is created atomically (writeFileAtomic) and
+// on, for the operator). It is created atomically (atomicfile.Write) and
 // removed with a sync of the directory, so a crash leaves the mode as it
 // was before or after the request, never a torn state.
 type maintenanceFile string
@@ -44,7 +45,7 @@ func (f maintenanceFile) set(on bool, now time.Time, overridden []string) error 
 		if len(overridden) > 0 {
 			content += "forced past: " + strings.Join(overridden, "; ") + "\n"
 		}
-		return writeFileAtomic(string(f), []byte(content))
+		return atomicfile.Write(string(f), []byte(content), 0o600, "."+filepath.Base(string(f))+".tmp*")
 	}
 	if err := os.Remove(string(f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
