@@ -1,0 +1,545 @@
+package liveness
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is one node's liveness settings.
+type Config struct {
+	// Interval is how often a master sends HEARTBEATs on the sync link
+	// (and on the peer path while the sync link is down): the fast path a
+	// backup watches.
+	Interval time.Duration
+	// Detect is how long every path must be silent before the peer is
+	// dead: half of it (ProbeAfter) of silence starts the probing, the
+	// other half is the time the probed paths have to answer.
+	Detect time.Duration
+	// Idle is how often everything else is sent: a node that is not
+	// master, and the peer path while the sync link works. A path silent
+	// for three Idle periods is down.
+	Idle time.Duration
+	// PeerPath says the second path (unicast to the peer's address off
+	// the sync link) exists.
+	PeerPath bool
+	// Epoch is this node's incarnation: random and non-zero at every start.
+	Epoch uint64
+}
+
+// DefaultIdle is the default Config.Idle.
+const DefaultIdle = 100 * time.Millisecond
+
+// Validate refuses settings that would cry wolf or never decide.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Interval < 100*time.Microsecond || c.Interval > time.Second {
+		errs = append(errs, fmt.Errorf("interval %v: want 100µs..1s", c.Interval))
+	}
+	if c.Detect < 2*c.Interval {
+		errs = append(errs, fmt.Errorf("detect %v: want at least twice the interval (%v), or a single late heartbeat kills the peer", c.Detect, 2*c.Interval))
+	}
+	if c.Idle < c.Interval || c.Idle > 10*time.Second {
+		errs = append(errs, fmt.Errorf("idle %v: want interval..10s", c.Idle))
+	}
+	if c.Epoch == 0 {
+		errs = append(errs, errors.New("epoch 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// ProbeAfter is the silence on every path after which the node probes.
+func (c Config) ProbeAfter() time.Duration { return c.Detect / 2 }
+
+// ProbeWait is how long a probe may stay unanswered before the peer is dead.
+func (c Config) ProbeWait() time.Duration { return c.Detect - c.Detect/2 }
+
+// PathDownAfter is the silence after which a path is down.
+func (c Config) PathDownAfter() time.Duration { return 3 * c.Idle }
+
+// freshWindow is how recent the sequence number a message echoes must be
+// for the message to prove that the peer is alive now.
+func (c Config) freshWindow() time.Duration { return 4 * c.Idle }
+
+// Verdict is the node's view of its peer.
+type Verdict uint8
+
+// Verdicts.
+const (
+	VerdictUnknown Verdict = iota // the peer has never spoken the protocol
+	VerdictAlive                  // a path brought a message within the detection time
+	VerdictDead                   // every path silent, the probes unanswered
+	VerdictLeft                   // the peer said LEAVING
+)
+
+var verdictNames = [...]string{"unknown", "alive", "dead", "left"}
+
+func (v Verdict) String() string {
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("Verdict(%d)", uint8(v))
+}
+
+// EventKind says what happened.
+type EventKind uint8
+
+// Event kinds.
+const (
+	EventTick    EventKind = iota + 1 // a deadline (NextDeadline) passed
+	EventReceive                      // a message was received and parsed (Codec.Parse)
+	EventCarrier                      // the sync link's carrier changed (Up)
+	EventRole                         // the node's own role or priority changed
+	EventLeave                        // the node stops gracefully
+)
+
+// Event is one input of Monitor.Step. Now is read for every kind.
+type Event struct {
+	Kind EventKind
+	Now  time.Time
+	// EventReceive: the path the message arrived on and the message.
+	Path    Path
+	Message Message
+	// EventCarrier.
+	Up bool
+	// EventRole.
+	Role     Role
+	Priority uint8
+}
+
+// ActionKind says what the shell must do.
+type ActionKind uint8
+
+// Action kinds.
+const (
+	ActionSend    ActionKind = iota + 1 // send Message on Path
+	ActionVerdict                       // the verdict or the peer's role changed
+	ActionPath                          // Path went down (Down) or came back
+	ActionDrop                          // a received message was refused (Reason)
+)
+
+// Action is one output of Monitor.Step.
+type Action struct {
+	Kind    ActionKind
+	Path    Path    // ActionSend, ActionPath, ActionDrop
+	Message Message // ActionSend
+	// ActionVerdict: the verdict and the peer's role and priority as last
+	// heard; Reason says why, for the log.
+	Verdict  Verdict
+	PeerRole Role
+	Priority uint8
+	Reason   string
+	Down     bool   // ActionPath
+	Drop     Reason // ActionDrop
+}
+
+// pathState is what the node knows of one path.
+type pathState struct {
+	last      time.Time     // last accepted message on it (zero: none yet)
+	interval  time.Duration // the peer's heartbeat period on it, as announced
+	down      bool          // alarm raised
+	nextSend  time.Time     // our next HEARTBEAT on it
+	lastReply time.Time     // our last unsolicited REPLY (rate limit)
+}
+
+type checkpoint struct {
+	at  time.Time
+	seq uint64
+}
+
+// Monitor is one node's view of its peer over every path. It is pure:
+// events in, actions out, time from the events; not safe for concurrent
+// use.
+type Monitor struct {
+	cfg Config
+
+	seq      uint64
+	role     Role
+	priority uint8
+	carrier  bool
+	leaving  bool
+	// checkpoints remember when our sequence numbers were sent, sparsely,
+	// for the freshness of echoes.
+	checkpoints [16]checkpoint
+	cpNext      int
+
+	// echoEpoch/echoSeq: the newest authentic message from the peer
+	// (adopted or not), echoed in ours so the peer can adopt us.
+	echoEpoch, echoSeq uint64
+	// peerEpoch/peerSeq: the adopted epoch and its newest sequence number.
+	peerEpoch, peerSeq uint64
+	peerRole           Role
+	peerPriority       uint8
+	peerFlags          uint8
+	// adoptedAt is when the first peer epoch was adopted: a path never
+	// heard is down PathDownAfter later. leftEpoch is an epoch that said
+	// LEAVING: the rest of its messages (reordered copies) are ignored.
+	adoptedAt time.Time
+	leftEpoch uint64
+
+	paths   [NumPaths + 1]pathState
+	verdict Verdict
+	// probeStart is the first probe of the current suspicion (zero: none);
+	// lastProbe the latest.
+	probeStart, lastProbe time.Time
+	// probeSeq is the sequence number of the first probe: a message that
+	// echoes it or a later one answers the suspicion; one sent before the
+	// peer heard a probe only shows it was alive before.
+	probeSeq uint64
+
+	drops map[Reason]uint64
+}
+
+// NewMonitor returns a monitor that has heard nothing yet, for a node in
+// INIT with its sync link assumed up (the shell reports the carrier).
+func NewMonitor(cfg Config) (*Monitor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("liveness: %w", err)
+	}
+	return &Monitor{cfg: cfg, role: RoleInit, carrier: true, drops: map[Reason]uint64{}}, nil
+}
+
+// Verdict returns the current verdict.
+func (m *Monitor) Verdict() Verdict { return m.verdict }
+
+// PeerRole returns the peer's role as last heard (0 if never).
+func (m *Monitor) PeerRole() Role { return m.peerRole }
+
+// PathDown reports whether path p's alarm is raised.
+func (m *Monitor) PathDown(p Path) bool { return m.paths[p].down }
+
+// LastHeard returns when path p last brought an accepted message.
+func (m *Monitor) LastHeard(p Path) time.Time { return m.paths[p].last }
+
+// Drops returns the refused messages by reason.
+func (m *Monitor) Drops() map[Reason]uint64 {
+	out := make(map[Reason]uint64, len(m.drops))
+	for k, v := range m.drops {
+		out[k] = v
+	}
+	return out
+}
+
+// Step feeds one event and appends the resulting actions to out.
+func (m *Monitor) Step(ev Event, out []Action) []Action {
+	switch ev.Kind {
+	case EventReceive:
+		out = m.receive(ev, out)
+	case EventCarrier:
+		if m.carrier != ev.Up {
+			m.carrier = ev.Up
+			if !ev.Up && m.verdict == VerdictAlive && m.probeStart.IsZero() {
+				// A direct cable loses carrier when the peer dies: ask the
+				// other paths now rather than after ProbeAfter.
+				out = m.startProbe(ev.Now, out)
+			}
+		}
+	case EventRole:
+		wasFast := m.interval(PathSync)
+		m.role, m.priority = ev.Role, ev.Priority
+		if m.interval(PathSync) < wasFast {
+			for p := Path(1); p <= NumPaths; p++ {
+				m.paths[p].nextSend = ev.Now
+			}
+		}
+	case EventLeave:
+		m.leaving = true
+		for p := Path(1); p <= NumPaths; p++ {
+			if m.usable(p) {
+				out = m.send(ev.Now, p, TypeLeaving, out)
+			}
+		}
+		return out
+	}
+	return m.tick(ev.Now, out)
+}
+
+// NextDeadline is when Step must next be called with EventTick (the shell
+// may call it earlier).
+func (m *Monitor) NextDeadline() time.Time {
+	var next time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if m.leaving {
+		return next
+	}
+	for p := Path(1); p <= NumPaths; p++ {
+		if m.usable(p) {
+			earliest(m.paths[p].nextSend)
+		}
+		if m.peerEpoch != 0 && !m.paths[p].down && (p != PathPeer || m.cfg.PeerPath) {
+			earliest(m.silentSince(p).Add(m.cfg.PathDownAfter()))
+		}
+	}
+	if m.verdict == VerdictAlive {
+		if m.probeStart.IsZero() {
+			earliest(m.lastAny().Add(m.probeAfter()))
+		} else {
+			earliest(m.lastProbe.Add(m.cfg.Interval))
+			earliest(m.probeStart.Add(m.cfg.ProbeWait()))
+		}
+	}
+	return next
+}
+
+// silentSince is when path p last brought a message, or when the peer was
+// first adopted if it never has.
+func (m *Monitor) silentSince(p Path) time.Time {
+	if last := m.paths[p].last; !last.IsZero() {
+		return last
+	}
+	return m.adoptedAt
+}
+
+// usable says whether the node sends on path p.
+func (m *Monitor) usable(p Path) bool {
+	switch p {
+	case PathSync:
+		return m.carrier
+	case PathPeer:
+		return m.cfg.PeerPath
+	}
+	return false
+}
+
+// interval is our HEARTBEAT period on path p now: fast where a backup
+// watches a master (the sync link; the peer path too while the sync link
+// is down on either side), idle everywhere else.
+func (m *Monitor) interval(p Path) time.Duration {
+	if m.role != RoleMaster {
+		return m.cfg.Idle
+	}
+	if p == PathSync {
+		return m.cfg.Interval
+	}
+	if !m.carrier || m.paths[PathSync].down || (m.peerEpoch != 0 && m.peerFlags&FlagSyncCarrier == 0) {
+		return m.cfg.Interval
+	}
+	return m.cfg.Idle
+}
+
+// lastAny is the newest accepted message on a path that can still bring
+// one (a sync link without carrier cannot).
+func (m *Monitor) lastAny() time.Time {
+	var last time.Time
+	for p := Path(1); p <= NumPaths; p++ {
+		if p == PathSync && !m.carrier {
+			continue
+		}
+		if m.paths[p].last.After(last) {
+			last = m.paths[p].last
+		}
+	}
+	return last
+}
+
+// probeAfter is the silence on every path after which the node probes:
+// half the detection time when the peer is master (it heartbeats fast on
+// the sync link, or on the peer path while the sync link is down, and is
+// probed while it does not know yet) or heartbeats fast on a usable path,
+// half three of its heartbeats otherwise (an idle backup is not probed
+// between its idle heartbeats).
+func (m *Monitor) probeAfter() time.Duration {
+	if m.peerRole == RoleMaster {
+		return m.cfg.ProbeAfter()
+	}
+	fastest := time.Duration(0)
+	for p := Path(1); p <= NumPaths; p++ {
+		if !m.usable(p) || m.paths[p].last.IsZero() {
+			continue
+		}
+		if iv := m.paths[p].interval; iv > 0 && (fastest == 0 || iv < fastest) {
+			fastest = iv
+		}
+	}
+	if fastest == 0 {
+		fastest = m.cfg.Idle
+	}
+	return max(m.cfg.ProbeAfter(), 3*fastest/2)
+}
+
+func (m *Monitor) tick(now time.Time, out []Action) []Action {
+	if m.leaving {
+		return out
+	}
+	// Path alarms.
+	if m.peerEpoch != 0 {
+		for p := Path(1); p <= NumPaths; p++ {
+			ps := &m.paths[p]
+			if p == PathPeer && !m.cfg.PeerPath {
+				continue
+			}
+			silent := now.Sub(m.silentSince(p)) >= m.cfg.PathDownAfter()
+			if p == PathSync && !m.carrier {
+				silent = true
+			}
+			if silent && !ps.down {
+				ps.down = true
+				why := fmt.Sprintf("no message for %v", m.cfg.PathDownAfter())
+				if p == PathSync && !m.carrier {
+					why = "sync link has no carrier"
+				}
+				out = append(out, Action{Kind: ActionPath, Path: p, Down: true, Reason: why})
+			}
+		}
+	}
+	// The verdict.
+	if m.verdict == VerdictAlive {
+		last := m.lastAny()
+		if m.probeStart.IsZero() && now.Sub(last) >= m.probeAfter() {
+			out = m.startProbe(now, out)
+		} else if !m.probeStart.IsZero() {
+			if now.Sub(m.probeStart) >= m.cfg.ProbeWait() {
+				m.verdict = VerdictDead
+				why := fmt.Sprintf("no message on any path for %v, probe unanswered for %v", now.Sub(last).Round(10*time.Microsecond), now.Sub(m.probeStart).Round(10*time.Microsecond))
+				if !m.carrier {
+					why = fmt.Sprintf("sync link lost carrier, probe unanswered for %v", now.Sub(m.probeStart).Round(10*time.Microsecond))
+				}
+				m.probeStart, m.lastProbe = time.Time{}, time.Time{}
+				out = append(out, m.verdictAction(why))
+			} else if now.Sub(m.lastProbe) >= m.cfg.Interval {
+				out = m.probe(now, out)
+			}
+		}
+	}
+	// Heartbeats.
+	for p := Path(1); p <= NumPaths; p++ {
+		if !m.usable(p) {
+			continue
+		}
+		if ps := &m.paths[p]; !now.Before(ps.nextSend) {
+			out = m.send(now, p, TypeHeartbeat, out)
+			ps.nextSend = now.Add(m.interval(p))
+		}
+	}
+	return out
+}
+
+func (m *Monitor) startProbe(now time.Time, out []Action) []Action {
+	m.probeStart = now
+	m.probeSeq = m.seq + 1
+	return m.probe(now, out)
+}
+
+func (m *Monitor) probe(now time.Time, out []Action) []Action {
+	m.lastProbe = now
+	for p := Path(1); p <= NumPaths; p++ {
+		if m.usable(p) {
+			out = m.send(now, p, TypeProbe, out)
+		}
+	}
+	return out
+}
+
+func (m *Monitor) verdictAction(why string) Action {
+	return Action{Kind: ActionVerdict, Verdict: m.verdict, PeerRole: m.peerRole, Priority: m.peerPriority, Reason: why}
+}
+
+// send appends one message of ours.
+func (m *Monitor) send(now time.Time, p Path, t Type, out []Action) []Action {
+	m.seq++
+	if last := m.checkpoints[(m.cpNext+len(m.checkpoints)-1)%len(m.checkpoints)]; last.at.IsZero() || now.Sub(last.at) >= m.cfg.freshWindow()/8 {
+		m.checkpoints[m.cpNext] = checkpoint{at: now, seq: m.seq}
+		m.cpNext = (m.cpNext + 1) % len(m.checkpoints)
+	}
+	var flags uint8
+	if m.carrier {
+		flags |= FlagSyncCarrier
+	}
+	return append(out, Action{Kind: ActionSend, Path: p, Message: Message{
+		Type: t, Path: p, Role: m.role, Priority: m.priority, Flags: flags,
+		Epoch: m.cfg.Epoch, Seq: m.seq, EchoEpoch: m.echoEpoch, EchoSeq: m.echoSeq,
+		Interval: m.interval(p),
+	}})
+}
+
+// fresh says whether msg echoes a sequence number we sent within the
+// fresh window.
+func (m *Monitor) fresh(now time.Time, msg Message) bool {
+	if msg.EchoEpoch != m.cfg.Epoch || msg.EchoSeq == 0 || msg.EchoSeq > m.seq {
+		return false
+	}
+	// The oldest sequence number still fresh: the first one sent after the
+	// newest checkpoint older than the window (checkpoints are sparse, so
+	// this errs by at most an eighth of the window).
+	floor := uint64(1)
+	cut := now.Add(-m.cfg.freshWindow())
+	for _, cp := range m.checkpoints {
+		if !cp.at.IsZero() && !cp.at.After(cut) && cp.seq+1 > floor {
+			floor = cp.seq + 1
+		}
+	}
+	return msg.EchoSeq >= floor
+}
+
+func (m *Monitor) drop(p Path, why Reason, out []Action) []Action {
+	m.drops[why]++
+	return append(out, Action{Kind: ActionDrop, Path: p, Drop: why})
+}
+
+func (m *Monitor) receive(ev Event, out []Action) []Action {
+	msg, now := ev.Message, ev.Now
+	switch {
+	case msg.Path != ev.Path:
+		return m.drop(ev.Path, ReasonWrongPath, out)
+	case msg.Epoch == m.cfg.Epoch:
+		return m.drop(ev.Path, ReasonSelf, out)
+	case msg.Epoch == m.peerEpoch && msg.Seq <= m.peerSeq:
+		return m.drop(ev.Path, ReasonReplay, out)
+	case msg.Epoch == m.leftEpoch:
+		return m.drop(ev.Path, ReasonLeft, out)
+	}
+	if msg.Epoch != m.peerEpoch {
+		if !m.fresh(now, msg) {
+			// A peer (or a receiver) that has just started: echo it and
+			// answer once per interval so the next message is fresh. Not
+			// evidence of life: it may be a recording.
+			m.echoEpoch, m.echoSeq = msg.Epoch, msg.Seq
+			ps := &m.paths[ev.Path]
+			if m.usable(ev.Path) && (ps.lastReply.IsZero() || now.Sub(ps.lastReply) >= m.cfg.Interval) {
+				ps.lastReply = now
+				out = m.send(now, ev.Path, TypeReply, out)
+			}
+			return m.drop(ev.Path, ReasonUnfresh, out)
+		}
+		// A new incarnation of the peer: adopt it.
+		m.peerEpoch, m.peerSeq = msg.Epoch, 0
+		if m.adoptedAt.IsZero() {
+			m.adoptedAt = now
+		}
+	}
+	m.peerSeq = msg.Seq
+	m.echoEpoch, m.echoSeq = msg.Epoch, msg.Seq
+	ps := &m.paths[ev.Path]
+	ps.last = now
+	ps.interval = msg.Interval
+	if ps.down && (ev.Path != PathSync || m.carrier) {
+		ps.down = false
+		out = append(out, Action{Kind: ActionPath, Path: ev.Path, Down: false, Reason: "heard again"})
+	}
+	if m.probeStart.IsZero() || (msg.EchoEpoch == m.cfg.Epoch && msg.EchoSeq >= m.probeSeq) || msg.Type == TypeLeaving {
+		m.probeStart, m.lastProbe = time.Time{}, time.Time{}
+	}
+	roleChanged := msg.Role != m.peerRole || msg.Priority != m.peerPriority
+	m.peerRole, m.peerPriority, m.peerFlags = msg.Role, msg.Priority, msg.Flags
+	switch {
+	case msg.Type == TypeLeaving:
+		m.leftEpoch = msg.Epoch
+		if m.verdict != VerdictLeft {
+			m.verdict = VerdictLeft
+			out = append(out, m.verdictAction(fmt.Sprintf("peer is leaving (said on the %s path)", ev.Path)))
+		}
+	case m.verdict != VerdictAlive:
+		m.verdict = VerdictAlive
+		out = append(out, m.verdictAction(fmt.Sprintf("heard on the %s path", ev.Path)))
+	case roleChanged:
+		out = append(out, m.verdictAction(fmt.Sprintf("peer is now %s (priority %d)", msg.Role, msg.Priority)))
+	}
+	if msg.Type == TypeProbe && m.usable(ev.Path) {
+		out = m.send(now, ev.Path, TypeReply, out)
+	}
+	return out
+}

@@ -1,0 +1,356 @@
+package liveness
+
+import (
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+func TestConfigValidate(t *testing.T) {
+	good := defaultSimConfig(1)
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(*Config){
+		"interval too short": func(c *Config) { c.Interval = 50 * time.Microsecond },
+		"interval too long":  func(c *Config) { c.Interval = 2 * time.Second; c.Detect = 5 * time.Second; c.Idle = 3 * time.Second },
+		"detect one beat":    func(c *Config) { c.Detect = c.Interval },
+		"idle below interval": func(c *Config) {
+			c.Idle = c.Interval / 2
+		},
+		"no epoch": func(c *Config) { c.Epoch = 0 },
+	} {
+		c := good
+		edit(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted %+v", name, c)
+		}
+	}
+}
+
+func TestHandshake(t *testing.T) {
+	s := settled(t)
+	for i, n := range s.nodes {
+		if len(n.verdicts) != 1 || n.verdicts[0].verdict != VerdictAlive {
+			t.Errorf("node %d verdicts %v, want one alive", i, n.verdicts)
+		}
+		if len(n.alarms) != 0 {
+			t.Errorf("node %d alarms %v on a healthy pair", i, n.alarms)
+		}
+	}
+	// The master heartbeats fast on the sync link only; the backup idles.
+	s.nodes[0].sent = map[Type]int{}
+	s.nodes[1].sent = map[Type]int{}
+	s.run(time.Second)
+	if got := s.nodes[0].sent[TypeHeartbeat]; got < 1000 || got > 1020 {
+		t.Errorf("master sent %d heartbeats in 1 s, want about 1000 (sync) + 10 (peer)", got)
+	}
+	if got := s.nodes[1].sent[TypeHeartbeat]; got < 18 || got > 22 {
+		t.Errorf("backup sent %d heartbeats in 1 s, want about 20", got)
+	}
+	if p := s.nodes[1].sent[TypeProbe]; p != 0 {
+		t.Errorf("healthy pair: backup sent %d probes", p)
+	}
+}
+
+// TestDeadOnAllPaths: the master hangs (sends nothing, hears nothing,
+// carrier up): the backup probes after half the detection time and
+// declares it dead when the probes stay unanswered for the other half.
+func TestDeadOnAllPaths(t *testing.T) {
+	s := settled(t)
+	s.nodes[0].frozen = true
+	froze := s.elapsed()
+	s.run(50 * time.Millisecond)
+	b := s.nodes[1]
+	vs := b.verdictsSince(froze)
+	if len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts after the hang %v, want one dead", vs)
+	}
+	// The last heartbeat reached the backup up to one interval before the
+	// freeze; dead at last + Detect at the latest, never before freeze +
+	// Detect - Interval.
+	took := vs[0].at - froze
+	if limit := 3*time.Millisecond + s.latency[PathPeer]; took < 2*time.Millisecond || took > limit {
+		t.Errorf("dead %v after the hang, want within (Detect - Interval, Detect + the peer path's latency]", took)
+	}
+	if b.sent[TypeProbe] == 0 {
+		t.Error("declared dead without probing")
+	}
+}
+
+// TestCarrierLossIsFast: a crashed master takes the backup's carrier with
+// it on a direct cable: dead after the probe's half only.
+func TestCarrierLossIsFast(t *testing.T) {
+	s := settled(t)
+	s.nodes[0].frozen = true
+	s.up[PathSync] = false
+	at := s.elapsed()
+	s.step(1, Event{Kind: EventCarrier, Up: false})
+	s.run(20 * time.Millisecond)
+	vs := s.nodes[1].verdictsSince(at)
+	if len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts %v, want one dead", vs)
+	}
+	if took := vs[0].at - at; took > 1600*time.Microsecond {
+		t.Errorf("dead %v after carrier loss, want ProbeWait (1.5ms)", took)
+	}
+}
+
+// TestCutSyncLinkMasterAlive: the sync cable is cut, both nodes live: the
+// peer path keeps the verdict alive for as long as the cut lasts, the sync
+// path alarm is raised on both and cleared when the link returns.
+func TestCutSyncLinkMasterAlive(t *testing.T) {
+	s := settled(t)
+	at := s.elapsed()
+	s.setSync(false)
+	s.run(10 * time.Second)
+	for i, n := range s.nodes {
+		if vs := n.verdictsSince(at); len(vs) != 0 {
+			t.Errorf("node %d: verdicts during the cut %v, want none", i, vs)
+		}
+		if !n.m.PathDown(PathSync) {
+			t.Errorf("node %d: sync path not down during the cut", i)
+		}
+		if n.m.PathDown(PathPeer) {
+			t.Errorf("node %d: peer path down during the cut", i)
+		}
+	}
+	// With the sync link down the master heartbeats fast on the peer
+	// path, so a master that dies during the cut is still found at once.
+	s.nodes[0].frozen = true
+	died := s.elapsed()
+	s.run(time.Second)
+	vs := s.nodes[1].verdictsSince(died)
+	if len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts after the master died during the cut %v", vs)
+	}
+	if took := vs[0].at - died; took > 4*time.Millisecond {
+		t.Errorf("dead %v after the master died with the sync link cut, want about Detect", took)
+	}
+	// It comes back (a new incarnation), the cable is mended: alive, alarms clear.
+	s.nodes[0].frozen = false
+	s.restart(0, 5000, RoleBackup)
+	s.setSync(true)
+	back := s.elapsed()
+	s.run(time.Second)
+	for i, n := range s.nodes {
+		if n.m.Verdict() != VerdictAlive {
+			t.Errorf("node %d: verdict %v after the return", i, n.m.Verdict())
+		}
+		if n.m.PathDown(PathSync) || n.m.PathDown(PathPeer) {
+			t.Errorf("node %d: alarm still raised after the return: sync %v peer %v", i, n.m.PathDown(PathSync), n.m.PathDown(PathPeer))
+		}
+	}
+	_ = back
+}
+
+// TestFlappingSyncPath: the sync link drops every message for 40 ms out of
+// every 100 ms (a bad cable): the peer is never dead, the alarm follows the
+// path only when it stays silent for three idle periods.
+func TestFlappingSyncPath(t *testing.T) {
+	s := settled(t)
+	at := s.elapsed()
+	start := s.now
+	s.drop = func(_ int, p Path, now time.Time) bool {
+		return p == PathSync && now.Sub(start)%(100*time.Millisecond) < 40*time.Millisecond
+	}
+	s.run(10 * time.Second)
+	for i, n := range s.nodes {
+		for _, v := range n.verdictsSince(at) {
+			if v.verdict != VerdictAlive {
+				t.Errorf("node %d: verdict %v on a flapping path", i, v)
+			}
+		}
+	}
+	// Lose it for long enough and the alarm rises, once; it clears when
+	// the path is back.
+	s.drop = func(_ int, p Path, _ time.Time) bool { return p == PathSync }
+	cut := s.elapsed()
+	s.run(time.Second)
+	s.drop = nil
+	s.run(time.Second)
+	var downs, ups int
+	for _, a := range s.nodes[1].alarms {
+		if a.at >= cut && a.path == PathSync {
+			if a.down {
+				downs++
+			} else {
+				ups++
+			}
+		}
+	}
+	if downs != 1 || ups != 1 {
+		t.Errorf("sync alarms after a 1 s loss: %d down, %d up, want 1 and 1 (%v)", downs, ups, s.nodes[1].alarms)
+	}
+	if v := s.nodes[1].verdictsSince(cut); len(v) != 0 {
+		t.Errorf("verdicts while only the sync path was lost: %v", v)
+	}
+}
+
+// TestPeerThatDoesNotSpeak: a peer that never sends (keepalived, a
+// router): no verdict, no alarm, only idle heartbeats and no probes.
+func TestPeerThatDoesNotSpeak(t *testing.T) {
+	s := newSim(t)
+	s.nodes[0].frozen = true
+	s.setRole(1, RoleBackup, 100)
+	s.run(10 * time.Second)
+	b := s.nodes[1]
+	if len(b.verdicts) != 0 || len(b.alarms) != 0 {
+		t.Errorf("verdicts %v alarms %v without a peer", b.verdicts, b.alarms)
+	}
+	if b.m.Verdict() != VerdictUnknown {
+		t.Errorf("verdict %v", b.m.Verdict())
+	}
+	if b.sent[TypeProbe] != 0 {
+		t.Errorf("%d probes to a peer that never spoke", b.sent[TypeProbe])
+	}
+}
+
+// TestLeaving: a master that leaves says so; its peer's verdict is
+// immediate, and reordered copies of the same incarnation change nothing.
+func TestLeaving(t *testing.T) {
+	s := settled(t)
+	at := s.elapsed()
+	s.step(0, Event{Kind: EventLeave})
+	s.nodes[0].frozen = true
+	s.run(time.Second)
+	vs := s.nodes[1].verdictsSince(at)
+	if len(vs) != 1 || vs[0].verdict != VerdictLeft {
+		t.Fatalf("verdicts %v, want one left", vs)
+	}
+	if took := vs[0].at - at; took > s.latency[PathPeer] {
+		t.Errorf("left verdict %v after the leave, want the sync link's latency", took)
+	}
+	if s.nodes[1].drops[ReasonLeft] == 0 {
+		t.Error("the second LEAVING copy (peer path) was not refused as left")
+	}
+}
+
+// TestReplayProvesNothing: messages recorded from a live master, replayed
+// to a backup that restarted after the master died, never make it alive;
+// replayed within the adopted epoch they are refused as replays.
+func TestReplayProvesNothing(t *testing.T) {
+	s := settled(t)
+	// Record what the master sends for 100 ms.
+	var rec []simPacket
+	s.run(0)
+	before := len(s.inflight)
+	_ = before
+	recorder := s.drop
+	s.drop = func(i int, p Path, now time.Time) bool { return false }
+	mark := s.now
+	s.run(100 * time.Millisecond)
+	s.drop = recorder
+	// Rebuild the master's messages of that window from its codec: any
+	// message of its epoch with a seq already accepted is a replay.
+	m0 := s.nodes[0]
+	for seq := m0.m.seq - 50; seq <= m0.m.seq; seq++ {
+		msg := Message{Type: TypeHeartbeat, Path: PathSync, Role: RoleMaster, Priority: 150, Flags: FlagSyncCarrier,
+			Epoch: m0.m.cfg.Epoch, Seq: seq, EchoEpoch: s.nodes[1].m.cfg.Epoch, EchoSeq: s.nodes[1].m.seq, Interval: time.Millisecond}
+		rec = append(rec, simPacket{to: 1, path: PathSync, b: m0.codec.Append(nil, msg)})
+	}
+	_ = mark
+	deliver := func() {
+		for _, p := range rec {
+			msg, err := s.nodes[1].codec.Parse(p.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.step(1, Event{Kind: EventReceive, Path: p.path, Message: msg})
+		}
+	}
+	deliver()
+	if s.nodes[1].drops[ReasonReplay] < 50 {
+		t.Errorf("in-epoch replays refused: %d, want all 51", s.nodes[1].drops[ReasonReplay])
+	}
+	// The master dies; the backup restarts and hears only the recording.
+	s.nodes[0].frozen = true
+	s.restart(1, 7777, RoleBackup)
+	deliver()
+	s.run(time.Second)
+	deliver()
+	b := s.nodes[1]
+	if b.m.Verdict() != VerdictUnknown || len(b.verdicts) != 0 {
+		t.Errorf("a restarted backup believed a recording: verdict %v %v", b.m.Verdict(), b.verdicts)
+	}
+	if b.drops[ReasonUnfresh] == 0 {
+		t.Error("recorded messages not counted unfresh")
+	}
+}
+
+// TestRestartedPeerIsAdopted: the master restarts (new epoch): the backup
+// declares the old incarnation dead and adopts the new one.
+func TestRestartedPeerIsAdopted(t *testing.T) {
+	s := settled(t)
+	s.nodes[0].frozen = true
+	s.run(100 * time.Millisecond)
+	s.nodes[0].frozen = false
+	s.restart(0, 9999, RoleMaster)
+	s.setRole(0, RoleMaster, 150)
+	s.run(time.Second)
+	b := s.nodes[1]
+	if got := b.m.Verdict(); got != VerdictAlive {
+		t.Fatalf("verdict %v after the restart, verdicts %v", got, b.verdicts)
+	}
+	if b.m.peerEpoch != 9999 {
+		t.Errorf("adopted epoch %d, want 9999", b.m.peerEpoch)
+	}
+}
+
+// TestNeverDeadWhileOnePathDelivers (property): whatever the loss on one
+// path, and the sync link cut or not, a live master heard on the other
+// path is never declared dead.
+func TestNeverDeadWhileOnePathDelivers(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		s := settled(t)
+		at := s.elapsed()
+		lossy := Path(rapid.IntRange(1, NumPaths).Draw(rt, "lossy"))
+		rate := rapid.IntRange(0, 100).Draw(rt, "loss%")
+		seed := rapid.Uint64().Draw(rt, "seed")
+		cut := rapid.Bool().Draw(rt, "cut sync")
+		if cut {
+			lossy = PathSync
+			s.setSync(false)
+		}
+		x := seed | 1
+		s.drop = func(_ int, p Path, _ time.Time) bool {
+			if p != lossy {
+				return false
+			}
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			return int(x%100) < rate
+		}
+		s.run(2 * time.Second)
+		for i, n := range s.nodes {
+			for _, v := range n.verdictsSince(at) {
+				if v.verdict != VerdictAlive {
+					rt.Fatalf("node %d: %v with path %v losing %d%% (cut %v)", i, v, lossy, rate, cut)
+				}
+			}
+		}
+	})
+}
+
+// TestDeadWithinDetect (property): a master that hangs at any phase is
+// declared dead within Detect plus one interval, whatever the latency.
+func TestDeadWithinDetect(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		s := settled(t)
+		s.latency[PathSync] = time.Duration(rapid.IntRange(10, 500).Draw(rt, "sync µs")) * time.Microsecond
+		s.latency[PathPeer] = time.Duration(rapid.IntRange(10, 1000).Draw(rt, "peer µs")) * time.Microsecond
+		s.run(time.Duration(rapid.IntRange(0, 5000).Draw(rt, "phase µs")) * time.Microsecond)
+		s.nodes[0].frozen = true
+		at := s.elapsed()
+		s.run(100 * time.Millisecond)
+		vs := s.nodes[1].verdictsSince(at)
+		if len(vs) != 1 || vs[0].verdict != VerdictDead {
+			rt.Fatalf("verdicts %v", vs)
+		}
+		if took := vs[0].at - at; took > 4*time.Millisecond {
+			rt.Fatalf("dead after %v", took)
+		}
+	})
+}
