@@ -99,6 +99,10 @@ type Core struct {
 
 	// maint: maintenance mode is on (maintenance.go).
 	maint bool
+
+	// peerMaster: the last peer-liveness verdict said the peer is alive
+	// as master (peer.go).
+	peerMaster bool
 }
 
 // New builds the core. It validates the instances (vrrp.NewGroup).
@@ -172,6 +176,11 @@ func (c *Core) Step(ev Event, out []Action) []Action {
 		}
 		out = c.stepAll(ev, vrrp.Event{Kind: vrrp.EventStartup}, out)
 	case EventShutdown:
+		if c.group.State() == vrrp.StateMaster {
+			// Before the priority 0 adverts: the peer claims on this at
+			// once instead of after Skew_Time (peer.go).
+			out = append(out, Action{Kind: ActionLeave, Reason: "shutdown"})
+		}
 		out = c.stepAll(ev, vrrp.Event{Kind: vrrp.EventShutdown}, out)
 		// Whatever the group says, a stopping node holds nothing: a claim
 		// whose state is in doubt must not outlive the process.
@@ -198,6 +207,8 @@ func (c *Core) Step(ev Event, out []Action) []Action {
 		out = c.setChecks(ev, out)
 	case EventMaintenance:
 		out = c.maintenance(ev, out)
+	case EventPeer:
+		out = c.peer(ev, out)
 	}
 	return out
 }

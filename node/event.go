@@ -25,9 +25,10 @@ const (
 	EventCheck                            // a health check's verdict changed
 	EventChecks                           // the health checks were reconfigured
 	EventMaintenance                      // maintenance mode turned on or off (On)
+	EventPeer                             // a peer-liveness verdict (PeerDead, PeerMaster, Reason)
 )
 
-var eventNames = [...]string{"", "startup", "shutdown", "advert", "timer", "link", "ready", "role_done", "priority", "check", "checks", "maintenance"}
+var eventNames = [...]string{"", "startup", "shutdown", "advert", "timer", "link", "ready", "role_done", "priority", "check", "checks", "maintenance", "peer"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) && k != 0 {
@@ -95,6 +96,14 @@ type Event struct {
 
 	// EventMaintenance: whether maintenance mode is now on.
 	On bool
+
+	// EventPeer: the verdict of the peer-liveness protocol (package
+	// liveness): the peer is dead on every path or has left (PeerDead), or
+	// it is alive and master (PeerMaster) or alive in another role
+	// (neither). Reason says why, for the log and the transition.
+	PeerDead   bool
+	PeerMaster bool
+	Reason     string
 }
 
 // ActionKind says what the shell must do.
@@ -139,9 +148,13 @@ const (
 	// ActionHeard: an advert from Src for VRID with Priority passed every
 	// check and went to the election (the status's view of the peer).
 	ActionHeard
+	// ActionLeave: the node stops being master gracefully (a shutdown):
+	// tell the peer over the liveness protocol, before the priority 0
+	// adverts and the release, so that it claims at once.
+	ActionLeave
 )
 
-var actionNames = [...]string{"", "send_advert", "persist_epoch", "set_timer", "stop_timer", "role", "announce", "notify", "hold", "drop", "restart", "heard"}
+var actionNames = [...]string{"", "send_advert", "persist_epoch", "set_timer", "stop_timer", "role", "announce", "notify", "hold", "drop", "restart", "heard", "leave"}
 
 func (k ActionKind) String() string {
 	if int(k) < len(actionNames) && k != 0 {

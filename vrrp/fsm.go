@@ -104,6 +104,16 @@ const (
 	EventSetPriority                      // the local priority changes (1..255)
 	EventReady                            // preemption may proceed (e.g. conntrack bulk sync done)
 	EventNotReady                         // hold preemption again
+	// EventMasterDead: a peer-liveness verdict (package liveness) says the
+	// master is dead on every path, or has left: Backup does at once what
+	// it does when Master_Down_Timer fires. Reason says why.
+	EventMasterDead
+	// EventMasterAlive: a peer-liveness verdict says whether the master is
+	// alive as master on some path (Alive). While it is, Master_Down_Timer
+	// firing in Backup is held (its adverts are lost, the master is not):
+	// no split brain when only the advert path is cut. When the hold ends
+	// with the master no longer alive as master, a held expiry takes over.
+	EventMasterAlive
 )
 
 func (k EventKind) String() string {
@@ -126,6 +136,10 @@ func (k EventKind) String() string {
 		return "ready"
 	case EventNotReady:
 		return "not_ready"
+	case EventMasterDead:
+		return "master_dead"
+	case EventMasterAlive:
+		return "master_alive"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -147,6 +161,8 @@ type Event struct {
 	Gen       uint64     // EventTimer: the Gen of the ActionSetTimer that armed it
 	Interface string     // EventTrackDown, EventTrackUp
 	Priority  uint8      // EventSetPriority
+	Alive     bool       // EventMasterAlive
+	Reason    string     // EventMasterDead
 }
 
 // AdvertEvent is a received advert.
@@ -218,6 +234,7 @@ const (
 	IgnoreBadInterval                       // advert with a zero interval
 	IgnoreDuplicate                         // startup while running, track event that changes nothing
 	IgnoreUnknownEvent                      // unknown event kind or timer
+	IgnoreMasterAlive                       // Master_Down_Timer fired while the master is alive on another path
 	NumIgnoreReasons
 )
 
@@ -239,6 +256,8 @@ func (r IgnoreReason) String() string {
 		return "duplicate"
 	case IgnoreUnknownEvent:
 		return "unknown_event"
+	case IgnoreMasterAlive:
+		return "master_alive"
 	}
 	return fmt.Sprintf("IgnoreReason(%d)", uint8(r))
 }
@@ -326,6 +345,10 @@ type Machine struct {
 	wantMaster  bool // the RFC says "transition to Master"; a sync group may defer it
 	wantReason  string
 	masterLeft  bool // the master sent priority 0; Master_Down_Timer is at Skew_Time
+	// masterAlive: a liveness verdict says the master is alive as master
+	// on another path; downHeld: Master_Down_Timer fired meanwhile.
+	masterAlive bool
+	downHeld    bool
 	ready       bool
 	delayState  preemptDelayState
 	ignored     IgnoreCounts
@@ -374,6 +397,10 @@ func (m *Machine) Ignored() IgnoreCounts { return m.ignored }
 
 // Transitions counts state changes since creation.
 func (m *Machine) Transitions() uint64 { return m.transitions }
+
+// DownHeld reports whether Master_Down_Timer fired while a liveness
+// verdict said the master is alive on another path (EventMasterAlive).
+func (m *Machine) DownHeld() bool { return m.downHeld }
 
 // Faulty reports whether a tracked interface of this instance is down.
 func (m *Machine) Faulty() bool { return len(m.down) > 0 }
@@ -435,6 +462,23 @@ func (m *Machine) step(ev Event, out []Action) []Action {
 		return out
 	case EventNotReady:
 		m.ready = false
+		return out
+	case EventMasterAlive:
+		m.masterAlive = ev.Alive
+		if !ev.Alive && m.downHeld && m.state == StateBackup {
+			m.downHeld = false
+			m.wantMaster = true
+			m.wantReason = fmt.Sprintf("master %v down: no advert for %v, and no longer master on any path", m.masterAddr, m.MasterDownInterval())
+		}
+		return out
+	case EventMasterDead:
+		m.masterAlive, m.downHeld = false, false
+		if m.state != StateBackup {
+			m.ignored[IgnoreNotRunning]++
+			return out
+		}
+		m.wantMaster = true
+		m.wantReason = ev.Reason
 		return out
 	case EventAdvert:
 		if ev.Advert.From == m.cfg.Primary {
@@ -513,6 +557,13 @@ func (m *Machine) stepBackup(ev Event, out []Action) []Action {
 	case EventTimer:
 		switch ev.Timer {
 		case TimerMasterDown:
+			if m.masterAlive && !m.masterLeft {
+				// The adverts are lost, the master is not: stay Backup
+				// (the shell raises "sync link down").
+				m.downHeld = true
+				m.ignored[IgnoreMasterAlive]++
+				return out
+			}
 			m.wantMaster = true
 			if m.masterLeft {
 				m.wantReason = fmt.Sprintf("master %v left (priority 0), skew time %v over", m.masterAddr, m.SkewTime())
@@ -555,6 +606,7 @@ func (m *Machine) stepBackup(ev Event, out []Action) []Action {
 	}
 	m.wantMaster = false
 	m.masterLeft = false
+	m.downHeld = false
 	m.masterAdverInterval = a.Interval
 	m.masterAddr = a.From
 	return m.setTimer(out, TimerMasterDown, m.MasterDownInterval())
@@ -619,6 +671,7 @@ func (m *Machine) leaveMaster(out []Action, why string) []Action {
 	out = append(out, Action{Kind: ActionReleaseVIPs, VRID: m.cfg.VRID})
 	out = m.transition(out, StateBackup, why)
 	m.delayState = delayIdle
+	m.downHeld = false
 	return m.setTimer(out, TimerMasterDown, m.MasterDownInterval())
 }
 

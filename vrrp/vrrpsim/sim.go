@@ -574,6 +574,10 @@ func (s *Sim) apply(n *Node, out []node.Action) {
 				}
 			}
 		case node.ActionHeard:
+		case node.ActionLeave:
+			// The simulation models VRRP only: no peer hears the liveness
+			// protocol (package liveness has a simulation of its own), as
+			// with a peer that does not speak it.
 		default:
 			s.fail(fmt.Errorf("node %s: unexpected action %v", name, a.Kind))
 		}

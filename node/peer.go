@@ -1,0 +1,45 @@
+package node
+
+import "github.com/muros/muros-had/vrrp"
+
+// Peer liveness (EventPeer): the verdicts of package liveness, which hears
+// the peer daemon on more than one path, decide two things VRRP alone
+// cannot.
+//
+//   - A peer that is dead on every path, that has left, or that was master
+//     and says it no longer is (it went to FAULT, into maintenance, or
+//     stepped down) is taken over at once: a BACKUP group commits as if
+//     Master_Down_Timer had fired, without waiting for it (or for
+//     Skew_Time after a priority 0 advert).
+//   - While the peer is alive as master on some path, Master_Down_Timer
+//     firing is held (vrrp.EventMasterAlive): the adverts are lost, the
+//     master is not, so the node stays BACKUP instead of splitting the
+//     pair; the shell raises "sync link down". If the peer then stops
+//     being master, the held expiry takes over.
+//
+// A peer that never spoke the protocol sends no verdict, and RFC 9568
+// applies unchanged. Maintenance mode swallows the takeover (the node
+// never becomes MASTER while it is on) but keeps the peer's state.
+func (c *Core) peer(ev Event, out []Action) []Action {
+	wasMaster := c.peerMaster
+	c.peerMaster = !ev.PeerDead && ev.PeerMaster
+	var why string
+	switch {
+	case ev.PeerDead:
+		why = "peer " + ev.Reason
+	case wasMaster && !c.peerMaster:
+		why = "peer is no longer master: " + ev.Reason
+	case wasMaster != c.peerMaster:
+		return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: c.peerMaster}, out)
+	default:
+		return out
+	}
+	if c.maint {
+		return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: false}, out)
+	}
+	return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventMasterDead, Reason: why}, out)
+}
+
+// PeerMaster reports whether the last peer-liveness verdict said the peer
+// is alive as master.
+func (c *Core) PeerMaster() bool { return c.peerMaster }

@@ -1,0 +1,108 @@
+package node
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/muros/muros-had/vrrp"
+)
+
+// backupHearingMaster starts a backup (priority 100) that hears a master
+// (priority 150) on both VRIDs and returns the actions so far.
+func backupHearingMaster(t *testing.T, c *Core) []Action {
+	t.Helper()
+	acts := c.Step(Event{Kind: EventStartup, Now: t0}, nil)
+	peer := newWire(t, peer4, password, 1000)
+	for _, vrid := range []uint8{10, 11} {
+		acts = append(acts, c.Step(peer.event(vrid, 150, map[uint8]netip.Addr{10: vipWAN, 11: vipLAN}[vrid]), nil)...)
+	}
+	if c.State() != vrrp.StateBackup {
+		t.Fatalf("state %v, want BACKUP", c.State())
+	}
+	return acts
+}
+
+func TestPeerDeadTakesOverAtOnce(t *testing.T) {
+	c := newCore(t, pairConfig(100, false))
+	backupHearingMaster(t, c)
+	acts := c.Step(Event{Kind: EventPeer, Now: t0, PeerDead: true, Reason: "dead: no message on any path"}, nil)
+	if got := roles(acts); len(got) != 1 || got[0] != vrrp.StateMaster {
+		t.Fatalf("roles %v after the dead verdict, want MASTER at once", got)
+	}
+	var why string
+	for _, a := range kinds(acts, ActionNotify) {
+		why = a.Reason
+	}
+	if !strings.Contains(why, "peer dead: no message on any path") {
+		t.Errorf("transition reason %q", why)
+	}
+}
+
+func TestPeerAliveHoldsMasterDown(t *testing.T) {
+	c := newCore(t, pairConfig(100, false))
+	acts := backupHearingMaster(t, c)
+	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true, Reason: "heard on the peer path"}, nil)
+	var got []Action
+	for _, vrid := range []uint8{10, 11} {
+		got = append(got, fire(c, acts, TimerKey{vrid, vrrp.TimerMasterDown})...)
+	}
+	if r := roles(got); len(r) != 0 || c.State() != vrrp.StateBackup {
+		t.Fatalf("Master_Down fired with the master alive elsewhere: roles %v, state %v", r, c.State())
+	}
+	if !c.Group().Member(10).DownHeld() {
+		t.Error("the expiry is not recorded as held")
+	}
+	// The master stops being master (FAULT): the held expiry takes over.
+	acts = c.Step(Event{Kind: EventPeer, Now: t0, Reason: "peer is now FAULT"}, nil)
+	if r := roles(acts); len(r) != 1 || r[0] != vrrp.StateMaster {
+		t.Fatalf("roles %v when the peer stopped being master", r)
+	}
+}
+
+func TestPeerNoLongerMasterTakesOver(t *testing.T) {
+	c := newCore(t, pairConfig(100, false))
+	backupHearingMaster(t, c)
+	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true}, nil)
+	acts := c.Step(Event{Kind: EventPeer, Now: t0, Reason: "peer is now BACKUP (priority 150)"}, nil)
+	if r := roles(acts); len(r) != 1 || r[0] != vrrp.StateMaster {
+		t.Fatalf("roles %v when the master stepped down, want MASTER at once", r)
+	}
+}
+
+func TestPeerVerdictInMaintenanceTakesNothing(t *testing.T) {
+	cfg := pairConfig(100, false)
+	cfg.Maintenance = true
+	c := newCore(t, cfg)
+	backupHearingMaster(t, c)
+	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true}, nil)
+	if r := roles(c.Step(Event{Kind: EventPeer, Now: t0, PeerDead: true, Reason: "dead"}, nil)); len(r) != 0 {
+		t.Fatalf("maintenance: roles %v on a dead verdict", r)
+	}
+}
+
+func TestPeerVerdictToMasterChangesNothing(t *testing.T) {
+	c := newCore(t, pairConfig(150, false))
+	startMaster(t, c)
+	for _, ev := range []Event{{PeerMaster: true}, {PeerDead: true}, {}} {
+		ev.Kind, ev.Now = EventPeer, t0
+		if r := roles(c.Step(ev, nil)); len(r) != 0 || c.State() != vrrp.StateMaster {
+			t.Fatalf("%+v: roles %v state %v", ev, r, c.State())
+		}
+	}
+}
+
+func TestShutdownLeavesFirst(t *testing.T) {
+	c := newCore(t, pairConfig(150, false))
+	startMaster(t, c)
+	acts := c.Step(Event{Kind: EventShutdown, Now: t0}, nil)
+	if len(acts) == 0 || acts[0].Kind != ActionLeave {
+		t.Fatalf("first shutdown action %+v, want leave", acts)
+	}
+	// A backup that stops has nothing to hand over.
+	b := newCore(t, pairConfig(100, false))
+	backupHearingMaster(t, b)
+	if got := kinds(b.Step(Event{Kind: EventShutdown, Now: t0}, nil), ActionLeave); len(got) != 0 {
+		t.Errorf("a stopping backup said leave: %+v", got)
+	}
+}
