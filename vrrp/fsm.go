@@ -341,10 +341,10 @@ type Machine struct {
 
 	down []string // tracked interfaces currently down (own fault causes)
 
-	groupFault  bool // held in FAULT by the sync group (another member's fault)
-	wantMaster  bool // the RFC says "transition to Master"; a sync group may defer it
-	wantReason  string
-	masterLeft  bool // the master sent priority 0; Master_Down_Timer is at Skew_Time
+	groupFault bool // held in FAULT by the sync group (another member's fault)
+	wantMaster bool // the RFC says "transition to Master"; a sync group may defer it
+	wantReason string
+	masterLeft bool // the master sent priority 0; Master_Down_Timer is at Skew_Time
 	// masterAlive: a liveness verdict says the master is alive as master
 	// on another path; downHeld: Master_Down_Timer fired meanwhile.
 	masterAlive bool
