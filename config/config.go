@@ -79,6 +79,7 @@ type Config struct {
 	Metrics   Metrics
 	Conntrack Conntrack
 	DBSync    DBSync
+	Liveness  Liveness
 	PeerCheck PeerCheck
 	// Scheduling is the daemon's CPU scheduling policy.
 	Scheduling Scheduling
@@ -141,6 +142,29 @@ type Conntrack struct {
 	// Filter selects the replicated flows.
 	Filter ConntrackFilter
 	Resync Resync
+}
+
+// Liveness configures the peer-liveness protocol (package liveness): the
+// two daemons hear each other on the sync link and on a second path, so a
+// backup takes over within milliseconds of its master's death and never
+// while any path still hears it. It is negotiated: with a peer that does
+// not speak it (keepalived, a router) plain VRRP applies.
+type Liveness struct {
+	Enabled bool
+	// Group is the sync link's multicast group (IPv4, or an IPv6
+	// link-local group such as ff02::3781); Port its UDP port, which the
+	// second path uses too.
+	Group netip.Addr
+	Port  uint16
+	// Interval is a master's heartbeat period on the sync link.
+	Interval time.Duration
+	// Detect is how long every path must be silent (the second path
+	// probed for half of it) before the peer is dead.
+	Detect time.Duration
+	// PeerAddress is the second path: the peer's address off the sync
+	// link (its management address, or its address on a VIP interface).
+	// Defaults to Peer; invalid turns the second path off.
+	PeerAddress netip.Addr
 }
 
 // ConntrackFilter selects which flows are replicated. A flow is replicated

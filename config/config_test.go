@@ -63,6 +63,8 @@ func TestParseMinimalFillsDefaults(t *testing.T) {
 			Filter:  ConntrackFilter{ExcludeLocal: true, Protocols: []string{"tcp", "udp"}},
 			Resync:  Resync{StartupTimeout: 30 * time.Second},
 		},
+		Liveness: Liveness{Enabled: true, Group: netip.MustParseAddr("225.0.0.51"), Port: 3781,
+			Interval: time.Millisecond, Detect: 3 * time.Millisecond, PeerAddress: netip.MustParseAddr("192.168.255.1")},
 		DBSync: DBSync{
 			Enabled:  true,
 			Listen:   ":7443",
@@ -179,7 +181,7 @@ func TestProblems(t *testing.T) {
 		{"not a mapping", "- a\n", []string{`config.yaml:1: must be a mapping of keys, not a list`}},
 		{"yaml syntax", "role: [master\n", []string{"config.yaml:1: invalid YAML: did not find expected ',' or ']'"}},
 		{"unknown key and typo'd vip key", minimal + "advert: 1s\n", []string{
-			"config.yaml:10: advert: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync, scheduling, checks, hooks, peer_check)",
+			"config.yaml:10: advert: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync, liveness, scheduling, checks, hooks, peer_check)",
 		}},
 		{"peer check out of range", minimal + "peer_check:\n  interval: 100ms\n  ruleset_interval: 50ms\n", []string{
 			"config.yaml:11: peer_check.interval: 100ms is out of range 200ms..1m0s",

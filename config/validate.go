@@ -51,6 +51,30 @@ func (d *decoder) finish(c *Config) {
 		d.fail(d.lines["dbsync.jwt.issuer"], "dbsync.jwt.issuer", "%q equals the audience: a token this node mints would be accepted by itself", c.DBSync.JWT.Issuer)
 	}
 	d.checkPaths(c)
+	d.checkLiveness(c)
+}
+
+// checkLiveness refuses a detection time that one late heartbeat would
+// exhaust, a group and port that collide with the conntrack sync's, and
+// defaults the second path to the peer's address.
+func (d *decoder) checkLiveness(c *Config) {
+	l := &c.Liveness
+	if _, set := d.lines["liveness.peer_address"]; !set && !d.failed["liveness.peer_address"] {
+		l.PeerAddress = c.Peer
+	}
+	if !l.Enabled {
+		return
+	}
+	if l.Detect < 2*l.Interval && !d.failed["liveness.detect"] && !d.failed["liveness.interval"] {
+		line, key := d.lines["liveness.detect"], "liveness.detect"
+		if line == 0 {
+			line, key = d.lines["liveness.interval"], "liveness.interval"
+		}
+		d.fail(line, key, "detect %s is under twice the interval %s: one late heartbeat would declare a live master dead", l.Detect, l.Interval)
+	}
+	if c.Conntrack.Enabled && l.Group == c.Conntrack.Group && l.Port == c.Conntrack.Port {
+		d.fail(d.lines["liveness.port"], "liveness.port", "%s port %d is the conntrack sync's group and port", l.Group, l.Port)
+	}
 }
 
 // Password strength. The password keys the HMAC of every advert (auth: ah,

@@ -1,0 +1,59 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// liveness: decoded within range; a detection time one late heartbeat
+// exhausts, a collision with the conntrack sync's group and port, and a
+// second path that is not a unicast address are refused.
+func TestLivenessKeys(t *testing.T) {
+	defaults := Liveness{Enabled: true, Group: netip.MustParseAddr("225.0.0.51"), Port: 3781,
+		Interval: time.Millisecond, Detect: 3 * time.Millisecond, PeerAddress: netip.MustParseAddr("192.168.255.1")}
+	tests := []struct {
+		name        string
+		yaml        string
+		edit        func(*Liveness)
+		wantProblem string
+	}{
+		{name: "defaults"},
+		{name: "set", yaml: "liveness:\n  interval: 2ms\n  detect: 10ms\n  peer_address: 10.10.0.3\n  group: ff02::3781\n  port: 4000\n",
+			edit: func(l *Liveness) {
+				l.Interval, l.Detect = 2*time.Millisecond, 10*time.Millisecond
+				l.PeerAddress, l.Group, l.Port = netip.MustParseAddr("10.10.0.3"), netip.MustParseAddr("ff02::3781"), 4000
+			}},
+		{name: "off", yaml: "liveness:\n  enabled: false\n  detect: 1ms\n", edit: func(l *Liveness) { l.Enabled, l.Detect = false, time.Millisecond }},
+		{name: "detect under two beats", yaml: "liveness:\n  detect: 1500us\n", wantProblem: "liveness.detect: detect 1.5ms is under twice the interval 1ms"},
+		{name: "interval alone too long", yaml: "liveness:\n  interval: 5ms\n", wantProblem: "liveness.interval: detect 3ms is under twice the interval 5ms"},
+		{name: "interval too short", yaml: "liveness:\n  interval: 50us\n", wantProblem: "liveness.interval: 50us is out of range"},
+		{name: "group not multicast", yaml: "liveness:\n  group: 10.0.0.1\n", wantProblem: "liveness.group: 10.0.0.1 is not a multicast group"},
+		{name: "conntrack's group and port", yaml: "liveness:\n  group: 225.0.0.50\n  port: 3780\n", wantProblem: "liveness.port: 225.0.0.50 port 3780 is the conntrack sync's"},
+		{name: "peer path multicast", yaml: "liveness:\n  peer_address: 224.0.0.18\n", wantProblem: "liveness.peer_address: 224.0.0.18 is not a unicast address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("config.yaml", []byte(minimal+tt.yaml))
+			if tt.wantProblem != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantProblem) {
+					t.Fatalf("Parse: %v, want a problem %q", err, tt.wantProblem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := defaults
+			if tt.edit != nil {
+				tt.edit(&want)
+			}
+			if diff := cmp.Diff(want, c.Liveness, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("liveness (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
