@@ -38,19 +38,19 @@ const (
 	// one late heartbeat is never enough.
 	DefaultLivenessInterval = time.Millisecond
 	DefaultLivenessDetect   = 3 * time.Millisecond
-	DefaultDBSyncListen   = ":7443"
-	DefaultDBSyncPort     = 7443
-	DefaultGARPRepeat     = 5
-	DefaultGARPInterval   = 10 * time.Millisecond
-	DefaultJWTTTL         = 60 * time.Second
-	DefaultJWTLeeway      = 5 * time.Second
-	DefaultClockSkewWarn  = time.Second
-	DefaultJWTAlgorithm   = "HS256"
-	DefaultResyncTimeout  = 30 * time.Second
-	DefaultPeerCheck      = 2 * time.Second
-	DefaultRulesetCheck   = 10 * time.Second
-	DefaultSchedPolicy    = "rr"
-	DefaultSchedPriority  = 40
+	DefaultDBSyncListen     = ":7443"
+	DefaultDBSyncPort       = 7443
+	DefaultGARPRepeat       = 5
+	DefaultGARPInterval     = 10 * time.Millisecond
+	DefaultJWTTTL           = 60 * time.Second
+	DefaultJWTLeeway        = 5 * time.Second
+	DefaultClockSkewWarn    = time.Second
+	DefaultJWTAlgorithm     = "HS256"
+	DefaultResyncTimeout    = 30 * time.Second
+	DefaultPeerCheck        = 2 * time.Second
+	DefaultRulesetCheck     = 10 * time.Second
+	DefaultSchedPolicy      = "rr"
+	DefaultSchedPriority    = 40
 	// MinCheckInterval bounds the peer and ruleset checks from below: each
 	// costs an HTTPS request or an nft run.
 	MinCheckInterval = 200 * time.Millisecond
