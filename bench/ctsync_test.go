@@ -62,8 +62,11 @@ var (
 	ctRepsFlag  = flag.Int("ct.reps", 3, "repetitions per conntrack case (at least; -benchtime=Nx raises it)")
 	ctConnsFlag = flag.Int("ct.conns", 1000, "TCP connections in a takeover")
 	ctTableFlag = flag.Int("ct.table", 50000, "idle flows in the table beside the connections in the table-N takeover")
-	ctRateFlag  = flag.Int("ct.rate", 5000, "flows per second of the paced storm")
-	ctPerfFlag  = flag.String("ct.perf", "", "directory: record each storm's firewall processes with perf(1) into it (fw1.<case>.<rep>.data, fw2...)")
+	// ctGapTablesFlag: the idle flow counts of BenchmarkConntrackTakeoverGap.
+	ctGapTablesFlag = flag.String("ct.gaptables", "0,50000,250000", "idle flows replicated beside the probes, per BenchmarkConntrackTakeoverGap case (comma-separated)")
+	ctGapRepsFlag   = flag.Int("ct.gapreps", 5, "takeovers per BenchmarkConntrackTakeoverGap case (at least; -benchtime=Nx raises it)")
+	ctRateFlag      = flag.Int("ct.rate", 5000, "flows per second of the paced storm")
+	ctPerfFlag      = flag.String("ct.perf", "", "directory: record each storm's firewall processes with perf(1) into it (fw1.<case>.<rep>.data, fw2...)")
 )
 
 const (
@@ -2159,4 +2162,197 @@ func TestConntrackdConfigNetlinkBuffer(t *testing.T) {
 	if c := ConntrackdConfig("/d", o); !strings.Contains(c, "NetlinkBufferSize 67108864\n    NetlinkBufferSizeMaxGrowth 67108864\n") {
 		t.Errorf("fixed buffer missing:\n%s", c)
 	}
+}
+
+// BenchmarkConntrackTakeoverGap measures what the client sees of a crash
+// takeover with 0, 50,000 and 250,000 idle flows replicated beside its
+// own (-ct.gaptables): the largest UDP gap (lab.ProbeUDP, a datagram
+// every millisecond) and the longest TCP stall (lab.TCPStream, 1 KiB
+// every millisecond), both through the VIPs with SNAT, adverts every
+// 10 ms, the daemons at their default real-time priority. The new
+// master's conntrack work at takeover, if it is table-sized and runs at
+// real-time priority, shows as a gap and a stall that grow with the table
+// (issue 13 item 4); the gap counted is the longest one after the trigger,
+// wherever it lies (work after the takeover delays replies too).
+func BenchmarkConntrackTakeoverGap(b *testing.B) {
+	for _, table := range gapTables(b) {
+		b.Run(fmt.Sprintf("table-%d", table), func(b *testing.B) { benchTakeoverGap(b, table) })
+	}
+}
+
+func gapTables(b *testing.B) []int {
+	var out []int
+	for _, f := range strings.Split(*ctGapTablesFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 || n > stormSpace {
+			b.Fatalf("-ct.gaptables: %q: want flow counts 0..%d", f, stormSpace)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// gapInterval is the advert interval of the gap benchmark: the shortest
+// VRRPv3 allows, so that the table's share of the gap is not hidden.
+const gapInterval = 10 * time.Millisecond
+
+func benchTakeoverGap(b *testing.B, table int) {
+	lab.Require(b)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	n := max(*ctGapRepsFlag, b.N)
+	var gaps, stalls []time.Duration
+	var lost []float64
+	retried := 0
+	for len(gaps) < n {
+		r, err := takeoverGapOnce(b, table, rng)
+		if errors.Is(err, errUnmeasured) && retried < 2*n {
+			b.Logf("repeating: %v", err)
+			retried++
+			continue
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("table-%d rep %d (load average %s): gap %v (from %v, trigger %v), %d lost, sendlag %v; TCP stall %v; new master %s",
+			table, len(gaps), loadAverage(), r.gap.Gap.Round(time.Microsecond), r.gap.GapFrom.Round(time.Microsecond),
+			r.gap.Trigger.Round(time.Microsecond), r.gap.Lost, r.gap.SendLag.Round(time.Microsecond),
+			r.stall.Round(time.Microsecond), r.survivor)
+		gaps = append(gaps, r.gap.Gap)
+		stalls = append(stalls, r.stall)
+		lost = append(lost, float64(r.gap.Lost))
+	}
+	g, s := Summarize(gaps), Summarize(stalls)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(Millis(g.P50), "gap_p50_ms")
+	b.ReportMetric(Millis(g.Max), "gap_max_ms")
+	b.ReportMetric(Millis(s.P50), "stall_p50_ms")
+	b.ReportMetric(Millis(s.Max), "stall_max_ms")
+	b.ReportMetric(median(lost), "lost_p50")
+	b.ReportMetric(float64(retried), "repeated")
+	b.Logf("table-%d: gaps %v; TCP stalls %v", table, gaps, stalls)
+}
+
+type takeoverGap struct {
+	gap      lab.FailoverOutcome
+	stall    time.Duration
+	survivor string
+}
+
+func takeoverGapOnce(b *testing.B, table int, rng *rand.Rand) (takeoverGap, error) {
+	var r takeoverGap
+	p, err := lab.NewPair(lab.Options{SNAT: true})
+	if err != nil {
+		return r, err
+	}
+	stop := lab.CloseOnSignal(p)
+	defer func() {
+		stop()
+		p.Close()
+	}()
+	if table > 0 {
+		// The namespaces share the host's limit (nf_conntrack_max is
+		// read-only outside the initial namespace).
+		out, err := p.FW2.Run("cat", "/proc/sys/net/netfilter/nf_conntrack_max")
+		if err != nil {
+			return r, err
+		}
+		if m, err := strconv.Atoi(strings.TrimSpace(out)); err != nil || m < table+1000 {
+			return r, fmt.Errorf("nf_conntrack_max %q in %s: want at least %d", out, p.FW2.Name, table+1000)
+		}
+	}
+	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Interval: gapInterval, Extra: conntrackExtra})
+	if err != nil {
+		return r, err
+	}
+	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Interval: gapInterval, Extra: conntrackExtra})
+	if err != nil {
+		return r, err
+	}
+	if err := n1.WaitState("MASTER", 10*time.Second); err != nil {
+		return r, err
+	}
+	if err := n2.WaitState("BACKUP", 10*time.Second); err != nil {
+		return r, err
+	}
+	if err := waitBulkSynced(n2, 10*time.Second); err != nil {
+		return r, err
+	}
+	count, err := openConntrackCount(p.FW2)
+	if err != nil {
+		return r, err
+	}
+	defer count.Close()
+	if table > 0 {
+		base, err := count.Read()
+		if err != nil {
+			return r, err
+		}
+		if _, err := createStorm(p.FW1, table, 0, time.Now(), nil); err != nil {
+			return r, err
+		}
+		if err := count.WaitAtLeast(base+table, time.Now().Add(stormWait)); err != nil {
+			return r, fmt.Errorf("the backup never held the %d idle flows: %w", table, err)
+		}
+	}
+	if err := p.FlushNeighbours(); err != nil {
+		return r, err
+	}
+	stream, err := lab.StartTCPStream(p.Client, p.Server, p.ServerAddr.Addr(), lab.TCPStreamOptions{Port: lab.DefaultProbePort + 1, Duration: time.Minute})
+	if err != nil {
+		return r, err
+	}
+	defer stream.Stop()
+	lead := 300*time.Millisecond + gapInterval + time.Duration(rng.Int64N(int64(gapInterval)))
+	window := 1500 * time.Millisecond
+	var trigAt, trigDone time.Time
+	var trigErr error
+	ctx, cancel := context.WithTimeout(context.Background(), lead+window+30*time.Second)
+	defer cancel()
+	res, err := p.ProbeUDP(ctx, false, lab.UDPProbeOptions{
+		Duration: lead + window,
+		During: func() {
+			time.Sleep(lead)
+			trigAt = time.Now()
+			if trigErr = stopForwarding(p); trigErr != nil {
+				return
+			}
+			trigDone = time.Now()
+			if trigErr = n1.Kill(); trigErr != nil {
+				return
+			}
+			trigErr = powerOff(p)
+		},
+	})
+	if err != nil {
+		return r, fmt.Errorf("prober: %w", err)
+	}
+	if trigErr != nil {
+		return r, trigErr
+	}
+	sr := stream.Stop()
+	if err := n2.WaitState("MASTER", 5*time.Second); err != nil {
+		return r, fmt.Errorf("backup did not take over: %w", err)
+	}
+	o := lab.Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start))
+	switch err := o.Err(); {
+	case err == nil:
+	case errors.Is(err, lab.ErrGapNotAtEvent) && o.GapFrom > o.TriggerDone:
+		// The longest silence came after the takeover: the delay this
+		// benchmark looks for, not noise.
+	case errors.Is(err, lab.ErrNoReplies):
+		return r, fmt.Errorf("table-%d: %w (probe %+v)", table, err, res)
+	default:
+		return r, fmt.Errorf("%w: table-%d: %w (probe %+v)", errUnmeasured, table, err, res)
+	}
+	if sr.Reset || sr.Err != nil || sr.LastEchoAge > time.Second {
+		return r, fmt.Errorf("table-%d: the TCP stream did not survive the takeover: %+v", table, sr)
+	}
+	r.gap, r.stall = o, sr.MaxStall
+	cs, err := murosConntrack(n2)
+	if err != nil {
+		r.survivor = err.Error()
+	} else {
+		r.survivor = fmt.Sprintf("conntrack flows %d, bulks %d", cs.Flows, cs.Resyncs)
+	}
+	return r, nil
 }

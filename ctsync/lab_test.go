@@ -52,6 +52,12 @@ func leakCheck(t *testing.T) {
 
 func startNode(t testing.TB, ns *lab.Netns, master bool, mod func(*Config)) *node {
 	t.Helper()
+	return startNodeWith(t, ns, master, mod, nil)
+}
+
+// startNodeWith is startNode with a hook that sees the Sync before Run.
+func startNodeWith(t testing.TB, ns *lab.Netns, master bool, mod func(*Config), before func(*Sync)) *node {
+	t.Helper()
 	// One state directory per namespace: a node started again in it is a
 	// restart that kept its epochs.
 	state := filepath.Join(os.TempDir(), "ctsync-lab-"+ns.Name)
@@ -68,6 +74,9 @@ func startNode(t testing.TB, ns *lab.Netns, master bool, mod func(*Config)) *nod
 	var s *Sync
 	if err := ns.Do(func() (err error) { s, err = New(cfg, log); return err }); err != nil {
 		t.Fatalf("ctsync.New in %s: %v", ns, err)
+	}
+	if before != nil {
+		before(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{ns: ns, s: s, cancel: cancel, done: make(chan error, 1)}

@@ -9,16 +9,30 @@
 // reliability layer of package ctrel. The wire format is documented byte by
 // byte in package ctwire.
 //
-// Roles. The master subscribes to NEW, UPDATE and DESTROY events, dumps the
-// table once the subscription is live (flows that predate it), and
+// Roles. The master subscribes to NEW, UPDATE and DESTROY events, reads
+// the table once the subscription is live (flows that predate it), and
 // multicasts flow records; the backup injects every record into its own
 // kernel table at once, so the state is already in the kernel when a VIP is
 // claimed (no commit step as with conntrackd's external cache). The backup
 // does not listen to its own kernel, so its injections are never echoed.
-// SetRole swaps roles: a new master starts a new epoch, listens, dumps and
-// sends a bulk; a node returning to backup drops its sender, asks for a
-// bulk and purges at its end the flows the master no longer has
+// SetRole swaps roles: a new master starts a new epoch, listens and reads
+// its table; a node returning to backup drops its sender, asks for a bulk
+// and purges at its end the flows the master no longer has
 // (ctrel.BulkPurge).
+//
+// Takeover. Nothing table-sized runs when a node becomes master (issue
+// 13: on two cores, the full dump it did at the daemon's real-time
+// priority delayed replies through it by 100-260 ms at 250,000 flows,
+// bench/README.md). Its kernel
+// table already holds every replicated flow, so forwarding needs nothing
+// from ctsync; the sender's own view of the table is read beside the
+// event stream by the sweeper, on a thread set to SCHED_OTHER, and merged
+// a datagram (about a hundred flows) at a time between event batches
+// (ctrel's BeginLoad). No bulk is sent unasked: a receiver follows a new
+// sender only after the handshake, so the peer asks anyway, and its bulk
+// waits until the table is read (a bulk of part of it would make the
+// receiver purge live flows). Bulks are paced (Config.BulkRate, in 10 ms
+// bursts), so serving one never holds the CPU for long either.
 //
 // Readiness. Rearm starts a readiness wait and returns a channel closed
 // once the receiver reports its table complete since (ctrel's
@@ -36,9 +50,11 @@
 // Supervision. The event socket gets a large receive buffer
 // (SO_RCVBUFFORCE). Any receive error (ENOBUFS after an event storm
 // included) ends the listener generation; the supervisor restarts it,
-// re-dumps the table, reconciles the sender with the dump (new and changed
-// flows queued, vanished ones destroyed) and sends a bulk, so an overrun
-// never silently stops or skews replication.
+// re-reads the table (the sweeper, as above), reconciles the sender with
+// the dump (new and changed flows queued, vanished ones destroyed) and
+// sends a bulk once the dump is merged, so an overrun never silently stops
+// or skews replication. A dump that fails is read again: nothing absent
+// from a partial dump is destroyed, and a held bulk stays held.
 //
 // Timeouts. A packet that refreshes a conntrack timeout produces no event,
 // so every RefreshInterval the master dumps its table and re-announces the
@@ -83,6 +99,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -106,6 +123,10 @@ const (
 	DefaultRefresh    = 10 * time.Second
 	DefaultReadBuffer = 64 << 20
 	DefaultHistory    = 4096
+	// DefaultBulkRate paces a bulk at 16,384 datagrams a second (about
+	// 250,000 flows), in bursts of 10 ms: a 250,000-flow table goes in
+	// about a second, at a few percent of a CPU.
+	DefaultBulkRate = 16384
 	// tickInterval paces NACKs, resync requests and repairs while there is
 	// work; idleTick paces heartbeats and the silent-master check when
 	// there is none (fewer wakeups on an idle firewall).
@@ -160,6 +181,9 @@ type Config struct {
 	History    int           // datagrams kept for repair, default 4096
 	// ReadBuffer is the kernel event socket's receive buffer, default 64 MiB.
 	ReadBuffer int
+	// BulkRate paces bulk datagrams, per second (ctrel.SenderConfig),
+	// default DefaultBulkRate.
+	BulkRate int
 	// Rand is the source of the handshake nonces; nil: crypto/rand.
 	Rand io.Reader
 	// OnApplied, if set, is called on the backup after each record reaches
@@ -179,6 +203,10 @@ type Status struct {
 	Lag time.Duration
 	// Queued: master, flow changes waiting to be sent.
 	Queued int
+	// Loading: master, its table is still being read from the kernel
+	// (after the role change or a listener restart); a bulk asked for
+	// meanwhile waits for it.
+	Loading bool
 
 	DatagramsSent, DatagramsReceived uint64
 	RecordsSent, RecordsApplied      uint64
@@ -242,6 +270,14 @@ const (
 // the sender (the wait applies to the receiver of the next backup period).
 const WaitSender = "conntrack: this node is still the sender (role change in progress)"
 
+// tableReader reads the kernel's conntrack table a datagram at a time
+// (*ctnl.Dumper).
+type tableReader interface {
+	Start() error
+	Next(fs []ctwire.Flow, rejected *[ctnl.NumEventReasons]uint64) ([]ctwire.Flow, bool, error)
+	Close() error
+}
+
 // batchConn reads and writes datagrams in batches (recvmmsg, sendmmsg):
 // *ipv4.PacketConn or *ipv6.PacketConn, whose Message types are one.
 type batchConn interface {
@@ -262,10 +298,12 @@ type Sync struct {
 	udp  batchConn
 	raw  net.PacketConn
 	dst  *net.UDPAddr
-	dump *ctnl.Dumper // whole-table reads on the loop
+	dump tableReader // whole-table reads on the loop (the backup's purge)
 	inj  *ctnl.Injector
-	// dumper reads the refresh sweep's dump beside the event stream.
-	dumper *ctnl.Dumper
+	// dumper reads, beside the event stream and at SCHED_OTHER, the dumps
+	// the loop merges chunk by chunk: a new master's load, a restarted
+	// listener's resync, the refresh sweeps.
+	dumper tableReader
 
 	roleCh    chan bool
 	ready     chan struct{}
@@ -316,10 +354,14 @@ type Sync struct {
 	nonceFailing  bool
 	// belowFloorLogged: the followed epoch below the floor last logged.
 	belowFloorLogged uint64
-	// the refresh sweep: a dump is being read (sweepBusy) for sweepOwner
+	// the dump being read by the sweeper (sweepBusy), dumpGen, for
+	// sweepOwner; reloadDue: a load or resync dump failed, the next tick
+	// reads it again.
 	sweepBusy  bool
 	sweepOwner *ctrel.Sender
-	sweepReq   chan struct{}
+	sweepReq   chan uint64
+	dumpGen    uint64
+	reloadDue  bool
 	batch      []ctwire.Flow // backup: records waiting for applyPending
 	batchSent  []int64       // their master's send time, unix ns
 	applied    []bool
@@ -362,6 +404,9 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	}
 	if cfg.ReadBuffer <= 0 {
 		cfg.ReadBuffer = DefaultReadBuffer
+	}
+	if cfg.BulkRate <= 0 {
+		cfg.BulkRate = DefaultBulkRate
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
@@ -508,13 +553,13 @@ func (s *Sync) closeSockets() {
 	if s.raw != nil {
 		s.raw.Close()
 	}
-	if s.dump != nil {
+	if s.dump != nil && s.dump != (*ctnl.Dumper)(nil) {
 		s.dump.Close()
 	}
 	if s.inj != nil {
 		s.inj.Close()
 	}
-	if s.dumper != nil {
+	if s.dumper != nil && s.dumper != (*ctnl.Dumper)(nil) {
 		s.dumper.Close()
 	}
 	if s.ns.IsOpen() {
@@ -701,7 +746,7 @@ func (s *Sync) Run(ctx context.Context) error {
 	for range rxBatches {
 		free <- newRxBatch(s.maxDgram + ctwire.MACLen)
 	}
-	s.sweepReq = make(chan struct{}, 1)
+	s.sweepReq = make(chan uint64, 1)
 	chunks := make(chan *sweepChunk, sweepChunks)
 	chunkFree := make(chan *sweepChunk, sweepChunks)
 	for range sweepChunks {
@@ -782,6 +827,8 @@ func (s *Sync) Run(ctx context.Context) error {
 		case <-tick.C:
 			if !s.master {
 				s.backupTick(buf)
+			} else if s.reloadDue && !s.sweepBusy {
+				s.reload()
 			}
 		}
 		if s.master {
@@ -1018,11 +1065,11 @@ func (s *Sync) becomeMaster() {
 	s.purge.Abandon()
 	s.sender = ctrel.NewSender(ctrel.SenderConfig{
 		Epoch: s.newEpoch(), MaxDatagram: s.maxDgram, History: s.cfg.History,
-		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh,
+		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh, BulkRate: s.cfg.BulkRate,
 	})
-	// Published before the dump: the status must say "sender" as soon as
-	// the role changed, not once a large table has been read; and before
-	// Ready, whose waiters read the status next.
+	// Published at once: the status must say "sender" as soon as the role
+	// changed, not once a large table has been read; and before Ready,
+	// whose waiters read the status next.
 	s.publish()
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.startListener(true)
@@ -1045,8 +1092,16 @@ func (s *Sync) becomeBackup() {
 	s.inj.Forget()
 }
 
-// startListener subscribes to events, then dumps the table into the sender
-// and starts a bulk: events during the dump are newer than it and win.
+// startListener subscribes to events, then has the sweeper read the table
+// into the sender (requestDump): events are newer than the dump and win.
+// Nothing table-sized runs here, on the takeover path at the loop's
+// real-time priority: the dump is read at SCHED_OTHER beside the event
+// stream and merged a datagram at a time. fresh (a new master): the dump
+// loads the table, and no bulk is sent unasked; the peer, returning to
+// backup or starting, asks for one (its receiver follows a new sender
+// only after a handshake, so a bulk sent before would be ignored), and
+// gets it once the load is complete. Otherwise (a restarted listener:
+// events were lost) the dump reconciles the sender and a bulk follows it.
 func (s *Sync) startListener(fresh bool) {
 	for attempt := 0; ; attempt++ {
 		l, err := startListener(s.ns, s.cfg.ReadBuffer)
@@ -1060,20 +1115,43 @@ func (s *Sync) startListener(fresh bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	dumpStart := s.now()
-	flows, err := s.dumpFiltered()
-	if err != nil {
-		s.log.Error("ctsync: table dump failed", "err", err)
-	}
 	if fresh {
-		// A new master: the bulk carries every flow, queue nothing twice.
-		s.sender.Load(s.now(), dumpStart, flows)
+		s.sender.BeginLoad(s.now())
 	} else {
-		s.sender.Reconcile(s.now(), dumpStart, flows)
+		s.sender.BeginResync(s.now())
+		// A bulk already running keeps going (its snapshot is taken when
+		// it begins); under repeated overruns restarting it would never
+		// finish. One not begun waits for the resync's dump.
+		s.sender.OnResync()
 	}
-	// A bulk already running keeps going (its snapshot is taken when it
-	// begins); under repeated overruns restarting it would never finish.
-	s.sender.OnResync()
+	s.requestDump()
+}
+
+// reload reads the table again after a load or resync dump failed: the
+// sender keeps its bulk held until one is complete.
+func (s *Sync) reload() {
+	s.reloadDue = false
+	if !s.master || s.sender == nil || !s.sender.Loading() {
+		return
+	}
+	if s.sender.Sweeping() {
+		return // a listener restart began another meanwhile
+	}
+	s.sender.BeginResync(s.now())
+	s.requestDump()
+}
+
+// requestDump has the sweeper read the table for the sender's open sweep;
+// chunks of an earlier dump still being read are dropped (dumpGen).
+func (s *Sync) requestDump() {
+	s.dumpGen++
+	s.sweepBusy = true
+	s.sweepOwner = s.sender
+	select {
+	case <-s.sweepReq: // not taken yet: replaced
+	default:
+	}
+	s.sweepReq <- s.dumpGen
 }
 
 func (s *Sync) restartListener(err error) {
@@ -1091,8 +1169,8 @@ func (s *Sync) restartListener(err error) {
 	}
 }
 
-// dumpFiltered reads the whole table on the loop (a new master's load, a
-// listener restart, the backup's purge) and keeps what the filter selects.
+// dumpFiltered reads the whole table on the loop (the backup's purge) and
+// keeps what the filter selects.
 func (s *Sync) dumpFiltered() ([]ctwire.Flow, error) {
 	if err := s.dump.Start(); err != nil {
 		return nil, err
@@ -1141,14 +1219,13 @@ func (s *Sync) sweep() {
 		s.log.Debug("ctsync: refresh sweep skipped: the previous dump is still being read")
 		return
 	}
-	s.sweepBusy = true
-	s.sweepOwner = s.sender
 	s.sender.BeginSweep(s.now())
-	s.sweepReq <- struct{}{}
+	s.requestDump()
 }
 
 // sweepChunk is one datagram's worth of a sweep's dump.
 type sweepChunk struct {
+	gen      uint64 // the dump's (requestDump)
 	flows    []ctwire.Flow
 	rejected [ctnl.NumEventReasons]uint64
 	done     bool
@@ -1159,13 +1236,23 @@ type sweepChunk struct {
 // sweeper waits, and so does the kernel's walk.
 const sweepChunks = 3
 
-// sweeper reads a dump for each sweep request, a chunk at a time.
+// sweeper reads a dump for each request, a chunk at a time, on a thread
+// of its own set to SCHED_OTHER: the kernel's walk of the table, the
+// copies and the parsing are table-sized, and at the daemon's real-time
+// priority they would hold a CPU against the forwarding path (softirqs
+// deferred to ksoftirqd, the firewall's own processes) at a takeover.
+// The thread ends with the goroutine (it stays locked).
 func (s *Sync) sweeper(ctx context.Context, out, free chan *sweepChunk) {
+	runtime.LockOSThread()
+	if err := timeSharing(); err != nil {
+		s.log.Warn("ctsync: the table reader keeps the daemon's CPU policy", "err", err)
+	}
 	for {
+		var gen uint64
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.sweepReq:
+		case gen = <-s.sweepReq:
 		}
 		err := s.dumper.Start()
 		for done := false; !done; {
@@ -1175,7 +1262,7 @@ func (s *Sync) sweeper(ctx context.Context, out, free chan *sweepChunk) {
 			case <-ctx.Done():
 				return
 			}
-			c.flows, c.rejected, c.err = c.flows[:0], [ctnl.NumEventReasons]uint64{}, err
+			c.gen, c.flows, c.rejected, c.err = gen, c.flows[:0], [ctnl.NumEventReasons]uint64{}, err
 			if err == nil {
 				c.flows, c.done, c.err = s.dumper.Next(c.flows, &c.rejected)
 			}
@@ -1191,7 +1278,7 @@ func (s *Sync) sweeper(ctx context.Context, out, free chan *sweepChunk) {
 }
 
 // onSweepChunk merges one chunk into the sender that began the sweep (a
-// role change or a full reconcile since then makes it moot).
+// role change, a later dump or a full reconcile since then makes it moot).
 func (s *Sync) onSweepChunk(c *sweepChunk) {
 	if c.rejected != ([ctnl.NumEventReasons]uint64{}) {
 		s.mu.Lock()
@@ -1199,6 +1286,9 @@ func (s *Sync) onSweepChunk(c *sweepChunk) {
 			s.eventRejected[r] += n
 		}
 		s.mu.Unlock()
+	}
+	if c.gen != s.dumpGen {
+		return
 	}
 	if c.done {
 		s.sweepBusy = false
@@ -1208,9 +1298,14 @@ func (s *Sync) onSweepChunk(c *sweepChunk) {
 	}
 	if c.err != nil {
 		s.sender.AbortSweep()
-		s.log.Warn("ctsync: refresh dump failed", "err", c.err)
+		if s.sender.Loading() {
+			// Held bulks wait for a complete table: read it again.
+			s.reloadDue = true
+		}
+		s.log.Warn("ctsync: table dump failed", "err", c.err, "load", s.sender.Loading())
 		return
 	}
+	loading := s.sender.Loading()
 	fs := c.flows[:0]
 	for i := range c.flows {
 		if s.replicate(&c.flows[i]) {
@@ -1219,11 +1314,15 @@ func (s *Sync) onSweepChunk(c *sweepChunk) {
 	}
 	s.sender.SweepFlows(s.now(), fs)
 	if c.done {
-		if s.sender.EndSweep(s.now()) {
+		if s.sender.EndSweep(s.now()) && !loading {
 			s.counters.Sweeps++
 		}
 		st := s.sender.Stats()
-		s.log.Debug("ctsync: refresh sweep", "flows", st.Flows, "queued", st.Queued, "refreshed", st.Refreshed)
+		if loading {
+			s.log.Info("ctsync: table read", "flows", st.Flows, "queued", st.Queued)
+		} else {
+			s.log.Debug("ctsync: refresh sweep", "flows", st.Flows, "queued", st.Queued, "refreshed", st.Refreshed)
+		}
 	}
 }
 
@@ -1542,6 +1641,7 @@ func (s *Sync) publish() {
 		st.BulkSynced = true
 		st.Flows = ss.Flows
 		st.Queued = ss.Queued
+		st.Loading = s.sender.Loading()
 		st.RecordsSent = ss.Records
 		st.Coalesced = ss.Coalesced
 		st.Refreshed = ss.Refreshed

@@ -26,6 +26,11 @@ type SenderConfig struct {
 	// RESYNCs (OnResyncRequest): replays cost at most one datagram per
 	// interval. Default 100 ms (a wiped backup asks once a second).
 	StaleEchoInterval time.Duration
+	// BulkRate paces bulk datagrams (per second, in bursts of up to
+	// BulkRate/100, the work of 10 ms): a bulk is table-sized work, and
+	// the shell runs at real-time priority beside the forwarding path.
+	// Queued changes, repairs and echoes are not paced. 0: unpaced.
+	BulkRate int
 }
 
 func (c *SenderConfig) defaults() {
@@ -127,6 +132,14 @@ type Sender struct {
 	// reserved: the highest epoch the caller persisted (Reserve); the
 	// sender wraps to no epoch above it.
 	reserved uint64
+	// loading: the open sweep fills a new sender's table (BeginLoad);
+	// holdBulk: no bulk may begin before the open sweep ends (its table
+	// is not the kernel's yet, and the receiver purges what a bulk does
+	// not carry).
+	loading, holdBulk bool
+	// bulkTokens: bulk datagrams allowed now (BulkRate), as of tokensAt.
+	bulkTokens float64
+	tokensAt   time.Duration
 }
 
 const entryBlock = 1024
@@ -157,7 +170,7 @@ func (s *Sender) forget(k ctwire.Key, e *entry) {
 // NewSender returns a Sender with an empty table.
 func NewSender(cfg SenderConfig) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62, staleEchoAt: -1 << 62, reserved: cfg.Epoch}
+	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62, staleEchoAt: -1 << 62, reserved: cfg.Epoch, tokensAt: -1 << 62}
 }
 
 // Stats returns the counters.
@@ -238,10 +251,39 @@ func (s *Sender) BeginSweep(dumpStart time.Duration) {
 	s.sweepGen++
 	s.sweepStart = dumpStart
 	s.sweeping = true
+	s.loading = false
 }
 
+// BeginLoad starts filling a new sender's table from a dump requested at
+// dumpStart, read in chunks (SweepFlows) while events keep coming: Load
+// done incrementally, so that a new master never reads its table in one
+// piece on the takeover path. Like Load it queues nothing (the flows are
+// in the peer's table already, or reach it by the bulk it asks for);
+// flows an event mentioned since dumpStart keep the event's state, and a
+// flow destroyed meanwhile is not revived by a chunk read before its
+// DESTROY (the sweep's tombs). No bulk begins before EndSweep: a bulk
+// of a partial table would make the receiver purge live flows.
+func (s *Sender) BeginLoad(dumpStart time.Duration) {
+	s.BeginSweep(dumpStart)
+	s.loading = true
+	s.holdBulk = true
+}
+
+// BeginResync is BeginSweep for a sweep that must end before a bulk may
+// begin (a listener restart: events were lost, the table is in doubt
+// until the dump is merged).
+func (s *Sender) BeginResync(dumpStart time.Duration) {
+	s.BeginSweep(dumpStart)
+	s.holdBulk = true
+}
+
+// Loading reports whether a load or resync sweep holds bulks back
+// (BeginLoad, BeginResync) and has not ended.
+func (s *Sender) Loading() bool { return s.holdBulk }
+
 // AbortSweep drops the sweep in progress (a failed dump): nothing absent
-// from a partial dump may be destroyed.
+// from a partial dump may be destroyed. A bulk held for it stays held: the
+// caller begins the sweep again.
 func (s *Sender) AbortSweep() {
 	s.sweeping = false
 	s.buryTombs()
@@ -264,6 +306,10 @@ func (s *Sender) Sweeping() bool { return s.sweeping }
 // Outside a sweep it does nothing.
 func (s *Sender) SweepFlows(now time.Duration, flows []ctwire.Flow) {
 	if !s.sweeping {
+		return
+	}
+	if s.loading {
+		s.loadFlows(now, flows)
 		return
 	}
 	for i := range flows {
@@ -310,6 +356,7 @@ func (s *Sender) EndSweep(now time.Duration) bool {
 		return false
 	}
 	s.sweeping = false
+	s.loading, s.holdBulk = false, false
 	for _, e := range s.table {
 		if e.sweep == s.sweepGen || e.gone || e.touched > s.sweepStart {
 			continue
@@ -318,6 +365,26 @@ func (s *Sender) EndSweep(now time.Duration) bool {
 	}
 	s.buryTombs()
 	return true
+}
+
+// loadFlows merges a chunk of a load (BeginLoad): Load's rule, with the
+// sweep's marks so that EndSweep keeps them.
+func (s *Sender) loadFlows(now time.Duration, flows []ctwire.Flow) {
+	for i := range flows {
+		f := &flows[i]
+		id := f.ID()
+		e := s.table[id]
+		if e != nil && e.touched > s.sweepStart {
+			e.sweep = s.sweepGen
+			continue
+		}
+		if e == nil {
+			e = s.newEntry()
+			s.table[id] = e
+		}
+		*e = entry{flow: *f, touched: now, sweep: s.sweepGen}
+		e.flow.Op = ctwire.OpUpdate
+	}
 }
 
 // Load fills the table from a dump taken at dumpStart without queueing
@@ -441,9 +508,30 @@ func (s *Sender) OnNACK(r ctwire.Range) {
 	}
 }
 
-// Pending reports whether Next has a data datagram to produce.
+// Pending reports whether Next has a data datagram to produce (or will
+// have one within 10 ms: a bulk waiting for its pace).
 func (s *Sender) Pending() bool {
-	return s.echoDue || len(s.repairs) > 0 || s.qhead < len(s.queue) || s.bulkOn
+	return s.echoDue || len(s.repairs) > 0 || s.qhead < len(s.queue) || s.bulkLive()
+}
+
+// bulkLive reports whether a bulk is in progress and may send: not held
+// for a load (a bulk already begun goes on: its snapshot was taken).
+func (s *Sender) bulkLive() bool {
+	return s.bulkOn && (s.bulkSent || !s.holdBulk)
+}
+
+// bulkPaced reports whether the pace lets a bulk datagram go at now
+// (the caller takes its token when it sends one).
+func (s *Sender) bulkPaced(now time.Duration) bool {
+	if s.cfg.BulkRate <= 0 {
+		return true
+	}
+	burst := max(float64(s.cfg.BulkRate)/100, 1)
+	if el := now - s.tokensAt; el > 0 {
+		s.bulkTokens = min(burst, s.bulkTokens+el.Seconds()*float64(s.cfg.BulkRate))
+		s.tokensAt = now
+	}
+	return s.bulkTokens >= 1
 }
 
 func (s *Sender) record(now time.Duration, k ctwire.Key, f *ctwire.Flow) {
@@ -485,6 +573,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 	if !s.wrap() {
 		return b, false // the next epoch is not reserved (EpochWanted)
 	}
+	bulkGo := s.bulkLive() && s.bulkPaced(now)
 	begin := func() {
 		s.seq++
 		h.Seq, h.Epoch = s.seq, s.cfg.Epoch
@@ -533,7 +622,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 			s.repairLoaded = false
 		}
 		s.stats.Repairs++
-	case s.qhead < len(s.queue) && (!s.bulkOn || !s.turn):
+	case s.qhead < len(s.queue) && (!bulkGo || !s.turn):
 		s.turn = true
 		begin()
 		b = ctwire.AppendHeader(b, &h)
@@ -558,8 +647,11 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		if s.qhead == len(s.queue) {
 			s.queue, s.qhead = s.queue[:0], 0
 		}
-	case s.bulkOn:
+	case bulkGo:
 		s.turn = false
+		if s.cfg.BulkRate > 0 {
+			s.bulkTokens--
+		}
 		begin()
 		h.Flags = ctwire.FlagBulk
 		if !s.bulkSent {
