@@ -354,3 +354,50 @@ func TestDeadWithinDetect(t *testing.T) {
 		}
 	})
 }
+
+// TestDetectAdaptsToALoadedPeer: a master whose heartbeats arrive up to
+// 6 ms late (a loaded machine) is not declared dead once the monitor has
+// seen it; the detection time comes back to the floor when the load goes,
+// and a real death is still found within the detection time in force.
+func TestDetectAdaptsToALoadedPeer(t *testing.T) {
+	s := settled(t)
+	b := s.nodes[1]
+	if d := b.m.Detect(s.now); d != 3*time.Millisecond {
+		t.Fatalf("calm pair: detect %v, want the floor 3ms", d)
+	}
+	// Load: the master stalls for 2, 4 and then 6 ms at a time.
+	stall := func(d time.Duration) {
+		s.nodes[0].frozen = true
+		s.run(d)
+		s.nodes[0].frozen = false
+		s.run(50 * time.Millisecond)
+	}
+	for _, d := range []time.Duration{1 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond} {
+		stall(d)
+	}
+	at := s.elapsed()
+	for range 50 {
+		stall(6 * time.Millisecond)
+	}
+	for _, v := range b.verdictsSince(at) {
+		if v.verdict != VerdictAlive {
+			t.Fatalf("false verdict %v under a load the monitor had seen", v)
+		}
+	}
+	d := b.m.Detect(s.now)
+	if d < 12*time.Millisecond || d > 16*time.Millisecond {
+		t.Errorf("loaded pair: detect %v, want twice the longest silence (about 7 ms)", d)
+	}
+	s.run(90 * time.Second)
+	if d := b.m.Detect(s.now); d > 4*time.Millisecond {
+		t.Errorf("a minute after the load: detect %v, want back near the floor", d)
+	}
+	// And a death is still found.
+	s.nodes[0].frozen = true
+	died := s.elapsed()
+	s.run(time.Second)
+	vs := b.verdictsSince(died)
+	if len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts after the death %v", vs)
+	}
+}

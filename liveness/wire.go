@@ -128,10 +128,13 @@ const (
 	ReasonUnfresh Reason = "unfresh"
 	// ReasonLeft: a message of an incarnation that said LEAVING.
 	ReasonLeft Reason = "left"
+	// ReasonSource: a message on the peer path from another address than
+	// the peer's.
+	ReasonSource Reason = "source"
 )
 
 // Reasons lists every refusal reason (metric label values).
-var Reasons = []Reason{ReasonShort, ReasonVersion, ReasonMAC, ReasonMalformed, ReasonWrongPath, ReasonSelf, ReasonReplay, ReasonUnfresh, ReasonLeft}
+var Reasons = []Reason{ReasonShort, ReasonVersion, ReasonMAC, ReasonMalformed, ReasonWrongPath, ReasonSelf, ReasonReplay, ReasonUnfresh, ReasonLeft, ReasonSource}
 
 // Error is a refused message with its reason.
 type Error struct {

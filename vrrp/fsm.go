@@ -349,6 +349,10 @@ type Machine struct {
 	// on another path; downHeld: Master_Down_Timer fired meanwhile.
 	masterAlive bool
 	downHeld    bool
+	// heardLower: a lower-priority advert was discarded since
+	// Master_Down_Timer was last armed (a preemption, which the hold
+	// must not stop: the master's adverts do arrive).
+	heardLower  bool
 	ready       bool
 	delayState  preemptDelayState
 	ignored     IgnoreCounts
@@ -557,9 +561,10 @@ func (m *Machine) stepBackup(ev Event, out []Action) []Action {
 	case EventTimer:
 		switch ev.Timer {
 		case TimerMasterDown:
-			if m.masterAlive && !m.masterLeft {
+			if m.masterAlive && !m.masterLeft && !m.heardLower {
 				// The adverts are lost, the master is not: stay Backup
-				// (the shell raises "sync link down").
+				// (the shell raises "sync link down"). A lower-priority
+				// master whose adverts arrive is preempted as usual.
 				m.downHeld = true
 				m.ignored[IgnoreMasterAlive]++
 				return out
@@ -593,6 +598,7 @@ func (m *Machine) stepBackup(ev Event, out []Action) []Action {
 		// RFC: with Preempt_Mode true a lower-priority advert is discarded
 		// without touching Master_Down_Timer, so we take over when it fires.
 		m.ignored[IgnoreLowerPriority]++
+		m.heardLower = true
 		return out
 	}
 	if a.Priority >= m.priority {
@@ -607,6 +613,7 @@ func (m *Machine) stepBackup(ev Event, out []Action) []Action {
 	m.wantMaster = false
 	m.masterLeft = false
 	m.downHeld = false
+	m.heardLower = false
 	m.masterAdverInterval = a.Interval
 	m.masterAddr = a.From
 	return m.setTimer(out, TimerMasterDown, m.MasterDownInterval())
@@ -671,7 +678,7 @@ func (m *Machine) leaveMaster(out []Action, why string) []Action {
 	out = append(out, Action{Kind: ActionReleaseVIPs, VRID: m.cfg.VRID})
 	out = m.transition(out, StateBackup, why)
 	m.delayState = delayIdle
-	m.downHeld = false
+	m.downHeld, m.heardLower = false, false
 	return m.setTimer(out, TimerMasterDown, m.MasterDownInterval())
 }
 
@@ -680,6 +687,7 @@ func (m *Machine) leaveMaster(out []Action, why string) []Action {
 // the advert so that the VIP answers by the time peers learn of us.
 func (m *Machine) becomeMaster(out []Action, why string) []Action {
 	m.wantMaster = false
+	m.downHeld, m.heardLower = false, false
 	out = m.stopTimer(out, TimerMasterDown)
 	out = m.stopTimer(out, TimerPreemptDelay)
 	m.delayState = delayIdle

@@ -60,6 +60,15 @@ func printStatus(w io.Writer, st status.Status) {
 		fmt.Fprintf(w, "scheduling:    %s\n", st.Scheduling)
 	}
 	printPeer(w, st)
+	if l := st.Liveness; l != nil {
+		fmt.Fprintf(w, "liveness:      %s\n", l)
+		if l.SyncLinkDown.Active {
+			fmt.Fprintf(w, "ALARM:         SYNC LINK DOWN since %s: the peer is alive on the second path, so this node does not take over; adverts and conntrack sync do not pass until the link is mended\n", l.SyncLinkDown.Since.Format(time.RFC3339))
+		}
+		if l.Shared != "" {
+			fmt.Fprintf(w, "WARNING:       %s\n", l.Shared)
+		}
+	}
 	if st.Readiness != nil {
 		fmt.Fprintf(w, "preemption:    %s\n", st.Readiness)
 	}

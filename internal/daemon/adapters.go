@@ -69,6 +69,9 @@ type Adapters struct {
 	Surface func(*Daemon, context.Context) (closers, error)
 	// Hooks runs the role hooks (hooks.Runner: time-sharing processes).
 	Hooks hookRunner
+	// Liveness builds the peer-liveness protocol's engine
+	// (liveness.enabled) with its key.
+	Liveness func(c *config.Config, key []byte, h livenessHooks, log func(msg string, args ...any)) (peerLiveness, error)
 }
 
 // withDefaults fills the nil fields with the real adapters. The returned
@@ -127,6 +130,9 @@ func (a Adapters) withDefaults() (Adapters, func(), error) {
 			}
 			return m, nil
 		}
+	}
+	if a.Liveness == nil {
+		a.Liveness = newLiveness
 	}
 	if a.Conntrack == nil {
 		a.Conntrack = func(c *config.Config, d *Daemon) (conntrackSync, error) {

@@ -33,6 +33,7 @@ import (
 	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/internal/vrrpconn"
 	"github.com/muros/muros-had/kdf"
+	"github.com/muros/muros-had/liveness"
 	"github.com/muros/muros-had/node"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
@@ -83,11 +84,18 @@ type Daemon struct {
 	links   map[vrrp.Family]*familyLink
 	vips    vipManager
 	ct      conntrackSync // nil when conntrack sync is off
-	db      dbReplica     // nil when DB sync is off
-	dbErr   string        // why DB sync is off although enabled
-	timers  map[node.TimerKey]*time.Timer
-	actions []node.Action
-	events  chan loopEvent
+	lv      peerLiveness  // nil when the liveness protocol is off
+	lvState livenessState // owned by the loop
+	// lvMu guards the copies of the liveness alarm and warning the status
+	// reads off the loop.
+	lvMu     sync.Mutex
+	lvAlarm  status.Alarm
+	lvShared string
+	db       dbReplica // nil when DB sync is off
+	dbErr    string    // why DB sync is off although enabled
+	timers   map[node.TimerKey]*time.Timer
+	actions  []node.Action
+	events   chan loopEvent
 
 	epochPath string
 	// maintPath is the maintenance mode's file (maintenance.go); maintOn
@@ -137,6 +145,7 @@ type loopEvent struct {
 	ready *readyEvent
 	role  *roleJob // before_release hooks done: change the VIPs (hooks.go)
 	maint *maintenanceRequest
+	live  *liveness.Action // a liveness verdict or path alarm (liveness.go)
 }
 
 // New checks the configuration and prepares a daemon; Run starts it.
@@ -198,7 +207,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	// The password is stretched once (Argon2id, about 0.2 s and 64 MiB)
 	// and every key is expanded from it.
-	if d.cfg.Auth == config.AuthAH || d.cfg.Conntrack.Enabled {
+	if d.cfg.Auth == config.AuthAH || d.cfg.Conntrack.Enabled || d.cfg.Liveness.Enabled {
 		start := time.Now()
 		m, err := kdf.Derive(d.cfg.Password)
 		if err != nil {
@@ -292,6 +301,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// sync that could not start) has nothing to wait for: it is logged and
 	// shown in the status.
 	d.bg, d.wg = bg, &wg
+	d.startLiveness(bg, wg.Go)
 	if d.ct != nil {
 		wg.Go(func() {
 			if err := d.ct.Run(bg); err != nil && bg.Err() == nil {
@@ -329,6 +339,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			case <-bg.Done():
 				return
 			case ev := <-linkCh:
+				if d.lv != nil && ev.Interface == d.cfg.SyncInterface {
+					// Straight to the engine: a direct cable's carrier loss
+					// is the fastest sign of a dead peer.
+					d.lv.SetCarrier(ev.Up && ev.Exists)
+				}
 				select {
 				case d.events <- loopEvent{ev: node.Event{Kind: node.EventLink, Interface: ev.Interface, Up: ev.Up, Exists: ev.Exists, Index: ev.Index}}:
 				case <-bg.Done():
@@ -448,6 +463,10 @@ func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
 		d.maintenance(ctx, ev.maint)
 		return
 	}
+	if ev.live != nil {
+		d.liveEvent(ctx, ev.live)
+		return
+	}
 	if ev.ev.Kind == node.EventLink && d.isTracked(ev.ev.Interface) {
 		d.status.Link(ev.ev.Interface, ev.ev.Up)
 	}
@@ -477,6 +496,7 @@ func (d *Daemon) step(ctx context.Context, ev node.Event) {
 		}
 	}
 	d.actions = acts[:0]
+	d.tellLiveness()
 }
 
 // exec runs one action of the core. A role action returns its outcome as
@@ -517,6 +537,10 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 	case node.ActionRestart:
 		d.log.Warn("restarting the VRRP instances on the sync interface", "reason", a.Reason)
 		d.next = d.cfg
+	case node.ActionLeave:
+		if d.lv != nil {
+			d.lv.Leave(leaveTimeout)
+		}
 	}
 	return node.Event{}, false
 }

@@ -163,8 +163,8 @@ func TestIPv6VIPsCrashTakeover(t *testing.T) {
 			t.Errorf("new master's VIP %+v", v)
 		}
 	}
-	if st2.LastFailover == nil || !strings.Contains(st2.LastFailover.Reason, "down") {
-		t.Errorf("last failover = %+v, want a master-down reason", st2.LastFailover)
+	if st2.LastFailover == nil || !strings.Contains(st2.LastFailover.Reason, "peer dead") {
+		t.Errorf("last failover = %+v, want the liveness protocol's dead peer", st2.LastFailover)
 	}
 	t.Logf("IPv6 crash: client-visible gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
 }

@@ -157,9 +157,14 @@ func TestMasterOwnsVIPsAndForwards(t *testing.T) {
 	}
 }
 
+// vrrpOnly turns the peer-liveness protocol off: the tests of RFC 9568's
+// own timing (Master_Down_Interval, Skew_Time) run without it
+// (liveness_lab_test.go has the protocol's).
+var vrrpOnly = hatest.NodeOptions{Extra: "liveness:\n  enabled: false\n"}
+
 func TestCrashTakeover(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	n1, n2 := pairNodes(t, p, hatest.NodeOptions{}, hatest.NodeOptions{})
+	n1, n2 := pairNodes(t, p, vrrpOnly, vrrpOnly)
 	res := probe(t, p, 3*time.Second, func() {
 		time.Sleep(500 * time.Millisecond)
 		// A node gone: links down at once and the daemon dead (no priority 0).
@@ -184,7 +189,7 @@ func TestCrashTakeover(t *testing.T) {
 
 func TestGracefulStopHandsOverAtSkewTime(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	n1, n2 := pairNodes(t, p, hatest.NodeOptions{}, hatest.NodeOptions{})
+	n1, n2 := pairNodes(t, p, vrrpOnly, vrrpOnly)
 	res := probe(t, p, 2*time.Second, func() {
 		time.Sleep(500 * time.Millisecond)
 		if err := n1.Stop(); err != nil {
@@ -252,14 +257,16 @@ func TestTrackedLinkDownFaultsAndHandsOver(t *testing.T) {
 	mustState(t, n1, "FAULT", 3*time.Second)
 	mustState(t, n2, "MASTER", 3*time.Second)
 	mustOwn(t, p, p.FW2)
-	// A master entering FAULT leaves with priority 0 (as keepalived does):
-	// the backup takes over after Skew_Time, not Master_Down_Interval.
+	// A master entering FAULT leaves with priority 0 (as keepalived does)
+	// and says so on the liveness protocol: the backup takes over at once
+	// (without the protocol, after Skew_Time), not after
+	// Master_Down_Interval.
 	st2, err := n2.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st2.LastFailover == nil || !strings.Contains(st2.LastFailover.Reason, "priority 0") {
-		t.Errorf("backup's takeover reason = %+v, want the master's priority 0", st2.LastFailover)
+	if f := st2.LastFailover; f == nil || !strings.Contains(f.Reason, "no longer master") && !strings.Contains(f.Reason, "priority 0") {
+		t.Errorf("backup's takeover reason = %+v, want the master's FAULT (liveness) or priority 0", st2.LastFailover)
 	}
 	res := probe(t, p, 300*time.Millisecond, nil)
 	if res.Received == 0 {

@@ -256,7 +256,7 @@ func TestStatusSurface(t *testing.T) {
 		`muros_had_vrrp_transitions_total{to="MASTER",vrid="11"}`: 1,
 	}, "muros_had_vrrp_adverts_sent_total")
 	text = p.FW2.MustRun(t, binary, "status", "--listen", n2.StatusSock)
-	if !strings.Contains(text, "BACKUP -> MASTER") || !strings.Contains(text, "priority 0") {
+	if !strings.Contains(text, "BACKUP -> MASTER") || !strings.Contains(text, "peer left") {
 		t.Errorf("status on the new master does not show the handover:\n%s", text)
 	}
 }

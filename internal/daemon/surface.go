@@ -34,6 +34,7 @@ func (d *Daemon) statusCore() status.Status {
 	if d.ct != nil {
 		s.Conntrack = status.FromConntrack(d.ct.Status())
 	}
+	s.Liveness = d.livenessStatus()
 	if d.roles.book != nil {
 		s.Hooks = d.roles.book.Last()
 	}
@@ -45,6 +46,9 @@ func (d *Daemon) statusCore() status.Status {
 func (d *Daemon) registerSyncMetrics() {
 	if d.ct != nil {
 		d.stats.Registry().MustRegister(status.ConntrackCollector(d.ct.Status))
+	}
+	if d.lv != nil {
+		d.stats.Registry().MustRegister(status.LivenessCollector(d.livenessStatus))
 	}
 	if db, ok := d.db.(*dbsync.Node); ok && db != nil {
 		d.stats.Registry().MustRegister(db.Collector())

@@ -122,6 +122,15 @@ func Config(p *lab.Pair, fw *lab.Netns, o NodeOptions) string {
 	if !strings.Contains(o.Extra, "dbsync:") {
 		b.WriteString("dbsync:\n  enabled: false\n")
 	}
+	if !strings.Contains(o.Extra, "liveness:") && p.FW1Addrs.LAN.IsValid() {
+		// The second path: the other firewall's LAN address, off the
+		// sync cable (peer is its sync address).
+		other := p.FW2Addrs.LAN.Addr()
+		if fw == p.FW2 {
+			other = p.FW1Addrs.LAN.Addr()
+		}
+		fmt.Fprintf(&b, "liveness:\n  peer_address: %s\n", other)
+	}
 	b.WriteString(o.Extra)
 	return b.String()
 }

@@ -47,6 +47,8 @@ type Status struct {
 	Readiness *Readiness `json:"readiness,omitempty"`
 	Conntrack any        `json:"conntrack,omitempty"`
 	DB        any        `json:"db,omitempty"`
+	// Liveness is the peer-liveness protocol (nil when it is off).
+	Liveness *LivenessStatus `json:"liveness,omitempty"`
 	// SplitBrain: this node and the peer are both MASTER (package peerview).
 	SplitBrain Alarm `json:"split_brain"`
 	// Ruleset compares the nftables ruleset fingerprints of both nodes.

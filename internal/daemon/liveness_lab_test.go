@@ -1,0 +1,259 @@
+package daemon_test
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/status"
+	"github.com/muros/muros-had/lab"
+)
+
+// The peer-liveness protocol in the lab: each verdict with real daemons.
+// The adverts are 1 s apart, so VRRP alone would need Master_Down_Interval
+// (3.6 s) to take over: every takeover below that comes within a second is
+// the protocol's, and its reason says so.
+
+var slowAdverts = hatest.NodeOptions{Interval: time.Second}
+
+// livePair starts fw1 (master) and fw2 (backup) with 1 s adverts and waits
+// until fw2's liveness verdict on fw1 is alive as MASTER.
+func livePair(t *testing.T, p *lab.Pair) (*hatest.Node, *hatest.Node) {
+	t.Helper()
+	o := slowAdverts
+	o.Role = "master"
+	n1, err := hatest.StartNode(binary, p, p.FW1, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 10*time.Second)
+	o.Role = "backup"
+	n2, err := hatest.StartNode(binary, p, p.FW2, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, n2, "backup hears the master alive on the liveness protocol", 10*time.Second, func(s status.Status) bool {
+		return s.State == "BACKUP" && s.Liveness != nil && s.Liveness.Verdict == "alive" && s.Liveness.PeerRole == "MASTER"
+	})
+	// The client's and server's neighbour entries are warm before the
+	// probes, so the gaps logged are the takeover's.
+	mustOwn(t, p, p.FW1)
+	p.Client.MustPing(t, p.ServerAddr.Addr())
+	return n1, n2
+}
+
+func lastFailoverReason(t *testing.T, n *hatest.Node) string {
+	t.Helper()
+	st, err := n.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastFailover == nil {
+		return ""
+	}
+	return st.LastFailover.Reason
+}
+
+// TestLivenessDeadOnAllPaths: the master hangs, its links and carrier up:
+// every process frozen, every IP and ARP packet in and out dropped. The
+// backup hears nothing on either path, probes, and takes over at once.
+func TestLivenessDeadOnAllPaths(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := livePair(t, p)
+	res := probe(t, p, 2*time.Second, func() {
+		time.Sleep(300 * time.Millisecond)
+		if err := n1.Proc.Signal(syscall.SIGSTOP); err != nil {
+			t.Error(err)
+		}
+		if err := hang(p.FW1); err != nil {
+			t.Error(err)
+		}
+	})
+	mustState(t, n2, "MASTER", time.Second)
+	if why := lastFailoverReason(t, n2); !strings.Contains(why, "peer dead") || !strings.Contains(why, "probe unanswered") {
+		t.Errorf("takeover reason %q, want the liveness verdict (dead on every path, probe unanswered)", why)
+	}
+	if res.LastReplyAge > 200*time.Millisecond {
+		t.Fatalf("client traffic did not resume: %+v", res)
+	}
+	t.Logf("hang: client-visible gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
+	_ = n1.Proc.Signal(syscall.SIGCONT)
+}
+
+// hang drops every IP and ARP packet in and out of fw, before anything
+// else sees it.
+func hang(fw *lab.Netns) error {
+	_, err := fw.RunInput(`
+table inet hang {
+	chain pre { type filter hook prerouting priority -500; policy drop; }
+	chain out { type filter hook output priority -500; policy drop; }
+}
+table arp hang {
+	chain in { type filter hook input priority -500; policy drop; }
+	chain out { type filter hook output priority -500; policy drop; }
+}
+`, "nft", "-f", "-")
+	return err
+}
+
+// TestLivenessCrashTakesOverAtOnce: the master is gone, links down (its
+// sync veth takes the backup's carrier with it): the backup takes over
+// after the probe of the second path stays unanswered.
+func TestLivenessCrashTakesOverAtOnce(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := livePair(t, p)
+	res := probe(t, p, 2*time.Second, func() {
+		time.Sleep(300 * time.Millisecond)
+		if err := n1.Crash(p); err != nil {
+			t.Error(err)
+		}
+	})
+	mustState(t, n2, "MASTER", time.Second)
+	if why := lastFailoverReason(t, n2); !strings.Contains(why, "peer dead") {
+		t.Errorf("takeover reason %q, want the liveness verdict", why)
+	}
+	if res.LastReplyAge > 200*time.Millisecond {
+		t.Fatalf("client traffic did not resume: %+v", res)
+	}
+	t.Logf("crash: client-visible gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
+}
+
+// TestLivenessGracefulHandover: a master that stops says LEAVING; the
+// backup claims at once, without Skew_Time.
+func TestLivenessGracefulHandover(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := livePair(t, p)
+	res := probe(t, p, 2*time.Second, func() {
+		time.Sleep(300 * time.Millisecond)
+		if err := n1.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	mustState(t, n2, "MASTER", time.Second)
+	mustOwn(t, p, p.FW2)
+	if why := lastFailoverReason(t, n2); !strings.Contains(why, "peer left") {
+		t.Errorf("takeover reason %q, want the peer's LEAVING", why)
+	}
+	t.Logf("graceful: client-visible gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
+}
+
+// TestLivenessCutSyncLinkNoSplitBrain: the sync cable is cut while both
+// nodes live. The adverts stop, but the second path hears the master: the
+// backup stays BACKUP for many Master_Down_Intervals (no split brain),
+// both raise "sync link down"; the cable mended, the alarm clears and the
+// pair is as before.
+func TestLivenessCutSyncLinkNoSplitBrain(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	// 100 ms adverts: Master_Down_Interval is 0.36 s, the cut lasts ten.
+	o := hatest.NodeOptions{}
+	n1, n2 := pairNodes(t, p, o, o)
+	waitStatus(t, n2, "liveness alive", 5*time.Second, func(s status.Status) bool {
+		return s.Liveness != nil && s.Liveness.Verdict == "alive" && s.Liveness.PeerRole == "MASTER"
+	})
+	res := probe(t, p, 5*time.Second, func() {
+		time.Sleep(300 * time.Millisecond)
+		if err := p.FW1.LinkDown(lab.IfSync); err != nil {
+			t.Error(err)
+		}
+		for end := time.Now().Add(3600 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if has, _ := hatest.HasAddr(p.FW2, p.LANVIP.Addr()); has {
+				t.Errorf("split brain: fw2 holds the LAN VIP with the sync link cut and fw1 alive")
+				return
+			}
+		}
+	})
+	for _, n := range []*hatest.Node{n1, n2} {
+		st, err := n.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Liveness == nil || !st.Liveness.SyncLinkDown.Active {
+			t.Errorf("%s: sync link down alarm not raised: %+v", n.NS, st.Liveness)
+		}
+		if st.Liveness != nil && st.Liveness.String() == "" {
+			t.Errorf("%s: empty liveness line", n.NS)
+		}
+	}
+	mustState(t, n1, "MASTER", time.Second)
+	mustState(t, n2, "BACKUP", time.Second)
+	if res.LastReplyAge > 200*time.Millisecond {
+		t.Fatalf("client traffic stopped with the sync link cut: %+v", res)
+	}
+	t.Logf("cut: client-visible gap %v (%d lost of %d)", res.MaxGap, res.Lost, res.Sent)
+	if !strings.Contains(n2.Proc.Log(), "SYNC LINK DOWN") {
+		t.Errorf("backup did not log the sync link alarm:\n%s", tail(n2.Proc.Log(), 20))
+	}
+	text := p.FW2.MustRun(t, binary, "status", "--listen", n2.StatusSock)
+	if !strings.Contains(text, "SYNC LINK DOWN") {
+		t.Errorf("status text does not show the alarm:\n%s", text)
+	}
+	if err := p.FW1.LinkUp(lab.IfSync); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*hatest.Node{n1, n2} {
+		waitStatus(t, n, "alarm cleared", 5*time.Second, func(s status.Status) bool {
+			return s.Liveness != nil && !s.Liveness.SyncLinkDown.Active
+		})
+	}
+	mustState(t, n1, "MASTER", time.Second)
+	mustState(t, n2, "BACKUP", time.Second)
+	mustOwn(t, p, p.FW1)
+}
+
+// TestLivenessFlappingSyncLink: the sync link goes down and up every
+// 150 ms for 3 s: the backup never takes over while the master lives.
+func TestLivenessFlappingSyncLink(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	o := hatest.NodeOptions{}
+	n1, n2 := pairNodes(t, p, o, o)
+	waitStatus(t, n2, "liveness alive", 5*time.Second, func(s status.Status) bool {
+		return s.Liveness != nil && s.Liveness.Verdict == "alive" && s.Liveness.PeerRole == "MASTER"
+	})
+	before, _ := n2.Status(context.Background())
+	for i := range 20 {
+		set := p.FW1.LinkDown
+		if i%2 == 1 {
+			set = p.FW1.LinkUp
+		}
+		if err := set(lab.IfSync); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+		if has, _ := hatest.HasAddr(p.FW2, p.LANVIP.Addr()); has {
+			t.Fatalf("fw2 took the VIP during the flapping (round %d)", i)
+		}
+	}
+	mustState(t, n1, "MASTER", time.Second)
+	mustState(t, n2, "BACKUP", time.Second)
+	after, _ := n2.Status(context.Background())
+	if (after.LastFailover == nil) != (before.LastFailover == nil) ||
+		(after.LastFailover != nil && !after.LastFailover.Time.Equal(before.LastFailover.Time)) {
+		t.Errorf("failover during the flapping: %+v", after.LastFailover)
+	}
+}
+
+// TestLivenessPeerThatDoesNotSpeak: fw1 runs with the protocol off (an
+// older muros-had, or keepalived): fw2 gets no verdict, shows "unknown",
+// and takes over by plain VRRP timing when fw1 crashes.
+func TestLivenessPeerThatDoesNotSpeak(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := pairNodes(t, p, vrrpOnly, hatest.NodeOptions{})
+	time.Sleep(500 * time.Millisecond)
+	st, err := n2.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Liveness == nil || st.Liveness.Verdict != "unknown" || st.Liveness.PeerRole != "" {
+		t.Fatalf("liveness with a peer that does not speak it: %+v", st.Liveness)
+	}
+	if err := n1.Crash(p); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "MASTER", 3*time.Second)
+	if why := lastFailoverReason(t, n2); !strings.Contains(why, "down: no advert") {
+		t.Errorf("takeover reason %q, want plain VRRP's Master_Down", why)
+	}
+}

@@ -1,0 +1,478 @@
+package liveness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Engine runs a Monitor on the two paths' sockets. One goroutine, locked to
+// its thread, does everything: it sleeps in ppoll(2) on both sockets and an
+// eventfd with the Monitor's next deadline as the timeout (nanoseconds:
+// the Go runtime's timers round to the millisecond), reads, steps, sends.
+// A heartbeat or an answer to a probe costs one wakeup and no goroutine
+// hand-off, which is what keeps a 1 ms heartbeat cheap when idle and
+// prompt when the rest of the daemon is busy.
+type Engine struct {
+	cfg EngineConfig
+	log *slog.Logger
+
+	syncFD, peerFD, wakeFD int
+	syncDst, peerDst       unix.Sockaddr
+
+	mu      sync.Mutex
+	pending []Event
+	snap    Snapshot
+	closed  bool
+	left    chan struct{} // closed when a Leave has been sent
+
+	// Owned by the engine's goroutine.
+	mon   *Monitor
+	codec *Codec
+	acts  []Action
+	buf   []byte
+}
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	Monitor Config
+	// Key is the HMAC key (KeyLen bytes, kdf label KeyLabel).
+	Key []byte
+	// SyncInterface, Group and Port: the sync link path.
+	SyncInterface string
+	Group         netip.Addr
+	Port          uint16
+	// PeerAddress is the second path's destination (invalid: none).
+	PeerAddress netip.Addr
+	// OnVerdict and OnPath are called on the engine's goroutine when the
+	// verdict or a path alarm changes; they must not block.
+	OnVerdict func(Action)
+	OnPath    func(Action)
+	Logger    *slog.Logger
+}
+
+// Snapshot is the engine's state for the status.
+type Snapshot struct {
+	Verdict  Verdict
+	PeerRole Role
+	// Paths by name ("sync", "peer"): whether each is down, and when it
+	// last brought a message.
+	Paths   []PathSnapshot
+	Carrier bool
+	// Drops counts refused messages by reason; Sent and Received count
+	// messages by path.
+	Drops    map[Reason]uint64
+	Sent     map[Path]uint64
+	Received map[Path]uint64
+	// Negotiated says the peer has spoken the protocol.
+	Negotiated bool
+	// Detect is the detection time in force (Monitor.Detect): the
+	// configured floor, or more after the peer's heartbeats arrived late.
+	Detect time.Duration
+}
+
+// PathSnapshot is one path in a Snapshot.
+type PathSnapshot struct {
+	Path      Path
+	Down      bool
+	LastHeard time.Time
+}
+
+// NewEngine opens the sockets. Call Run, then Close.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Monitor.PeerPath = cfg.PeerAddress.IsValid()
+	mon, err := NewMonitor(cfg.Monitor)
+	if err != nil {
+		return nil, err
+	}
+	codec, err := NewCodec(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, mon: mon, codec: codec, syncFD: -1, peerFD: -1, wakeFD: -1,
+		buf: make([]byte, 0, Size+64), left: make(chan struct{})}
+	e.snap = Snapshot{Carrier: true, Drops: map[Reason]uint64{}, Sent: map[Path]uint64{}, Received: map[Path]uint64{}}
+	if err := e.open(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Engine) open() error {
+	ifi, err := net.InterfaceByName(e.cfg.SyncInterface)
+	if err != nil {
+		return fmt.Errorf("liveness: sync interface: %w", err)
+	}
+	if e.syncFD, e.syncDst, err = openSync(ifi, e.cfg.Group, e.cfg.Port); err != nil {
+		return err
+	}
+	if e.cfg.PeerAddress.IsValid() {
+		if e.peerFD, e.peerDst, err = openPeer(e.cfg.PeerAddress, e.cfg.Port); err != nil {
+			return err
+		}
+	}
+	if e.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return fmt.Errorf("liveness: eventfd: %w", err)
+	}
+	return nil
+}
+
+func sockaddr(a netip.Addr, port uint16, zone int) unix.Sockaddr {
+	if a.Is4() {
+		return &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(port), Addr: a.As16(), ZoneId: uint32(zone)}
+}
+
+// openSync opens the sync link's socket: bound to the group and port on
+// the sync interface, joined, TTL 1, no loopback, DSCP CS6 (network
+// control, as VRRP).
+func openSync(ifi *net.Interface, group netip.Addr, port uint16) (int, unix.Sockaddr, error) {
+	fail := func(fd int, what string, err error) (int, unix.Sockaddr, error) {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, nil, fmt.Errorf("liveness: sync socket on %s: %s: %w", ifi.Name, what, err)
+	}
+	fam := unix.AF_INET
+	if group.Is6() {
+		fam = unix.AF_INET6
+	}
+	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return fail(-1, "socket", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail(fd, "SO_REUSEADDR", err)
+	}
+	if err := unix.BindToDevice(fd, ifi.Name); err != nil {
+		return fail(fd, "SO_BINDTODEVICE", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PRIORITY, 6); err != nil {
+		return fail(fd, "SO_PRIORITY", err)
+	}
+	if fam == unix.AF_INET {
+		if err := unix.Bind(fd, sockaddr(group, port, 0)); err != nil {
+			return fail(fd, "bind", err)
+		}
+		mreq := &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(ifi.Index)}
+		if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+			return fail(fd, "IP_ADD_MEMBERSHIP", err)
+		}
+		if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifi.Index)}); err != nil {
+			return fail(fd, "IP_MULTICAST_IF", err)
+		}
+		for _, o := range []struct {
+			name string
+			opt  int
+			v    int
+		}{{"IP_MULTICAST_TTL", unix.IP_MULTICAST_TTL, 1}, {"IP_MULTICAST_LOOP", unix.IP_MULTICAST_LOOP, 0}, {"IP_TOS", unix.IP_TOS, 0xc0}, {"IP_MULTICAST_ALL", unix.IP_MULTICAST_ALL, 0}} {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, o.opt, o.v); err != nil {
+				return fail(fd, o.name, err)
+			}
+		}
+		return fd, sockaddr(group, port, 0), nil
+	}
+	if err := unix.Bind(fd, sockaddr(group, port, ifi.Index)); err != nil {
+		return fail(fd, "bind", err)
+	}
+	mreq := &unix.IPv6Mreq{Multiaddr: group.As16(), Interface: uint32(ifi.Index)}
+	if err := unix.SetsockoptIPv6Mreq(fd, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
+		return fail(fd, "IPV6_JOIN_GROUP", err)
+	}
+	for _, o := range []struct {
+		name string
+		opt  int
+		v    int
+	}{{"IPV6_MULTICAST_IF", unix.IPV6_MULTICAST_IF, ifi.Index}, {"IPV6_MULTICAST_HOPS", unix.IPV6_MULTICAST_HOPS, 1}, {"IPV6_MULTICAST_LOOP", unix.IPV6_MULTICAST_LOOP, 0}, {"IPV6_TCLASS", unix.IPV6_TCLASS, 0xc0}, {"IPV6_MULTICAST_ALL", unix.IPV6_MULTICAST_ALL, 0}} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, o.opt, o.v); err != nil {
+			return fail(fd, o.name, err)
+		}
+	}
+	return fd, sockaddr(group, port, ifi.Index), nil
+}
+
+// openPeer opens the second path's socket: the port on every address (the
+// route decides the way out), groups joined elsewhere not delivered.
+func openPeer(peer netip.Addr, port uint16) (int, unix.Sockaddr, error) {
+	fail := func(fd int, what string, err error) (int, unix.Sockaddr, error) {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, nil, fmt.Errorf("liveness: peer path socket: %s: %w", what, err)
+	}
+	fam, level, all, tos := unix.AF_INET, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, unix.IP_TOS
+	var local unix.Sockaddr = &unix.SockaddrInet4{Port: int(port)}
+	if peer.Is6() {
+		fam, level, all, tos = unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, unix.IPV6_TCLASS
+		local = &unix.SockaddrInet6{Port: int(port)}
+	}
+	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return fail(-1, "socket", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail(fd, "SO_REUSEADDR", err)
+	}
+	if peer.Is6() {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail(fd, "IPV6_V6ONLY", err)
+		}
+	}
+	if err := unix.SetsockoptInt(fd, level, all, 0); err != nil {
+		return fail(fd, "MULTICAST_ALL", err)
+	}
+	if err := unix.SetsockoptInt(fd, level, tos, 0xc0); err != nil {
+		return fail(fd, "TOS", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PRIORITY, 6); err != nil {
+		return fail(fd, "SO_PRIORITY", err)
+	}
+	if err := unix.Bind(fd, local); err != nil {
+		return fail(fd, "bind", err)
+	}
+	return fd, sockaddr(peer, port, 0), nil
+}
+
+// Close closes the sockets. Run returns when Close is called.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.wake()
+	return nil
+}
+
+func (e *Engine) closeFDs() {
+	for _, fd := range []*int{&e.syncFD, &e.peerFD, &e.wakeFD} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
+	}
+}
+
+func (e *Engine) wake() {
+	if e.wakeFD < 0 {
+		return
+	}
+	var one = [8]byte{1}
+	// The counter saturates long before it matters; EAGAIN means a wake-up
+	// is pending anyway.
+	_, _ = unix.Write(e.wakeFD, one[:])
+}
+
+// post queues an event for the engine's goroutine.
+func (e *Engine) post(ev Event) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.pending = append(e.pending, ev)
+	e.mu.Unlock()
+	e.wake()
+}
+
+// SetRole reports the node's role and priority (sent with every message;
+// a master heartbeats fast).
+func (e *Engine) SetRole(r Role, prio uint8) {
+	e.post(Event{Kind: EventRole, Role: r, Priority: prio})
+}
+
+// SetCarrier reports the sync link's carrier.
+func (e *Engine) SetCarrier(up bool) { e.post(Event{Kind: EventCarrier, Up: up}) }
+
+// Leave sends LEAVING on every path and stops heartbeating; it waits until
+// the messages are out or timeout passes.
+func (e *Engine) Leave(timeout time.Duration) {
+	e.post(Event{Kind: EventLeave})
+	select {
+	case <-e.left:
+	case <-time.After(timeout):
+	}
+}
+
+// Snapshot returns the state for the status.
+func (e *Engine) Snapshot() Snapshot {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.snap
+	s.Paths = append([]PathSnapshot(nil), e.snap.Paths...)
+	s.Drops = make(map[Reason]uint64, len(e.snap.Drops))
+	for k, v := range e.snap.Drops {
+		s.Drops[k] = v
+	}
+	s.Sent = map[Path]uint64{PathSync: e.snap.Sent[PathSync], PathPeer: e.snap.Sent[PathPeer]}
+	s.Received = map[Path]uint64{PathSync: e.snap.Received[PathSync], PathPeer: e.snap.Received[PathPeer]}
+	return s
+}
+
+// Run runs the engine until ctx ends or Close is called, then closes the
+// sockets.
+func (e *Engine) Run(ctx context.Context) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer e.closeFDs()
+	stop := context.AfterFunc(ctx, func() { e.Close() })
+	defer stop()
+
+	fds := []unix.PollFd{{Fd: int32(e.wakeFD), Events: unix.POLLIN}, {Fd: int32(e.syncFD), Events: unix.POLLIN}}
+	if e.peerFD >= 0 {
+		fds = append(fds, unix.PollFd{Fd: int32(e.peerFD), Events: unix.POLLIN})
+	}
+	e.step(Event{Kind: EventTick, Now: time.Now()})
+	var ts unix.Timespec
+	for {
+		wait := time.Second
+		if dl := e.mon.NextDeadline(); !dl.IsZero() {
+			wait = min(max(time.Until(dl), 0), time.Second)
+		}
+		ts = unix.NsecToTimespec(int64(wait))
+		for i := range fds {
+			fds[i].Revents = 0
+		}
+		if _, err := unix.Ppoll(fds, &ts, nil); err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("liveness: ppoll: %w", err)
+		}
+		now := time.Now()
+		if fds[0].Revents != 0 {
+			var b [8]byte
+			_, _ = unix.Read(e.wakeFD, b[:])
+			e.mu.Lock()
+			evs, closed := e.pending, e.closed
+			e.pending = nil
+			e.mu.Unlock()
+			if closed {
+				return nil
+			}
+			for _, ev := range evs {
+				ev.Now = now
+				e.step(ev)
+			}
+		}
+		if fds[1].Revents != 0 {
+			e.receive(e.syncFD, PathSync, now)
+		}
+		if len(fds) > 2 && fds[2].Revents != 0 {
+			e.receive(e.peerFD, PathPeer, now)
+		}
+		if dl := e.mon.NextDeadline(); !dl.IsZero() && !now.Before(dl) {
+			e.step(Event{Kind: EventTick, Now: now})
+		}
+	}
+}
+
+// receive reads every datagram waiting on fd.
+func (e *Engine) receive(fd int, p Path, now time.Time) {
+	var b [Size + 1]byte
+	for {
+		n, from, err := unix.Recvfrom(fd, b[:], unix.MSG_DONTWAIT)
+		if err != nil {
+			return // EAGAIN: drained (errors on a UDP socket are transient)
+		}
+		if p == PathPeer && !e.fromPeer(from) {
+			e.count(ReasonSource)
+			continue
+		}
+		msg, err := e.codec.Parse(b[:n])
+		if err != nil {
+			e.count(ReasonOf(err))
+			continue
+		}
+		e.mu.Lock()
+		e.snap.Received[p]++
+		e.mu.Unlock()
+		e.step(Event{Kind: EventReceive, Now: now, Path: p, Message: msg})
+	}
+}
+
+func (e *Engine) fromPeer(from unix.Sockaddr) bool {
+	switch a := from.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr) == e.cfg.PeerAddress
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(a.Addr).Unmap() == e.cfg.PeerAddress.Unmap()
+	}
+	return false
+}
+
+func (e *Engine) count(r Reason) {
+	e.mu.Lock()
+	e.snap.Drops[r]++
+	e.mu.Unlock()
+}
+
+// step runs one event through the monitor and carries out its actions.
+func (e *Engine) step(ev Event) {
+	e.acts = e.mon.Step(ev, e.acts[:0])
+	for _, a := range e.acts {
+		switch a.Kind {
+		case ActionSend:
+			e.send(a)
+		case ActionVerdict:
+			if e.cfg.OnVerdict != nil {
+				e.cfg.OnVerdict(a)
+			}
+		case ActionPath:
+			if e.cfg.OnPath != nil {
+				e.cfg.OnPath(a)
+			}
+		case ActionDrop:
+			e.count(a.Drop)
+		}
+	}
+	if ev.Kind == EventLeave {
+		select {
+		case <-e.left:
+		default:
+			close(e.left)
+		}
+	}
+	e.mu.Lock()
+	e.snap.Verdict, e.snap.PeerRole, e.snap.Carrier = e.mon.Verdict(), e.mon.PeerRole(), e.mon.carrier
+	e.snap.Negotiated = e.mon.peerEpoch != 0
+	e.snap.Detect = e.mon.Detect(ev.Now)
+	e.snap.Paths = e.snap.Paths[:0]
+	for p := Path(1); p <= NumPaths; p++ {
+		if p == PathPeer && !e.cfg.PeerAddress.IsValid() {
+			continue
+		}
+		e.snap.Paths = append(e.snap.Paths, PathSnapshot{Path: p, Down: e.mon.PathDown(p), LastHeard: e.mon.LastHeard(p)})
+	}
+	e.mu.Unlock()
+}
+
+func (e *Engine) send(a Action) {
+	fd, dst := e.syncFD, e.syncDst
+	if a.Path == PathPeer {
+		fd, dst = e.peerFD, e.peerDst
+	}
+	if fd < 0 {
+		return
+	}
+	e.buf = e.codec.Append(e.buf[:0], a.Message)
+	// A send that fails (no carrier, no route) is a silent path: the
+	// monitor learns it from the peer's silence, not from here.
+	if err := unix.Sendto(fd, e.buf, unix.MSG_DONTWAIT, dst); err == nil {
+		e.mu.Lock()
+		e.snap.Sent[a.Path]++
+		e.mu.Unlock()
+	}
+}
