@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/muros/muros-had/lab"
@@ -256,4 +257,190 @@ func BuildTimeline(sync, lan []lab.Frame, start time.Time, master, vip netip.Add
 		}
 	}
 	return tl
+}
+
+// AddrEvent is one address change in a namespace, as `ip -ts monitor
+// address` prints it.
+type AddrEvent struct {
+	At      time.Time
+	Addr    netip.Addr
+	Deleted bool
+}
+
+// ErrMonitorLine is returned for an `ip -ts monitor address` event line
+// that cannot be read.
+var ErrMonitorLine = errors.New("bench: malformed ip monitor line")
+
+// ipMonitorTime is the stamp `ip -ts` puts before each event, in local
+// time: [2026-12-07T07:29:03.477476].
+const ipMonitorTime = "2006-01-02T15:04:05.000000"
+
+// ParseIPMonitor reads the output of `ip -ts monitor address`:
+//
+//	[2026-12-07T07:29:03.477476] 3: v0    inet 10.99.0.1/24 scope global v0
+//	       valid_lft forever preferred_lft forever
+//	[2026-12-07T07:29:03.483399] Deleted 3: v0    inet 10.99.0.5/24 scope global secondary v0
+//
+// Continuation lines (leading blank) are skipped; stamps are read in loc.
+// A last line without its newline may be cut short by the monitor's end
+// and is skipped.
+func ParseIPMonitor(text string, loc *time.Location) ([]AddrEvent, error) {
+	var out []AddrEvent
+	for line := range strings.Lines(text) {
+		if !strings.HasSuffix(line, "\n") {
+			break
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		stamp, rest, ok := strings.Cut(strings.TrimPrefix(line, "["), "] ")
+		if !ok || !strings.HasPrefix(line, "[") {
+			return nil, fmt.Errorf("%w: %q", ErrMonitorLine, line)
+		}
+		at, err := time.ParseInLocation(ipMonitorTime, stamp, loc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %w", ErrMonitorLine, line, err)
+		}
+		rest, deleted := strings.CutPrefix(rest, "Deleted ")
+		f := strings.Fields(rest)
+		// "3:" "v0" "inet" "10.99.0.1/24" ...
+		if len(f) < 4 || !strings.HasSuffix(f[0], ":") {
+			return nil, fmt.Errorf("%w: %q", ErrMonitorLine, line)
+		}
+		if f[2] != "inet" && f[2] != "inet6" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f[3])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %w", ErrMonitorLine, line, err)
+		}
+		out = append(out, AddrEvent{At: at, Addr: p.Addr(), Deleted: deleted})
+	}
+	return out, nil
+}
+
+// Holding is a node's hold of an address over a window: whether it held it
+// at the start, and its changes (in time order).
+type Holding struct {
+	Initially bool
+	Events    []AddrEvent
+}
+
+// held returns the sorted instants at which the hold of addr toggles
+// inside (from, to), and whether addr is held at from.
+func (h Holding) held(addr netip.Addr, from, to time.Time) (at bool, changes []time.Time, states []bool) {
+	at = h.Initially
+	for _, e := range h.Events {
+		if e.Addr != addr {
+			continue
+		}
+		if !e.At.After(from) {
+			at = !e.Deleted
+			continue
+		}
+		if e.At.Before(to) {
+			changes = append(changes, e.At)
+			states = append(states, !e.Deleted)
+		}
+	}
+	return at, changes, states
+}
+
+// SplitBrain is how long two nodes both held the same address within a
+// window, and when that first began (from the window's start; zero with
+// Total zero).
+type SplitBrain struct {
+	Total, First time.Duration
+}
+
+// MeasureSplitBrain returns the time within [from, to) during which a and
+// b both held at least one of addrs (the VIPs): each node's holding is its
+// state at from and its address events.
+func MeasureSplitBrain(a, b Holding, addrs []netip.Addr, from, to time.Time) SplitBrain {
+	type edge struct {
+		at    time.Time
+		node  int
+		addr  int
+		holds bool
+	}
+	var edges []edge
+	state := make([][2]bool, len(addrs))
+	for i, addr := range addrs {
+		for n, h := range []Holding{a, b} {
+			at, changes, states := h.held(addr, from, to)
+			state[i][n] = at
+			for j, c := range changes {
+				edges = append(edges, edge{c, n, i, states[j]})
+			}
+		}
+	}
+	slices.SortStableFunc(edges, func(x, y edge) int { return x.at.Compare(y.at) })
+	both := func() bool {
+		for _, s := range state {
+			if s[0] && s[1] {
+				return true
+			}
+		}
+		return false
+	}
+	var out SplitBrain
+	cur, since := both(), from
+	first := cur // a split at from begins at 0
+	for _, e := range edges {
+		state[e.addr][e.node] = e.holds
+		now := both()
+		switch {
+		case now && !cur:
+			since = e.at
+			if !first {
+				out.First, first = e.at.Sub(from), true
+			}
+		case !now && cur:
+			out.Total += e.at.Sub(since)
+		}
+		cur = now
+	}
+	if cur {
+		out.Total += to.Sub(since)
+	}
+	return out
+}
+
+// ErrKeepalivedVersion is returned for `keepalived --version` output
+// without a version line.
+var ErrKeepalivedVersion = errors.New("bench: no version in keepalived --version output")
+
+// ParseKeepalivedVersion returns the version in the first line of
+// `keepalived --version` output: "Keepalived v2.4.3 (07/20,2026)" gives
+// "2.4.3".
+func ParseKeepalivedVersion(out string) (string, error) {
+	first, _, _ := strings.Cut(out, "\n")
+	f := strings.Fields(first)
+	if len(f) < 2 || f[0] != "Keepalived" || !strings.HasPrefix(f[1], "v") || len(f[1]) < 2 {
+		return "", fmt.Errorf("%w: %q", ErrKeepalivedVersion, first)
+	}
+	v := f[1][1:]
+	for _, r := range v {
+		if (r < '0' || r > '9') && r != '.' {
+			return "", fmt.Errorf("%w: %q", ErrKeepalivedVersion, first)
+		}
+	}
+	return v, nil
+}
+
+// IsolateScript is the nft -f script that makes a hung box silent: every
+// IPv4/IPv6 packet in and out (prerouting, before conntrack, so forwarded
+// ones too; output) and every ARP frame in and out dropped, links and
+// carrier left up. table is the tables' name.
+func IsolateScript(table string) string {
+	return fmt.Sprintf(`table inet %[1]s {
+	chain in { type filter hook prerouting priority raw - 10; policy drop; }
+	chain out { type filter hook output priority raw - 10; policy drop; }
+}
+table arp %[1]s {
+	chain in { type filter hook input priority 0; policy drop; }
+	chain out { type filter hook output priority 0; policy drop; }
+}
+`, table)
 }

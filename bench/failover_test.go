@@ -6,11 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +23,12 @@ import (
 var (
 	repsFlag = flag.Int("failover.reps", 5, "failovers measured per case (at least; -benchtime=Nx raises it)")
 	cpuFlag  = flag.Duration("failover.cpu", 10*time.Second, "idle CPU sampling window")
+	cutFlag  = flag.Duration("failover.cutwindow", 3*time.Second, "how long the sync link stays cut in the cut case (the split brain, gap and TCP stall are measured over it)")
+	// keepalivedSourceFlag names a keepalived built from its source by
+	// bench/keepalived-source.sh (2.4.3); without it those cases are left
+	// out, the rest run.
+	keepalivedSourceFlag = flag.String("keepalived.source", os.Getenv("KEEPALIVED_SOURCE_BIN"),
+		"keepalived binary built from source (bench/keepalived-source.sh), run with vrrp_down_timer_adverts 1; empty (and KEEPALIVED_SOURCE_BIN unset): its cases are left out")
 )
 
 // errUnmeasured marks a failover run that says nothing about the failover
@@ -72,10 +80,82 @@ var keepalivedV3 = impl{
 	},
 }
 
-// impls are compared side by side: keepalived and muros-had with the same
-// settings (VRRPv3, no authentication), and muros-had with its default AH.
-func impls() []impl {
-	return []impl{keepalivedV3, murosHad("none"), murosHad("ah")}
+// bfdMultiplier is the BFD detection multiplier of keepalivedBFD: 3 missed
+// packets at 1 ms, the usual multiplier at keepalived's fastest interval
+// (1 would declare the peer down on one late packet).
+const bfdMultiplier = 3
+
+// bfdWeight is what keepalivedBFD adds to an instance's priority while the
+// BFD session to the peer is down (a negative weight with reverse: added
+// while down, removed while up; keepalived 2.2.7 vrrp_track.c). keepalived
+// has no BFD verdict that makes a backup claim: an unweighted track_bfd
+// puts the instance in FAULT when the session goes down (the backup would
+// never take over from a dead master), a weighted one changes the
+// priority, and a backup's Master_Down timer is recomputed with the new
+// priority's Skew_Time (vrrp_set_effective_priority). Raising the
+// backup's 100 to 253 cuts its skew from 6.1 to 0.1 ms at 10 ms adverts:
+// the most BFD can take off a takeover here.
+const bfdWeight = 153
+
+// keepalivedBFD is keepalivedV3 with a BFD session to the peer over the
+// sync link at keepalived's fastest timers (min_rx/min_tx 1 ms, the
+// minimum its parser accepts: bfd.h BFD_MINRX_MIN/BFD_MINTX_MIN, in ms),
+// tracked by both VRRP instances.
+var keepalivedBFD = impl{
+	name: "keepalived-bfd",
+	start: func(p *lab.Pair, fw *lab.Netns, role string, interval time.Duration) (node, error) {
+		own, peer := p.FW1Addrs.Sync.Addr(), p.FW2Addrs.Sync.Addr()
+		if fw == p.FW2 {
+			own, peer = peer, own
+		}
+		bfd := fmt.Sprintf("bfd_instance PEER {\n    neighbor_ip %s\n    source_ip %s\n    min_rx 1\n    min_tx 1\n    multiplier %d\n}\n\n",
+			peer, own, bfdMultiplier)
+		return hatest.StartKeepalived(p, fw, hatest.KeepalivedOptions{Role: role, Auth: hatest.KeepalivedAuthNone, Interval: interval,
+			Instance:  []string{fmt.Sprintf("track_bfd {\n        PEER weight -%d reverse\n    }", bfdWeight)},
+			SyncGroup: []string{"sync_group_tracking_weight"}, TopLevel: bfd})
+	},
+}
+
+// keepalivedSource is the keepalived of -keepalived.source with its backup
+// waiting one advert interval instead of three (vrrp_down_timer_adverts 1,
+// keepalived 2.4), otherwise as keepalivedV3. ok is false without the
+// flag; an unusable binary is an error.
+func keepalivedSource() (im impl, ok bool, err error) {
+	bin := *keepalivedSourceFlag
+	if bin == "" {
+		return impl{}, false, nil
+	}
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		return impl{}, false, fmt.Errorf("-keepalived.source %s --version: %w\n%s", bin, err, out)
+	}
+	version, err := ParseKeepalivedVersion(string(out))
+	if err != nil {
+		return impl{}, false, fmt.Errorf("-keepalived.source %s: %w", bin, err)
+	}
+	return impl{
+		name: "keepalived-" + version,
+		start: func(p *lab.Pair, fw *lab.Netns, role string, interval time.Duration) (node, error) {
+			return hatest.StartKeepalived(p, fw, hatest.KeepalivedOptions{Role: role, Auth: hatest.KeepalivedAuthNone, Interval: interval,
+				Binary: bin, Global: []string{"vrrp_down_timer_adverts 1"}})
+		},
+	}, true, nil
+}
+
+// impls are compared side by side: keepalived 2.2.7 and muros-had with the
+// same settings (VRRPv3, no authentication), keepalived with BFD,
+// keepalived built from source when -keepalived.source names it, and
+// muros-had with its default AH.
+func impls(tb testing.TB) []impl {
+	out := []impl{keepalivedV3, keepalivedBFD}
+	src, ok, err := keepalivedSource()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if ok {
+		out = append(out, src)
+	}
+	return append(out, murosHad("none"), murosHad("ah"))
 }
 
 // mode is how the master is taken away.
@@ -84,6 +164,9 @@ type mode struct {
 	// expect is how long the takeover should take.
 	expect func(lab.Bounds) time.Duration
 	target func(lab.Bounds) time.Duration
+	// stop runs at the trigger and ends fw1's forwarding (default
+	// stopForwarding): the client-visible gap begins inside it.
+	stop func(p *lab.Pair) error
 	// take runs once fw1 has stopped forwarding.
 	take func(p *lab.Pair, master node) error
 	// since is the event the backup's timer runs from: the master's last
@@ -128,7 +211,62 @@ var (
 			return powerOff(p)
 		},
 	}
+	// hang is a box that stops without dying: every process of fw1 frozen
+	// (SIGSTOP), all IP and ARP in and out of it dropped, its links and
+	// their carrier up. Nothing it could say reaches the peer, and the
+	// peer's sync0 keeps its carrier.
+	hang = mode{
+		name:   "hang",
+		expect: func(b lab.Bounds) time.Duration { return b.MasterDown },
+		target: func(b lab.Bounds) time.Duration { return b.CrashTarget },
+		since:  func(tl Timeline) time.Duration { return tl.LastAdvert },
+		stop:   isolate,
+		take:   func(p *lab.Pair, _ node) error { return freezeAll(p.FW1) },
+	}
 )
+
+// hangTable names the nftables tables of isolate.
+const hangTable = "bench_hang"
+
+// isolate drops every IPv4, IPv6 and ARP packet in and out of fw1.
+func isolate(p *lab.Pair) error { return p.Nft(p.FW1, IsolateScript(hangTable)) }
+
+// nsPids lists the processes in ns (this one excluded: a thread of ours
+// may be inside it for a moment).
+func nsPids(ns *lab.Netns) ([]int, error) {
+	out, err := exec.Command("ip", "netns", "pids", ns.Name).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip netns pids %s: %w", ns.Name, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("ip netns pids %s: %q is not a pid", ns.Name, f)
+		}
+		if pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// signalAll sends sig to every process in ns; one already gone is skipped.
+func signalAll(ns *lab.Netns, sig syscall.Signal) error {
+	pids, err := nsPids(ns)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("%v to %d in %s: %w", sig, pid, ns.Name, err)
+		}
+	}
+	return nil
+}
+
+// freezeAll stops every process in ns.
+func freezeAll(ns *lab.Netns) error { return signalAll(ns, syscall.SIGSTOP) }
 
 // stopForwarding makes fw1 drop every forwarded packet.
 func stopForwarding(p *lab.Pair) error {
@@ -150,17 +288,48 @@ func powerOff(p *lab.Pair) error {
 var intervals = []time.Duration{10 * time.Millisecond, 100 * time.Millisecond, time.Second}
 
 // BenchmarkFailover measures the client-visible failover gap of every
-// implementation, mode and advert interval, side by side.
+// implementation, mode and advert interval, side by side, and the false
+// takeovers each had before the trigger; the cut case measures the split
+// brain instead (benchCut).
 func BenchmarkFailover(b *testing.B) {
-	for _, m := range []mode{crash, graceful} {
+	for _, m := range []mode{crash, hang, graceful} {
 		for _, iv := range intervals {
-			for _, im := range impls() {
+			for _, im := range impls(b) {
 				b.Run(fmt.Sprintf("%s/%s/%s", m.name, iv, im.name), func(b *testing.B) {
 					benchFailover(b, im, m, iv)
 				})
 			}
 		}
 	}
+	for _, iv := range intervals {
+		for _, im := range impls(b) {
+			b.Run(fmt.Sprintf("cut/%s/%s", iv, im.name), func(b *testing.B) {
+				benchCut(b, im, iv)
+			})
+		}
+	}
+}
+
+// settling is what a run saw of the backup before the trigger: its
+// adverts while the pair was being elected and after (each episode is a
+// false takeover: the master was alive all along).
+type settling struct {
+	All, Settled FalseTakeovers // from the backup's start / from the election to the trigger
+}
+
+func (s settling) String() string {
+	return fmt.Sprintf("false takeovers %d (%d after settling)", s.All.Episodes, s.Settled.Episodes)
+}
+
+func reportSettling(b *testing.B, runs []settling) {
+	var all, settled int
+	for _, s := range runs {
+		all += s.All.Episodes
+		settled += s.Settled.Episodes
+	}
+	b.ReportMetric(float64(all), "false_takeovers")
+	b.ReportMetric(float64(settled), "false_takeovers_settled")
+	b.ReportMetric(float64(len(runs)), "runs")
 }
 
 func benchFailover(b *testing.B, im impl, m mode, interval time.Duration) {
@@ -169,10 +338,16 @@ func benchFailover(b *testing.B, im impl, m mode, interval time.Duration) {
 	n := max(*repsFlag, b.N)
 	bounds := lab.Targets(interval, BackupPriority)
 	var gaps, takeovers, resumes []time.Duration
+	var settles []settling
 	var sendLag time.Duration
 	retried, untimed := 0, 0
 	for len(gaps) < n {
-		o, tl, err := failoverOnce(im, m, interval, rng)
+		o, tl, st, err := failoverOnce(im, m, interval, rng)
+		if err == nil || errors.Is(err, errUnmeasured) {
+			// The backup's behaviour before the trigger is measured
+			// either way.
+			settles = append(settles, st)
+		}
 		if errors.Is(err, errUnmeasured) && retried < 3*n {
 			// A stall of this machine hid the failover (a longer gap
 			// elsewhere) or outlasted the run: measure again rather than
@@ -208,41 +383,79 @@ func benchFailover(b *testing.B, im impl, m mode, interval time.Duration) {
 	b.ReportMetric(Millis(Summarize(takeovers).P50), "garp_after_timer_start_p50_ms")
 	b.ReportMetric(Millis(Summarize(resumes).P50), "reply_after_garp_p50_ms")
 	b.ReportMetric(float64(untimed), "untimed")
-	b.Logf("%s %s %v: gaps %v (target %v); GARP after timer start %v; first reply after GARP %v",
-		im.name, m.name, interval, gaps, m.target(bounds), takeovers, resumes)
+	reportSettling(b, settles)
+	b.Logf("%s %s %v: gaps %v (target %v); GARP after timer start %v; first reply after GARP %v; false takeovers per run %v",
+		im.name, m.name, interval, gaps, m.target(bounds), takeovers, resumes, episodes(settles))
+}
+
+// episodes lists each run's false takeovers as "all/after settling".
+func episodes(runs []settling) []string {
+	out := make([]string, len(runs))
+	for i, s := range runs {
+		out[i] = fmt.Sprintf("%d/%d", s.All.Episodes, s.Settled.Episodes)
+	}
+	return out
+}
+
+// electWatched elects the pair with fw2's sync link captured from before
+// the daemons start, so that every advert the backup sent while the pair
+// settled is seen. The caller stops the capture (settlingOf).
+func electWatched(p *lab.Pair, im impl, interval time.Duration) (n1, n2 node, capSync *lab.Capture, started, settled time.Time, err error) {
+	capSync, err = p.FW2.StartCapture(lab.IfSync)
+	if err != nil {
+		return nil, nil, nil, started, settled, err
+	}
+	started = time.Now()
+	n1, n2, err = electPair(p, im, interval)
+	if err != nil {
+		capSync.Stop()
+		return nil, nil, nil, started, settled, err
+	}
+	return n1, n2, capSync, started, time.Now(), nil
+}
+
+// settlingOf counts the backup's false takeovers in its sync link's frames
+// before the trigger.
+func settlingOf(p *lab.Pair, frames []lab.Frame, interval time.Duration, started, settled, trigger time.Time) settling {
+	backup := p.FW2Addrs.Sync.Addr()
+	return settling{
+		All:     CountFalseTakeovers(frames, backup, interval, started, trigger),
+		Settled: CountFalseTakeovers(frames, backup, interval, settled, trigger),
+	}
 }
 
 // failoverOnce builds a fresh pair (so no run inherits another's neighbour
 // caches, addresses or daemons), elects fw1, and takes it away at a random
 // phase of the advert timer while the client probes through the VIPs.
-func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (lab.FailoverOutcome, Timeline, error) {
+func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (lab.FailoverOutcome, Timeline, settling, error) {
 	var tl Timeline
+	var st settling
 	p, err := lab.NewPair(lab.Options{})
 	if err != nil {
-		return lab.FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, st, err
 	}
 	stop := lab.CloseOnSignal(p)
 	defer func() {
 		stop()
+		// A hung fw1's frozen processes would sit out Close's SIGTERM
+		// grace: they die now.
+		_ = signalAll(p.FW1, syscall.SIGKILL)
 		p.Close()
 	}()
-	n1, n2, err := electPair(p, im, interval)
+	// The master's adverts as the backup receives them (and the backup's
+	// own, from before the daemons start), and the new owner's
+	// gratuitous ARP as the client receives it.
+	n1, n2, capSync, started, settled, err := electWatched(p, im, interval)
 	if err != nil {
-		return lab.FailoverOutcome{}, tl, err
-	}
-	if err := p.FlushNeighbours(); err != nil {
-		return lab.FailoverOutcome{}, tl, err
-	}
-	// The master's adverts as the backup receives them, and the new
-	// owner's gratuitous ARP as the client receives it.
-	capSync, err := p.FW2.StartCapture(lab.IfSync)
-	if err != nil {
-		return lab.FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, st, err
 	}
 	defer capSync.Stop()
+	if err := p.FlushNeighbours(); err != nil {
+		return lab.FailoverOutcome{}, tl, st, err
+	}
 	capLAN, err := p.Client.StartCapture(lab.IfHost)
 	if err != nil {
-		return lab.FailoverOutcome{}, tl, err
+		return lab.FailoverOutcome{}, tl, st, err
 	}
 	defer capLAN.Stop()
 	bounds := lab.Targets(interval, BackupPriority)
@@ -255,6 +468,10 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (lab.
 	// Generous after the expected takeover: on a loaded machine taking
 	// the master away (nft, SIGTERM and its exit) can itself take seconds.
 	window := m.expect(bounds) + 1500*time.Millisecond
+	stopFw := m.stop
+	if stopFw == nil {
+		stopFw = stopForwarding
+	}
 	var trigAt, trigDone time.Time
 	var trigErr error
 	ctx, cancel := context.WithTimeout(context.Background(), lead+window+30*time.Second)
@@ -264,7 +481,7 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (lab.
 		During: func() {
 			time.Sleep(lead)
 			trigAt = time.Now()
-			if trigErr = stopForwarding(p); trigErr != nil {
+			if trigErr = stopFw(p); trigErr != nil {
 				return
 			}
 			// The client-visible gap has begun by now: the failover's
@@ -274,31 +491,172 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (lab.
 		},
 	})
 	if err != nil {
-		return lab.FailoverOutcome{}, tl, fmt.Errorf("prober: %w", err)
+		return lab.FailoverOutcome{}, tl, st, fmt.Errorf("prober: %w", err)
 	}
 	if trigErr != nil {
-		return lab.FailoverOutcome{}, tl, trigErr
+		return lab.FailoverOutcome{}, tl, st, trigErr
 	}
+	syncFrames, err := stopCapture(capSync)
+	if err != nil {
+		return lab.FailoverOutcome{}, tl, st, err
+	}
+	st = settlingOf(p, syncFrames, interval, started, settled, trigAt)
 	if err := n2.WaitState("MASTER", 5*time.Second+4*interval); err != nil {
-		return lab.FailoverOutcome{}, tl, fmt.Errorf("%s %s: backup did not take over: %w", im.name, m.name, err)
+		return lab.FailoverOutcome{}, tl, st, fmt.Errorf("%s %s: backup did not take over: %w", im.name, m.name, err)
 	}
 	o := lab.Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start))
 	if err := o.Err(); err != nil {
 		if errors.Is(err, lab.ErrNoReplies) {
-			return o, tl, fmt.Errorf("%s %s %v: %w (probe %+v)", im.name, m.name, interval, err, res)
+			return o, tl, st, fmt.Errorf("%s %s %v: %w (probe %+v)", im.name, m.name, interval, err, res)
 		}
-		return o, tl, fmt.Errorf("%w: %s %s %v: %w (probe %+v)", errUnmeasured, im.name, m.name, interval, err, res)
-	}
-	syncFrames, err := stopCapture(capSync)
-	if err != nil {
-		return o, tl, err
+		return o, tl, st, fmt.Errorf("%w: %s %s %v: %w (probe %+v)", errUnmeasured, im.name, m.name, interval, err, res)
 	}
 	lanFrames, err := stopCapture(capLAN)
 	if err != nil {
-		return o, tl, err
+		return o, tl, st, err
 	}
 	tl = BuildTimeline(syncFrames, lanFrames, res.Start, p.FW1Addrs.Sync.Addr(), p.LANVIP.Addr(), o.Trigger, FrameRejects{})
-	return o, tl, nil
+	return o, tl, st, nil
+}
+
+// cutOutcome is one cut of the sync link as the nodes and the client saw it.
+type cutOutcome struct {
+	Split    SplitBrain          // both nodes holding a VIP, within the window
+	Gap      time.Duration       // longest time without a UDP reply in the run
+	Stream   lab.TCPStreamResult // the long-lived TCP connection
+	Settling settling            // false takeovers before the cut
+	Probe    lab.UDPProbeResult  // for the log
+}
+
+// benchCut cuts the sync link while both nodes live (fw1's sync0 down:
+// carrier lost at both ends) and measures over -failover.cutwindow how
+// long both held the VIPs, the longest UDP gap and the stall of a TCP
+// connection opened through the VIPs before the cut.
+func benchCut(b *testing.B, im impl, interval time.Duration) {
+	lab.Require(b)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	n := max(*repsFlag, b.N)
+	var splits, firsts, gaps, stalls []time.Duration
+	var settles []settling
+	resets := 0
+	for range n {
+		o, err := cutOnce(im, interval, rng)
+		if err != nil {
+			b.Fatal(err)
+		}
+		splits = append(splits, o.Split.Total)
+		if o.Split.Total > 0 {
+			firsts = append(firsts, o.Split.First)
+		}
+		gaps = append(gaps, o.Gap)
+		stalls = append(stalls, o.Stream.MaxStall)
+		settles = append(settles, o.Settling)
+		if o.Stream.Reset || o.Stream.Err != nil {
+			resets++
+		}
+		b.Logf("%s cut %v: split brain %v (from %v after the cut), UDP gap %v (lost %d), TCP stall %v (reset %v, err %v), %v",
+			im.name, interval, o.Split.Total, o.Split.First, o.Gap, o.Probe.Lost, o.Stream.MaxStall, o.Stream.Reset, o.Stream.Err, o.Settling)
+	}
+	sp, g, t := Summarize(splits), Summarize(gaps), Summarize(stalls)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(Millis(sp.P50), "split_p50_ms")
+	b.ReportMetric(Millis(sp.Max), "split_max_ms")
+	b.ReportMetric(Millis(Summarize(firsts).P50), "split_start_p50_ms")
+	b.ReportMetric(Millis(*cutFlag), "window_ms")
+	b.ReportMetric(Millis(g.P50), "gap_p50_ms")
+	b.ReportMetric(Millis(g.Max), "gap_max_ms")
+	b.ReportMetric(Millis(t.P50), "tcp_stall_p50_ms")
+	b.ReportMetric(Millis(t.Max), "tcp_stall_max_ms")
+	b.ReportMetric(float64(resets), "tcp_broken")
+	reportSettling(b, settles)
+	b.Logf("%s cut %v: gaps %v; split %v; stalls %v; false takeovers per run %v", im.name, interval, gaps, splits, stalls, episodes(settles))
+}
+
+func cutOnce(im impl, interval time.Duration, rng *rand.Rand) (cutOutcome, error) {
+	var o cutOutcome
+	p, err := lab.NewPair(lab.Options{})
+	if err != nil {
+		return o, err
+	}
+	stop := lab.CloseOnSignal(p)
+	defer func() {
+		stop()
+		p.Close()
+	}()
+	_, _, capSync, started, settled, err := electWatched(p, im, interval)
+	if err != nil {
+		return o, err
+	}
+	defer capSync.Stop()
+	if err := p.FlushNeighbours(); err != nil {
+		return o, err
+	}
+	// Each node's VIPs as the kernel reports them: `ip -ts monitor`
+	// stamps every change when it reads it.
+	var mons [2]*lab.Process
+	for i, fw := range p.Firewalls() {
+		if mons[i], err = fw.Start("ip", "-ts", "monitor", "address"); err != nil {
+			return o, err
+		}
+	}
+	// The monitors subscribe within a few ms of their start; the state
+	// they start from is read after that.
+	time.Sleep(100 * time.Millisecond)
+	var initially [2]bool
+	for i, fw := range p.Firewalls() {
+		if initially[i], err = hatest.HasAddr(fw, p.LANVIP.Addr()); err != nil {
+			return o, err
+		}
+	}
+	if !initially[0] || initially[1] {
+		return o, fmt.Errorf("%s: before the cut fw1 holds the LAN VIP: %v, fw2: %v", im.name, initially[0], initially[1])
+	}
+	window := *cutFlag
+	lead := 300*time.Millisecond + interval + time.Duration(rng.Int64N(int64(interval)))
+	stream, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: lead + window + 10*time.Second})
+	if err != nil {
+		return o, fmt.Errorf("%s: TCP stream before the cut: %w", im.name, err)
+	}
+	var trigAt time.Time
+	var trigErr error
+	ctx, cancel := context.WithTimeout(context.Background(), lead+window+30*time.Second)
+	defer cancel()
+	res, err := p.ProbeUDP(ctx, false, lab.UDPProbeOptions{
+		Duration: lead + window,
+		During: func() {
+			time.Sleep(lead)
+			trigAt = time.Now()
+			trigErr = p.FW1.LinkDown(lab.IfSync)
+		},
+	})
+	o.Stream = stream.Stop()
+	if err != nil {
+		return o, fmt.Errorf("prober: %w", err)
+	}
+	if trigErr != nil {
+		return o, trigErr
+	}
+	end := trigAt.Add(window)
+	o.Probe, o.Gap = res, res.MaxGap
+	if res.Received == 0 || res.LastReplyAge > 200*time.Millisecond {
+		return o, fmt.Errorf("%s cut: the path through the VIPs is down at the end (%+v)", im.name, res)
+	}
+	frames, err := stopCapture(capSync)
+	if err != nil {
+		return o, err
+	}
+	o.Settling = settlingOf(p, frames, interval, started, settled, trigAt)
+	var holds [2]Holding
+	for i, m := range mons {
+		_ = m.Kill()
+		ev, err := ParseIPMonitor(m.Log(), time.Local)
+		if err != nil {
+			return o, err
+		}
+		holds[i] = Holding{Initially: initially[i], Events: ev}
+	}
+	o.Split = MeasureSplitBrain(holds[0], holds[1], []netip.Addr{p.LANVIP.Addr(), p.WANVIP.Addr()}, trigAt, end)
+	return o, nil
 }
 
 func stopCapture(c *lab.Capture) ([]lab.Frame, error) {
@@ -350,7 +708,7 @@ func electPair(p *lab.Pair, im impl, interval time.Duration) (node, node, error)
 // with nothing happening but 10 ms adverts, as % of one core, and the
 // resident memory of each firewall's processes at the end.
 func BenchmarkIdleCPU(b *testing.B) {
-	for _, im := range impls() {
+	for _, im := range impls(b) {
 		b.Run("10ms/"+im.name, func(b *testing.B) {
 			lab.Require(b)
 			p, err := lab.NewPair(lab.Options{})

@@ -174,7 +174,7 @@ func TestFailoverSmoke(t *testing.T) {
 	lab.Require(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for attempt := 0; ; attempt++ {
-		o, tl, err := failoverOnce(murosHad("ah"), crash, 10*time.Millisecond, rng)
+		o, tl, _, err := failoverOnce(murosHad("ah"), crash, 10*time.Millisecond, rng)
 		if errors.Is(err, errUnmeasured) && attempt < 3 {
 			t.Logf("machine stall hid the failover, again: %v", err)
 			continue

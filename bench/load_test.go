@@ -29,21 +29,31 @@ type FalseTakeovers struct {
 // CountFalseTakeovers counts the adverts from backup in frames (captured on
 // the sync link) between from and to.
 func CountFalseTakeovers(frames []lab.Frame, backup netip.Addr, interval time.Duration, from, to time.Time) FalseTakeovers {
+	var sent []time.Time
+	for _, f := range frames {
+		src, _, err := ParseAdvertFrame(f.Data)
+		if err == nil && src == backup {
+			sent = append(sent, f.At)
+		}
+	}
+	return CountEpisodes(sent, interval, from, to)
+}
+
+// CountEpisodes counts the adverts a backup sent (their instants, in
+// order, e.g. from an AdvertWatch) between from and to, and the episodes
+// they form: runs separated by more than three intervals.
+func CountEpisodes(sent []time.Time, interval time.Duration, from, to time.Time) FalseTakeovers {
 	var out FalseTakeovers
 	var last time.Time
-	for _, f := range frames {
-		if f.At.Before(from) || f.At.After(to) {
-			continue
-		}
-		src, _, err := ParseAdvertFrame(f.Data)
-		if err != nil || src != backup {
+	for _, at := range sent {
+		if at.Before(from) || at.After(to) {
 			continue
 		}
 		out.Adverts++
-		if last.IsZero() || f.At.Sub(last) > 3*interval {
+		if last.IsZero() || at.Sub(last) > 3*interval {
 			out.Episodes++
 		}
-		last = f.At
+		last = at
 	}
 	return out
 }

@@ -46,6 +46,18 @@ type KeepalivedOptions struct {
 	Interval time.Duration
 	// NoPreempt sets nopreempt on every instance.
 	NoPreempt bool
+	// Binary is the keepalived executable: default "keepalived" (Debian's
+	// 2.2.7); the benchmarks name a build from source here.
+	Binary string
+	// Global are extra global_defs lines (vrrp_down_timer_adverts 1),
+	// Instance extra lines of every vrrp_instance (track_bfd), TopLevel
+	// blocks written before the sync group and the instances, which may
+	// refer to them (bfd_instance).
+	// SyncGroup are extra lines of the sync group
+	// (sync_group_tracking_weight, without which keepalived ignores a
+	// weighted track in a group's instance).
+	Global, Instance, SyncGroup []string
+	TopLevel                    string
 }
 
 func (o KeepalivedOptions) withDefaults() KeepalivedOptions {
@@ -60,6 +72,9 @@ func (o KeepalivedOptions) withDefaults() KeepalivedOptions {
 		if o.Auth == KeepalivedAuthAH {
 			o.Interval = time.Second
 		}
+	}
+	if o.Binary == "" {
+		o.Binary = "keepalived"
 	}
 	if o.Priority == 0 {
 		o.Priority = 100
@@ -122,8 +137,16 @@ func KeepalivedConfig(p *lab.Pair, fw *lab.Netns, o KeepalivedOptions, notifyFIF
 	// Announce the VIPs three times at once and never again after a delay:
 	// the same burst shape as muros-had's default GARP schedule.
 	b.WriteString("    vrrp_garp_master_delay 0\n    vrrp_garp_master_repeat 3\n    vrrp_garp_interval 0.01\n")
+	for _, l := range o.Global {
+		fmt.Fprintf(&b, "    %s\n", l)
+	}
 	fmt.Fprintf(&b, "    vrrp_notify_fifo %s\n}\n\n", notifyFIFO)
-	fmt.Fprintf(&b, "vrrp_sync_group %s {\n    group {\n        WAN\n        LAN\n    }\n}\n", KeepalivedGroup)
+	b.WriteString(o.TopLevel)
+	fmt.Fprintf(&b, "vrrp_sync_group %s {\n    group {\n        WAN\n        LAN\n    }\n", KeepalivedGroup)
+	for _, l := range o.SyncGroup {
+		fmt.Fprintf(&b, "    %s\n", l)
+	}
+	b.WriteString("}\n")
 	for _, inst := range []struct {
 		name, ifName string
 		vrid         int
@@ -144,6 +167,9 @@ func KeepalivedConfig(p *lab.Pair, fw *lab.Netns, o KeepalivedOptions, notifyFIF
 		// the VIP interfaces, and so does this configuration.
 		b.WriteString("    dont_track_primary\n")
 		fmt.Fprintf(&b, "    track_interface {\n        %s\n        %s\n    }\n", lab.IfWAN, lab.IfLAN)
+		for _, l := range o.Instance {
+			fmt.Fprintf(&b, "    %s\n", l)
+		}
 		if o.Auth == KeepalivedAuthAH {
 			pass := o.Password
 			if len(pass) > keepalivedKeyLen {
@@ -199,7 +225,7 @@ func StartKeepalived(p *lab.Pair, fw *lab.Netns, o KeepalivedOptions) (*Keepaliv
 	if err := os.WriteFile(k.ConfigPath, []byte(KeepalivedConfig(p, fw, o, k.FIFOPath)), 0o600); err != nil {
 		return nil, fmt.Errorf("hatest: writing keepalived.conf: %w", err)
 	}
-	if out, err := fw.Run("keepalived", "-t", "-l", "-f", k.ConfigPath); err != nil {
+	if out, err := fw.Run(o.Binary, "-t", "-l", "-f", k.ConfigPath); err != nil {
 		return nil, fmt.Errorf("hatest: keepalived rejects %s: %w\n%s", k.ConfigPath, err, out)
 	}
 	if err := unix.Mkfifo(k.FIFOPath, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
@@ -226,17 +252,19 @@ func (k *Keepalived) Start() error {
 	k.drainLocked()
 	k.state = ""
 	k.mu.Unlock()
-	for _, f := range []string{"keepalived.pid", "vrrp.pid", "checkers.pid"} {
+	for _, f := range []string{"keepalived.pid", "vrrp.pid", "checkers.pid", "bfd.pid"} {
 		_ = os.Remove(filepath.Join(k.NS.Dir, f))
 	}
 	// -n foreground, -l -D detailed log to the console (the process log),
 	// -G no syslog, -P VRRP only, -R no respawn of a killed VRRP child
 	// (Kill is a crash, not a restart); private pid files so several keepalived
-	// processes on one host never collide.
-	proc, err := k.NS.Start("keepalived", "-n", "-l", "-D", "-G", "-P", "-R", "-f", k.ConfigPath,
+	// processes on one host never collide (-b: the BFD child's, which -P
+	// leaves running when the configuration has a bfd_instance).
+	proc, err := k.NS.Start(k.Options.Binary, "-n", "-l", "-D", "-G", "-P", "-R", "-f", k.ConfigPath,
 		"-p", filepath.Join(k.NS.Dir, "keepalived.pid"),
 		"-r", filepath.Join(k.NS.Dir, "vrrp.pid"),
-		"-c", filepath.Join(k.NS.Dir, "checkers.pid"))
+		"-c", filepath.Join(k.NS.Dir, "checkers.pid"),
+		"-b", filepath.Join(k.NS.Dir, "bfd.pid"))
 	if err != nil {
 		return fmt.Errorf("hatest: starting keepalived in %s: %w", k.NS, err)
 	}
