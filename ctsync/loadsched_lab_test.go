@@ -38,7 +38,7 @@ func (r *policyRecorder) Next(fs []ctwire.Flow, rejected *[ctnl.NumEventReasons]
 // recordPolicies wraps both table readers of s.
 func recordPolicies(s *Sync) []*policyRecorder {
 	var out []*policyRecorder
-	for _, r := range []*tableReader{&s.dump, &s.dumper} {
+	for _, r := range []*tableReader{&s.dumper} {
 		p := &policyRecorder{tableReader: *r, policies: map[uint32]int{}}
 		*r = p
 		out = append(out, p)
@@ -144,5 +144,46 @@ func TestNewMasterBulkOnlyWhenAsked(t *testing.T) {
 	converge(t, a, b, 60*time.Second)
 	if st := master.s.Status(); st.Resyncs != 1 {
 		t.Fatalf("%d bulks for one backup's request: %+v", st.Resyncs, st)
+	}
+}
+
+// TestBackupPurgeReadsTableTimeSharing: the purge after a bulk (at a
+// maintenance hand-over, on the node that just left) reads the table on
+// a SCHED_OTHER thread too, and still removes what the master no longer
+// has before the backup reports itself bulk-synced.
+func TestBackupPurgeReadsTableTimeSharing(t *testing.T) {
+	leakCheck(t)
+	a, b := syncPair(t)
+	const n = 2000
+	must(t, a.Do(func() error { return createFlows(0, n) }))
+	// Flows the master does not have: the purge must remove them.
+	must(t, b.Do(func() error { return createFlows(n, n+500) }))
+	startNode(t, a, true, nil)
+	realTimeProcess(t)
+	var recs []*policyRecorder
+	backup := startNodeWith(t, b, false, nil, func(s *Sync) { recs = recordPolicies(s) })
+	st := waitStatus(t, backup, "the backup's bulk", func(st Status) bool { return st.BulkSynced })
+	if st.Purged != 500 {
+		t.Errorf("purged %d flows the master does not have, want 500: %+v", st.Purged, st)
+	}
+	if got := len(table(t, b)); got != n {
+		t.Errorf("the backup's table holds %d flows once bulk-synced, want %d", got, n)
+	}
+	reads, realTime := 0, 0
+	for _, r := range recs {
+		r.mu.Lock()
+		for p, c := range r.policies {
+			reads += c
+			if p != unix.SCHED_NORMAL {
+				realTime += c
+			}
+		}
+		r.mu.Unlock()
+	}
+	if reads == 0 {
+		t.Fatal("no table read recorded (the test proves nothing)")
+	}
+	if realTime > 0 {
+		t.Fatalf("%d of %d table reads of the backup's purge ran on a thread at another policy than SCHED_OTHER", realTime, reads)
 	}
 }

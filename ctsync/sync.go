@@ -123,10 +123,13 @@ const (
 	DefaultRefresh    = 10 * time.Second
 	DefaultReadBuffer = 64 << 20
 	DefaultHistory    = 4096
-	// DefaultBulkRate paces a bulk at 16,384 datagrams a second (about
-	// 250,000 flows), in bursts of 10 ms: a 250,000-flow table goes in
-	// about a second, at a few percent of a CPU.
-	DefaultBulkRate = 16384
+	// DefaultBulkRate paces a bulk at 2,048 datagrams a second (about
+	// 30,000 flows), in bursts of 10 ms: the receiver injects every record
+	// at its real-time priority, about 10 us of CPU a flow (bench/
+	// README.md, the drain), so a bulk takes it about a third of a CPU;
+	// unpaced it took all of one for as long as the bulk lasted. A
+	// 250,000-flow table goes in about 8 s, 50,000 in under 2.
+	DefaultBulkRate = 2048
 	// tickInterval paces NACKs, resync requests and repairs while there is
 	// work; idleTick paces heartbeats and the silent-master check when
 	// there is none (fewer wakeups on an idle firewall).
@@ -270,6 +273,10 @@ const (
 // the sender (the wait applies to the receiver of the next backup period).
 const WaitSender = "conntrack: this node is still the sender (role change in progress)"
 
+// WaitPurge is the reason of a readiness wait while the flows a completed
+// bulk did not carry are being removed.
+const WaitPurge = "conntrack: removing the flows the master no longer has (after the bulk)"
+
 // tableReader reads the kernel's conntrack table a datagram at a time
 // (*ctnl.Dumper).
 type tableReader interface {
@@ -295,14 +302,13 @@ type Sync struct {
 	local    map[netip.Addr]bool
 	maxDgram int
 
-	udp  batchConn
-	raw  net.PacketConn
-	dst  *net.UDPAddr
-	dump tableReader // whole-table reads on the loop (the backup's purge)
-	inj  *ctnl.Injector
+	udp batchConn
+	raw net.PacketConn
+	dst *net.UDPAddr
+	inj *ctnl.Injector
 	// dumper reads, beside the event stream and at SCHED_OTHER, the dumps
 	// the loop merges chunk by chunk: a new master's load, a restarted
-	// listener's resync, the refresh sweeps.
+	// listener's resync, the refresh sweeps, the backup's purge.
 	dumper tableReader
 
 	roleCh    chan bool
@@ -339,6 +345,9 @@ type Sync struct {
 	start  time.Time
 	book   *epochBook
 	purge  ctrel.BulkPurge // backup: the bulk being received
+	// purging: backup, the purge after a completed bulk reads the table
+	// (the sweeper's dump dumpGen); readiness waits for it.
+	purging bool
 	// armed: a wait is open for the loop, since the Rearm of armedGen.
 	armed    bool
 	armedGen uint64
@@ -362,11 +371,13 @@ type Sync struct {
 	sweepReq   chan uint64
 	dumpGen    uint64
 	reloadDue  bool
-	batch      []ctwire.Flow // backup: records waiting for applyPending
-	batchSent  []int64       // their master's send time, unix ns
-	applied    []bool
-	tx         []ipv4.Message // master: datagrams waiting for sendmmsg
-	txBufs     [][]byte
+	// dumpAt: when the current dump was requested (for the log).
+	dumpAt    time.Time
+	batch     []ctwire.Flow // backup: records waiting for applyPending
+	batchSent []int64       // their master's send time, unix ns
+	applied   []bool
+	tx        []ipv4.Message // master: datagrams waiting for sendmmsg
+	txBufs    [][]byte
 }
 
 // New opens the sockets of a Sync in the calling thread's network
@@ -463,9 +474,6 @@ func New(cfg Config, log *slog.Logger) (*Sync, error) {
 	if err := s.openUDP(ifi); err != nil {
 		return nil, err
 	}
-	if s.dump, err = ctnl.DialDumper(); err != nil {
-		return nil, err
-	}
 	if s.inj, err = ctnl.DialInjector(); err != nil {
 		return nil, err
 	}
@@ -552,9 +560,6 @@ func (s *Sync) openUDP6(ifi *net.Interface, lc net.ListenConfig) error {
 func (s *Sync) closeSockets() {
 	if s.raw != nil {
 		s.raw.Close()
-	}
-	if s.dump != nil && s.dump != (*ctnl.Dumper)(nil) {
-		s.dump.Close()
 	}
 	if s.inj != nil {
 		s.inj.Close()
@@ -660,6 +665,9 @@ func (s *Sync) evalWait() {
 	done, why := false, WaitSender
 	if !s.master && s.recv != nil {
 		done, why = s.recv.Complete()
+		if done && s.purging {
+			done, why = false, WaitPurge
+		}
 	}
 	s.mu.Lock()
 	if s.armedGen != s.armGen {
@@ -1063,6 +1071,7 @@ func (s *Sync) becomeMaster() {
 	s.peer = nil
 	s.recv = nil
 	s.purge.Abandon()
+	s.purging = false
 	s.sender = ctrel.NewSender(ctrel.SenderConfig{
 		Epoch: s.newEpoch(), MaxDatagram: s.maxDgram, History: s.cfg.History,
 		Heartbeat: s.cfg.Heartbeat, Refresh: s.cfg.Refresh, BulkRate: s.cfg.BulkRate,
@@ -1144,6 +1153,7 @@ func (s *Sync) reload() {
 // requestDump has the sweeper read the table for the sender's open sweep;
 // chunks of an earlier dump still being read are dropped (dumpGen).
 func (s *Sync) requestDump() {
+	s.dumpAt = time.Now()
 	s.dumpGen++
 	s.sweepBusy = true
 	s.sweepOwner = s.sender
@@ -1167,43 +1177,6 @@ func (s *Sync) restartListener(err error) {
 	if s.master {
 		s.startListener(false)
 	}
-}
-
-// dumpFiltered reads the whole table on the loop (the backup's purge) and
-// keeps what the filter selects.
-func (s *Sync) dumpFiltered() ([]ctwire.Flow, error) {
-	if err := s.dump.Start(); err != nil {
-		return nil, err
-	}
-	var out []ctwire.Flow
-	var rejected [ctnl.NumEventReasons]uint64
-	for {
-		from := len(out)
-		var done bool
-		var err error
-		out, done, err = s.dump.Next(out, &rejected)
-		if err != nil {
-			return nil, err
-		}
-		kept := out[:from]
-		for i := from; i < len(out); i++ {
-			if s.replicate(&out[i]) {
-				kept = append(kept, out[i])
-			}
-		}
-		out = kept
-		if done {
-			break
-		}
-	}
-	if rejected != ([ctnl.NumEventReasons]uint64{}) {
-		s.mu.Lock()
-		for r, n := range rejected {
-			s.eventRejected[r] += n
-		}
-		s.mu.Unlock()
-	}
-	return out, nil
 }
 
 // sweep starts a refresh sweep: the sweeper goroutine reads a table dump
@@ -1293,6 +1266,12 @@ func (s *Sync) onSweepChunk(c *sweepChunk) {
 	if c.done {
 		s.sweepBusy = false
 	}
+	if !s.master {
+		if s.purging {
+			s.onPurgeChunk(c)
+		}
+		return
+	}
 	if !s.master || s.sender == nil || s.sender != s.sweepOwner {
 		return
 	}
@@ -1319,7 +1298,7 @@ func (s *Sync) onSweepChunk(c *sweepChunk) {
 		}
 		st := s.sender.Stats()
 		if loading {
-			s.log.Info("ctsync: table read", "flows", st.Flows, "queued", st.Queued)
+			s.log.Info("ctsync: table read", "flows", st.Flows, "queued", st.Queued, "took", time.Since(s.dumpAt).Round(time.Millisecond))
 		} else {
 			s.log.Debug("ctsync: refresh sweep", "flows", st.Flows, "queued", st.Queued, "refreshed", st.Refreshed)
 		}
@@ -1469,6 +1448,9 @@ func (s *Sync) onDatagram(d *datagram) {
 			"epoch", e, "floor", s.recv.Floor())
 	}
 	if v.BulkBegin {
+		// A purge of an earlier bulk still reading the table ends here:
+		// its record is replaced.
+		s.purging = false
 		s.purge.Begin()
 	}
 	if v.Apply {
@@ -1496,10 +1478,7 @@ func (s *Sync) onDatagram(d *datagram) {
 	if v.Synced {
 		// The purge dumps the kernel: what this batch carried goes first.
 		s.applyPending()
-		s.purgeStale()
-		// The status says bulk-synced before Ready wakes its waiters.
-		s.publish()
-		s.readyOnce.Do(func() { close(s.ready) })
+		s.startPurge()
 	}
 }
 
@@ -1527,19 +1506,37 @@ func (s *Sync) applyPending() {
 	s.batch, s.batchSent = s.batch[:0], s.batchSent[:0]
 }
 
-// purgeStale deletes replicated-looking flows the completed bulk did not
-// carry (ctrel.BulkPurge): they ended on the master while we were not
-// listening.
-func (s *Sync) purgeStale() {
-	flows, err := s.dumpFiltered()
-	if err != nil {
+// startPurge has the sweeper read the table after a completed bulk; the
+// flows the bulk did not carry (ctrel.BulkPurge) ended on the master
+// while we were not listening, and are deleted chunk by chunk
+// (onPurgeChunk). The read is table-sized: at a maintenance hand-over it
+// runs on the node that just left, beside the new master on the same
+// machine in a lab and, in any case, beside the rest of this daemon.
+// Readiness (Ready, the Rearm wait, BulkSynced) waits for the purge.
+func (s *Sync) startPurge() {
+	s.purging = true
+	s.requestDump()
+}
+
+// onPurgeChunk deletes the stale flows of one chunk of the purge's dump.
+// Records applied since the bulk ended were recorded by the purge, so a
+// flow they created or changed is never taken for stale.
+func (s *Sync) onPurgeChunk(c *sweepChunk) {
+	if c.err != nil {
 		s.purge.Abandon()
-		s.log.Warn("ctsync: purge dump failed", "err", err)
+		s.log.Warn("ctsync: purge dump failed", "err", c.err)
+		s.endPurge()
 		return
 	}
-	flows = s.purge.Stale(flows)
-	for i := range flows {
-		f := &flows[i]
+	fs := c.flows[:0]
+	for i := range c.flows {
+		if s.replicate(&c.flows[i]) {
+			fs = append(fs, c.flows[i])
+		}
+	}
+	fs = s.purge.StaleIn(fs)
+	for i := range fs {
+		f := &fs[i]
 		f.Op = ctwire.OpDestroy
 		if err := s.inj.Apply(f); err != nil {
 			s.counters.InjectErrors++
@@ -1547,6 +1544,18 @@ func (s *Sync) purgeStale() {
 		}
 		s.counters.Purged++
 	}
+	if c.done {
+		s.purge.End()
+		s.endPurge()
+	}
+}
+
+// endPurge ends the purge: the status says bulk-synced before Ready wakes
+// its waiters.
+func (s *Sync) endPurge() {
+	s.purging = false
+	s.publish()
+	s.readyOnce.Do(func() { close(s.ready) })
 }
 
 func (s *Sync) masterControl(d *datagram) {
@@ -1650,7 +1659,7 @@ func (s *Sync) publish() {
 		st.Lag = 0
 	} else if s.recv != nil {
 		rs := s.recv.Stats()
-		st.BulkSynced = s.recv.Synced()
+		st.BulkSynced = s.recv.Synced() && !s.purging
 		st.Lost = rs.Lost
 		st.Repaired = rs.Repaired
 		st.NACKsSent = rs.NACKsSent

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/muros/muros-had/ctsync/ctwire"
 	"pgregory.net/rapid"
 )
@@ -225,6 +226,54 @@ func TestBulkPace(t *testing.T) {
 			if queued > 0 {
 				t.Fatalf("a queued change waited for the bulk's pace at %v", now-start)
 			}
+		}
+	})
+}
+
+// TestBulkPurgeInChunks: a purge read in chunks (StaleIn, End) finds
+// what Stale finds on the whole dump, and keeps a flow recorded between
+// two chunks (a record applied after the bulk ended).
+func TestBulkPurgeInChunks(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		var whole, chunked BulkPurge
+		whole.Begin()
+		chunked.Begin()
+		var dump []ctwire.Flow
+		for i := range rapid.IntRange(0, 200).Draw(rt, "flows") {
+			f := flowN(i, 3)
+			dump = append(dump, f)
+			if rapid.Bool().Draw(rt, "in bulk") {
+				whole.Add(&f)
+				chunked.Add(&f)
+			}
+		}
+		late := flowN(1000, 3)
+		dump = append(dump, late)
+		want := whole.Stale(append([]ctwire.Flow(nil), dump...))
+		want = slices.DeleteFunc(want, func(f ctwire.Flow) bool { return f.ID() == late.ID() })
+		var got []ctwire.Flow
+		rest := append([]ctwire.Flow(nil), dump...)
+		added := false
+		for len(rest) > 0 {
+			n := rapid.IntRange(1, len(rest)).Draw(rt, "chunk")
+			if !added && rapid.Bool().Draw(rt, "late record now") {
+				chunked.Add(&late)
+				added = true
+			}
+			got = append(got, chunked.StaleIn(rest[:n])...)
+			rest = rest[n:]
+		}
+		chunked.End()
+		lateStale := slices.ContainsFunc(got, func(f ctwire.Flow) bool { return f.ID() == late.ID() })
+		if added == lateStale {
+			t.Fatalf("flow recorded before its chunk: %v; taken for stale: %v", added, lateStale)
+		}
+		got = slices.DeleteFunc(got, func(f ctwire.Flow) bool { return f.ID() == late.ID() })
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+			t.Fatalf("chunked purge differs (-whole +chunked):\n%s", diff)
+		}
+		if chunked.Active() {
+			t.Fatal("still recording after End")
 		}
 	})
 }

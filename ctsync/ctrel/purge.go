@@ -35,6 +35,14 @@ func (b *BulkPurge) Add(f *ctwire.Flow) {
 // Stale ends the bulk and returns the flows of dumped it did not carry:
 // the ones to destroy. It reuses dumped's storage.
 func (b *BulkPurge) Stale(dumped []ctwire.Flow) []ctwire.Flow {
+	out := b.StaleIn(dumped)
+	b.seen = nil
+	return out
+}
+
+// StaleIn is Stale for one chunk of a dump read in parts: the bulk stays
+// recorded (records applied meanwhile are Added and so kept) until End.
+func (b *BulkPurge) StaleIn(dumped []ctwire.Flow) []ctwire.Flow {
 	if b.seen == nil {
 		return dumped[:0]
 	}
@@ -44,9 +52,11 @@ func (b *BulkPurge) Stale(dumped []ctwire.Flow) []ctwire.Flow {
 			out = append(out, dumped[i])
 		}
 	}
-	b.seen = nil
 	return out
 }
+
+// End ends the bulk once the last chunk went through StaleIn.
+func (b *BulkPurge) End() { b.seen = nil }
 
 // Abandon forgets a bulk being recorded (the node became master).
 func (b *BulkPurge) Abandon() { b.seen = nil }
