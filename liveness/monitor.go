@@ -169,7 +169,7 @@ type Action struct {
 // pathState is what the node knows of one path.
 type pathState struct {
 	last      time.Time     // last accepted message on it (zero: none yet)
-	lastBeat  time.Time     // last accepted HEARTBEAT on it
+	lastBeat  time.Time     // last of an unbroken run of fast HEARTBEATs on it
 	interval  time.Duration // the peer's heartbeat period on it, as announced
 	down      bool          // alarm raised
 	nextSend  time.Time     // our next HEARTBEAT on it
@@ -559,17 +559,26 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 	m.peerSeq = msg.Seq
 	m.echoEpoch, m.echoSeq = msg.Epoch, msg.Seq
 	ps := &m.paths[ev.Path]
+	if msg.Role != m.peerRole {
+		for p := range m.paths {
+			m.paths[p].lastBeat = time.Time{}
+		}
+	}
 	if msg.Type == TypeHeartbeat {
-		if !ps.lastBeat.IsZero() && msg.Interval > 0 && msg.Interval <= m.cfg.Interval && ps.interval == msg.Interval {
-			// Two fast heartbeats in a row on this path: how long was
-			// the silence between them? (Replies to probes do not count:
-			// their spacing is ours.)
+		fast := msg.Interval > 0 && msg.Interval <= m.cfg.Interval
+		if fast && !ps.lastBeat.IsZero() {
+			// Two fast heartbeats in a row on this path, from a peer in
+			// the same role: how long was the silence between them?
+			// (Replies to probes do not count: their spacing is ours.)
 			m.decayGap(now)
 			if gap := now.Sub(ps.lastBeat); gap > m.gapMax {
 				m.gapMax, m.gapAt = gap, now
 			}
 		}
-		ps.lastBeat = now
+		ps.lastBeat = time.Time{}
+		if fast {
+			ps.lastBeat = now
+		}
 	}
 	ps.last = now
 	ps.interval = msg.Interval

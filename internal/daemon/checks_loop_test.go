@@ -172,7 +172,7 @@ func TestLoopReloadChecksInPlace(t *testing.T) {
 		fw1.check(t, "MASTER")
 		added := check200("web", true, 0)
 		fw1.d.opts.Reload = func() (*config.Config, error) {
-			c := loopConfig(t, fw1.dir, "master", loopAddr2)
+			c := loopConfig(t, fw1.dir, "master", loopAddr2, false)
 			c.Checks = []config.Check{added}
 			return c, nil
 		}
@@ -190,7 +190,7 @@ func TestLoopReloadChecksInPlace(t *testing.T) {
 		probes.set("web", false)
 		settle(time.Second)
 		fw1.check(t, "FAULT")
-		fw1.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw1.dir, "master", loopAddr2), nil }
+		fw1.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw1.dir, "master", loopAddr2, false), nil }
 		fw1.d.Trigger()
 		settle(time.Second)
 		fw1.check(t, "MASTER")

@@ -300,7 +300,7 @@ func TestLoopReloadChangesHooks(t *testing.T) {
 		settle(time.Second)
 		fw2.check(t, "MASTER")
 		fw2.d.opts.Reload = func() (*config.Config, error) {
-			cfg := loopConfig(t, fw2.dir, "backup", loopAddr1)
+			cfg := loopConfig(t, fw2.dir, "backup", loopAddr1, false)
 			cfg.Hooks.Backup = []config.Hook{{Unit: "haproxy.service", Timeout: time.Second}}
 			return cfg, nil
 		}

@@ -367,22 +367,29 @@ type loopNode struct {
 	done  chan error
 	cfg   *config.Config
 	dir   string // holds ha.yaml, state and run
+	live  *simLiveNet
 }
 
 type loopOpts struct {
 	// manualReady: the replications complete when the test says so; by
 	// default they are complete soon after every entry into BACKUP.
 	manualReady bool
+	// live, if set, is the simulated network of the peer-liveness
+	// protocol (liveness_loop_test.go); without it the protocol is off.
+	live *simLiveNet
 }
 
 // loopConfig is a node of the SPEC's pair on the simulated link, with both
 // replications on (their adapters are fakes), written to dir/ha.yaml.
-func loopConfig(t *testing.T, dir, role string, peer netip.Addr) *config.Config {
+func loopConfig(t *testing.T, dir, role string, peer netip.Addr, live bool) *config.Config {
 	t.Helper()
 	yaml := "role: " + role + "\npassword: pA7-kx2Q-9mZr-Lw4e-Tb6v\nsync_interface: sync0\npeer: " + peer.String() + "\n" +
 		"auth: ah\nadvert_interval: 100ms\nvips:\n  - {interface: wan0, address: 203.0.113.1/24}\n  - {interface: lan0, address: 10.10.0.1/24}\n" +
 		"state_dir: " + filepath.Join(dir, "state") + "\nrun_dir: " + filepath.Join(dir, "run") + "\n" +
 		"metrics:\n  enabled: false\nconntrack:\n  enabled: true\ndbsync:\n  enabled: true\n"
+	if !live {
+		yaml += "liveness:\n  enabled: false\n"
+	}
 	p := filepath.Join(dir, "ha.yaml")
 	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -409,8 +416,8 @@ func (b syncedBuffer) Write(p []byte) (int, error) {
 func newLoopNode(t *testing.T, link *simLink, name string, addr, peer netip.Addr, role string, o loopOpts) *loopNode {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := loopConfig(t, dir, role, peer)
-	n := &loopNode{name: name, addr: addr, vips: &fakeVIPs{}, links: &fakeWatcher{events: make(chan vip.LinkEvent, 8)},
+	cfg := loopConfig(t, dir, role, peer, o.live != nil)
+	n := &loopNode{live: o.live, name: name, addr: addr, vips: &fakeVIPs{}, links: &fakeWatcher{events: make(chan vip.LinkEvent, 8)},
 		ct: newFakeConntrack(!o.manualReady), db: newFakeDB(!o.manualReady), log: &bytes.Buffer{}, logMu: &sync.Mutex{}, cfg: cfg, dir: dir}
 	n.d = n.newDaemon(t, link)
 	return n
@@ -431,6 +438,12 @@ func (n *loopNode) newDaemon(t *testing.T, link *simLink) *Daemon {
 		},
 		DB:      func(*config.Config, *Daemon) (dbReplica, net.Listener, error) { return n.db, nil, nil },
 		Surface: func(*Daemon, context.Context) (closers, error) { return nil, nil },
+		Liveness: func(c *config.Config, key []byte, h livenessHooks, _ func(string, ...any)) (peerLiveness, error) {
+			if n.live == nil {
+				return nil, errors.New("no liveness network in this loop test")
+			}
+			return n.live.attach(t, n.addr, c, key, h)
+		},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -642,8 +655,8 @@ func TestLoopReloadRoleSwap(t *testing.T) {
 		settle(time.Second)
 		// The operator swaps the roles in both files, as the /ha form
 		// would, then SIGHUPs both.
-		fw1.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw1.dir, "backup", loopAddr2), nil }
-		fw2.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw2.dir, "master", loopAddr1), nil }
+		fw1.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw1.dir, "backup", loopAddr2, false), nil }
+		fw2.d.opts.Reload = func() (*config.Config, error) { return loopConfig(t, fw2.dir, "master", loopAddr1, false), nil }
 		fw1.d.Trigger()
 		fw2.d.Trigger()
 		settle(2 * time.Second)
