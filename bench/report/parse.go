@@ -46,8 +46,12 @@ type Parsed struct {
 
 var (
 	headerLine = regexp.MustCompile(`^([a-z]+): (.+)$`)
-	// gaps [37.2ms 38.1ms ...] of BenchmarkFailover's log line.
-	gapsLog = regexp.MustCompile(`: gaps \[([^\]]*)\]`)
+	// gaps [37.2ms 38.1ms ...] of BenchmarkFailover's log line; the cut
+	// case's line adds split [...] (split-brain time) and stalls [...]
+	// (the TCP connection's longest stall).
+	gapsLog   = regexp.MustCompile(`: gaps \[([^\]]*)\]`)
+	splitLog  = regexp.MustCompile(`; split \[([^\]]*)\]`)
+	stallsLog = regexp.MustCompile(`; stalls \[([^\]]*)\]`)
 	// "= 57594 flows/s; lag p50 1.8ms p99 5.9ms max" of a storm, "lag from
 	// SIGCONT p50" of a drain.
 	stormLog = regexp.MustCompile(` rep \d+ .*= ([0-9.]+) flows/s; lag (?:from SIGCONT )?p50 (\S+) p99 (\S+) max`)
@@ -153,10 +157,12 @@ func addSamples(r *Run, line string) {
 		return
 	}
 	if m := gapsLog.FindStringSubmatch(line); m != nil {
-		for _, s := range strings.Fields(m[1]) {
-			if d, err := time.ParseDuration(s); err == nil {
-				r.addSample("gap_ms", millis(d))
-			}
+		r.addDurations("gap_ms", m[1])
+		if m := splitLog.FindStringSubmatch(line); m != nil {
+			r.addDurations("split_ms", m[1])
+		}
+		if m := stallsLog.FindStringSubmatch(line); m != nil {
+			r.addDurations("tcp_stall_ms", m[1])
 		}
 		return
 	}
@@ -179,6 +185,16 @@ func addSamples(r *Run, line string) {
 	r.addSample("flows/s", rate)
 	r.addSample("lag_p50_ms", millis(p50))
 	r.addSample("lag_p99_ms", millis(p99))
+}
+
+// addDurations adds each Go duration of a space-separated list ("33ms
+// 1.5s 0s") as a sample in milliseconds.
+func (r *Run) addDurations(unit, list string) {
+	for _, s := range strings.Fields(list) {
+		if d, err := time.ParseDuration(s); err == nil {
+			r.addSample(unit, millis(d))
+		}
+	}
 }
 
 func (r *Run) addSample(unit string, v float64) {

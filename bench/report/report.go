@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -70,6 +71,38 @@ func Build(p Parsed, sources []string, imgDir string) Report {
 	}
 	if len(failover) == 0 {
 		md.WriteString("No BenchmarkFailover results in the input.\n\n")
+	}
+	if len(failover) > 0 {
+		md.WriteString("### Side by side: gap, false takeovers, split brain\n\n")
+		md.WriteString("Per case and daemon: the client-visible gap (median and max over the repetitions), " +
+			"the backup's false takeovers before the trigger in all the runs of the case (while the pair " +
+			"settled and after; after settling in brackets), and for the sync link cut the time both nodes " +
+			"held a VIP within the cut and the longest stall of a TCP connection through the VIPs.\n\n")
+		md.WriteString(sideBySide(failover))
+	}
+	cut := filterFunc(failover, func(c Case) bool { return before(c.Case) == "cut" })
+	sb, ofSB := chart(cut, "Split brain with the sync link cut", "both nodes holding a VIP (ms)",
+		func(c Case) string { return after(c.Case) }, figure{"split_ms", "split_p50_ms", "split_max_ms"})
+	if w, ok := firstMetric(cut, "window_ms"); ok {
+		sb.Notes = append(sb.Notes, fmt.Sprintf("Window: %s ms from the cut", label(w)))
+	}
+	add("split-brain.svg", sb, ofSB)
+
+	md.WriteString("## False takeovers\n\n")
+	md.WriteString("A backup that sends adverts while its master lives has taken over falsely; each run of its adverts " +
+		"more than three intervals from the last is one false takeover. Under load: 64 CPU hogs beside the " +
+		"master for the window; idle: nothing else happening.\n\n")
+	ft := filterFunc(cases, func(c Case) bool { return c.Bench == "FalseTakeoverUnderLoad" || c.Bench == "FalseTakeoverIdle" })
+	if len(ft) == 0 {
+		md.WriteString("No BenchmarkFalseTakeover results in the input.\n\n")
+	} else {
+		md.WriteString("| benchmark | case | daemon | runs | false takeovers median (max) | backup adverts median (max) |\n|---|---|---|---|---|---|\n")
+		for _, c := range ft {
+			f, a := c.Metrics["false_takeovers"], c.Metrics["backup_adverts"]
+			fmt.Fprintf(&md, "| %s | %s | %s | %d | %s (%s) | %s (%s) |\n", c.Bench, c.Case, c.Daemon, c.Runs,
+				label(f.Median), count(f.Max), label(a.Median), count(a.Max))
+		}
+		md.WriteString("\n")
 	}
 
 	md.WriteString("## Conntrack replication against conntrackd\n\n")
@@ -349,3 +382,54 @@ func quoted(s []string) []string {
 	}
 	return out
 }
+
+// sideBySide tables every failover case: gap, false takeovers and, for
+// the cut, split-brain time and TCP stall.
+func sideBySide(cases []Case) string {
+	var b strings.Builder
+	b.WriteString("| case | daemon | gap median / max (ms) | n | false takeovers (after settling) | split brain median / max (ms) | TCP stall median / max (ms) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	pair := func(c Case, sample, median, maxMetric string) (string, int) {
+		st, _, ok := c.Value(sample, median, maxMetric)
+		if !ok {
+			return "-", 0
+		}
+		return label(st.Median) + " / " + label(st.Max), st.N
+	}
+	for _, c := range cases {
+		gap, n := pair(c, "gap_ms", "gap_p50_ms", "gap_max_ms")
+		split, _ := pair(c, "split_ms", "split_p50_ms", "split_max_ms")
+		stall, _ := pair(c, "tcp_stall_ms", "tcp_stall_p50_ms", "tcp_stall_max_ms")
+		ft := "-"
+		if all, ok := c.Metrics["false_takeovers"]; ok {
+			settled := c.Metrics["false_takeovers_settled"]
+			switch {
+			case all.N == 1:
+				// One go test run: its count over all its pairs.
+				ft = fmt.Sprintf("%s (%s)", count(all.Median), count(settled.Median))
+				if r, ok := c.Metrics["runs"]; ok {
+					ft += fmt.Sprintf(" in %s runs", count(r.Median))
+				}
+			default:
+				ft = fmt.Sprintf("median %s, max %s (%s, %s) per go test run of %d", label(all.Median), count(all.Max),
+					label(settled.Median), count(settled.Max), all.N)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s |\n", c.Case, c.Daemon, gap, n, ft, split, stall)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// firstMetric is the median of metric in the first case that reports it.
+func firstMetric(cases []Case, metric string) (float64, bool) {
+	for _, c := range cases {
+		if m, ok := c.Metrics[metric]; ok {
+			return m.Median, true
+		}
+	}
+	return 0, false
+}
+
+// count prints a whole number as such (3, not 3.00).
+func count(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }

@@ -151,3 +151,57 @@ func TestBuildStatesWhatIsMissing(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildSideBySide: the four failover modes with false takeovers, the
+// cut's split brain and TCP stall from its log line, and the false
+// takeover benchmarks, in tables and the split-brain chart.
+func TestBuildSideBySide(t *testing.T) {
+	in, err := os.ReadFile("testdata/sidebyside.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Parse(string(in))
+	var cut Run
+	for _, r := range p.Runs {
+		if r.Name == "BenchmarkFailover/cut/10ms/keepalived-bfd" {
+			cut = r
+		}
+	}
+	want := map[string][]float64{"gap_ms": {105.654536, 12}, "split_ms": {2841.107437, 2950}, "tcp_stall_ms": {3048.551777, 3100}}
+	if diff := cmp.Diff(want, cut.Samples); diff != "" {
+		t.Errorf("cut samples (-want +got):\n%s", diff)
+	}
+	r := Build(p, []string{"x.txt"}, "img")
+	var names []string
+	texts := map[string]string{}
+	for _, c := range r.Charts {
+		names = append(names, c.Name)
+		texts[c.Name] = wellFormed(t, c.Name, c.Data)
+	}
+	if diff := cmp.Diff([]string{"failover-10ms.svg", "split-brain.svg"}, names); diff != "" {
+		t.Fatalf("charts (-want +got):\n%s", diff)
+	}
+	for _, w := range []string{"hang", "cut", "keepalived-bfd", "muros-had-none", "max 308", "Target (RFC timer + 5 ms): hang 41.1 ms"} {
+		if !strings.Contains(texts["failover-10ms.svg"], w) {
+			t.Errorf("failover-10ms.svg lacks %q:\n%s", w, texts["failover-10ms.svg"])
+		}
+	}
+	for _, w := range []string{"Split brain with the sync link cut", "10ms", "2896", "max 2950", "Window: 3000 ms from the cut"} {
+		if !strings.Contains(texts["split-brain.svg"], w) {
+			t.Errorf("split-brain.svg lacks %q:\n%s", w, texts["split-brain.svg"])
+		}
+	}
+	for _, w := range []string{
+		"| hang/10ms | keepalived-bfd | 170 / 308 | 2 | 3 (3) in 4 runs | - | - |",
+		"| hang/10ms | muros-had-none | 4.65 / 5.10 | 2 | 0 (0) in 2 runs | - | - |",
+		"| cut/10ms | keepalived-bfd | 58.8 / 106 | 2 | 1 (1) in 2 runs | 2896 / 2950 | 3074 / 3100 |",
+		"| cut/10ms | muros-had-none | 108 / 172 | 2 | 0 (0) in 2 runs | 0 / 0 | 132 / 231 |",
+		"| FalseTakeoverIdle | 10ms | keepalived-none | 1 | 10.0 (10) | 22.0 (22) |",
+		"| FalseTakeoverIdle | 10ms | muros-had-none | 1 | 0 (0) | 0 (0) |",
+		"![Split brain with the sync link cut](img/split-brain.svg)",
+	} {
+		if !strings.Contains(r.Markdown, w) {
+			t.Errorf("REPORT.md lacks %q:\n%s", w, r.Markdown)
+		}
+	}
+}
