@@ -10,6 +10,17 @@
 // destination come from IPV6_HOPLIMIT / IPV6_PKTINFO control messages and the
 // source address is pinned with IPV6_PKTINFO on send.
 //
+// Each protocol has a receiving socket, watched by the Go runtime's network
+// poller, and a send-only socket outside it (a filter drops everything it
+// would receive). An idle daemon's cost is its wakeups, and the split saves
+// two per advert: a datagram sent on a polled socket wakes a thread blocked
+// in epoll_wait when the kernel frees it (sock_wfree makes the socket
+// writable again, an edge the poller was registered for), and a syscall
+// entered through the runtime's syscall entry wakes sysmon when every P is
+// idle. Both sockets are non-blocking and read or written with raw
+// recvmsg(2) / sendmsg(2), which return at once; a read that finds nothing
+// parks on the poller. Neither path starts a goroutine.
+//
 // Both families join the VRRP group (224.0.0.18, ff02::12) on the interface
 // only, send with TTL / hop limit 255 and turn multicast loopback off, so a
 // node never hears its own adverts from the kernel. Every check on content
@@ -24,6 +35,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/mdlayher/socket"
@@ -64,8 +79,14 @@ type Conn struct {
 	ifindex int
 	src     netip.Addr // our source address on the interface
 	socks   [2]*socket.Conn
+	raws    [2]syscall.RawConn // socks' descriptors, for the reads
 	protos  [2]int
 	oob     []byte // IPv6: the IPV6_PKTINFO control message of every send
+
+	// sendMu guards sendFDs against a Close during a Write (a closed
+	// descriptor's number is reused by the next open).
+	sendMu  sync.RWMutex
+	sendFDs [2]int // send-only sockets, -1 once closed
 }
 
 // Open opens raw sockets for VRRP and AH on ifname. src is the address the
@@ -76,7 +97,7 @@ func Open(ifname string, src netip.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrpconn: interface %q: %w", ifname, err)
 	}
-	c := &Conn{v6: src.Is6() && !src.Is4In6(), ifindex: ifi.Index, src: src.Unmap(), protos: [2]int{ProtoVRRP, ProtoAH}}
+	c := &Conn{v6: src.Is6() && !src.Is4In6(), ifindex: ifi.Index, src: src.Unmap(), protos: [2]int{ProtoVRRP, ProtoAH}, sendFDs: [2]int{-1, -1}}
 	if c.v6 {
 		c.oob = pktinfo(c.src, c.ifindex)
 	}
@@ -87,8 +108,71 @@ func Open(ifname string, src netip.Addr) (*Conn, error) {
 			return nil, err
 		}
 		c.socks[i] = s
+		if c.raws[i], err = s.SyscallConn(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("vrrpconn: raw socket proto %d: %w", proto, err)
+		}
+		if c.sendFDs[i], err = c.openSender(ifname, proto); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return c, nil
+}
+
+// openSender opens the send-only socket of proto: the same options as the
+// receiving one for what leaves, no group joined, and a filter that drops
+// every datagram the kernel would queue on it (a raw socket gets a copy of
+// every packet of its protocol).
+func (c *Conn) openSender(ifname string, proto int) (int, error) {
+	family := unix.AF_INET
+	if c.v6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return -1, fmt.Errorf("vrrpconn: raw send socket proto %d: %w", proto, err)
+	}
+	fail := func(what string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("vrrpconn: %s on %s proto %d (send socket): %w", what, ifname, proto, err)
+	}
+	drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}); err != nil {
+		return fail("SO_ATTACH_FILTER", err)
+	}
+	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); err != nil {
+		return fail("SO_BINDTODEVICE", err)
+	}
+	type opt struct {
+		name       string
+		level, opt int
+		val        int
+	}
+	opts := []opt{
+		{"IP_HDRINCL", unix.IPPROTO_IP, unix.IP_HDRINCL, 1},
+		{"IP_MULTICAST_LOOP", unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0},
+		{"IP_MULTICAST_TTL", unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 255},
+	}
+	if c.v6 {
+		opts = []opt{
+			{"IPV6_MULTICAST_LOOP", unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0},
+			{"IPV6_MULTICAST_HOPS", unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255},
+			{"IPV6_UNICAST_HOPS", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, 255},
+			{"IPV6_MULTICAST_IF", unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, c.ifindex},
+		}
+	}
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.val); err != nil {
+			return fail(o.name, err)
+		}
+	}
+	if !c.v6 {
+		if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Multiaddr: group(false).As4(), Address: c.src.As4(), Ifindex: int32(c.ifindex)}); err != nil {
+			return fail("IP_MULTICAST_IF", err)
+		}
+	}
+	return fd, nil
 }
 
 func (c *Conn) open(ifname string, proto int) (*socket.Conn, error) {
@@ -176,7 +260,7 @@ func (c *Conn) Source() netip.Addr { return c.src }
 // IPv6 reports whether the connection carries IPv6.
 func (c *Conn) IPv6() bool { return c.v6 }
 
-// Close closes both sockets; a blocked Read returns an error.
+// Close closes the sockets; a blocked Read returns an error.
 func (c *Conn) Close() error {
 	var errs []error
 	for _, s := range c.socks {
@@ -184,19 +268,62 @@ func (c *Conn) Close() error {
 			errs = append(errs, s.Close())
 		}
 	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	for i, fd := range c.sendFDs {
+		if fd >= 0 {
+			errs = append(errs, unix.Close(fd))
+			c.sendFDs[i] = -1
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // Read reads one datagram of protocol proto (ProtoVRRP or ProtoAH) into b.
 // Run one reader per protocol. oob must be at least 128 bytes for IPv6.
+// Read returns when a datagram arrives, the connection is closed or ctx is
+// done; it starts no goroutine (a cancellation sets a read deadline in the
+// past from context.AfterFunc).
 func (c *Conn) Read(ctx context.Context, proto int, b, oob []byte) (Packet, error) {
-	s := c.sock(proto)
-	if s == nil {
+	i := c.index(proto)
+	if i < 0 {
 		return Packet{}, fmt.Errorf("vrrpconn: no socket for protocol %d", proto)
 	}
-	n, oobn, _, from, err := s.Recvmsg(ctx, b, oob, 0)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return Packet{}, fmt.Errorf("vrrpconn: receive: %w", err)
+	}
+	if ctx.Done() != nil {
+		s := c.socks[i]
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			_ = s.SetReadDeadline(time.Unix(0, 1))
+			close(fired)
+		})
+		defer func() {
+			if !stop() {
+				// Cancelled: the deadline must not fail the next Read.
+				<-fired
+				_ = s.SetReadDeadline(time.Time{})
+			}
+		}()
+	}
+	var (
+		n, oobn int
+		from    unix.RawSockaddrInet6
+		rerr    error
+	)
+	err := c.raws[i].Read(func(fd uintptr) bool {
+		n, oobn, rerr = recvmsg(int(fd), b, oob, &from)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return Packet{}, fmt.Errorf("vrrpconn: receive: %w", err)
+	}
+	if rerr != nil {
+		return Packet{}, fmt.Errorf("vrrpconn: receive: %w", os.NewSyscallError("recvmsg", rerr))
 	}
 	p := Packet{Proto: proto, Data: b[:n], HopLimit: -1}
 	if !c.v6 {
@@ -208,11 +335,36 @@ func (c *Conn) Read(ctx context.Context, proto int, b, oob []byte) (Packet, erro
 		}
 		return p, nil
 	}
-	if sa, ok := from.(*unix.SockaddrInet6); ok {
-		p.Src = netip.AddrFrom16(sa.Addr)
+	if from.Family == unix.AF_INET6 {
+		p.Src = netip.AddrFrom16(from.Addr)
 	}
 	parseIPv6Cmsgs(oob[:oobn], &p)
 	return p, nil
+}
+
+// recvmsg is a non-blocking recvmsg(2) through the raw syscall entry: it
+// returns at once (EAGAIN when nothing is queued) and so needs no
+// cooperation from the scheduler, which would wake sysmon.
+func recvmsg(fd int, b, oob []byte, from *unix.RawSockaddrInet6) (n, oobn int, err error) {
+	var msg unix.Msghdr
+	var iov unix.Iovec
+	if len(b) > 0 {
+		iov.Base = &b[0]
+		iov.SetLen(len(b))
+	}
+	msg.Iov = &iov
+	msg.SetIovlen(1)
+	msg.Name = (*byte)(unsafe.Pointer(from))
+	msg.Namelen = unix.SizeofSockaddrInet6
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
+	if e != 0 {
+		return 0, 0, e
+	}
+	return int(r), int(msg.Controllen), nil
 }
 
 // parseIPv6Cmsgs reads IPV6_HOPLIMIT and IPV6_PKTINFO. The control message
@@ -240,34 +392,81 @@ func parseIPv6Cmsgs(oob []byte, p *Packet) {
 	}
 }
 
-func (c *Conn) sock(proto int) *socket.Conn {
+// index is proto's place in the socket arrays, -1 for another protocol.
+func (c *Conn) index(proto int) int {
 	for i, p := range c.protos {
 		if p == proto {
-			return c.socks[i]
+			return i
 		}
 	}
-	return nil
+	return -1
 }
 
 // Write sends one datagram of protocol proto to dst. For IPv4, pkt is the
 // whole IPv4 packet (the kernel fills only what the header leaves zero: the
 // checksum, and the identification when zero). For IPv6 it is the payload;
 // the kernel builds the header from our source address and hop limit 255.
+// The send never blocks on the send-only socket; when its buffer is full
+// (the device is not draining) the datagram goes through the receiving
+// socket, waiting for room until ctx is done.
 func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr) error {
-	s := c.sock(proto)
-	if s == nil {
+	i := c.index(proto)
+	if i < 0 {
 		return fmt.Errorf("vrrpconn: no socket for protocol %d", proto)
 	}
-	if !c.v6 {
-		to := &unix.SockaddrInet4{Addr: dst.As4()}
-		if _, err := s.Sendmsg(ctx, pkt, nil, to, 0); err != nil {
-			return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
+	}
+	c.sendMu.RLock()
+	err := c.sendmsg(c.sendFDs[i], pkt, dst)
+	c.sendMu.RUnlock()
+	if err != unix.EAGAIN {
+		if err != nil {
+			return fmt.Errorf("vrrpconn: send to %s: %w", dst, os.NewSyscallError("sendmsg", err))
 		}
 		return nil
 	}
-	to := &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(c.ifindex)}
-	if _, err := s.Sendmsg(ctx, pkt, c.oob, to, 0); err != nil {
+	// The receiving socket's own buffer takes it, or the poller waits
+	// for room.
+	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: dst.As4()}
+	var oob []byte
+	if c.v6 {
+		to, oob = &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(c.ifindex)}, c.oob
+	}
+	if _, err := c.socks[i].Sendmsg(ctx, pkt, oob, to, 0); err != nil {
 		return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
+	}
+	return nil
+}
+
+// sendmsg is a non-blocking sendmsg(2) of pkt to dst on fd through the raw
+// syscall entry (see recvmsg).
+func (c *Conn) sendmsg(fd int, pkt []byte, dst netip.Addr) error {
+	if fd < 0 {
+		return unix.EBADF
+	}
+	if len(pkt) == 0 {
+		return unix.EINVAL
+	}
+	var msg unix.Msghdr
+	iov := unix.Iovec{Base: &pkt[0]}
+	iov.SetLen(len(pkt))
+	msg.Iov = &iov
+	msg.SetIovlen(1)
+	var sa4 unix.RawSockaddrInet4
+	var sa6 unix.RawSockaddrInet6
+	if c.v6 {
+		sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dst.As16(), Scope_id: uint32(c.ifindex)}
+		msg.Name, msg.Namelen = (*byte)(unsafe.Pointer(&sa6)), unix.SizeofSockaddrInet6
+		msg.Control = &c.oob[0]
+		msg.SetControllen(len(c.oob))
+	} else {
+		sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dst.As4()}
+		msg.Name, msg.Namelen = (*byte)(unsafe.Pointer(&sa4)), unix.SizeofSockaddrInet4
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
+	if e != 0 {
+		return e
 	}
 	return nil
 }
