@@ -540,7 +540,7 @@ func benchCut(b *testing.B, im impl, interval time.Duration) {
 	var settles []settling
 	resets := 0
 	for range n {
-		o, err := cutOnce(im, interval, rng)
+		o, err := cutOnce(im, interval, *cutFlag, rng)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -572,7 +572,7 @@ func benchCut(b *testing.B, im impl, interval time.Duration) {
 	b.Logf("%s cut %v: gaps %v; split %v; stalls %v; false takeovers per run %v", im.name, interval, gaps, splits, stalls, episodes(settles))
 }
 
-func cutOnce(im impl, interval time.Duration, rng *rand.Rand) (cutOutcome, error) {
+func cutOnce(im impl, interval, window time.Duration, rng *rand.Rand) (cutOutcome, error) {
 	var o cutOutcome
 	p, err := lab.NewPair(lab.Options{})
 	if err != nil {
@@ -611,7 +611,6 @@ func cutOnce(im impl, interval time.Duration, rng *rand.Rand) (cutOutcome, error
 	if !initially[0] || initially[1] {
 		return o, fmt.Errorf("%s: before the cut fw1 holds the LAN VIP: %v, fw2: %v", im.name, initially[0], initially[1])
 	}
-	window := *cutFlag
 	lead := 300*time.Millisecond + interval + time.Duration(rng.Int64N(int64(interval)))
 	stream, err := p.StartTCPStream(lab.TCPStreamOptions{Duration: lead + window + 10*time.Second})
 	if err != nil {

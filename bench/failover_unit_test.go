@@ -193,6 +193,49 @@ func TestFailoverSmoke(t *testing.T) {
 	}
 }
 
+// TestHangSmoke proves the hang mode measures a failover: a muros-had
+// master frozen and cut off (links up) is replaced, the gap contains the
+// trigger and the path comes back. No speed is asserted.
+func TestHangSmoke(t *testing.T) {
+	lab.Require(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for attempt := 0; ; attempt++ {
+		o, tl, _, err := failoverOnce(murosHad("none"), hang, 10*time.Millisecond, rng)
+		if errors.Is(err, errUnmeasured) && attempt < 3 {
+			t.Logf("machine stall hid the failover, again: %v", err)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Gap <= 0 || o.Lost == 0 || tl.Announce == 0 {
+			t.Fatalf("a hang without a gap, a loss or the backup's GARP: %+v %+v", o, tl)
+		}
+		t.Logf("hang at 10 ms adverts: gap %v, %d lost", o.Gap, o.Lost)
+		return
+	}
+}
+
+// TestCutSmoke proves the split-brain measure sees one: keepalived (plain
+// VRRP, which has no other path to its peer) takes over when the sync
+// link is cut under a live master, so both hold the VIPs for most of the
+// window, and the TCP connection through them stalls.
+func TestCutSmoke(t *testing.T) {
+	lab.Require(t)
+	const window = time.Second
+	o, err := cutOnce(keepalivedV3, 10*time.Millisecond, window, rand.New(rand.NewPCG(5, 6)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cut: split brain %v from %v, UDP gap %v, TCP stall %v", o.Split.Total, o.Split.First, o.Gap, o.Stream.MaxStall)
+	if o.Split.Total < window/2 || o.Split.Total > window || o.Split.First <= 0 {
+		t.Errorf("split brain %v from %v after the cut: want most of the %v window, after Master_Down_Interval", o.Split.Total, o.Split.First, window)
+	}
+	if o.Stream.MaxStall < window/2 {
+		t.Errorf("TCP stall %v: the connection's state is on fw1 only, fw2 must drop it", o.Stream.MaxStall)
+	}
+}
+
 // advertFrame builds an Ethernet/IPv4 VRRP advert from src with priority,
 // inside a 28-byte AH header (HMAC-SHA-256-128) when ah is set.
 func advertFrame(src [4]byte, priority uint8, ah bool) []byte {
