@@ -371,8 +371,10 @@ type Sync struct {
 	sweepReq   chan uint64
 	dumpGen    uint64
 	reloadDue  bool
-	// dumpAt: when the current dump was requested (for the log).
+	// dumpAt: when the current dump was requested (for the log);
+	// loadFresh: the last load or resync sweep was a new master's load.
 	dumpAt    time.Time
+	loadFresh bool
 	batch     []ctwire.Flow // backup: records waiting for applyPending
 	batchSent []int64       // their master's send time, unix ns
 	applied   []bool
@@ -1124,6 +1126,7 @@ func (s *Sync) startListener(fresh bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	s.loadFresh = fresh
 	if fresh {
 		s.sender.BeginLoad(s.now())
 	} else {
@@ -1146,7 +1149,13 @@ func (s *Sync) reload() {
 	if s.sender.Sweeping() {
 		return // a listener restart began another meanwhile
 	}
-	s.sender.BeginResync(s.now())
+	if s.loadFresh {
+		// The entries a partial load made are overwritten or, absent
+		// from the new dump, destroyed: nothing is queued twice.
+		s.sender.BeginLoad(s.now())
+	} else {
+		s.sender.BeginResync(s.now())
+	}
 	s.requestDump()
 }
 
