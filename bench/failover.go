@@ -444,3 +444,31 @@ table arp %[1]s {
 }
 `, table)
 }
+
+// EventGap returns the longest silence of the client that overlaps the
+// trigger [trigger, done] (offsets from the probe's start): between two
+// replies in arrivals, or from 0 to the first, or from the last to end.
+// That silence is the failover's, whatever stalls of the machine did to
+// the rest of the run. With replies every millisecond some silence always
+// overlaps the trigger; ok is false only without replies (or a trigger
+// past end).
+func EventGap(arrivals []time.Duration, trigger, done, end time.Duration) (gap, from time.Duration, ok bool) {
+	if len(arrivals) == 0 {
+		return 0, 0, false
+	}
+	a := slices.Clone(arrivals)
+	slices.Sort(a)
+	consider := func(lo, hi time.Duration) {
+		if lo <= done && hi > trigger && hi-lo > gap {
+			gap, from, ok = hi-lo, lo, true
+		}
+	}
+	consider(0, a[0])
+	for i := 1; i < len(a); i++ {
+		consider(a[i-1], a[i])
+	}
+	if end > a[len(a)-1] {
+		consider(a[len(a)-1], end)
+	}
+	return gap, from, ok
+}

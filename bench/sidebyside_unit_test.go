@@ -240,3 +240,34 @@ func TestIsolateScript(t *testing.T) {
 		t.Errorf("want 4 dropping chains (IP in/out, ARP in/out):\n%s", s)
 	}
 }
+
+func TestEventGap(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	d := func(v int) time.Duration { return time.Duration(v) * time.Millisecond }
+	for _, tc := range []struct {
+		name               string
+		arrivals           []time.Duration
+		trigger, done, end int
+		gap, from          int
+		ok                 bool
+	}{
+		// A 4 ms failover at 300 ms; the machine stalled 20 ms at 500.
+		{"failover shorter than a stall elsewhere", ms(1, 2, 299, 303, 304, 500, 520, 521), 299, 300, 600, 4, 299, true},
+		{"longest of several overlapping the trigger", ms(1, 10, 12, 30, 31), 11, 25, 40, 18, 12, true},
+		{"silence from the start", ms(50, 51), 10, 11, 60, 50, 0, true},
+		{"silence to the end", ms(1, 2), 10, 11, 60, 58, 2, true},
+		{"unordered arrivals", ms(304, 1, 299, 2), 299, 300, 305, 5, 299, true},
+		{"no reply", nil, 10, 11, 60, 0, 0, false},
+	} {
+		gap, from, ok := EventGap(tc.arrivals, d(tc.trigger), d(tc.done), d(tc.end))
+		if gap != d(tc.gap) || from != d(tc.from) || ok != tc.ok {
+			t.Errorf("%s: EventGap = %v from %v (%v), want %v from %v (%v)", tc.name, gap, from, ok, d(tc.gap), d(tc.from), tc.ok)
+		}
+	}
+}

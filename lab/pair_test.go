@@ -226,6 +226,9 @@ func TestProbeSteadyPath(t *testing.T) {
 		if res.Duplicates+res.RejectedShort+res.BadMagic+res.SendErrors+res.RecvErrors != 0 {
 			t.Errorf("steady path to %v: unexpected anomalies %+v", dst, res)
 		}
+		if len(res.Arrivals) != res.Received {
+			t.Errorf("steady path to %v: %d arrival times for %d replies", dst, len(res.Arrivals), res.Received)
+		}
 		if n := counter(t, p, p.FW1, CounterEstablished); n < uint64(res.Sent) {
 			t.Errorf("fw1 forwarded %d established packets for %d probes: probes did not cross fw1", n, res.Sent)
 		}

@@ -137,7 +137,17 @@ type UDPProbeResult struct {
 	// this process was starved of CPU the probe stopped probing, and a gap
 	// up to this size says nothing about the path.
 	MaxSendLag time.Duration
+	// Arrivals are the offsets at which each unique reply arrived, in the
+	// order read: the gap at a given instant (a failover of a few ms) can
+	// be found even when the machine stalled longer elsewhere in the run.
+	Arrivals Arrivals
 }
+
+// Arrivals are reply arrival offsets. They print as their count: a probe
+// result in a log or an error would otherwise list a thousand per second.
+type Arrivals []time.Duration
+
+func (a Arrivals) String() string { return fmt.Sprintf("%d arrivals", len(a)) }
 
 func (o *UDPProbeOptions) defaults() {
 	if o.Interval <= 0 {
@@ -180,7 +190,7 @@ func ProbeUDP(ctx context.Context, client, server *Netns, dst netip.Addr, opts U
 
 	capacity := int(opts.Duration/opts.Interval) + 1
 	seqs := NewSeqTracker(capacity)
-	var res UDPProbeResult
+	res := UDPProbeResult{Arrivals: make(Arrivals, 0, capacity)}
 	var gaps GapMeter
 	start := time.Now()
 
@@ -219,6 +229,7 @@ func ProbeUDP(ctx context.Context, client, server *Netns, dst netip.Addr, opts U
 				res.MaxRTT = rtt
 			}
 			gaps.Observe(at)
+			res.Arrivals = append(res.Arrivals, at)
 		}
 	})
 
