@@ -91,9 +91,10 @@ type Daemon struct {
 	lvMu     sync.Mutex
 	lvAlarm  status.Alarm
 	lvShared string
-	db       dbReplica // nil when DB sync is off
-	dbErr    string    // why DB sync is off although enabled
-	timers   map[node.TimerKey]*time.Timer
+	db       dbReplica   // nil when DB sync is off
+	dbErr    string      // why DB sync is off although enabled
+	timers   *loopTimers // the core's timers (timers.go)
+	fired    []node.Event
 	actions  []node.Action
 	events   chan loopEvent
 
@@ -165,7 +166,7 @@ func New(opts Options) (*Daemon, error) {
 		cfg:    opts.Config,
 		stats:  status.NewMetrics(),
 		events: make(chan loopEvent, 256),
-		timers: make(map[node.TimerKey]*time.Timer),
+		timers: newLoopTimers(),
 		stop:   make(chan struct{}),
 		// reloadReq has room for one pending SIGHUP.
 		reloadReq:   make(chan struct{}, 1),
@@ -386,6 +387,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case <-watchdog:
 			d.opts.Notify("WATCHDOG=1")
+		case <-d.timers.C():
+			if ctx.Err() != nil {
+				continue // as for events below: the stop goes first
+			}
+			d.fired = d.timers.fire(time.Now(), d.fired[:0])
+			for _, ev := range d.fired {
+				d.step(work, ev)
+				if d.next != nil {
+					d.shutdown()
+					return ErrRestart
+				}
+			}
 		case <-d.reloadReq:
 			d.reload(work)
 			if d.next != nil {
@@ -425,10 +438,7 @@ func (d *Daemon) shutdown() {
 	if err := d.vips.Release(ctx); err != nil {
 		d.log.Error("releasing VIPs at shutdown", "err", err)
 	}
-	for k, t := range d.timers {
-		t.Stop()
-		delete(d.timers, k)
-	}
+	d.timers.stopAll()
 	if d.gateCancel != nil {
 		d.gateCancel()
 		d.gateCancel = nil
@@ -510,10 +520,7 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 	case node.ActionSetTimer:
 		d.setTimer(a.Timer, a.After, a.Gen)
 	case node.ActionStopTimer:
-		if t, ok := d.timers[a.Timer]; ok {
-			t.Stop()
-			delete(d.timers, a.Timer)
-		}
+		d.timers.stop(a.Timer, time.Now())
 	case node.ActionRole:
 		return d.role(ctx, a)
 	case node.ActionAnnounce:
@@ -608,17 +615,7 @@ func (d *Daemon) setReplicationRoles(master bool) {
 }
 
 func (d *Daemon) setTimer(k node.TimerKey, after time.Duration, gen uint64) {
-	if t, ok := d.timers[k]; ok {
-		t.Stop()
-	}
-	ev := node.Event{Kind: node.EventTimer, Timer: k, Gen: gen}
-	d.timers[k] = time.AfterFunc(after, func() {
-		// The generation makes a fire that raced with a re-arm harmless.
-		select {
-		case d.events <- loopEvent{ev: ev}:
-		case <-d.stop:
-		}
-	})
+	d.timers.set(k, time.Now(), after, gen)
 }
 
 // sendAdvert encodes and multicasts the advert the core asked for, with
