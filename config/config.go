@@ -274,6 +274,10 @@ type TLS struct {
 	// PeerSHA256 pins the peer's certificate (SHA-256 of its DER); nil means
 	// the certificate is not pinned and JWT alone authenticates the peer.
 	PeerSHA256 []byte
+	// PeerSHA256File is the pin file (Config.PeerPinFile, written by
+	// `muros-had pair`) PeerSHA256 was read from when the file names no
+	// peer_sha256; empty otherwise. Not a key of the file.
+	PeerSHA256File string `json:"-"`
 }
 
 // JWT configures the bearer tokens both directions present.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -100,7 +101,54 @@ func load(path string, client bool) (*Config, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		dir = filepath.Dir(abs)
 	}
-	return parse(path, dir, data, client)
+	c, err := parse(path, dir, data, client)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.loadPeerPinFile(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// PeerPinFile is where `muros-had pair` writes the peer's certificate pin:
+// <state_dir>/tls/peer.sha256. Load reads it when the file names no
+// dbsync.tls.peer_sha256.
+func (c *Config) PeerPinFile() string { return filepath.Join(c.StateDir, "tls", "peer.sha256") }
+
+// loadPeerPinFile takes the pin from PeerPinFile when the configuration
+// pins nothing itself; a file that is there but not a fingerprint is a
+// problem, not silently no pin.
+func (c *Config) loadPeerPinFile() error {
+	if c.DBSync.TLS.PeerSHA256 != nil {
+		return nil
+	}
+	p := c.PeerPinFile()
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return Problems{{File: c.File, Key: "dbsync.tls.peer_sha256", Message: fmt.Sprintf("pin file: %v", err)}}
+	}
+	sum, err := parseFingerprint(string(b))
+	if err != nil {
+		return Problems{{File: c.File, Key: "dbsync.tls.peer_sha256", Message: fmt.Sprintf("pin file %s: %v", p, err)}}
+	}
+	c.DBSync.TLS.PeerSHA256 = sum
+	c.DBSync.TLS.PeerSHA256File = p
+	return nil
+}
+
+// parseFingerprint reads a SHA-256 fingerprint: 64 hex digits, any case,
+// colons allowed, an optional "sha256:" prefix and surrounding space.
+func parseFingerprint(s string) ([]byte, error) {
+	v := strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "sha256:")
+	sum, err := hex.DecodeString(strings.ReplaceAll(v, ":", ""))
+	if err != nil || len(sum) != 32 {
+		return nil, fmt.Errorf("%q is not a SHA-256 fingerprint (64 hex digits, colons allowed)", strings.TrimSpace(s))
+	}
+	return sum, nil
 }
 
 // Parse decodes and validates a configuration file. file names the file in

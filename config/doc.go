@@ -76,7 +76,10 @@
 //	                             refused otherwise); at the defaults generated (or
 //	                             taken from <state_dir>/dbsync of older versions,
 //	                             pin kept) when absent, elsewhere they must exist;
-//	                             `muros-had fingerprint` prints the pin
+//	                             `muros-had fingerprint` prints the pin;
+//	                             peer_sha256 absent: Load reads the pin from
+//	                             <state_dir>/tls/peer.sha256 (`muros-had pair`
+//	                             writes it) when that file exists
 //	  jwt: {secret_file: <state_dir>/jwt.secret, algorithm: HS256, ttl: 60s,
 //	        issuer: muros-had-<role>, audience: muros-had-<peer role>,
 //	        leeway: 5s}          1s..1m: clock skew a token check tolerates;
