@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/muros/muros-had/config"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -920,11 +921,11 @@ func startMurosConntrack(b *testing.B, p *lab.Pair) (master, backup *hatest.Node
 // Master_Down_Interval (about 3.4 intervals).
 func startMurosConntrackInterval(b *testing.B, p *lab.Pair, interval time.Duration) (master, backup *hatest.Node) {
 	b.Helper()
-	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Interval: interval, Extra: conntrackExtra})
+	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Interval: interval, Extra: conntrackExtra, LivenessDetect: config.DefaultLivenessDetect})
 	if err != nil {
 		b.Fatal(err)
 	}
-	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Interval: interval, Extra: conntrackExtra})
+	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Interval: interval, Extra: conntrackExtra, LivenessDetect: config.DefaultLivenessDetect})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -2271,11 +2272,11 @@ func takeoverGapOnce(mode string, table int, rng *rand.Rand) (takeoverGap, error
 			return r, fmt.Errorf("nf_conntrack_max %q in %s: want at least %d", out, p.FW2.Name, table+1000)
 		}
 	}
-	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Interval: gapInterval, Extra: conntrackExtra})
+	n1, err := hatest.StartNode(binary, p, p.FW1, hatest.NodeOptions{Role: "master", Interval: gapInterval, Extra: conntrackExtra, LivenessDetect: config.DefaultLivenessDetect})
 	if err != nil {
 		return r, err
 	}
-	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Interval: gapInterval, Extra: conntrackExtra})
+	n2, err := hatest.StartNode(binary, p, p.FW2, hatest.NodeOptions{Role: "backup", Interval: gapInterval, Extra: conntrackExtra, LivenessDetect: config.DefaultLivenessDetect})
 	if err != nil {
 		return r, err
 	}
@@ -2314,11 +2315,11 @@ func takeoverGapOnce(mode string, table int, rng *rand.Rand) (takeoverGap, error
 	}
 	defer stream.Stop()
 	lead := 300*time.Millisecond + gapInterval + time.Duration(rng.Int64N(int64(gapInterval)))
-	// maintenance: fw1's bulk (about 1 s at 250,000 flows) and purge
-	// fall inside the window too.
+	// maintenance: fw1's bulk (ctsync.DefaultBulkRate: about 30,000
+	// flows a second) and purge fall inside the window too.
 	window := 1500 * time.Millisecond
 	if mode == "maintenance" {
-		window = 3 * time.Second
+		window = 3*time.Second + time.Duration(table)*time.Second/25000
 	}
 	var trigAt, trigDone time.Time
 	var trigErr error
