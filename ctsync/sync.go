@@ -23,16 +23,17 @@
 // Takeover. Nothing table-sized runs when a node becomes master (issue
 // 13: on two cores, the full dump it did at the daemon's real-time
 // priority delayed replies through it by 100-260 ms at 250,000 flows,
-// bench/README.md). Its kernel
-// table already holds every replicated flow, so forwarding needs nothing
-// from ctsync; the sender's own view of the table is read beside the
-// event stream by the sweeper, on a thread set to SCHED_OTHER, and merged
-// a datagram (about a hundred flows) at a time between event batches
-// (ctrel's BeginLoad). No bulk is sent unasked: a receiver follows a new
-// sender only after the handshake, so the peer asks anyway, and its bulk
-// waits until the table is read (a bulk of part of it would make the
-// receiver purge live flows). Bulks are paced (Config.BulkRate, in 10 ms
-// bursts), so serving one never holds the CPU for long either.
+// bench/README.md). Its kernel table already holds every replicated flow,
+// so forwarding needs nothing from ctsync; the sender's own view of the
+// table is read beside the event stream by the sweeper, on a thread set to
+// SCHED_OTHER at nice 19 (timeshare.go), and merged a datagram (about a
+// hundred flows) at a time between event batches (ctrel's BeginLoad). No
+// bulk is sent unasked: a receiver follows a new sender only after the
+// handshake, so the peer asks anyway, and its bulk waits until the table
+// is read (a bulk of part of it would make the receiver purge live flows).
+// Bulks are paced (Config.BulkRate, in 10 ms bursts): the receiver injects
+// them at its real-time priority. The backup's purge after a bulk reads
+// the table on the sweeper too.
 //
 // Readiness. Rearm starts a readiness wait and returns a channel closed
 // once the receiver reports its table complete since (ctrel's
