@@ -19,7 +19,7 @@
 //
 // # Message
 //
-// Every message is 64 bytes; integers are big-endian.
+// Every message is 96 bytes; integers are big-endian.
 //
 //		 0                   1                   2                   3
 //		 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -45,7 +45,12 @@
 //		|                         reserved (0)                          |
 //		+---------------------------------------------------------------+
 //		|                                                               |
-//		|        HMAC-SHA-256-128 over bytes 0..47 (16 bytes)           |
+//		|     VRIDs the sender runs: bitmap of 256 bits (32 bytes),     |
+//		|     bit v = byte v/8, mask 0x80 >> v%8                        |
+//		|                                                               |
+//		+---------------------------------------------------------------+
+//		|                                                               |
+//		|        HMAC-SHA-256-128 over bytes 0..79 (16 bytes)           |
 //		|                                                               |
 //		|                                                               |
 //		+---------------------------------------------------------------+
@@ -67,6 +72,11 @@
 //	    recorded message replayed later proves nothing.
 //	  - interval: how often the sender sends HEARTBEATs on this path now
 //	    (a master sends fast on the sync link, everything else is idle).
+//	  - VRIDs: the VRRP instances the sender runs. A muros-had node is
+//	    master of all of its instances or of none (one sync group), but two
+//	    nodes may run different sets for a while (a rolling reload that
+//	    adds a VIP): "the peer is alive as master" holds only for the
+//	    VRIDs it runs.
 //
 // # Replay
 //

@@ -56,7 +56,10 @@ type EngineConfig struct {
 	// verdict or a path alarm changes; they must not block.
 	OnVerdict func(Action)
 	OnPath    func(Action)
-	Logger    *slog.Logger
+	// OnThread, if set, is called on the engine's locked thread when Run
+	// starts (to give it a scheduling priority of its own).
+	OnThread func()
+	Logger   *slog.Logger
 }
 
 // Snapshot is the engine's state for the status.
@@ -328,7 +331,12 @@ func (e *Engine) Snapshot() Snapshot {
 // sockets.
 func (e *Engine) Run(ctx context.Context) error {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	// Never unlocked: the thread may carry a priority of its own
+	// (OnThread), so it ends with the goroutine instead of going back to
+	// the runtime's pool.
+	if e.cfg.OnThread != nil {
+		e.cfg.OnThread()
+	}
 	defer e.closeFDs()
 	stop := context.AfterFunc(ctx, func() { e.Close() })
 	defer stop()

@@ -25,6 +25,8 @@ type Config struct {
 	PeerPath bool
 	// Epoch is this node's incarnation: random and non-zero at every start.
 	Epoch uint64
+	// VRIDs are the VRRP instances this node runs (sent in every message).
+	VRIDs VRIDSet
 }
 
 // DefaultIdle is the default Config.Idle.
@@ -161,9 +163,11 @@ type Action struct {
 	Verdict  Verdict
 	PeerRole Role
 	Priority uint8
-	Reason   string
-	Down     bool   // ActionPath
-	Drop     Reason // ActionDrop
+	// PeerVRIDs: the VRIDs the peer runs, as last heard.
+	PeerVRIDs VRIDSet
+	Reason    string
+	Down      bool   // ActionPath
+	Drop      Reason // ActionDrop
 }
 
 // pathState is what the node knows of one path.
@@ -205,6 +209,7 @@ type Monitor struct {
 	peerRole           Role
 	peerPriority       uint8
 	peerFlags          uint8
+	peerVRIDs          VRIDSet
 	// adoptedAt is when the first peer epoch was adopted: a path never
 	// heard is down PathDownAfter later. leftEpoch is an epoch that said
 	// LEAVING: the rest of its messages (reordered copies) are ignored.
@@ -480,7 +485,7 @@ func (m *Monitor) probe(now time.Time, out []Action) []Action {
 }
 
 func (m *Monitor) verdictAction(why string) Action {
-	return Action{Kind: ActionVerdict, Verdict: m.verdict, PeerRole: m.peerRole, Priority: m.peerPriority, Reason: why}
+	return Action{Kind: ActionVerdict, Verdict: m.verdict, PeerRole: m.peerRole, Priority: m.peerPriority, PeerVRIDs: m.peerVRIDs, Reason: why}
 }
 
 // send appends one message of ours.
@@ -497,7 +502,7 @@ func (m *Monitor) send(now time.Time, p Path, t Type, out []Action) []Action {
 	return append(out, Action{Kind: ActionSend, Path: p, Message: Message{
 		Type: t, Path: p, Role: m.role, Priority: m.priority, Flags: flags,
 		Epoch: m.cfg.Epoch, Seq: m.seq, EchoEpoch: m.echoEpoch, EchoSeq: m.echoSeq,
-		Interval: m.interval(p),
+		Interval: m.interval(p), VRIDs: m.cfg.VRIDs,
 	}})
 }
 
@@ -589,8 +594,8 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 	if m.probeStart.IsZero() || (msg.EchoEpoch == m.cfg.Epoch && msg.EchoSeq >= m.probeSeq) || msg.Type == TypeLeaving {
 		m.probeStart, m.lastProbe = time.Time{}, time.Time{}
 	}
-	roleChanged := msg.Role != m.peerRole || msg.Priority != m.peerPriority
-	m.peerRole, m.peerPriority, m.peerFlags = msg.Role, msg.Priority, msg.Flags
+	roleChanged := msg.Role != m.peerRole || msg.Priority != m.peerPriority || msg.VRIDs != m.peerVRIDs
+	m.peerRole, m.peerPriority, m.peerFlags, m.peerVRIDs = msg.Role, msg.Priority, msg.Flags, msg.VRIDs
 	switch {
 	case msg.Type == TypeLeaving:
 		m.leftEpoch = msg.Epoch

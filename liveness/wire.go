@@ -11,7 +11,7 @@ import (
 )
 
 // Size is the length of every message.
-const Size = 64
+const Size = 96
 
 // Version is the protocol version this package speaks.
 const Version = 1
@@ -23,8 +23,9 @@ const KeyLabel = "muros-had liveness hmac-sha256-128 v1"
 const KeyLen = 32
 
 const (
-	macOffset = 48
-	macLen    = 16
+	vridOffset = 48
+	macOffset  = 80
+	macLen     = 16
 )
 
 // Type is a message type.
@@ -108,7 +109,20 @@ type Message struct {
 	EchoSeq   uint64
 	// Interval is the sender's heartbeat period on this path.
 	Interval time.Duration
+	// VRIDs are the VRRP instances the sender runs (bit v of byte v/8,
+	// most significant first): its role is theirs. A VRID the peer does
+	// not run is not held by its liveness (a rolling reload adding a VIP).
+	VRIDs VRIDSet
 }
+
+// VRIDSet is a set of VRIDs (0..255) as a bitmap.
+type VRIDSet [32]byte
+
+// Add adds v.
+func (s *VRIDSet) Add(v uint8) { s[v/8] |= 0x80 >> (v % 8) }
+
+// Has reports whether v is in the set.
+func (s VRIDSet) Has(v uint8) bool { return s[v/8]&(0x80>>(v%8)) != 0 }
 
 // Reason is why a message was refused; it doubles as a metric label.
 type Reason string
@@ -191,6 +205,7 @@ func (c *Codec) Append(dst []byte, m Message) []byte {
 	}
 	dst = binary.BigEndian.AppendUint32(dst, uint32(us))
 	dst = binary.BigEndian.AppendUint32(dst, 0)
+	dst = append(dst, m.VRIDs[:]...)
 	return append(dst, c.tag(dst[start:start+macOffset])...)
 }
 
@@ -229,6 +244,7 @@ func decodeFields(b []byte) (Message, error) {
 		EchoSeq:   binary.BigEndian.Uint64(b[32:]),
 		Interval:  time.Duration(binary.BigEndian.Uint32(b[40:])) * time.Microsecond,
 	}
+	copy(m.VRIDs[:], b[vridOffset:macOffset])
 	switch {
 	case m.Type < TypeHeartbeat || m.Type > TypeLeaving:
 		return Message{}, &Error{Reason: ReasonMalformed, Detail: fmt.Sprintf("type %d", b[1])}

@@ -23,7 +23,7 @@ func sampleMessage() Message {
 	return Message{
 		Type: TypeHeartbeat, Path: PathSync, Role: RoleMaster, Priority: 150, Flags: FlagSyncCarrier,
 		Epoch: 0x0102030405060708, Seq: 42, EchoEpoch: 0x1112131415161718, EchoSeq: 7,
-		Interval: time.Millisecond,
+		Interval: time.Millisecond, VRIDs: func() (v VRIDSet) { v.Add(10); v.Add(11); v.Add(255); return }(),
 	}
 }
 
@@ -60,6 +60,8 @@ func TestWireLayout(t *testing.T) {
 		0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18,
 		0, 0, 0, 0, 0, 0, 0, 7,
 		0, 0, 0x03, 0xe8, 0, 0, 0, 0,
+		0, 0x30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
 	}
 	if diff := cmp.Diff(want, b[:macOffset]); diff != "" {
 		t.Errorf("layout (-want +got):\n%s", diff)
@@ -94,6 +96,7 @@ func TestParseRefuses(t *testing.T) {
 		{"unknown flag", resign(func(b []byte) { b[5] = 2 }), ReasonMalformed},
 		{"reserved 6", resign(func(b []byte) { b[6] = 1 }), ReasonMalformed},
 		{"reserved 44", resign(func(b []byte) { b[47] = 1 }), ReasonMalformed},
+		{"flipped vrid", func() []byte { b := append([]byte(nil), good...); b[60] ^= 1; return b }(), ReasonMAC},
 		{"zero epoch", resign(func(b []byte) { clear(b[8:16]) }), ReasonMalformed},
 		{"zero seq", resign(func(b []byte) { clear(b[16:24]) }), ReasonMalformed},
 		{"half echo", resign(func(b []byte) { clear(b[32:40]) }), ReasonMalformed},

@@ -101,8 +101,9 @@ type Core struct {
 	maint bool
 
 	// peerMaster: the last peer-liveness verdict said the peer is alive
-	// as master (peer.go).
+	// as master; peerHeld: the members told so (peer.go).
 	peerMaster bool
+	peerHeld   [256]bool
 }
 
 // New builds the core. It validates the instances (vrrp.NewGroup).

@@ -103,7 +103,10 @@ type Event struct {
 	// (neither). Reason says why, for the log and the transition.
 	PeerDead   bool
 	PeerMaster bool
-	Reason     string
+	// PeerVRIDs are the VRIDs the peer runs (bit v of byte v/8, most
+	// significant first): it is master of those only.
+	PeerVRIDs [32]byte
+	Reason    string
 }
 
 // ActionKind says what the shell must do.

@@ -29,13 +29,20 @@ func (c *Core) peer(ev Event, out []Action) []Action {
 		why = "peer " + ev.Reason
 	case wasMaster && !c.peerMaster:
 		why = "peer is no longer master: " + ev.Reason
-	case wasMaster != c.peerMaster:
-		return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: c.peerMaster}, out)
-	default:
-		return out
 	}
-	if c.maint {
-		return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: false}, out)
+	// The hold, per member: the peer is master of the VRIDs it runs. A
+	// VRID it does not run (a VIP added on this node first, in a rolling
+	// reload) is not held: nobody else advertises it.
+	for _, m := range c.group.Members() {
+		v := m.VRID()
+		alive := c.peerMaster && ev.PeerVRIDs[v/8]&(0x80>>(v%8)) != 0 && !c.maint
+		if alive != c.peerHeld[v] {
+			c.peerHeld[v] = alive
+			out = c.stepOne(ev, v, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: alive}, out)
+		}
+	}
+	if why == "" || c.maint {
+		return out
 	}
 	return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventMasterDead, Reason: why}, out)
 }

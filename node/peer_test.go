@@ -42,7 +42,7 @@ func TestPeerDeadTakesOverAtOnce(t *testing.T) {
 func TestPeerAliveHoldsMasterDown(t *testing.T) {
 	c := newCore(t, pairConfig(100, false))
 	acts := backupHearingMaster(t, c)
-	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true, Reason: "heard on the peer path"}, nil)
+	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true, PeerVRIDs: vrids(10, 11), Reason: "heard on the peer path"}, nil)
 	var got []Action
 	for _, vrid := range []uint8{10, 11} {
 		got = append(got, fire(c, acts, TimerKey{vrid, vrrp.TimerMasterDown})...)
@@ -63,8 +63,8 @@ func TestPeerAliveHoldsMasterDown(t *testing.T) {
 func TestPeerNoLongerMasterTakesOver(t *testing.T) {
 	c := newCore(t, pairConfig(100, false))
 	backupHearingMaster(t, c)
-	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true}, nil)
-	acts := c.Step(Event{Kind: EventPeer, Now: t0, Reason: "peer is now BACKUP (priority 150)"}, nil)
+	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true, PeerVRIDs: vrids(10, 11)}, nil)
+	acts := c.Step(Event{Kind: EventPeer, Now: t0, PeerVRIDs: vrids(10, 11), Reason: "peer is now BACKUP (priority 150)"}, nil)
 	if r := roles(acts); len(r) != 1 || r[0] != vrrp.StateMaster {
 		t.Fatalf("roles %v when the master stepped down, want MASTER at once", r)
 	}
@@ -104,5 +104,36 @@ func TestShutdownLeavesFirst(t *testing.T) {
 	backupHearingMaster(t, b)
 	if got := kinds(b.Step(Event{Kind: EventShutdown, Now: t0}, nil), ActionLeave); len(got) != 0 {
 		t.Errorf("a stopping backup said leave: %+v", got)
+	}
+}
+
+func vrids(vs ...uint8) (set [32]byte) {
+	for _, v := range vs {
+		set[v/8] |= 0x80 >> (v % 8)
+	}
+	return set
+}
+
+// TestPeerAliveHoldsOnlyItsVRIDs: the peer runs VRID 10 only (a VIP added
+// here first, in a rolling reload): VRID 11's Master_Down is not held, and
+// with VRID 10 hearing a lower-priority master the group takes over.
+func TestPeerAliveHoldsOnlyItsVRIDs(t *testing.T) {
+	c := newCore(t, pairConfig(150, false))
+	acts := c.Step(Event{Kind: EventStartup, Now: t0}, nil)
+	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true, PeerVRIDs: vrids(10)}, nil)
+	peer := newWire(t, peer4, password, 1000)
+	c.Step(peer.event(10, 100, vipWAN), nil) // lower priority: preempt
+	if !c.Group().Member(10).Config().NoPreempt && c.State() != vrrp.StateBackup {
+		t.Fatalf("state %v", c.State())
+	}
+	var got []Action
+	for _, vrid := range []uint8{10, 11} {
+		got = append(got, fire(c, acts, TimerKey{vrid, vrrp.TimerMasterDown})...)
+	}
+	if c.Group().Member(11).DownHeld() {
+		t.Error("VRID 11, which the peer does not run, was held")
+	}
+	if r := roles(got); len(r) != 1 || r[0] != vrrp.StateMaster {
+		t.Fatalf("roles %v, want MASTER (VRID 10 preempts a lower master, VRID 11 has none)", r)
 	}
 }

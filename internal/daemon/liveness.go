@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/liveness"
 	"github.com/muros/muros-had/node"
@@ -54,6 +55,7 @@ func newLiveness(c *config.Config, key []byte, h livenessHooks, log func(msg str
 			Detect:   c.Liveness.Detect,
 			Idle:     liveness.DefaultIdle,
 			Epoch:    binary.BigEndian.Uint64(epoch[:]),
+			VRIDs:    vridSet(c),
 		},
 		Key:           key,
 		SyncInterface: c.SyncInterface,
@@ -62,7 +64,23 @@ func newLiveness(c *config.Config, key []byte, h livenessHooks, log func(msg str
 		PeerAddress:   c.Liveness.PeerAddress,
 		OnVerdict:     h.Verdict,
 		OnPath:        h.Path,
+		OnThread: func() {
+			if p, err := sched.RaiseThread(1); err != nil {
+				log("peer liveness thread keeps the daemon's priority", "err", err)
+			} else {
+				log("peer liveness thread", "scheduling", p.String())
+			}
+		},
 	})
+}
+
+// vridSet is the VRIDs the node runs, as the protocol sends them.
+func vridSet(c *config.Config) liveness.VRIDSet {
+	var s liveness.VRIDSet
+	for _, v := range c.VIPs {
+		s.Add(v.VRID)
+	}
+	return s
 }
 
 // livenessState is what the loop keeps of the protocol for the status,
@@ -159,7 +177,7 @@ func (d *Daemon) liveEvent(ctx context.Context, a *liveness.Action) {
 		s.verdict, s.peerRole = a.Verdict, a.PeerRole
 		d.log.Info("peer liveness", "verdict", a.Verdict, "peer_role", a.PeerRole, "reason", a.Reason)
 		d.feed.Publish(status.Event{Time: now, Type: "liveness", Reason: fmt.Sprintf("peer %s (%s): %s", a.Verdict, a.PeerRole, a.Reason)})
-		ev := node.Event{Kind: node.EventPeer, Reason: a.Verdict.String() + ": " + a.Reason}
+		ev := node.Event{Kind: node.EventPeer, Reason: a.Verdict.String() + ": " + a.Reason, PeerVRIDs: a.PeerVRIDs}
 		switch a.Verdict {
 		case liveness.VerdictDead, liveness.VerdictLeft:
 			ev.PeerDead = true

@@ -71,7 +71,7 @@ func (n *simLiveNet) attach(t *testing.T, addr netip.Addr, c *config.Config, key
 		return nil, err
 	}
 	mon, err := liveness.NewMonitor(liveness.Config{Interval: c.Liveness.Interval, Detect: c.Liveness.Detect,
-		Idle: liveness.DefaultIdle, PeerPath: true, Epoch: uint64(time.Now().UnixNano()) ^ uint64(addr.As4()[3])<<56})
+		Idle: liveness.DefaultIdle, PeerPath: true, Epoch: uint64(time.Now().UnixNano()) ^ uint64(addr.As4()[3])<<56, VRIDs: vridSet(c)})
 	if err != nil {
 		return nil, err
 	}

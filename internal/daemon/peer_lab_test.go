@@ -21,11 +21,15 @@ import (
 const peerCheckFast = "peer_check:\n  interval: 300ms\n  ruleset_interval: 1s\n"
 
 // vrrpBlock drops the peer's VRRP adverts (AH, and plain VRRP) on the
-// sync link, in: the management link (HTTPS on the same link) still works.
+// sync link and its liveness messages on both paths, in: the management
+// link (HTTPS on the same link) still works. With the liveness protocol a
+// lost advert path alone is no split brain (liveness_lab_test.go); losing
+// every path but HTTPS still is one.
 const vrrpBlock = `table inet split_brain {
 	chain in {
 		type filter hook input priority -10; policy accept;
 		iifname "sync0" meta l4proto { 51, 112 } drop
+		udp dport 3781 drop
 	}
 }
 `

@@ -219,7 +219,10 @@ func TestRearmAfterDemotion(t *testing.T) {
 	})
 
 	// Split brain: fw1's adverts (AH, or plain VRRP) dropped on the sync link.
-	advertBlock := fmt.Sprintf("add rule inet %s %s oifname %q ip protocol { 51, 112 } drop\n", lab.NftTable, lab.NftOutputExtra, lab.IfSync)
+	// And its liveness messages on both paths: with any path left the
+	// backup would rightly not take over.
+	advertBlock := fmt.Sprintf("add rule inet %s %s oifname %q ip protocol { 51, 112 } drop\nadd rule inet %s %s udp dport 3781 drop\n",
+		lab.NftTable, lab.NftOutputExtra, lab.IfSync, lab.NftTable, lab.NftOutputExtra)
 	if err := p.Nft(p.FW1, advertBlock); err != nil {
 		t.Fatal(err)
 	}

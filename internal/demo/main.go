@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/muros/muros-had/config"
 	"io"
 	"math/rand/v2"
 	"net/netip"
@@ -128,7 +129,7 @@ func (d *demo) run() (err error) {
 		p.LANVIP, p.WANVIP, p.ClientAddr.Addr(), p.ServerAddr.Addr())
 
 	d.step("starting muros-had: fw1 role master (priority 150), fw2 role backup (priority 100), adverts every %v, auth %s, conntrack sync and DB sync on", d.opts.interval, d.opts.auth)
-	nodeOpts := hatest.NodeOptions{Interval: d.opts.interval, Auth: d.opts.auth, Extra: "conntrack:\n  enabled: true\n"}
+	nodeOpts := hatest.NodeOptions{Interval: d.opts.interval, Auth: d.opts.auth, Extra: "conntrack:\n  enabled: true\n", LivenessDetect: config.DefaultLivenessDetect}
 	o1, o2 := nodeOpts, nodeOpts
 	o1.Role, o2.Role = "master", "backup"
 	n1, n2, err := hatest.StartPairWithDBSync(d.bin, p, o1, o2)
