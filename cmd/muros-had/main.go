@@ -3,7 +3,7 @@
 // process per firewall. See SPEC.md and README.md.
 //
 // Each subcommand lives in its own file (run.go, check.go, status.go,
-// maintenance.go, events.go, render.go, inspect.go, token.go) as a
+// maintenance.go, events.go, render.go, inspect.go, token.go, pair.go) as a
 // func(args []string, stdout, stderr io.Writer) int returning the exit code.
 package main
 
@@ -33,6 +33,7 @@ func commands() []command {
 		{"inspect", "decode VRRP/AH packets in a pcap as JSON lines ([--password P] FILE.pcap)", cmdInspect},
 		{"token", "print a peer API bearer token (--config FILE)", cmdToken},
 		{"fingerprint", "print this node's DB sync certificate fingerprint for the peer's dbsync.tls.peer_sha256 (--config FILE)", cmdFingerprint},
+		{"pair", "pair with the peer: shared JWT secret and both certificates pinned, confirmed on both nodes ([--code CODE] --config FILE)", cmdPair},
 		{"version", "print the version", cmdVersion},
 	}
 }
