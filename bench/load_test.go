@@ -3,6 +3,7 @@ package bench
 import (
 	"flag"
 	"fmt"
+	"github.com/muros/muros-had/config"
 	"net/netip"
 	"testing"
 	"time"
@@ -66,7 +67,7 @@ func murosHadTimeSharing() impl {
 	return impl{
 		name: "muros-had-none-timesharing",
 		start: func(p *lab.Pair, fw *lab.Netns, role string, interval time.Duration) (node, error) {
-			return hatest.StartNode(binary, p, fw, hatest.NodeOptions{Role: role, Auth: "none", Interval: interval,
+			return hatest.StartNode(binary, p, fw, hatest.NodeOptions{Role: role, Auth: "none", Interval: interval, LivenessDetect: config.DefaultLivenessDetect,
 				Extra: "scheduling:\n  policy: other\n"})
 		},
 	}
