@@ -31,6 +31,9 @@ const (
 	DefaultConntrackPort  = 3780
 	DefaultLivenessGroup  = "225.0.0.51"
 	DefaultLivenessPort   = 3781
+	// DefaultLivenessGroup6 is the group when the conntrack sync runs on
+	// IPv6 and liveness.group is not set.
+	DefaultLivenessGroup6 = "ff02::3781"
 	// DefaultLivenessInterval and DefaultLivenessDetect: a master
 	// heartbeats every millisecond on the sync link; 1.5 ms of silence on
 	// every path starts the probes, 1.5 ms more unanswered is death. A

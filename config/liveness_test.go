@@ -27,6 +27,7 @@ func TestLivenessKeys(t *testing.T) {
 				l.Interval, l.Detect = 2*time.Millisecond, 10*time.Millisecond
 				l.PeerAddress, l.Group, l.Port = netip.MustParseAddr("10.10.0.3"), netip.MustParseAddr("ff02::3781"), 4000
 			}},
+		{name: "IPv6 sync link", yaml: "conntrack:\n  group: ff02::3780\n", edit: func(l *Liveness) { l.Group = netip.MustParseAddr("ff02::3781") }},
 		{name: "off", yaml: "liveness:\n  enabled: false\n  detect: 1ms\n", edit: func(l *Liveness) { l.Enabled, l.Detect = false, time.Millisecond }},
 		{name: "detect under two beats", yaml: "liveness:\n  detect: 1500us\n", wantProblem: "liveness.detect: detect 1.5ms is under twice the interval 1ms"},
 		{name: "interval alone too long", yaml: "liveness:\n  interval: 5ms\n", wantProblem: "liveness.interval: detect 3ms is under twice the interval 5ms"},

@@ -62,6 +62,11 @@ func (d *decoder) checkLiveness(c *Config) {
 	if _, set := d.lines["liveness.peer_address"]; !set && !d.failed["liveness.peer_address"] {
 		l.PeerAddress = c.Peer
 	}
+	if _, set := d.lines["liveness.group"]; !set && c.Conntrack.Group.Is6() {
+		// A sync link the operator runs on IPv6 (the conntrack group
+		// says so) may have no IPv4 address to send the IPv4 group from.
+		l.Group = netip.MustParseAddr(DefaultLivenessGroup6)
+	}
 	if !l.Enabled {
 		return
 	}
