@@ -271,6 +271,7 @@ func (m *Monitor) Step(ev Event, out []Action) []Action {
 	case EventCarrier:
 		if m.carrier != ev.Up {
 			m.carrier = ev.Up
+			m.paths[PathSync].lastBeat = time.Time{}
 			if !ev.Up && m.verdict == VerdictAlive && m.probeStart.IsZero() {
 				// A direct cable loses carrier when the peer dies: ask the
 				// other paths now rather than after ProbeAfter.
@@ -422,6 +423,7 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 			}
 			if silent && !ps.down {
 				ps.down = true
+				ps.lastBeat = time.Time{}
 				why := fmt.Sprintf("no message for %v", m.cfg.PathDownAfter())
 				if p == PathSync && !m.carrier {
 					why = "sync link has no carrier"
@@ -575,8 +577,10 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 			// Two fast heartbeats in a row on this path, from a peer in
 			// the same role: how long was the silence between them?
 			// (Replies to probes do not count: their spacing is ours.)
+			// A silence as long as a path outage is one (its alarm says
+			// so), not a late heartbeat.
 			m.decayGap(now)
-			if gap := now.Sub(ps.lastBeat); gap > m.gapMax {
+			if gap := now.Sub(ps.lastBeat); gap > m.gapMax && gap < m.cfg.PathDownAfter() {
 				m.gapMax, m.gapAt = gap, now
 			}
 		}

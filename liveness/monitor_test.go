@@ -401,3 +401,24 @@ func TestDetectAdaptsToALoadedPeer(t *testing.T) {
 		t.Fatalf("verdicts after the death %v", vs)
 	}
 }
+
+// TestOutageIsNotJitter: a path that was cut for a second and comes back
+// does not teach the monitor that the peer's heartbeats are a second late.
+func TestOutageIsNotJitter(t *testing.T) {
+	s := settled(t)
+	s.setSync(false)
+	s.run(time.Second)
+	s.setSync(true)
+	s.run(time.Second)
+	if d := s.nodes[1].m.Detect(s.now); d != 3*time.Millisecond {
+		t.Errorf("detect %v after a sync link outage, want the floor", d)
+	}
+	// The same outage without carrier loss (a switch in between drops).
+	s.drop = func(_ int, p Path, _ time.Time) bool { return p == PathSync }
+	s.run(time.Second)
+	s.drop = nil
+	s.run(time.Second)
+	if d := s.nodes[1].m.Detect(s.now); d != 3*time.Millisecond {
+		t.Errorf("detect %v after a silent sync path outage, want the floor", d)
+	}
+}

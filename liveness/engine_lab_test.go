@@ -1,0 +1,142 @@
+package liveness
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/muros/muros-had/lab"
+	"go.uber.org/goleak"
+)
+
+// labEngine is an Engine opened in a firewall namespace of a lab pair, with
+// the verdicts and path alarms it reported.
+type labEngine struct {
+	e      *Engine
+	cancel context.CancelFunc
+	done   chan error
+
+	mu       sync.Mutex
+	verdicts []Action
+	paths    []Action
+}
+
+func startLabEngine(t *testing.T, fw *lab.Netns, peer *lab.Netns, p *lab.Pair, epoch uint64, role Role) *labEngine {
+	t.Helper()
+	le := &labEngine{done: make(chan error, 1)}
+	peerAddr := p.FW2Addrs.LAN.Addr()
+	if peer == p.FW1 {
+		peerAddr = p.FW1Addrs.LAN.Addr()
+	}
+	var vrids VRIDSet
+	vrids.Add(10)
+	err := fw.Do(func() error {
+		var err error
+		le.e, err = NewEngine(EngineConfig{
+			Monitor: Config{Interval: time.Millisecond, Detect: 20 * time.Millisecond, Idle: DefaultIdle, Epoch: epoch, VRIDs: vrids},
+			Key:     testKey(3), SyncInterface: lab.IfSync, Group: groupV4, Port: 3781, PeerAddress: peerAddr,
+			OnVerdict: func(a Action) { le.mu.Lock(); le.verdicts = append(le.verdicts, a); le.mu.Unlock() },
+			OnPath:    func(a Action) { le.mu.Lock(); le.paths = append(le.paths, a); le.mu.Unlock() },
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	le.cancel = cancel
+	go func() { le.done <- le.e.Run(ctx) }()
+	le.e.SetRole(role, 100)
+	t.Cleanup(le.stop)
+	return le
+}
+
+var groupV4 = mustAddr("225.0.0.51")
+
+func (le *labEngine) stop() {
+	le.cancel()
+	<-le.done
+	le.done <- nil // a second stop returns at once
+}
+
+func (le *labEngine) last() (Action, int) {
+	le.mu.Lock()
+	defer le.mu.Unlock()
+	if len(le.verdicts) == 0 {
+		return Action{}, 0
+	}
+	return le.verdicts[len(le.verdicts)-1], len(le.verdicts)
+}
+
+func waitVerdict(t *testing.T, le *labEngine, want Verdict, timeout time.Duration) Action {
+	t.Helper()
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if a, _ := le.last(); a.Verdict == want {
+			return a
+		}
+	}
+	a, n := le.last()
+	t.Fatalf("verdict %v (after %d), want %v within %v", a.Verdict, n, want, timeout)
+	return Action{}
+}
+
+// TestEngineInNamespaces: two engines over the lab pair's sync veth and LAN.
+// They meet, the backup sees the master's role and VRIDs; a sync link cut
+// with both alive is no death (the LAN answers) but a path alarm; the
+// master's engine stopped without a word is a death.
+func TestEngineInNamespaces(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	p := lab.NewPairT(t, lab.Options{})
+	m := startLabEngine(t, p.FW1, p.FW2, p, 1111, RoleMaster)
+	b := startLabEngine(t, p.FW2, p.FW1, p, 2222, RoleBackup)
+	a := waitVerdict(t, b, VerdictAlive, 5*time.Second)
+	for end := time.Now().Add(2 * time.Second); a.PeerRole != RoleMaster && time.Now().Before(end); time.Sleep(time.Millisecond) {
+		a, _ = b.last()
+	}
+	if a.PeerRole != RoleMaster || !a.PeerVRIDs.Has(10) || a.PeerVRIDs.Has(11) {
+		t.Fatalf("backup's view: role %v, VRIDs 10 %v 11 %v", a.PeerRole, a.PeerVRIDs.Has(10), a.PeerVRIDs.Has(11))
+	}
+	snap := b.e.Snapshot()
+	if snap.Received[PathSync] == 0 || snap.Received[PathPeer] == 0 || !snap.Negotiated {
+		t.Fatalf("backup's snapshot: %+v", snap)
+	}
+
+	// Cut the sync cable: both ends lose carrier (the daemon's link
+	// monitor reports it; here the test does).
+	_, before := b.last()
+	if err := p.FW1.LinkDown(lab.IfSync); err != nil {
+		t.Fatal(err)
+	}
+	m.e.SetCarrier(false)
+	b.e.SetCarrier(false)
+	time.Sleep(time.Second)
+	if a, n := b.last(); n != before {
+		t.Fatalf("verdict %v with only the sync link cut", a)
+	}
+	if snap := b.e.Snapshot(); !snap.Paths[0].Down || snap.Paths[1].Down {
+		t.Errorf("paths with the sync link cut: %+v", snap.Paths)
+	}
+	if err := p.FW1.LinkUp(lab.IfSync); err != nil {
+		t.Fatal(err)
+	}
+	m.e.SetCarrier(true)
+	b.e.SetCarrier(true)
+	for end := time.Now().Add(5 * time.Second); b.e.Snapshot().Paths[0].Down; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("sync path still down 5 s after the link came back")
+		}
+	}
+
+	// The master's engine stops without a LEAVING: a death.
+	m.stop()
+	a = waitVerdict(t, b, VerdictDead, 2*time.Second)
+	t.Logf("dead: %s", a.Reason)
+	b.stop()
+	if n := len(b.e.Snapshot().Drops); n != 0 {
+		t.Logf("refused: %v", b.e.Snapshot().Drops)
+	}
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
