@@ -88,8 +88,14 @@ func NewDB(cfg *config.Config, log *slog.Logger, peerAlive func() bool) (*dbsync
 		return nil, err
 	}
 	auth, err := dbAuth(cfg)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: the nodes are not paired: run muros-had pair on both (README, \"Pairing the two nodes\")", err)
+	}
 	if err != nil {
 		return nil, err
+	}
+	if cfg.DBSync.TLS.PeerSHA256 == nil {
+		return nil, fmt.Errorf("dbsync: the peer's certificate is not pinned (no dbsync.tls.peer_sha256, no %s): run muros-had pair on both nodes", cfg.PeerPinFile())
 	}
 	n, err := dbsync.New(dbsync.Config{
 		// sqlite3 starts time-sharing: the daemon may run real-time.
