@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/muros/muros-had/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,7 +35,10 @@ func BenchmarkIdleSync(b *testing.B) {
 		name  string
 		start func(b *testing.B, p *lab.Pair)
 	}{
-		{"muros-had-ah-ct-db", startIdleMuros},
+		{"muros-had-ah-ct-db", func(b *testing.B, p *lab.Pair) { startIdleMuros(b, p, "") }},
+		// The same without the peer liveness protocol (1 ms heartbeats):
+		// what the rest of the daemon costs.
+		{"muros-had-ah-ct-db-noliveness", func(b *testing.B, p *lab.Pair) { startIdleMuros(b, p, "liveness:\n  enabled: false\n") }},
 		{"keepalived+conntrackd", startIdleKeepalived},
 	} {
 		b.Run("10ms/"+c.name, func(b *testing.B) {
@@ -72,6 +76,7 @@ func BenchmarkIdleSync(b *testing.B) {
 				b.Fatal(err)
 			}
 			if *idleProfileFlag != "" {
+				writeMemory(b, c.name, p)
 				writeThreadSwitches(b, c.name, wall, map[string][2]threadSwitches{"fw1 (master)": {w0m, w1m}, "fw2 (backup)": {w0b, w1b}})
 			}
 			b.ReportMetric(0, "ns/op")
@@ -86,8 +91,8 @@ func BenchmarkIdleSync(b *testing.B) {
 	}
 }
 
-func startIdleMuros(b *testing.B, p *lab.Pair) {
-	o := hatest.NodeOptions{Auth: "ah", Interval: 10 * time.Millisecond, Extra: conntrackExtra}
+func startIdleMuros(b *testing.B, p *lab.Pair, extra string) {
+	o := hatest.NodeOptions{Auth: "ah", Interval: 10 * time.Millisecond, Extra: conntrackExtra + extra, LivenessDetect: config.DefaultLivenessDetect}
 	o1, o2 := o, o
 	o1.Role, o2.Role = "master", "backup"
 	n1, n2, err := hatest.StartPairWithDBSync(binary, p, o1, o2)
@@ -237,6 +242,27 @@ func startIdlePerf(b *testing.B, p *lab.Pair, tag string) (stop func()) {
 		for _, c := range cmds {
 			_ = c.Process.Signal(os.Interrupt)
 			_ = c.Wait()
+		}
+	}
+}
+
+// writeMemory appends /proc/<pid>/smaps_rollup of each firewall's
+// processes to DIR/memory.txt.
+func writeMemory(b *testing.B, name string, p *lab.Pair) {
+	f, err := os.OpenFile(filepath.Join(*idleProfileFlag, "memory.txt"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for i, fw := range p.Firewalls() {
+		out, err := exec.Command("ip", "netns", "pids", fw.Name).Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, pid := range strings.Fields(string(out)) {
+			comm, _ := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+			roll, _ := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
+			fmt.Fprintf(f, "%s fw%d pid %s %s%s\n", name, i+1, pid, comm, roll)
 		}
 	}
 }
