@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -387,15 +388,24 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// receive reads every datagram waiting on fd.
+// receive reads every datagram waiting on fd. It calls recvfrom(2)
+// itself: x/sys/unix's Recvfrom converts the source address with an extra
+// getsockopt(2) per datagram, and the sync path needs no source at all.
 func (e *Engine) receive(fd int, p Path, now time.Time) {
 	var b [Size + 1]byte
+	var from unix.RawSockaddrAny
 	for {
-		n, from, err := unix.Recvfrom(fd, b[:], unix.MSG_DONTWAIT)
-		if err != nil {
+		fromLen := uint32(unix.SizeofSockaddrAny)
+		var fromPtr, lenPtr uintptr
+		if p == PathPeer {
+			fromPtr, lenPtr = uintptr(unsafe.Pointer(&from)), uintptr(unsafe.Pointer(&fromLen))
+		}
+		r, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, fromPtr, lenPtr)
+		if errno != 0 {
 			return // EAGAIN: drained (errors on a UDP socket are transient)
 		}
-		if p == PathPeer && !e.fromPeer(from) {
+		n := int(r)
+		if p == PathPeer && !e.fromPeer(&from) {
 			e.count(ReasonSource)
 			continue
 		}
@@ -411,11 +421,13 @@ func (e *Engine) receive(fd int, p Path, now time.Time) {
 	}
 }
 
-func (e *Engine) fromPeer(from unix.Sockaddr) bool {
-	switch a := from.(type) {
-	case *unix.SockaddrInet4:
+func (e *Engine) fromPeer(from *unix.RawSockaddrAny) bool {
+	switch from.Addr.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(from))
 		return netip.AddrFrom4(a.Addr) == e.cfg.PeerAddress
-	case *unix.SockaddrInet6:
+	case unix.AF_INET6:
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(from))
 		return netip.AddrFrom16(a.Addr).Unmap() == e.cfg.PeerAddress.Unmap()
 	}
 	return false
