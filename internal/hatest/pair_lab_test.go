@@ -1,4 +1,4 @@
-package main
+package hatest_test
 
 import (
 	"bytes"
@@ -23,6 +23,9 @@ import (
 	"github.com/muros/muros-had/lab"
 	"github.com/muros/muros-had/peerlink"
 )
+
+// pairPort is muros-had pair's default port (cmd/muros-had).
+const pairPort = 7444
 
 // lockedBuffer collects a process's output while the test reads it.
 type lockedBuffer struct {
@@ -291,7 +294,7 @@ func TestPairLab(t *testing.T) {
 	secret := readFile(t, fw1.jwt)
 
 	t.Run("replay and used code", func(t *testing.T) {
-		recorded := joinerPayload(t, pcap, DefaultPairPort)
+		recorded := joinerPayload(t, pcap, pairPort)
 		if len(recorded) < 100 {
 			t.Fatalf("recorded %d bytes of the joiner's side", len(recorded))
 		}
@@ -300,7 +303,7 @@ func TestPairLab(t *testing.T) {
 		// The recording, sent again from fw2's address to the new listener.
 		var answer []byte
 		err := fw2.fw.Do(func() error {
-			c, err := net.DialTimeout("tcp", net.JoinHostPort(p.FW1Addrs.Sync.Addr().String(), fmt.Sprint(DefaultPairPort)), 5*time.Second)
+			c, err := net.DialTimeout("tcp", net.JoinHostPort(p.FW1Addrs.Sync.Addr().String(), fmt.Sprint(pairPort)), 5*time.Second)
 			if err != nil {
 				return err
 			}
