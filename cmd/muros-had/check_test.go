@@ -62,7 +62,7 @@ func TestCheck(t *testing.T) {
 		{"problems", []string{"--config", bad}, 1, "",
 			bad + `:1: role: "primary" is not one of master, backup` + "\n" +
 				bad + `:7: vips[0].address: "10.0.0.1/33" is not a valid CIDR` + "\n" +
-				bad + ":8: colour: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync, scheduling, checks, hooks, peer_check)\n" +
+				bad + ":8: colour: unknown key (valid keys: role, password, sync_interface, peer, vips, advert_interval, auth, preempt, preempt_delay, garp, vmac, checksum_mode, state_dir, run_dir, status, metrics, conntrack, dbsync, liveness, scheduling, checks, hooks, peer_check)\n" +
 				bad + ": 3 problem(s)\n"},
 		{"warning still passes", []string{"--config", warn}, 0,
 			warn + ": ok: backup priority 100, VRRPv3 auth ah advert 1s, sync eth0, peer 10.0.0.9, 1 VIP(s): eth0 10.0.0.1/24 vrid 10\n",
