@@ -225,6 +225,10 @@ type Monitor struct {
 	// echoes it or a later one answers the suspicion; one sent before the
 	// peer heard a probe only shows it was alive before.
 	probeSeq uint64
+	// due is the deadline NextDeadline last returned; stalls counts the
+	// ticks that came more than a probe's wait after it.
+	due    time.Time
+	stalls uint64
 	// gapMax is the longest recent silence between two fast heartbeats
 	// on one path, gapAt when it was last set or halved (Detect).
 	gapMax time.Duration
@@ -254,6 +258,10 @@ func (m *Monitor) PathDown(p Path) bool { return m.paths[p].down }
 // LastHeard returns when path p last brought an accepted message.
 func (m *Monitor) LastHeard(p Path) time.Time { return m.paths[p].last }
 
+// Stalls counts the times this node ran a probe's wait later than it
+// asked to (a stalled machine or process): the probe started again.
+func (m *Monitor) Stalls() uint64 { return m.stalls }
+
 // Drops returns the refused messages by reason.
 func (m *Monitor) Drops() map[Reason]uint64 {
 	out := make(map[Reason]uint64, len(m.drops))
@@ -265,6 +273,7 @@ func (m *Monitor) Drops() map[Reason]uint64 {
 
 // Step feeds one event and appends the resulting actions to out.
 func (m *Monitor) Step(ev Event, out []Action) []Action {
+	out = m.stalled(ev.Now, out)
 	switch ev.Kind {
 	case EventReceive:
 		out = m.receive(ev, out)
@@ -301,6 +310,12 @@ func (m *Monitor) Step(ev Event, out []Action) []Action {
 // NextDeadline is when Step must next be called with EventTick (the shell
 // may call it earlier).
 func (m *Monitor) NextDeadline() time.Time {
+	next := m.nextDeadline()
+	m.due = next
+	return next
+}
+
+func (m *Monitor) nextDeadline() time.Time {
 	var next time.Time
 	earliest := func(t time.Time) {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
@@ -406,10 +421,31 @@ func (m *Monitor) probeAfter() time.Duration {
 	return max(half, 3*fastest/2)
 }
 
+// stalled notices that this node ran later than it asked to by more than
+// a probe may wait (the machine stalled, the process was stopped): what it
+// did not hear meanwhile it could not have heard. A probe in progress
+// starts again now instead of concluding, and the runs of heartbeats break
+// (the lateness is this node's, not the peer's). Called first in every
+// Step, before a message read after the stall is measured.
+func (m *Monitor) stalled(now time.Time, out []Action) []Action {
+	if !m.due.IsZero() && now.Sub(m.due) > m.probeWait(now) {
+		m.stalls++
+		for p := range m.paths {
+			m.paths[p].lastBeat = time.Time{}
+		}
+		if !m.probeStart.IsZero() {
+			out = m.startProbe(now, out)
+		}
+	}
+	m.due = time.Time{}
+	return out
+}
+
 func (m *Monitor) tick(now time.Time, out []Action) []Action {
 	if m.leaving {
 		return out
 	}
+
 	// Path alarms.
 	if m.peerEpoch != 0 {
 		for p := Path(1); p <= NumPaths; p++ {

@@ -422,3 +422,47 @@ func TestOutageIsNotJitter(t *testing.T) {
 		t.Errorf("detect %v after a silent sync path outage, want the floor", d)
 	}
 }
+
+// TestOwnStallIsNoVerdict: the backup itself does not run for 200 ms in
+// the middle of a probe (a stalled machine): when it runs again it probes
+// afresh instead of declaring the peer dead; a peer that stays silent is
+// dead a probe's wait later.
+func TestOwnStallIsNoVerdict(t *testing.T) {
+	s := settled(t)
+	b := s.nodes[1]
+	// Silence the master without freezing it: its messages are lost.
+	s.drop = func(i int, _ Path, _ time.Time) bool { return i == 0 }
+	s.run(2 * time.Millisecond) // the backup suspects and probes
+	if b.sent[TypeProbe] == 0 {
+		t.Fatal("no probe after 2 ms of silence")
+	}
+	at := s.elapsed()
+	b.frozen = true
+	s.run(200 * time.Millisecond)
+	b.frozen = false
+	s.drop = nil // the master is heard again right after the stall
+	s.run(50 * time.Millisecond)
+	for _, v := range b.verdictsSince(at) {
+		if v.verdict != VerdictAlive {
+			t.Fatalf("verdict %v after the backup's own stall", v)
+		}
+	}
+	if b.m.Stalls() == 0 {
+		t.Error("stall not counted")
+	}
+	// Now a real silence after a stall: dead, a probe's wait after the stall.
+	s.drop = func(i int, _ Path, _ time.Time) bool { return i == 0 }
+	s.run(2 * time.Millisecond)
+	b.frozen = true
+	s.run(200 * time.Millisecond)
+	b.frozen = false
+	back := s.elapsed()
+	s.run(50 * time.Millisecond)
+	vs := b.verdictsSince(back)
+	if len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts %v after a stall and a silent peer", vs)
+	}
+	if took := vs[0].at - back; took < 1500*time.Microsecond {
+		t.Errorf("dead %v after the stall, want a fresh probe's wait (1.5 ms)", took)
+	}
+}

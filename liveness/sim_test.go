@@ -145,7 +145,10 @@ func (s *sim) run(d time.Duration) {
 			}
 		}
 		for _, n := range s.nodes {
-			if dl := n.m.NextDeadline(); !n.frozen && !dl.IsZero() && dl.Before(next) {
+			if n.frozen {
+				continue // a hung node asks for nothing
+			}
+			if dl := n.m.NextDeadline(); !dl.IsZero() && dl.Before(next) {
 				next = dl
 			}
 		}
@@ -175,7 +178,10 @@ func (s *sim) run(d time.Duration) {
 			s.step(p.to, Event{Kind: EventReceive, Path: p.path, Message: msg})
 		}
 		for i, n := range s.nodes {
-			if dl := n.m.NextDeadline(); !n.frozen && !dl.IsZero() && !dl.After(s.now) {
+			if n.frozen {
+				continue
+			}
+			if dl := n.m.NextDeadline(); !dl.IsZero() && !dl.After(s.now) {
 				s.step(i, Event{Kind: EventTick})
 			}
 		}
