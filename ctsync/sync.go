@@ -26,7 +26,7 @@
 // bench/README.md). Its kernel table already holds every replicated flow,
 // so forwarding needs nothing from ctsync; the sender's own view of the
 // table is read beside the event stream by the sweeper, on a thread set to
-// SCHED_OTHER at nice 19 (timeshare.go), and merged a datagram (about a
+// SCHED_OTHER (timeshare.go), and merged a datagram (about a
 // hundred flows) at a time between event batches (ctrel's BeginLoad). No
 // bulk is sent unasked: a receiver follows a new sender only after the
 // handshake, so the peer asks anyway, and its bulk waits until the table
