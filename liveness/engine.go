@@ -81,6 +81,9 @@ type Snapshot struct {
 	// Detect is the detection time in force (Monitor.Detect): the
 	// configured floor, or more after the peer's heartbeats arrived late.
 	Detect time.Duration
+	// Stalls counts the times this node itself ran too late to judge a
+	// probe (Monitor.Stalls).
+	Stalls uint64
 }
 
 // PathSnapshot is one path in a Snapshot.
@@ -469,6 +472,7 @@ func (e *Engine) step(ev Event) {
 	e.snap.Verdict, e.snap.PeerRole, e.snap.Carrier = e.mon.Verdict(), e.mon.PeerRole(), e.mon.carrier
 	e.snap.Negotiated = e.mon.peerEpoch != 0
 	e.snap.Detect = e.mon.Detect(ev.Now)
+	e.snap.Stalls = e.mon.Stalls()
 	e.snap.Paths = e.snap.Paths[:0]
 	for p := Path(1); p <= NumPaths; p++ {
 		if p == PathPeer && !e.cfg.PeerAddress.IsValid() {

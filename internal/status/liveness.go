@@ -33,7 +33,10 @@ type LivenessStatus struct {
 	SyncLinkDown Alarm `json:"sync_link_down"`
 	// Shared warns that the second path leaves by the sync interface: it
 	// is not independent of the sync cable.
-	Shared   string            `json:"shared_path,omitempty"`
+	Shared string `json:"shared_path,omitempty"`
+	// Stalls counts the times this node itself ran too late to judge a
+	// probe (an overloaded machine): the probe started again.
+	Stalls   uint64            `json:"stalls"`
 	Sent     map[string]uint64 `json:"sent"`
 	Received map[string]uint64 `json:"received"`
 	Drops    map[string]uint64 `json:"drops,omitempty"`
@@ -77,6 +80,9 @@ func (l *LivenessStatus) String() string {
 	if !l.SyncCarrier {
 		b.WriteString("; sync link has NO CARRIER")
 	}
+	if l.Stalls > 0 {
+		fmt.Fprintf(&b, "; %d own stalls (this node ran too late to judge a probe)", l.Stalls)
+	}
 	if len(l.Drops) > 0 {
 		keys := make([]string, 0, len(l.Drops))
 		for k := range l.Drops {
@@ -109,12 +115,14 @@ var (
 		"Liveness messages sent, by path.", []string{"path"}, nil)
 	livenessReceivedDesc = prometheus.NewDesc("muros_had_liveness_received_total",
 		"Liveness messages received and authenticated, by path.", []string{"path"}, nil)
+	livenessStallDesc = prometheus.NewDesc("muros_had_liveness_stalls_total",
+		"Times this node itself ran too late to judge a probe (the probe started again instead of a verdict).", nil, nil)
 	livenessDropDesc = prometheus.NewDesc("muros_had_liveness_rejected_total",
 		"Liveness messages refused, by reason.", []string{"reason"}, nil)
 )
 
 func (c livenessCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{livenessVerdictDesc, livenessPathDesc, livenessSyncDownDesc, livenessSentDesc, livenessReceivedDesc, livenessDropDesc} {
+	for _, d := range []*prometheus.Desc{livenessVerdictDesc, livenessPathDesc, livenessSyncDownDesc, livenessSentDesc, livenessReceivedDesc, livenessStallDesc, livenessDropDesc} {
 		ch <- d
 	}
 }
@@ -137,6 +145,7 @@ func (c livenessCollector) Collect(ch chan<- prometheus.Metric) {
 	for path, n := range s.Received {
 		ch <- prometheus.MustNewConstMetric(livenessReceivedDesc, prometheus.CounterValue, float64(n), path)
 	}
+	ch <- prometheus.MustNewConstMetric(livenessStallDesc, prometheus.CounterValue, float64(s.Stalls))
 	for reason, n := range s.Drops {
 		ch <- prometheus.MustNewConstMetric(livenessDropDesc, prometheus.CounterValue, float64(n), reason)
 	}
