@@ -641,10 +641,17 @@ func (d *Daemon) sendAdvert(ctx context.Context, a node.Action) {
 		pkt = pkt[vrrp.IPv6HeaderLen:]
 	}
 	// A send that cannot complete within one interval is late anyway; it
-	// must not hold the loop (and with it every timer) any longer.
-	sendCtx, cancel := context.WithTimeout(ctx, d.cfg.AdvertInterval)
-	defer cancel()
-	if err := l.conn.Write(sendCtx, proto, pkt, l.conn.Group()); err != nil {
+	// must not hold the loop (and with it every timer) any longer. The
+	// socket bounds the wait (vrrpconn.SetSendWait): a context deadline
+	// here would arm a runtime timer per advert.
+	if w, ok := l.conn.(interface{ SetSendWait(time.Duration) }); ok {
+		w.SetSendWait(d.cfg.AdvertInterval)
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.cfg.AdvertInterval)
+		defer cancel()
+	}
+	if err := l.conn.Write(ctx, proto, pkt, l.conn.Group()); err != nil {
 		d.stats.SendError()
 		if !l.sendFailing {
 			l.sendFailing = true

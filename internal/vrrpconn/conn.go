@@ -87,6 +87,23 @@ type Conn struct {
 	// descriptor's number is reused by the next open).
 	sendMu  sync.RWMutex
 	sendFDs [2]int // send-only sockets, -1 once closed
+	// sendWait bounds a send that has to wait for room (SetSendWait).
+	sendWait time.Duration
+}
+
+// DefaultSendWait is how long a send waits for room in the socket buffer
+// unless SetSendWait says otherwise.
+const DefaultSendWait = time.Second
+
+// SetSendWait bounds how long a Write waits when the socket buffer is full
+// (the daemon: one advert interval, since a later advert is late anyway).
+// The bound costs nothing unless a send has to wait: a context deadline
+// per send would arm and disarm a runtime timer per advert, which can wake
+// the thread in epoll_wait. Call it from the goroutine that writes.
+func (c *Conn) SetSendWait(d time.Duration) {
+	if d > 0 {
+		c.sendWait = d
+	}
 }
 
 // Open opens raw sockets for VRRP and AH on ifname. src is the address the
@@ -97,7 +114,7 @@ func Open(ifname string, src netip.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrpconn: interface %q: %w", ifname, err)
 	}
-	c := &Conn{v6: src.Is6() && !src.Is4In6(), ifindex: ifi.Index, src: src.Unmap(), protos: [2]int{ProtoVRRP, ProtoAH}, sendFDs: [2]int{-1, -1}}
+	c := &Conn{v6: src.Is6() && !src.Is4In6(), ifindex: ifi.Index, src: src.Unmap(), protos: [2]int{ProtoVRRP, ProtoAH}, sendFDs: [2]int{-1, -1}, sendWait: DefaultSendWait}
 	if c.v6 {
 		c.oob = pktinfo(c.src, c.ifindex)
 	}
@@ -408,7 +425,7 @@ func (c *Conn) index(proto int) int {
 // the kernel builds the header from our source address and hop limit 255.
 // The send never blocks on the send-only socket; when its buffer is full
 // (the device is not draining) the datagram goes through the receiving
-// socket, waiting for room until ctx is done.
+// socket, waiting for room until ctx is done or SetSendWait's bound.
 func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr) error {
 	i := c.index(proto)
 	if i < 0 {
@@ -433,6 +450,8 @@ func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr)
 	if c.v6 {
 		to, oob = &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(c.ifindex)}, c.oob
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.sendWait)
+	defer cancel()
 	if _, err := c.socks[i].Sendmsg(ctx, pkt, oob, to, 0); err != nil {
 		return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
 	}

@@ -246,3 +246,46 @@ func pollerFDs(t *testing.T) map[int]bool {
 	}
 	return out
 }
+
+// A send the device does not drain waits for room at most SetSendWait's
+// bound, then fails with the deadline: the loop that sends adverts is
+// never held longer than that.
+func TestWriteWaitIsBounded(t *testing.T) {
+	lab.Require(t)
+	p := lab.NewPairT(t, lab.Options{})
+	// A token bucket of 8 bit/s with room for megabytes: nothing leaves,
+	// nothing is dropped, the sockets' buffers fill.
+	if out, err := p.FW2.Run("tc", "qdisc", "add", "dev", lab.IfSync, "root", "tbf", "rate", "8bit", "burst", "1600", "limit", "100000000"); err != nil {
+		t.Fatalf("tc: %v\n%s", err, out)
+	}
+	var c *Conn
+	err := p.FW2.Do(func() error {
+		var err error
+		c, err = Open(lab.IfSync, p.FW2Addrs.Sync.Addr())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const wait = 50 * time.Millisecond
+	c.SetSendWait(wait)
+	pkt := packet(t, c, ProtoVRRP, 10)
+	for i := 0; ; i++ {
+		if i == 100000 {
+			t.Fatal("100000 sends and the buffers never filled")
+		}
+		start := time.Now()
+		err := c.Write(context.Background(), ProtoVRRP, pkt, c.Group())
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("send %d: %v, want a deadline error", i, err)
+		}
+		if took := time.Since(start); took < wait {
+			t.Fatalf("send %d failed after %v without waiting %v: %v", i, took, wait, err)
+		}
+		return
+	}
+}
