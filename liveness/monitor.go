@@ -204,12 +204,16 @@ type Monitor struct {
 	// echoEpoch/echoSeq: the newest authentic message from the peer
 	// (adopted or not), echoed in ours so the peer can adopt us.
 	echoEpoch, echoSeq uint64
-	// peerEpoch/peerSeq: the adopted epoch and its newest sequence number.
-	peerEpoch, peerSeq uint64
-	peerRole           Role
-	peerPriority       uint8
-	peerFlags          uint8
-	peerVRIDs          VRIDSet
+	// peerEpoch/peerSeq: the adopted epoch and its newest sequence number
+	// on each path (the sender counts across paths, which may reorder
+	// among themselves; the path is authenticated, so a message cannot be
+	// replayed onto another).
+	peerEpoch    uint64
+	peerSeq      [NumPaths + 1]uint64
+	peerRole     Role
+	peerPriority uint8
+	peerFlags    uint8
+	peerVRIDs    VRIDSet
 	// adoptedAt is when the first peer epoch was adopted: a path never
 	// heard is down PathDownAfter later. leftEpoch is an epoch that said
 	// LEAVING: the rest of its messages (reordered copies) are ignored.
@@ -575,7 +579,7 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 		return m.drop(ev.Path, ReasonWrongPath, out)
 	case msg.Epoch == m.cfg.Epoch:
 		return m.drop(ev.Path, ReasonSelf, out)
-	case msg.Epoch == m.peerEpoch && msg.Seq <= m.peerSeq:
+	case msg.Epoch == m.peerEpoch && msg.Seq <= m.peerSeq[ev.Path]:
 		return m.drop(ev.Path, ReasonReplay, out)
 	case msg.Epoch == m.leftEpoch:
 		return m.drop(ev.Path, ReasonLeft, out)
@@ -594,12 +598,12 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 			return m.drop(ev.Path, ReasonUnfresh, out)
 		}
 		// A new incarnation of the peer: adopt it.
-		m.peerEpoch, m.peerSeq = msg.Epoch, 0
+		m.peerEpoch, m.peerSeq = msg.Epoch, [NumPaths + 1]uint64{}
 		if m.adoptedAt.IsZero() {
 			m.adoptedAt = now
 		}
 	}
-	m.peerSeq = msg.Seq
+	m.peerSeq[ev.Path] = msg.Seq
 	m.echoEpoch, m.echoSeq = msg.Epoch, msg.Seq
 	ps := &m.paths[ev.Path]
 	if msg.Role != m.peerRole {

@@ -245,7 +245,8 @@ func TestReplayProvesNothing(t *testing.T) {
 	// Rebuild the master's messages of that window from its codec: any
 	// message of its epoch with a seq already accepted is a replay.
 	m0 := s.nodes[0]
-	for seq := m0.m.seq - 50; seq <= m0.m.seq; seq++ {
+	last := s.nodes[1].m.peerSeq[PathSync] // the newest the backup accepted on the sync link
+	for seq := last - 50; seq <= last; seq++ {
 		msg := Message{Type: TypeHeartbeat, Path: PathSync, Role: RoleMaster, Priority: 150, Flags: FlagSyncCarrier,
 			Epoch: m0.m.cfg.Epoch, Seq: seq, EchoEpoch: s.nodes[1].m.cfg.Epoch, EchoSeq: s.nodes[1].m.seq, Interval: time.Millisecond}
 		rec = append(rec, simPacket{to: 1, path: PathSync, b: m0.codec.Append(nil, msg)})

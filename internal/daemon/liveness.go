@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
-	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/liveness"
 	"github.com/muros/muros-had/node"
@@ -64,13 +63,6 @@ func newLiveness(c *config.Config, key []byte, h livenessHooks, log func(msg str
 		PeerAddress:   c.Liveness.PeerAddress,
 		OnVerdict:     h.Verdict,
 		OnPath:        h.Path,
-		OnThread: func() {
-			if p, err := sched.RaiseThread(1); err != nil {
-				log("peer liveness thread keeps the daemon's priority", "err", err)
-			} else {
-				log("peer liveness thread", "scheduling", p.String())
-			}
-		},
 	})
 }
 

@@ -183,27 +183,3 @@ func toOther() error {
 	}
 	return nil
 }
-
-// RaiseThread lifts the calling thread's real-time priority by `by` (at
-// most to 99); a time-sharing thread is left as it is. The peer-liveness
-// engine's locked thread uses it so that the daemon's own real-time work
-// (a conntrack bulk, a burst of adverts) never delays a heartbeat or the
-// answer to a probe.
-func RaiseThread(by int) (Policy, error) {
-	p, err := Of(0)
-	if err != nil {
-		return p, err
-	}
-	if p.Kind != RR && p.Kind != FIFO {
-		return p, nil
-	}
-	p.Priority = min(p.Priority+by, 99)
-	a, err := p.attr()
-	if err != nil {
-		return p, err
-	}
-	if err := unix.SchedSetAttr(0, a, 0); err != nil {
-		return p, fmt.Errorf("sched: %s on the calling thread: %w", p, err)
-	}
-	return p, nil
-}

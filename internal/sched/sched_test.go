@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/muros/muros-had/dist"
-	"golang.org/x/sys/unix"
 )
 
 func TestPolicyAttr(t *testing.T) {
@@ -265,54 +264,4 @@ func childIsTimeSharing() error {
 		return fmt.Errorf("child's policy %s, want 0 (SCHED_OTHER)", f[38])
 	}
 	return nil
-}
-
-// TestRaiseThread: a real-time thread is lifted by one priority, on that
-// thread only; a time-sharing thread is left alone. Each case runs on a
-// locked thread of its own that ends with the goroutine.
-func TestRaiseThread(t *testing.T) {
-	run := func(fn func() error) error {
-		errc := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread ends with us
-			errc <- fn()
-		}()
-		return <-errc
-	}
-	if err := run(func() error {
-		p, err := RaiseThread(1)
-		if err != nil {
-			return err
-		}
-		if p.Kind != Other {
-			return fmt.Errorf("time-sharing thread became %s", p)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := run(func() error {
-		a, _ := Policy{Kind: RR, Priority: 10}.attr()
-		if err := unix.SchedSetAttr(0, a, 0); err != nil {
-			return err
-		}
-		if _, err := RaiseThread(1); err != nil {
-			return err
-		}
-		if got, err := Of(0); err != nil || got != (Policy{Kind: RR, Priority: 11}) {
-			return fmt.Errorf("after the raise: %s %v, want SCHED_RR priority 11", got, err)
-		}
-		if _, err := RaiseThread(200); err != nil {
-			return err
-		}
-		if got, _ := Of(0); got.Priority != 99 {
-			return fmt.Errorf("raise capped at %d, want 99", got.Priority)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := Of(0); err != nil || p.Kind != Other {
-		t.Fatalf("the test's own thread changed: %s %v", p, err)
-	}
 }
