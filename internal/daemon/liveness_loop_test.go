@@ -244,7 +244,7 @@ func TestLoopLivenessHang(t *testing.T) {
 		at := time.Now()
 		took := takeoverAfter(t, fw2, at, time.Second)
 		if took > 4*time.Millisecond+live.latency {
-			t.Errorf("fw2 took over %v after the hang, want within the detection time (3 ms) and a heartbeat", took)
+			t.Errorf("fw2 took over %v after the hang, want within the detection time (3 ms) and a heartbeat: %v\n%s", took, fw2.d.Status().Liveness, fw2.logText())
 		}
 		if why := fw2.d.Status().LastFailover.Reason; !strings.Contains(why, "peer dead") {
 			t.Errorf("takeover reason %q", why)
