@@ -106,7 +106,11 @@ type Event struct {
 	// PeerVRIDs are the VRIDs the peer runs (bit v of byte v/8, most
 	// significant first): it is master of those only.
 	PeerVRIDs [32]byte
-	Reason    string
+	// PeerPriority and PeerAddr: the peer's priority as it last said, and
+	// its address on the path the verdict came by (for the reasons).
+	PeerPriority uint8
+	PeerAddr     netip.Addr
+	Reason       string
 }
 
 // ActionKind says what the shell must do.

@@ -11,6 +11,10 @@ import "github.com/muros/muros-had/vrrp"
 //     stepped down) is taken over at once: a BACKUP group commits as if
 //     Master_Down_Timer had fired, without waiting for it (or for
 //     Skew_Time after a priority 0 advert).
+//   - Both nodes MASTER (a false verdict, or a start with the sync link
+//     cut) and the peer's priority is higher: this node steps down as if
+//     the peer's advert had arrived, so a split brain ends within a
+//     liveness round trip even while the advert path is cut.
 //   - While the peer is alive as master on some path, Master_Down_Timer
 //     firing is held (vrrp.EventMasterAlive): the adverts are lost, the
 //     master is not, so the node stays BACKUP instead of splitting the
@@ -39,6 +43,18 @@ func (c *Core) peer(ev Event, out []Action) []Action {
 		if alive != c.peerHeld[v] {
 			c.peerHeld[v] = alive
 			out = c.stepOne(ev, v, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: alive}, out)
+		}
+	}
+	if c.peerMaster && c.group.State() == vrrp.StateMaster && ev.PeerPriority > c.priority {
+		// Both MASTER, and the peer's priority is higher: what its adverts
+		// would make this node do if they arrived, done on the word of the
+		// liveness protocol, because they may not (a cut sync link after a
+		// false verdict would otherwise split the pair until it is
+		// mended). Equal priorities are left to the adverts' address rule.
+		for _, m := range c.group.Members() {
+			if v := m.VRID(); ev.PeerVRIDs[v/8]&(0x80>>(v%8)) != 0 {
+				return c.stepOne(ev, v, vrrp.AdvertEvent(ev.PeerAddr, ev.PeerPriority, m.Config().Interval), out)
+			}
 		}
 	}
 	if why == "" || c.maint {

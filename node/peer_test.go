@@ -137,3 +137,43 @@ func TestPeerAliveHoldsOnlyItsVRIDs(t *testing.T) {
 		t.Fatalf("roles %v, want MASTER (VRID 10 preempts a lower master, VRID 11 has none)", r)
 	}
 }
+
+// TestPeerMasterWithHigherPriorityEndsSplitBrain: this node is MASTER and
+// the liveness protocol says the peer is MASTER too, with a higher
+// priority: it steps down at once (its adverts may never arrive: the sync
+// link is cut); a lower or equal priority changes nothing.
+func TestPeerMasterWithHigherPriorityEndsSplitBrain(t *testing.T) {
+	peerAddr := netip.MustParseAddr("10.10.0.2")
+	for _, tt := range []struct {
+		name     string
+		prio     uint8
+		wantDown bool
+	}{
+		{"higher", 150, true},
+		{"equal", 100, false},
+		{"lower", 50, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCore(t, pairConfig(100, false))
+			startMaster(t, c)
+			acts := c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true, PeerPriority: tt.prio, PeerVRIDs: vrids(10, 11), PeerAddr: peerAddr, Reason: "alive: heard on the peer path"}, nil)
+			r := roles(acts)
+			if tt.wantDown {
+				if len(r) != 1 || r[0] != vrrp.StateBackup || c.State() != vrrp.StateBackup {
+					t.Fatalf("roles %v state %v, want BACKUP", r, c.State())
+				}
+				var why []string
+				for _, a := range kinds(acts, ActionNotify) {
+					why = append(why, a.Reason)
+				}
+				if !strings.Contains(strings.Join(why, "; "), "higher priority master 10.10.0.2 (priority 150, ours 100)") {
+					t.Errorf("reasons %q", why)
+				}
+				return
+			}
+			if len(r) != 0 || c.State() != vrrp.StateMaster {
+				t.Fatalf("roles %v state %v, want MASTER kept", r, c.State())
+			}
+		})
+	}
+}

@@ -169,7 +169,8 @@ func (d *Daemon) liveEvent(ctx context.Context, a *liveness.Action) {
 		s.verdict, s.peerRole = a.Verdict, a.PeerRole
 		d.log.Info("peer liveness", "verdict", a.Verdict, "peer_role", a.PeerRole, "reason", a.Reason)
 		d.feed.Publish(status.Event{Time: now, Type: "liveness", Reason: fmt.Sprintf("peer %s (%s): %s", a.Verdict, a.PeerRole, a.Reason)})
-		ev := node.Event{Kind: node.EventPeer, Reason: a.Verdict.String() + ": " + a.Reason, PeerVRIDs: a.PeerVRIDs}
+		ev := node.Event{Kind: node.EventPeer, Reason: a.Verdict.String() + ": " + a.Reason, PeerVRIDs: a.PeerVRIDs,
+			PeerPriority: a.Priority, PeerAddr: d.cfg.Liveness.PeerAddress}
 		switch a.Verdict {
 		case liveness.VerdictDead, liveness.VerdictLeft:
 			ev.PeerDead = true

@@ -307,3 +307,35 @@ func TestLoopLivenessAdvertsLostMasterAlive(t *testing.T) {
 		fw2.halt(t)
 	})
 }
+
+// TestLoopLivenessEndsSplitBrain: the adverts are cut and fw1 goes
+// unheard on every path long enough for a dead verdict (a stalled
+// master): fw2 takes over. When fw1 is heard again, as MASTER with the
+// higher priority, on the liveness protocol only (the adverts are still
+// cut), fw2 steps down at once instead of splitting the pair for as long
+// as the cut lasts.
+func TestLoopLivenessEndsSplitBrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		link, live, fw1, fw2 := livePairLoop(t)
+		link.setCut(loopAddr1, true)
+		live.setSilent(loopAddr1, true)
+		takeoverAfter(t, fw2, time.Now(), time.Second)
+		live.setSilent(loopAddr1, false)
+		back := time.Now()
+		for fw2.state() != "BACKUP" {
+			if time.Since(back) > 50*time.Millisecond {
+				t.Fatalf("fw2 still %s %v after fw1 was heard again as MASTER\n%s", fw2.state(), time.Since(back), fw2.logText())
+			}
+			settle(100 * time.Microsecond)
+		}
+		t.Logf("split brain ended %v after fw1 was heard again", time.Since(back))
+		settle(2 * time.Second)
+		fw1.check(t, "MASTER")
+		fw2.check(t, "BACKUP")
+		if why := fw2.d.Status().LastFailover.Reason; !strings.Contains(why, "higher priority master") {
+			t.Errorf("step-down reason %q", why)
+		}
+		fw1.halt(t)
+		fw2.halt(t)
+	})
+}
