@@ -307,18 +307,27 @@ func openPeer(peer netip.Addr, port uint16) (int, rawSockaddr, error) {
 // Close closes the sockets. Run returns when Close is called.
 func (e *Engine) Close() error {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.closed {
-		e.mu.Unlock()
 		return nil
 	}
 	e.closed = true
-	e.mu.Unlock()
-	e.wake()
+	e.wakeLocked()
 	return nil
 }
 
+// closeFDs closes every descriptor. The eventfd is closed under the lock
+// that Close and post write it under, so no wake-up can reach a closed
+// (or reused) descriptor number.
 func (e *Engine) closeFDs() {
-	for _, fd := range []*int{&e.syncFD, &e.peerFD, &e.wakeFD, &e.timerFD} {
+	e.mu.Lock()
+	e.closed = true
+	if e.wakeFD >= 0 {
+		unix.Close(e.wakeFD)
+		e.wakeFD = -1
+	}
+	e.mu.Unlock()
+	for _, fd := range []*int{&e.syncFD, &e.peerFD, &e.timerFD} {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1
@@ -333,7 +342,8 @@ func (e *Engine) closeFDs() {
 	e.epollFD = -1
 }
 
-func (e *Engine) wake() {
+// wakeLocked wakes Run; e.mu is held.
+func (e *Engine) wakeLocked() {
 	if e.wakeFD < 0 {
 		return
 	}
@@ -351,8 +361,8 @@ func (e *Engine) post(ev Event) {
 		return
 	}
 	e.pending = append(e.pending, ev)
+	e.wakeLocked()
 	e.mu.Unlock()
-	e.wake()
 }
 
 // SetRole reports the node's role and priority (sent with every message;
