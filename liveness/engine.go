@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -28,7 +27,6 @@ import (
 // engine slept in a blocking ppoll).
 type Engine struct {
 	cfg EngineConfig
-	log *slog.Logger
 
 	syncFD, peerFD, wakeFD, timerFD, epollFD int
 	syncDst, peerDst                         rawSockaddr
@@ -64,7 +62,6 @@ type EngineConfig struct {
 	// verdict or a path alarm changes; they must not block.
 	OnVerdict func(Action)
 	OnPath    func(Action)
-	Logger    *slog.Logger
 }
 
 // Snapshot is the engine's state for the status.
@@ -99,9 +96,6 @@ type PathSnapshot struct {
 
 // NewEngine opens the sockets. Call Run, then Close.
 func NewEngine(cfg EngineConfig) (*Engine, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
 	cfg.Monitor.PeerPath = cfg.PeerAddress.IsValid()
 	mon, err := NewMonitor(cfg.Monitor)
 	if err != nil {
@@ -111,7 +105,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, mon: mon, codec: codec, syncFD: -1, peerFD: -1, wakeFD: -1, timerFD: -1, epollFD: -1,
+	e := &Engine{cfg: cfg, mon: mon, codec: codec, syncFD: -1, peerFD: -1, wakeFD: -1, timerFD: -1, epollFD: -1,
 		buf: make([]byte, 0, Size+64), left: make(chan struct{})}
 	e.snap = Snapshot{Carrier: true, Drops: map[Reason]uint64{}, Sent: map[Path]uint64{}, Received: map[Path]uint64{}}
 	if err := e.open(); err != nil {

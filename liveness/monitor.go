@@ -237,8 +237,6 @@ type Monitor struct {
 	// on one path, gapAt when it was last set or halved (Detect).
 	gapMax time.Duration
 	gapAt  time.Time
-
-	drops map[Reason]uint64
 }
 
 // NewMonitor returns a monitor that has heard nothing yet, for a node in
@@ -247,7 +245,7 @@ func NewMonitor(cfg Config) (*Monitor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("liveness: %w", err)
 	}
-	return &Monitor{cfg: cfg, role: RoleInit, carrier: true, drops: map[Reason]uint64{}}, nil
+	return &Monitor{cfg: cfg, role: RoleInit, carrier: true}, nil
 }
 
 // Verdict returns the current verdict.
@@ -265,15 +263,6 @@ func (m *Monitor) LastHeard(p Path) time.Time { return m.paths[p].last }
 // Stalls counts the times this node ran a probe's wait later than it
 // asked to (a stalled machine or process): the probe started again.
 func (m *Monitor) Stalls() uint64 { return m.stalls }
-
-// Drops returns the refused messages by reason.
-func (m *Monitor) Drops() map[Reason]uint64 {
-	out := make(map[Reason]uint64, len(m.drops))
-	for k, v := range m.drops {
-		out[k] = v
-	}
-	return out
-}
 
 // Step feeds one event and appends the resulting actions to out.
 func (m *Monitor) Step(ev Event, out []Action) []Action {
@@ -333,7 +322,7 @@ func (m *Monitor) nextDeadline() time.Time {
 		if m.usable(p) {
 			earliest(m.paths[p].nextSend)
 		}
-		if m.peerEpoch != 0 && !m.paths[p].down && (p != PathPeer || m.cfg.PeerPath) {
+		if m.peerEpoch != 0 && !m.paths[p].down && m.configured(p) {
 			earliest(m.silentSince(p).Add(m.cfg.PathDownAfter()))
 		}
 	}
@@ -357,16 +346,12 @@ func (m *Monitor) silentSince(p Path) time.Time {
 	return m.adoptedAt
 }
 
-// usable says whether the node sends on path p.
-func (m *Monitor) usable(p Path) bool {
-	switch p {
-	case PathSync:
-		return m.carrier
-	case PathPeer:
-		return m.cfg.PeerPath
-	}
-	return false
-}
+// configured says whether path p exists (the sync link always does).
+func (m *Monitor) configured(p Path) bool { return p == PathSync || p == PathPeer && m.cfg.PeerPath }
+
+// usable says whether the node sends on path p: it exists and, for the
+// sync link, has carrier.
+func (m *Monitor) usable(p Path) bool { return m.configured(p) && (p != PathSync || m.carrier) }
 
 // interval is our HEARTBEAT period on path p now: fast where a backup
 // watches a master (the sync link; the peer path too while the sync link
@@ -454,7 +439,7 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 	if m.peerEpoch != 0 {
 		for p := Path(1); p <= NumPaths; p++ {
 			ps := &m.paths[p]
-			if p == PathPeer && !m.cfg.PeerPath {
+			if !m.configured(p) {
 				continue
 			}
 			silent := now.Sub(m.silentSince(p)) >= m.cfg.PathDownAfter()
@@ -568,7 +553,6 @@ func (m *Monitor) fresh(now time.Time, msg Message) bool {
 }
 
 func (m *Monitor) drop(p Path, why Reason, out []Action) []Action {
-	m.drops[why]++
 	return append(out, Action{Kind: ActionDrop, Path: p, Drop: why})
 }
 

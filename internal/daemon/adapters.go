@@ -11,6 +11,7 @@ import (
 	"github.com/muros/muros-had/internal/replicas"
 	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/liveness"
 	"github.com/muros/muros-had/peerlink"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
@@ -71,7 +72,8 @@ type Adapters struct {
 	Hooks hookRunner
 	// Liveness builds the peer-liveness protocol's engine
 	// (liveness.enabled) with its key.
-	Liveness func(c *config.Config, key []byte, h livenessHooks, log func(msg string, args ...any)) (peerLiveness, error)
+	// report receives verdicts and path alarms, on the engine's goroutine.
+	Liveness func(c *config.Config, key []byte, report func(liveness.Action)) (peerLiveness, error)
 }
 
 // withDefaults fills the nil fields with the real adapters. The returned

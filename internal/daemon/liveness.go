@@ -29,19 +29,13 @@ type peerLiveness interface {
 	Close() error
 }
 
-// livenessHooks are what an engine reports to the daemon.
-type livenessHooks struct {
-	Verdict func(liveness.Action)
-	Path    func(liveness.Action)
-}
-
 // leaveTimeout bounds how long a stopping master waits for its LEAVING
 // messages to be out before the priority 0 adverts.
 const leaveTimeout = 20 * time.Millisecond
 
 // newLiveness is the default Adapters.Liveness: the real engine on the
 // sync interface and the second path.
-func newLiveness(c *config.Config, key []byte, h livenessHooks, log func(msg string, args ...any)) (peerLiveness, error) {
+func newLiveness(c *config.Config, key []byte, report func(liveness.Action)) (peerLiveness, error) {
 	var epoch [8]byte
 	for binary.BigEndian.Uint64(epoch[:]) == 0 {
 		if _, err := rand.Read(epoch[:]); err != nil {
@@ -61,8 +55,8 @@ func newLiveness(c *config.Config, key []byte, h livenessHooks, log func(msg str
 		Group:         c.Liveness.Group,
 		Port:          c.Liveness.Port,
 		PeerAddress:   c.Liveness.PeerAddress,
-		OnVerdict:     h.Verdict,
-		OnPath:        h.Path,
+		OnVerdict:     report,
+		OnPath:        report,
 	})
 }
 
@@ -90,8 +84,6 @@ type livenessState struct {
 	// syncDown is the "sync link down" alarm (the sync path down, the peer
 	// alive elsewhere); the status reads its copy (Daemon.lvAlarm).
 	syncDown status.Alarm
-	// shared: why the second path is not independent of the sync link.
-	shared string
 }
 
 // startLiveness opens the protocol's engine (liveness.enabled) and starts
@@ -106,11 +98,9 @@ func (d *Daemon) startLiveness(bg context.Context, goFn func(func())) {
 		d.log.Error("peer liveness is OFF", "err", err)
 		return
 	}
-	hooks := livenessHooks{
-		Verdict: func(a liveness.Action) { d.queue(bg, loopEvent{live: &a}) },
-		Path:    func(a liveness.Action) { d.queue(bg, loopEvent{live: &a}) },
-	}
-	lv, err := d.ad.Liveness(d.cfg, key, hooks, d.log.Info)
+	// Verdicts and path alarms alike become loop events (liveEvent).
+	report := func(a liveness.Action) { d.queue(bg, loopEvent{live: &a}) }
+	lv, err := d.ad.Liveness(d.cfg, key, report)
 	if err != nil {
 		d.log.Error("peer liveness is OFF: VRRP timing only", "err", err)
 		return
@@ -118,7 +108,7 @@ func (d *Daemon) startLiveness(bg context.Context, goFn func(func())) {
 	d.lv = lv
 	shared := sharedSecondPath(d.cfg)
 	d.lvMu.Lock()
-	d.lvState.shared, d.lvShared = shared, shared
+	d.lvShared = shared
 	d.lvMu.Unlock()
 	if shared != "" {
 		d.log.Warn("the liveness protocol's second path is not independent of the sync link", "why", shared)

@@ -52,10 +52,10 @@ func (n *simLiveNet) setSilent(a netip.Addr, on bool) {
 
 // simLive is one node's engine on a simLiveNet.
 type simLive struct {
-	net   *simLiveNet
-	addr  netip.Addr
-	hooks livenessHooks
-	codec *liveness.Codec
+	net    *simLiveNet
+	addr   netip.Addr
+	report func(liveness.Action)
+	codec  *liveness.Codec
 
 	mu     sync.Mutex
 	mon    *liveness.Monitor
@@ -65,7 +65,7 @@ type simLive struct {
 	acts   []liveness.Action
 }
 
-func (n *simLiveNet) attach(t *testing.T, addr netip.Addr, c *config.Config, key []byte, h livenessHooks) (peerLiveness, error) {
+func (n *simLiveNet) attach(t *testing.T, addr netip.Addr, c *config.Config, key []byte, report func(liveness.Action)) (peerLiveness, error) {
 	codec, err := liveness.NewCodec(key)
 	if err != nil {
 		return nil, err
@@ -75,7 +75,7 @@ func (n *simLiveNet) attach(t *testing.T, addr netip.Addr, c *config.Config, key
 	if err != nil {
 		return nil, err
 	}
-	e := &simLive{net: n, addr: addr, hooks: h, codec: codec, mon: mon, kick: make(chan struct{}, 1), left: make(chan struct{})}
+	e := &simLive{net: n, addr: addr, report: report, codec: codec, mon: mon, kick: make(chan struct{}, 1), left: make(chan struct{})}
 	n.mu.Lock()
 	n.ends[addr] = e
 	n.mu.Unlock()
@@ -109,10 +109,8 @@ func (e *simLive) step(ev liveness.Event) {
 		switch a.Kind {
 		case liveness.ActionSend:
 			e.send(a)
-		case liveness.ActionVerdict:
-			e.hooks.Verdict(a)
-		case liveness.ActionPath:
-			e.hooks.Path(a)
+		case liveness.ActionVerdict, liveness.ActionPath:
+			e.report(a)
 		}
 	}
 	select {

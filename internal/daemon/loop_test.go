@@ -21,6 +21,7 @@ import (
 	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/liveness"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
 )
@@ -438,11 +439,11 @@ func (n *loopNode) newDaemon(t *testing.T, link *simLink) *Daemon {
 		},
 		DB:      func(*config.Config, *Daemon) (dbReplica, net.Listener, error) { return n.db, nil, nil },
 		Surface: func(*Daemon, context.Context) (closers, error) { return nil, nil },
-		Liveness: func(c *config.Config, key []byte, h livenessHooks, _ func(string, ...any)) (peerLiveness, error) {
+		Liveness: func(c *config.Config, key []byte, report func(liveness.Action)) (peerLiveness, error) {
 			if n.live == nil {
 				return nil, errors.New("no liveness network in this loop test")
 			}
-			return n.live.attach(t, n.addr, c, key, h)
+			return n.live.attach(t, n.addr, c, key, report)
 		},
 	}})
 	if err != nil {
