@@ -82,8 +82,8 @@ func BenchmarkIdleSync(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 			b.ReportMetric(master, "cpu_master_pct")
 			b.ReportMetric(backup, "cpu_backup_pct")
-			b.ReportMetric(float64(w1m.total()-w0m.total())/wall.Seconds(), "wakeups_master_per_s")
-			b.ReportMetric(float64(w1b.total()-w0b.total())/wall.Seconds(), "wakeups_backup_per_s")
+			b.ReportMetric(float64(w1m.since(w0m))/wall.Seconds(), "wakeups_master_per_s")
+			b.ReportMetric(float64(w1b.since(w0b))/wall.Seconds(), "wakeups_backup_per_s")
 			b.ReportMetric(float64(rssMaster)/1024, "rss_master_MiB")
 			b.ReportMetric(float64(rssBackup)/1024, "rss_backup_MiB")
 			b.Logf("load average %s", loadAverage())
@@ -107,6 +107,25 @@ func startIdleMuros(b *testing.B, p *lab.Pair, extra string) {
 	}
 	if err := waitBulkSynced(n2, 10*time.Second); err != nil {
 		b.Fatal(err)
+	}
+	if extra != "" {
+		return
+	}
+	// Steady state with the liveness protocol is a quiet master
+	// (liveness.quiet_after of nothing on its VIP interfaces): wait for
+	// it, and say so if it never comes.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		st, err := n1.Status(ctx)
+		if err == nil && st.Liveness != nil && st.Liveness.Quiet {
+			return
+		}
+		if ctx.Err() != nil {
+			b.Logf("the master never went quiet within 20 s (liveness %+v)", st.Liveness)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -141,10 +160,15 @@ func startIdleKeepalived(b *testing.B, p *lab.Pair) {
 // every thread in a namespace, by "pid/comm/tid".
 type threadSwitches map[string][2]uint64
 
-func (t threadSwitches) total() uint64 {
+// since sums the voluntary switches each thread made since before, over
+// the threads alive in both samples (a process or thread that came or
+// went between them, such as a status query, does not count).
+func (t threadSwitches) since(before threadSwitches) uint64 {
 	var n uint64
-	for _, v := range t {
-		n += v[0]
+	for k, v := range t {
+		if b, ok := before[k]; ok && v[0] >= b[0] {
+			n += v[0] - b[0]
+		}
 	}
 	return n
 }

@@ -161,6 +161,13 @@ type Liveness struct {
 	// Detect is how long every path must be silent (the second path
 	// probed for half of it) before the peer is dead.
 	Detect time.Duration
+	// QuietInterval is a master's heartbeat period while it receives
+	// nothing on its VIP interfaces for QuietAfter (0: always Interval):
+	// a pair that forwards nothing needs no millisecond takeover, and
+	// fast heartbeats cost each node a thousand packets and wakeups a
+	// second. The first packet brings them back.
+	QuietInterval time.Duration
+	QuietAfter    time.Duration
 	// PeerAddress is the second path: the peer's address off the sync
 	// link (its management address, or its address on a VIP interface).
 	// Defaults to Peer; invalid turns the second path off.

@@ -43,19 +43,26 @@ const (
 	// late heartbeat is never enough.
 	DefaultLivenessInterval = time.Millisecond
 	DefaultLivenessDetect   = 3 * time.Millisecond
-	DefaultDBSyncListen     = ":7443"
-	DefaultDBSyncPort       = 7443
-	DefaultGARPRepeat       = 5
-	DefaultGARPInterval     = 10 * time.Millisecond
-	DefaultJWTTTL           = 60 * time.Second
-	DefaultJWTLeeway        = 5 * time.Second
-	DefaultClockSkewWarn    = time.Second
-	DefaultJWTAlgorithm     = "HS256"
-	DefaultResyncTimeout    = 30 * time.Second
-	DefaultPeerCheck        = 2 * time.Second
-	DefaultRulesetCheck     = 10 * time.Second
-	DefaultSchedPolicy      = "rr"
-	DefaultSchedPriority    = 40
+	// DefaultLivenessQuietInterval and DefaultLivenessQuietAfter: a
+	// master that has received nothing on its VIP interfaces for 5 s
+	// heartbeats every 10 ms instead (a crash is then seen in about
+	// 16.5 ms, half of VRRP's Master_Down_Interval at 10 ms adverts),
+	// and back every millisecond at the first packet it sees.
+	DefaultLivenessQuietInterval = 10 * time.Millisecond
+	DefaultLivenessQuietAfter    = 5 * time.Second
+	DefaultDBSyncListen          = ":7443"
+	DefaultDBSyncPort            = 7443
+	DefaultGARPRepeat            = 5
+	DefaultGARPInterval          = 10 * time.Millisecond
+	DefaultJWTTTL                = 60 * time.Second
+	DefaultJWTLeeway             = 5 * time.Second
+	DefaultClockSkewWarn         = time.Second
+	DefaultJWTAlgorithm          = "HS256"
+	DefaultResyncTimeout         = 30 * time.Second
+	DefaultPeerCheck             = 2 * time.Second
+	DefaultRulesetCheck          = 10 * time.Second
+	DefaultSchedPolicy           = "rr"
+	DefaultSchedPriority         = 40
 	// MinCheckInterval bounds the peer and ruleset checks from below: each
 	// costs an HTTPS request or an nft run.
 	MinCheckInterval = 200 * time.Millisecond
@@ -249,11 +256,13 @@ func defaults() *Config {
 			Resync:  Resync{StartupTimeout: DefaultResyncTimeout},
 		},
 		Liveness: Liveness{
-			Enabled:  true,
-			Group:    netip.MustParseAddr(DefaultLivenessGroup),
-			Port:     DefaultLivenessPort,
-			Interval: DefaultLivenessInterval,
-			Detect:   DefaultLivenessDetect,
+			Enabled:       true,
+			Group:         netip.MustParseAddr(DefaultLivenessGroup),
+			Port:          DefaultLivenessPort,
+			Interval:      DefaultLivenessInterval,
+			Detect:        DefaultLivenessDetect,
+			QuietInterval: DefaultLivenessQuietInterval,
+			QuietAfter:    DefaultLivenessQuietAfter,
 		},
 		DBSync: DBSync{
 			Enabled:       true,
@@ -672,6 +681,12 @@ func (d *decoder) livenessFields(l *Liveness) []field {
 		}},
 		{"detect", false, func(k string, n *yaml.Node) {
 			d.duration(k, n, 200*time.Microsecond, 10*time.Second, &l.Detect)
+		}},
+		{"quiet_interval", false, func(k string, n *yaml.Node) {
+			d.duration(k, n, 0, 50*time.Millisecond, &l.QuietInterval)
+		}},
+		{"quiet_after", false, func(k string, n *yaml.Node) {
+			d.duration(k, n, 100*time.Millisecond, time.Hour, &l.QuietAfter)
 		}},
 		{"peer_address", false, func(k string, n *yaml.Node) {
 			var a netip.Addr

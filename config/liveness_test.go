@@ -14,7 +14,8 @@ import (
 // second path that is not a unicast address are refused.
 func TestLivenessKeys(t *testing.T) {
 	defaults := Liveness{Enabled: true, Group: netip.MustParseAddr("225.0.0.51"), Port: 3781,
-		Interval: time.Millisecond, Detect: 3 * time.Millisecond, PeerAddress: netip.MustParseAddr("192.168.255.1")}
+		Interval: time.Millisecond, Detect: 3 * time.Millisecond, QuietInterval: 10 * time.Millisecond, QuietAfter: 5 * time.Second,
+		PeerAddress: netip.MustParseAddr("192.168.255.1")}
 	tests := []struct {
 		name        string
 		yaml        string
@@ -34,6 +35,12 @@ func TestLivenessKeys(t *testing.T) {
 		{name: "interval too short", yaml: "liveness:\n  interval: 50us\n", wantProblem: "liveness.interval: 50us is out of range"},
 		{name: "group not multicast", yaml: "liveness:\n  group: 10.0.0.1\n", wantProblem: "liveness.group: 10.0.0.1 is not a multicast group"},
 		{name: "conntrack's group and port", yaml: "liveness:\n  group: 225.0.0.50\n  port: 3780\n", wantProblem: "liveness.port: 225.0.0.50 port 3780 is the conntrack sync's"},
+		{name: "quiet set", yaml: "liveness:\n  quiet_interval: 20ms\n  quiet_after: 1m\n",
+			edit: func(l *Liveness) { l.QuietInterval, l.QuietAfter = 20*time.Millisecond, time.Minute }},
+		{name: "never quiet", yaml: "liveness:\n  quiet_interval: 0s\n", edit: func(l *Liveness) { l.QuietInterval = 0 }},
+		{name: "quiet under two beats", yaml: "liveness:\n  interval: 2ms\n  detect: 6ms\n  quiet_interval: 3ms\n", wantProblem: "liveness.quiet_interval: quiet_interval 3ms is under twice the interval 2ms"},
+		{name: "quiet too long", yaml: "liveness:\n  quiet_interval: 100ms\n", wantProblem: "liveness.quiet_interval: 100ms is out of range"},
+		{name: "quiet after under ten periods", yaml: "liveness:\n  quiet_interval: 50ms\n  quiet_after: 400ms\n", wantProblem: "liveness.quiet_after: quiet_after 400ms is under ten quiet periods (500ms)"},
 		{name: "peer path multicast", yaml: "liveness:\n  peer_address: 224.0.0.18\n", wantProblem: "liveness.peer_address: 224.0.0.18 is not a unicast address"},
 	}
 	for _, tt := range tests {

@@ -77,6 +77,12 @@ func (d *decoder) checkLiveness(c *Config) {
 		}
 		d.fail(line, key, "detect %s is under twice the interval %s: one late heartbeat would declare a live master dead", l.Detect, l.Interval)
 	}
+	if q := l.QuietInterval; q != 0 && q < 2*l.Interval && !d.failed["liveness.quiet_interval"] {
+		d.fail(d.lines["liveness.quiet_interval"], "liveness.quiet_interval", "quiet_interval %s is under twice the interval %s: set 0 to stay fast, or a longer period", q, l.Interval)
+	}
+	if q := l.QuietInterval; q != 0 && l.QuietAfter < 10*q && !d.failed["liveness.quiet_after"] {
+		d.fail(d.lines["liveness.quiet_after"], "liveness.quiet_after", "quiet_after %s is under ten quiet periods (%s)", l.QuietAfter, 10*q)
+	}
 	if c.Conntrack.Enabled && l.Group == c.Conntrack.Group && l.Port == c.Conntrack.Port {
 		d.fail(d.lines["liveness.port"], "liveness.port", "%s port %d is the conntrack sync's group and port", l.Group, l.Port)
 	}

@@ -45,6 +45,12 @@ type Engine struct {
 	codec *Codec
 	acts  []Action
 	buf   []byte
+	// rx is the traffic counter of a node with a quiet period (nil:
+	// none); rxLast its last reading, peerReads the datagrams read from
+	// the peer path's socket and peerReadsAt their count at that reading.
+	rx                             *RxCounter
+	rxLast, peerReads, peerReadsAt uint64
+	rxKnown                        bool
 }
 
 // EngineConfig configures an Engine.
@@ -58,6 +64,11 @@ type EngineConfig struct {
 	Port          uint16
 	// PeerAddress is the second path's destination (invalid: none).
 	PeerAddress netip.Addr
+	// TrafficInterfaces are the interfaces whose received packets say
+	// that the node forwards traffic (the VIP interfaces), for the quiet
+	// period (Monitor.Quiet). A node that cannot read them is never quiet
+	// (Snapshot.QuietOff says why).
+	TrafficInterfaces []string
 	// OnVerdict and OnPath are called on the engine's goroutine when the
 	// verdict or a path alarm changes; they must not block.
 	OnVerdict func(Action)
@@ -85,6 +96,16 @@ type Snapshot struct {
 	// Stalls counts the times this node itself ran too late to judge a
 	// probe (Monitor.Stalls).
 	Stalls uint64
+	// Quiet says the node is a master heartbeating at the quiet period
+	// (it forwards nothing); QuietOff why it never does (empty: it can);
+	// TrafficErrors counts the traffic counter's failed reads (each one
+	// brings the fast heartbeats back).
+	Quiet         bool
+	QuietOff      string
+	TrafficErrors uint64
+	// PeerInterval is the heartbeat period the peer announces on the
+	// sync link (its quiet one while it forwards nothing).
+	PeerInterval time.Duration
 }
 
 // PathSnapshot is one path in a Snapshot.
@@ -97,17 +118,32 @@ type PathSnapshot struct {
 // NewEngine opens the sockets. Call Run, then Close.
 func NewEngine(cfg EngineConfig) (*Engine, error) {
 	cfg.Monitor.PeerPath = cfg.PeerAddress.IsValid()
+	var rx *RxCounter
+	quietOff := ""
+	if cfg.Monitor.Quiet > 0 {
+		var err error
+		if rx, err = OpenRxCounter(cfg.TrafficInterfaces); err != nil {
+			cfg.Monitor.Quiet, quietOff = 0, err.Error()
+		}
+	}
 	mon, err := NewMonitor(cfg.Monitor)
 	if err != nil {
+		if rx != nil {
+			rx.Close()
+		}
 		return nil, err
 	}
 	codec, err := NewCodec(cfg.Key)
 	if err != nil {
+		if rx != nil {
+			rx.Close()
+		}
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, mon: mon, codec: codec, syncFD: -1, peerFD: -1, wakeFD: -1, timerFD: -1, epollFD: -1,
 		buf: make([]byte, 0, Size+64), left: make(chan struct{})}
-	e.snap = Snapshot{Carrier: true, Drops: map[Reason]uint64{}, Sent: map[Path]uint64{}, Received: map[Path]uint64{}}
+	e.rx = rx
+	e.snap = Snapshot{Carrier: true, Drops: map[Reason]uint64{}, Sent: map[Path]uint64{}, Received: map[Path]uint64{}, QuietOff: quietOff}
 	if err := e.open(); err != nil {
 		e.closeFDs()
 		return nil, err
@@ -321,6 +357,9 @@ func (e *Engine) closeFDs() {
 		e.wakeFD = -1
 	}
 	e.mu.Unlock()
+	if e.rx != nil {
+		e.rx.Close()
+	}
 	for _, fd := range []*int{&e.syncFD, &e.peerFD, &e.timerFD} {
 		if *fd >= 0 {
 			unix.Close(*fd)
@@ -444,6 +483,10 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.receive(e.peerFD, PathPeer, now)
 			}
 		}
+		if e.rx != nil && e.mon.TrafficDue(now) {
+			n, ok := e.readTraffic()
+			e.step(Event{Kind: EventTraffic, Now: now, Packets: n, Unreadable: !ok})
+		}
 		if dl := e.mon.NextDeadline(); !dl.IsZero() && !now.Before(dl) {
 			e.step(Event{Kind: EventTick, Now: now})
 		}
@@ -470,38 +513,61 @@ func drain(fd int) {
 	unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 8)
 }
 
-// receive reads every datagram waiting on fd. It calls recvfrom(2)
-// itself, raw: x/sys/unix's Recvfrom goes through the runtime's syscall
-// entry and converts the source address with an extra getsockopt(2) per
-// datagram, and the sync path needs no source at all.
+// readTraffic reads the traffic counter and returns the packets received
+// since the last reading that were not the peer's own messages; false if
+// it could not read it.
+func (e *Engine) readTraffic() (uint64, bool) {
+	n, err := e.rx.Read()
+	if err != nil {
+		e.mu.Lock()
+		e.snap.TrafficErrors++
+		e.mu.Unlock()
+		e.rxKnown = false
+		return 0, false
+	}
+	var seen uint64
+	if e.rxKnown {
+		seen = trafficSince(e.rxLast, n, e.peerReads-e.peerReadsAt)
+	}
+	e.rxLast, e.peerReadsAt, e.rxKnown = n, e.peerReads, true
+	return seen, true
+}
+
+// receive reads one datagram from fd: the epoll set is level-triggered,
+// so a second one waiting makes the next wait return at once, and the
+// common case (one) costs no recvfrom(2) that answers EAGAIN. It calls
+// recvfrom itself, raw: x/sys/unix's Recvfrom goes through the runtime's
+// syscall entry and converts the source address with an extra
+// getsockopt(2) per datagram, and the sync path needs no source at all.
 func (e *Engine) receive(fd int, p Path, now time.Time) {
 	var b [Size + 1]byte
 	var from unix.RawSockaddrAny
-	for {
-		fromLen := uint32(unix.SizeofSockaddrAny)
-		var fromPtr, lenPtr uintptr
-		if p == PathPeer {
-			fromPtr, lenPtr = uintptr(unsafe.Pointer(&from)), uintptr(unsafe.Pointer(&fromLen))
-		}
-		r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, fromPtr, lenPtr)
-		if errno != 0 {
-			return // EAGAIN: drained (errors on a UDP socket are transient)
-		}
-		n := int(r)
-		if p == PathPeer && !e.fromPeer(&from) {
-			e.count(ReasonSource)
-			continue
-		}
-		msg, err := e.codec.Parse(b[:n])
-		if err != nil {
-			e.count(ReasonOf(err))
-			continue
-		}
-		e.mu.Lock()
-		e.snap.Received[p]++
-		e.mu.Unlock()
-		e.step(Event{Kind: EventReceive, Now: now, Path: p, Message: msg})
+	fromLen := uint32(unix.SizeofSockaddrAny)
+	var fromPtr, lenPtr uintptr
+	if p == PathPeer {
+		fromPtr, lenPtr = uintptr(unsafe.Pointer(&from)), uintptr(unsafe.Pointer(&fromLen))
 	}
+	r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, fromPtr, lenPtr)
+	if errno != 0 {
+		return // EAGAIN (errors on a UDP socket are transient)
+	}
+	n := int(r)
+	if p == PathPeer {
+		e.peerReads++
+		if !e.fromPeer(&from) {
+			e.count(ReasonSource)
+			return
+		}
+	}
+	msg, err := e.codec.Parse(b[:n])
+	if err != nil {
+		e.count(ReasonOf(err))
+		return
+	}
+	e.mu.Lock()
+	e.snap.Received[p]++
+	e.mu.Unlock()
+	e.step(Event{Kind: EventReceive, Now: now, Path: p, Message: msg})
 }
 
 func (e *Engine) fromPeer(from *unix.RawSockaddrAny) bool {
@@ -553,6 +619,8 @@ func (e *Engine) step(ev Event) {
 	e.snap.Negotiated = e.mon.peerEpoch != 0
 	e.snap.Detect = e.mon.Detect(ev.Now)
 	e.snap.Stalls = e.mon.Stalls()
+	e.snap.Quiet = e.mon.Quiet(ev.Now)
+	e.snap.PeerInterval = e.mon.paths[PathSync].interval
 	e.snap.Paths = e.snap.Paths[:0]
 	for p := Path(1); p <= NumPaths; p++ {
 		if p == PathPeer && !e.cfg.PeerAddress.IsValid() {

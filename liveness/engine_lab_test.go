@@ -25,6 +25,12 @@ type labEngine struct {
 }
 
 func startLabEngine(t testing.TB, fw *lab.Netns, peer *lab.Netns, p *lab.Pair, epoch uint64, role Role) *labEngine {
+	return startLabEngineQuiet(t, fw, peer, p, epoch, role, 0, 0)
+}
+
+// startLabEngineQuiet starts an engine that goes quiet (Config.Quiet)
+// after quietAfter without traffic on its LAN and WAN ports.
+func startLabEngineQuiet(t testing.TB, fw *lab.Netns, peer *lab.Netns, p *lab.Pair, epoch uint64, role Role, quiet, quietAfter time.Duration) *labEngine {
 	t.Helper()
 	le := &labEngine{done: make(chan error, 1)}
 	peerAddr := p.FW2Addrs.LAN.Addr()
@@ -36,10 +42,12 @@ func startLabEngine(t testing.TB, fw *lab.Netns, peer *lab.Netns, p *lab.Pair, e
 	err := fw.Do(func() error {
 		var err error
 		le.e, err = NewEngine(EngineConfig{
-			Monitor: Config{Interval: time.Millisecond, Detect: 20 * time.Millisecond, Idle: DefaultIdle, Epoch: epoch, VRIDs: vrids},
-			Key:     testKey(3), SyncInterface: lab.IfSync, Group: groupV4, Port: 3781, PeerAddress: peerAddr,
-			OnVerdict: func(a Action) { le.mu.Lock(); le.verdicts = append(le.verdicts, a); le.mu.Unlock() },
-			OnPath:    func(a Action) { le.mu.Lock(); le.paths = append(le.paths, a); le.mu.Unlock() },
+			Monitor: Config{Interval: time.Millisecond, Detect: 20 * time.Millisecond, Idle: DefaultIdle, Epoch: epoch, VRIDs: vrids,
+				Quiet: quiet, QuietAfter: quietAfter},
+			Key: testKey(3), SyncInterface: lab.IfSync, Group: groupV4, Port: 3781, PeerAddress: peerAddr,
+			TrafficInterfaces: []string{lab.IfLAN, lab.IfWAN},
+			OnVerdict:         func(a Action) { le.mu.Lock(); le.verdicts = append(le.verdicts, a); le.mu.Unlock() },
+			OnPath:            func(a Action) { le.mu.Lock(); le.paths = append(le.paths, a); le.mu.Unlock() },
 		})
 		return err
 	})
@@ -169,5 +177,53 @@ func BenchmarkEngineIdle(b *testing.B) {
 		bk.stop()
 		b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu_pct_both")
 		b.ReportMetric(float64(sent)/wall.Seconds(), "sync_heartbeats/s")
+	}
+}
+
+// TestEngineQuietInNamespaces: a master whose LAN and WAN ports receive
+// nothing goes quiet, the backup reads the slower period from its
+// heartbeats and declares nothing; twenty datagrams from the client to
+// the master's LAN address bring the fast heartbeats back; a quiet master
+// that dies is still declared dead.
+func TestEngineQuietInNamespaces(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	p := lab.NewPairT(t, lab.Options{})
+	m := startLabEngineQuiet(t, p.FW1, p.FW2, p, 1111, RoleMaster, 10*time.Millisecond, 300*time.Millisecond)
+	b := startLabEngine(t, p.FW2, p.FW1, p, 2222, RoleBackup)
+	waitVerdict(t, b, VerdictAlive, 5*time.Second)
+	if off := m.e.Snapshot().QuietOff; off != "" {
+		t.Fatalf("quiet unavailable: %s", off)
+	}
+	waitSnap := func(what string, ok func(m, b Snapshot) bool) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); !ok(m.e.Snapshot(), b.e.Snapshot()); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s: not within 5 s (master %+v)", what, m.e.Snapshot())
+			}
+		}
+	}
+	waitSnap("quiet, and the backup reads 10 ms", func(ms, bs Snapshot) bool { return ms.Quiet && bs.PeerInterval == 10*time.Millisecond })
+	sent := m.e.Snapshot().Sent[PathSync]
+	time.Sleep(time.Second)
+	if n := m.e.Snapshot().Sent[PathSync] - sent; n < 80 || n > 120 {
+		t.Errorf("quiet master sent %d heartbeats on the sync link in 1 s, want about 100", n)
+	}
+	_, verdicts := b.last()
+
+	// Twenty datagrams from the client to the master's LAN address.
+	if _, err := p.Client.Run("bash", "-c", "for i in $(seq 20); do echo x > /dev/udp/"+p.FW1Addrs.LAN.Addr().String()+"/9; done"); err != nil {
+		t.Fatal(err)
+	}
+	waitSnap("fast after twenty datagrams", func(ms, bs Snapshot) bool { return !ms.Quiet && bs.PeerInterval == time.Millisecond })
+	if a, n := b.last(); n != verdicts {
+		t.Fatalf("verdict %v across the changes of period", a)
+	}
+	waitSnap("quiet again", func(ms, bs Snapshot) bool { return ms.Quiet && bs.PeerInterval == 10*time.Millisecond })
+	m.stop()
+	a := waitVerdict(t, b, VerdictDead, 2*time.Second)
+	t.Logf("dead: %s", a.Reason)
+	b.stop()
+	if d := b.e.Snapshot().Drops; len(d) != 0 {
+		t.Logf("refused: %v", d)
 	}
 }

@@ -20,6 +20,18 @@ type Config struct {
 	// master, and the peer path while the sync link works. A path silent
 	// for three Idle periods is down.
 	Idle time.Duration
+	// Quiet is a master's heartbeat period on the sync link while the
+	// node forwards nothing (0: always Interval). Fast heartbeats buy a
+	// takeover within milliseconds, which no one notices while no packet
+	// crosses the firewall, and cost a thousand packets and wakeups a
+	// second on each node: a quiet master saves them (BFD's demand mode,
+	// RFC 5880 section 6.6, has the same idea). The backup reads the
+	// period from every heartbeat, so its detection time follows.
+	Quiet time.Duration
+	// QuietAfter is how long a master must see no traffic (EventTraffic)
+	// before it heartbeats at the Quiet period; any traffic, or a counter
+	// it cannot read, brings the fast heartbeats back at once.
+	QuietAfter time.Duration
 	// PeerPath says the second path (unicast to the peer's address off
 	// the sync link) exists.
 	PeerPath bool
@@ -43,6 +55,14 @@ func (c Config) Validate() error {
 	}
 	if c.Idle < c.Interval || c.Idle > 10*time.Second {
 		errs = append(errs, fmt.Errorf("idle %v: want interval..10s", c.Idle))
+	}
+	if c.Quiet != 0 && (c.Quiet < c.Interval || c.Quiet > c.Idle/2) {
+		// Below Idle/2, so a backup can tell a quiet master's period
+		// from the idle one it uses where it does not heartbeat fast.
+		errs = append(errs, fmt.Errorf("quiet %v: want 0 (never quiet) or %v..%v", c.Quiet, c.Interval, c.Idle/2))
+	}
+	if c.Quiet != 0 && c.QuietAfter < 10*c.Quiet {
+		errs = append(errs, fmt.Errorf("quiet after %v: want at least ten quiet periods (%v)", c.QuietAfter, 10*c.Quiet))
 	}
 	if c.Epoch == 0 {
 		errs = append(errs, errors.New("epoch 0"))
@@ -126,6 +146,7 @@ const (
 	EventCarrier                      // the sync link's carrier changed (Up)
 	EventRole                         // the node's own role or priority changed
 	EventLeave                        // the node stops gracefully
+	EventTraffic                      // the shell read its traffic counter (TrafficDue): Packets, or Unreadable
 )
 
 // Event is one input of Monitor.Step. Now is read for every kind.
@@ -137,6 +158,11 @@ type Event struct {
 	Message Message
 	// EventCarrier.
 	Up bool
+	// EventTraffic: the packets received on the watched interfaces since
+	// the last read, less the peer's own liveness messages; Unreadable
+	// says the counter could not be read (which counts as traffic).
+	Packets    uint64
+	Unreadable bool
 	// EventRole.
 	Role     Role
 	Priority uint8
@@ -237,7 +263,23 @@ type Monitor struct {
 	// on one path, gapAt when it was last set or halved (Detect).
 	gapMax time.Duration
 	gapAt  time.Time
+	// activeAt is when this node last saw traffic or became master;
+	// trafficAt when the shell last reported its counter (zero: never,
+	// and a master is never quiet before it has); windowAt and
+	// windowPackets count the packets of the current trafficWindow.
+	activeAt, trafficAt, windowAt time.Time
+	windowPackets                 uint64
 }
+
+// Traffic, for a quiet master, is more than trafficThreshold packets in
+// a trafficWindow on the watched interfaces: a quiet LAN's background
+// (ARP and neighbour discovery every few seconds, a packet counted before
+// the engine read it from its socket) is not traffic, a stream of 1,000
+// packets a second is within one read (10 ms), a call at 50 within 200 ms.
+const (
+	trafficWindow    = time.Second
+	trafficThreshold = 8
+)
 
 // NewMonitor returns a monitor that has heard nothing yet, for a node in
 // INIT with its sync link assumed up (the shell reports the carrier).
@@ -281,12 +323,26 @@ func (m *Monitor) Step(ev Event, out []Action) []Action {
 			}
 		}
 	case EventRole:
-		wasFast := m.interval(PathSync)
+		if ev.Role == RoleMaster && m.role != RoleMaster {
+			m.activeAt = ev.Now // fast for QuietAfter after a takeover
+		}
+		wasFast := m.interval(ev.Now, PathSync)
 		m.role, m.priority = ev.Role, ev.Priority
-		if m.interval(PathSync) < wasFast {
+		if m.interval(ev.Now, PathSync) < wasFast {
 			for p := Path(1); p <= NumPaths; p++ {
 				m.paths[p].nextSend = ev.Now
 			}
+		}
+	case EventTraffic:
+		// Quiet to fast needs nothing more: tick sees the period shrink
+		// and sends now.
+		m.trafficAt = ev.Now
+		if ev.Now.Sub(m.windowAt) >= trafficWindow {
+			m.windowAt, m.windowPackets = ev.Now, 0
+		}
+		m.windowPackets += min(ev.Packets, trafficThreshold+1)
+		if ev.Unreadable || ev.Packets > 0 && m.windowPackets > trafficThreshold {
+			m.activeAt = ev.Now
 		}
 	case EventLeave:
 		m.leaving = true
@@ -326,6 +382,9 @@ func (m *Monitor) nextDeadline() time.Time {
 			earliest(m.silentSince(p).Add(m.cfg.PathDownAfter()))
 		}
 	}
+	if m.trafficWanted() && !m.trafficAt.IsZero() {
+		earliest(m.trafficAt.Add(m.cfg.Quiet))
+	}
 	if m.verdict == VerdictAlive {
 		if m.probeStart.IsZero() {
 			earliest(m.lastAny().Add(m.probeAfter()))
@@ -355,18 +414,41 @@ func (m *Monitor) usable(p Path) bool { return m.configured(p) && (p != PathSync
 
 // interval is our HEARTBEAT period on path p now: fast where a backup
 // watches a master (the sync link; the peer path too while the sync link
-// is down on either side), idle everywhere else.
-func (m *Monitor) interval(p Path) time.Duration {
+// is down on either side), or the quiet period there while the master
+// forwards nothing; idle everywhere else.
+func (m *Monitor) interval(now time.Time, p Path) time.Duration {
 	if m.role != RoleMaster {
 		return m.cfg.Idle
 	}
+	fast := m.cfg.Interval
+	if m.Quiet(now) {
+		fast = m.cfg.Quiet
+	}
 	if p == PathSync {
-		return m.cfg.Interval
+		return fast
 	}
 	if !m.carrier || m.paths[PathSync].down || (m.peerEpoch != 0 && m.peerFlags&FlagSyncCarrier == 0) {
-		return m.cfg.Interval
+		return fast
 	}
 	return m.cfg.Idle
+}
+
+// trafficWanted says whether the node watches its traffic: a master with
+// a quiet period.
+func (m *Monitor) trafficWanted() bool { return m.cfg.Quiet > 0 && m.role == RoleMaster }
+
+// TrafficDue says whether the shell should read its traffic counter and
+// report it (EventTraffic): a master with a quiet period does so once a
+// quiet period.
+func (m *Monitor) TrafficDue(now time.Time) bool {
+	return m.trafficWanted() && (m.trafficAt.IsZero() || now.Sub(m.trafficAt) >= m.cfg.Quiet)
+}
+
+// Quiet says whether this node is a master heartbeating at the quiet
+// period: it has read its traffic counter, and seen no traffic for
+// QuietAfter.
+func (m *Monitor) Quiet(now time.Time) bool {
+	return m.trafficWanted() && !m.trafficAt.IsZero() && now.Sub(m.activeAt) >= m.cfg.QuietAfter
 }
 
 // lastAny is the newest accepted message on a path that can still bring
@@ -385,29 +467,30 @@ func (m *Monitor) lastAny() time.Time {
 }
 
 // probeAfter is the silence on every path after which the node probes:
-// half the detection time when the peer is master (it heartbeats fast on
-// the sync link, or on the peer path while the sync link is down, and is
-// probed while it does not know yet) or heartbeats fast on a usable path,
-// half three of its heartbeats otherwise (an idle backup is not probed
-// between its idle heartbeats).
+// half the detection time, or one and a half of the peer's heartbeat
+// periods if that is longer. A master heartbeats fast on the sync link,
+// or at its quiet period, and says which in every message; on the peer
+// path it heartbeats at the idle period until it knows that the sync link
+// is down, and while it does not it is probed after half the detection
+// time. An idle backup is not probed between its idle heartbeats.
 func (m *Monitor) probeAfter() time.Duration {
 	half := m.Detect(m.lastAny()) / 2
-	if m.peerRole == RoleMaster {
-		return half
-	}
 	fastest := time.Duration(0)
 	for p := Path(1); p <= NumPaths; p++ {
-		if !m.usable(p) || m.paths[p].last.IsZero() {
+		if !m.usable(p) || m.paths[p].last.IsZero() || m.paths[p].down {
 			continue
 		}
 		if iv := m.paths[p].interval; iv > 0 && (fastest == 0 || iv < fastest) {
 			fastest = iv
 		}
 	}
+	if m.peerRole == RoleMaster && (fastest == 0 || fastest >= m.cfg.Idle) {
+		return half
+	}
 	if fastest == 0 {
 		fastest = m.cfg.Idle
 	}
-	return max(half, 3*fastest/2)
+	return max(half, 3*min(fastest, m.cfg.Idle)/2)
 }
 
 // stalled notices that this node ran later than it asked to by more than
@@ -482,14 +565,14 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 			continue
 		}
 		ps := &m.paths[p]
-		if iv := m.interval(p); ps.nextSend.Sub(now) > iv {
+		if iv := m.interval(now, p); ps.nextSend.Sub(now) > iv {
 			// The period shrank (the sync link went down under a master):
 			// the next heartbeat is due now, not at the old schedule.
 			ps.nextSend = now
 		}
 		if !now.Before(ps.nextSend) {
 			out = m.send(now, p, TypeHeartbeat, out)
-			ps.nextSend = now.Add(m.interval(p))
+			ps.nextSend = now.Add(m.interval(now, p))
 		}
 	}
 	return out
@@ -529,7 +612,7 @@ func (m *Monitor) send(now time.Time, p Path, t Type, out []Action) []Action {
 	return append(out, Action{Kind: ActionSend, Path: p, Message: Message{
 		Type: t, Path: p, Role: m.role, Priority: m.priority, Flags: flags,
 		Epoch: m.cfg.Epoch, Seq: m.seq, EchoEpoch: m.echoEpoch, EchoSeq: m.echoSeq,
-		Interval: m.interval(p), VRIDs: m.cfg.VRIDs,
+		Interval: m.interval(now, p), VRIDs: m.cfg.VRIDs,
 	}})
 }
 

@@ -20,6 +20,13 @@ func TestConfigValidate(t *testing.T) {
 			c.Idle = c.Interval / 2
 		},
 		"no epoch": func(c *Config) { c.Epoch = 0 },
+		"quiet below interval": func(c *Config) {
+			c.Quiet, c.QuietAfter = c.Interval/2, time.Second
+		},
+		"quiet near idle": func(c *Config) { c.Quiet, c.QuietAfter = c.Idle, 10*time.Second },
+		"quiet after too short": func(c *Config) {
+			c.Quiet, c.QuietAfter = 10*time.Millisecond, 50*time.Millisecond
+		},
 	} {
 		c := good
 		edit(&c)
@@ -301,10 +308,30 @@ func TestRestartedPeerIsAdopted(t *testing.T) {
 
 // TestNeverDeadWhileOnePathDelivers (property): whatever the loss on one
 // path, and the sync link cut or not, a live master heard on the other
-// path is never declared dead.
+// path is never declared dead, quiet or not, whenever traffic comes and
+// goes.
 func TestNeverDeadWhileOnePathDelivers(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		s := settled(t)
+		var s *sim
+		if rapid.Bool().Draw(rt, "quiet") {
+			s = settled(t, quietSimConfig(1000), quietSimConfig(1001))
+			toggles := rapid.SliceOfN(rapid.IntRange(1, 600), 0, 8).Draw(rt, "traffic toggles (ms)")
+			s.traffic = func(_ int, now time.Time) (uint64, bool) {
+				on, at := false, simEpoch.Add(time.Second)
+				for _, ms := range toggles {
+					if at = at.Add(time.Duration(ms) * time.Millisecond); now.Before(at) {
+						break
+					}
+					on = !on
+				}
+				if on {
+					return 10, false
+				}
+				return 0, false
+			}
+		} else {
+			s = settled(t)
+		}
 		at := s.elapsed()
 		lossy := Path(rapid.IntRange(1, NumPaths).Draw(rt, "lossy"))
 		rate := rapid.IntRange(0, 100).Draw(rt, "loss%")
@@ -465,5 +492,161 @@ func TestOwnStallIsNoVerdict(t *testing.T) {
 	}
 	if took := vs[0].at - back; took < 1500*time.Microsecond {
 		t.Errorf("dead %v after the stall, want a fresh probe's wait (1.5 ms)", took)
+	}
+}
+
+func quietSimConfig(epoch uint64) Config {
+	c := defaultSimConfig(epoch)
+	c.Quiet, c.QuietAfter = 10*time.Millisecond, 200*time.Millisecond
+	return c
+}
+
+// TestQuietMaster: a master that forwards nothing for QuietAfter slows its
+// sync heartbeats to the quiet period, and the first traffic brings the
+// fast ones back at once; the backup follows without a probe.
+func TestQuietMaster(t *testing.T) {
+	var forwarding bool
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.traffic = func(i int, now time.Time) (uint64, bool) {
+		if forwarding {
+			return 10, false // 1,000 packets a second, read every 10 ms
+		}
+		return 0, false
+	}
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(100 * time.Millisecond)
+	m, b := s.nodes[0], s.nodes[1]
+	if m.m.Quiet(s.now) {
+		t.Fatal("quiet before QuietAfter passed")
+	}
+	s.run(time.Second)
+	if !m.m.Quiet(s.now) {
+		t.Fatal("not quiet after a second without traffic")
+	}
+	before := m.sent[TypeHeartbeat]
+	s.run(time.Second)
+	if got := m.sent[TypeHeartbeat] - before; got < 105 || got > 115 {
+		t.Errorf("quiet master sent %d heartbeats in 1 s, want about 100 (sync) + 10 (peer)", got)
+	}
+	if p := b.sent[TypeProbe]; p != 0 {
+		t.Errorf("backup probed a quiet master %d times", p)
+	}
+	if len(b.verdicts) != 1 || len(b.alarms) != 0 {
+		t.Errorf("backup verdicts %v alarms %v, want one alive and none", b.verdicts, b.alarms)
+	}
+	// Traffic: fast within one quiet period, and the heartbeats say so.
+	forwarding = true
+	s.run(10 * time.Millisecond)
+	if m.m.Quiet(s.now) {
+		t.Fatal("still quiet a quiet period after traffic")
+	}
+	before = m.sent[TypeHeartbeat]
+	s.run(100 * time.Millisecond)
+	if got := m.sent[TypeHeartbeat] - before; got < 99 {
+		t.Errorf("master with traffic sent %d heartbeats in 100 ms, want about 100", got)
+	}
+	if got := b.m.paths[PathSync].interval; got != time.Millisecond {
+		t.Errorf("backup reads the master's period as %v, want 1ms", got)
+	}
+	// Traffic stops: quiet again QuietAfter later.
+	forwarding = false
+	s.run(150 * time.Millisecond)
+	if m.m.Quiet(s.now) {
+		t.Fatal("quiet before QuietAfter after the last traffic")
+	}
+	s.run(100 * time.Millisecond)
+	if !m.m.Quiet(s.now) {
+		t.Fatal("not quiet QuietAfter after the last traffic")
+	}
+	if p := b.sent[TypeProbe]; p != 0 {
+		t.Errorf("backup probed %d times across the changes of period", p)
+	}
+}
+
+// TestQuietMasterDies: a quiet master that hangs is dead one and a half
+// quiet periods plus half the detection time after its last heartbeat,
+// about half VRRP's Master_Down_Interval at 10 ms adverts.
+func TestQuietMasterDies(t *testing.T) {
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(time.Second)
+	if !s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("not quiet")
+	}
+	s.nodes[0].frozen = true
+	froze := s.elapsed()
+	s.run(100 * time.Millisecond)
+	vs := s.nodes[1].verdictsSince(froze)
+	if len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts after the hang %v, want one dead", vs)
+	}
+	if took, limit := vs[0].at-froze, 15*time.Millisecond+3*time.Millisecond/2+s.latency[PathPeer]; took > limit || took < 5*time.Millisecond {
+		t.Errorf("dead %v after the hang, want (5ms, %v]", took, limit)
+	}
+}
+
+// TestUnreadableCounterIsTraffic: a master that cannot read its traffic
+// counter (the shell reports Up) never goes quiet.
+func TestUnreadableCounterIsTraffic(t *testing.T) {
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, true }
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(2 * time.Second)
+	if s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("quiet with traffic on every read")
+	}
+}
+
+// TestQuietNeedsACounter: without a traffic report a master stays fast,
+// and a backup is never quiet.
+func TestQuietNeedsACounter(t *testing.T) {
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(2 * time.Second)
+	if s.nodes[0].m.Quiet(s.now) || s.nodes[1].m.Quiet(s.now) {
+		t.Fatal("quiet without a traffic counter")
+	}
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+	s.run(time.Second)
+	if s.nodes[1].m.TrafficDue(s.now) || s.nodes[1].m.Quiet(s.now) {
+		t.Fatal("a backup watches its traffic")
+	}
+	if !s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("master not quiet a second after its counter was first read (QuietAfter counts from the takeover)")
+	}
+}
+
+// TestQuietBackground: a quiet LAN's background (a packet now and then)
+// keeps a master quiet; a slow stream (50 packets a second) wakes it
+// within 200 ms.
+func TestQuietBackground(t *testing.T) {
+	var rate int // packets a second
+	var owed float64
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) {
+		owed += float64(rate) / 100 // one read per 10 ms quiet period
+		n := uint64(owed)
+		owed -= float64(n)
+		return n, false
+	}
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	rate = 5
+	s.run(time.Second)
+	for range 10 {
+		s.run(500 * time.Millisecond)
+		if !s.nodes[0].m.Quiet(s.now) {
+			t.Fatalf("5 packets a second woke the master at %v", s.elapsed())
+		}
+	}
+	rate = 50
+	s.run(200 * time.Millisecond)
+	if s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("50 packets a second left the master quiet for 200 ms")
 	}
 }

@@ -23,6 +23,9 @@ type sim struct {
 	// node i is lost.
 	drop     func(i int, p Path, now time.Time) bool
 	inflight []simPacket
+	// traffic, if set, is node i's traffic counter (EventTraffic): the
+	// packets it received since its last read.
+	traffic func(i int, now time.Time) (packets uint64, unreadable bool)
 }
 
 type simNode struct {
@@ -180,6 +183,10 @@ func (s *sim) run(d time.Duration) {
 		for i, n := range s.nodes {
 			if n.frozen {
 				continue
+			}
+			if s.traffic != nil && n.m.TrafficDue(s.now) {
+				n, bad := s.traffic(i, s.now)
+				s.step(i, Event{Kind: EventTraffic, Packets: n, Unreadable: bad})
 			}
 			if dl := n.m.NextDeadline(); !dl.IsZero() && !dl.After(s.now) {
 				s.step(i, Event{Kind: EventTick})

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/muros/muros-had/config"
@@ -44,20 +45,35 @@ func newLiveness(c *config.Config, key []byte, report func(liveness.Action)) (pe
 	}
 	return liveness.NewEngine(liveness.EngineConfig{
 		Monitor: liveness.Config{
-			Interval: c.Liveness.Interval,
-			Detect:   c.Liveness.Detect,
-			Idle:     liveness.DefaultIdle,
-			Epoch:    binary.BigEndian.Uint64(epoch[:]),
-			VRIDs:    vridSet(c),
+			Interval:   c.Liveness.Interval,
+			Detect:     c.Liveness.Detect,
+			Idle:       liveness.DefaultIdle,
+			Quiet:      c.Liveness.QuietInterval,
+			QuietAfter: c.Liveness.QuietAfter,
+			Epoch:      binary.BigEndian.Uint64(epoch[:]),
+			VRIDs:      vridSet(c),
 		},
-		Key:           key,
-		SyncInterface: c.SyncInterface,
-		Group:         c.Liveness.Group,
-		Port:          c.Liveness.Port,
-		PeerAddress:   c.Liveness.PeerAddress,
-		OnVerdict:     report,
-		OnPath:        report,
+		Key:               key,
+		SyncInterface:     c.SyncInterface,
+		Group:             c.Liveness.Group,
+		Port:              c.Liveness.Port,
+		PeerAddress:       c.Liveness.PeerAddress,
+		TrafficInterfaces: vipInterfaces(c),
+		OnVerdict:         report,
+		OnPath:            report,
 	})
+}
+
+// vipInterfaces are the interfaces the node's VIPs live on (the sync
+// interface excepted), each once: the traffic a quiet master watches.
+func vipInterfaces(c *config.Config) []string {
+	var out []string
+	for _, v := range c.VIPs {
+		if v.Interface != c.SyncInterface && !slices.Contains(out, v.Interface) {
+			out = append(out, v.Interface)
+		}
+	}
+	return out
 }
 
 // vridSet is the VRIDs the node runs, as the protocol sends them.
@@ -112,6 +128,9 @@ func (d *Daemon) startLiveness(bg context.Context, goFn func(func())) {
 	d.lvMu.Unlock()
 	if shared != "" {
 		d.log.Warn("the liveness protocol's second path is not independent of the sync link", "why", shared)
+	}
+	if why := lv.Snapshot().QuietOff; why != "" {
+		d.log.Warn("liveness heartbeats stay fast while nothing is forwarded (quiet_interval unusable)", "why", why)
 	}
 	goFn(func() {
 		if err := lv.Run(bg); err != nil && bg.Err() == nil {
@@ -255,11 +274,14 @@ func (d *Daemon) livenessStatus() *status.LivenessStatus {
 		SyncCarrier:     snap.Carrier,
 		SyncLinkDown:    alarm,
 		Shared:          shared,
+		Quiet:           snap.Quiet,
+		QuietOff:        snap.QuietOff,
 		Sent:            map[string]uint64{},
 		Received:        map[string]uint64{},
 	}
 	if snap.Negotiated {
 		out.PeerRole = snap.PeerRole.String()
+		out.PeerHeartbeatMillis = float64(snap.PeerInterval) / float64(time.Millisecond)
 	}
 	for _, p := range snap.Paths {
 		addr := d.cfg.Liveness.Group.String() + " on " + d.cfg.SyncInterface

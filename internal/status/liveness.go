@@ -36,10 +36,18 @@ type LivenessStatus struct {
 	Shared string `json:"shared_path,omitempty"`
 	// Stalls counts the times this node itself ran too late to judge a
 	// probe (an overloaded machine): the probe started again.
-	Stalls   uint64            `json:"stalls"`
-	Sent     map[string]uint64 `json:"sent"`
-	Received map[string]uint64 `json:"received"`
-	Drops    map[string]uint64 `json:"drops,omitempty"`
+	Stalls uint64 `json:"stalls"`
+	// Quiet: this node is a master that has received nothing on its VIP
+	// interfaces for liveness.quiet_after and heartbeats at the quiet
+	// period; QuietOff says why it never does (empty: it can).
+	Quiet    bool   `json:"quiet"`
+	QuietOff string `json:"quiet_off,omitempty"`
+	// PeerHeartbeatMillis is the heartbeat period the peer announces on
+	// the sync link: the detection time follows it when the peer is quiet.
+	PeerHeartbeatMillis float64           `json:"peer_heartbeat_ms,omitempty"`
+	Sent                map[string]uint64 `json:"sent"`
+	Received            map[string]uint64 `json:"received"`
+	Drops               map[string]uint64 `json:"drops,omitempty"`
 }
 
 // LivenessPath is one path of the protocol.
@@ -80,6 +88,14 @@ func (l *LivenessStatus) String() string {
 	if !l.SyncCarrier {
 		b.WriteString("; sync link has NO CARRIER")
 	}
+	if l.Quiet {
+		b.WriteString("; heartbeats quiet (nothing received on the VIP interfaces)")
+	} else if l.PeerRole == "master" && l.PeerHeartbeatMillis > 0 {
+		fmt.Fprintf(&b, "; peer heartbeats every %s", Millis(l.PeerHeartbeatMillis))
+	}
+	if l.QuietOff != "" {
+		fmt.Fprintf(&b, "; never quiet: %s", l.QuietOff)
+	}
 	if l.Stalls > 0 {
 		fmt.Fprintf(&b, "; %d own stalls (this node ran too late to judge a probe)", l.Stalls)
 	}
@@ -117,12 +133,14 @@ var (
 		"Liveness messages received and authenticated, by path.", []string{"path"}, nil)
 	livenessStallDesc = prometheus.NewDesc("muros_had_liveness_stalls_total",
 		"Times this node itself ran too late to judge a probe (the probe started again instead of a verdict).", nil, nil)
+	livenessQuietDesc = prometheus.NewDesc("muros_had_liveness_quiet",
+		"1 while this master heartbeats at the quiet period (nothing received on its VIP interfaces for liveness.quiet_after).", nil, nil)
 	livenessDropDesc = prometheus.NewDesc("muros_had_liveness_rejected_total",
 		"Liveness messages refused, by reason.", []string{"reason"}, nil)
 )
 
 func (c livenessCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{livenessVerdictDesc, livenessPathDesc, livenessSyncDownDesc, livenessSentDesc, livenessReceivedDesc, livenessStallDesc, livenessDropDesc} {
+	for _, d := range []*prometheus.Desc{livenessVerdictDesc, livenessPathDesc, livenessSyncDownDesc, livenessSentDesc, livenessReceivedDesc, livenessStallDesc, livenessQuietDesc, livenessDropDesc} {
 		ch <- d
 	}
 }
@@ -146,6 +164,7 @@ func (c livenessCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(livenessReceivedDesc, prometheus.CounterValue, float64(n), path)
 	}
 	ch <- prometheus.MustNewConstMetric(livenessStallDesc, prometheus.CounterValue, float64(s.Stalls))
+	ch <- prometheus.MustNewConstMetric(livenessQuietDesc, prometheus.GaugeValue, b2f(s.Quiet))
 	for reason, n := range s.Drops {
 		ch <- prometheus.MustNewConstMetric(livenessDropDesc, prometheus.CounterValue, float64(n), reason)
 	}
