@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -255,5 +256,75 @@ func TestLivenessPeerThatDoesNotSpeak(t *testing.T) {
 	mustState(t, n2, "MASTER", 3*time.Second)
 	if why := lastFailoverReason(t, n2); !strings.Contains(why, "down: no advert") {
 		t.Errorf("takeover reason %q, want plain VRRP's Master_Down", why)
+	}
+}
+
+// TestLivenessQuietMaster: a master that receives nothing on its VIP
+// interfaces for liveness.quiet_after heartbeats at the quiet period (the
+// backup's status reads it); a ping stream through it brings the 1 ms
+// heartbeats back; quiet again, it hangs, and the backup still takes over
+// within a second, on the protocol's verdict (1 s adverts: VRRP alone
+// would wait 3.6 s).
+func TestLivenessQuietMaster(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	o := slowAdverts
+	lv := func(other lab.FirewallAddrs) string {
+		return fmt.Sprintf("liveness:\n  peer_address: %s\n  detect: %s\n  quiet_after: 500ms\n", other.LAN.Addr(), "25ms")
+	}
+	o.Role, o.Extra = "master", lv(p.FW2Addrs)
+	n1, err := hatest.StartNode(binary, p, p.FW1, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 10*time.Second)
+	o.Role, o.Extra = "backup", lv(p.FW1Addrs)
+	n2, err := hatest.StartNode(binary, p, p.FW2, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := func(s1, s2 status.Status) bool {
+		return s1.Liveness != nil && s1.Liveness.Quiet && s2.Liveness != nil && s2.Liveness.PeerRole == "MASTER" && s2.Liveness.PeerHeartbeatMillis == 10
+	}
+	waitBoth := func(what string, ok func(s1, s2 status.Status) bool) {
+		t.Helper()
+		ctx := context.Background()
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			s1, err1 := n1.Status(ctx)
+			s2, err2 := n2.Status(ctx)
+			if err1 == nil && err2 == nil && ok(s1, s2) {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: not within 10 s: fw1 %+v fw2 %+v", what, s1.Liveness, s2.Liveness)
+			}
+		}
+	}
+	waitBoth("master quiet, backup reads 10 ms", quiet)
+	if s, _ := n1.Status(context.Background()); !strings.Contains(s.Liveness.String(), "heartbeats quiet") {
+		t.Errorf("status line %q does not say quiet", s.Liveness.String())
+	}
+
+	// A UDP stream from the client through the master.
+	res := probe(t, p, 2*time.Second, func() {
+		waitBoth("fast with traffic", func(s1, s2 status.Status) bool {
+			return s1.Liveness != nil && !s1.Liveness.Quiet && s2.Liveness != nil && s2.Liveness.PeerHeartbeatMillis == 1
+		})
+	})
+	if res.Lost > 0 {
+		t.Errorf("the stream lost %d of %d", res.Lost, res.Sent)
+	}
+	waitBoth("quiet again after the stream", quiet)
+
+	// Quiet, the master hangs.
+	if err := n1.Proc.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer n1.Proc.Signal(syscall.SIGCONT)
+	if err := hang(p.FW1); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "MASTER", time.Second)
+	if why := lastFailoverReason(t, n2); !strings.Contains(why, "peer dead") {
+		t.Errorf("takeover reason %q, want the liveness verdict", why)
 	}
 }

@@ -90,7 +90,7 @@ func (l *LivenessStatus) String() string {
 	}
 	if l.Quiet {
 		b.WriteString("; heartbeats quiet (nothing received on the VIP interfaces)")
-	} else if l.PeerRole == "master" && l.PeerHeartbeatMillis > 0 {
+	} else if strings.EqualFold(l.PeerRole, "master") && l.PeerHeartbeatMillis > 0 {
 		fmt.Fprintf(&b, "; peer heartbeats every %s", Millis(l.PeerHeartbeatMillis))
 	}
 	if l.QuietOff != "" {

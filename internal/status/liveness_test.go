@@ -33,6 +33,9 @@ func TestLivenessText(t *testing.T) {
 		{"peer does not speak it", &LivenessStatus{Verdict: "unknown", DetectMillis: 3}, []string{"does not speak it (plain VRRP timing)", "detect 3.0 ms"}},
 		{"cut", cutLiveness(), []string{"peer ALIVE as MASTER", "detect 3.0 ms (8.0 ms now", "sync path (225.0.0.51 on eth2) DOWN", "peer path (10.0.0.3:3781) up", "NO CARRIER", "refused mac=2 replay=1"}},
 		{"dead", &LivenessStatus{Verdict: "dead", PeerRole: "MASTER", DetectMillis: 3}, []string{"peer DEAD"}},
+		{"quiet master", &LivenessStatus{Verdict: "alive", PeerRole: "BACKUP", DetectMillis: 3, Quiet: true}, []string{"heartbeats quiet (nothing received on the VIP interfaces)"}},
+		{"backup of a quiet master", &LivenessStatus{Verdict: "alive", PeerRole: "MASTER", DetectMillis: 3, PeerHeartbeatMillis: 10}, []string{"peer heartbeats every 10.0 ms"}},
+		{"never quiet", &LivenessStatus{Verdict: "alive", PeerRole: "BACKUP", DetectMillis: 3, QuietOff: "no interfaces"}, []string{"never quiet: no interfaces"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := tt.l.String()
