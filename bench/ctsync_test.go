@@ -2330,7 +2330,11 @@ func takeoverGapOnce(mode string, table int, rng *rand.Rand) (takeoverGap, error
 		During: func() {
 			time.Sleep(lead)
 			trigAt = time.Now()
-			if trigErr = stopForwarding(p); trigErr != nil {
+			stop := stopForwarding
+			if mode == "crash" {
+				stop = crashNow // forwarding and processes in one instant
+			}
+			if trigErr = stop(p); trigErr != nil {
 				return
 			}
 			trigDone = time.Now()

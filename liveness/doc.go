@@ -71,7 +71,10 @@
 //	    receiver sent recently: only a live peer can write one, so a
 //	    recorded message replayed later proves nothing.
 //	  - interval: how often the sender sends HEARTBEATs on this path now
-//	    (a master sends fast on the sync link, everything else is idle).
+//	    (a master sends fast on the sync link, or at its quiet period while
+//	    it receives nothing on its VIP interfaces; everything else is
+//	    idle). The receiver probes after one and a half of these, or half
+//	    the detection time if that is longer.
 //	  - VRIDs: the VRRP instances the sender runs. A muros-had node is
 //	    master of all of its instances or of none (one sync group), but two
 //	    nodes may run different sets for a while (a rolling reload that
@@ -102,4 +105,17 @@
 // negotiated, not assumed. Paths have alarms of their own: a path silent
 // for three idle intervals (or a sync link without carrier) is down, and
 // up again at its next message.
+//
+// # Quiet master
+//
+// Fast heartbeats cost each node a thousand packets and thread wakeups a
+// second, and buy a takeover within milliseconds that nobody notices while
+// no packet crosses the firewall. A master with a quiet period
+// (Config.Quiet) that has seen no traffic for Config.QuietAfter heartbeats
+// at that period instead, and is fast again within one quiet period of a
+// stream (more than 8 packets in a second on its VIP interfaces, less the
+// peer's own liveness messages, counted from rtnetlink's link statistics
+// by RxCounter). The receiver needs nothing new: the interval field tells
+// it, and its probe time follows. BFD's demand mode (RFC 5880 section 6.6)
+// trades the same way.
 package liveness
