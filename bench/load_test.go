@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"github.com/muros/muros-had/config"
@@ -76,8 +77,9 @@ func murosHadTimeSharing() impl {
 // BenchmarkFalseTakeoverUnderLoad elects a pair at 10 ms adverts
 // (Master_Down_Interval about 36 ms), then starts -load.hogs CPU-bound
 // processes (sh busy loops, time-sharing, nice 0) in fw1's namespace for
-// -load.window, and counts the false takeovers: adverts fw2 sent while
-// fw1 was alive, from a capture of fw2's sync link. Every daemon of the
+// -load.window while a UDP stream (a datagram a millisecond) crosses the
+// VIPs, and counts the false takeovers: adverts fw2 sent while fw1 was
+// alive, from a capture of fw2's sync link. Every daemon of the
 // failover benchmarks (keepalived 2.2.7 as Debian runs it, no
 // vrrp_rt_priority; with BFD; from source when named; muros-had with its
 // default SCHED_RR 40) and muros-had time-sharing.
@@ -136,7 +138,14 @@ func falseTakeoversOnce(im impl, interval time.Duration) (FalseTakeovers, error)
 		}
 		hogs = append(hogs, h)
 	}
-	time.Sleep(*loadWindow)
+	// A stream through the VIPs for the window: a loaded firewall
+	// forwards traffic, so muros-had's master heartbeats fast (an idle one
+	// goes quiet, BenchmarkFalseTakeoverIdle).
+	ctx, cancel := context.WithTimeout(context.Background(), *loadWindow+time.Minute)
+	defer cancel()
+	if _, err := p.ProbeUDP(ctx, false, lab.UDPProbeOptions{Duration: *loadWindow}); err != nil {
+		return FalseTakeovers{}, fmt.Errorf("stream: %w", err)
+	}
 	for _, h := range hogs {
 		h.Kill()
 	}
