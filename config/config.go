@@ -165,7 +165,9 @@ type Liveness struct {
 	// nothing on its VIP interfaces for QuietAfter (0: always Interval):
 	// a pair that forwards nothing needs no millisecond takeover, and
 	// fast heartbeats cost each node a thousand packets and wakeups a
-	// second. The first packet brings them back.
+	// second. A stream (more than 8 packets in a second) brings them back
+	// within one quiet period. Unset: 10 ms, else twice Interval, else 0,
+	// whichever sees a death sooner than VRRP's Master_Down_Interval.
 	QuietInterval time.Duration
 	QuietAfter    time.Duration
 	// PeerAddress is the second path: the peer's address off the sync

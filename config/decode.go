@@ -47,7 +47,8 @@ const (
 	// master that has received nothing on its VIP interfaces for 5 s
 	// heartbeats every 10 ms instead (a crash is then seen in about
 	// 16.5 ms, half of VRRP's Master_Down_Interval at 10 ms adverts),
-	// and back every millisecond at the first packet it sees.
+	// and back every millisecond within 10 ms of a stream (more than 8
+	// packets in a second; package liveness, "Quiet master").
 	DefaultLivenessQuietInterval = 10 * time.Millisecond
 	DefaultLivenessQuietAfter    = 5 * time.Second
 	DefaultDBSyncListen          = ":7443"

@@ -40,6 +40,15 @@ func TestLivenessKeys(t *testing.T) {
 		{name: "never quiet", yaml: "liveness:\n  quiet_interval: 0s\n", edit: func(l *Liveness) { l.QuietInterval = 0 }},
 		{name: "quiet under two beats", yaml: "liveness:\n  interval: 2ms\n  detect: 6ms\n  quiet_interval: 3ms\n", wantProblem: "liveness.quiet_interval: quiet_interval 3ms is under twice the interval 2ms"},
 		{name: "quiet too long", yaml: "liveness:\n  quiet_interval: 100ms\n", wantProblem: "liveness.quiet_interval: 100ms is out of range"},
+		{name: "slow heartbeats: quiet defaults to twice the interval", yaml: "liveness:\n  interval: 10ms\n  detect: 30ms\n",
+			edit: func(l *Liveness) {
+				l.Interval, l.Detect, l.QuietInterval = 10*time.Millisecond, 30*time.Millisecond, 20*time.Millisecond
+			}},
+		{name: "slower still: never quiet by default", yaml: "liveness:\n  interval: 30ms\n  detect: 60ms\n",
+			edit: func(l *Liveness) { l.Interval, l.Detect, l.QuietInterval = 30*time.Millisecond, 60*time.Millisecond, 0 }},
+		{name: "fast adverts keep the default", yaml: "advert_interval: 10ms\n",
+			edit: func(l *Liveness) {}},
+		{name: "quiet slower than VRRP", yaml: "advert_interval: 10ms\nliveness:\n  quiet_interval: 20ms\n", wantProblem: "liveness.quiet_interval: quiet_interval 20ms: a quiet master's death would be seen after about 31.5ms, no sooner than VRRP's Master_Down_Interval (30ms at advert_interval 10ms)"},
 		{name: "quiet after under ten periods", yaml: "liveness:\n  quiet_interval: 50ms\n  quiet_after: 400ms\n", wantProblem: "liveness.quiet_after: quiet_after 400ms is under ten quiet periods (500ms)"},
 		{name: "peer path multicast", yaml: "liveness:\n  peer_address: 224.0.0.18\n", wantProblem: "liveness.peer_address: 224.0.0.18 is not a unicast address"},
 	}

@@ -114,8 +114,12 @@
 // (Config.Quiet) that has seen no traffic for Config.QuietAfter heartbeats
 // at that period instead, and is fast again within one quiet period of a
 // stream (more than 8 packets in a second on its VIP interfaces, less the
-// peer's own liveness messages, counted from rtnetlink's link statistics
-// by RxCounter). The receiver needs nothing new: the interval field tells
-// it, and its probe time follows. BFD's demand mode (RFC 5880 section 6.6)
-// trades the same way.
+// peer's own liveness messages, counted from the interfaces' statistics by
+// RxCounter) or of a PROBE. The receiver reads the period from the
+// interval field: its probe time follows, and a late quiet heartbeat
+// teaches its adaptive detection what a late fast one would. A receiver
+// of an earlier release ignores the field and probes after half its
+// detection time; the first probe makes the master fast, and it stays
+// fast while the probes go on, as before quiet masters existed. BFD's
+// demand mode (RFC 5880 section 6.6) trades the same way.
 package liveness

@@ -28,9 +28,11 @@ type Config struct {
 	// RFC 5880 section 6.6, has the same idea). The backup reads the
 	// period from every heartbeat, so its detection time follows.
 	Quiet time.Duration
-	// QuietAfter is how long a master must see no traffic (EventTraffic)
-	// before it heartbeats at the Quiet period; any traffic, or a counter
-	// it cannot read, brings the fast heartbeats back at once.
+	// QuietAfter is how long a master must see no traffic (EventTraffic:
+	// more than trafficThreshold packets in a trafficWindow), no PROBE
+	// from its peer and no counter it could not read before it heartbeats
+	// at the Quiet period; any of them brings the fast heartbeats back at
+	// its next read or message.
 	QuietAfter time.Duration
 	// PeerPath says the second path (unicast to the peer's address off
 	// the sync link) exists.
@@ -199,7 +201,8 @@ type Action struct {
 // pathState is what the node knows of one path.
 type pathState struct {
 	last      time.Time     // last accepted message on it (zero: none yet)
-	lastBeat  time.Time     // last of an unbroken run of fast HEARTBEATs on it
+	lastBeat  time.Time     // last of an unbroken run of HEARTBEATs on it (fast or quiet, one role)
+	beatIv    time.Duration // the period that heartbeat announced: when the next was due
 	interval  time.Duration // the peer's heartbeat period on it, as announced
 	down      bool          // alarm raised
 	nextSend  time.Time     // our next HEARTBEAT on it
@@ -274,8 +277,9 @@ type Monitor struct {
 // Traffic, for a quiet master, is more than trafficThreshold packets in
 // a trafficWindow on the watched interfaces: a quiet LAN's background
 // (ARP and neighbour discovery every few seconds, a packet counted before
-// the engine read it from its socket) is not traffic, a stream of 1,000
-// packets a second is within one read (10 ms), a call at 50 within 200 ms.
+// the engine read it from its socket) is not traffic; a stream of 1,000
+// packets a second is seen at one read (10 ms), a call at 50 within
+// 180 ms (280 across a window's edge).
 const (
 	trafficWindow    = time.Second
 	trafficThreshold = 8
@@ -326,9 +330,10 @@ func (m *Monitor) Step(ev Event, out []Action) []Action {
 		if ev.Role == RoleMaster && m.role != RoleMaster {
 			m.activeAt = ev.Now // fast for QuietAfter after a takeover
 		}
-		wasFast := m.interval(ev.Now, PathSync)
+		wasFast, wasRole := m.interval(ev.Now, PathSync), m.role
 		m.role, m.priority = ev.Role, ev.Priority
-		if m.interval(ev.Now, PathSync) < wasFast {
+		if ev.Role != wasRole || m.interval(ev.Now, PathSync) < wasFast {
+			// A new role is news now, not at the next (quiet) period.
 			for p := Path(1); p <= NumPaths; p++ {
 				m.paths[p].nextSend = ev.Now
 			}
@@ -439,9 +444,10 @@ func (m *Monitor) trafficWanted() bool { return m.cfg.Quiet > 0 && m.role == Rol
 
 // TrafficDue says whether the shell should read its traffic counter and
 // report it (EventTraffic): a master with a quiet period does so once a
-// quiet period.
+// quiet period, up to a quarter early so that the read shares the wakeup
+// of a heartbeat instead of having one of its own.
 func (m *Monitor) TrafficDue(now time.Time) bool {
-	return m.trafficWanted() && (m.trafficAt.IsZero() || now.Sub(m.trafficAt) >= m.cfg.Quiet)
+	return m.trafficWanted() && (m.trafficAt.IsZero() || now.Sub(m.trafficAt) >= m.cfg.Quiet-m.cfg.Quiet/4)
 }
 
 // Quiet says whether this node is a master heartbeating at the quiet
@@ -679,22 +685,34 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 		}
 	}
 	if msg.Type == TypeHeartbeat {
-		fast := msg.Interval > 0 && msg.Interval <= m.cfg.Interval
-		if fast && !ps.lastBeat.IsZero() {
-			// Two fast heartbeats in a row on this path, from a peer in
-			// the same role: how long was the silence between them?
-			// (Replies to probes do not count: their spacing is ours.)
-			// A silence as long as a path outage is one (its alarm says
-			// so), not a late heartbeat.
+		// A master's heartbeat, fast or quiet (not an idle one).
+		watched := msg.Interval > 0 && msg.Interval < m.cfg.Idle
+		if watched && !ps.lastBeat.IsZero() {
+			// Two heartbeats in a row on this path, from a peer in the
+			// same role: how late was this one against the period the
+			// previous one announced? Counted as the silence it would be
+			// between fast heartbeats (our Interval plus the lateness),
+			// so a loaded quiet master teaches the same as a loaded fast
+			// one. (Replies to probes do not count: their spacing is
+			// ours.) A silence as long as a path outage is one (its alarm
+			// says so), not a late heartbeat.
 			m.decayGap(now)
-			if gap := now.Sub(ps.lastBeat); gap > m.gapMax && gap < m.cfg.PathDownAfter() {
-				m.gapMax, m.gapAt = gap, now
+			gap := now.Sub(ps.lastBeat)
+			if eq := gap - ps.beatIv + m.cfg.Interval; eq > m.gapMax && gap < m.cfg.PathDownAfter() {
+				m.gapMax, m.gapAt = eq, now
 			}
 		}
 		ps.lastBeat = time.Time{}
-		if fast {
-			ps.lastBeat = now
+		if watched {
+			ps.lastBeat, ps.beatIv = now, msg.Interval
 		}
+	}
+	if msg.Type == TypeProbe && m.trafficWanted() {
+		// The peer is worried about us: a quiet master goes fast for
+		// QuietAfter, so the peer's detection learns our real lateness
+		// (and a peer that does not read the interval field, an older
+		// release, stops probing us every few milliseconds).
+		m.activeAt = now
 	}
 	ps.last = now
 	ps.interval = msg.Interval

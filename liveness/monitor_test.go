@@ -589,7 +589,7 @@ func TestQuietMasterDies(t *testing.T) {
 }
 
 // TestUnreadableCounterIsTraffic: a master that cannot read its traffic
-// counter (the shell reports Up) never goes quiet.
+// counter (the shell reports Unreadable) never goes quiet.
 func TestUnreadableCounterIsTraffic(t *testing.T) {
 	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
 	s.traffic = func(int, time.Time) (uint64, bool) { return 0, true }
@@ -648,5 +648,73 @@ func TestQuietBackground(t *testing.T) {
 	s.run(200 * time.Millisecond)
 	if s.nodes[0].m.Quiet(s.now) {
 		t.Fatal("50 packets a second left the master quiet for 200 ms")
+	}
+}
+
+// TestQuietMasterUnderLoad: a quiet master (no traffic) whose heartbeats
+// come up to 12 ms late, the stalls growing, is not declared dead: each
+// late heartbeat teaches the backup's detection as a fast one would, and
+// a quiet period already tolerates 6.5 ms. A death is still found.
+func TestQuietMasterUnderLoad(t *testing.T) {
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(time.Second)
+	m, b := s.nodes[0], s.nodes[1]
+	if !m.m.Quiet(s.now) {
+		t.Fatal("not quiet")
+	}
+	at := s.elapsed()
+	for _, d := range []time.Duration{2, 4, 6, 8, 10, 12} {
+		// Stall right after a heartbeat, the worst phase.
+		for b.m.paths[PathSync].last.Before(s.now.Add(-100 * time.Microsecond)) {
+			s.run(50 * time.Microsecond)
+		}
+		m.frozen = true
+		s.run(10*time.Millisecond + d*time.Millisecond) // the next heartbeat d ms late
+		m.frozen = false
+		s.run(300 * time.Millisecond)
+	}
+	for _, v := range b.verdictsSince(at) {
+		t.Fatalf("false verdict %v under the load", v)
+	}
+	if d := b.m.Detect(s.now); d < 24*time.Millisecond {
+		t.Errorf("detect %v after heartbeats 12 ms late, want twice 13 ms (the silence it would be between fast heartbeats)", d)
+	}
+	m.frozen = true
+	died := s.elapsed()
+	s.run(time.Second)
+	if vs := b.verdictsSince(died); len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts after the death %v", vs)
+	}
+}
+
+// TestProbeWakesAQuietMaster: a PROBE (the peer is worried, or is a
+// release that ignores the interval field and probes after half the
+// detection time) makes a quiet master fast for QuietAfter.
+func TestProbeWakesAQuietMaster(t *testing.T) {
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(time.Second)
+	if !s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("not quiet")
+	}
+	b := s.nodes[1]
+	b.acts = b.m.startProbe(s.now, b.acts[:0])
+	for _, a := range b.acts {
+		if a.Kind == ActionSend {
+			s.inflight = append(s.inflight, simPacket{at: s.now.Add(s.latency[a.Path]), to: 0, path: a.Path, b: b.codec.Append(nil, a.Message)})
+		}
+	}
+	s.run(5 * time.Millisecond)
+	if s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("still quiet after a probe")
+	}
+	s.run(300 * time.Millisecond)
+	if !s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("not quiet again QuietAfter after the probe")
 	}
 }
