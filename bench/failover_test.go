@@ -271,9 +271,9 @@ func signalAll(ns *lab.Netns, sig syscall.Signal) error {
 // freezeAll stops every process in ns.
 func freezeAll(ns *lab.Netns) error { return signalAll(ns, syscall.SIGSTOP) }
 
-// crashNow is the instant fw1 dies: its forwarding stops (one write of
-// net.ipv4.ip_forward = 0 on a descriptor opened in fw1's namespace
-// beforehand) and every process in it gets SIGKILL (listed beforehand),
+// crashNow is the instant fw1 dies: its forwarding stops (a write of 0
+// to net.ipv4.ip_forward and net.ipv6.conf.all.forwarding on descriptors
+// opened in fw1's namespace beforehand) and every process in it gets SIGKILL (listed beforehand),
 // with no exec between the two. stopForwarding's nft exec takes a few
 // milliseconds after its rule is in force, during which a daemon killed
 // after it would go on heartbeating from a box that no longer forwards:
@@ -284,17 +284,28 @@ func crashNow(p *lab.Pair) error {
 	if err != nil {
 		return err
 	}
-	var forward *os.File
+	var forward []*os.File
 	if err := p.FW1.Do(func() error {
 		// A net sysctl is the namespace of the task that opens it.
-		forward, err = os.OpenFile("/proc/sys/net/ipv4/ip_forward", os.O_WRONLY, 0)
-		return err
+		for _, path := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // IPv6 disabled
+			}
+			if err != nil {
+				return err
+			}
+			forward = append(forward, f)
+		}
+		return nil
 	}); err != nil {
 		return fmt.Errorf("crash: %w", err)
 	}
-	defer forward.Close()
-	if _, err := forward.WriteString("0\n"); err != nil {
-		return fmt.Errorf("crash: ip_forward: %w", err)
+	for _, f := range forward {
+		defer f.Close()
+		if _, err := f.WriteString("0\n"); err != nil {
+			return fmt.Errorf("crash: %s: %w", f.Name(), err)
+		}
 	}
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
