@@ -501,6 +501,21 @@ func quietSimConfig(epoch uint64) Config {
 	return c
 }
 
+// quietPair starts a pair with quiet periods and no traffic, and runs it
+// until the master is quiet.
+func quietPair(t *testing.T) *sim {
+	t.Helper()
+	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(time.Second)
+	if !s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("not quiet")
+	}
+	return s
+}
+
 // TestQuietMaster: a master that forwards nothing for QuietAfter slows its
 // sync heartbeats to the quiet period, and the first traffic brings the
 // fast ones back at once; the backup follows without a probe.
@@ -568,14 +583,7 @@ func TestQuietMaster(t *testing.T) {
 // quiet periods plus half the detection time after its last heartbeat,
 // about half VRRP's Master_Down_Interval at 10 ms adverts.
 func TestQuietMasterDies(t *testing.T) {
-	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
-	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
-	s.setRole(0, RoleMaster, 150)
-	s.setRole(1, RoleBackup, 100)
-	s.run(time.Second)
-	if !s.nodes[0].m.Quiet(s.now) {
-		t.Fatal("not quiet")
-	}
+	s := quietPair(t)
 	s.nodes[0].frozen = true
 	froze := s.elapsed()
 	s.run(100 * time.Millisecond)
@@ -656,15 +664,8 @@ func TestQuietBackground(t *testing.T) {
 // late heartbeat teaches the backup's detection as a fast one would, and
 // a quiet period already tolerates 6.5 ms. A death is still found.
 func TestQuietMasterUnderLoad(t *testing.T) {
-	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
-	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
-	s.setRole(0, RoleMaster, 150)
-	s.setRole(1, RoleBackup, 100)
-	s.run(time.Second)
+	s := quietPair(t)
 	m, b := s.nodes[0], s.nodes[1]
-	if !m.m.Quiet(s.now) {
-		t.Fatal("not quiet")
-	}
 	at := s.elapsed()
 	for _, d := range []time.Duration{2, 4, 6, 8, 10, 12} {
 		// Stall right after a heartbeat, the worst phase.
@@ -694,14 +695,7 @@ func TestQuietMasterUnderLoad(t *testing.T) {
 // release that ignores the interval field and probes after half the
 // detection time) makes a quiet master fast for QuietAfter.
 func TestProbeWakesAQuietMaster(t *testing.T) {
-	s := newSim(t, quietSimConfig(1000), quietSimConfig(1001))
-	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
-	s.setRole(0, RoleMaster, 150)
-	s.setRole(1, RoleBackup, 100)
-	s.run(time.Second)
-	if !s.nodes[0].m.Quiet(s.now) {
-		t.Fatal("not quiet")
-	}
+	s := quietPair(t)
 	b := s.nodes[1]
 	b.acts = b.m.startProbe(s.now, b.acts[:0])
 	for _, a := range b.acts {
