@@ -369,7 +369,7 @@ type Sync struct {
 	// reads it again.
 	sweepBusy  bool
 	sweepOwner *ctrel.Sender
-	sweepReq   chan uint64
+	sweepReq   chan sweepRequest
 	dumpGen    uint64
 	reloadDue  bool
 	// dumpAt: when the current dump was requested (for the log);
@@ -757,7 +757,7 @@ func (s *Sync) Run(ctx context.Context) error {
 	for range rxBatches {
 		free <- newRxBatch(s.maxDgram + ctwire.MACLen)
 	}
-	s.sweepReq = make(chan uint64, 1)
+	s.sweepReq = make(chan sweepRequest, 1)
 	chunks := make(chan *sweepChunk, sweepChunks)
 	chunkFree := make(chan *sweepChunk, sweepChunks)
 	for range sweepChunks {
@@ -1137,7 +1137,7 @@ func (s *Sync) startListener(fresh bool) {
 		// finish. One not begun waits for the resync's dump.
 		s.sender.OnResync()
 	}
-	s.requestDump()
+	s.requestDump(0)
 }
 
 // reload reads the table again after a load or resync dump failed: the
@@ -1157,12 +1157,40 @@ func (s *Sync) reload() {
 	} else {
 		s.sender.BeginResync(s.now())
 	}
-	s.requestDump()
+	s.requestDump(0)
 }
 
-// requestDump has the sweeper read the table for the sender's open sweep;
-// chunks of an earlier dump still being read are dropped (dumpGen).
-func (s *Sync) requestDump() {
+// sweepRequest asks the sweeper for a dump: gen numbers it, rate is the
+// flows a second it reads at (0: as fast as it can).
+type sweepRequest struct {
+	gen  uint64
+	rate int
+}
+
+// sweepPace is the slowest a refresh sweep reads the table, in flows a
+// second. A sweep read at full speed walks the kernel's conntrack hash
+// (one for every namespace) in one burst every conntrack refresh: with
+// 50,000 flows it delayed liveness heartbeats by 17-27 ms every few
+// seconds on a 2-core machine, which held the backup's adaptive detection
+// time at 5-50 ms instead of 3 (bench/README.md, 11:36 UTC). Paced, the
+// same walk is spread over up to half the refresh interval; a table too
+// large for that pace is read faster, so that a sweep still ends within
+// half the interval.
+const sweepPace = 50_000
+
+// sweepRate is the rate of a refresh sweep of a table of flows.
+func (s *Sync) sweepRate(flows int) int {
+	half := (s.cfg.Refresh / 2).Seconds()
+	if half <= 0 {
+		return 0
+	}
+	return max(sweepPace, int(float64(flows)/half))
+}
+
+// requestDump has the sweeper read the table for the sender's open sweep
+// at rate flows a second (0: at once); chunks of an earlier dump still
+// being read are dropped (dumpGen).
+func (s *Sync) requestDump(rate int) {
 	s.dumpAt = time.Now()
 	s.dumpGen++
 	s.sweepBusy = true
@@ -1171,7 +1199,7 @@ func (s *Sync) requestDump() {
 	case <-s.sweepReq: // not taken yet: replaced
 	default:
 	}
-	s.sweepReq <- s.dumpGen
+	s.sweepReq <- sweepRequest{gen: s.dumpGen, rate: rate}
 }
 
 func (s *Sync) restartListener(err error) {
@@ -1203,7 +1231,7 @@ func (s *Sync) sweep() {
 		return
 	}
 	s.sender.BeginSweep(s.now())
-	s.requestDump()
+	s.requestDump(s.sweepRate(s.sender.Stats().Flows))
 }
 
 // sweepChunk is one datagram's worth of a sweep's dump.
@@ -1230,24 +1258,52 @@ func (s *Sync) sweeper(ctx context.Context, out, free chan *sweepChunk) {
 	if err := timeSharing(); err != nil {
 		s.log.Warn("ctsync: the table reader keeps the daemon's CPU policy", "err", err)
 	}
+	var next *sweepRequest // a request that arrived during a paced dump
 	for {
-		var gen uint64
-		select {
-		case <-ctx.Done():
-			return
-		case gen = <-s.sweepReq:
+		var req sweepRequest
+		if next != nil {
+			req, next = *next, nil
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case req = <-s.sweepReq:
+			}
 		}
-		err := s.dumper.Start()
+		err := s.dumper.Start() // reads a dump left unfinished to its end
+		start, read := time.Now(), 0
 		for done := false; !done; {
+			if req.rate > 0 && read > 0 {
+				// Paced: the next datagram of the dump is read when the
+				// flows read so far are due at the rate. A new request
+				// (a takeover's load, a resync) does not wait for the
+				// rest: this dump is dropped, its chunks are stale.
+				if wait := time.Until(start.Add(time.Duration(float64(read) / float64(req.rate) * float64(time.Second)))); wait > 0 {
+					t := time.NewTimer(wait)
+					select {
+					case <-t.C:
+					case r := <-s.sweepReq:
+						t.Stop()
+						next = &r
+					case <-ctx.Done():
+						t.Stop()
+						return
+					}
+					if next != nil {
+						break
+					}
+				}
+			}
 			var c *sweepChunk
 			select {
 			case c = <-free:
 			case <-ctx.Done():
 				return
 			}
-			c.gen, c.flows, c.rejected, c.err = gen, c.flows[:0], [ctnl.NumEventReasons]uint64{}, err
+			c.gen, c.flows, c.rejected, c.err = req.gen, c.flows[:0], [ctnl.NumEventReasons]uint64{}, err
 			if err == nil {
 				c.flows, c.done, c.err = s.dumper.Next(c.flows, &c.rejected)
+				read += len(c.flows)
 			}
 			done = c.done || c.err != nil
 			c.done = done
@@ -1525,7 +1581,7 @@ func (s *Sync) applyPending() {
 // Readiness (Ready, the Rearm wait, BulkSynced) waits for the purge.
 func (s *Sync) startPurge() {
 	s.purging = true
-	s.requestDump()
+	s.requestDump(0)
 }
 
 // onPurgeChunk deletes the stale flows of one chunk of the purge's dump.
