@@ -620,7 +620,7 @@ func (e *Engine) step(ev Event) {
 	e.snap.Detect = e.mon.Detect(ev.Now)
 	e.snap.Stalls = e.mon.Stalls()
 	e.snap.Quiet = e.mon.Quiet(ev.Now)
-	e.snap.PeerInterval = e.mon.paths[PathSync].interval
+	e.snap.PeerInterval = e.mon.PeerInterval()
 	e.snap.Paths = e.snap.Paths[:0]
 	for p := Path(1); p <= NumPaths; p++ {
 		if p == PathPeer && !e.cfg.PeerAddress.IsValid() {

@@ -300,6 +300,10 @@ func (m *Monitor) Verdict() Verdict { return m.verdict }
 // PeerRole returns the peer's role as last heard (0 if never).
 func (m *Monitor) PeerRole() Role { return m.peerRole }
 
+// PeerInterval returns the heartbeat period the peer last announced on
+// the sync link (its quiet one while it forwards nothing).
+func (m *Monitor) PeerInterval() time.Duration { return m.paths[PathSync].interval }
+
 // PathDown reports whether path p's alarm is raised.
 func (m *Monitor) PathDown(p Path) bool { return m.paths[p].down }
 
