@@ -16,13 +16,19 @@ import (
 // recording when each read ran; Start drops a dump left unfinished, as
 // ctnl.Dumper does.
 type fakeTable struct {
-	n, per, left int
-	starts       int
-	reads        []time.Time
+	n, per, left     int
+	starts, abandons int
+	reads            []time.Time
 }
 
 func (f *fakeTable) Start() error { f.starts++; f.left = f.n; return nil }
 func (f *fakeTable) Close() error { return nil }
+func (f *fakeTable) Abandon() {
+	if f.left > 0 {
+		f.abandons++
+		f.left = 0
+	}
+}
 func (f *fakeTable) Next(fs []ctwire.Flow, _ *[ctnl.NumEventReasons]uint64) ([]ctwire.Flow, bool, error) {
 	f.reads = append(f.reads, time.Now())
 	k := min(f.per, f.left)
@@ -97,8 +103,8 @@ func TestPacedSweep(t *testing.T) {
 		if took := time.Since(start); took != 0 {
 			t.Errorf("the new request waited %v for the paced dump", took)
 		}
-		if table.starts != 4 {
-			t.Errorf("%d dumps started, want 4", table.starts)
+		if table.starts != 4 || table.abandons != 1 {
+			t.Errorf("%d dumps started and %d abandoned, want 4 and 1 (the paced one, unread)", table.starts, table.abandons)
 		}
 	})
 }

@@ -282,6 +282,7 @@ const WaitPurge = "conntrack: removing the flows the master no longer has (after
 // (*ctnl.Dumper).
 type tableReader interface {
 	Start() error
+	Abandon()
 	Next(fs []ctwire.Flow, rejected *[ctnl.NumEventReasons]uint64) ([]ctwire.Flow, bool, error)
 	Close() error
 }
@@ -1234,6 +1235,25 @@ func (s *Sync) sweep() {
 	s.requestDump(s.sweepRate(s.sender.Stats().Flows))
 }
 
+// paceUntil waits until due for a paced dump's next read. It returns
+// early with a new request, if one comes, and false if ctx ends.
+func (s *Sync) paceUntil(ctx context.Context, due time.Time) (*sweepRequest, bool) {
+	wait := time.Until(due)
+	if wait <= 0 {
+		return nil, true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil, true
+	case r := <-s.sweepReq:
+		return &r, true
+	case <-ctx.Done():
+		return nil, false
+	}
+}
+
 // sweepChunk is one datagram's worth of a sweep's dump.
 type sweepChunk struct {
 	gen      uint64 // the dump's (requestDump)
@@ -1270,28 +1290,22 @@ func (s *Sync) sweeper(ctx context.Context, out, free chan *sweepChunk) {
 			case req = <-s.sweepReq:
 			}
 		}
-		err := s.dumper.Start() // reads a dump left unfinished to its end
+		err := s.dumper.Start()
 		start, read := time.Now(), 0
 		for done := false; !done; {
 			if req.rate > 0 && read > 0 {
-				// Paced: the next datagram of the dump is read when the
-				// flows read so far are due at the rate. A new request
-				// (a takeover's load, a resync) does not wait for the
-				// rest: this dump is dropped, its chunks are stale.
-				if wait := time.Until(start.Add(time.Duration(float64(read) / float64(req.rate) * float64(time.Second)))); wait > 0 {
-					t := time.NewTimer(wait)
-					select {
-					case <-t.C:
-					case r := <-s.sweepReq:
-						t.Stop()
-						next = &r
-					case <-ctx.Done():
-						t.Stop()
-						return
-					}
-					if next != nil {
-						break
-					}
+				due := start.Add(time.Duration(float64(read) / float64(req.rate) * float64(time.Second)))
+				r, ok := s.paceUntil(ctx, due)
+				if !ok {
+					return
+				}
+				if r != nil {
+					// A takeover's load or a resync does not wait for the
+					// rest of a paced dump: it is dropped, unread (its
+					// chunks are stale anyway).
+					s.dumper.Abandon()
+					next = r
+					break
 				}
 			}
 			var c *sweepChunk

@@ -81,6 +81,15 @@ func (d *Dumper) Close() error {
 	return unix.Close(d.fd)
 }
 
+// Abandon drops a dump still running without reading the rest of it: the
+// socket is replaced at the next Start, and the kernel ends the dump with
+// it (reading it to its end would walk the rest of the table at once).
+func (d *Dumper) Abandon() {
+	if d.active {
+		d.fail()
+	}
+}
+
 // fail ends the dump on an error: the socket is replaced at the next Start.
 func (d *Dumper) fail() {
 	d.active, d.broken = false, true
