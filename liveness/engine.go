@@ -3,36 +3,36 @@ package liveness
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 	"unsafe"
 
+	"github.com/muros/muros-had/pollset"
 	"golang.org/x/sys/unix"
 )
 
 // Engine runs a Monitor on the two paths' sockets. One goroutine does
 // everything, and it costs one thread wakeup per message or deadline: the
-// two sockets, an eventfd (inputs from other goroutines) and a timerfd
-// (the Monitor's next deadline, to the nanosecond: the runtime's own
-// timers round to the millisecond) sit in an epoll set of the engine's
-// own, and that epoll fd sits in the Go runtime's poller, so the engine's
-// goroutine parks without a blocking system call and the thread that
-// polls the network runs it when anything is ready. Every call it makes
-// then is non-blocking and raw (no runtime syscall entry, which wakes the
+// two sockets, the inputs from other goroutines and the Monitor's next
+// deadline (to the nanosecond: the runtime's own timers round to the
+// millisecond) are one pollset.Set, so the engine's goroutine parks
+// without a blocking system call and the thread that polls the network
+// runs it when anything is ready. Every call it makes then is
+// non-blocking and raw (no runtime syscall entry, which wakes the
 // runtime's sysmon thread: measured 2,500 wakeups/s per node when the
 // engine slept in a blocking ppoll).
 type Engine struct {
 	cfg EngineConfig
 
-	syncFD, peerFD, wakeFD, timerFD, epollFD int
-	syncDst, peerDst                         rawSockaddr
-	// epoll is epollFD in the runtime's poller (Run parks on it).
-	epoll *os.File
-	armed time.Time // the deadline the timerfd is set to
+	syncFD, peerFD   int
+	syncDst, peerDst rawSockaddr
+	// wait holds the sockets, the wake-ups of post and the deadline
+	// (Run parks on it).
+	wait *pollset.Set
 
 	mu      sync.Mutex
 	pending []Event
@@ -140,7 +140,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, mon: mon, codec: codec, syncFD: -1, peerFD: -1, wakeFD: -1, timerFD: -1, epollFD: -1,
+	e := &Engine{cfg: cfg, mon: mon, codec: codec, syncFD: -1, peerFD: -1,
 		buf: make([]byte, 0, Size+64), left: make(chan struct{})}
 	e.rx = rx
 	e.snap = Snapshot{Carrier: true, Drops: map[Reason]uint64{}, Sent: map[Path]uint64{}, Received: map[Path]uint64{}, QuietOff: quietOff}
@@ -164,30 +164,17 @@ func (e *Engine) open() error {
 			return err
 		}
 	}
-	if e.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		return fmt.Errorf("liveness: eventfd: %w", err)
+	if e.wait, err = pollset.New(); err != nil {
+		return fmt.Errorf("liveness: %w", err)
 	}
-	if e.timerFD, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
-		return fmt.Errorf("liveness: timerfd: %w", err)
-	}
-	if e.epollFD, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return fmt.Errorf("liveness: epoll: %w", err)
-	}
-	for _, fd := range []int{e.wakeFD, e.timerFD, e.syncFD, e.peerFD} {
+	for _, fd := range []int{e.syncFD, e.peerFD} {
 		if fd < 0 {
 			continue
 		}
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
-		if err := unix.EpollCtl(e.epollFD, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			return fmt.Errorf("liveness: epoll add: %w", err)
+		if err := e.wait.Add(fd); err != nil {
+			return fmt.Errorf("liveness: %w", err)
 		}
 	}
-	// Non-blocking, so os.NewFile puts it in the runtime's poller; the
-	// File owns the fd from here on.
-	if err := unix.SetNonblock(e.epollFD, true); err != nil {
-		return fmt.Errorf("liveness: epoll: %w", err)
-	}
-	e.epoll = os.NewFile(uintptr(e.epollFD), "liveness-epoll")
 	return nil
 }
 
@@ -342,48 +329,30 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
-	e.wakeLocked()
+	if e.wait != nil {
+		e.wait.Stop()
+	}
 	return nil
 }
 
-// closeFDs closes every descriptor. The eventfd is closed under the lock
-// that Close and post write it under, so no wake-up can reach a closed
-// (or reused) descriptor number.
+// closeFDs closes every descriptor: the set first, which holds the
+// sockets and is closed under its own lock against a late wake-up.
 func (e *Engine) closeFDs() {
 	e.mu.Lock()
 	e.closed = true
-	if e.wakeFD >= 0 {
-		unix.Close(e.wakeFD)
-		e.wakeFD = -1
-	}
 	e.mu.Unlock()
+	if e.wait != nil {
+		e.wait.Close()
+	}
 	if e.rx != nil {
 		e.rx.Close()
 	}
-	for _, fd := range []*int{&e.syncFD, &e.peerFD, &e.timerFD} {
+	for _, fd := range []*int{&e.syncFD, &e.peerFD} {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1
 		}
 	}
-	if e.epoll != nil {
-		e.epoll.Close()
-		e.epoll = nil
-	} else if e.epollFD >= 0 {
-		unix.Close(e.epollFD)
-	}
-	e.epollFD = -1
-}
-
-// wakeLocked wakes Run; e.mu is held.
-func (e *Engine) wakeLocked() {
-	if e.wakeFD < 0 {
-		return
-	}
-	var one = [8]byte{1}
-	// The counter saturates long before it matters; EAGAIN means a wake-up
-	// is pending anyway.
-	_, _ = unix.Write(e.wakeFD, one[:])
 }
 
 // post queues an event for the engine's goroutine.
@@ -394,8 +363,8 @@ func (e *Engine) post(ev Event) {
 		return
 	}
 	e.pending = append(e.pending, ev)
-	e.wakeLocked()
 	e.mu.Unlock()
+	e.wait.Wake()
 }
 
 // SetRole reports the node's role and priority (sent with every message;
@@ -438,45 +407,29 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer e.closeFDs()
 	stop := context.AfterFunc(ctx, func() { e.Close() })
 	defer stop()
-	rc, err := e.epoll.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("liveness: epoll: %w", err)
-	}
-	var events [8]unix.EpollEvent
-	var n int
-	ready := func(fd uintptr) bool {
-		// Non-blocking; false parks the goroutine in the runtime's
-		// poller until the epoll set has something.
-		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-		n = int(r)
-		return errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN || n > 0
-	}
 	e.step(Event{Kind: EventTick, Now: time.Now()})
 	for {
-		e.arm(e.mon.NextDeadline())
-		n = 0
-		if err := rc.Read(ready); err != nil {
-			return fmt.Errorf("liveness: epoll: %w", err)
+		e.wait.Arm(e.mon.NextDeadline())
+		r, err := e.wait.Wait()
+		if errors.Is(err, pollset.ErrStopped) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("liveness: %w", err)
 		}
 		now := time.Now()
-		for _, ev := range events[:max(n, 0)] {
-			switch int(ev.Fd) {
-			case e.wakeFD:
-				drain(e.wakeFD)
-				e.mu.Lock()
-				evs, closed := e.pending, e.closed
-				e.pending = nil
-				e.mu.Unlock()
-				if closed {
-					return nil
-				}
-				for _, ev := range evs {
-					ev.Now = now
-					e.step(ev)
-				}
-			case e.timerFD:
-				drain(e.timerFD)
-				e.armed = time.Time{}
+		if r.Woken {
+			e.mu.Lock()
+			evs := e.pending
+			e.pending = nil
+			e.mu.Unlock()
+			for _, ev := range evs {
+				ev.Now = now
+				e.step(ev)
+			}
+		}
+		for _, fd := range r.FDs {
+			switch fd {
 			case e.syncFD:
 				e.receive(e.syncFD, PathSync, now)
 			case e.peerFD:
@@ -491,26 +444,6 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.step(Event{Kind: EventTick, Now: now})
 		}
 	}
-}
-
-// arm sets the timerfd to the deadline (relative to now; a past one fires
-// at once), unless it is set to it already.
-func (e *Engine) arm(deadline time.Time) {
-	if deadline.Equal(e.armed) {
-		return
-	}
-	e.armed = deadline
-	var spec unix.ItimerSpec
-	if !deadline.IsZero() {
-		spec.Value = unix.NsecToTimespec(max(int64(time.Until(deadline)), 1))
-	}
-	unix.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(e.timerFD), 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
-}
-
-// drain reads an eventfd's or timerfd's counter.
-func drain(fd int) {
-	var b [8]byte
-	unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 8)
 }
 
 // readTraffic reads the traffic counter and returns the packets received
