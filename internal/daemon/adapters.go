@@ -26,7 +26,9 @@ import (
 // advertConn is the VRRP socket of one address family on the sync
 // interface.
 type advertConn interface {
-	Read(ctx context.Context, proto int, b, oob []byte) (vrrpconn.Packet, error)
+	// TryRead reads one datagram of proto if one is queued (ok false:
+	// none); the loop's wait says when to try (Watch).
+	TryRead(proto int, b, oob []byte) (p vrrpconn.Packet, ok bool, err error)
 	Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr) error
 	Source() netip.Addr
 	Group() netip.Addr
@@ -58,6 +60,9 @@ type Adapters struct {
 	Probe func(config.Check) (health.Probe, error)
 	// OpenConn opens the VRRP socket bound to ifname with source src.
 	OpenConn func(ifname string, src netip.Addr) (advertConn, error)
+	// Wait builds the event loop's wait, which watches the advert
+	// sockets OpenConn opened (wait.go).
+	Wait func() (loopWait, error)
 	// VIPs builds the VIP manager.
 	VIPs func(vip.Config) (vipManager, error)
 	// Watch builds the link monitor.
@@ -114,6 +119,9 @@ func (a Adapters) withDefaults() (Adapters, func(), error) {
 			}
 			return c, nil
 		}
+	}
+	if a.Wait == nil {
+		a.Wait = newPollWait
 	}
 	if a.VIPs == nil {
 		a.VIPs = func(c vip.Config) (vipManager, error) {

@@ -130,6 +130,7 @@ func (d *Daemon) forwardChecks(ctx context.Context, checks map[string]config.Che
 		}
 		select {
 		case d.events <- loopEvent{ev: node.Event{Kind: node.EventCheck, Check: r.Name, OK: r.Verdict}}:
+			d.wake()
 		case <-ctx.Done():
 			return
 		}

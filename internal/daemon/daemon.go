@@ -96,7 +96,15 @@ type Daemon struct {
 	timers   *loopTimers // the core's timers (timers.go)
 	fired    []node.Event
 	actions  []node.Action
-	events   chan loopEvent
+	// events is the loop's input from other goroutines: each send is
+	// followed by a wake (d.wake) of the loop's wait.
+	events chan loopEvent
+	// wait parks the loop (wait.go); waitRef is it for wakes from other
+	// goroutines, some of which (Trigger) may come before Run set it.
+	wait    loopWait
+	waitRef atomic.Pointer[loopWait]
+	// rxBuf and rxOOB are the loop's receive buffers for adverts.
+	rxBuf, rxOOB []byte
 
 	epochPath string
 	// maintPath is the maintenance mode's file (maintenance.go); maintOn
@@ -128,15 +136,17 @@ type Daemon struct {
 	wg         *sync.WaitGroup // Run's goroutines, gates included
 }
 
-// familyLink is the VRRP socket of one address family with its encoder.
+// familyLink is the VRRP socket of one address family with its codecs.
 type familyLink struct {
 	conn   advertConn
-	codec  *vrrp.Codec // used only by the event loop (send path)
+	codec  *vrrp.Codec // the event loop's encoder
+	rx     *vrrp.Codec // the event loop's decoder
 	family vrrp.Family
 	buf    []byte
-	// sendFailing is set while sends fail (e.g. ENOBUFS on IPv6 while the
-	// sync link has no carrier): one log line per streak, not per advert.
-	sendFailing bool
+	// sendFailing and readFailing are set while sends or reads fail (e.g.
+	// ENOBUFS on IPv6 while the sync link has no carrier): one log line
+	// per streak, not per advert.
+	sendFailing, readFailing bool
 }
 
 // loopEvent is one input of the event loop: an event for the core, or the
@@ -227,11 +237,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer closeAdapters()
 	d.ad = ad
+	if d.wait, err = ad.Wait(); err != nil {
+		return err
+	}
+	d.waitRef.Store(&d.wait)
+	defer d.wait.Close()
+	d.rxBuf, d.rxOOB = make([]byte, 65536), make([]byte, 256)
 
 	if err := d.openLinks(ctx); err != nil {
 		return err
 	}
 	defer d.closeLinks()
+	for _, l := range d.links {
+		if err := d.wait.Watch(l.conn); err != nil {
+			return err
+		}
+	}
 
 	vm, err := ad.VIPs(nodecfg.VIPs(d.cfg, d.log))
 	if err != nil {
@@ -289,14 +310,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer func() {
 		close(d.stop)
 		stopBG()
-		d.closeLinks() // unblocks readers
 		wg.Wait()
 	}()
-	for _, l := range d.links {
-		for _, proto := range []int{vrrpconn.ProtoVRRP, vrrpconn.ProtoAH} {
-			wg.Go(func() { d.readLoop(bg, l, proto) })
-		}
-	}
 	// Readiness waits start from the loop, at every entry into BACKUP that
 	// the core reports (readiness.go); a replication enabled but off (DB
 	// sync that could not start) has nothing to wait for: it is logged and
@@ -347,6 +362,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				}
 				select {
 				case d.events <- loopEvent{ev: node.Event{Kind: node.EventLink, Interface: ev.Interface, Up: ev.Up, Exists: ev.Exists, Index: ev.Index}}:
+					d.wake()
 				case <-bg.Done():
 					return
 				}
@@ -373,32 +389,35 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.step(work, node.Event{Kind: node.EventStartup})
 	d.opts.Notify("READY=1")
 
-	var watchdog <-chan time.Time
+	// A stop wakes the loop, which sees ctx done before anything else.
+	stopWake := context.AfterFunc(ctx, d.wake)
+	defer stopWake()
+	var watchdogAt time.Time
 	if d.opts.WatchdogInterval > 0 {
-		t := time.NewTicker(d.opts.WatchdogInterval)
-		defer t.Stop()
-		watchdog = t.C
+		watchdogAt = time.Now().Add(d.opts.WatchdogInterval)
 	}
 	for {
-		select {
-		case <-ctx.Done():
+		// Each round looks at everything once, in a fixed order (the stop
+		// first: no event runs after SIGTERM), then waits for more.
+		if ctx.Err() != nil {
 			d.opts.Notify("STOPPING=1")
 			d.shutdown()
 			return nil
-		case <-watchdog:
+		}
+		now := time.Now()
+		if !watchdogAt.IsZero() && !now.Before(watchdogAt) {
 			d.opts.Notify("WATCHDOG=1")
-		case <-d.timers.C():
-			if ctx.Err() != nil {
-				continue // as for events below: the stop goes first
+			watchdogAt = now.Add(d.opts.WatchdogInterval)
+		}
+		d.fired = d.timers.fire(now, d.fired[:0])
+		for _, ev := range d.fired {
+			d.step(work, ev)
+			if d.next != nil {
+				d.shutdown()
+				return ErrRestart
 			}
-			d.fired = d.timers.fire(time.Now(), d.fired[:0])
-			for _, ev := range d.fired {
-				d.step(work, ev)
-				if d.next != nil {
-					d.shutdown()
-					return ErrRestart
-				}
-			}
+		}
+		select {
 		case <-d.reloadReq:
 			d.reload(work)
 			if d.next != nil {
@@ -409,17 +428,87 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.shutdown()
 				return ErrRestart
 			}
-		case ev := <-d.events:
-			if ctx.Err() != nil {
-				// A stop is pending: it goes first (select picks at random
-				// among ready cases), so no event runs after SIGTERM.
+		default:
+		}
+		d.readAdverts(work)
+		if d.next != nil {
+			d.shutdown() // no STOPPING=1, as above
+			return ErrRestart
+		}
+		// What is queued now, not what arrives meanwhile: the next round
+		// takes that, after the sockets and timers had their turn.
+		for n := len(d.events); n > 0 && ctx.Err() == nil; n-- {
+			d.handle(work, <-d.events)
+			if d.next != nil {
+				d.shutdown() // no STOPPING=1, as above
+				return ErrRestart
+			}
+		}
+		if ctx.Err() != nil {
+			continue
+		}
+		at, _ := d.timers.next()
+		if !watchdogAt.IsZero() && (at.IsZero() || watchdogAt.Before(at)) {
+			at = watchdogAt
+		}
+		d.wait.Arm(at)
+		if err := d.wait.Wait(); err != nil {
+			d.shutdown()
+			return fmt.Errorf("daemon: event loop: %w", err)
+		}
+	}
+}
+
+// wake makes the loop look at its queue and reload request; any goroutine
+// calls it after handing the loop something.
+func (d *Daemon) wake() {
+	if w := d.waitRef.Load(); w != nil {
+		(*w).Wake()
+	}
+}
+
+// readAdverts reads at most one datagram from each advert socket (the
+// wait is level-triggered: one still queued ends the next wait at once),
+// decodes it (structure and ICV) and steps the core with each valid one.
+// It stops at a step that asks for a restart (d.next).
+func (d *Daemon) readAdverts(ctx context.Context) {
+	for _, fam := range []vrrp.Family{vrrp.IPv4, vrrp.IPv6} {
+		l := d.links[fam]
+		if l == nil {
+			continue
+		}
+		for _, proto := range []int{vrrpconn.ProtoVRRP, vrrpconn.ProtoAH} {
+			p, ok, err := l.conn.TryRead(proto, d.rxBuf, d.rxOOB)
+			if err != nil {
+				if !l.readFailing {
+					l.readFailing = true
+					d.log.Warn("reading adverts fails; counting further errors silently", "family", fam, "err", err)
+				}
 				continue
 			}
-			d.handle(work, ev)
+			if !ok {
+				continue
+			}
+			if l.readFailing {
+				l.readFailing = false
+				d.log.Info("reading adverts works again", "family", fam)
+			}
+			// The address list goes to the core: a fresh slice per advert
+			// (the buffer is reused by the next read).
+			var rx vrrp.Received
+			if fam == vrrp.IPv6 {
+				rx, err = l.rx.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(max(p.HopLimit, 0)), nil)
+			} else {
+				rx, err = l.rx.Inspect(p.Data, nil)
+			}
+			if err != nil {
+				d.stats.Reject(string(vrrp.ReasonOf(err)))
+				d.log.Debug("dropped advert", "src", p.Src, "reason", vrrp.ReasonOf(err), "err", err)
+				continue
+			}
+			d.handle(ctx, loopEvent{ev: node.Event{Kind: node.EventAdvert, Family: fam, Advert: rx}})
 			if d.next != nil {
-				// No STOPPING=1, as above.
-				d.shutdown()
-				return ErrRestart
+				return
 			}
 		}
 	}
@@ -458,6 +547,7 @@ func (d *Daemon) Trigger() {
 	case d.reloadReq <- struct{}{}:
 	default:
 	}
+	d.wake()
 }
 
 func (d *Daemon) handle(ctx context.Context, ev loopEvent) {
@@ -520,7 +610,7 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 	case node.ActionSetTimer:
 		d.setTimer(a.Timer, a.After, a.Gen)
 	case node.ActionStopTimer:
-		d.timers.stop(a.Timer, time.Now())
+		d.timers.stop(a.Timer)
 	case node.ActionRole:
 		return d.role(ctx, a)
 	case node.ActionAnnounce:
@@ -685,7 +775,12 @@ func (d *Daemon) openLinks(ctx context.Context) error {
 			conn.Close()
 			return fmt.Errorf("daemon: codec: %w", err)
 		}
-		d.links[fam] = &familyLink{conn: conn, codec: codec, family: fam, buf: make([]byte, 0, 1500)}
+		rx, err := vrrp.NewCodec(nodecfg.Codec(d.cfg, d.master))
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("daemon: codec: %w", err)
+		}
+		d.links[fam] = &familyLink{conn: conn, codec: codec, rx: rx, family: fam, buf: make([]byte, 0, 1500)}
 	}
 	return nil
 }
@@ -715,52 +810,4 @@ func (d *Daemon) isTracked(ifname string) bool {
 		}
 	}
 	return false
-}
-
-// readLoop reads one protocol's socket and decodes every datagram
-// (structure and ICV: the keys live with the codec, one per goroutine); the
-// core makes every check and decides. A datagram that does not even parse
-// is counted here by its reason.
-func (d *Daemon) readLoop(ctx context.Context, l *familyLink, proto int) {
-	codec, err := vrrp.NewCodec(nodecfg.Codec(d.cfg, d.master))
-	if err != nil {
-		d.log.Error("reader codec", "err", err)
-		return
-	}
-	buf := make([]byte, 65536)
-	oob := make([]byte, 256)
-	for {
-		p, err := l.conn.Read(ctx, proto, buf, oob)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
-				return
-			}
-			d.log.Warn("reading adverts", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
-		// The address list crosses to the loop: a fresh slice per advert
-		// (the buffer is reused by the next read).
-		var rx vrrp.Received
-		if l.family == vrrp.IPv6 {
-			hop := max(p.HopLimit, 0)
-			rx, err = codec.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(hop), nil)
-		} else {
-			rx, err = codec.Inspect(p.Data, nil)
-		}
-		if err != nil {
-			d.stats.Reject(string(vrrp.ReasonOf(err)))
-			d.log.Debug("dropped advert", "src", p.Src, "reason", vrrp.ReasonOf(err), "err", err)
-			continue
-		}
-		select {
-		case d.events <- loopEvent{ev: node.Event{Kind: node.EventAdvert, Family: l.family, Advert: rx}}:
-		case <-ctx.Done():
-			return
-		}
-	}
 }

@@ -180,6 +180,7 @@ func (d *Daemon) role(ctx context.Context, a node.Action) (node.Event, bool) {
 		}
 		select {
 		case d.events <- loopEvent{role: job}:
+			d.wake()
 		case <-jctx.Done():
 		case <-d.stop:
 		}

@@ -143,6 +143,7 @@ func (d *Daemon) startLiveness(bg context.Context, goFn func(func())) {
 func (d *Daemon) queue(bg context.Context, ev loopEvent) {
 	select {
 	case d.events <- ev:
+		d.wake()
 	case <-bg.Done():
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -67,6 +68,9 @@ type simConn struct {
 	in        map[int]chan vrrpconn.Packet
 	closeOnce sync.Once
 	closed    chan struct{}
+	// wake is the receiving loop's wait (chanWait.Watch), called for each
+	// packet queued; guarded by link.mu.
+	wake func()
 }
 
 func (c *simConn) Source() netip.Addr { return c.src }
@@ -77,16 +81,19 @@ func (c *simConn) Close() error {
 	return nil
 }
 
-func (c *simConn) Read(ctx context.Context, proto int, b, _ []byte) (vrrpconn.Packet, error) {
+func (c *simConn) TryRead(proto int, b, _ []byte) (vrrpconn.Packet, bool, error) {
+	select {
+	case <-c.closed:
+		return vrrpconn.Packet{}, false, net.ErrClosed
+	default:
+	}
 	select {
 	case p := <-c.in[proto]:
 		n := copy(b, p.Data)
 		p.Data = b[:n]
-		return p, nil
-	case <-c.closed:
-		return vrrpconn.Packet{}, net.ErrClosed
-	case <-ctx.Done():
-		return vrrpconn.Packet{}, ctx.Err()
+		return p, true, nil
+	default:
+		return vrrpconn.Packet{}, false, nil
 	}
 }
 
@@ -108,11 +115,74 @@ func (c *simConn) Write(_ context.Context, proto int, pkt []byte, dst netip.Addr
 		p := vrrpconn.Packet{Proto: proto, Src: c.src, Dst: dst, HopLimit: 255, Data: bytes.Clone(pkt)}
 		select {
 		case r.in[proto] <- p:
+			if r.wake != nil {
+				r.wake()
+			}
 		default: // a receiver that does not read loses packets, as a socket would
 		}
 	}
 	return nil
 }
+
+// chanWait is the loop's wait in the loop tests: a channel for the wakes
+// and a runtime timer for the deadline, both on testing/synctest's clock.
+type chanWait struct {
+	wake    chan struct{}
+	timer   *time.Timer
+	stopped atomic.Bool
+}
+
+func newChanWait() (loopWait, error) {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &chanWait{wake: make(chan struct{}, 1), timer: t}, nil
+}
+
+func (w *chanWait) Watch(c advertConn) error {
+	sc, ok := c.(*simConn)
+	if !ok {
+		return fmt.Errorf("chanWait cannot watch a %T", c)
+	}
+	sc.link.mu.Lock()
+	defer sc.link.mu.Unlock()
+	sc.wake = w.Wake
+	return nil
+}
+
+func (w *chanWait) Arm(deadline time.Time) {
+	w.timer.Stop()
+	if !deadline.IsZero() {
+		w.timer.Reset(time.Until(deadline))
+	}
+}
+
+func (w *chanWait) Wait() error {
+	if w.stopped.Load() {
+		return errWaitStopped
+	}
+	select {
+	case <-w.wake:
+	case <-w.timer.C:
+	}
+	if w.stopped.Load() {
+		return errWaitStopped
+	}
+	return nil
+}
+
+func (w *chanWait) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *chanWait) Stop() {
+	w.stopped.Store(true)
+	w.Wake()
+}
+
+func (w *chanWait) Close() { w.timer.Stop() }
 
 // fakeVIPs records the VIPs a node holds; claims and releases can be made
 // to fail.
@@ -432,6 +502,7 @@ func (n *loopNode) newDaemon(t *testing.T, link *simLink) *Daemon {
 	d, err := New(Options{Config: n.cfg, Logger: logger, Adapters: Adapters{
 		SyncLink: func(context.Context, string, vrrp.Family) (netip.Addr, int, error) { return n.addr, 4, nil },
 		OpenConn: func(string, netip.Addr) (advertConn, error) { return link.open(n.addr), nil },
+		Wait:     newChanWait,
 		VIPs:     func(vip.Config) (vipManager, error) { return n.vips, nil },
 		Watch:    func(vip.MonitorConfig) (linkWatcher, error) { return n.links, nil },
 		Conntrack: func(*config.Config, *Daemon) (conntrackSync, error) {

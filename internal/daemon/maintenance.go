@@ -116,6 +116,7 @@ func (d *Daemon) SetMaintenance(ctx context.Context, req status.MaintenanceReque
 	r := &maintenanceRequest{req: req, reply: make(chan status.MaintenanceAnswer, 1)}
 	select {
 	case d.events <- loopEvent{maint: r}:
+		d.wake()
 	case <-ctx.Done():
 		return status.MaintenanceAnswer{Error: ctx.Err().Error()}
 	case <-d.stop:

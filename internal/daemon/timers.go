@@ -58,72 +58,33 @@ func firesBefore(a, b node.Event) bool {
 	return a.Timer.Timer < b.Timer.Timer
 }
 
-// loopTimers run the core's timers on the event loop's goroutine: one
-// runtime timer for the earliest deadline, whose channel the loop selects
-// on. A time.AfterFunc per key would start a goroutine at each fire only
-// to hand the event to the loop over a channel: at 10 ms adverts, a thread
-// wakeup and a scheduler round trip more per advert.
+// loopTimers are the core's timers on the event loop's goroutine: the
+// loop arms its wait (loopWait) with the earliest deadline and fires what
+// is due after each wake. No runtime timer: one would wake the runtime's
+// sysmon thread at every deadline, and its goroutine hand-off a thread
+// more (wait.go).
 type loopTimers struct {
 	armed deadlines
-	t     *time.Timer
-	at    time.Time // when t fires; zero while it is stopped
 }
 
-func newLoopTimers() *loopTimers {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &loopTimers{armed: deadlines{}, t: t}
-}
-
-// C fires when the earliest deadline has passed; the loop then calls fire.
-func (lt *loopTimers) C() <-chan time.Time { return lt.t.C }
+func newLoopTimers() *loopTimers { return &loopTimers{armed: deadlines{}} }
 
 // set arms k to fire after `after` from now with gen, replacing an armed
 // one.
 func (lt *loopTimers) set(k node.TimerKey, now time.Time, after time.Duration, gen uint64) {
 	lt.armed[k] = deadline{at: now.Add(after), gen: gen}
-	lt.reset(now)
 }
 
 // stop disarms k.
-func (lt *loopTimers) stop(k node.TimerKey, now time.Time) {
-	if _, ok := lt.armed[k]; !ok {
-		return
-	}
-	delete(lt.armed, k)
-	lt.reset(now)
-}
+func (lt *loopTimers) stop(k node.TimerKey) { delete(lt.armed, k) }
 
 // stopAll disarms every timer.
-func (lt *loopTimers) stopAll() {
-	clear(lt.armed)
-	lt.t.Stop()
-	lt.at = time.Time{}
-}
+func (lt *loopTimers) stopAll() { clear(lt.armed) }
 
-// fire returns the events of the timers due at now, earliest first, and
-// points the runtime timer at the rest.
+// next is the earliest deadline (ok false when none is armed).
+func (lt *loopTimers) next() (time.Time, bool) { return lt.armed.next() }
+
+// fire returns the events of the timers due at now, earliest first.
 func (lt *loopTimers) fire(now time.Time, out []node.Event) []node.Event {
-	lt.at = time.Time{} // the runtime timer has fired
-	out = lt.armed.due(now, out)
-	lt.reset(now)
-	return out
-}
-
-// reset points the runtime timer at the earliest deadline, touching it
-// only when that changed.
-func (lt *loopTimers) reset(now time.Time) {
-	at, ok := lt.armed.next()
-	if !ok {
-		if !lt.at.IsZero() {
-			lt.t.Stop()
-			lt.at = time.Time{}
-		}
-		return
-	}
-	if at.Equal(lt.at) {
-		return
-	}
-	lt.at = at
-	lt.t.Reset(max(at.Sub(now), 0))
+	return lt.armed.due(now, out)
 }

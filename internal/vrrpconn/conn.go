@@ -10,16 +10,18 @@
 // destination come from IPV6_HOPLIMIT / IPV6_PKTINFO control messages and the
 // source address is pinned with IPV6_PKTINFO on send.
 //
-// Each protocol has a receiving socket, watched by the Go runtime's network
-// poller, and a send-only socket outside it (a filter drops everything it
-// would receive). An idle daemon's cost is its wakeups, and the split saves
-// two per advert: a datagram sent on a polled socket wakes a thread blocked
-// in epoll_wait when the kernel frees it (sock_wfree makes the socket
-// writable again, an edge the poller was registered for), and a syscall
-// entered through the runtime's syscall entry wakes sysmon when every P is
-// idle. Both sockets are non-blocking and read or written with raw
-// recvmsg(2) / sendmsg(2), which return at once; a read that finds nothing
-// parks on the poller. Neither path starts a goroutine.
+// Each protocol has a receiving socket and a send-only socket (a filter
+// drops everything the kernel would queue on it), and neither is in the Go
+// runtime's network poller: the caller watches the receiving sockets
+// (ReceiveFDs) in a wait of its own (the daemon's loop: package pollset)
+// and reads them with TryRead when they are ready. An idle daemon's cost
+// is its wakeups: a datagram sent on a polled socket would wake a thread
+// blocked in epoll_wait when the kernel frees it (sock_wfree makes the
+// socket writable again), and a syscall entered through the runtime's
+// syscall entry wakes sysmon when every P is idle. Both sockets are
+// non-blocking and read or written with raw recvmsg(2) / sendmsg(2), which
+// return at once. Only a send that finds the buffer full waits, in
+// poll(2), for room.
 //
 // Both families join the VRRP group (224.0.0.18, ff02::12) on the interface
 // only, send with TTL / hop limit 255 and turn multicast loopback off, so a
@@ -37,11 +39,9 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
 
-	"github.com/mdlayher/socket"
 	"golang.org/x/sys/unix"
 )
 
@@ -78,14 +78,13 @@ type Conn struct {
 	v6      bool
 	ifindex int
 	src     netip.Addr // our source address on the interface
-	socks   [2]*socket.Conn
-	raws    [2]syscall.RawConn // socks' descriptors, for the reads
 	protos  [2]int
 	oob     []byte // IPv6: the IPV6_PKTINFO control message of every send
 
-	// sendMu guards sendFDs against a Close during a Write (a closed
-	// descriptor's number is reused by the next open).
-	sendMu  sync.RWMutex
+	// fdMu guards the descriptors against a Close during a read or a
+	// write (a closed descriptor's number is reused by the next open).
+	fdMu    sync.RWMutex
+	recvFDs [2]int // receiving sockets, -1 once closed
 	sendFDs [2]int // send-only sockets, -1 once closed
 	// sendWait bounds a send that has to wait for room (SetSendWait).
 	sendWait time.Duration
@@ -114,20 +113,15 @@ func Open(ifname string, src netip.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrpconn: interface %q: %w", ifname, err)
 	}
-	c := &Conn{v6: src.Is6() && !src.Is4In6(), ifindex: ifi.Index, src: src.Unmap(), protos: [2]int{ProtoVRRP, ProtoAH}, sendFDs: [2]int{-1, -1}, sendWait: DefaultSendWait}
+	c := &Conn{v6: src.Is6() && !src.Is4In6(), ifindex: ifi.Index, src: src.Unmap(), protos: [2]int{ProtoVRRP, ProtoAH}, recvFDs: [2]int{-1, -1}, sendFDs: [2]int{-1, -1}, sendWait: DefaultSendWait}
 	if c.v6 {
 		c.oob = pktinfo(c.src, c.ifindex)
 	}
 	for i, proto := range c.protos {
-		s, err := c.open(ifname, proto)
-		if err != nil {
+		var err error
+		if c.recvFDs[i], err = c.open(ifname, proto); err != nil {
 			c.Close()
 			return nil, err
-		}
-		c.socks[i] = s
-		if c.raws[i], err = s.SyscallConn(); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("vrrpconn: raw socket proto %d: %w", proto, err)
 		}
 		if c.sendFDs[i], err = c.openSender(ifname, proto); err != nil {
 			c.Close()
@@ -192,24 +186,24 @@ func (c *Conn) openSender(ifname string, proto int) (int, error) {
 	return fd, nil
 }
 
-func (c *Conn) open(ifname string, proto int) (*socket.Conn, error) {
+func (c *Conn) open(ifname string, proto int) (int, error) {
 	family := unix.AF_INET
 	if c.v6 {
 		family = unix.AF_INET6
 	}
-	s, err := socket.Socket(family, unix.SOCK_RAW, proto, fmt.Sprintf("vrrp-%s-%d", ifname, proto), nil)
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
-		return nil, fmt.Errorf("vrrpconn: raw socket proto %d: %w", proto, err)
+		return -1, fmt.Errorf("vrrpconn: raw socket proto %d: %w", proto, err)
 	}
-	fail := func(what string, err error) (*socket.Conn, error) {
-		s.Close()
-		return nil, fmt.Errorf("vrrpconn: %s on %s proto %d: %w", what, ifname, proto, err)
+	fail := func(what string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("vrrpconn: %s on %s proto %d: %w", what, ifname, proto, err)
 	}
-	if err := s.SetsockoptString(unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); err != nil {
+	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); err != nil {
 		return fail("SO_BINDTODEVICE", err)
 	}
 	// A takeover must not be lost to a full receive queue under a storm.
-	_ = s.SetReadBuffer(1 << 20)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
 	if c.v6 {
 		opts := []struct {
 			name string
@@ -224,18 +218,15 @@ func (c *Conn) open(ifname string, proto int) (*socket.Conn, error) {
 			{"IPV6_RECVPKTINFO", unix.IPV6_RECVPKTINFO, 1},
 		}
 		for _, o := range opts {
-			if err := s.SetsockoptInt(unix.IPPROTO_IPV6, o.opt, o.val); err != nil {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, o.opt, o.val); err != nil {
 				return fail(o.name, err)
 			}
 		}
-		mreq := make([]byte, 20)
-		g := group(true).As16()
-		copy(mreq, g[:])
-		binary.NativeEndian.PutUint32(mreq[16:], uint32(c.ifindex))
-		if err := s.SetsockoptBytes(unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
+		mreq := &unix.IPv6Mreq{Multiaddr: group(true).As16(), Interface: uint32(c.ifindex)}
+		if err := unix.SetsockoptIPv6Mreq(fd, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
 			return fail("IPV6_JOIN_GROUP", err)
 		}
-		return s, nil
+		return fd, nil
 	}
 	opts := []struct {
 		name string
@@ -247,28 +238,18 @@ func (c *Conn) open(ifname string, proto int) (*socket.Conn, error) {
 		{"IP_MULTICAST_TTL", unix.IP_MULTICAST_TTL, 255},
 	}
 	for _, o := range opts {
-		if err := s.SetsockoptInt(unix.IPPROTO_IP, o.opt, o.val); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, o.opt, o.val); err != nil {
 			return fail(o.name, err)
 		}
 	}
-	mreqn := ipMreqn(group(false), c.src, c.ifindex)
-	if err := s.SetsockoptBytes(unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreqn); err != nil {
+	mreqn := &unix.IPMreqn{Multiaddr: group(false).As4(), Address: c.src.As4(), Ifindex: int32(c.ifindex)}
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreqn); err != nil {
 		return fail("IP_MULTICAST_IF", err)
 	}
-	if err := s.SetsockoptBytes(unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreqn); err != nil {
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreqn); err != nil {
 		return fail("IP_ADD_MEMBERSHIP", err)
 	}
-	return s, nil
-}
-
-// ipMreqn encodes struct ip_mreqn {imr_multiaddr, imr_address, imr_ifindex}.
-func ipMreqn(group, local netip.Addr, ifindex int) []byte {
-	b := make([]byte, 12)
-	g, l := group.As4(), local.As4()
-	copy(b[0:4], g[:])
-	copy(b[4:8], l[:])
-	binary.NativeEndian.PutUint32(b[8:], uint32(ifindex))
-	return b
+	return fd, nil
 }
 
 // Source is the address the node sends from.
@@ -277,72 +258,60 @@ func (c *Conn) Source() netip.Addr { return c.src }
 // IPv6 reports whether the connection carries IPv6.
 func (c *Conn) IPv6() bool { return c.v6 }
 
-// Close closes the sockets; a blocked Read returns an error.
+// Close closes the sockets. The caller takes the receiving ones out of
+// its wait first.
 func (c *Conn) Close() error {
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
 	var errs []error
-	for _, s := range c.socks {
-		if s != nil {
-			errs = append(errs, s.Close())
-		}
-	}
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	for i, fd := range c.sendFDs {
-		if fd >= 0 {
-			errs = append(errs, unix.Close(fd))
-			c.sendFDs[i] = -1
+	for _, fds := range []*[2]int{&c.recvFDs, &c.sendFDs} {
+		for i, fd := range fds {
+			if fd >= 0 {
+				errs = append(errs, unix.Close(fd))
+				fds[i] = -1
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Read reads one datagram of protocol proto (ProtoVRRP or ProtoAH) into b.
-// Run one reader per protocol. oob must be at least 128 bytes for IPv6.
-// Read returns when a datagram arrives, the connection is closed or ctx is
-// done; it starts no goroutine (a cancellation sets a read deadline in the
-// past from context.AfterFunc).
-func (c *Conn) Read(ctx context.Context, proto int, b, oob []byte) (Packet, error) {
+// ReceiveFDs are the receiving sockets' descriptors, for the caller's
+// wait: when one is readable, TryRead its protocol. They stay the
+// Conn's: closed by Close.
+func (c *Conn) ReceiveFDs() []int {
+	c.fdMu.RLock()
+	defer c.fdMu.RUnlock()
+	return []int{c.recvFDs[0], c.recvFDs[1]}
+}
+
+// TryRead reads one datagram of protocol proto (ProtoVRRP or ProtoAH)
+// into b if one is queued; ok is false when none is. oob must be at least
+// 128 bytes for IPv6. It never blocks.
+func (c *Conn) TryRead(proto int, b, oob []byte) (p Packet, ok bool, err error) {
 	i := c.index(proto)
 	if i < 0 {
-		return Packet{}, fmt.Errorf("vrrpconn: no socket for protocol %d", proto)
+		return Packet{}, false, fmt.Errorf("vrrpconn: no socket for protocol %d", proto)
 	}
-	if err := ctx.Err(); err != nil {
-		return Packet{}, fmt.Errorf("vrrpconn: receive: %w", err)
+	var from unix.RawSockaddrInet6
+	c.fdMu.RLock()
+	fd := c.recvFDs[i]
+	var n, oobn int
+	var rerr error
+	if fd < 0 {
+		rerr = net.ErrClosed
+	} else {
+		n, oobn, rerr = recvmsg(fd, b, oob, &from)
 	}
-	if ctx.Done() != nil {
-		s := c.socks[i]
-		fired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			_ = s.SetReadDeadline(time.Unix(0, 1))
-			close(fired)
-		})
-		defer func() {
-			if !stop() {
-				// Cancelled: the deadline must not fail the next Read.
-				<-fired
-				_ = s.SetReadDeadline(time.Time{})
-			}
-		}()
+	c.fdMu.RUnlock()
+	switch {
+	case rerr == unix.EAGAIN || rerr == unix.EINTR:
+		return Packet{}, false, nil
+	case rerr == net.ErrClosed:
+		return Packet{}, false, fmt.Errorf("vrrpconn: receive: %w", rerr)
+	case rerr != nil:
+		return Packet{}, false, fmt.Errorf("vrrpconn: receive: %w", os.NewSyscallError("recvmsg", rerr))
 	}
-	var (
-		n, oobn int
-		from    unix.RawSockaddrInet6
-		rerr    error
-	)
-	err := c.raws[i].Read(func(fd uintptr) bool {
-		n, oobn, rerr = recvmsg(int(fd), b, oob, &from)
-		return rerr != unix.EAGAIN && rerr != unix.EINTR
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return Packet{}, fmt.Errorf("vrrpconn: receive: %w", err)
-	}
-	if rerr != nil {
-		return Packet{}, fmt.Errorf("vrrpconn: receive: %w", os.NewSyscallError("recvmsg", rerr))
-	}
-	p := Packet{Proto: proto, Data: b[:n], HopLimit: -1}
+	p = Packet{Proto: proto, Data: b[:n], HopLimit: -1}
 	if !c.v6 {
 		// The IPv4 header is in Data: the codec reads src, dst and TTL from it.
 		if n >= 20 {
@@ -350,13 +319,13 @@ func (c *Conn) Read(ctx context.Context, proto int, b, oob []byte) (Packet, erro
 			p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
 			p.HopLimit = int(b[8])
 		}
-		return p, nil
+		return p, true, nil
 	}
 	if from.Family == unix.AF_INET6 {
 		p.Src = netip.AddrFrom16(from.Addr)
 	}
 	parseIPv6Cmsgs(oob[:oobn], &p)
-	return p, nil
+	return p, true, nil
 }
 
 // recvmsg is a non-blocking recvmsg(2) through the raw syscall entry: it
@@ -423,9 +392,9 @@ func (c *Conn) index(proto int) int {
 // whole IPv4 packet (the kernel fills only what the header leaves zero: the
 // checksum, and the identification when zero). For IPv6 it is the payload;
 // the kernel builds the header from our source address and hop limit 255.
-// The send never blocks on the send-only socket; when its buffer is full
-// (the device is not draining) the datagram goes through the receiving
-// socket, waiting for room until ctx is done or SetSendWait's bound.
+// The send does not block; when the socket's buffer is full (the device is
+// not draining) it waits in poll(2) for room, until ctx is done or
+// SetSendWait's bound, and tries once more.
 func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr) error {
 	i := c.index(proto)
 	if i < 0 {
@@ -434,26 +403,27 @@ func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
 	}
-	c.sendMu.RLock()
-	err := c.sendmsg(c.sendFDs[i], pkt, dst)
-	c.sendMu.RUnlock()
-	if err != unix.EAGAIN {
-		if err != nil {
-			return fmt.Errorf("vrrpconn: send to %s: %w", dst, os.NewSyscallError("sendmsg", err))
+	c.fdMu.RLock()
+	defer c.fdMu.RUnlock()
+	fd := c.sendFDs[i]
+	err := c.sendmsg(fd, pkt, dst)
+	if err == unix.EAGAIN {
+		wait := c.sendWait
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl))
 		}
-		return nil
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, perr := unix.Poll(pfd, int(max(wait.Milliseconds(), 1)))
+		switch {
+		case perr != nil && perr != unix.EINTR:
+			return fmt.Errorf("vrrpconn: send to %s: %w", dst, os.NewSyscallError("poll", perr))
+		case n == 0 && perr == nil:
+			return fmt.Errorf("vrrpconn: send to %s: no room in the socket buffer for %v: %w", dst, wait, os.ErrDeadlineExceeded)
+		}
+		err = c.sendmsg(fd, pkt, dst)
 	}
-	// The receiving socket's own buffer takes it, or the poller waits
-	// for room.
-	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: dst.As4()}
-	var oob []byte
-	if c.v6 {
-		to, oob = &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(c.ifindex)}, c.oob
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.sendWait)
-	defer cancel()
-	if _, err := c.socks[i].Sendmsg(ctx, pkt, oob, to, 0); err != nil {
-		return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
+	if err != nil {
+		return fmt.Errorf("vrrpconn: send to %s: %w", dst, os.NewSyscallError("sendmsg", err))
 	}
 	return nil
 }

@@ -5,17 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/muros/muros-had/lab"
@@ -88,9 +87,7 @@ func TestExchange(t *testing.T) {
 				if err := c2.Write(context.Background(), proto, want, c2.Group()); err != nil {
 					t.Fatal(err)
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				got, err := c1.Read(ctx, proto, buf, oob)
-				cancel()
+				got, err := readWithin(c1, proto, buf, oob, 5*time.Second)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -110,65 +107,55 @@ func TestExchange(t *testing.T) {
 	}
 }
 
-// A Read waiting for a datagram starts no goroutine (the runtime poller
-// parks the reader itself); a cancelled one returns the context's error
-// and leaves the connection usable.
-func TestReadStartsNoGoroutine(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+// readWithin waits in poll(2) for c's socket of proto and reads one
+// datagram with TryRead.
+func readWithin(c *Conn, proto int, b, oob []byte, timeout time.Duration) (Packet, error) {
+	fd := c.ReceiveFDs()[c.index(proto)]
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, int(time.Until(deadline).Milliseconds())+1); err != nil && err != unix.EINTR {
+			return Packet{}, err
+		}
+		p, ok, err := c.TryRead(proto, b, oob)
+		if err != nil || ok {
+			return p, err
+		}
+	}
+	return Packet{}, fmt.Errorf("nothing within %v", timeout)
+}
+
+// TryRead never blocks: an empty socket answers at once, and a closed
+// Conn says so instead of reading a descriptor number that may be reused.
+func TestTryRead(t *testing.T) {
 	c1, c2 := conns(t, vrrp.IPv4)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := c1.Read(ctx, ProtoVRRP, make([]byte, 65536), make([]byte, 256))
-		done <- err
-	}()
-	// Wait (untimed) until the reader is parked on the poller.
-	for !readerParked() {
-		time.Sleep(time.Millisecond)
+	buf, oob := make([]byte, 65536), make([]byte, 256)
+	if _, ok, err := c1.TryRead(ProtoVRRP, buf, oob); ok || err != nil {
+		t.Fatalf("TryRead of an empty socket = %v, %v; want nothing, no error", ok, err)
 	}
-	for _, g := range strings.Split(stacks(), "\n\n") {
-		if strings.Contains(g, "vrrpconn.(*Conn).Read") {
-			continue // the reader
-		}
-		if strings.Contains(g, "mdlayher/socket") || strings.Contains(g, "internal/vrrpconn.(*Conn)") {
-			t.Errorf("a blocked Read runs a goroutine of its own:\n%s", g)
-		}
-	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled Read returned %v, want context.Canceled", err)
-	}
-	pkt := packet(t, c2, ProtoVRRP, 10)
-	if err := c2.Write(context.Background(), ProtoVRRP, pkt, c2.Group()); err != nil {
+	if err := c2.Write(context.Background(), ProtoVRRP, packet(t, c2, ProtoVRRP, 10), c2.Group()); err != nil {
 		t.Fatal(err)
 	}
-	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer rcancel()
-	if _, err := c1.Read(rctx, ProtoVRRP, make([]byte, 65536), make([]byte, 256)); err != nil {
-		t.Fatalf("Read after a cancelled one: %v", err)
+	if _, err := readWithin(c1, ProtoVRRP, buf, oob, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := c1.TryRead(ProtoVRRP, buf, oob); ok || err != nil {
+		t.Fatalf("TryRead after the only datagram = %v, %v; want nothing", ok, err)
+	}
+	c1.Close()
+	if _, _, err := c1.TryRead(ProtoVRRP, buf, oob); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("TryRead after Close = %v, want net.ErrClosed", err)
+	}
+	if _, _, err := c1.TryRead(0, buf, oob); err == nil {
+		t.Fatal("TryRead of an unknown protocol succeeded")
 	}
 }
 
-func stacks() string {
-	b := make([]byte, 1<<20)
-	return string(b[:runtime.Stack(b, true)])
-}
-
-// readerParked reports whether a goroutine in Conn.Read waits on the poller.
-func readerParked() bool {
-	for _, g := range strings.Split(stacks(), "\n\n") {
-		if strings.Contains(g, "[IO wait") && strings.Contains(g, "vrrpconn.(*Conn).Read") {
-			return true
-		}
-	}
-	return false
-}
-
-// The send-only sockets stay out of the runtime's poller (so a sent
-// datagram wakes no thread in epoll_wait) and queue nothing of what the
-// link carries; the receiving sockets are in the poller.
-func TestSendersOutsidePoller(t *testing.T) {
+// No socket is in the runtime's poller (a sent datagram would wake a
+// thread in epoll_wait when the kernel frees it; the daemon polls the
+// receiving ones in a set of its own), and the send-only sockets queue
+// nothing of what the link carries.
+func TestSocketsOutsidePoller(t *testing.T) {
 	c1, c2 := conns(t, vrrp.IPv4)
 	for range 20 {
 		for _, proto := range []int{ProtoVRRP, ProtoAH} {
@@ -179,15 +166,13 @@ func TestSendersOutsidePoller(t *testing.T) {
 	}
 	// What c2 sent is queued on c1's receiving sockets (nobody reads them).
 	for i, proto := range c1.protos {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := c1.Read(ctx, proto, make([]byte, 65536), make([]byte, 256)); err != nil {
+		if _, err := readWithin(c1, proto, make([]byte, 65536), make([]byte, 256), 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		cancel()
 		polled := pollerFDs(t)
 		recv, send := recvFD(t, c1, i), sendFD(c1, i)
-		if !polled[recv] {
-			t.Errorf("proto %d: receiving socket %d not in the poller %v", proto, recv, polled)
+		if polled[recv] {
+			t.Errorf("proto %d: receiving socket %d is in the poller %v", proto, recv, polled)
 		}
 		if polled[send] {
 			t.Errorf("proto %d: send socket %d is in the poller", proto, send)
@@ -203,11 +188,11 @@ func TestSendersOutsidePoller(t *testing.T) {
 
 func recvFD(t *testing.T, c *Conn, i int) int {
 	t.Helper()
-	var n int
-	if err := c.raws[i].Control(func(fd uintptr) { n = int(fd) }); err != nil {
-		t.Fatal(err)
+	fd := c.ReceiveFDs()[i]
+	if fd < 0 {
+		t.Fatalf("socket %d closed", i)
 	}
-	return n
+	return fd
 }
 
 func sendFD(c *Conn, i int) int { return c.sendFDs[i] }
