@@ -203,10 +203,28 @@ func TestEngineQuietInNamespaces(t *testing.T) {
 		}
 	}
 	waitSnap("quiet, and the backup reads 10 ms", func(ms, bs Snapshot) bool { return ms.Quiet && bs.PeerInterval == 10*time.Millisecond })
-	sent := m.e.Snapshot().Sent[PathSync]
-	time.Sleep(time.Second)
-	if n := m.e.Snapshot().Sent[PathSync] - sent; n < 80 || n > 120 {
-		t.Errorf("quiet master sent %d heartbeats on the sync link in 1 s, want about 100", n)
+	// A second in which the master stayed quiet throughout: on a loaded
+	// machine (the race detector, other packages' lab tests) a quiet
+	// heartbeat can come late enough for the backup to probe, and a probe
+	// makes the master fast for quiet_after, as designed. Three tries.
+	for try := 1; ; try++ {
+		sent := m.e.Snapshot().Sent[PathSync]
+		stayed := true
+		for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			stayed = stayed && m.e.Snapshot().Quiet
+		}
+		n := m.e.Snapshot().Sent[PathSync] - sent
+		if stayed {
+			if n < 80 || n > 120 {
+				t.Errorf("quiet master sent %d heartbeats on the sync link in 1 s, want about 100", n)
+			}
+			break
+		}
+		if try == 3 {
+			t.Fatalf("the master was fast during part of each of %d 1 s windows (last: %d heartbeats)", try, n)
+		}
+		t.Logf("window %d: the master was fast during part of it (%d heartbeats; probed under load?), again", try, n)
+		waitSnap("quiet again", func(ms, bs Snapshot) bool { return ms.Quiet })
 	}
 	_, verdicts := b.last()
 

@@ -60,6 +60,12 @@ type Set struct {
 	armed            time.Time // the deadline the timerfd is set to
 	events           [16]unix.EpollEvent
 	ready            []int
+	// poll is the non-blocking epoll_pwait Wait hands the runtime's
+	// poller, made once (a closure per Wait would allocate per wakeup);
+	// it leaves its result in n and errno.
+	poll  func(fd uintptr) bool
+	n     int
+	errno syscall.Errno
 
 	mu      sync.Mutex // guards wakeFD against Close, and stopped
 	wakeFD  int
@@ -79,6 +85,16 @@ type Ready struct {
 // New opens the set's epoll instance, eventfd and timerfd.
 func New() (*Set, error) {
 	s := &Set{epollFD: -1, timerFD: -1, wakeFD: -1}
+	s.poll = func(fd uintptr) bool {
+		// Non-blocking; false parks the goroutine in the runtime's
+		// poller until the epoll set has something.
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&s.events[0])), uintptr(len(s.events)), 0, 0, 0)
+		s.n, s.errno = int(r), e
+		if e == unix.EINTR || e == unix.EAGAIN {
+			s.n, s.errno = 0, 0
+		}
+		return s.errno != 0 || s.n > 0
+	}
 	fail := func(what string, err error) (*Set, error) {
 		s.Close()
 		return nil, fmt.Errorf("pollset: %s: %w", what, err)
@@ -173,26 +189,14 @@ func (s *Set) Wait() (Ready, error) {
 	if s.isStopped() {
 		return Ready{}, ErrStopped
 	}
-	var n int
-	var errno syscall.Errno
-	poll := func(fd uintptr) bool {
-		// Non-blocking; false parks the goroutine in the runtime's
-		// poller until the epoll set has something.
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&s.events[0])), uintptr(len(s.events)), 0, 0, 0)
-		n, errno = int(r), e
-		if e == unix.EINTR || e == unix.EAGAIN {
-			n, errno = 0, 0
-		}
-		return errno != 0 || n > 0
-	}
-	if err := s.rc.Read(poll); err != nil {
+	if err := s.rc.Read(s.poll); err != nil {
 		return Ready{}, fmt.Errorf("pollset: wait: %w", err)
 	}
-	if errno != 0 {
-		return Ready{}, fmt.Errorf("pollset: epoll_pwait: %w", errno)
+	if s.errno != 0 {
+		return Ready{}, fmt.Errorf("pollset: epoll_pwait: %w", s.errno)
 	}
 	r := Ready{FDs: s.ready[:0]}
-	for _, ev := range s.events[:n] {
+	for _, ev := range s.events[:s.n] {
 		switch fd := int(ev.Fd); fd {
 		case s.wakeFD:
 			drain(fd)

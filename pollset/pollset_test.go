@@ -200,3 +200,21 @@ func TestWakeAfterCloseTouchesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A wait that finds something ready allocates nothing: the daemon's loop
+// and the liveness engine wait once per advert or heartbeat.
+func TestWaitAllocatesNothing(t *testing.T) {
+	s := newSet(t)
+	past := time.Now().Add(-time.Hour)
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Wake()
+		s.Arm(past)
+		if _, err := s.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		past = past.Add(time.Nanosecond) // a new deadline each round
+	})
+	if allocs != 0 {
+		t.Fatalf("Wait allocates %v times per call, want 0", allocs)
+	}
+}
