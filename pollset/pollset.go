@@ -127,8 +127,9 @@ func New() (*Set, error) {
 }
 
 // Add watches fd for reading, level-triggered. The caller keeps ownership
-// of fd and must not close it before Close (or it may be reused while
-// still in the set).
+// of fd. Closing it takes it out of the set (epoll(7)); do that while no
+// Wait runs, or a new descriptor given the same number could be reported
+// ready in its place.
 func (s *Set) Add(fd int) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 	if err := unix.EpollCtl(s.epollFD, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {

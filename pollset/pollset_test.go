@@ -218,3 +218,24 @@ func TestWaitAllocatesNothing(t *testing.T) {
 		t.Fatalf("Wait allocates %v times per call, want 0", allocs)
 	}
 }
+
+// The daemon's loop arms the same deadline round after round while other
+// things wake it: a deadline armed again unchanged (no system call) still
+// fires, and not before it is due.
+func TestArmSameDeadlineAcrossWakes(t *testing.T) {
+	s := newSet(t)
+	deadline := time.Now().Add(20 * time.Millisecond)
+	s.Arm(deadline)
+	s.Wake()
+	if r, err := s.Wait(); err != nil || !r.Woken || r.Expired {
+		t.Fatalf("Wait = %+v, %v; want woken before the deadline", r, err)
+	}
+	s.Arm(deadline)
+	r, err := s.Wait()
+	if err != nil || !r.Expired {
+		t.Fatalf("Wait = %+v, %v; want the deadline", r, err)
+	}
+	if now := time.Now(); now.Before(deadline) {
+		t.Fatalf("expired %v before the deadline", deadline.Sub(now))
+	}
+}

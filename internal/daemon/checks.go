@@ -128,10 +128,7 @@ func (d *Daemon) forwardChecks(ctx context.Context, checks map[string]config.Che
 		} else {
 			d.log.Warn("health check failing", "check", r.Name, "what", ch.Describe(), "effect", ch.Effect(), "result", r.Detail())
 		}
-		select {
-		case d.events <- loopEvent{ev: node.Event{Kind: node.EventCheck, Check: r.Name, OK: r.Verdict}}:
-			d.wake()
-		case <-ctx.Done():
+		if !d.send(loopEvent{ev: node.Event{Kind: node.EventCheck, Check: r.Name, OK: r.Verdict}}, ctx.Done(), nil) {
 			return
 		}
 	}

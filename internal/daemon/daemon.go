@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,6 +148,10 @@ type familyLink struct {
 	// ENOBUFS on IPv6 while the sync link has no carrier): one log line
 	// per streak, not per advert.
 	sendFailing, readFailing bool
+	// fds are the receiving sockets' descriptors by protocol (VRRP, AH)
+	// when the conn has them (receiveFDs): the loop reads a socket only
+	// when its wait reported it readable; -1: read it every round.
+	fds [2]int
 }
 
 // loopEvent is one input of the event loop: an event for the core, or the
@@ -251,6 +256,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, l := range d.links {
 		if err := d.wait.Watch(l.conn); err != nil {
 			return err
+		}
+		l.fds = [2]int{-1, -1}
+		if fc, ok := l.conn.(receiveFDs); ok {
+			copy(l.fds[:], fc.ReceiveFDs())
 		}
 	}
 
@@ -360,10 +369,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 					// is the fastest sign of a dead peer.
 					d.lv.SetCarrier(ev.Up && ev.Exists)
 				}
-				select {
-				case d.events <- loopEvent{ev: node.Event{Kind: node.EventLink, Interface: ev.Interface, Up: ev.Up, Exists: ev.Exists, Index: ev.Index}}:
-					d.wake()
-				case <-bg.Done():
+				if !d.send(loopEvent{ev: node.Event{Kind: node.EventLink, Interface: ev.Interface, Up: ev.Up, Exists: ev.Exists, Index: ev.Index}}, bg.Done(), nil) {
 					return
 				}
 			}
@@ -396,13 +402,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.opts.WatchdogInterval > 0 {
 		watchdogAt = time.Now().Add(d.opts.WatchdogInterval)
 	}
+	var readable []int // the advert sockets the last wait found readable
 	for {
-		// Each round looks at everything once, in a fixed order (the stop
-		// first: no event runs after SIGTERM), then waits for more.
+		// Each round looks at everything once, in a fixed order, then
+		// waits for more. The stop goes first (no event runs after
+		// SIGTERM), and the adverts already received before the timers:
+		// an advert that arrived before its Master_Down deadline but is
+		// read after it must not let the timer fire first (a backup that
+		// would claim the VIPs and step down again at once).
 		if ctx.Err() != nil {
 			d.opts.Notify("STOPPING=1")
 			d.shutdown()
 			return nil
+		}
+		d.readAdverts(ctx, work, readable)
+		if d.next != nil {
+			// No STOPPING=1: systemd would take the in-process restart
+			// for the service stopping and kill it after TimeoutStopSec.
+			// The reload stays open (RELOADING=1) until the next instance
+			// sends READY=1.
+			d.shutdown()
+			return ErrRestart
 		}
 		now := time.Now()
 		if !watchdogAt.IsZero() && !now.Before(watchdogAt) {
@@ -411,29 +431,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		d.fired = d.timers.fire(now, d.fired[:0])
 		for _, ev := range d.fired {
+			if ctx.Err() != nil {
+				break
+			}
 			d.step(work, ev)
 			if d.next != nil {
-				d.shutdown()
+				d.shutdown() // no STOPPING=1, as above
 				return ErrRestart
 			}
 		}
-		select {
-		case <-d.reloadReq:
-			d.reload(work)
-			if d.next != nil {
-				// No STOPPING=1: systemd would take the in-process restart
-				// for the service stopping and kill it after TimeoutStopSec.
-				// The reload stays open (RELOADING=1) until the next
-				// instance sends READY=1.
-				d.shutdown()
-				return ErrRestart
+		if ctx.Err() == nil {
+			select {
+			case <-d.reloadReq:
+				d.reload(work)
+				if d.next != nil {
+					d.shutdown() // no STOPPING=1, as above
+					return ErrRestart
+				}
+			default:
 			}
-		default:
-		}
-		d.readAdverts(work)
-		if d.next != nil {
-			d.shutdown() // no STOPPING=1, as above
-			return ErrRestart
 		}
 		// What is queued now, not what arrives meanwhile: the next round
 		// takes that, after the sockets and timers had their turn.
@@ -452,10 +468,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 			at = watchdogAt
 		}
 		d.wait.Arm(at)
-		if err := d.wait.Wait(); err != nil {
+		var err error
+		if readable, err = d.wait.Wait(); err != nil {
 			d.shutdown()
 			return fmt.Errorf("daemon: event loop: %w", err)
 		}
+	}
+}
+
+// send hands ev to the loop from another goroutine and wakes it; false if
+// done or stop (nil: never) closed first. Every input of the loop comes
+// through here: a send without the wake would wait for the loop's next
+// deadline (TestLoopInputsWake).
+func (d *Daemon) send(ev loopEvent, done, stop <-chan struct{}) bool {
+	select {
+	case d.events <- ev:
+		d.wake()
+		return true
+	case <-done:
+		return false
+	case <-stop:
+		return false
 	}
 }
 
@@ -467,51 +500,72 @@ func (d *Daemon) wake() {
 	}
 }
 
-// readAdverts reads at most one datagram from each advert socket (the
-// wait is level-triggered: one still queued ends the next wait at once),
-// decodes it (structure and ICV) and steps the core with each valid one.
-// It stops at a step that asks for a restart (d.next).
-func (d *Daemon) readAdverts(ctx context.Context) {
+// maxReadsPerRound bounds the datagrams one socket gives the loop in one
+// round, so a flood on the sync link cannot keep the timers and the queue
+// from their turn.
+const maxReadsPerRound = 64
+
+// readAdverts reads the advert sockets the wait found readable (all of
+// them when the conn cannot say: the loop tests' simulated link), each
+// until it is empty or gave maxReadsPerRound, decodes each datagram
+// (structure and ICV) and steps the core with each valid advert. It stops
+// at a stop (ctx) or a step that asks for a restart (d.next).
+func (d *Daemon) readAdverts(ctx, work context.Context, readable []int) {
 	for _, fam := range []vrrp.Family{vrrp.IPv4, vrrp.IPv6} {
 		l := d.links[fam]
 		if l == nil {
 			continue
 		}
-		for _, proto := range []int{vrrpconn.ProtoVRRP, vrrpconn.ProtoAH} {
-			p, ok, err := l.conn.TryRead(proto, d.rxBuf, d.rxOOB)
-			if err != nil {
-				if !l.readFailing {
-					l.readFailing = true
-					d.log.Warn("reading adverts fails; counting further errors silently", "family", fam, "err", err)
+		for i, proto := range []int{vrrpconn.ProtoVRRP, vrrpconn.ProtoAH} {
+			if l.fds[i] >= 0 && !slices.Contains(readable, l.fds[i]) {
+				continue
+			}
+			for range maxReadsPerRound {
+				if ctx.Err() != nil || d.next != nil {
+					return
 				}
-				continue
-			}
-			if !ok {
-				continue
-			}
-			if l.readFailing {
-				l.readFailing = false
-				d.log.Info("reading adverts works again", "family", fam)
-			}
-			// The address list goes to the core: a fresh slice per advert
-			// (the buffer is reused by the next read).
-			var rx vrrp.Received
-			if fam == vrrp.IPv6 {
-				rx, err = l.rx.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(max(p.HopLimit, 0)), nil)
-			} else {
-				rx, err = l.rx.Inspect(p.Data, nil)
-			}
-			if err != nil {
-				d.stats.Reject(string(vrrp.ReasonOf(err)))
-				d.log.Debug("dropped advert", "src", p.Src, "reason", vrrp.ReasonOf(err), "err", err)
-				continue
-			}
-			d.handle(ctx, loopEvent{ev: node.Event{Kind: node.EventAdvert, Family: fam, Advert: rx}})
-			if d.next != nil {
-				return
+				if !d.readAdvert(work, l, proto) {
+					break
+				}
 			}
 		}
 	}
+}
+
+// readAdvert reads one datagram of proto from l and steps the core with
+// it if it is a valid advert; false when the socket had none (or failed).
+func (d *Daemon) readAdvert(ctx context.Context, l *familyLink, proto int) bool {
+	p, ok, err := l.conn.TryRead(proto, d.rxBuf, d.rxOOB)
+	if err != nil {
+		d.stats.ReadError()
+		if !l.readFailing {
+			l.readFailing = true
+			d.log.Warn("reading adverts fails; counting further errors silently", "family", l.family, "err", err)
+		}
+		return false
+	}
+	if !ok {
+		return false
+	}
+	if l.readFailing {
+		l.readFailing = false
+		d.log.Info("reading adverts works again", "family", l.family)
+	}
+	// The address list goes to the core: a fresh slice per advert (the
+	// buffer is reused by the next read).
+	var rx vrrp.Received
+	if l.family == vrrp.IPv6 {
+		rx, err = l.rx.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(max(p.HopLimit, 0)), nil)
+	} else {
+		rx, err = l.rx.Inspect(p.Data, nil)
+	}
+	if err != nil {
+		d.stats.Reject(string(vrrp.ReasonOf(err)))
+		d.log.Debug("dropped advert", "src", p.Src, "reason", vrrp.ReasonOf(err), "err", err)
+		return true
+	}
+	d.handle(ctx, loopEvent{ev: node.Event{Kind: node.EventAdvert, Family: l.family, Advert: rx}})
+	return true
 }
 
 // shutdown runs the RFC 9568 Shutdown event: a master sends priority 0 so the

@@ -178,12 +178,7 @@ func (d *Daemon) role(ctx context.Context, a node.Action) (node.Event, bool) {
 			d.skipped(t, after)
 			return // superseded: the next action changes the VIPs
 		}
-		select {
-		case d.events <- loopEvent{role: job}:
-			d.wake()
-		case <-jctx.Done():
-		case <-d.stop:
-		}
+		d.send(loopEvent{role: job}, jctx.Done(), d.stop)
 	})
 	return node.Event{}, false
 }

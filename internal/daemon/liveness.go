@@ -141,11 +141,7 @@ func (d *Daemon) startLiveness(bg context.Context, goFn func(func())) {
 
 // queue hands an event to the loop from another goroutine.
 func (d *Daemon) queue(bg context.Context, ev loopEvent) {
-	select {
-	case d.events <- ev:
-		d.wake()
-	case <-bg.Done():
-	}
+	d.send(ev, bg.Done(), nil)
 }
 
 // sharedSecondPath says why the second path is not independent of the sync

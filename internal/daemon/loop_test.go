@@ -41,9 +41,19 @@ type simLink struct {
 	mu    sync.Mutex
 	conns []*simConn
 	cut   map[netip.Addr]bool // a cut node neither sends nor receives
+	// quiet: packets to the node are queued without waking its loop, as
+	// datagrams that arrived just before its wait returned for something
+	// else (a deadline) and that the round finds queued.
+	quiet map[netip.Addr]bool
 }
 
-func newSimLink() *simLink { return &simLink{cut: map[netip.Addr]bool{}} }
+func newSimLink() *simLink { return &simLink{cut: map[netip.Addr]bool{}, quiet: map[netip.Addr]bool{}} }
+
+func (l *simLink) setQuiet(a netip.Addr, quiet bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.quiet[a] = quiet
+}
 
 func (l *simLink) setCut(a netip.Addr, cut bool) {
 	l.mu.Lock()
@@ -115,7 +125,7 @@ func (c *simConn) Write(_ context.Context, proto int, pkt []byte, dst netip.Addr
 		p := vrrpconn.Packet{Proto: proto, Src: c.src, Dst: dst, HopLimit: 255, Data: bytes.Clone(pkt)}
 		select {
 		case r.in[proto] <- p:
-			if r.wake != nil {
+			if r.wake != nil && !c.link.quiet[r.src] {
 				r.wake()
 			}
 		default: // a receiver that does not read loses packets, as a socket would
@@ -126,10 +136,13 @@ func (c *simConn) Write(_ context.Context, proto int, pkt []byte, dst netip.Addr
 
 // chanWait is the loop's wait in the loop tests: a channel for the wakes
 // and a runtime timer for the deadline, both on testing/synctest's clock.
+// Like the production wait it is level-triggered for the sockets: a
+// watched conn with a datagram still queued ends the wait at once.
 type chanWait struct {
 	wake    chan struct{}
 	timer   *time.Timer
 	stopped atomic.Bool
+	conns   []*simConn
 }
 
 func newChanWait() (loopWait, error) {
@@ -146,6 +159,7 @@ func (w *chanWait) Watch(c advertConn) error {
 	sc.link.mu.Lock()
 	defer sc.link.mu.Unlock()
 	sc.wake = w.Wake
+	w.conns = append(w.conns, sc)
 	return nil
 }
 
@@ -156,18 +170,25 @@ func (w *chanWait) Arm(deadline time.Time) {
 	}
 }
 
-func (w *chanWait) Wait() error {
+func (w *chanWait) Wait() ([]int, error) {
 	if w.stopped.Load() {
-		return errWaitStopped
+		return nil, errWaitStopped
+	}
+	for _, c := range w.conns {
+		for _, in := range c.in {
+			if len(in) > 0 {
+				return nil, nil
+			}
+		}
 	}
 	select {
 	case <-w.wake:
 	case <-w.timer.C:
 	}
 	if w.stopped.Load() {
-		return errWaitStopped
+		return nil, errWaitStopped
 	}
-	return nil
+	return nil, nil
 }
 
 func (w *chanWait) Wake() {
@@ -217,6 +238,12 @@ func (v *fakeVIPs) Release(context.Context) error {
 	}
 	v.held = false
 	return nil
+}
+
+func (v *fakeVIPs) claimCount() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.claims
 }
 
 func (v *fakeVIPs) Holds() bool {

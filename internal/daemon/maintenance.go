@@ -114,12 +114,10 @@ type maintenanceRequest struct {
 // event loop decides and answers.
 func (d *Daemon) SetMaintenance(ctx context.Context, req status.MaintenanceRequest) status.MaintenanceAnswer {
 	r := &maintenanceRequest{req: req, reply: make(chan status.MaintenanceAnswer, 1)}
-	select {
-	case d.events <- loopEvent{maint: r}:
-		d.wake()
-	case <-ctx.Done():
-		return status.MaintenanceAnswer{Error: ctx.Err().Error()}
-	case <-d.stop:
+	if !d.send(loopEvent{maint: r}, ctx.Done(), d.stop) {
+		if err := ctx.Err(); err != nil {
+			return status.MaintenanceAnswer{Error: err.Error()}
+		}
 		return status.MaintenanceAnswer{Error: "the daemon is stopping"}
 	}
 	select {

@@ -197,11 +197,7 @@ func (d *Daemon) readinessGate(ctx context.Context, gen uint64, ct, db <-chan st
 }
 
 func (d *Daemon) sendReady(ctx context.Context, ev *readyEvent) {
-	select {
-	case d.events <- loopEvent{ready: ev}:
-		d.wake()
-	case <-ctx.Done():
-	}
+	d.send(loopEvent{ready: ev}, ctx.Done(), nil)
 }
 
 // handleReady gives a wait's verdict to the core, which lifts the hold if

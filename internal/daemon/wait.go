@@ -24,10 +24,12 @@ type loopWait interface {
 	Watch(c advertConn) error
 	// Arm sets the deadline (zero: none).
 	Arm(deadline time.Time)
-	// Wait returns when anything may be ready; the loop then looks at
-	// everything (its sockets, its timers, its queue). errWaitStopped
-	// once Stop was called.
-	Wait() error
+	// Wait returns when anything may be ready, with the receiving
+	// sockets' descriptors it found readable (a wait that cannot tell
+	// returns none, and the loop reads the sockets without descriptors
+	// every round); the loop then looks at its timers and queue too.
+	// errWaitStopped once Stop was called.
+	Wait() (readable []int, err error)
 	// Wake and Stop may be called from any goroutine.
 	Wake()
 	Stop()
@@ -67,12 +69,12 @@ func (w pollWait) Watch(c advertConn) error {
 
 func (w pollWait) Arm(deadline time.Time) { w.set.Arm(deadline) }
 
-func (w pollWait) Wait() error {
-	_, err := w.set.Wait()
+func (w pollWait) Wait() ([]int, error) {
+	r, err := w.set.Wait()
 	if errors.Is(err, pollset.ErrStopped) {
-		return errWaitStopped
+		return nil, errWaitStopped
 	}
-	return err
+	return r.FDs, err
 }
 
 func (w pollWait) Wake()  { w.set.Wake() }

@@ -24,6 +24,7 @@ type Metrics struct {
 	ahKeyOnce     [vrrp.KeyV2 + 1]sync.Once
 	sentC         prometheus.Counter
 	sendErrs      prometheus.Counter
+	readErrs      prometheus.Counter
 	// groupState and vridState are enum gauges: 1 on the current state's
 	// series, 0 on the others, so a dashboard can sum or alert on one label.
 	groupState  *prometheus.GaugeVec
@@ -58,6 +59,7 @@ func NewMetrics() *Metrics {
 		}, []string{"version"}),
 		sentC:    prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_adverts_sent_total", Help: "VRRP adverts sent."}),
 		sendErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_advert_send_errors_total", Help: "VRRP adverts the kernel refused."}),
+		readErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "muros_had_vrrp_advert_read_errors_total", Help: "Reads of the VRRP and AH sockets that failed (a datagram refused is muros_had_vrrp_adverts_rejected_total)."}),
 		groupState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "muros_had_vrrp_group_state", Help: "State of the sync group (1 on the current state).",
 		}, []string{"state"}),
@@ -99,7 +101,7 @@ func NewMetrics() *Metrics {
 		}),
 		byReason: map[string]uint64{},
 	}
-	s.reg.MustRegister(s.rejected, s.ahKeys, s.sentC, s.sendErrs, s.groupState, s.vridState, s.transitions, s.held, s.holds, s.holdTimeouts,
+	s.reg.MustRegister(s.rejected, s.ahKeys, s.sentC, s.sendErrs, s.readErrs, s.groupState, s.vridState, s.transitions, s.held, s.holds, s.holdTimeouts,
 		s.splitBrain, s.drift, s.peerReachable, s.peerPolls, s.peerFailures, s.rulesetErrors)
 	return s
 }
@@ -203,6 +205,9 @@ func (s *Metrics) Sent() {
 	s.nSent++
 	s.mu.Unlock()
 }
+
+// ReadError counts a failed read of an advert socket.
+func (s *Metrics) ReadError() { s.readErrs.Inc() }
 
 // SendError counts an advert the kernel refused.
 func (s *Metrics) SendError() {

@@ -258,8 +258,8 @@ func (c *Conn) Source() netip.Addr { return c.src }
 // IPv6 reports whether the connection carries IPv6.
 func (c *Conn) IPv6() bool { return c.v6 }
 
-// Close closes the sockets. The caller takes the receiving ones out of
-// its wait first.
+// Close closes the sockets (which takes them out of an epoll set). Call
+// it once nothing waits on ReceiveFDs any more.
 func (c *Conn) Close() error {
 	c.fdMu.Lock()
 	defer c.fdMu.Unlock()
@@ -408,24 +408,44 @@ func (c *Conn) Write(ctx context.Context, proto int, pkt []byte, dst netip.Addr)
 	fd := c.sendFDs[i]
 	err := c.sendmsg(fd, pkt, dst)
 	if err == unix.EAGAIN {
-		wait := c.sendWait
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(dl))
-		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		n, perr := unix.Poll(pfd, int(max(wait.Milliseconds(), 1)))
-		switch {
-		case perr != nil && perr != unix.EINTR:
-			return fmt.Errorf("vrrpconn: send to %s: %w", dst, os.NewSyscallError("poll", perr))
-		case n == 0 && perr == nil:
-			return fmt.Errorf("vrrpconn: send to %s: no room in the socket buffer for %v: %w", dst, wait, os.ErrDeadlineExceeded)
-		}
-		err = c.sendmsg(fd, pkt, dst)
+		err = c.waitRoom(ctx, fd, pkt, dst)
+	}
+	if errno, ok := err.(unix.Errno); ok {
+		err = os.NewSyscallError("sendmsg", errno)
 	}
 	if err != nil {
-		return fmt.Errorf("vrrpconn: send to %s: %w", dst, os.NewSyscallError("sendmsg", err))
+		return fmt.Errorf("vrrpconn: send to %s: %w", dst, err)
 	}
 	return nil
+}
+
+// waitRoom waits in poll(2) for room in fd's send buffer, up to
+// SetSendWait's bound or ctx's deadline, and sends pkt when there is. A
+// signal (the daemon's children exit all the time: SIGCHLD) does not cut
+// the wait short.
+func (c *Conn) waitRoom(ctx context.Context, fd int, pkt []byte, dst netip.Addr) error {
+	deadline := time.Now().Add(c.sendWait)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return fmt.Errorf("no room in the socket buffer within %v: %w", c.sendWait, os.ErrDeadlineExceeded)
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(pfd, int(max(left.Milliseconds(), 1)))
+		if err == unix.EINTR || n == 0 {
+			continue // the loop's first check says whether time is up
+		}
+		if err != nil {
+			return os.NewSyscallError("poll", err)
+		}
+		// Room, or an error the send reports (POLLERR, POLLHUP).
+		if err := c.sendmsg(fd, pkt, dst); err != unix.EAGAIN {
+			return err
+		}
+	}
 }
 
 // sendmsg is a non-blocking sendmsg(2) of pkt to dst on fd through the raw
