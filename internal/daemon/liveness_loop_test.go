@@ -128,7 +128,11 @@ func (e *simLive) send(a liveness.Action) {
 	if blocked || to == nil {
 		return
 	}
+	// The codec's HMAC state is shared with receive and with the other
+	// goroutines that step this end (the loop's SetRole, Run): under e.mu.
+	e.mu.Lock()
 	b := e.codec.Append(nil, a.Message)
+	e.mu.Unlock()
 	time.AfterFunc(lat, func() { to.receive(a.Path, b) })
 }
 
