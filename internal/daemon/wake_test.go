@@ -70,10 +70,7 @@ func TestLoopCheckVerdictAtOnce(t *testing.T) {
 		ch := check200("dns", false, -60)
 		ch.Interval = 130 * time.Millisecond
 		withCheck(fw1, probes, ch)
-		fw1.start(t)
-		fw2.start(t)
-		settle(time.Second)
-		fw1.check(t, "MASTER")
+		elect(t, fw1, fw2)
 		probes.set("dns", false)
 		for step := 0; ; step++ {
 			if step == 2000 {
@@ -88,8 +85,7 @@ func TestLoopCheckVerdictAtOnce(t *testing.T) {
 			}
 			break
 		}
-		fw1.halt(t)
-		fw2.halt(t)
+		haltPair(t, fw1, fw2)
 	})
 }
 
@@ -97,9 +93,7 @@ func TestLoopCheckVerdictAtOnce(t *testing.T) {
 func TestLoopTriggerAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, fw1, fw2 := loopPair(t, loopOpts{})
-		fw1.start(t)
-		fw2.start(t)
-		settle(time.Second)
+		elect(t, fw1, fw2)
 		settle(37 * time.Millisecond) // between two adverts
 		before := len(fw1.logText())
 		fw1.d.Trigger()
@@ -107,8 +101,7 @@ func TestLoopTriggerAtOnce(t *testing.T) {
 		if log := fw1.logText()[before:]; !strings.Contains(log, "reload") {
 			t.Fatalf("no reload at the instant of the request; log since:\n%s", log)
 		}
-		fw1.halt(t)
-		fw2.halt(t)
+		haltPair(t, fw1, fw2)
 	})
 }
 
@@ -120,11 +113,7 @@ func TestLoopTriggerAtOnce(t *testing.T) {
 func TestLoopQueuedAdvertsBeforeTimers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		link, fw1, fw2 := loopPair(t, loopOpts{})
-		fw1.start(t)
-		fw2.start(t)
-		settle(time.Second)
-		fw1.check(t, "MASTER")
-		fw2.check(t, "BACKUP")
+		elect(t, fw1, fw2)
 		claims := fw2.vips.claimCount()
 		link.setQuiet(fw2.addr, true)
 		settle(3 * time.Second) // eight Master_Down deadlines
@@ -134,7 +123,24 @@ func TestLoopQueuedAdvertsBeforeTimers(t *testing.T) {
 		if n := fw2.vips.claimCount() - claims; n != 0 {
 			t.Errorf("the backup claimed the VIPs %d times while the master's adverts were queued at its deadlines", n)
 		}
-		fw1.halt(t)
-		fw2.halt(t)
+		haltPair(t, fw1, fw2)
 	})
+}
+
+// elect starts both nodes and lets the election settle: fw1 MASTER, fw2
+// BACKUP.
+func elect(t *testing.T, fw1, fw2 *loopNode) {
+	t.Helper()
+	fw1.start(t)
+	fw2.start(t)
+	settle(time.Second)
+	fw1.check(t, "MASTER")
+	fw2.check(t, "BACKUP")
+}
+
+// haltPair stops both nodes gracefully.
+func haltPair(t *testing.T, fw1, fw2 *loopNode) {
+	t.Helper()
+	fw1.halt(t)
+	fw2.halt(t)
 }
