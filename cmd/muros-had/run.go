@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -52,6 +53,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// Before the daemon starts its goroutines: fewer threads to set, and
 	// every later one inherits the policy.
 	schedState := applyScheduling(cfg.Scheduling, log)
+	if n, ok := spareProcs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); ok {
+		runtime.GOMAXPROCS(n)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -115,4 +119,23 @@ func applyScheduling(c config.Scheduling, log *slog.Logger) string {
 	}
 	log.Info("scheduling", "policy", p.String(), "threads", n)
 	return p.String()
+}
+
+// spareProcs is the number of Ps the daemon runs with: one more than the
+// runtime's default (the CPUs it may use), unless the operator set
+// GOMAXPROCS (ok false: leave it). Why: the liveness engine and the VRRP
+// loop wait in the runtime's network poller, and a goroutine it readies
+// runs only when a P is free to poll; while table work (the refresh
+// sweep's read and merge of 250,000 flows, a takeover's load) keeps every
+// P busy, nothing polls but the sysmon thread, every 10 ms, and the
+// heartbeats went out late by that much (the peer's adaptive detection
+// stayed at 29 ms instead of its 3 ms floor, ConntrackTakeoverGap at
+// 250,000 flows, 14:50 UTC). With a spare P a thread always sits in the
+// poller; the kernel then runs it ahead of the time-sharing table reader
+// (the daemon's threads are real-time).
+func spareProcs(env string, def int) (int, bool) {
+	if env != "" {
+		return 0, false
+	}
+	return def + 1, true
 }
