@@ -208,6 +208,15 @@ func TestHangSmoke(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A slow trigger (its nft rule loaded 10 ms late on a busy
+		// machine: the suite runs packages side by side) can leave the
+		// takeover nothing to lose (suite of 15:11: gap 1.6 ms, GARP
+		// seen, 0 lost). Again, a few times: a hang that never loses a
+		// datagram is not a measured hang.
+		if o.Lost == 0 && tl.Announce != 0 && attempt < 3 {
+			t.Logf("a hang that lost nothing (trigger %v to %v), again: %+v", o.Trigger, o.TriggerDone, o)
+			continue
+		}
 		if o.Gap <= 0 || o.Lost == 0 || tl.Announce == 0 {
 			t.Fatalf("a hang without a gap, a loss or the backup's GARP: %+v %+v", o, tl)
 		}
