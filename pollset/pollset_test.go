@@ -21,6 +21,18 @@ func newSet(t *testing.T) *Set {
 	return s
 }
 
+// later calls f from another goroutine after d; the returned channel is
+// closed once it has.
+func later(d time.Duration, f func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(d)
+		f()
+	}()
+	return done
+}
+
 // datagramPair returns a connected pair of datagram sockets, non-blocking.
 func datagramPair(t *testing.T) (int, int) {
 	t.Helper()
@@ -37,12 +49,7 @@ func datagramPair(t *testing.T) (int, int) {
 
 func TestWakeFromAnotherGoroutine(t *testing.T) {
 	s := newSet(t)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		time.Sleep(5 * time.Millisecond)
-		s.Wake()
-	}()
+	done := later(5*time.Millisecond, s.Wake)
 	r, err := s.Wait()
 	<-done
 	if err != nil {
@@ -97,12 +104,7 @@ func TestArmZeroDisarms(t *testing.T) {
 	s := newSet(t)
 	s.Arm(time.Now().Add(2 * time.Millisecond))
 	s.Arm(time.Time{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		time.Sleep(20 * time.Millisecond)
-		s.Wake()
-	}()
+	done := later(20*time.Millisecond, s.Wake)
 	r, err := s.Wait()
 	<-done
 	if err != nil || r.Expired || !r.Woken {
@@ -165,12 +167,7 @@ func TestDescriptorsAreLevelTriggered(t *testing.T) {
 
 func TestStop(t *testing.T) {
 	s := newSet(t)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		time.Sleep(5 * time.Millisecond)
-		s.Stop()
-	}()
+	done := later(5*time.Millisecond, s.Stop)
 	_, err := s.Wait()
 	<-done
 	if !errors.Is(err, ErrStopped) {

@@ -128,9 +128,9 @@ func applyScheduling(c config.Scheduling, log *slog.Logger) string {
 // runs only when a P is free to poll; while table work (the refresh
 // sweep's read and merge of 250,000 flows, a takeover's load) keeps every
 // P busy, nothing polls but the sysmon thread, every 10 ms, and the
-// heartbeats went out late by that much (the peer's adaptive detection
-// stayed at 29 ms instead of its 3 ms floor, ConntrackTakeoverGap at
-// 250,000 flows, 14:50 UTC). With a spare P a thread always sits in the
+// heartbeats went out late (the peer's adaptive detection stayed at 29 ms
+// instead of its 3 ms floor, ConntrackTakeoverGap at 250,000 flows, 14:50
+// UTC; 3.8 ms with GOMAXPROCS=3, 14:55). With a spare P a thread always sits in the
 // poller; the kernel then runs it ahead of the time-sharing table reader
 // (the daemon's threads are real-time).
 func spareProcs(env string, def int) (int, bool) {

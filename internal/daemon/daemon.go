@@ -92,17 +92,16 @@ type Daemon struct {
 	lvMu     sync.Mutex
 	lvAlarm  status.Alarm
 	lvShared string
-	db       dbReplica   // nil when DB sync is off
-	dbErr    string      // why DB sync is off although enabled
-	timers   *loopTimers // the core's timers (timers.go)
+	db       dbReplica // nil when DB sync is off
+	dbErr    string    // why DB sync is off although enabled
+	timers   deadlines // the core's timers (timers.go)
 	fired    []node.Event
 	actions  []node.Action
 	// events is the loop's input from other goroutines: each send is
 	// followed by a wake (d.wake) of the loop's wait.
 	events chan loopEvent
-	// wait parks the loop (wait.go); waitRef is it for wakes from other
-	// goroutines, some of which (Trigger) may come before Run set it.
-	wait    loopWait
+	// waitRef is the loop's wait (wait.go), for the wakes of other
+	// goroutines, some of which (Trigger) may come before Run sets it.
 	waitRef atomic.Pointer[loopWait]
 	// rxBuf and rxOOB are the loop's receive buffers for adverts.
 	rxBuf, rxOOB []byte
@@ -140,8 +139,7 @@ type Daemon struct {
 // familyLink is the VRRP socket of one address family with its codecs.
 type familyLink struct {
 	conn   advertConn
-	codec  *vrrp.Codec // the event loop's encoder
-	rx     *vrrp.Codec // the event loop's decoder
+	codec  *vrrp.Codec // the event loop's, both ways: one goroutine, one call at a time
 	family vrrp.Family
 	buf    []byte
 	// sendFailing and readFailing are set while sends or reads fail (e.g.
@@ -149,8 +147,8 @@ type familyLink struct {
 	// per streak, not per advert.
 	sendFailing, readFailing bool
 	// fds are the receiving sockets' descriptors by protocol (VRRP, AH)
-	// when the conn has them (receiveFDs): the loop reads a socket only
-	// when its wait reported it readable; -1: read it every round.
+	// as the wait watches them (loopWait.Watch): the loop reads a socket
+	// only when its wait reported it readable; -1: read it every round.
 	fds [2]int
 }
 
@@ -181,7 +179,7 @@ func New(opts Options) (*Daemon, error) {
 		cfg:    opts.Config,
 		stats:  status.NewMetrics(),
 		events: make(chan loopEvent, 256),
-		timers: newLoopTimers(),
+		timers: deadlines{},
 		stop:   make(chan struct{}),
 		// reloadReq has room for one pending SIGHUP.
 		reloadReq:   make(chan struct{}, 1),
@@ -242,11 +240,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer closeAdapters()
 	d.ad = ad
-	if d.wait, err = ad.Wait(); err != nil {
+	wait, err := ad.Wait()
+	if err != nil {
 		return err
 	}
-	d.waitRef.Store(&d.wait)
-	defer d.wait.Close()
+	d.waitRef.Store(&wait)
+	defer wait.Close()
 	d.rxBuf, d.rxOOB = make([]byte, 65536), make([]byte, 256)
 
 	if err := d.openLinks(ctx); err != nil {
@@ -254,13 +253,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.closeLinks()
 	for _, l := range d.links {
-		if err := d.wait.Watch(l.conn); err != nil {
+		fds, err := wait.Watch(l.conn)
+		if err != nil {
 			return err
 		}
 		l.fds = [2]int{-1, -1}
-		if fc, ok := l.conn.(receiveFDs); ok {
-			copy(l.fds[:], fc.ReceiveFDs())
-		}
+		copy(l.fds[:], fds)
 	}
 
 	vm, err := ad.VIPs(nodecfg.VIPs(d.cfg, d.log))
@@ -429,7 +427,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.opts.Notify("WATCHDOG=1")
 			watchdogAt = now.Add(d.opts.WatchdogInterval)
 		}
-		d.fired = d.timers.fire(now, d.fired[:0])
+		d.fired = d.timers.due(now, d.fired[:0])
 		for _, ev := range d.fired {
 			if ctx.Err() != nil {
 				break
@@ -467,9 +465,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if !watchdogAt.IsZero() && (at.IsZero() || watchdogAt.Before(at)) {
 			at = watchdogAt
 		}
-		d.wait.Arm(at)
-		var err error
-		if readable, err = d.wait.Wait(); err != nil {
+		wait.Arm(at)
+		if readable, err = wait.Wait(); err != nil {
 			d.shutdown()
 			return fmt.Errorf("daemon: event loop: %w", err)
 		}
@@ -555,9 +552,9 @@ func (d *Daemon) readAdvert(ctx context.Context, l *familyLink, proto int) bool 
 	// buffer is reused by the next read).
 	var rx vrrp.Received
 	if l.family == vrrp.IPv6 {
-		rx, err = l.rx.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(max(p.HopLimit, 0)), nil)
+		rx, err = l.codec.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(max(p.HopLimit, 0)), nil)
 	} else {
-		rx, err = l.rx.Inspect(p.Data, nil)
+		rx, err = l.codec.Inspect(p.Data, nil)
 	}
 	if err != nil {
 		d.stats.Reject(string(vrrp.ReasonOf(err)))
@@ -581,7 +578,7 @@ func (d *Daemon) shutdown() {
 	if err := d.vips.Release(ctx); err != nil {
 		d.log.Error("releasing VIPs at shutdown", "err", err)
 	}
-	d.timers.stopAll()
+	clear(d.timers)
 	if d.gateCancel != nil {
 		d.gateCancel()
 		d.gateCancel = nil
@@ -664,7 +661,7 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 	case node.ActionSetTimer:
 		d.setTimer(a.Timer, a.After, a.Gen)
 	case node.ActionStopTimer:
-		d.timers.stop(a.Timer)
+		delete(d.timers, a.Timer)
 	case node.ActionRole:
 		return d.role(ctx, a)
 	case node.ActionAnnounce:
@@ -829,12 +826,7 @@ func (d *Daemon) openLinks(ctx context.Context) error {
 			conn.Close()
 			return fmt.Errorf("daemon: codec: %w", err)
 		}
-		rx, err := vrrp.NewCodec(nodecfg.Codec(d.cfg, d.master))
-		if err != nil {
-			conn.Close()
-			return fmt.Errorf("daemon: codec: %w", err)
-		}
-		d.links[fam] = &familyLink{conn: conn, codec: codec, rx: rx, family: fam, buf: make([]byte, 0, 1500)}
+		d.links[fam] = &familyLink{conn: conn, codec: codec, family: fam, buf: make([]byte, 0, 1500)}
 	}
 	return nil
 }

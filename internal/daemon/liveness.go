@@ -115,7 +115,7 @@ func (d *Daemon) startLiveness(bg context.Context, goFn func(func())) {
 		return
 	}
 	// Verdicts and path alarms alike become loop events (liveEvent).
-	report := func(a liveness.Action) { d.queue(bg, loopEvent{live: &a}) }
+	report := func(a liveness.Action) { d.send(loopEvent{live: &a}, bg.Done(), nil) }
 	lv, err := d.ad.Liveness(d.cfg, key, report)
 	if err != nil {
 		d.log.Error("peer liveness is OFF: VRRP timing only", "err", err)
@@ -137,11 +137,6 @@ func (d *Daemon) startLiveness(bg context.Context, goFn func(func())) {
 			d.log.Error("peer liveness stopped: VRRP timing only", "err", err)
 		}
 	})
-}
-
-// queue hands an event to the loop from another goroutine.
-func (d *Daemon) queue(bg context.Context, ev loopEvent) {
-	d.send(ev, bg.Done(), nil)
 }
 
 // sharedSecondPath says why the second path is not independent of the sync

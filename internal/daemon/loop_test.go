@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -139,10 +138,9 @@ func (c *simConn) Write(_ context.Context, proto int, pkt []byte, dst netip.Addr
 // Like the production wait it is level-triggered for the sockets: a
 // watched conn with a datagram still queued ends the wait at once.
 type chanWait struct {
-	wake    chan struct{}
-	timer   *time.Timer
-	stopped atomic.Bool
-	conns   []*simConn
+	wake  chan struct{}
+	timer *time.Timer
+	conns []*simConn
 }
 
 func newChanWait() (loopWait, error) {
@@ -151,16 +149,16 @@ func newChanWait() (loopWait, error) {
 	return &chanWait{wake: make(chan struct{}, 1), timer: t}, nil
 }
 
-func (w *chanWait) Watch(c advertConn) error {
+func (w *chanWait) Watch(c advertConn) ([]int, error) {
 	sc, ok := c.(*simConn)
 	if !ok {
-		return fmt.Errorf("chanWait cannot watch a %T", c)
+		return nil, fmt.Errorf("chanWait cannot watch a %T", c)
 	}
 	sc.link.mu.Lock()
 	defer sc.link.mu.Unlock()
 	sc.wake = w.Wake
 	w.conns = append(w.conns, sc)
-	return nil
+	return nil, nil // no descriptors: the loop reads every sim conn each round
 }
 
 func (w *chanWait) Arm(deadline time.Time) {
@@ -171,9 +169,6 @@ func (w *chanWait) Arm(deadline time.Time) {
 }
 
 func (w *chanWait) Wait() ([]int, error) {
-	if w.stopped.Load() {
-		return nil, errWaitStopped
-	}
 	for _, c := range w.conns {
 		for _, in := range c.in {
 			if len(in) > 0 {
@@ -185,9 +180,6 @@ func (w *chanWait) Wait() ([]int, error) {
 	case <-w.wake:
 	case <-w.timer.C:
 	}
-	if w.stopped.Load() {
-		return nil, errWaitStopped
-	}
 	return nil, nil
 }
 
@@ -196,11 +188,6 @@ func (w *chanWait) Wake() {
 	case w.wake <- struct{}{}:
 	default:
 	}
-}
-
-func (w *chanWait) Stop() {
-	w.stopped.Store(true)
-	w.Wake()
 }
 
 func (w *chanWait) Close() { w.timer.Stop() }

@@ -7,7 +7,11 @@ import (
 )
 
 // deadlines are the core's armed timers: for each key, when it fires and
-// the generation the core gave it. Pure: the loop passes the time.
+// the generation the core gave it. Pure: the loop passes the time, arms
+// its wait (loopWait) with the earliest deadline and takes what is due
+// after each wake. No runtime timer: one would wake the runtime's sysmon
+// thread at every deadline, and its goroutine hand-off a thread more
+// (wait.go).
 type deadlines map[node.TimerKey]deadline
 
 type deadline struct {
@@ -58,33 +62,8 @@ func firesBefore(a, b node.Event) bool {
 	return a.Timer.Timer < b.Timer.Timer
 }
 
-// loopTimers are the core's timers on the event loop's goroutine: the
-// loop arms its wait (loopWait) with the earliest deadline and fires what
-// is due after each wake. No runtime timer: one would wake the runtime's
-// sysmon thread at every deadline, and its goroutine hand-off a thread
-// more (wait.go).
-type loopTimers struct {
-	armed deadlines
-}
-
-func newLoopTimers() *loopTimers { return &loopTimers{armed: deadlines{}} }
-
 // set arms k to fire after `after` from now with gen, replacing an armed
 // one.
-func (lt *loopTimers) set(k node.TimerKey, now time.Time, after time.Duration, gen uint64) {
-	lt.armed[k] = deadline{at: now.Add(after), gen: gen}
-}
-
-// stop disarms k.
-func (lt *loopTimers) stop(k node.TimerKey) { delete(lt.armed, k) }
-
-// stopAll disarms every timer.
-func (lt *loopTimers) stopAll() { clear(lt.armed) }
-
-// next is the earliest deadline (ok false when none is armed).
-func (lt *loopTimers) next() (time.Time, bool) { return lt.armed.next() }
-
-// fire returns the events of the timers due at now, earliest first.
-func (lt *loopTimers) fire(now time.Time, out []node.Event) []node.Event {
-	return lt.armed.due(now, out)
+func (ds deadlines) set(k node.TimerKey, now time.Time, after time.Duration, gen uint64) {
+	ds[k] = deadline{at: now.Add(after), gen: gen}
 }

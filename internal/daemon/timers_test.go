@@ -84,7 +84,7 @@ func fired(evs []node.Event) []firedTimer {
 // never fires with its old generation.
 func TestLoopTimersFire(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lt := newLoopTimers()
+		lt := deadlines{}
 		a := node.TimerKey{VRID: 10, Timer: vrrp.TimerAdver}
 		b := node.TimerKey{VRID: 20, Timer: vrrp.TimerMasterDown}
 		c := node.TimerKey{Timer: node.TimerRoleRetry}
@@ -93,7 +93,7 @@ func TestLoopTimersFire(t *testing.T) {
 		lt.set(b, start, 10*time.Millisecond, 1)
 		lt.set(c, start, 20*time.Millisecond, 1)
 		lt.set(b, start, 40*time.Millisecond, 2) // re-armed: gen 1 never fires
-		lt.stop(c)
+		delete(lt, c)
 		var got []string
 		for {
 			at, ok := lt.next()
@@ -101,7 +101,7 @@ func TestLoopTimersFire(t *testing.T) {
 				break
 			}
 			time.Sleep(time.Until(at))
-			for _, ev := range lt.fire(time.Now(), nil) {
+			for _, ev := range lt.due(time.Now(), nil) {
 				got = append(got, fmt.Sprintf("%d/%d gen %d at %v", ev.Timer.VRID, ev.Timer.Timer, ev.Gen, time.Since(start)))
 			}
 		}
@@ -112,7 +112,7 @@ func TestLoopTimersFire(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("fires (-want +got):\n%s", diff)
 		}
-		lt.stopAll()
+		clear(lt)
 	})
 }
 

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -20,25 +19,22 @@ import (
 // put a channel and a runtime timer in its place (testing/synctest's
 // clock drives those).
 type loopWait interface {
-	// Watch adds c's receiving sockets.
-	Watch(c advertConn) error
+	// Watch adds c's receiving sockets and returns their descriptors by
+	// protocol (VRRP, AH), as Wait reports them; none when the wait cannot
+	// tell which is readable (the loop then reads c every round).
+	Watch(c advertConn) ([]int, error)
 	// Arm sets the deadline (zero: none).
 	Arm(deadline time.Time)
-	// Wait returns when anything may be ready, with the receiving
-	// sockets' descriptors it found readable (a wait that cannot tell
-	// returns none, and the loop reads the sockets without descriptors
-	// every round); the loop then looks at its timers and queue too.
-	// errWaitStopped once Stop was called.
+	// Wait returns when anything may be ready, with the watched
+	// descriptors it found readable; the loop then looks at its timers
+	// and queue too.
 	Wait() (readable []int, err error)
-	// Wake and Stop may be called from any goroutine.
+	// Wake may be called from any goroutine.
 	Wake()
-	Stop()
 	// Close releases the wait (not the sockets); the loop's goroutine
 	// calls it when it waits no more.
 	Close()
 }
-
-var errWaitStopped = errors.New("daemon: loop wait stopped")
 
 // receiveFDs is what pollWait needs of an advert socket.
 type receiveFDs interface{ ReceiveFDs() []int }
@@ -54,29 +50,26 @@ func newPollWait() (loopWait, error) {
 	return pollWait{set: s}, nil
 }
 
-func (w pollWait) Watch(c advertConn) error {
+func (w pollWait) Watch(c advertConn) ([]int, error) {
 	fc, ok := c.(receiveFDs)
 	if !ok {
-		return fmt.Errorf("daemon: advert socket %T cannot be polled", c)
+		return nil, fmt.Errorf("daemon: advert socket %T cannot be polled", c)
 	}
-	for _, fd := range fc.ReceiveFDs() {
+	fds := fc.ReceiveFDs()
+	for _, fd := range fds {
 		if err := w.set.Add(fd); err != nil {
-			return fmt.Errorf("daemon: loop wait: %w", err)
+			return nil, fmt.Errorf("daemon: loop wait: %w", err)
 		}
 	}
-	return nil
+	return fds, nil
 }
 
 func (w pollWait) Arm(deadline time.Time) { w.set.Arm(deadline) }
 
 func (w pollWait) Wait() ([]int, error) {
 	r, err := w.set.Wait()
-	if errors.Is(err, pollset.ErrStopped) {
-		return nil, errWaitStopped
-	}
 	return r.FDs, err
 }
 
 func (w pollWait) Wake()  { w.set.Wake() }
-func (w pollWait) Stop()  { w.set.Stop() }
 func (w pollWait) Close() { w.set.Close() }

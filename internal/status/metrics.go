@@ -184,8 +184,8 @@ func (s *Metrics) Reject(reason string) {
 
 // HeardKey counts an accepted AH advert by its key version. Every advert
 // a backup hears comes here: the counter of each version is looked up
-// once (WithLabelValues hashes its labels: 7 % of an idle backup's CPU
-// when it ran per advert).
+// once (WithLabelValues hashes its labels: 7 % of an idle backup's perf
+// samples when it ran per advert).
 func (s *Metrics) HeardKey(v vrrp.KeyVersion) {
 	if v == 0 {
 		return

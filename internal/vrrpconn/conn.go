@@ -295,19 +295,15 @@ func (c *Conn) TryRead(proto int, b, oob []byte) (p Packet, ok bool, err error) 
 	var from unix.RawSockaddrInet6
 	c.fdMu.RLock()
 	fd := c.recvFDs[i]
-	var n, oobn int
-	var rerr error
 	if fd < 0 {
-		rerr = net.ErrClosed
-	} else {
-		n, oobn, rerr = recvmsg(fd, b, oob, &from)
+		c.fdMu.RUnlock()
+		return Packet{}, false, fmt.Errorf("vrrpconn: receive: %w", net.ErrClosed)
 	}
+	n, oobn, rerr := recvmsg(fd, b, oob, &from)
 	c.fdMu.RUnlock()
 	switch {
 	case rerr == unix.EAGAIN || rerr == unix.EINTR:
 		return Packet{}, false, nil
-	case rerr == net.ErrClosed:
-		return Packet{}, false, fmt.Errorf("vrrpconn: receive: %w", rerr)
 	case rerr != nil:
 		return Packet{}, false, fmt.Errorf("vrrpconn: receive: %w", os.NewSyscallError("recvmsg", rerr))
 	}
