@@ -64,7 +64,7 @@ func TestParseMinimalFillsDefaults(t *testing.T) {
 			Resync:  Resync{StartupTimeout: 30 * time.Second},
 		},
 		Liveness: Liveness{Enabled: true, Group: netip.MustParseAddr("225.0.0.51"), Port: 3781,
-			Interval: time.Millisecond, Detect: 3 * time.Millisecond, QuietInterval: 10 * time.Millisecond, QuietAfter: 5 * time.Second,
+			Interval: time.Millisecond, Detect: 3 * time.Millisecond, QuietInterval: 50 * time.Millisecond, QuietAfter: 5 * time.Second,
 			PeerAddress: netip.MustParseAddr("192.168.255.1")},
 		DBSync: DBSync{
 			Enabled:  true,

@@ -45,25 +45,32 @@ const (
 	DefaultLivenessDetect   = 3 * time.Millisecond
 	// DefaultLivenessQuietInterval and DefaultLivenessQuietAfter: a
 	// master that has received nothing on its VIP interfaces for 5 s
-	// heartbeats every 10 ms instead (a crash is then seen in about
-	// 16.5 ms, half of VRRP's Master_Down_Interval at 10 ms adverts),
-	// and back every millisecond within 10 ms of a stream (more than 8
-	// packets in a second; package liveness, "Quiet master").
-	DefaultLivenessQuietInterval = 10 * time.Millisecond
+	// heartbeats every 50 ms instead, and back every millisecond within
+	// 50 ms of a stream (more than 8 packets in a second; package
+	// liveness, "Quiet master"). A crash is then seen 1.5 ms after
+	// VRRP's Master_Down_Interval (the missing adverts make the backup
+	// probe), and within 76.5 ms where adverts are slower than 25 ms:
+	// 20 heartbeats a second instead of 100 at a 10 ms quiet period, for
+	// a takeover that a pair forwarding nothing does not notice.
+	DefaultLivenessQuietInterval = 50 * time.Millisecond
 	DefaultLivenessQuietAfter    = 5 * time.Second
-	DefaultDBSyncListen          = ":7443"
-	DefaultDBSyncPort            = 7443
-	DefaultGARPRepeat            = 5
-	DefaultGARPInterval          = 10 * time.Millisecond
-	DefaultJWTTTL                = 60 * time.Second
-	DefaultJWTLeeway             = 5 * time.Second
-	DefaultClockSkewWarn         = time.Second
-	DefaultJWTAlgorithm          = "HS256"
-	DefaultResyncTimeout         = 30 * time.Second
-	DefaultPeerCheck             = 2 * time.Second
-	DefaultRulesetCheck          = 10 * time.Second
-	DefaultSchedPolicy           = "rr"
-	DefaultSchedPriority         = 40
+	// maxQuietInterval is the longest quiet period: half the protocol's
+	// idle period (liveness.DefaultIdle), so that a backup tells a quiet
+	// master's heartbeats from idle ones.
+	maxQuietInterval     = 50 * time.Millisecond
+	DefaultDBSyncListen  = ":7443"
+	DefaultDBSyncPort    = 7443
+	DefaultGARPRepeat    = 5
+	DefaultGARPInterval  = 10 * time.Millisecond
+	DefaultJWTTTL        = 60 * time.Second
+	DefaultJWTLeeway     = 5 * time.Second
+	DefaultClockSkewWarn = time.Second
+	DefaultJWTAlgorithm  = "HS256"
+	DefaultResyncTimeout = 30 * time.Second
+	DefaultPeerCheck     = 2 * time.Second
+	DefaultRulesetCheck  = 10 * time.Second
+	DefaultSchedPolicy   = "rr"
+	DefaultSchedPriority = 40
 	// MinCheckInterval bounds the peer and ruleset checks from below: each
 	// costs an HTTPS request or an nft run.
 	MinCheckInterval = 200 * time.Millisecond
@@ -684,7 +691,7 @@ func (d *decoder) livenessFields(l *Liveness) []field {
 			d.duration(k, n, 200*time.Microsecond, 10*time.Second, &l.Detect)
 		}},
 		{"quiet_interval", false, func(k string, n *yaml.Node) {
-			d.duration(k, n, 0, 50*time.Millisecond, &l.QuietInterval)
+			d.duration(k, n, 0, maxQuietInterval, &l.QuietInterval)
 		}},
 		{"quiet_after", false, func(k string, n *yaml.Node) {
 			d.duration(k, n, 100*time.Millisecond, time.Hour, &l.QuietAfter)

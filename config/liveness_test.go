@@ -14,7 +14,7 @@ import (
 // second path that is not a unicast address are refused.
 func TestLivenessKeys(t *testing.T) {
 	defaults := Liveness{Enabled: true, Group: netip.MustParseAddr("225.0.0.51"), Port: 3781,
-		Interval: time.Millisecond, Detect: 3 * time.Millisecond, QuietInterval: 10 * time.Millisecond, QuietAfter: 5 * time.Second,
+		Interval: time.Millisecond, Detect: 3 * time.Millisecond, QuietInterval: 50 * time.Millisecond, QuietAfter: 5 * time.Second,
 		PeerAddress: netip.MustParseAddr("192.168.255.1")}
 	tests := []struct {
 		name        string
@@ -40,15 +40,18 @@ func TestLivenessKeys(t *testing.T) {
 		{name: "never quiet", yaml: "liveness:\n  quiet_interval: 0s\n", edit: func(l *Liveness) { l.QuietInterval = 0 }},
 		{name: "quiet under two beats", yaml: "liveness:\n  interval: 2ms\n  detect: 6ms\n  quiet_interval: 3ms\n", wantProblem: "liveness.quiet_interval: quiet_interval 3ms is under twice the interval 2ms"},
 		{name: "quiet too long", yaml: "liveness:\n  quiet_interval: 100ms\n", wantProblem: "liveness.quiet_interval: 100ms is out of range"},
-		{name: "slow heartbeats: quiet defaults to twice the interval", yaml: "liveness:\n  interval: 10ms\n  detect: 30ms\n",
-			edit: func(l *Liveness) {
-				l.Interval, l.Detect, l.QuietInterval = 10*time.Millisecond, 30*time.Millisecond, 20*time.Millisecond
-			}},
+		{name: "slow heartbeats keep the default quiet period", yaml: "liveness:\n  interval: 25ms\n  detect: 50ms\n",
+			edit: func(l *Liveness) { l.Interval, l.Detect = 25*time.Millisecond, 50*time.Millisecond }},
+		{name: "a short quiet_after shortens the default quiet period", yaml: "liveness:\n  quiet_after: 200ms\n",
+			edit: func(l *Liveness) { l.QuietInterval, l.QuietAfter = 20*time.Millisecond, 200*time.Millisecond }},
 		{name: "slower still: never quiet by default", yaml: "liveness:\n  interval: 30ms\n  detect: 60ms\n",
 			edit: func(l *Liveness) { l.Interval, l.Detect, l.QuietInterval = 30*time.Millisecond, 60*time.Millisecond, 0 }},
 		{name: "fast adverts keep the default", yaml: "advert_interval: 10ms\n",
 			edit: func(l *Liveness) {}},
-		{name: "quiet slower than VRRP", yaml: "advert_interval: 10ms\nliveness:\n  quiet_interval: 20ms\n", wantProblem: "liveness.quiet_interval: quiet_interval 20ms: a quiet master's death would be seen after about 31.5ms, no sooner than VRRP's Master_Down_Interval (30ms at advert_interval 10ms)"},
+		// A quiet master whose heartbeats are further apart than VRRP's
+		// Master_Down_Interval is probed when the adverts go missing.
+		{name: "quiet slower than VRRP", yaml: "advert_interval: 10ms\nliveness:\n  quiet_interval: 50ms\n",
+			edit: func(l *Liveness) {}},
 		{name: "quiet after under ten periods", yaml: "liveness:\n  quiet_interval: 50ms\n  quiet_after: 400ms\n", wantProblem: "liveness.quiet_after: quiet_after 400ms is under ten quiet periods (500ms)"},
 		{name: "peer path multicast", yaml: "liveness:\n  peer_address: 224.0.0.18\n", wantProblem: "liveness.peer_address: 224.0.0.18 is not a unicast address"},
 	}

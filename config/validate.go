@@ -77,30 +77,21 @@ func (d *decoder) checkLiveness(c *Config) {
 		}
 		d.fail(line, key, "detect %s is under twice the interval %s: one late heartbeat would declare a live master dead", l.Detect, l.Interval)
 	}
-	// A quiet master's death is seen after about one and a half quiet
-	// periods and the probe's half of the detection time; that must stay
-	// shorter than VRRP's own Master_Down_Interval (at least three
-	// adverts), which the protocol holds off while the peer is alive.
-	quietDetect := func(q time.Duration) time.Duration { return 3*q/2 + l.Detect - l.Detect/2 }
-	mdi := 3 * c.AdvertInterval
+	// A quiet master's death is seen after one and a half quiet periods
+	// and the probe's half of the detection time, or, where that is
+	// later, a probe's wait after VRRP's Master_Down_Interval: the
+	// adverts missing make the backup probe at once (EventConfirm). So
+	// any quiet period up to the protocol's limit (half its idle period)
+	// is safe; none is slower than VRRP.
 	if _, set := d.lines["liveness.quiet_interval"]; !set {
-		// The default, where it fits: 10 ms, else twice the interval,
-		// else never quiet.
+		// The default: 50 ms, shorter if quiet_after is under ten of
+		// them, never quiet where that is under two fast heartbeats.
 		l.QuietInterval = 0
-		for _, q := range []time.Duration{DefaultLivenessQuietInterval, 2 * l.Interval} {
-			if q >= 2*l.Interval && q <= 50*time.Millisecond && quietDetect(q) < mdi && l.QuietAfter >= 10*q {
-				l.QuietInterval = q
-				break
-			}
+		if q := min(DefaultLivenessQuietInterval, l.QuietAfter/10); q >= 2*l.Interval {
+			l.QuietInterval = q
 		}
-	} else if q := l.QuietInterval; q != 0 && !d.failed["liveness.quiet_interval"] {
-		line := d.lines["liveness.quiet_interval"]
-		switch {
-		case q < 2*l.Interval:
-			d.fail(line, "liveness.quiet_interval", "quiet_interval %s is under twice the interval %s: set 0s to stay fast, or a longer period", q, l.Interval)
-		case quietDetect(q) >= mdi:
-			d.fail(line, "liveness.quiet_interval", "quiet_interval %s: a quiet master's death would be seen after about %s, no sooner than VRRP's Master_Down_Interval (%s at advert_interval %s): set it under %s, or 0s", q, quietDetect(q), mdi, c.AdvertInterval, (mdi-(l.Detect-l.Detect/2))*2/3)
-		}
+	} else if q := l.QuietInterval; q != 0 && !d.failed["liveness.quiet_interval"] && q < 2*l.Interval {
+		d.fail(d.lines["liveness.quiet_interval"], "liveness.quiet_interval", "quiet_interval %s is under twice the interval %s: set 0s to stay fast, or a longer period", q, l.Interval)
 	}
 	if q := l.QuietInterval; q != 0 && l.QuietAfter < 10*q && !d.failed["liveness.quiet_after"] {
 		d.fail(d.lines["liveness.quiet_after"], "liveness.quiet_after", "quiet_after %s is under ten quiet periods (%s)", l.QuietAfter, 10*q)

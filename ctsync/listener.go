@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/muros/muros-had/ctsync/ctnl"
 	"github.com/muros/muros-had/ctsync/ctwire"
+	"github.com/muros/muros-had/internal/rawio"
 )
 
 // Netlink multicast groups of ctnetlink (enum nfnetlink_groups).
@@ -66,13 +66,6 @@ const (
 	// all, the listener waits and the socket buffer absorbs the storm.
 	batchPool = 8
 )
-
-// mmsghdr is struct mmsghdr: a msghdr and the length received. Go pads
-// it to the msghdr's alignment, as C does.
-type mmsghdr struct {
-	hdr unix.Msghdr
-	n   uint32
-}
 
 // inNamespace runs fn on a thread switched into ns (the namespace Sync was
 // created in), so sockets opened by later restarts land there too.
@@ -156,12 +149,12 @@ func (l *listener) run() {
 	defer l.wg.Done()
 	buf := make([]byte, recvBatch*recvSlot)
 	iov := make([]unix.Iovec, recvBatch)
-	hdrs := make([]mmsghdr, recvBatch)
+	hdrs := make([]rawio.Mmsghdr, recvBatch)
 	for i := range hdrs {
 		iov[i].Base = &buf[i*recvSlot]
 		iov[i].SetLen(recvSlot)
-		hdrs[i].hdr.Iov = &iov[i]
-		hdrs[i].hdr.SetIovlen(1)
+		hdrs[i].Hdr.Iov = &iov[i]
+		hdrs[i].Hdr.SetIovlen(1)
 	}
 	for {
 		var b *eventBatch
@@ -182,7 +175,7 @@ func (l *listener) run() {
 		b.events = b.events[:0]
 		b.rejected = [ctnl.NumEventReasons]uint64{}
 		for i := range n {
-			decodeDatagram(b, buf[i*recvSlot:i*recvSlot+int(min(hdrs[i].n, recvSlot))], hdrs[i].hdr.Flags&unix.MSG_TRUNC != 0)
+			decodeDatagram(b, buf[i*recvSlot:i*recvSlot+int(min(hdrs[i].N, recvSlot))], hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0)
 		}
 		select {
 		case l.batches <- b:
@@ -193,19 +186,17 @@ func (l *listener) run() {
 }
 
 // read waits for events and takes up to len(hdrs) of them.
-func (l *listener) read(hdrs []mmsghdr) (int, error) {
+func (l *listener) read(hdrs []rawio.Mmsghdr) (int, error) {
 	for i := range hdrs {
-		hdrs[i].hdr.Flags = 0
-		hdrs[i].n = 0
+		hdrs[i].Hdr.Flags = 0
+		hdrs[i].N = 0
 	}
 	var n int
 	var errno unix.Errno
 	err := l.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), unix.MSG_DONTWAIT, 0, 0)
-		n, errno = int(r), e
+		n, errno = rawio.RecvMmsg(fd, hdrs)
 		return errno != unix.EAGAIN && errno != unix.EINTR
 	})
-	runtime.KeepAlive(hdrs)
 	if err != nil {
 		return 0, fmt.Errorf("ctsync: receive events: %w", err)
 	}

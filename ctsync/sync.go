@@ -114,6 +114,7 @@ import (
 	"github.com/muros/muros-had/ctsync/ctnl"
 	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/ctsync/ctwire"
+	"github.com/muros/muros-had/internal/rawio"
 	"github.com/muros/muros-had/kdf"
 )
 
@@ -291,13 +292,6 @@ type tableReader interface {
 	Close() error
 }
 
-// batchConn reads and writes datagrams in batches (recvmmsg, sendmmsg):
-// *ipv4.PacketConn or *ipv6.PacketConn, whose Message types are one.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // Sync is the conntrack replication service of one node.
 type Sync struct {
 	cfg      Config
@@ -308,10 +302,13 @@ type Sync struct {
 	local    map[netip.Addr]bool
 	maxDgram int
 
-	udp batchConn
-	raw net.PacketConn
-	dst *net.UDPAddr
-	inj *ctnl.Injector
+	// sock reads and writes the sync socket raw (recvmmsg, sendmmsg and
+	// sendto as raw system calls: package rawio says why); raw is the
+	// socket itself, closed to end the receiver.
+	sock *rawio.Conn
+	raw  net.PacketConn
+	dst  rawio.Sockaddr
+	inj  *ctnl.Injector
 	// dumper reads, beside the event stream and at SCHED_OTHER, the dumps
 	// the loop merges chunk by chunk: a new master's load, a restarted
 	// listener's resync, the refresh sweeps, the backup's purge.
@@ -384,7 +381,8 @@ type Sync struct {
 	batch     []ctwire.Flow // backup: records waiting for applyPending
 	batchSent []int64       // their master's send time, unix ns
 	applied   []bool
-	tx        []ipv4.Message // master: datagrams waiting for sendmmsg
+	tx        *rawio.Batch // master: datagrams waiting for sendmmsg,
+	txN       int          // the first txN of tx
 	txBufs    [][]byte
 }
 
@@ -521,8 +519,10 @@ func (s *Sync) openUDP(ifi *net.Interface) error {
 	}
 	s.raw = pc
 	p := ipv4.NewPacketConn(pc)
-	s.udp = p
-	s.dst = &net.UDPAddr{IP: s.cfg.Group.AsSlice(), Port: s.cfg.Port}
+	if s.sock, err = rawio.NewConn(pc.(syscall.Conn)); err != nil {
+		return fmt.Errorf("ctsync: sync socket: %w", err)
+	}
+	s.dst = rawio.SockaddrOf(s.cfg.Group, uint16(s.cfg.Port), 0)
 	if err := p.JoinGroup(ifi, &net.UDPAddr{IP: s.cfg.Group.AsSlice()}); err != nil {
 		return fmt.Errorf("ctsync: join %s on %s: %w", s.cfg.Group, ifi.Name, err)
 	}
@@ -548,8 +548,10 @@ func (s *Sync) openUDP6(ifi *net.Interface, lc net.ListenConfig) error {
 	}
 	s.raw = pc
 	p := ipv6.NewPacketConn(pc)
-	s.udp = p
-	s.dst = &net.UDPAddr{IP: s.cfg.Group.AsSlice(), Port: s.cfg.Port, Zone: ifi.Name}
+	if s.sock, err = rawio.NewConn(pc.(syscall.Conn)); err != nil {
+		return fmt.Errorf("ctsync: sync socket: %w", err)
+	}
+	s.dst = rawio.SockaddrOf(s.cfg.Group, uint16(s.cfg.Port), ifi.Index)
 	if err := p.JoinGroup(ifi, &net.UDPAddr{IP: s.cfg.Group.AsSlice()}); err != nil {
 		return fmt.Errorf("ctsync: join %s on %s: %w", s.cfg.Group, ifi.Name, err)
 	}
@@ -745,7 +747,8 @@ type datagram struct {
 // rxBatch is what one recvmmsg produced: authenticated datagrams whose
 // payloads live in the batch's buffers until the loop hands it back.
 type rxBatch struct {
-	msgs   []ipv4.Message
+	msgs   *rawio.Batch
+	bufs   [][]byte
 	dgrams []datagram
 }
 
@@ -890,9 +893,10 @@ func (s *Sync) idleTick() time.Duration { return max(minIdleTick, s.cfg.Heartbea
 // newRxBatch allocates a batch whose slots hold a datagram of up to
 // maxLen bytes; a longer one is truncated and rejected (ReasonLength).
 func newRxBatch(maxLen int) *rxBatch {
-	b := &rxBatch{msgs: make([]ipv4.Message, rxBatchLen), dgrams: make([]datagram, 0, rxBatchLen)}
-	for i := range b.msgs {
-		b.msgs[i].Buffers = [][]byte{make([]byte, maxLen+1)}
+	b := &rxBatch{msgs: rawio.NewBatch(rxBatchLen), bufs: make([][]byte, rxBatchLen), dgrams: make([]datagram, 0, rxBatchLen)}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, maxLen+1)
+		b.msgs.Set(i, b.bufs[i], nil)
 	}
 	return b
 }
@@ -909,7 +913,7 @@ func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
 		case <-ctx.Done():
 			return
 		}
-		n, err := s.udp.ReadBatch(b.msgs, 0)
+		n, err := s.sock.ReadBatch(b.msgs, rxBatchLen)
 		if err != nil {
 			free <- b
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -921,10 +925,9 @@ func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
 		b.dgrams = b.dgrams[:0]
 		var rejected [ctwire.NumReasons]uint64
 		var version uint8 // of the batch's last authentic datagram
-		for i := range b.msgs[:n] {
-			m := &b.msgs[i]
-			buf := m.Buffers[0]
-			if m.N >= len(buf) || m.Flags&unix.MSG_TRUNC != 0 {
+		for i, m := range b.msgs.Msgs[:n] {
+			buf := b.bufs[i]
+			if int(m.N) >= len(buf) || m.Hdr.Flags&unix.MSG_TRUNC != 0 {
 				// Longer than our MTU allows: a peer with another MTU.
 				rejected[ctwire.ReasonLength]++
 				continue
@@ -972,7 +975,7 @@ func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
 func (s *Sync) send(body []byte, auth *ctwire.Auth) {
 	ctrel.Sent(body, time.Now().UnixNano())
 	d := auth.Seal(body)
-	if _, err := s.raw.WriteTo(d, s.dst); err != nil {
+	if err := s.sock.WriteTo(d, &s.dst); err != nil {
 		s.log.Warn("ctsync: send", "err", err)
 		return
 	}
@@ -981,21 +984,17 @@ func (s *Sync) send(body []byte, auth *ctwire.Auth) {
 
 // sendQueued sends the datagrams flush queued, in sendmmsg batches.
 func (s *Sync) sendQueued() {
-	// A local view: reslicing s.tx itself would shrink its capacity and
-	// make the next flush allocate.
-	tx := s.tx
-	for len(tx) > 0 {
-		n, err := s.udp.WriteBatch(tx, 0)
-		if err != nil || n <= 0 {
-			// The rest is lost on the wire as far as the backup can
-			// tell: it NACKs the gap and the history repairs it.
-			s.log.Warn("ctsync: send", "err", err, "unsent", len(tx))
-			break
-		}
-		s.counters.DatagramsSent += uint64(n)
-		tx = tx[n:]
+	if s.txN == 0 {
+		return
 	}
-	s.tx = s.tx[:0]
+	n, err := s.sock.WriteBatch(s.tx, s.txN)
+	s.counters.DatagramsSent += uint64(n)
+	if err != nil {
+		// The rest is lost on the wire as far as the backup can tell:
+		// it NACKs the gap and the history repairs it.
+		s.log.Warn("ctsync: send", "err", err, "unsent", s.txN-n)
+	}
+	s.txN = 0
 }
 
 // newEpoch starts an incarnation (a sender, or the control traffic of a
@@ -1473,10 +1472,10 @@ func (s *Sync) flush(buf []byte) []byte {
 		for i := range s.txBufs {
 			s.txBufs[i] = make([]byte, 0, s.maxDgram+ctwire.MACLen)
 		}
-		s.tx = make([]ipv4.Message, 0, txBatchLen)
+		s.tx = rawio.NewBatch(txBatchLen)
 	}
 	for i := 0; i < 4096; i++ {
-		slot := len(s.tx)
+		slot := s.txN
 		body, ok := s.sender.Next(s.now(), s.txBufs[slot][:0])
 		if !ok {
 			break
@@ -1484,8 +1483,9 @@ func (s *Sync) flush(buf []byte) []byte {
 		ctrel.Sent(body, time.Now().UnixNano())
 		d := auth.Seal(body)
 		s.txBufs[slot] = d
-		s.tx = append(s.tx, ipv4.Message{Buffers: s.txBufs[slot : slot+1], Addr: s.dst})
-		if len(s.tx) == txBatchLen {
+		s.tx.Set(slot, d, &s.dst)
+		s.txN++
+		if s.txN == txBatchLen {
 			s.sendQueued()
 		}
 	}

@@ -117,7 +117,11 @@
 // peer's own liveness messages, counted from the interfaces' statistics by
 // RxCounter) or of a PROBE. The receiver reads the period from the
 // interval field: its probe time follows, and a late quiet heartbeat
-// teaches its adaptive detection what a late fast one would. A receiver
+// teaches its adaptive detection what a late fast one would. A quiet
+// period may be longer than VRRP's Master_Down_Interval: the backup's
+// VRRP tells its monitor when the adverts have been missing that long
+// (EventConfirm), and it probes at once instead of waiting for the next
+// quiet heartbeat to go missing. A receiver
 // of an earlier release ignores the field and probes after half its
 // detection time; the first probe makes the master fast, and it stays
 // fast while the probes go on, as before quiet masters existed. BFD's

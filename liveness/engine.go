@@ -2,7 +2,6 @@ package liveness
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/muros/muros-had/internal/rawio"
 	"github.com/muros/muros-had/pollset"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +29,7 @@ type Engine struct {
 	cfg EngineConfig
 
 	syncFD, peerFD   int
-	syncDst, peerDst rawSockaddr
+	syncDst, peerDst rawio.Sockaddr
 	// wait holds the sockets, the wake-ups of post and the deadline
 	// (Run parks on it).
 	wait *pollset.Set
@@ -96,6 +96,8 @@ type Snapshot struct {
 	// Stalls counts the times this node itself ran too late to judge a
 	// probe (Monitor.Stalls).
 	Stalls uint64
+	// Confirms counts the probes Confirm started (Monitor.Confirms).
+	Confirms uint64
 	// Quiet says the node is a master heartbeating at the quiet period
 	// (it forwards nothing); QuietOff why it never does (empty: it can);
 	// TrafficErrors counts the traffic counter's failed reads (each one
@@ -178,32 +180,6 @@ func (e *Engine) open() error {
 	return nil
 }
 
-// rawSockaddr is a destination in the kernel's form, for raw sendto(2).
-type rawSockaddr struct {
-	addr unix.RawSockaddrInet6 // large enough for either family
-	len  uint32
-}
-
-func (r *rawSockaddr) ptr() uintptr { return uintptr(unsafe.Pointer(&r.addr)) }
-
-func toRaw(a netip.Addr, port uint16, zone int) rawSockaddr {
-	var r rawSockaddr
-	if a.Is4() {
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&r.addr))
-		sa.Family = unix.AF_INET
-		sa.Addr = a.As4()
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], port)
-		r.len = unix.SizeofSockaddrInet4
-		return r
-	}
-	r.addr.Family = unix.AF_INET6
-	r.addr.Addr = a.As16()
-	r.addr.Scope_id = uint32(zone)
-	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&r.addr.Port))[:], port)
-	r.len = unix.SizeofSockaddrInet6
-	return r
-}
-
 func sockaddr(a netip.Addr, port uint16, zone int) unix.Sockaddr {
 	if a.Is4() {
 		return &unix.SockaddrInet4{Port: int(port), Addr: a.As4()}
@@ -214,12 +190,12 @@ func sockaddr(a netip.Addr, port uint16, zone int) unix.Sockaddr {
 // openSync opens the sync link's socket: bound to the group and port on
 // the sync interface, joined, TTL 1, no loopback, DSCP CS6 (network
 // control, as VRRP).
-func openSync(ifi *net.Interface, group netip.Addr, port uint16) (int, rawSockaddr, error) {
-	fail := func(fd int, what string, err error) (int, rawSockaddr, error) {
+func openSync(ifi *net.Interface, group netip.Addr, port uint16) (int, rawio.Sockaddr, error) {
+	fail := func(fd int, what string, err error) (int, rawio.Sockaddr, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return -1, rawSockaddr{}, fmt.Errorf("liveness: sync socket on %s: %s: %w", ifi.Name, what, err)
+		return -1, rawio.Sockaddr{}, fmt.Errorf("liveness: sync socket on %s: %s: %w", ifi.Name, what, err)
 	}
 	fam := unix.AF_INET
 	if group.Is6() {
@@ -258,7 +234,7 @@ func openSync(ifi *net.Interface, group netip.Addr, port uint16) (int, rawSockad
 				return fail(fd, o.name, err)
 			}
 		}
-		return fd, toRaw(group, port, 0), nil
+		return fd, rawio.SockaddrOf(group, port, 0), nil
 	}
 	if err := unix.Bind(fd, sockaddr(group, port, ifi.Index)); err != nil {
 		return fail(fd, "bind", err)
@@ -276,17 +252,17 @@ func openSync(ifi *net.Interface, group netip.Addr, port uint16) (int, rawSockad
 			return fail(fd, o.name, err)
 		}
 	}
-	return fd, toRaw(group, port, ifi.Index), nil
+	return fd, rawio.SockaddrOf(group, port, ifi.Index), nil
 }
 
 // openPeer opens the second path's socket: the port on every address (the
 // route decides the way out), groups joined elsewhere not delivered.
-func openPeer(peer netip.Addr, port uint16) (int, rawSockaddr, error) {
-	fail := func(fd int, what string, err error) (int, rawSockaddr, error) {
+func openPeer(peer netip.Addr, port uint16) (int, rawio.Sockaddr, error) {
+	fail := func(fd int, what string, err error) (int, rawio.Sockaddr, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return -1, rawSockaddr{}, fmt.Errorf("liveness: peer path socket: %s: %w", what, err)
+		return -1, rawio.Sockaddr{}, fmt.Errorf("liveness: peer path socket: %s: %w", what, err)
 	}
 	fam, level, all, tos := unix.AF_INET, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, unix.IP_TOS
 	var local unix.Sockaddr = &unix.SockaddrInet4{Port: int(port)}
@@ -318,7 +294,7 @@ func openPeer(peer netip.Addr, port uint16) (int, rawSockaddr, error) {
 	if err := unix.Bind(fd, local); err != nil {
 		return fail(fd, "bind", err)
 	}
-	return fd, toRaw(peer, port, 0), nil
+	return fd, rawio.SockaddrOf(peer, port, 0), nil
 }
 
 // Close closes the sockets. Run returns when Close is called.
@@ -375,6 +351,10 @@ func (e *Engine) SetRole(r Role, prio uint8) {
 
 // SetCarrier reports the sync link's carrier.
 func (e *Engine) SetCarrier(up bool) { e.post(Event{Kind: EventCarrier, Up: up}) }
+
+// Confirm asks whether the peer is still alive: it is probed on every path
+// now (EventConfirm).
+func (e *Engine) Confirm() { e.post(Event{Kind: EventConfirm}) }
 
 // Leave sends LEAVING on every path and stops heartbeating; it waits until
 // the messages are out or timeout passes.
@@ -476,11 +456,15 @@ func (e *Engine) receive(fd int, p Path, now time.Time) {
 	var b [Size + 1]byte
 	var from unix.RawSockaddrAny
 	fromLen := uint32(unix.SizeofSockaddrAny)
-	var fromPtr, lenPtr uintptr
+	// The pointer conversions stay inside the call expressions: a
+	// uintptr computed before the call does not follow a moved stack.
+	var r uintptr
+	var errno unix.Errno
 	if p == PathPeer {
-		fromPtr, lenPtr = uintptr(unsafe.Pointer(&from)), uintptr(unsafe.Pointer(&fromLen))
+		r, _, errno = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&from)), uintptr(unsafe.Pointer(&fromLen)))
+	} else {
+		r, _, errno = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
 	}
-	r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, fromPtr, lenPtr)
 	if errno != 0 {
 		return // EAGAIN (errors on a UDP socket are transient)
 	}
@@ -552,6 +536,7 @@ func (e *Engine) step(ev Event) {
 	e.snap.Negotiated = e.mon.peerEpoch != 0
 	e.snap.Detect = e.mon.Detect(ev.Now)
 	e.snap.Stalls = e.mon.Stalls()
+	e.snap.Confirms = e.mon.Confirms()
 	e.snap.Quiet = e.mon.Quiet(ev.Now)
 	e.snap.PeerInterval = e.mon.PeerInterval()
 	e.snap.Paths = e.snap.Paths[:0]
@@ -575,7 +560,7 @@ func (e *Engine) send(a Action) {
 	e.buf = e.codec.Append(e.buf[:0], a.Message)
 	// A send that fails (no carrier, no route) is a silent path: the
 	// monitor learns it from the peer's silence, not from here.
-	_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&e.buf[0])), uintptr(len(e.buf)), unix.MSG_DONTWAIT, dst.ptr(), uintptr(dst.len))
+	errno := rawio.SendTo(uintptr(fd), e.buf, dst)
 	if errno == 0 {
 		e.mu.Lock()
 		e.snap.Sent[a.Path]++

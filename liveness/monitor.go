@@ -149,6 +149,7 @@ const (
 	EventRole                         // the node's own role or priority changed
 	EventLeave                        // the node stops gracefully
 	EventTraffic                      // the shell read its traffic counter (TrafficDue): Packets, or Unreadable
+	EventConfirm                      // VRRP missed the peer's adverts: probe it now if it is held alive
 )
 
 // Event is one input of Monitor.Step. Now is read for every kind.
@@ -262,6 +263,8 @@ type Monitor struct {
 	// ticks that came more than a probe's wait after it.
 	due    time.Time
 	stalls uint64
+	// confirms counts the probes EventConfirm started.
+	confirms uint64
 	// gapMax is the longest recent silence between two fast heartbeats
 	// on one path, gapAt when it was last set or halved (Detect).
 	gapMax time.Duration
@@ -314,6 +317,10 @@ func (m *Monitor) LastHeard(p Path) time.Time { return m.paths[p].last }
 // asked to (a stalled machine or process): the probe started again.
 func (m *Monitor) Stalls() uint64 { return m.stalls }
 
+// Confirms counts the probes started because VRRP missed the peer's
+// adverts (EventConfirm).
+func (m *Monitor) Confirms() uint64 { return m.confirms }
+
 // Step feeds one event and appends the resulting actions to out.
 func (m *Monitor) Step(ev Event, out []Action) []Action {
 	out = m.stalled(ev.Now, out)
@@ -352,6 +359,17 @@ func (m *Monitor) Step(ev Event, out []Action) []Action {
 		m.windowPackets += min(ev.Packets, trafficThreshold+1)
 		if ev.Unreadable || ev.Packets > 0 && m.windowPackets > trafficThreshold {
 			m.activeAt = ev.Now
+		}
+	case EventConfirm:
+		// VRRP's Master_Down_Interval passed without an advert while the
+		// peer is alive by this monitor's last word: a quiet master
+		// heartbeats slower than that, so ask now instead of waiting for
+		// its next heartbeat to go missing. The probe ends as every probe
+		// does: answered (the adverts are lost, the master is not), or
+		// unanswered for its wait (dead).
+		if m.verdict == VerdictAlive && m.probeStart.IsZero() && !m.leaving {
+			m.confirms++
+			out = m.startProbe(ev.Now, out)
 		}
 	case EventLeave:
 		m.leaving = true

@@ -712,3 +712,97 @@ func TestProbeWakesAQuietMaster(t *testing.T) {
 		t.Fatal("not quiet again QuietAfter after the probe")
 	}
 }
+
+// slowQuietPair is quietPair at the longest quiet period (50 ms: its
+// heartbeats further apart than VRRP's Master_Down_Interval at 10 ms
+// adverts), quiet.
+func slowQuietPair(t *testing.T) *sim {
+	t.Helper()
+	cfg := func(epoch uint64) Config {
+		c := defaultSimConfig(epoch)
+		c.Quiet, c.QuietAfter = 50*time.Millisecond, time.Second
+		return c
+	}
+	s := newSim(t, cfg(1000), cfg(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(2 * time.Second)
+	if !s.nodes[0].m.Quiet(s.now) {
+		t.Fatal("not quiet")
+	}
+	return s
+}
+
+// TestConfirmFindsAQuietMasterDead: a quiet master heartbeats every
+// 50 ms, so on its own the backup would probe 75 ms after the last
+// heartbeat; VRRP's missing adverts (EventConfirm at its
+// Master_Down_Interval, 35 ms) start the probe at once, and the master is
+// dead a probe's wait later.
+func TestConfirmFindsAQuietMasterDead(t *testing.T) {
+	s := slowQuietPair(t)
+	m, b := s.nodes[0], s.nodes[1]
+	// Hang right after a heartbeat, the phase a quiet period hurts most.
+	for b.m.paths[PathSync].last.Before(s.now.Add(-100 * time.Microsecond)) {
+		s.run(50 * time.Microsecond)
+	}
+	m.frozen = true
+	hung := s.elapsed()
+	s.run(35 * time.Millisecond)
+	if vs := b.verdictsSince(hung); len(vs) != 0 {
+		t.Fatalf("verdicts before the adverts were missed: %v", vs)
+	}
+	s.step(1, Event{Kind: EventConfirm})
+	asked := s.elapsed()
+	s.run(100 * time.Millisecond)
+	vs := b.verdictsSince(hung)
+	if len(vs) != 1 || vs[0].verdict != VerdictDead {
+		t.Fatalf("verdicts after the confirmation %v, want one dead", vs)
+	}
+	if took, wait := vs[0].at-asked, 3*time.Millisecond/2; took != wait {
+		t.Errorf("dead %v after the confirmation, want the probe's wait %v", took, wait)
+	}
+	if got := b.m.Confirms(); got != 1 {
+		t.Errorf("Confirms = %d, want 1", got)
+	}
+}
+
+// TestConfirmAnsweredKeepsTheMaster: adverts missed while the master is
+// alive (its VIP links lost them): the probe is answered within a round
+// trip, the verdict stays alive, and the master, asked, heartbeats fast.
+// A confirmation while a probe runs, or before the peer ever spoke, sends
+// nothing more.
+func TestConfirmAnsweredKeepsTheMaster(t *testing.T) {
+	s := slowQuietPair(t)
+	m, b := s.nodes[0], s.nodes[1]
+	at := s.elapsed()
+	probes := b.sent[TypeProbe]
+	s.step(1, Event{Kind: EventConfirm})
+	s.step(1, Event{Kind: EventConfirm}) // the second member's expiry
+	if got := b.sent[TypeProbe] - probes; got != 2 {
+		t.Fatalf("probes sent on confirmation = %d, want one per path (2)", got)
+	}
+	s.run(time.Second)
+	if vs := b.verdictsSince(at); len(vs) != 0 {
+		t.Fatalf("verdicts after an answered confirmation: %v", vs)
+	}
+	if got := b.m.Confirms(); got != 1 {
+		t.Errorf("Confirms = %d, want 1 (the second came while the probe ran)", got)
+	}
+	if m.m.Quiet(s.now) {
+		t.Error("the master stayed quiet after its peer probed it")
+	}
+
+	fresh, err := NewMonitor(defaultSimConfig(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range fresh.Step(Event{Kind: EventConfirm, Now: s.now}, nil) {
+		if a.Kind != ActionSend || a.Message.Type != TypeHeartbeat {
+			t.Errorf("a monitor that never heard its peer did %+v on a confirmation, want its first heartbeats only", a)
+		}
+	}
+	if fresh.Confirms() != 0 {
+		t.Errorf("Confirms = %d on a monitor that never heard its peer", fresh.Confirms())
+	}
+}

@@ -358,7 +358,7 @@ func (c *Core) translate(ev Event, acts []vrrp.Action, out []Action) []Action {
 	// needed from it first.
 	c.scratch = acts[:0]
 	state := c.group.State()
-	announce, claimed := false, false
+	announce, claimed, confirm := false, false, false
 	for _, a := range acts {
 		switch a.Kind {
 		case vrrp.ActionSendAdvert:
@@ -378,7 +378,12 @@ func (c *Core) translate(ev Event, acts []vrrp.Action, out []Action) []Action {
 			announce = true
 		case vrrp.ActionNotify:
 			out = append(out, Action{Kind: ActionNotify, VRID: a.VRID, From: a.From, To: a.To, Reason: a.Reason})
+		case vrrp.ActionConfirmMaster:
+			confirm = true // one probe for the members that fired together
 		}
+	}
+	if confirm {
+		out = append(out, Action{Kind: ActionConfirmPeer})
 	}
 	if !c.stopped && state != c.role && (state != vrrp.StateMaster || !claimed) {
 		out = c.setRole(out, state, c.role, c.lastReason(acts), false)

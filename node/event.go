@@ -159,9 +159,15 @@ const (
 	// tell the peer over the liveness protocol, before the priority 0
 	// adverts and the release, so that it claims at once.
 	ActionLeave
+	// ActionConfirmPeer: a held Master_Down_Timer fired (the adverts are
+	// missing while the liveness protocol last heard the peer alive as
+	// master): probe the peer on every path now, so that a quiet master's
+	// death is seen a probe's wait after VRRP would have seen it, not at
+	// the quiet master's next missing heartbeat.
+	ActionConfirmPeer
 )
 
-var actionNames = [...]string{"", "send_advert", "persist_epoch", "set_timer", "stop_timer", "role", "announce", "notify", "hold", "drop", "restart", "heard", "leave"}
+var actionNames = [...]string{"", "send_advert", "persist_epoch", "set_timer", "stop_timer", "role", "announce", "notify", "hold", "drop", "restart", "heard", "leave", "confirm_peer"}
 
 func (k ActionKind) String() string {
 	if int(k) < len(actionNames) && k != 0 {

@@ -42,6 +42,11 @@ func (c *Core) peer(ev Event, out []Action) []Action {
 		alive := c.peerMaster && ev.PeerVRIDs[v/8]&(0x80>>(v%8)) != 0 && !c.maint
 		if alive != c.peerHeld[v] {
 			c.peerHeld[v] = alive
+			if !alive && why != "" && !c.maint {
+				// EventMasterDead below lifts the hold and takes over
+				// with the verdict's reason, which the log should show.
+				continue
+			}
 			out = c.stepOne(ev, v, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: alive}, out)
 		}
 	}

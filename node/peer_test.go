@@ -53,10 +53,21 @@ func TestPeerAliveHoldsMasterDown(t *testing.T) {
 	if !c.Group().Member(10).DownHeld() {
 		t.Error("the expiry is not recorded as held")
 	}
+	// Each held expiry asks the liveness protocol to confirm (a quiet
+	// master is probed now, not at its next missing heartbeat).
+	if n := len(kinds(got, ActionConfirmPeer)); n != 2 {
+		t.Errorf("%d confirmations for two held expiries, want 2", n)
+	}
 	// The master stops being master (FAULT): the held expiry takes over.
 	acts = c.Step(Event{Kind: EventPeer, Now: t0, Reason: "peer is now FAULT"}, nil)
 	if r := roles(acts); len(r) != 1 || r[0] != vrrp.StateMaster {
 		t.Fatalf("roles %v when the peer stopped being master", r)
+	}
+	// The log says why: the verdict, not a bare "no advert".
+	for _, a := range kinds(acts, ActionNotify) {
+		if !strings.Contains(a.Reason, "peer is no longer master: peer is now FAULT") {
+			t.Errorf("transition reason %q, want the verdict's", a.Reason)
+		}
 	}
 }
 
@@ -132,6 +143,9 @@ func TestPeerAliveHoldsOnlyItsVRIDs(t *testing.T) {
 	}
 	if c.Group().Member(11).DownHeld() {
 		t.Error("VRID 11, which the peer does not run, was held")
+	}
+	if n := len(kinds(got, ActionConfirmPeer)); n != 0 {
+		t.Errorf("%d confirmations for expiries that were not held", n)
 	}
 	if r := roles(got); len(r) != 1 || r[0] != vrrp.StateMaster {
 		t.Fatalf("roles %v, want MASTER (VRID 10 preempts a lower master, VRID 11 has none)", r)

@@ -185,6 +185,12 @@ const (
 	ActionReleaseVIPs                       // remove them
 	ActionAnnounce                          // gratuitous ARP (IPv4) / unsolicited NA (IPv6) for the VIPs
 	ActionNotify                            // state changed From -> To; log Reason
+	// ActionConfirmMaster: Master_Down_Timer fired in Backup while a
+	// peer-liveness verdict holds the master alive (EventMasterAlive): ask
+	// the liveness protocol to confirm it now. A quiet master heartbeats
+	// slower than VRRP's Master_Down_Interval; its adverts missing is the
+	// cue to probe instead of waiting for the next heartbeat.
+	ActionConfirmMaster
 )
 
 func (k ActionKind) String() string {
@@ -203,6 +209,8 @@ func (k ActionKind) String() string {
 		return "announce"
 	case ActionNotify:
 		return "notify"
+	case ActionConfirmMaster:
+		return "confirm_master"
 	}
 	return fmt.Sprintf("ActionKind(%d)", uint8(k))
 }
@@ -567,7 +575,7 @@ func (m *Machine) stepBackup(ev Event, out []Action) []Action {
 				// master whose adverts arrive is preempted as usual.
 				m.downHeld = true
 				m.ignored[IgnoreMasterAlive]++
-				return out
+				return append(out, Action{Kind: ActionConfirmMaster, VRID: m.cfg.VRID})
 			}
 			m.wantMaster = true
 			if m.masterLeft {

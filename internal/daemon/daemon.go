@@ -689,6 +689,10 @@ func (d *Daemon) exec(ctx context.Context, a node.Action) (node.Event, bool) {
 		if d.lv != nil {
 			d.lv.Leave(leaveTimeout)
 		}
+	case node.ActionConfirmPeer:
+		if d.lv != nil {
+			d.lv.Confirm()
+		}
 	}
 	return node.Event{}, false
 }

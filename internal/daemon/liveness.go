@@ -26,6 +26,9 @@ type peerLiveness interface {
 	SetRole(r liveness.Role, prio uint8)
 	SetCarrier(up bool)
 	Leave(timeout time.Duration)
+	// Confirm probes the peer on every path now (VRRP's Master_Down fired
+	// while the peer was last heard alive as master).
+	Confirm()
 	Snapshot() liveness.Snapshot
 	Close() error
 }
@@ -268,6 +271,8 @@ func (d *Daemon) livenessStatus() *status.LivenessStatus {
 		Shared:          shared,
 		Quiet:           snap.Quiet,
 		QuietOff:        snap.QuietOff,
+		Stalls:          snap.Stalls,
+		Confirms:        snap.Confirms,
 		Sent:            map[string]uint64{},
 		Received:        map[string]uint64{},
 	}

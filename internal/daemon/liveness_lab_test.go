@@ -283,7 +283,7 @@ func TestLivenessQuietMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	quiet := func(s1, s2 status.Status) bool {
-		return s1.Liveness != nil && s1.Liveness.Quiet && s2.Liveness != nil && s2.Liveness.PeerRole == "MASTER" && s2.Liveness.PeerHeartbeatMillis == 10
+		return s1.Liveness != nil && s1.Liveness.Quiet && s2.Liveness != nil && s2.Liveness.PeerRole == "MASTER" && s2.Liveness.PeerHeartbeatMillis == 50
 	}
 	waitBoth := func(what string, ok func(s1, s2 status.Status) bool) {
 		t.Helper()
@@ -299,7 +299,7 @@ func TestLivenessQuietMaster(t *testing.T) {
 			}
 		}
 	}
-	waitBoth("master quiet, backup reads 10 ms", quiet)
+	waitBoth("master quiet, backup reads 50 ms", quiet)
 	if s, _ := n1.Status(context.Background()); !strings.Contains(s.Liveness.String(), "heartbeats quiet") {
 		t.Errorf("status line %q does not say quiet", s.Liveness.String())
 	}
@@ -326,5 +326,53 @@ func TestLivenessQuietMaster(t *testing.T) {
 	mustState(t, n2, "MASTER", time.Second)
 	if why := lastFailoverReason(t, n2); !strings.Contains(why, "peer dead") {
 		t.Errorf("takeover reason %q, want the liveness verdict", why)
+	}
+}
+
+// TestLivenessQuietMasterConfirm: at 10 ms adverts a quiet master
+// heartbeats every 50 ms, further apart than VRRP's Master_Down_Interval
+// (36 ms). When it hangs, the backup's VRRP misses its adverts first and
+// the backup probes at once (a confirmation, counted in its status)
+// instead of waiting for the quiet heartbeats to go missing. The
+// detection time is long here (300 ms: the backup's own probe would come
+// 150 ms after the last heartbeat), so the confirmation is what the
+// takeover follows.
+func TestLivenessQuietMasterConfirm(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	o := hatest.NodeOptions{Interval: 10 * time.Millisecond}
+	lv := func(other lab.FirewallAddrs) string {
+		return fmt.Sprintf("liveness:\n  peer_address: %s\n  detect: 300ms\n  quiet_after: 500ms\n", other.LAN.Addr())
+	}
+	o.Role, o.Extra = "master", lv(p.FW2Addrs)
+	n1, err := hatest.StartNode(binary, p, p.FW1, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n1, "MASTER", 10*time.Second)
+	o.Role, o.Extra = "backup", lv(p.FW1Addrs)
+	n2, err := hatest.StartNode(binary, p, p.FW2, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, n2, "backup reads a quiet master (50 ms)", 10*time.Second, func(s status.Status) bool {
+		return s.State == "BACKUP" && s.Liveness != nil && s.Liveness.PeerRole == "MASTER" && s.Liveness.PeerHeartbeatMillis == 50
+	})
+	if err := n1.Proc.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer n1.Proc.Signal(syscall.SIGCONT)
+	if err := hang(p.FW1); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, n2, "MASTER", 2*time.Second)
+	if why := lastFailoverReason(t, n2); !strings.Contains(why, "peer dead") {
+		t.Errorf("takeover reason %q, want the liveness verdict", why)
+	}
+	st, err := n2.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Liveness == nil || st.Liveness.Confirms == 0 {
+		t.Errorf("the backup's status counts no confirmation: %+v", st.Liveness)
 	}
 }

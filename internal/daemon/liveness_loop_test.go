@@ -187,6 +187,8 @@ func (e *simLive) SetRole(r liveness.Role, prio uint8) {
 
 func (e *simLive) SetCarrier(up bool) { e.step(liveness.Event{Kind: liveness.EventCarrier, Up: up}) }
 
+func (e *simLive) Confirm() { e.step(liveness.Event{Kind: liveness.EventConfirm}) }
+
 func (e *simLive) Leave(time.Duration) {
 	e.step(liveness.Event{Kind: liveness.EventLeave})
 }

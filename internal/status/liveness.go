@@ -37,6 +37,9 @@ type LivenessStatus struct {
 	// Stalls counts the times this node itself ran too late to judge a
 	// probe (an overloaded machine): the probe started again.
 	Stalls uint64 `json:"stalls"`
+	// Confirms counts the probes VRRP's missed adverts started (a held
+	// Master_Down_Interval: the peer was last heard alive as master).
+	Confirms uint64 `json:"confirms"`
 	// Quiet: this node is a master that has received nothing on its VIP
 	// interfaces for liveness.quiet_after and heartbeats at the quiet
 	// period; QuietOff says why it never does (empty: it can).
@@ -99,6 +102,9 @@ func (l *LivenessStatus) String() string {
 	if l.Stalls > 0 {
 		fmt.Fprintf(&b, "; %d own stalls (this node ran too late to judge a probe)", l.Stalls)
 	}
+	if l.Confirms > 0 {
+		fmt.Fprintf(&b, "; %d probes after missed adverts", l.Confirms)
+	}
 	if len(l.Drops) > 0 {
 		keys := make([]string, 0, len(l.Drops))
 		for k := range l.Drops {
@@ -133,6 +139,8 @@ var (
 		"Liveness messages received and authenticated, by path.", []string{"path"}, nil)
 	livenessStallDesc = prometheus.NewDesc("muros_had_liveness_stalls_total",
 		"Times this node itself ran too late to judge a probe (the probe started again instead of a verdict).", nil, nil)
+	livenessConfirmDesc = prometheus.NewDesc("muros_had_liveness_confirms_total",
+		"Probes started because VRRP's Master_Down_Interval passed without an advert while the peer was last heard alive as master.", nil, nil)
 	livenessQuietDesc = prometheus.NewDesc("muros_had_liveness_quiet",
 		"1 while this master heartbeats at the quiet period (nothing received on its VIP interfaces for liveness.quiet_after).", nil, nil)
 	livenessDropDesc = prometheus.NewDesc("muros_had_liveness_rejected_total",
@@ -140,7 +148,7 @@ var (
 )
 
 func (c livenessCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{livenessVerdictDesc, livenessPathDesc, livenessSyncDownDesc, livenessSentDesc, livenessReceivedDesc, livenessStallDesc, livenessQuietDesc, livenessDropDesc} {
+	for _, d := range []*prometheus.Desc{livenessVerdictDesc, livenessPathDesc, livenessSyncDownDesc, livenessSentDesc, livenessReceivedDesc, livenessStallDesc, livenessConfirmDesc, livenessQuietDesc, livenessDropDesc} {
 		ch <- d
 	}
 }
@@ -164,6 +172,7 @@ func (c livenessCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(livenessReceivedDesc, prometheus.CounterValue, float64(n), path)
 	}
 	ch <- prometheus.MustNewConstMetric(livenessStallDesc, prometheus.CounterValue, float64(s.Stalls))
+	ch <- prometheus.MustNewConstMetric(livenessConfirmDesc, prometheus.CounterValue, float64(s.Confirms))
 	ch <- prometheus.MustNewConstMetric(livenessQuietDesc, prometheus.GaugeValue, b2f(s.Quiet))
 	for reason, n := range s.Drops {
 		ch <- prometheus.MustNewConstMetric(livenessDropDesc, prometheus.CounterValue, float64(n), reason)

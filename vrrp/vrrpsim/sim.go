@@ -574,7 +574,7 @@ func (s *Sim) apply(n *Node, out []node.Action) {
 				}
 			}
 		case node.ActionHeard:
-		case node.ActionLeave:
+		case node.ActionLeave, node.ActionConfirmPeer:
 			// The simulation models VRRP only: no peer hears the liveness
 			// protocol (package liveness has a simulation of its own), as
 			// with a peer that does not speak it.
