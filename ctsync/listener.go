@@ -194,8 +194,12 @@ func (l *listener) read(hdrs []rawio.Mmsghdr) (int, error) {
 	var n int
 	var errno unix.Errno
 	err := l.rc.Read(func(fd uintptr) bool {
-		n, errno = rawio.RecvMmsg(fd, hdrs)
-		return errno != unix.EAGAIN && errno != unix.EINTR
+		for {
+			// EINTR again at once: the poller's edge has passed.
+			if n, errno = rawio.RecvMmsg(fd, hdrs); errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
 	})
 	if err != nil {
 		return 0, fmt.Errorf("ctsync: receive events: %w", err)

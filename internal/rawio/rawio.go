@@ -14,7 +14,9 @@
 // thread while this one waits in the kernel).
 //
 // Conn waits for readiness in the runtime's network poller, as every
-// net.Conn does, and makes the call itself when the socket is ready.
+// net.Conn does, and makes the call itself when the socket is ready. The
+// poller is edge-triggered: a call interrupted (EINTR) is made again at
+// once, never left to wait for an edge that already passed.
 package rawio
 
 import (
@@ -130,8 +132,12 @@ func (c *Conn) ReadBatch(b *Batch, n int) (int, error) {
 	var got int
 	var errno unix.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
-		got, errno = RecvMmsg(fd, b.Msgs[:n])
-		return errno != unix.EAGAIN && errno != unix.EINTR
+		for {
+			got, errno = RecvMmsg(fd, b.Msgs[:n])
+			if errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rawio: recvmmsg: %w", err)
@@ -152,8 +158,11 @@ func (c *Conn) WriteBatch(b *Batch, n int) (int, error) {
 		for sent < n {
 			var k int
 			k, errno = SendMmsg(fd, b.Msgs[sent:n])
+			if errno == unix.EINTR {
+				continue
+			}
 			if errno != 0 {
-				return errno != unix.EAGAIN && errno != unix.EINTR
+				return errno != unix.EAGAIN
 			}
 			sent += k
 		}
@@ -173,8 +182,11 @@ func (c *Conn) WriteBatch(b *Batch, n int) (int, error) {
 func (c *Conn) WriteTo(p []byte, to *Sockaddr) error {
 	var errno unix.Errno
 	err := c.rc.Write(func(fd uintptr) bool {
-		errno = SendTo(fd, p, to)
-		return errno != unix.EAGAIN && errno != unix.EINTR
+		for {
+			if errno = SendTo(fd, p, to); errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("rawio: sendto: %w", err)
