@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/muros/muros-had/internal/rawio"
 )
 
 // ListenerLimits bound what clients that have not proved to be the peer
@@ -278,7 +280,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			l.refuse(reason, c.RemoteAddr())
 			continue
 		}
-		return tls.Server(&admittedConn{Conn: c, adm: l.adm, t: t}, l.tls), nil
+		// Raw reads and writes: see package rawio.
+		return tls.Server(&admittedConn{Conn: rawio.NewStream(c), adm: l.adm, t: t}, l.tls), nil
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/muros/muros-had/internal/rawio"
 )
 
 // Config configures a Link.
@@ -141,7 +143,14 @@ func New(cfg Config, log *slog.Logger) (*Link, error) {
 	}
 	l.client = &http.Client{
 		Transport: &http.Transport{
-			DialContext:         dial,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				// Raw reads and writes: see package rawio.
+				return rawio.NewStream(c), nil
+			},
 			TLSClientConfig:     ClientTLS(cfg.Identity, pin),
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 2,

@@ -1,17 +1,19 @@
-// Package rawio makes the datagram system calls of the daemon's periodic
-// paths (recvmmsg(2), sendmmsg(2), sendto(2) on non-blocking sockets) as
-// raw system calls: unix.RawSyscall, not unix.Syscall.
+// Package rawio makes the system calls of the daemon's periodic paths on
+// non-blocking sockets as raw system calls (unix.RawSyscall, not
+// unix.Syscall): the conntrack sync's datagrams (recvmmsg(2), sendmmsg(2),
+// sendto(2): Conn) and the peer link's TLS connections (read(2), write(2):
+// Stream).
 //
 // The difference is the Go runtime's system-call entry. syscall.Syscall
 // calls runtime.entersyscall, and when the runtime's monitor thread
 // (sysmon) is in its idle sleep, that entry wakes it; sysmon then polls
 // every 20 µs, ten to fifty times, until every scheduler slot is idle
 // again. On an idle pair, the conntrack sync's few datagrams a second
-// through x/net's ReadBatch and WriteBatch cost the backup more sysmon
-// wake-ups than its adverts cost it thread wake-ups (bench/README.md,
-// "Idle"). A call on a non-blocking socket never blocks, so it needs none
-// of what entersyscall is for (handing the scheduler slot to another
-// thread while this one waits in the kernel).
+// through x/net's ReadBatch and WriteBatch, and the DB sync's peer checks
+// through net.Conn, woke sysmon into 60 to 170 context switches a second
+// on each node (bench/README.md, "Idle"). A call on a non-blocking socket
+// never blocks, so it needs none of what entersyscall is for (handing the
+// scheduler slot to another thread while this one waits in the kernel).
 //
 // Conn waits for readiness in the runtime's network poller, as every
 // net.Conn does, and makes the call itself when the socket is ready. The
