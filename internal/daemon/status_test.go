@@ -148,7 +148,10 @@ func TestStatusSurface(t *testing.T) {
 	}
 	checkThreadsRealtime(t, n1.Proc.Pid(), schedRR, 40)
 
-	// Text status, run inside fw2's namespace.
+	// Text status, run inside fw2's namespace, once fw2 has heard fw1's
+	// adverts: fw2 opens its sockets about a key derivation after fw1
+	// claims, and the adverts are 100 ms apart.
+	waitStatus(t, n2, "fw2 hears fw1's adverts", 2*time.Second, func(s status.Status) bool { return s.Peer.Role == "master" })
 	text := p.FW2.MustRun(t, binary, "status", "--listen", n2.StatusSock)
 	for _, want := range []string{
 		"(backup, priority 100)",
