@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"syscall"
 
 	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
@@ -34,7 +33,7 @@ const (
 // batch per read instead of one channel send per event.
 type listener struct {
 	c       *netlink.Conn
-	rc      syscall.RawConn
+	sock    *rawio.Conn
 	batches chan *eventBatch // to the loop
 	free    chan *eventBatch // back from the loop
 	errc    chan error
@@ -129,12 +128,12 @@ func startListener(ns netns.NsHandle, readBuffer int) (*listener, error) {
 			return nil, fmt.Errorf("ctsync: join ctnetlink group %d: %w", g, err)
 		}
 	}
-	rc, err := c.SyscallConn()
+	sock, err := rawio.NewConn(c)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("ctsync: event socket: %w", err)
 	}
-	l := &listener{c: c, rc: rc,
+	l := &listener{c: c, sock: sock,
 		batches: make(chan *eventBatch, batchPool), free: make(chan *eventBatch, batchPool),
 		errc: make(chan error, 1), stop: make(chan struct{})}
 	for range batchPool {
@@ -148,13 +147,9 @@ func startListener(ns netns.NsHandle, readBuffer int) (*listener, error) {
 func (l *listener) run() {
 	defer l.wg.Done()
 	buf := make([]byte, recvBatch*recvSlot)
-	iov := make([]unix.Iovec, recvBatch)
-	hdrs := make([]rawio.Mmsghdr, recvBatch)
-	for i := range hdrs {
-		iov[i].Base = &buf[i*recvSlot]
-		iov[i].SetLen(recvSlot)
-		hdrs[i].Hdr.Iov = &iov[i]
-		hdrs[i].Hdr.SetIovlen(1)
+	msgs := rawio.NewBatch(recvBatch)
+	for i := range recvBatch {
+		msgs.Set(i, buf[i*recvSlot:(i+1)*recvSlot], nil)
 	}
 	for {
 		var b *eventBatch
@@ -163,19 +158,20 @@ func (l *listener) run() {
 		case <-l.stop:
 			return
 		}
-		n, err := l.read(hdrs)
+		n, err := l.sock.ReadBatch(msgs, recvBatch)
 		if err != nil {
 			select {
 			case <-l.stop:
 			default:
-				l.errc <- err
+				l.errc <- fmt.Errorf("ctsync: receive events: %w", err)
 			}
 			return
 		}
 		b.events = b.events[:0]
 		b.rejected = [ctnl.NumEventReasons]uint64{}
 		for i := range n {
-			decodeDatagram(b, buf[i*recvSlot:i*recvSlot+int(min(hdrs[i].N, recvSlot))], hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0)
+			m := &msgs.Msgs[i]
+			decodeDatagram(b, buf[i*recvSlot:i*recvSlot+int(min(m.N, recvSlot))], m.Hdr.Flags&unix.MSG_TRUNC != 0)
 		}
 		select {
 		case l.batches <- b:
@@ -183,31 +179,6 @@ func (l *listener) run() {
 			return
 		}
 	}
-}
-
-// read waits for events and takes up to len(hdrs) of them.
-func (l *listener) read(hdrs []rawio.Mmsghdr) (int, error) {
-	for i := range hdrs {
-		hdrs[i].Hdr.Flags = 0
-		hdrs[i].N = 0
-	}
-	var n int
-	var errno unix.Errno
-	err := l.rc.Read(func(fd uintptr) bool {
-		for {
-			// EINTR again at once: the poller's edge has passed.
-			if n, errno = rawio.RecvMmsg(fd, hdrs); errno != unix.EINTR {
-				return errno != unix.EAGAIN
-			}
-		}
-	})
-	if err != nil {
-		return 0, fmt.Errorf("ctsync: receive events: %w", err)
-	}
-	if errno != 0 {
-		return 0, fmt.Errorf("ctsync: receive events: %w", errno)
-	}
-	return n, nil
 }
 
 // decodeDatagram appends the flow events of one netlink datagram to b and

@@ -259,17 +259,13 @@ func TestLivenessPeerThatDoesNotSpeak(t *testing.T) {
 	}
 }
 
-// TestLivenessQuietMaster: a master that receives nothing on its VIP
-// interfaces for liveness.quiet_after heartbeats at the quiet period (the
-// backup's status reads it); a ping stream through it brings the 1 ms
-// heartbeats back; quiet again, it hangs, and the backup still takes over
-// within a second, on the protocol's verdict (1 s adverts: VRRP alone
-// would wait 3.6 s).
-func TestLivenessQuietMaster(t *testing.T) {
-	p := lab.NewPairT(t, lab.Options{})
-	o := slowAdverts
+// quietPair starts fw1 (master, once it is) and fw2 (backup) with the
+// liveness protocol's second path on the LAN, detection time detect and
+// a quiet period 500 ms after the last traffic.
+func quietPair(t *testing.T, p *lab.Pair, o hatest.NodeOptions, detect string) (*hatest.Node, *hatest.Node) {
+	t.Helper()
 	lv := func(other lab.FirewallAddrs) string {
-		return fmt.Sprintf("liveness:\n  peer_address: %s\n  detect: %s\n  quiet_after: 500ms\n", other.LAN.Addr(), "25ms")
+		return fmt.Sprintf("liveness:\n  peer_address: %s\n  detect: %s\n  quiet_after: 500ms\n", other.LAN.Addr(), detect)
 	}
 	o.Role, o.Extra = "master", lv(p.FW2Addrs)
 	n1, err := hatest.StartNode(binary, p, p.FW1, o)
@@ -282,6 +278,18 @@ func TestLivenessQuietMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n1, n2
+}
+
+// TestLivenessQuietMaster: a master that receives nothing on its VIP
+// interfaces for liveness.quiet_after heartbeats at the quiet period (the
+// backup's status reads it); a ping stream through it brings the 1 ms
+// heartbeats back; quiet again, it hangs, and the backup still takes over
+// within a second, on the protocol's verdict (1 s adverts: VRRP alone
+// would wait 3.6 s).
+func TestLivenessQuietMaster(t *testing.T) {
+	p := lab.NewPairT(t, lab.Options{})
+	n1, n2 := quietPair(t, p, slowAdverts, "25ms")
 	quiet := func(s1, s2 status.Status) bool {
 		return s1.Liveness != nil && s1.Liveness.Quiet && s2.Liveness != nil && s2.Liveness.PeerRole == "MASTER" && s2.Liveness.PeerHeartbeatMillis == 50
 	}
@@ -339,21 +347,7 @@ func TestLivenessQuietMaster(t *testing.T) {
 // takeover follows.
 func TestLivenessQuietMasterConfirm(t *testing.T) {
 	p := lab.NewPairT(t, lab.Options{})
-	o := hatest.NodeOptions{Interval: 10 * time.Millisecond}
-	lv := func(other lab.FirewallAddrs) string {
-		return fmt.Sprintf("liveness:\n  peer_address: %s\n  detect: 300ms\n  quiet_after: 500ms\n", other.LAN.Addr())
-	}
-	o.Role, o.Extra = "master", lv(p.FW2Addrs)
-	n1, err := hatest.StartNode(binary, p, p.FW1, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustState(t, n1, "MASTER", 10*time.Second)
-	o.Role, o.Extra = "backup", lv(p.FW1Addrs)
-	n2, err := hatest.StartNode(binary, p, p.FW2, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n1, n2 := quietPair(t, p, hatest.NodeOptions{Interval: 10 * time.Millisecond}, "300ms")
 	waitStatus(t, n2, "backup reads a quiet master (50 ms)", 10*time.Second, func(s status.Status) bool {
 		return s.State == "BACKUP" && s.Liveness != nil && s.Liveness.PeerRole == "MASTER" && s.Liveness.PeerHeartbeatMillis == 50
 	})
