@@ -13,7 +13,7 @@ import (
 
 	"github.com/muros/muros-had/ctsync/ctnl"
 	"github.com/muros/muros-had/ctsync/ctwire"
-	"github.com/muros/muros-had/internal/rawio"
+	"github.com/muros/muros-had/rawio"
 )
 
 // Netlink multicast groups of ctnetlink (enum nfnetlink_groups).

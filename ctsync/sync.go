@@ -114,8 +114,8 @@ import (
 	"github.com/muros/muros-had/ctsync/ctnl"
 	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/ctsync/ctwire"
-	"github.com/muros/muros-had/internal/rawio"
 	"github.com/muros/muros-had/kdf"
+	"github.com/muros/muros-had/rawio"
 )
 
 // Defaults.

@@ -10,8 +10,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/muros/muros-had/internal/rawio"
 	"github.com/muros/muros-had/pollset"
+	"github.com/muros/muros-had/rawio"
 	"golang.org/x/sys/unix"
 )
 

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/muros/muros-had/internal/rawio"
+	"github.com/muros/muros-had/rawio"
 )
 
 // ListenerLimits bound what clients that have not proved to be the peer

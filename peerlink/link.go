@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/muros/muros-had/internal/rawio"
+	"github.com/muros/muros-had/rawio"
 )
 
 // Config configures a Link.
