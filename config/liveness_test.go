@@ -50,8 +50,8 @@ func TestLivenessKeys(t *testing.T) {
 			edit: func(l *Liveness) {}},
 		// A quiet master whose heartbeats are further apart than VRRP's
 		// Master_Down_Interval is probed when the adverts go missing.
-		{name: "quiet slower than VRRP", yaml: "advert_interval: 10ms\nliveness:\n  quiet_interval: 50ms\n",
-			edit: func(l *Liveness) {}},
+		{name: "quiet slower than VRRP", yaml: "advert_interval: 10ms\nliveness:\n  quiet_interval: 40ms\n",
+			edit: func(l *Liveness) { l.QuietInterval = 40 * time.Millisecond }},
 		{name: "quiet after under ten periods", yaml: "liveness:\n  quiet_interval: 50ms\n  quiet_after: 400ms\n", wantProblem: "liveness.quiet_after: quiet_after 400ms is under ten quiet periods (500ms)"},
 		{name: "peer path multicast", yaml: "liveness:\n  peer_address: 224.0.0.18\n", wantProblem: "liveness.peer_address: 224.0.0.18 is not a unicast address"},
 	}

@@ -80,9 +80,11 @@ func (d *decoder) checkLiveness(c *Config) {
 	// A quiet master's death is seen after one and a half quiet periods
 	// and the probe's half of the detection time, or, where that is
 	// later, a probe's wait after VRRP's Master_Down_Interval: the
-	// adverts missing make the backup probe at once (EventConfirm). So
-	// any quiet period up to the protocol's limit (half its idle period)
-	// is safe; none is slower than VRRP.
+	// adverts missing make the backup probe (EventConfirm). So any quiet
+	// period up to the protocol's limit (half its idle period) is no
+	// slower than VRRP, with a backup of this release; one of an earlier
+	// release does not confirm and waits out the quiet period (README,
+	// "rolling upgrade").
 	if _, set := d.lines["liveness.quiet_interval"]; !set {
 		// The default: 50 ms, shorter if quiet_after is under ten of
 		// them, never quiet where that is under two fast heartbeats.

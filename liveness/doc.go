@@ -120,8 +120,9 @@
 // teaches its adaptive detection what a late fast one would. A quiet
 // period may be longer than VRRP's Master_Down_Interval: the backup's
 // VRRP tells its monitor when the adverts have been missing that long
-// (EventConfirm), and it probes at once instead of waiting for the next
-// quiet heartbeat to go missing. A receiver
+// (EventConfirm), and until the master speaks again it is watched as a
+// fast one (probed after half the detection time of silence) instead of
+// waiting for a quiet heartbeat to go missing. A receiver
 // of an earlier release ignores the field and probes after half its
 // detection time; the first probe makes the master fast, and it stays
 // fast while the probes go on, as before quiet masters existed. BFD's

@@ -263,8 +263,10 @@ type Monitor struct {
 	// ticks that came more than a probe's wait after it.
 	due    time.Time
 	stalls uint64
-	// confirms counts the probes EventConfirm started.
-	confirms uint64
+	// confirming: an EventConfirm came and no message since (probeAfter
+	// is half the detection time); confirms counts them.
+	confirming bool
+	confirms   uint64
 	// gapMax is the longest recent silence between two fast heartbeats
 	// on one path, gapAt when it was last set or halved (Detect).
 	gapMax time.Duration
@@ -317,8 +319,8 @@ func (m *Monitor) LastHeard(p Path) time.Time { return m.paths[p].last }
 // asked to (a stalled machine or process): the probe started again.
 func (m *Monitor) Stalls() uint64 { return m.stalls }
 
-// Confirms counts the probes started because VRRP missed the peer's
-// adverts (EventConfirm).
+// Confirms counts the confirmations asked because VRRP missed the
+// peer's adverts (EventConfirm) while it was alive.
 func (m *Monitor) Confirms() uint64 { return m.confirms }
 
 // Step feeds one event and appends the resulting actions to out.
@@ -362,14 +364,17 @@ func (m *Monitor) Step(ev Event, out []Action) []Action {
 		}
 	case EventConfirm:
 		// VRRP's Master_Down_Interval passed without an advert while the
-		// peer is alive by this monitor's last word: a quiet master
-		// heartbeats slower than that, so ask now instead of waiting for
-		// its next heartbeat to go missing. The probe ends as every probe
-		// does: answered (the adverts are lost, the master is not), or
-		// unanswered for its wait (dead).
-		if m.verdict == VerdictAlive && m.probeStart.IsZero() && !m.leaving {
+		// peer is alive by this monitor's last word. A quiet master
+		// heartbeats slower than that: until the peer's next message, it
+		// is watched as a fast one, probed after half the detection time
+		// of silence on every path (at once if it has been silent that
+		// long). The rule for a verdict does not change: dead needs every
+		// path silent for the detection time and the probe unanswered,
+		// so a live master whose adverts are lost, fast or quiet, is
+		// never declared dead sooner than without the confirmation.
+		if m.verdict == VerdictAlive && !m.leaving && !m.confirming {
+			m.confirming = true
 			m.confirms++
-			out = m.startProbe(ev.Now, out)
 		}
 	case EventLeave:
 		m.leaving = true
@@ -503,6 +508,9 @@ func (m *Monitor) lastAny() time.Time {
 // time. An idle backup is not probed between its idle heartbeats.
 func (m *Monitor) probeAfter() time.Duration {
 	half := m.Detect(m.lastAny()) / 2
+	if m.confirming {
+		return half
+	}
 	fastest := time.Duration(0)
 	for p := Path(1); p <= NumPaths; p++ {
 		if !m.usable(p) || m.paths[p].last.IsZero() || m.paths[p].down {
@@ -575,7 +583,7 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 			out = m.startProbe(now, out)
 		} else if !m.probeStart.IsZero() {
 			if now.Sub(m.probeStart) >= m.probeWait(m.probeStart) {
-				m.verdict = VerdictDead
+				m.verdict, m.confirming = VerdictDead, false
 				why := fmt.Sprintf("no message on any path for %v, probe unanswered for %v", now.Sub(last).Round(10*time.Microsecond), now.Sub(m.probeStart).Round(10*time.Microsecond))
 				if !m.carrier {
 					why = fmt.Sprintf("sync link lost carrier, probe unanswered for %v", now.Sub(m.probeStart).Round(10*time.Microsecond))
@@ -738,6 +746,7 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 	}
 	ps.last = now
 	ps.interval = msg.Interval
+	m.confirming = false // the peer spoke since VRRP missed its adverts
 	if ps.down && (ev.Path != PathSync || m.carrier) {
 		ps.down = false
 		out = append(out, Action{Kind: ActionPath, Path: ev.Path, Down: false, Reason: "heard again"})

@@ -767,27 +767,46 @@ func TestConfirmFindsAQuietMasterDead(t *testing.T) {
 	}
 }
 
-// TestConfirmAnsweredKeepsTheMaster: adverts missed while the master is
-// alive (its VIP links lost them): the probe is answered within a round
-// trip, the verdict stays alive, and the master, asked, heartbeats fast.
-// A confirmation while a probe runs, or before the peer ever spoke, sends
-// nothing more.
+// TestConfirmAnsweredKeepsTheMaster: adverts missed while a quiet master
+// is alive (its VIP links lost them). Just after one of its heartbeats
+// the confirmation sends nothing; half the detection time of silence
+// later it probes every path, the probe is answered, the verdict stays
+// alive, and the master, asked, heartbeats fast. A second confirmation
+// before the peer spoke again changes nothing.
 func TestConfirmAnsweredKeepsTheMaster(t *testing.T) {
 	s := slowQuietPair(t)
 	m, b := s.nodes[0], s.nodes[1]
+	// Right after a sync heartbeat, the peer path's idle one (every
+	// 100 ms) neither just in nor due: a message after the confirmation
+	// would answer it.
+	for {
+		s.run(50 * time.Microsecond)
+		sync, peer := s.now.Sub(b.m.paths[PathSync].last), s.now.Sub(b.m.paths[PathPeer].last)
+		if sync < 100*time.Microsecond && peer > 5*time.Millisecond && peer < 80*time.Millisecond {
+			break
+		}
+	}
 	at := s.elapsed()
 	probes := b.sent[TypeProbe]
 	s.step(1, Event{Kind: EventConfirm})
 	s.step(1, Event{Kind: EventConfirm}) // the second member's expiry
+	if got := b.sent[TypeProbe] - probes; got != 0 {
+		t.Fatalf("%d probes right after a heartbeat, want none before half the detection time of silence", got)
+	}
+	s.run(1400 * time.Microsecond)
+	if got := b.sent[TypeProbe] - probes; got != 0 {
+		t.Fatalf("%d probes 1.5 ms after the heartbeat, want none yet", got)
+	}
+	s.run(200 * time.Microsecond)
 	if got := b.sent[TypeProbe] - probes; got != 2 {
-		t.Fatalf("probes sent on confirmation = %d, want one per path (2)", got)
+		t.Fatalf("probes after half the detection time of silence = %d, want one per path (2)", got)
 	}
 	s.run(time.Second)
 	if vs := b.verdictsSince(at); len(vs) != 0 {
 		t.Fatalf("verdicts after an answered confirmation: %v", vs)
 	}
 	if got := b.m.Confirms(); got != 1 {
-		t.Errorf("Confirms = %d, want 1 (the second came while the probe ran)", got)
+		t.Errorf("Confirms = %d, want 1 (the second came before the peer spoke again)", got)
 	}
 	if m.m.Quiet(s.now) {
 		t.Error("the master stayed quiet after its peer probed it")
@@ -805,4 +824,36 @@ func TestConfirmAnsweredKeepsTheMaster(t *testing.T) {
 	if fresh.Confirms() != 0 {
 		t.Errorf("Confirms = %d on a monitor that never heard its peer", fresh.Confirms())
 	}
+}
+
+// TestConfirmNeverShortensDetection: a confirmation for a fast master
+// whose adverts are missing but which is alive. Frozen for 2 ms (under
+// the 3 ms detection time) from the confirmation on, or with the
+// backup's probes lost for 1.1 ms while its heartbeats flow, it is not
+// declared dead: the confirmation does not make a probe's wait alone a
+// verdict.
+func TestConfirmNeverShortensDetection(t *testing.T) {
+	t.Run("master frozen 2 ms", func(t *testing.T) {
+		s := settled(t)
+		at := s.elapsed()
+		s.step(1, Event{Kind: EventConfirm})
+		s.nodes[0].frozen = true
+		s.run(2 * time.Millisecond)
+		s.nodes[0].frozen = false
+		s.run(time.Second)
+		if vs := s.nodes[1].verdictsSince(at); len(vs) != 0 {
+			t.Fatalf("verdicts %v for a 2 ms freeze after a confirmation", vs)
+		}
+	})
+	t.Run("probes lost, heartbeats flow", func(t *testing.T) {
+		s := settled(t)
+		at := s.elapsed()
+		lossEnd := s.now.Add(1100 * time.Microsecond)
+		s.drop = func(i int, _ Path, now time.Time) bool { return i == 1 && now.Before(lossEnd) }
+		s.step(1, Event{Kind: EventConfirm})
+		s.run(time.Second)
+		if vs := s.nodes[1].verdictsSince(at); len(vs) != 0 {
+			t.Fatalf("verdicts %v with the master's heartbeats flowing", vs)
+		}
+	})
 }

@@ -37,6 +37,9 @@ func (c *Core) maintenance(ev Event, out []Action) []Action {
 	case !c.maint && state == vrrp.StateBackup:
 		out = c.restartElection(ev, out, "maintenance off")
 	}
+	if !c.maint {
+		out = c.releaseHolds(ev, out)
+	}
 	return out
 }
 

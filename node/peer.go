@@ -39,10 +39,15 @@ func (c *Core) peer(ev Event, out []Action) []Action {
 	// reload) is not held: nobody else advertises it.
 	for _, m := range c.group.Members() {
 		v := m.VRID()
-		alive := c.peerMaster && ev.PeerVRIDs[v/8]&(0x80>>(v%8)) != 0 && !c.maint
+		alive := c.peerMaster && ev.PeerVRIDs[v/8]&(0x80>>(v%8)) != 0
 		if alive != c.peerHeld[v] {
 			c.peerHeld[v] = alive
-			if !alive && why != "" && !c.maint {
+			switch {
+			case !alive && c.maint:
+				// Lifting the hold would let a held expiry take over;
+				// maintenance lifts it when it ends (releaseHolds).
+				continue
+			case !alive && why != "":
 				// EventMasterDead below lifts the hold and takes over
 				// with the verdict's reason, which the log should show.
 				continue
@@ -66,6 +71,18 @@ func (c *Core) peer(ev Event, out []Action) []Action {
 		return out
 	}
 	return c.stepAll(ev, vrrp.Event{Kind: vrrp.EventMasterDead, Reason: why}, out)
+}
+
+// releaseHolds tells the members the peer does not hold alive as master
+// (peerHeld) so: maintenance, which kept their holds while it was on,
+// has ended.
+func (c *Core) releaseHolds(ev Event, out []Action) []Action {
+	for _, m := range c.group.Members() {
+		if v := m.VRID(); !c.peerHeld[v] {
+			out = c.stepOne(ev, v, vrrp.Event{Kind: vrrp.EventMasterAlive}, out)
+		}
+	}
+	return out
 }
 
 // PeerMaster reports whether the last peer-liveness verdict said the peer

@@ -191,3 +191,43 @@ func TestPeerMasterWithHigherPriorityEndsSplitBrain(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerVerdictInMaintenanceKeepsAHeldExpiry: the adverts were lost
+// while the peer was alive as master (the expiries are held), then the
+// operator turned maintenance on. No verdict may make the node MASTER
+// while the mode is on: not one that says the peer is still master, nor
+// one that says it is dead. Turned off with the peer dead, the held
+// expiry takes over at once (no advert came since it was held).
+func TestPeerVerdictInMaintenanceKeepsAHeldExpiry(t *testing.T) {
+	c := newCore(t, pairConfig(100, false))
+	acts := backupHearingMaster(t, c)
+	alive := Event{Kind: EventPeer, Now: t0, PeerMaster: true, PeerPriority: 150, PeerVRIDs: vrids(10, 11), Reason: "heard on the peer path"}
+	c.Step(alive, nil)
+	fireAll(c, acts)
+	if !c.Group().Member(10).DownHeld() {
+		t.Fatal("the expiry is not held")
+	}
+	c.Step(maintEv(true), nil)
+	for _, ev := range []Event{alive, {Kind: EventPeer, Now: t0, PeerDead: true, Reason: "dead: no message on any path"}} {
+		if r := roles(c.Step(ev, nil)); len(r) != 0 || c.State() != vrrp.StateBackup {
+			t.Fatalf("verdict %q in maintenance: roles %v, state %v; want BACKUP", ev.Reason, r, c.State())
+		}
+	}
+	if r := roles(c.Step(maintEv(false), nil)); len(r) != 1 || r[0] != vrrp.StateMaster {
+		t.Fatalf("roles %v at maintenance off with the peer dead and the expiries held, want MASTER", r)
+	}
+}
+
+// TestMaintenanceOffKeepsAHoldOfALiveMaster: the same held expiries, the
+// peer still alive as master when maintenance ends: the node stays BACKUP.
+func TestMaintenanceOffKeepsAHoldOfALiveMaster(t *testing.T) {
+	c := newCore(t, pairConfig(100, false))
+	acts := backupHearingMaster(t, c)
+	c.Step(Event{Kind: EventPeer, Now: t0, PeerMaster: true, PeerPriority: 150, PeerVRIDs: vrids(10, 11)}, nil)
+	fireAll(c, acts)
+	c.Step(maintEv(true), nil)
+	off := c.Step(maintEv(false), nil)
+	if r := roles(append(off, fireAll(c, off)...)); len(r) != 0 || c.State() != vrrp.StateBackup {
+		t.Fatalf("roles %v, state %v after maintenance with the peer alive as master, want BACKUP", r, c.State())
+	}
+}

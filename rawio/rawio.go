@@ -59,12 +59,6 @@ func SockaddrOf(a netip.Addr, port uint16, zone int) Sockaddr {
 	return r
 }
 
-// Len is the length of the kernel form.
-func (r *Sockaddr) Len() uint32 { return r.len }
-
-// Valid reports whether the Sockaddr was built.
-func (r *Sockaddr) Valid() bool { return r.len != 0 }
-
 // Mmsghdr is struct mmsghdr: one message of a recvmmsg(2) or sendmmsg(2)
 // and the length the kernel moved. Go pads it to the msghdr's alignment,
 // as C does.
@@ -92,7 +86,9 @@ func NewBatch(n int) *Batch {
 }
 
 // Set points message i at buf (to receive into, or to send) and, for a
-// send, at the destination to (nil: the socket's own).
+// send, at the destination to (nil: the socket's own). The batch keeps
+// both by reference: they must stay unchanged until the call that uses
+// message i has returned.
 func (b *Batch) Set(i int, buf []byte, to *Sockaddr) {
 	if len(buf) == 0 {
 		b.iov[i].Base = nil
@@ -135,7 +131,7 @@ func (c *Conn) ReadBatch(b *Batch, n int) (int, error) {
 	var errno unix.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
 		for {
-			got, errno = RecvMmsg(fd, b.Msgs[:n])
+			got, errno = recvMmsg(fd, b.Msgs[:n])
 			if errno != unix.EINTR {
 				return errno != unix.EAGAIN
 			}
@@ -159,7 +155,7 @@ func (c *Conn) WriteBatch(b *Batch, n int) (int, error) {
 	err := c.rc.Write(func(fd uintptr) bool {
 		for sent < n {
 			var k int
-			k, errno = SendMmsg(fd, b.Msgs[sent:n])
+			k, errno = sendMmsg(fd, b.Msgs[sent:n])
 			if errno == unix.EINTR {
 				continue
 			}
@@ -184,11 +180,8 @@ func (c *Conn) WriteBatch(b *Batch, n int) (int, error) {
 func (c *Conn) WriteTo(p []byte, to *Sockaddr) error {
 	var errno unix.Errno
 	err := c.rc.Write(func(fd uintptr) bool {
-		for {
-			if errno = SendTo(fd, p, to); errno != unix.EINTR {
-				return errno != unix.EAGAIN
-			}
-		}
+		errno = SendTo(fd, p, to)
+		return errno != unix.EAGAIN
 	})
 	if err != nil {
 		return fmt.Errorf("rawio: sendto: %w", err)
@@ -199,8 +192,8 @@ func (c *Conn) WriteTo(p []byte, to *Sockaddr) error {
 	return nil
 }
 
-// RecvMmsg is recvmmsg(2) with MSG_DONTWAIT, raw.
-func RecvMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
+// recvMmsg is recvmmsg(2) with MSG_DONTWAIT, raw.
+func recvMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
 	if len(msgs) == 0 {
 		return 0, 0
 	}
@@ -209,8 +202,8 @@ func RecvMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
 	return int(r), e
 }
 
-// SendMmsg is sendmmsg(2) with MSG_DONTWAIT, raw.
-func SendMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
+// sendMmsg is sendmmsg(2) with MSG_DONTWAIT, raw.
+func sendMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
 	if len(msgs) == 0 {
 		return 0, 0
 	}
@@ -219,16 +212,20 @@ func SendMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
 	return int(r), e
 }
 
-// SendTo is sendto(2) with MSG_DONTWAIT, raw; to nil sends to the
-// socket's connected address.
+// SendTo is sendto(2) with MSG_DONTWAIT, raw, made again when interrupted
+// (EINTR); to nil sends to the socket's connected address.
 func SendTo(fd uintptr, p []byte, to *Sockaddr) unix.Errno {
-	var e unix.Errno
-	if to == nil {
-		_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), unix.MSG_DONTWAIT, 0, 0)
-	} else {
-		_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&to.addr)), uintptr(to.len))
+	for {
+		var e unix.Errno
+		if to == nil {
+			_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), unix.MSG_DONTWAIT, 0, 0)
+		} else {
+			_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&to.addr)), uintptr(to.len))
+		}
+		runtime.KeepAlive(p)
+		runtime.KeepAlive(to)
+		if e != unix.EINTR {
+			return e
+		}
 	}
-	runtime.KeepAlive(p)
-	runtime.KeepAlive(to)
-	return e
 }

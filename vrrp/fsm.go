@@ -187,9 +187,10 @@ const (
 	ActionNotify                            // state changed From -> To; log Reason
 	// ActionConfirmMaster: Master_Down_Timer fired in Backup while a
 	// peer-liveness verdict holds the master alive (EventMasterAlive): ask
-	// the liveness protocol to confirm it now. A quiet master heartbeats
-	// slower than VRRP's Master_Down_Interval; its adverts missing is the
-	// cue to probe instead of waiting for the next heartbeat.
+	// the liveness protocol to confirm it now. A quiet master may
+	// heartbeat slower than VRRP's Master_Down_Interval (at adverts under
+	// about 16 ms); its adverts missing is the cue to probe instead of
+	// waiting for its heartbeats to go missing.
 	ActionConfirmMaster
 )
 

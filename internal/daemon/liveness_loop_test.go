@@ -198,7 +198,7 @@ func (e *simLive) Snapshot() liveness.Snapshot {
 	defer e.mu.Unlock()
 	return liveness.Snapshot{Verdict: e.mon.Verdict(), PeerRole: e.mon.PeerRole(), Carrier: true, Negotiated: e.mon.Verdict() != liveness.VerdictUnknown,
 		Paths:  []liveness.PathSnapshot{{Path: liveness.PathSync, Down: e.mon.PathDown(liveness.PathSync)}, {Path: liveness.PathPeer, Down: e.mon.PathDown(liveness.PathPeer)}},
-		Detect: e.mon.Detect(time.Now())}
+		Detect: e.mon.Detect(time.Now()), Confirms: e.mon.Confirms()}
 }
 
 func (e *simLive) Close() error {
@@ -285,8 +285,9 @@ func TestLoopLivenessGraceful(t *testing.T) {
 
 // TestLoopLivenessAdvertsLostMasterAlive: the adverts stop (the sync
 // link's VRRP is cut) but the peer path hears the master: fw2 stays
-// BACKUP through many Master_Down_Intervals and raises the alarm; when the
-// master then dies, fw2 takes over at once.
+// BACKUP through many Master_Down_Intervals (its held expiry asked the
+// protocol to confirm: ActionConfirmPeer reaches the engine) and raises
+// the alarm; when the master then dies, fw2 takes over at once.
 func TestLoopLivenessAdvertsLostMasterAlive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		link, live, fw1, fw2 := livePairLoop(t)
@@ -298,6 +299,9 @@ func TestLoopLivenessAdvertsLostMasterAlive(t *testing.T) {
 		l := fw2.d.Status().Liveness
 		if l == nil || !l.SyncLinkDown.Active {
 			t.Fatalf("sync link down alarm not raised: %+v", l)
+		}
+		if l.Confirms == 0 {
+			t.Errorf("the held Master_Down expiry asked for no confirmation: %+v", l)
 		}
 		if !strings.Contains(fw2.logText(), "SYNC LINK DOWN") {
 			t.Error("alarm not logged")
