@@ -62,7 +62,8 @@
 //	    a message that arrives on another path is refused.
 //	  - role: the sender's role (1 INIT, 2 BACKUP, 3 MASTER, 4 FAULT) and its
 //	    effective priority.
-//	  - flags: bit 0 SYNC_CARRIER, the sender's sync link has carrier.
+//	  - flags: bit 0 SYNC_CARRIER, the sender's sync link has carrier;
+//	    other bits are a later release's and are ignored, not refused.
 //	  - epoch: random at every start of the sender (a random value needs no
 //	    clock and no stable storage, and two starts never share one); seq
 //	    counts every message the sender sends, on every path, from 1.

@@ -89,10 +89,14 @@ func (r Role) String() string {
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
 
-// FlagSyncCarrier says the sender's sync link has carrier.
+// FlagSyncCarrier says the sender's sync link has carrier. It is the only
+// flag this release reads. A message may carry others, from a later
+// release: they are accepted and ignored, not refused (the message is
+// authentic; refusing it would make every new flag break a rolling
+// upgrade, as a new reserved byte would), so a later release can
+// announce a feature with a flag and tell an earlier peer by its
+// absence in the peer's messages.
 const FlagSyncCarrier uint8 = 1 << 0
-
-const knownFlags = FlagSyncCarrier
 
 // Message is one decoded message.
 type Message struct {
@@ -132,7 +136,7 @@ const (
 	ReasonShort     Reason = "short"      // not Size bytes
 	ReasonVersion   Reason = "version"    // another protocol version
 	ReasonMAC       Reason = "mac"        // authentication failed
-	ReasonMalformed Reason = "malformed"  // unknown type, path, role or flags, reserved bits set, zero epoch or seq
+	ReasonMalformed Reason = "malformed"  // unknown type, path or role, reserved bytes set, zero epoch or seq
 	ReasonWrongPath Reason = "wrong_path" // sent on one path, received on another
 	ReasonSelf      Reason = "self"       // our own message looped back
 	ReasonReplay    Reason = "replay"     // not newer than the newest accepted of its epoch
@@ -252,7 +256,7 @@ func decodeFields(b []byte) (Message, error) {
 		return Message{}, &Error{Reason: ReasonMalformed, Detail: fmt.Sprintf("path %d", b[2])}
 	case m.Role < RoleInit || m.Role > RoleFault:
 		return Message{}, &Error{Reason: ReasonMalformed, Detail: fmt.Sprintf("role %d", b[3])}
-	case m.Flags&^knownFlags != 0 || b[6] != 0 || b[7] != 0 || binary.BigEndian.Uint32(b[44:]) != 0:
+	case b[6] != 0 || b[7] != 0 || binary.BigEndian.Uint32(b[44:]) != 0:
 		return Message{}, &Error{Reason: ReasonMalformed, Detail: "reserved bits set"}
 	case m.Epoch == 0 || m.Seq == 0:
 		return Message{}, &Error{Reason: ReasonMalformed, Detail: "zero epoch or seq"}

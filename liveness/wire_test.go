@@ -93,7 +93,6 @@ func TestParseRefuses(t *testing.T) {
 		{"path 3", resign(func(b []byte) { b[2] = 3 }), ReasonMalformed},
 		{"role 0", resign(func(b []byte) { b[3] = 0 }), ReasonMalformed},
 		{"role 5", resign(func(b []byte) { b[3] = 5 }), ReasonMalformed},
-		{"unknown flag", resign(func(b []byte) { b[5] = 2 }), ReasonMalformed},
 		{"reserved 6", resign(func(b []byte) { b[6] = 1 }), ReasonMalformed},
 		{"reserved 44", resign(func(b []byte) { b[47] = 1 }), ReasonMalformed},
 		{"flipped vrid", func() []byte { b := append([]byte(nil), good...); b[60] ^= 1; return b }(), ReasonMAC},
@@ -108,6 +107,22 @@ func TestParseRefuses(t *testing.T) {
 				t.Errorf("reason %q (%v), want %q", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseAcceptsUnknownFlags: a flag of a later release is not a
+// reason to refuse an authentic message (it would break a rolling
+// upgrade); the flags this release knows read as sent.
+func TestParseAcceptsUnknownFlags(t *testing.T) {
+	c := testCodec(t, 1)
+	m := sampleMessage()
+	m.Flags = FlagSyncCarrier | 0x80 | 0x02
+	got, err := c.Parse(c.Append(nil, m))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got.Flags&FlagSyncCarrier == 0 || got.Flags != m.Flags {
+		t.Errorf("flags %#x, want %#x as sent", got.Flags, m.Flags)
 	}
 }
 
