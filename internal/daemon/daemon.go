@@ -103,8 +103,11 @@ type Daemon struct {
 	// waitRef is the loop's wait (wait.go), for the wakes of other
 	// goroutines, some of which (Trigger) may come before Run sets it.
 	waitRef atomic.Pointer[loopWait]
-	// rxBuf and rxOOB are the loop's receive buffers for adverts.
+	// rxBuf and rxOOB are the loop's receive buffers for adverts; rxAddrs
+	// holds a received advert's address list (255 at most: its count is a
+	// byte) while the core steps with it.
 	rxBuf, rxOOB []byte
+	rxAddrs      []netip.Addr
 
 	epochPath string
 	// maintPath is the maintenance mode's file (maintenance.go); maintOn
@@ -246,7 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.waitRef.Store(&wait)
 	defer wait.Close()
-	d.rxBuf, d.rxOOB = make([]byte, 65536), make([]byte, 256)
+	d.rxBuf, d.rxOOB, d.rxAddrs = make([]byte, 65536), make([]byte, 256), make([]netip.Addr, 0, 255)
 
 	if err := d.openLinks(ctx); err != nil {
 		return err
@@ -548,13 +551,14 @@ func (d *Daemon) readAdvert(ctx context.Context, l *familyLink, proto int) bool 
 		l.readFailing = false
 		d.log.Info("reading adverts works again", "family", l.family)
 	}
-	// The address list goes to the core: a fresh slice per advert (the
-	// buffer is reused by the next read).
+	// The address list is decoded into rxAddrs, reused for every advert:
+	// the core keeps no reference to it after Step (node.Event), and the
+	// step is synchronous, so the read path allocates nothing.
 	var rx vrrp.Received
 	if l.family == vrrp.IPv6 {
-		rx, err = l.codec.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(max(p.HopLimit, 0)), nil)
+		rx, err = l.codec.InspectIPv6Payload(p.Data, uint8(proto), p.Src, p.Dst, uint8(max(p.HopLimit, 0)), d.rxAddrs[:0])
 	} else {
-		rx, err = l.codec.Inspect(p.Data, nil)
+		rx, err = l.codec.Inspect(p.Data, d.rxAddrs[:0])
 	}
 	if err != nil {
 		d.stats.Reject(string(vrrp.ReasonOf(err)))
