@@ -166,9 +166,10 @@ type Liveness struct {
 	// a pair that forwards nothing needs no millisecond takeover, and
 	// fast heartbeats cost each node a thousand packets and wakeups a
 	// second. A stream (more than 8 packets in a second) brings them back
-	// within one quiet period. A backup probes a quiet master as soon as
-	// VRRP's Master_Down_Interval passes without its adverts, so a quiet
-	// period longer than that costs no more than a probe's wait. Unset:
+	// within one quiet period. A backup watches a quiet master as a fast
+	// one as soon as VRRP's Master_Down_Interval passes without its
+	// adverts, so a quiet period longer than that costs a crashed master
+	// no more than a probe's wait. Unset:
 	// 50 ms (a tenth of QuietAfter if that is shorter), or 0 where that is
 	// under twice Interval.
 	QuietInterval time.Duration

@@ -49,7 +49,8 @@ const (
 	// 50 ms of a stream (more than 8 packets in a second; package
 	// liveness, "Quiet master"). A crash is then seen 1.5 ms after
 	// VRRP's Master_Down_Interval (the missing adverts make the backup
-	// probe), and within 76.5 ms where adverts are slower than 25 ms:
+	// watch it as a fast master), and within 76.5 ms where adverts are
+	// slower than 25 ms:
 	// 20 heartbeats a second instead of 100 at a 10 ms quiet period, for
 	// a takeover that a pair forwarding nothing does not notice.
 	DefaultLivenessQuietInterval = 50 * time.Millisecond

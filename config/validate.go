@@ -80,7 +80,8 @@ func (d *decoder) checkLiveness(c *Config) {
 	// A quiet master's death is seen after one and a half quiet periods
 	// and the probe's half of the detection time, or, where that is
 	// later, a probe's wait after VRRP's Master_Down_Interval: the
-	// adverts missing make the backup probe (EventConfirm). So any quiet
+	// adverts missing make the backup watch it as a fast master
+	// (EventConfirm). So any quiet
 	// period up to the protocol's limit (half its idle period) is no
 	// slower than VRRP, with a backup of this release; one of an earlier
 	// release does not confirm and waits out the quiet period (README,

@@ -170,8 +170,8 @@ func (l *listener) run() {
 		b.events = b.events[:0]
 		b.rejected = [ctnl.NumEventReasons]uint64{}
 		for i := range n {
-			m := &msgs.Msgs[i]
-			decodeDatagram(b, buf[i*recvSlot:i*recvSlot+int(min(m.N, recvSlot))], m.Hdr.Flags&unix.MSG_TRUNC != 0)
+			d, truncated := msgs.Received(i)
+			decodeDatagram(b, d, truncated)
 		}
 		select {
 		case l.batches <- b:

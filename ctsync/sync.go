@@ -748,7 +748,6 @@ type datagram struct {
 // payloads live in the batch's buffers until the loop hands it back.
 type rxBatch struct {
 	msgs   *rawio.Batch
-	bufs   [][]byte
 	dgrams []datagram
 }
 
@@ -893,10 +892,9 @@ func (s *Sync) idleTick() time.Duration { return max(minIdleTick, s.cfg.Heartbea
 // newRxBatch allocates a batch whose slots hold a datagram of up to
 // maxLen bytes; a longer one is truncated and rejected (ReasonLength).
 func newRxBatch(maxLen int) *rxBatch {
-	b := &rxBatch{msgs: rawio.NewBatch(rxBatchLen), bufs: make([][]byte, rxBatchLen), dgrams: make([]datagram, 0, rxBatchLen)}
-	for i := range b.bufs {
-		b.bufs[i] = make([]byte, maxLen+1)
-		b.msgs.Set(i, b.bufs[i], nil)
+	b := &rxBatch{msgs: rawio.NewBatch(rxBatchLen), dgrams: make([]datagram, 0, rxBatchLen)}
+	for i := range rxBatchLen {
+		b.msgs.Set(i, make([]byte, maxLen+1), nil)
 	}
 	return b
 }
@@ -925,14 +923,14 @@ func (s *Sync) receive(ctx context.Context, out, free chan *rxBatch) {
 		b.dgrams = b.dgrams[:0]
 		var rejected [ctwire.NumReasons]uint64
 		var version uint8 // of the batch's last authentic datagram
-		for i, m := range b.msgs.Msgs[:n] {
-			buf := b.bufs[i]
-			if int(m.N) >= len(buf) || m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		for i := range n {
+			buf, truncated := b.msgs.Received(i)
+			if truncated || len(buf) > s.maxDgram+ctwire.MACLen {
 				// Longer than our MTU allows: a peer with another MTU.
 				rejected[ctwire.ReasonLength]++
 				continue
 			}
-			body, err := auth.Open(buf[:m.N])
+			body, err := auth.Open(buf)
 			var h ctwire.Header
 			var p []byte
 			if err == nil {

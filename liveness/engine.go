@@ -96,7 +96,7 @@ type Snapshot struct {
 	// Stalls counts the times this node itself ran too late to judge a
 	// probe (Monitor.Stalls).
 	Stalls uint64
-	// Confirms counts the probes Confirm started (Monitor.Confirms).
+	// Confirms counts the confirmations asked (Monitor.Confirms).
 	Confirms uint64
 	// Quiet says the node is a master heartbeating at the quiet period
 	// (it forwards nothing); QuietOff why it never does (empty: it can);
@@ -352,8 +352,8 @@ func (e *Engine) SetRole(r Role, prio uint8) {
 // SetCarrier reports the sync link's carrier.
 func (e *Engine) SetCarrier(up bool) { e.post(Event{Kind: EventCarrier, Up: up}) }
 
-// Confirm asks whether the peer is still alive: it is probed on every path
-// now (EventConfirm).
+// Confirm asks whether the peer is still alive: until it speaks again it
+// is watched as a fast master (EventConfirm).
 func (e *Engine) Confirm() { e.post(Event{Kind: EventConfirm}) }
 
 // Leave sends LEAVING on every path and stops heartbeating; it waits until

@@ -149,7 +149,7 @@ const (
 	EventRole                         // the node's own role or priority changed
 	EventLeave                        // the node stops gracefully
 	EventTraffic                      // the shell read its traffic counter (TrafficDue): Packets, or Unreadable
-	EventConfirm                      // VRRP missed the peer's adverts: probe it now if it is held alive
+	EventConfirm                      // VRRP missed the peer's adverts: watch it as a fast master until it speaks
 )
 
 // Event is one input of Monitor.Step. Now is read for every kind.

@@ -379,7 +379,7 @@ func (c *Core) translate(ev Event, acts []vrrp.Action, out []Action) []Action {
 		case vrrp.ActionNotify:
 			out = append(out, Action{Kind: ActionNotify, VRID: a.VRID, From: a.From, To: a.To, Reason: a.Reason})
 		case vrrp.ActionConfirmMaster:
-			confirm = true // one probe for the members that fired together
+			confirm = true // one confirmation for the members that fired together
 		}
 	}
 	if confirm {

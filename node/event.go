@@ -161,9 +161,9 @@ const (
 	ActionLeave
 	// ActionConfirmPeer: a held Master_Down_Timer fired (the adverts are
 	// missing while the liveness protocol last heard the peer alive as
-	// master): probe the peer on every path now, so that a quiet master's
-	// death is seen a probe's wait after VRRP would have seen it, not at
-	// the quiet master's next missing heartbeat.
+	// master): ask the liveness protocol to confirm, so that a quiet
+	// master's death is seen a probe's wait after VRRP would have seen it,
+	// not after its quiet heartbeats go missing (liveness.EventConfirm).
 	ActionConfirmPeer
 )
 

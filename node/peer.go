@@ -42,14 +42,12 @@ func (c *Core) peer(ev Event, out []Action) []Action {
 		alive := c.peerMaster && ev.PeerVRIDs[v/8]&(0x80>>(v%8)) != 0
 		if alive != c.peerHeld[v] {
 			c.peerHeld[v] = alive
-			switch {
-			case !alive && c.maint:
-				// Lifting the hold would let a held expiry take over;
-				// maintenance lifts it when it ends (releaseHolds).
-				continue
-			case !alive && why != "":
-				// EventMasterDead below lifts the hold and takes over
-				// with the verdict's reason, which the log should show.
+			if !alive && (c.maint || why != "") {
+				// Not lifted here. In maintenance, lifting would let a
+				// held expiry take over: the mode's end lifts it
+				// (releaseHolds). On a verdict, EventMasterDead below
+				// lifts it and takes over with the verdict's reason,
+				// which the log should show.
 				continue
 			}
 			out = c.stepOne(ev, v, vrrp.Event{Kind: vrrp.EventMasterAlive, Alive: alive}, out)

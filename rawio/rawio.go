@@ -7,11 +7,11 @@
 // The difference is the Go runtime's system-call entry. syscall.Syscall
 // calls runtime.entersyscall, and when the runtime's monitor thread
 // (sysmon) is in its idle sleep, that entry wakes it; sysmon then polls
-// every 20 µs, ten to fifty times, until every scheduler slot is idle
+// every 20 µs, up to fifty times, until every scheduler slot is idle
 // again. On an idle pair, the conntrack sync's few datagrams a second
 // through x/net's ReadBatch and WriteBatch, and the DB sync's peer checks
-// through net.Conn, woke sysmon into 60 to 170 context switches a second
-// on each node (bench/README.md, "Idle"). A call on a non-blocking socket
+// through net.Conn, woke sysmon into 50 (master) to 150 (backup) context
+// switches a second (perf, bench/README.md, "Idle"). A call on a non-blocking socket
 // never blocks, so it needs none of what entersyscall is for (handing the
 // scheduler slot to another thread while this one waits in the kernel).
 //
@@ -59,30 +59,39 @@ func SockaddrOf(a netip.Addr, port uint16, zone int) Sockaddr {
 	return r
 }
 
-// Mmsghdr is struct mmsghdr: one message of a recvmmsg(2) or sendmmsg(2)
+// mmsghdr is struct mmsghdr: one message of a recvmmsg(2) or sendmmsg(2)
 // and the length the kernel moved. Go pads it to the msghdr's alignment,
 // as C does.
-type Mmsghdr struct {
-	Hdr unix.Msghdr
-	N   uint32
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
 }
 
 // Batch is a vector of messages with one buffer each, allocated once and
-// reused for every call: Set points a message at a buffer, the calls fill
-// N and Hdr.Flags.
+// reused for every call: Set points a message at a buffer, ReadBatch
+// fills them, Received says what each holds.
 type Batch struct {
-	Msgs []Mmsghdr
+	msgs []mmsghdr
 	iov  []unix.Iovec
+	bufs [][]byte
 }
 
 // NewBatch makes a batch of n messages.
 func NewBatch(n int) *Batch {
-	b := &Batch{Msgs: make([]Mmsghdr, n), iov: make([]unix.Iovec, n)}
-	for i := range b.Msgs {
-		b.Msgs[i].Hdr.Iov = &b.iov[i]
-		b.Msgs[i].Hdr.SetIovlen(1)
+	b := &Batch{msgs: make([]mmsghdr, n), iov: make([]unix.Iovec, n), bufs: make([][]byte, n)}
+	for i := range b.msgs {
+		b.msgs[i].hdr.Iov = &b.iov[i]
+		b.msgs[i].hdr.SetIovlen(1)
 	}
 	return b
+}
+
+// Received is message i as the last ReadBatch left it (i below the count
+// it returned): the bytes in its buffer, and whether the datagram was
+// longer than the buffer (MSG_TRUNC).
+func (b *Batch) Received(i int) (p []byte, truncated bool) {
+	m := &b.msgs[i]
+	return b.bufs[i][:min(int(m.n), len(b.bufs[i]))], m.hdr.Flags&unix.MSG_TRUNC != 0
 }
 
 // Set points message i at buf (to receive into, or to send) and, for a
@@ -90,18 +99,15 @@ func NewBatch(n int) *Batch {
 // both by reference: they must stay unchanged until the call that uses
 // message i has returned.
 func (b *Batch) Set(i int, buf []byte, to *Sockaddr) {
-	if len(buf) == 0 {
-		b.iov[i].Base = nil
-	} else {
-		b.iov[i].Base = &buf[0]
-	}
+	b.bufs[i] = buf
+	b.iov[i].Base = unsafe.SliceData(buf)
 	b.iov[i].SetLen(len(buf))
-	m := &b.Msgs[i]
-	m.Hdr.Name, m.Hdr.Namelen = nil, 0
+	m := &b.msgs[i]
+	m.hdr.Name, m.hdr.Namelen = nil, 0
 	if to != nil {
-		m.Hdr.Name, m.Hdr.Namelen = (*byte)(unsafe.Pointer(&to.addr)), to.len
+		m.hdr.Name, m.hdr.Namelen = (*byte)(unsafe.Pointer(&to.addr)), to.len
 	}
-	m.Hdr.Flags, m.N = 0, 0
+	m.hdr.Flags, m.n = 0, 0
 }
 
 // Conn is a non-blocking socket the runtime's poller watches (a net.Conn's
@@ -122,16 +128,13 @@ func NewConn(c syscall.Conn) (*Conn, error) {
 
 // ReadBatch waits until the socket is readable and receives up to n
 // messages into b's first n buffers (recvmmsg(2)); it returns how many
-// arrived. Each message's N and Hdr.Flags (MSG_TRUNC) say what it holds.
+// arrived, and Received what each holds.
 func (c *Conn) ReadBatch(b *Batch, n int) (int, error) {
-	for i := range b.Msgs[:n] {
-		b.Msgs[i].Hdr.Flags, b.Msgs[i].N = 0, 0
-	}
 	var got int
 	var errno unix.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
 		for {
-			got, errno = recvMmsg(fd, b.Msgs[:n])
+			got, errno = mmsg(unix.SYS_RECVMMSG, fd, b.msgs[:n])
 			if errno != unix.EINTR {
 				return errno != unix.EAGAIN
 			}
@@ -155,7 +158,7 @@ func (c *Conn) WriteBatch(b *Batch, n int) (int, error) {
 	err := c.rc.Write(func(fd uintptr) bool {
 		for sent < n {
 			var k int
-			k, errno = sendMmsg(fd, b.Msgs[sent:n])
+			k, errno = mmsg(unix.SYS_SENDMMSG, fd, b.msgs[sent:n])
 			if errno == unix.EINTR {
 				continue
 			}
@@ -192,22 +195,12 @@ func (c *Conn) WriteTo(p []byte, to *Sockaddr) error {
 	return nil
 }
 
-// recvMmsg is recvmmsg(2) with MSG_DONTWAIT, raw.
-func recvMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
+// mmsg is recvmmsg(2) or sendmmsg(2) (trap) with MSG_DONTWAIT, raw.
+func mmsg(trap, fd uintptr, msgs []mmsghdr) (int, unix.Errno) {
 	if len(msgs) == 0 {
 		return 0, 0
 	}
-	r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
-	runtime.KeepAlive(msgs)
-	return int(r), e
-}
-
-// sendMmsg is sendmmsg(2) with MSG_DONTWAIT, raw.
-func sendMmsg(fd uintptr, msgs []Mmsghdr) (int, unix.Errno) {
-	if len(msgs) == 0 {
-		return 0, 0
-	}
-	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
+	r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
 	runtime.KeepAlive(msgs)
 	return int(r), e
 }

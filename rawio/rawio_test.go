@@ -105,8 +105,9 @@ func TestBatchRoundTrip(t *testing.T) {
 		Truncated bool
 	}
 	var gots []got
-	for i, m := range in.Msgs[:n] {
-		gots = append(gots, got{string(bufs[i][:min(int(m.N), len(bufs[i]))]), m.Hdr.Flags&unix.MSG_TRUNC != 0})
+	for i := range n {
+		p, truncated := in.Received(i)
+		gots = append(gots, got{string(p), truncated})
 	}
 	want := []got{{"one", false}, {"two, longer", false}, {"three: t", true}}
 	if diff := cmp.Diff(want, gots); diff != "" {
@@ -115,8 +116,11 @@ func TestBatchRoundTrip(t *testing.T) {
 	if err := a.WriteTo([]byte("single"), nil); err != nil {
 		t.Fatalf("WriteTo: %v", err)
 	}
-	if n, err = b.ReadBatch(in, 1); err != nil || n != 1 || string(bufs[0][:in.Msgs[0].N]) != "single" {
-		t.Fatalf("ReadBatch after WriteTo = %d, %v, %q", n, err, bufs[0][:in.Msgs[0].N])
+	if n, err = b.ReadBatch(in, 1); err != nil || n != 1 {
+		t.Fatalf("ReadBatch after WriteTo = %d, %v", n, err)
+	}
+	if p, _ := in.Received(0); string(p) != "single" {
+		t.Fatalf("received %q after WriteTo", p)
 	}
 }
 
@@ -140,8 +144,9 @@ func TestReadBatchWaits(t *testing.T) {
 	if err := a.WriteTo([]byte("late"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil || string(buf[:in.Msgs[0].N]) != "late" {
-		t.Fatalf("ReadBatch = %v, %q", err, buf[:in.Msgs[0].N])
+	err := <-done
+	if p, _ := in.Received(0); err != nil || string(p) != "late" {
+		t.Fatalf("ReadBatch = %v, %q", err, p)
 	}
 	closeA()
 	if err := a.WriteTo([]byte("x"), nil); !errors.Is(err, net.ErrClosed) {
@@ -155,13 +160,16 @@ func TestBatchSetClears(t *testing.T) {
 	b := NewBatch(1)
 	to := SockaddrOf(netip.MustParseAddr("10.0.0.1"), 1, 0)
 	b.Set(0, []byte("x"), &to)
-	if b.Msgs[0].Hdr.Name == nil || b.Msgs[0].Hdr.Namelen != unix.SizeofSockaddrInet4 {
-		t.Fatalf("destination not set: %+v", b.Msgs[0].Hdr)
+	if b.msgs[0].hdr.Name == nil || b.msgs[0].hdr.Namelen != unix.SizeofSockaddrInet4 {
+		t.Fatalf("destination not set: %+v", b.msgs[0].hdr)
 	}
-	b.Msgs[0].N, b.Msgs[0].Hdr.Flags = 9, unix.MSG_TRUNC
+	b.msgs[0].n, b.msgs[0].hdr.Flags = 9, unix.MSG_TRUNC
 	b.Set(0, nil, nil)
-	m := b.Msgs[0]
-	if m.Hdr.Name != nil || m.Hdr.Namelen != 0 || m.N != 0 || m.Hdr.Flags != 0 || b.iov[0].Base != nil || b.iov[0].Len != 0 {
+	m := b.msgs[0]
+	if m.hdr.Name != nil || m.hdr.Namelen != 0 || m.n != 0 || m.hdr.Flags != 0 || b.iov[0].Base != nil || b.iov[0].Len != 0 {
 		t.Errorf("slot not cleared: %+v, iov %+v", m, b.iov[0])
+	}
+	if p, truncated := b.Received(0); len(p) != 0 || truncated {
+		t.Errorf("a cleared slot holds %q (truncated %v)", p, truncated)
 	}
 }

@@ -26,8 +26,8 @@ type peerLiveness interface {
 	SetRole(r liveness.Role, prio uint8)
 	SetCarrier(up bool)
 	Leave(timeout time.Duration)
-	// Confirm probes the peer on every path now (VRRP's Master_Down fired
-	// while the peer was last heard alive as master).
+	// Confirm asks the protocol to confirm the peer (VRRP's Master_Down
+	// fired while the peer was last heard alive as master).
 	Confirm()
 	Snapshot() liveness.Snapshot
 	Close() error

@@ -37,8 +37,9 @@ type LivenessStatus struct {
 	// Stalls counts the times this node itself ran too late to judge a
 	// probe (an overloaded machine): the probe started again.
 	Stalls uint64 `json:"stalls"`
-	// Confirms counts the probes VRRP's missed adverts started (a held
-	// Master_Down_Interval: the peer was last heard alive as master).
+	// Confirms counts the confirmations VRRP's missed adverts asked for
+	// (a held Master_Down_Interval: the peer was last heard alive as
+	// master).
 	Confirms uint64 `json:"confirms"`
 	// Quiet: this node is a master that has received nothing on its VIP
 	// interfaces for liveness.quiet_after and heartbeats at the quiet
@@ -103,7 +104,7 @@ func (l *LivenessStatus) String() string {
 		fmt.Fprintf(&b, "; %d own stalls (this node ran too late to judge a probe)", l.Stalls)
 	}
 	if l.Confirms > 0 {
-		fmt.Fprintf(&b, "; %d probes after missed adverts", l.Confirms)
+		fmt.Fprintf(&b, "; %d confirmations after missed adverts", l.Confirms)
 	}
 	if len(l.Drops) > 0 {
 		keys := make([]string, 0, len(l.Drops))
@@ -140,7 +141,7 @@ var (
 	livenessStallDesc = prometheus.NewDesc("muros_had_liveness_stalls_total",
 		"Times this node itself ran too late to judge a probe (the probe started again instead of a verdict).", nil, nil)
 	livenessConfirmDesc = prometheus.NewDesc("muros_had_liveness_confirms_total",
-		"Probes started because VRRP's Master_Down_Interval passed without an advert while the peer was last heard alive as master.", nil, nil)
+		"Confirmations asked because VRRP's Master_Down_Interval passed without an advert while the peer was last heard alive as master.", nil, nil)
 	livenessQuietDesc = prometheus.NewDesc("muros_had_liveness_quiet",
 		"1 while this master heartbeats at the quiet period (nothing received on its VIP interfaces for liveness.quiet_after).", nil, nil)
 	livenessDropDesc = prometheus.NewDesc("muros_had_liveness_rejected_total",
