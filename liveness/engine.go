@@ -45,6 +45,11 @@ type Engine struct {
 	codec *Codec
 	acts  []Action
 	buf   []byte
+	// rxBuf receives every datagram: a buffer on receive's stack would
+	// escape (the MAC reads it through an interface) and cost an
+	// allocation per message. Nothing keeps a reference to it (Message
+	// copies its fields).
+	rxBuf [Size + 1]byte
 	// rx is the traffic counter of a node with a quiet period (nil:
 	// none); rxLast its last reading, peerReads the datagrams read from
 	// the peer path's socket and peerReadsAt their count at that reading.
@@ -453,7 +458,7 @@ func (e *Engine) readTraffic() (uint64, bool) {
 // syscall entry and converts the source address with an extra
 // getsockopt(2) per datagram, and the sync path needs no source at all.
 func (e *Engine) receive(fd int, p Path, now time.Time) {
-	var b [Size + 1]byte
+	b := &e.rxBuf
 	var from unix.RawSockaddrAny
 	fromLen := uint32(unix.SizeofSockaddrAny)
 	// The pointer conversions stay inside the call expressions: a

@@ -15,8 +15,10 @@ import (
 type tracker struct {
 	management string // the configured peer management address
 	// Adverts from the peer: source, last one, its priority; they say
-	// "master" for advertTTL.
-	advertAddr string
+	// "master" for advertTTL. The source is kept as it came and written
+	// out only for a report: adverts come every few milliseconds, reports
+	// when someone asks.
+	advertAddr netip.Addr
 	advertAt   time.Time
 	advertPri  uint8
 	advertTTL  time.Duration
@@ -48,7 +50,15 @@ func newTracker(management string, advertInterval time.Duration) tracker {
 
 // advert records an advert heard from the peer.
 func (t *tracker) advert(src netip.Addr, priority uint8, now time.Time) {
-	t.advertAddr, t.advertAt, t.advertPri = src.String(), now.UTC(), priority
+	t.advertAddr, t.advertAt, t.advertPri = src, now.UTC(), priority
+}
+
+// addrString is a's text, empty for no address (no advert seen yet).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // localState records this node's group state.
@@ -85,7 +95,7 @@ func (t *tracker) inputs(now time.Time) peerInputs {
 func (t *tracker) report(now time.Time) status.PeerReport {
 	v := derivePeerView(t.inputs(now))
 	p := status.PeerStatus{
-		Management: t.management, Address: t.advertAddr, LastAdvert: t.advertAt,
+		Management: t.management, Address: addrString(t.advertAddr), LastAdvert: t.advertAt,
 		Role: v.role, RoleSource: v.source, RoleReason: v.reason,
 		Polled: t.healthOff == "", Reachable: v.reachable, Error: v.err,
 		// UTC() of the zero Time is the zero Time: omitzero still omits it.

@@ -94,3 +94,22 @@ type nopMetrics struct{}
 func (nopMetrics) PeerPolled(string) {}
 func (nopMetrics) Alarms(bool, bool) {}
 func (nopMetrics) RulesetFailed()    {}
+
+// TestAdvertAllocatesNothing: the loop reports every advert it accepts
+// (hundreds a second at 10 ms adverts), so recording one must not
+// allocate; the source's text is made when a report asks for it, and is
+// empty before the first advert.
+func TestAdvertAllocatesNothing(t *testing.T) {
+	m := NewMonitor("198.51.100.2", time.Second)
+	if r := m.Report(time.Now()); r.Peer.Address != "" {
+		t.Errorf("address before any advert: %q, want empty", r.Peer.Address)
+	}
+	src := netip.MustParseAddr("198.51.100.2")
+	now := time.Now()
+	if n := testing.AllocsPerRun(100, func() { m.Advert(src, 200, now) }); n != 0 {
+		t.Errorf("Advert allocates %v times per call, want 0", n)
+	}
+	if r := m.Report(now); r.Peer.Address != "198.51.100.2" || r.Peer.LastAdvert.IsZero() {
+		t.Errorf("report after an advert: address %q, last advert %v", r.Peer.Address, r.Peer.LastAdvert)
+	}
+}
