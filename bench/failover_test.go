@@ -41,6 +41,10 @@ var errUnmeasured = errors.New("run did not measure the failover")
 var binary string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(floorReceiverEnv); spec != "" {
+		// BenchmarkIdleFloor's Go receiver, run in its namespace.
+		os.Exit(runFloorReceiver(spec))
+	}
 	flag.Parse()
 	os.Exit(hatest.MainWithBinary(m, &binary))
 }

@@ -3,7 +3,8 @@
 # Debian machine (run as root). Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-# gcc and libc6-dev: go test -race needs cgo (scripts/test.sh). lintian:
+# gcc and libc6-dev: go test -race needs cgo (scripts/test.sh), and
+# BenchmarkIdleFloor compiles its C receiver. lintian:
 # the Debian package's test (dist/deb_test.go). prometheus: its promtool
 # checks /metrics and the Grafana dashboard's queries. chromium: the status
 # page's test renders it in a headless browser inside a lab namespace.
