@@ -123,7 +123,12 @@
 // VRRP tells its monitor when the adverts have been missing that long
 // (EventConfirm), and until the master speaks again it is watched as a
 // fast one (probed after half the detection time of silence) instead of
-// waiting for a quiet heartbeat to go missing. A receiver
+// waiting for a quiet heartbeat to go missing. A node's heartbeats on its
+// two paths leave together when their periods allow (one due takes the
+// other along if that one is due within a quarter of its period, and
+// within the period of the one due): each costs a thread wake-up at both
+// ends, and a quiet master's 50 ms and 100 ms beats would otherwise drift
+// apart into 30 wake-ups a second instead of 20. A receiver
 // of an earlier release ignores the field and probes after half its
 // detection time; the first probe makes the master fast, and it stays
 // fast while the probes go on, as before quiet masters existed. BFD's

@@ -857,3 +857,53 @@ func TestConfirmNeverShortensDetection(t *testing.T) {
 		}
 	})
 }
+
+// TestHeartbeatsShareWakeups: with the default periods (a quiet master's
+// 50 ms on the sync link, 100 ms idle), a node's heartbeats on its two
+// paths leave together: the quiet master wakes 20 times a second to send,
+// not 30, and the backup 10, while every path keeps at least its rate
+// (none is sent later than due) and at most a third more. QuietAfter is
+// no multiple of the idle period, so the quiet sync beats start out of
+// phase with the peer path's (60 instants in 2 s without the sharing).
+func TestHeartbeatsShareWakeups(t *testing.T) {
+	cfg := func(epoch uint64) Config {
+		c := defaultSimConfig(epoch)
+		c.Quiet, c.QuietAfter = 50*time.Millisecond, 530*time.Millisecond
+		return c
+	}
+	s := newSim(t, cfg(1000), cfg(1001))
+	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+	s.setRole(0, RoleMaster, 150)
+	s.setRole(1, RoleBackup, 100)
+	s.run(2 * time.Second)
+	m, b := s.nodes[0], s.nodes[1]
+	if !m.m.Quiet(s.now) {
+		t.Fatal("the master is not quiet")
+	}
+	for _, n := range s.nodes {
+		clear(n.sentAt)
+		clear(n.sent)
+	}
+	s.run(2 * time.Second)
+	for _, c := range []struct {
+		name           string
+		n              *simNode
+		wakeups, beats [2]int // ranges over the 2 s
+	}{
+		{"quiet master", m, [2]int{39, 41}, [2]int{59, 70}},
+		{"backup", b, [2]int{19, 21}, [2]int{39, 45}},
+	} {
+		if w := len(c.n.sentAt); w < c.wakeups[0] || w > c.wakeups[1] {
+			t.Errorf("%s sent at %d instants in 2 s, want %d..%d", c.name, w, c.wakeups[0], c.wakeups[1])
+		}
+		if h := c.n.sent[TypeHeartbeat]; h < c.beats[0] || h > c.beats[1] {
+			t.Errorf("%s sent %d heartbeats in 2 s, want %d..%d", c.name, h, c.beats[0], c.beats[1])
+		}
+	}
+	if p := b.sent[TypeProbe] + m.sent[TypeProbe]; p != 0 {
+		t.Errorf("%d probes between two live nodes", p)
+	}
+	if len(b.verdicts) != 1 || len(b.alarms) != 0 || len(m.alarms) != 0 {
+		t.Errorf("backup verdicts %v, alarms %v / %v: want one alive and none", b.verdicts, b.alarms, m.alarms)
+	}
+}

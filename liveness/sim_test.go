@@ -37,7 +37,10 @@ type simNode struct {
 	alarms   []simAlarm
 	drops    map[Reason]int
 	sent     map[Type]int
-	acts     []Action
+	// sentAt holds the instants at which the node sent anything: each is
+	// a wake-up of the node's thread (and, on arrival, of the peer's).
+	sentAt map[time.Time]bool
+	acts   []Action
 }
 
 type simVerdict struct {
@@ -84,7 +87,7 @@ func (s *sim) newNode(cfg Config) *simNode {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return &simNode{m: m, codec: testCodec(s.t, 7), drops: map[Reason]int{}, sent: map[Type]int{}}
+	return &simNode{m: m, codec: testCodec(s.t, 7), drops: map[Reason]int{}, sent: map[Type]int{}, sentAt: map[time.Time]bool{}}
 }
 
 // restart replaces node i by a fresh incarnation.
@@ -109,6 +112,7 @@ func (s *sim) step(i int, ev Event) {
 		switch a.Kind {
 		case ActionSend:
 			n.sent[a.Message.Type]++
+			n.sentAt[s.now] = true
 			if !s.up[a.Path] || (s.drop != nil && s.drop(i, a.Path, s.now)) {
 				continue
 			}
