@@ -128,9 +128,9 @@ func (m *sim) step(d time.Duration) {
 // masterView is what the backup must converge to (timeouts ignored).
 func (m *sim) masterView() map[ctwire.Key]ctwire.Flow {
 	out := map[ctwire.Key]ctwire.Flow{}
-	for id, e := range m.s.table {
-		if !e.gone {
-			f := e.flow
+	for id, i := range m.s.table {
+		if e := m.s.entryAt(i); !e.gone {
+			f := e.rec.flow()
 			if f.ID() != id {
 				m.t.Fatalf("table entry under %+v holds flow %+v", id, f.Key())
 			}

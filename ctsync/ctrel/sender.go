@@ -57,7 +57,7 @@ func (c *SenderConfig) defaults() {
 const RefreshMargin = 3
 
 type entry struct {
-	flow    ctwire.Flow
+	rec     flowRecord
 	queued  bool
 	gone    bool          // destroyed; kept until the DESTROY is sent
 	expiry  time.Duration // when the backup's copy times out
@@ -68,7 +68,7 @@ type entry struct {
 type histSlot struct {
 	seq   uint32
 	flags uint16 // bulk flags, so a repair of a BULK_END still ends the bulk
-	keys  []ctwire.Key
+	keys  []ctwire.ID
 }
 
 // SenderStats are cumulative counters.
@@ -91,18 +91,22 @@ type SenderStats struct {
 // Sender is the master's state machine. Feed it flow changes, NACKs and
 // resync requests; call Next to obtain datagrams to send.
 type Sender struct {
-	cfg      SenderConfig
-	seq      uint32
-	table    map[ctwire.ID]*entry // keyed by ID: see ctwire.ID
-	queue    []ctwire.Key
+	cfg SenderConfig
+	seq uint32
+	// table indexes the entries (entryAt) by ID. Nothing the sender keeps
+	// per flow holds a pointer: the map, the entry blocks, the queues and
+	// the history are memory the garbage collector never walks, however
+	// large the table (flowRecord says why that matters).
+	table    map[ctwire.ID]uint32
+	queue    []ctwire.ID
 	qhead    int
-	bulk     []ctwire.Key
+	bulk     []ctwire.ID
 	bulkNext int
 	bulkOn   bool
 	bulkSent bool // BULK_BEGIN sent
 	repairs  []uint32
 	// the repair in progress: its remaining keys and bulk-end flag
-	repairKeys   []ctwire.Key
+	repairKeys   []ctwire.ID
 	repairEnd    uint16
 	repairLoaded bool
 	hist         []histSlot
@@ -111,9 +115,12 @@ type Sender struct {
 	stats        SenderStats
 	// entries are carved from blocks and recycled through spare: a storm
 	// of new flows costs one allocation per entryBlock flows, not one per
-	// flow (the garbage collector's share of the master's time).
-	block []entry
-	spare []*entry
+	// flow (the garbage collector's share of the master's time). Entry i
+	// is blocks[i/entryBlock][i%entryBlock]; carved counts the entries
+	// handed out.
+	blocks [][]entry
+	carved uint32
+	spare  []uint32
 	// the incremental sweep in progress (BeginSweep .. EndSweep)
 	sweepGen   uint32
 	sweepStart time.Duration
@@ -121,7 +128,7 @@ type Sender struct {
 	// tombs are the keys of flows destroyed and announced during the open
 	// sweep: their entries stay (gone) until it ends, so that a dump chunk
 	// read before the destruction but merged after it cannot revive them.
-	tombs []ctwire.Key
+	tombs []ctwire.ID
 	// echo is the handshake the next datagram answers (echoDue);
 	// lastNonce the last fresh request's nonce.
 	echo      ctwire.Handshake
@@ -144,33 +151,50 @@ type Sender struct {
 
 const entryBlock = 1024
 
-// newEntry returns a zeroed entry.
-func (s *Sender) newEntry() *entry {
+// entryAt is entry i. Blocks never move, so the pointer stays valid
+// while the entry is in the table.
+func (s *Sender) entryAt(i uint32) *entry { return &s.blocks[i/entryBlock][i%entryBlock] }
+
+// lookup returns id's entry, nil if the table has none.
+func (s *Sender) lookup(id ctwire.ID) *entry {
+	if i, ok := s.table[id]; ok {
+		return s.entryAt(i)
+	}
+	return nil
+}
+
+// insert gives id a zeroed entry (id must have none).
+func (s *Sender) insert(id ctwire.ID) *entry {
+	var i uint32
 	if n := len(s.spare); n > 0 {
-		e := s.spare[n-1]
+		i = s.spare[n-1]
 		s.spare = s.spare[:n-1]
-		*e = entry{}
-		return e
+	} else {
+		if s.carved%entryBlock == 0 {
+			s.blocks = append(s.blocks, make([]entry, entryBlock))
+		}
+		i = s.carved
+		s.carved++
 	}
-	if len(s.block) == 0 {
-		s.block = make([]entry, entryBlock)
-	}
-	e := &s.block[0]
-	s.block = s.block[1:]
+	s.table[id] = i
+	e := s.entryAt(i)
+	*e = entry{}
 	return e
 }
 
-// forget removes k's entry e from the table and keeps e for reuse; no
-// other structure holds entry pointers (queues and history hold keys).
-func (s *Sender) forget(k ctwire.Key, e *entry) {
-	delete(s.table, k.ID())
-	s.spare = append(s.spare, e)
+// forget removes id's entry from the table and keeps it for reuse; no
+// other structure refers to entries (queues and history hold IDs).
+func (s *Sender) forget(id ctwire.ID) {
+	if i, ok := s.table[id]; ok {
+		delete(s.table, id)
+		s.spare = append(s.spare, i)
+	}
 }
 
 // NewSender returns a Sender with an empty table.
 func NewSender(cfg SenderConfig) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, table: make(map[ctwire.ID]*entry), hist: make([]histSlot, cfg.History), lastSend: -1 << 62, staleEchoAt: -1 << 62, reserved: cfg.Epoch, tokensAt: -1 << 62}
+	return &Sender{cfg: cfg, table: make(map[ctwire.ID]uint32), hist: make([]histSlot, cfg.History), lastSend: -1 << 62, staleEchoAt: -1 << 62, reserved: cfg.Epoch, tokensAt: -1 << 62}
 }
 
 // Stats returns the counters.
@@ -181,53 +205,61 @@ func (s *Sender) Stats() SenderStats {
 	return st
 }
 
-func (s *Sender) enqueue(k ctwire.Key, e *entry) {
+func (s *Sender) enqueue(id ctwire.ID, e *entry) {
 	if e.queued {
 		s.stats.Coalesced++
 		return
 	}
 	e.queued = true
-	s.queue = append(s.queue, k)
+	s.queue = append(s.queue, id)
 }
 
 // Update records a flow's new state (NEW or UPDATE event, or a dump).
 func (s *Sender) Update(now time.Duration, f *ctwire.Flow) {
-	k := f.Key()
-	id := k.ID()
-	e := s.table[id]
+	id := f.ID()
+	e := s.lookup(id)
 	if e == nil {
-		e = s.newEntry()
-		s.table[id] = e
+		e = s.insert(id)
 	}
-	old := e.flow
-	e.flow = *f
-	e.flow.Op = ctwire.OpUpdate
+	old := e.rec
+	e.rec = recordOf(f)
+	e.rec.op = ctwire.OpUpdate
 	// ctnetlink omits CTA_PROTOINFO and CTA_LABELS from an UPDATE event
 	// that did not change them: keep what an earlier event said.
-	if !f.HasTCP && old.HasTCP && old.Proto == f.Proto {
-		e.flow.HasTCP, e.flow.TCP = true, old.TCP
+	if !f.HasTCP && old.hasTCP && old.id.Proto == f.Proto {
+		e.rec.hasTCP, e.rec.tcp = true, old.tcp
 	}
-	if !f.HasLabels && old.HasLabels {
-		e.flow.HasLabels, e.flow.Labels = true, old.Labels
+	if !f.HasLabels && old.hasLabels {
+		e.rec.hasLabels, e.rec.labels = true, old.labels
 	}
 	e.gone = false
 	e.touched = now
-	s.enqueue(k, e)
+	s.enqueue(id, e)
 }
 
 // Destroy records that a flow ended.
 func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
-	e := s.table[k.ID()]
+	s.destroy(now, k.ID(), &k)
+}
+
+// destroy is Destroy of id; k is its Key if the caller has it (else it is
+// made from id).
+func (s *Sender) destroy(now time.Duration, id ctwire.ID, k *ctwire.Key) {
+	e := s.lookup(id)
 	if e == nil {
 		// Unknown (filtered, or predates us and missed by the dump): still
 		// tell the backup, it may hold a copy from a bulk.
-		e = s.newEntry()
-		e.flow = ctwire.Flow{Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
-		s.table[k.ID()] = e
+		if k == nil {
+			kk := id.Key()
+			k = &kk
+		}
+		e = s.insert(id)
+		f := ctwire.Flow{Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
+		e.rec = recordOf(&f)
 	}
 	e.gone = true
 	e.touched = now
-	s.enqueue(k, e)
+	s.enqueue(id, e)
 }
 
 // Reconcile merges a table dump taken at dumpStart: changed or new flows
@@ -291,9 +323,9 @@ func (s *Sender) AbortSweep() {
 
 // buryTombs forgets the flows destroyed during the sweep that ended.
 func (s *Sender) buryTombs() {
-	for _, k := range s.tombs {
-		if e := s.table[k.ID()]; e != nil && e.gone && !e.queued {
-			s.forget(k, e)
+	for _, id := range s.tombs {
+		if e := s.lookup(id); e != nil && e.gone && !e.queued {
+			s.forget(id)
 		}
 	}
 	s.tombs = s.tombs[:0]
@@ -314,9 +346,8 @@ func (s *Sender) SweepFlows(now time.Duration, flows []ctwire.Flow) {
 	}
 	for i := range flows {
 		f := &flows[i]
-		k := f.Key()
-		id := k.ID()
-		e := s.table[id]
+		id := f.ID()
+		e := s.lookup(id)
 		if e != nil && e.touched > s.sweepStart {
 			// An event is newer than the dump (a destruction included:
 			// the chunk was read before it, or the walk passed first).
@@ -325,23 +356,23 @@ func (s *Sender) SweepFlows(now time.Duration, flows []ctwire.Flow) {
 		}
 		if e == nil || e.gone {
 			s.Update(now, f)
-			s.table[id].sweep = s.sweepGen
+			s.lookup(id).sweep = s.sweepGen
 			continue
 		}
 		e.sweep = s.sweepGen
-		old := e.flow
-		old.Timeout = f.Timeout
-		old.Op = ctwire.OpUpdate
-		changed := old != *f
-		e.flow = *f
-		e.flow.Op = ctwire.OpUpdate
+		rec := recordOf(f)
+		old := e.rec
+		old.timeout, old.op = rec.timeout, ctwire.OpUpdate
+		changed := old != rec
+		e.rec = rec
+		e.rec.op = ctwire.OpUpdate
 		masterExpiry := now + time.Duration(f.Timeout)*time.Second
 		stale := e.expiry < now+RefreshMargin*s.cfg.Refresh && e.expiry < masterExpiry
 		if changed || stale {
 			if stale && !changed && !e.queued {
 				s.stats.Refreshed++
 			}
-			s.enqueue(k, e)
+			s.enqueue(id, e)
 		}
 	}
 }
@@ -357,11 +388,11 @@ func (s *Sender) EndSweep(now time.Duration) bool {
 	}
 	s.sweeping = false
 	s.loading, s.holdBulk = false, false
-	for _, e := range s.table {
-		if e.sweep == s.sweepGen || e.gone || e.touched > s.sweepStart {
+	for id, i := range s.table {
+		if e := s.entryAt(i); e.sweep == s.sweepGen || e.gone || e.touched > s.sweepStart {
 			continue
 		}
-		s.Destroy(now, e.flow.Key())
+		s.destroy(now, id, nil)
 	}
 	s.buryTombs()
 	return true
@@ -373,17 +404,16 @@ func (s *Sender) loadFlows(now time.Duration, flows []ctwire.Flow) {
 	for i := range flows {
 		f := &flows[i]
 		id := f.ID()
-		e := s.table[id]
+		e := s.lookup(id)
 		if e != nil && e.touched > s.sweepStart {
 			e.sweep = s.sweepGen
 			continue
 		}
 		if e == nil {
-			e = s.newEntry()
-			s.table[id] = e
+			e = s.insert(id)
 		}
-		*e = entry{flow: *f, touched: now, sweep: s.sweepGen}
-		e.flow.Op = ctwire.OpUpdate
+		*e = entry{rec: recordOf(f), touched: now, sweep: s.sweepGen}
+		e.rec.op = ctwire.OpUpdate
 	}
 }
 
@@ -393,17 +423,16 @@ func (s *Sender) loadFlows(now time.Duration, flows []ctwire.Flow) {
 func (s *Sender) Load(now, dumpStart time.Duration, flows []ctwire.Flow) {
 	for i := range flows {
 		f := &flows[i]
-		k := f.Key()
-		e := s.table[k.ID()]
+		id := f.ID()
+		e := s.lookup(id)
 		if e != nil && e.touched > dumpStart {
 			continue
 		}
 		if e == nil {
-			e = s.newEntry()
-			s.table[k.ID()] = e
+			e = s.insert(id)
 		}
-		*e = entry{flow: *f, touched: now}
-		e.flow.Op = ctwire.OpUpdate
+		*e = entry{rec: recordOf(f), touched: now}
+		e.rec.op = ctwire.OpUpdate
 	}
 }
 
@@ -534,16 +563,17 @@ func (s *Sender) bulkPaced(now time.Duration) bool {
 	return s.bulkTokens >= 1
 }
 
-func (s *Sender) record(now time.Duration, k ctwire.Key, f *ctwire.Flow) {
-	e := s.table[k.ID()]
+func (s *Sender) record(now time.Duration, id ctwire.ID, f *ctwire.Flow) {
+	e := s.lookup(id)
 	if e == nil || e.gone {
+		k := id.Key()
 		*f = ctwire.Flow{Op: ctwire.OpDestroy, Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
 		if e != nil {
-			f.Reply = e.flow.Reply
+			f.Reply = e.rec.reply()
 		}
 		return
 	}
-	*f = e.flow
+	*f = e.rec.flow()
 	pad := RefreshMargin * s.cfg.Refresh
 	f.Timeout += uint32(pad / time.Second)
 	e.expiry = now + time.Duration(f.Timeout)*time.Second
@@ -560,13 +590,13 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 	var f ctwire.Flow
 	var slot *histSlot
 	count := 0
-	put := func(k ctwire.Key) bool {
-		s.record(now, k, &f)
+	put := func(id ctwire.ID) bool {
+		s.record(now, id, &f)
 		if len(b)+ctwire.RecordLen(&f) > start+limit {
 			return false
 		}
 		b = ctwire.AppendFlow(b, &f)
-		slot.keys = append(slot.keys, k)
+		slot.keys = append(slot.keys, id)
 		count++
 		return true
 	}
@@ -627,9 +657,9 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		begin()
 		b = ctwire.AppendHeader(b, &h)
 		for s.qhead < len(s.queue) {
-			k := s.queue[s.qhead]
-			e := s.table[k.ID()]
-			if !put(k) {
+			id := s.queue[s.qhead]
+			e := s.lookup(id)
+			if !put(id) {
 				break
 			}
 			s.qhead++
@@ -637,9 +667,9 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 				e.queued = false
 				if e.gone {
 					if s.sweeping {
-						s.tombs = append(s.tombs, k)
+						s.tombs = append(s.tombs, id)
 					} else {
-						s.forget(k, e)
+						s.forget(id)
 					}
 				}
 			}
@@ -657,21 +687,21 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		if !s.bulkSent {
 			h.Flags |= ctwire.FlagBulkBegin
 			s.bulkSent = true
-			for _, e := range s.table {
-				if !e.gone {
-					s.bulk = append(s.bulk, e.flow.Key())
+			for id, i := range s.table {
+				if !s.entryAt(i).gone {
+					s.bulk = append(s.bulk, id)
 				}
 			}
 		}
 		hdr := len(b)
 		b = ctwire.AppendHeader(b, &h)
 		for s.bulkNext < len(s.bulk) {
-			k := s.bulk[s.bulkNext]
-			if e := s.table[k.ID()]; e == nil || e.gone {
+			id := s.bulk[s.bulkNext]
+			if e := s.lookup(id); e == nil || e.gone {
 				s.bulkNext++
 				continue
 			}
-			if !put(k) {
+			if !put(id) {
 				break
 			}
 			s.bulkNext++

@@ -139,6 +139,21 @@ func (k Key) ID() ID {
 	}
 }
 
+// Key returns the Key id was made from. It is exact for the tuples
+// conntrack has (both addresses of one family, no IPv6 zone): an IPv4
+// source makes both addresses IPv4, anything else IPv6.
+func (id ID) Key() Key {
+	return Key{Orig: Tuple{Src: Addr16(id.Src, id.IPv4), Dst: Addr16(id.Dst, id.IPv4), SrcPort: id.SrcPort, DstPort: id.DstPort}, Proto: id.Proto, Zone: id.Zone}
+}
+
+// Addr16 is the address b (netip.Addr.As16's form) holds, IPv4 if v4.
+func Addr16(b [16]byte, v4 bool) netip.Addr {
+	if v4 {
+		return netip.AddrFrom4([4]byte(b[12:]))
+	}
+	return netip.AddrFrom16(b)
+}
+
 // ID returns the flow's ID (f.Key().ID()).
 func (f *Flow) ID() ID {
 	return ID{
