@@ -9,15 +9,17 @@ import "github.com/muros/muros-had/ctsync/ctwire"
 // which nothing of time-sharing priority ran on that CPU (the forwarding
 // path's deferred softirqs, the firewall's own processes). A table of
 // flowRecords in a map of indexes is never walked (bench/README.md,
-// session 8). The conversion is exact for conntrack's tuples: both
-// addresses of a tuple of one family, no IPv6 zone (ctwire.ID.Key).
+// session 8). The conversion is exact for valid addresses without an
+// IPv6 zone (ctwire.ID.Key); each address keeps its own family, since ctnl
+// unmaps them one by one.
 type flowRecord struct {
 	id        ctwire.ID // original tuple, protocol, zone
 	replySrc  [16]byte
 	replyDst  [16]byte
 	replySrcP uint16
 	replyDstP uint16
-	reply4    bool
+	replySrc4 bool
+	replyDst4 bool
 	op        ctwire.Op
 	status    uint32
 	timeout   uint32
@@ -34,8 +36,8 @@ func recordOf(f *ctwire.Flow) flowRecord {
 		id:       f.ID(),
 		replySrc: f.Reply.Src.As16(), replyDst: f.Reply.Dst.As16(),
 		replySrcP: f.Reply.SrcPort, replyDstP: f.Reply.DstPort,
-		reply4: f.Reply.Src.Is4(),
-		op:     f.Op, status: f.Status, timeout: f.Timeout, mark: f.Mark,
+		replySrc4: f.Reply.Src.Is4(), replyDst4: f.Reply.Dst.Is4(),
+		op: f.Op, status: f.Status, timeout: f.Timeout, mark: f.Mark,
 		hasTCP: f.HasTCP, tcp: f.TCP, hasLabels: f.HasLabels, labels: f.Labels,
 	}
 }
@@ -52,5 +54,5 @@ func (r *flowRecord) flow() ctwire.Flow {
 
 // reply is the record's reply tuple.
 func (r *flowRecord) reply() ctwire.Tuple {
-	return ctwire.Tuple{Src: ctwire.Addr16(r.replySrc, r.reply4), Dst: ctwire.Addr16(r.replyDst, r.reply4), SrcPort: r.replySrcP, DstPort: r.replyDstP}
+	return ctwire.Tuple{Src: ctwire.Addr16(r.replySrc, r.replySrc4), Dst: ctwire.Addr16(r.replyDst, r.replyDst4), SrcPort: r.replySrcP, DstPort: r.replyDstP}
 }

@@ -68,7 +68,7 @@ type entry struct {
 type histSlot struct {
 	seq   uint32
 	flags uint16 // bulk flags, so a repair of a BULK_END still ends the bulk
-	keys  []ctwire.ID
+	ids   []ctwire.ID
 }
 
 // SenderStats are cumulative counters.
@@ -105,8 +105,8 @@ type Sender struct {
 	bulkOn   bool
 	bulkSent bool // BULK_BEGIN sent
 	repairs  []uint32
-	// the repair in progress: its remaining keys and bulk-end flag
-	repairKeys   []ctwire.ID
+	// the repair in progress: its remaining flows and bulk-end flag
+	repairIDs    []ctwire.ID
 	repairEnd    uint16
 	repairLoaded bool
 	hist         []histSlot
@@ -125,7 +125,7 @@ type Sender struct {
 	sweepGen   uint32
 	sweepStart time.Duration
 	sweeping   bool
-	// tombs are the keys of flows destroyed and announced during the open
+	// tombs are the IDs of flows destroyed and announced during the open
 	// sweep: their entries stay (gone) until it ends, so that a dump chunk
 	// read before the destruction but merged after it cannot revive them.
 	tombs []ctwire.ID
@@ -596,7 +596,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 			return false
 		}
 		b = ctwire.AppendFlow(b, &f)
-		slot.keys = append(slot.keys, id)
+		slot.ids = append(slot.ids, id)
 		count++
 		return true
 	}
@@ -610,7 +610,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		slot = &s.hist[int(h.Seq)%len(s.hist)]
 		slot.seq = h.Seq
 		slot.flags = 0
-		slot.keys = slot.keys[:0]
+		slot.ids = slot.ids[:0]
 	}
 	switch {
 	case s.echoDue:
@@ -619,7 +619,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		s.seq++
 		h = ctwire.Header{Type: ctwire.TypeEcho, Epoch: s.cfg.Epoch, Seq: s.seq}
 		slot = &s.hist[int(h.Seq)%len(s.hist)]
-		slot.seq, slot.flags, slot.keys = h.Seq, 0, slot.keys[:0]
+		slot.seq, slot.flags, slot.ids = h.Seq, 0, slot.ids[:0]
 		b = ctwire.AppendHandshake(ctwire.AppendHeader(b, &h), &s.echo)
 		ctwire.SetPayload(b[start:], 0)
 	case len(s.repairs) > 0:
@@ -632,17 +632,17 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 				return s.Next(now, b)
 			}
 			// Copy: begin() below may reuse this very slot.
-			s.repairKeys = append(s.repairKeys[:0], old.keys...)
+			s.repairIDs = append(s.repairIDs[:0], old.ids...)
 			s.repairEnd = old.flags & ctwire.FlagBulkEnd
 			s.repairLoaded = true
 		}
 		begin()
 		hdr := len(b)
 		b = ctwire.AppendHeader(b, &h)
-		for len(s.repairKeys) > 0 && put(s.repairKeys[0]) {
-			s.repairKeys = s.repairKeys[1:]
+		for len(s.repairIDs) > 0 && put(s.repairIDs[0]) {
+			s.repairIDs = s.repairIDs[1:]
 		}
-		if len(s.repairKeys) == 0 {
+		if len(s.repairIDs) == 0 {
 			// Only the last part of a repair closes the receiver's gap, so
 			// a gap never closes before all its flows were resent.
 			binary.BigEndian.PutUint16(b[hdr+2:], ctwire.FlagRepair|s.repairEnd)
@@ -717,7 +717,7 @@ func (s *Sender) Next(now time.Duration, b []byte) ([]byte, bool) {
 		// A heartbeat consumes a seq but carries no flow: keep the slot
 		// consistent so a NACK for it is served with an empty repair.
 		slot = &s.hist[int(h.Seq)%len(s.hist)]
-		slot.seq, slot.flags, slot.keys = h.Seq, 0, slot.keys[:0]
+		slot.seq, slot.flags, slot.ids = h.Seq, 0, slot.ids[:0]
 		b = ctwire.AppendHeader(b, &h)
 		s.stats.Heartbeats++
 	default:

@@ -126,8 +126,11 @@ type ID struct {
 	Src, Dst         [16]byte // IPv4 in its IPv4-mapped form
 	SrcPort, DstPort uint16
 	Proto            uint8
-	IPv4             bool
-	Zone             uint16
+	// IPv4 and DstIPv4 say which of Src and Dst are IPv4: each address's
+	// own, since ctnl unmaps them one by one (an IPv6 flow to
+	// ::ffff:10.0.0.1 has an IPv6 source and an IPv4 destination).
+	IPv4, DstIPv4 bool
+	Zone          uint16
 }
 
 // ID returns k's ID.
@@ -135,15 +138,14 @@ func (k Key) ID() ID {
 	return ID{
 		Src: k.Orig.Src.As16(), Dst: k.Orig.Dst.As16(),
 		SrcPort: k.Orig.SrcPort, DstPort: k.Orig.DstPort,
-		Proto: k.Proto, IPv4: k.Orig.Src.Is4(), Zone: k.Zone,
+		Proto: k.Proto, IPv4: k.Orig.Src.Is4(), DstIPv4: k.Orig.Dst.Is4(), Zone: k.Zone,
 	}
 }
 
-// Key returns the Key id was made from. It is exact for the tuples
-// conntrack has (both addresses of one family, no IPv6 zone): an IPv4
-// source makes both addresses IPv4, anything else IPv6.
+// Key returns the Key id was made from. It is exact for valid addresses
+// without an IPv6 zone, which is what conntrack's tuples hold.
 func (id ID) Key() Key {
-	return Key{Orig: Tuple{Src: Addr16(id.Src, id.IPv4), Dst: Addr16(id.Dst, id.IPv4), SrcPort: id.SrcPort, DstPort: id.DstPort}, Proto: id.Proto, Zone: id.Zone}
+	return Key{Orig: Tuple{Src: Addr16(id.Src, id.IPv4), Dst: Addr16(id.Dst, id.DstIPv4), SrcPort: id.SrcPort, DstPort: id.DstPort}, Proto: id.Proto, Zone: id.Zone}
 }
 
 // Addr16 is the address b (netip.Addr.As16's form) holds, IPv4 if v4.
@@ -159,7 +161,7 @@ func (f *Flow) ID() ID {
 	return ID{
 		Src: f.Orig.Src.As16(), Dst: f.Orig.Dst.As16(),
 		SrcPort: f.Orig.SrcPort, DstPort: f.Orig.DstPort,
-		Proto: f.Proto, IPv4: f.Orig.Src.Is4(), Zone: f.Zone,
+		Proto: f.Proto, IPv4: f.Orig.Src.Is4(), DstIPv4: f.Orig.Dst.Is4(), Zone: f.Zone,
 	}
 }
 
