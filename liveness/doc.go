@@ -123,14 +123,19 @@
 // VRRP tells its monitor when the adverts have been missing that long
 // (EventConfirm), and until the master speaks again it is watched as a
 // fast one (probed after half the detection time of silence) instead of
-// waiting for a quiet heartbeat to go missing. A node's heartbeats on its
-// two paths leave together when their periods allow (one due takes the
-// other along if that one is due within a quarter of its period, and
-// within the period of the one due): each costs a thread wake-up at both
-// ends, and a quiet master's 50 ms and 100 ms beats would otherwise drift
-// apart into 30 wake-ups a second instead of 20. A receiver
+// waiting for a quiet heartbeat to go missing. A receiver
 // of an earlier release ignores the field and probes after half its
 // detection time; the first probe makes the master fast, and it stays
 // fast while the probes go on, as before quiet masters existed. BFD's
 // demand mode (RFC 5880 section 6.6) trades the same way.
+//
+// A node's heartbeats on its two paths leave together when their periods
+// allow: each costs a thread wake-up at both ends, and a quiet master's
+// 50 ms and 100 ms beats would otherwise sit at whatever offset the quiet
+// period began at, 30 send instants a second instead of 20. A heartbeat
+// that is due takes the other path's along if that one is due within a
+// quarter of its own period (and within the due one's); one that went
+// alone moves its next beat, once and earlier, onto the other path's
+// schedule when that period is a multiple of its own. No heartbeat goes
+// later than due.
 package liveness

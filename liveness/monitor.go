@@ -599,9 +599,9 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 	// other path's if that one is due within the shorter of a quarter of
 	// its own period and the period of the one that is due: the two then
 	// share a wake-up, here and at the peer, instead of costing one each
-	// (a quiet master's 50 ms sync beat and 100 ms peer beat drift apart
-	// otherwise). A path at the fast interval moves the other's by no more
-	// than that interval, so a fast master's idle beats keep their rate.
+	// (package doc). A path at the fast interval moves the other's by no
+	// more than that interval, so a fast master's idle beats keep their
+	// rate.
 	var carry time.Duration // the shortest period among the due heartbeats
 	for p := Path(1); p <= NumPaths; p++ {
 		if !m.usable(p) {
@@ -621,6 +621,7 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 	if carry == 0 {
 		return out
 	}
+	var sent [NumPaths + 1]bool
 	for p := Path(1); p <= NumPaths; p++ {
 		if !m.usable(p) {
 			continue
@@ -630,6 +631,31 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 		if ps.nextSend.Sub(now) <= min(iv/4, carry) {
 			out = m.send(now, p, TypeHeartbeat, out)
 			ps.nextSend = now.Add(iv)
+			sent[p] = true
+		}
+	}
+	// A heartbeat that went alone moves its next one onto the other
+	// path's schedule when that one's period is a multiple of its own:
+	// once, earlier (never later) than due. Without it the two can sit at
+	// an offset the rule above never closes (a 50 ms beat 25-37.5 ms ahead
+	// of a 100 ms one).
+	for p := Path(1); p <= NumPaths; p++ {
+		if !sent[p] {
+			continue
+		}
+		iv := m.interval(now, p)
+		for q := Path(1); q <= NumPaths; q++ {
+			qs := &m.paths[q]
+			if q == p || sent[q] || !m.usable(q) || m.interval(now, q)%iv != 0 || !qs.nextSend.After(now) {
+				continue
+			}
+			ahead := qs.nextSend.Sub(now) // > 0
+			// The instant of q's schedule, stepped back by p's period,
+			// that falls in (now, now+iv].
+			at := now.Add(ahead - ((ahead-1)/iv)*iv)
+			if at.Before(m.paths[p].nextSend) {
+				m.paths[p].nextSend = at
+			}
 		}
 	}
 	return out

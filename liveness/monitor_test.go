@@ -860,50 +860,64 @@ func TestConfirmNeverShortensDetection(t *testing.T) {
 
 // TestHeartbeatsShareWakeups: with the default periods (a quiet master's
 // 50 ms on the sync link, 100 ms idle), a node's heartbeats on its two
-// paths leave together: the quiet master wakes 20 times a second to send,
-// not 30, and the backup 10, while every path keeps at least its rate
-// (none is sent later than due) and at most a third more. QuietAfter is
-// no multiple of the idle period, so the quiet sync beats start out of
-// phase with the peer path's (60 instants in 2 s without the sharing).
+// paths leave together: the quiet master sends at 20 instants a second,
+// not 30, and the backup at 10, whatever the offset at which the quiet
+// period began (QuietAfter swept over a whole idle period: without the
+// realignment, 12 of 50 offsets kept 30 instants), and after the sync
+// link's carrier came back. No heartbeat goes later than its period, and
+// no path sends more than a third above its rate.
 func TestHeartbeatsShareWakeups(t *testing.T) {
-	cfg := func(epoch uint64) Config {
-		c := defaultSimConfig(epoch)
-		c.Quiet, c.QuietAfter = 50*time.Millisecond, 530*time.Millisecond
-		return c
-	}
-	s := newSim(t, cfg(1000), cfg(1001))
-	s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
-	s.setRole(0, RoleMaster, 150)
-	s.setRole(1, RoleBackup, 100)
-	s.run(2 * time.Second)
-	m, b := s.nodes[0], s.nodes[1]
-	if !m.m.Quiet(s.now) {
-		t.Fatal("the master is not quiet")
-	}
-	for _, n := range s.nodes {
-		clear(n.sentAt)
-		clear(n.sent)
-	}
-	s.run(2 * time.Second)
-	for _, c := range []struct {
-		name           string
-		n              *simNode
-		wakeups, beats [2]int // ranges over the 2 s
-	}{
-		{"quiet master", m, [2]int{39, 41}, [2]int{59, 70}},
-		{"backup", b, [2]int{19, 21}, [2]int{39, 45}},
-	} {
-		if w := len(c.n.sentAt); w < c.wakeups[0] || w > c.wakeups[1] {
-			t.Errorf("%s sent at %d instants in 2 s, want %d..%d", c.name, w, c.wakeups[0], c.wakeups[1])
+	for qa := 500 * time.Millisecond; qa < 600*time.Millisecond; qa += 2 * time.Millisecond {
+		cfg := func(epoch uint64) Config {
+			c := defaultSimConfig(epoch)
+			c.Quiet, c.QuietAfter = 50*time.Millisecond, qa
+			return c
 		}
-		if h := c.n.sent[TypeHeartbeat]; h < c.beats[0] || h > c.beats[1] {
-			t.Errorf("%s sent %d heartbeats in 2 s, want %d..%d", c.name, h, c.beats[0], c.beats[1])
+		s := newSim(t, cfg(1000), cfg(1001))
+		s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
+		s.setRole(0, RoleMaster, 150)
+		s.setRole(1, RoleBackup, 100)
+		s.run(2 * time.Second)
+		m, b := s.nodes[0], s.nodes[1]
+		if !m.m.Quiet(s.now) {
+			t.Fatalf("QuietAfter %v: the master is not quiet", qa)
 		}
-	}
-	if p := b.sent[TypeProbe] + m.sent[TypeProbe]; p != 0 {
-		t.Errorf("%d probes between two live nodes", p)
-	}
-	if len(b.verdicts) != 1 || len(b.alarms) != 0 || len(m.alarms) != 0 {
-		t.Errorf("backup verdicts %v, alarms %v / %v: want one alive and none", b.verdicts, b.alarms, m.alarms)
+		check := func(phase string) {
+			t.Helper()
+			for _, n := range s.nodes {
+				n.resetBeats()
+			}
+			s.run(2 * time.Second)
+			for _, c := range []struct {
+				name       string
+				n          *simNode
+				wakeups    int
+				syncPeriod time.Duration
+			}{
+				{"quiet master", m, 40, 50 * time.Millisecond},
+				{"backup", b, 20, DefaultIdle},
+			} {
+				if w := len(c.n.sentAt); w > c.wakeups+1 {
+					t.Errorf("QuietAfter %v, %s: %s sent at %d instants in 2 s, want at most %d", qa, phase, c.name, w, c.wakeups+1)
+				}
+				for p, period := range map[Path]time.Duration{PathSync: c.syncPeriod, PathPeer: DefaultIdle} {
+					if g := c.n.beatGap[p]; g > period {
+						t.Errorf("QuietAfter %v, %s: %s's %v heartbeats up to %v apart, want at most %v", qa, phase, c.name, p, g, period)
+					}
+					if want := int(2 * time.Second / period); c.n.beats[p] < want-1 || c.n.beats[p] > want*4/3+1 {
+						t.Errorf("QuietAfter %v, %s: %s sent %d %v heartbeats in 2 s, want %d..%d", qa, phase, c.name, c.n.beats[p], p, want-1, want*4/3+1)
+					}
+				}
+			}
+		}
+		check("quiet")
+		s.setSync(false)
+		s.run(20 * time.Millisecond)
+		s.setSync(true)
+		s.run(time.Second)
+		check("after a carrier flap")
+		if p := b.sent[TypeProbe] + m.sent[TypeProbe]; p != 0 {
+			t.Errorf("QuietAfter %v: %d probes between two live nodes", qa, p)
+		}
 	}
 }

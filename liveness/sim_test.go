@@ -40,7 +40,12 @@ type simNode struct {
 	// sentAt holds the instants at which the node sent anything: each is
 	// a wake-up of the node's thread (and, on arrival, of the peer's).
 	sentAt map[time.Time]bool
-	acts   []Action
+	// Per path: heartbeats sent, when the last went, and the longest
+	// time between two (since the last resetBeats).
+	beats    [NumPaths + 1]int
+	lastBeat [NumPaths + 1]time.Time
+	beatGap  [NumPaths + 1]time.Duration
+	acts     []Action
 }
 
 type simVerdict struct {
@@ -100,6 +105,14 @@ func (s *sim) restart(i int, epoch uint64, role Role) {
 
 func (s *sim) elapsed() time.Duration { return s.now.Sub(s.start) }
 
+// resetBeats starts counting send instants and heartbeats afresh (the
+// last heartbeat's time is kept, so the next gap is a true one).
+func (n *simNode) resetBeats() {
+	clear(n.sentAt)
+	clear(n.sent)
+	n.beats, n.beatGap = [NumPaths + 1]int{}, [NumPaths + 1]time.Duration{}
+}
+
 // step feeds ev to node i at s.now and carries out its actions.
 func (s *sim) step(i int, ev Event) {
 	n := s.nodes[i]
@@ -113,6 +126,13 @@ func (s *sim) step(i int, ev Event) {
 		case ActionSend:
 			n.sent[a.Message.Type]++
 			n.sentAt[s.now] = true
+			if a.Message.Type == TypeHeartbeat {
+				n.beats[a.Path]++
+				if last := n.lastBeat[a.Path]; !last.IsZero() {
+					n.beatGap[a.Path] = max(n.beatGap[a.Path], s.now.Sub(last))
+				}
+				n.lastBeat[a.Path] = s.now
+			}
 			if !s.up[a.Path] || (s.drop != nil && s.drop(i, a.Path, s.now)) {
 				continue
 			}
