@@ -716,11 +716,15 @@ func TestProbeWakesAQuietMaster(t *testing.T) {
 // slowQuietPair is quietPair at the longest quiet period (50 ms: its
 // heartbeats further apart than VRRP's Master_Down_Interval at 10 ms
 // adverts), quiet.
-func slowQuietPair(t *testing.T) *sim {
+func slowQuietPair(t *testing.T) *sim { return slowQuietPairAfter(t, time.Second) }
+
+// slowQuietPairAfter is slowQuietPair with a master that goes quiet after
+// quietAfter without traffic.
+func slowQuietPairAfter(t *testing.T, quietAfter time.Duration) *sim {
 	t.Helper()
 	cfg := func(epoch uint64) Config {
 		c := defaultSimConfig(epoch)
-		c.Quiet, c.QuietAfter = 50*time.Millisecond, time.Second
+		c.Quiet, c.QuietAfter = 50*time.Millisecond, quietAfter
 		return c
 	}
 	s := newSim(t, cfg(1000), cfg(1001))
@@ -868,20 +872,8 @@ func TestConfirmNeverShortensDetection(t *testing.T) {
 // no path sends more than a third above its rate.
 func TestHeartbeatsShareWakeups(t *testing.T) {
 	for qa := 500 * time.Millisecond; qa < 600*time.Millisecond; qa += 2 * time.Millisecond {
-		cfg := func(epoch uint64) Config {
-			c := defaultSimConfig(epoch)
-			c.Quiet, c.QuietAfter = 50*time.Millisecond, qa
-			return c
-		}
-		s := newSim(t, cfg(1000), cfg(1001))
-		s.traffic = func(int, time.Time) (uint64, bool) { return 0, false }
-		s.setRole(0, RoleMaster, 150)
-		s.setRole(1, RoleBackup, 100)
-		s.run(2 * time.Second)
+		s := slowQuietPairAfter(t, qa)
 		m, b := s.nodes[0], s.nodes[1]
-		if !m.m.Quiet(s.now) {
-			t.Fatalf("QuietAfter %v: the master is not quiet", qa)
-		}
 		check := func(phase string) {
 			t.Helper()
 			for _, n := range s.nodes {
