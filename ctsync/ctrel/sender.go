@@ -238,24 +238,16 @@ func (s *Sender) Update(now time.Duration, f *ctwire.Flow) {
 }
 
 // Destroy records that a flow ended.
-func (s *Sender) Destroy(now time.Duration, k ctwire.Key) {
-	s.destroy(now, k.ID(), &k)
-}
+func (s *Sender) Destroy(now time.Duration, k ctwire.Key) { s.destroy(now, k.ID()) }
 
-// destroy is Destroy of id; k is its Key if the caller has it (else it is
-// made from id).
-func (s *Sender) destroy(now time.Duration, id ctwire.ID, k *ctwire.Key) {
+// destroy is Destroy of id.
+func (s *Sender) destroy(now time.Duration, id ctwire.ID) {
 	e := s.lookup(id)
 	if e == nil {
 		// Unknown (filtered, or predates us and missed by the dump): still
 		// tell the backup, it may hold a copy from a bulk.
-		if k == nil {
-			kk := id.Key()
-			k = &kk
-		}
 		e = s.insert(id)
-		f := ctwire.Flow{Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
-		e.rec = recordOf(&f)
+		e.rec = flowRecord{id: id, reply: id.Orig.Invert()}
 	}
 	e.gone = true
 	e.touched = now
@@ -392,7 +384,7 @@ func (s *Sender) EndSweep(now time.Duration) bool {
 		if e := s.entryAt(i); e.sweep == s.sweepGen || e.gone || e.touched > s.sweepStart {
 			continue
 		}
-		s.destroy(now, id, nil)
+		s.destroy(now, id)
 	}
 	s.buryTombs()
 	return true
@@ -566,11 +558,11 @@ func (s *Sender) bulkPaced(now time.Duration) bool {
 func (s *Sender) record(now time.Duration, id ctwire.ID, f *ctwire.Flow) {
 	e := s.lookup(id)
 	if e == nil || e.gone {
-		k := id.Key()
-		*f = ctwire.Flow{Op: ctwire.OpDestroy, Proto: k.Proto, Zone: k.Zone, Orig: k.Orig, Reply: k.Orig.Invert()}
+		reply := id.Orig.Invert()
 		if e != nil {
-			f.Reply = e.rec.reply()
+			reply = e.rec.reply
 		}
+		*f = ctwire.Flow{Op: ctwire.OpDestroy, Proto: id.Proto, Zone: id.Zone, Orig: id.Orig.Tuple(), Reply: reply.Tuple()}
 		return
 	}
 	*f = e.rec.flow()

@@ -118,52 +118,59 @@ type Key struct {
 	Zone  uint16
 }
 
-// ID is a Key as a fixed-size value without pointers (netip.Addr holds
-// one): one memory hash and compare instead of one per field, and a map
-// keyed by ID with pointer-free values is never scanned by the garbage
-// collector. The hot tables of the sender and the injector use it.
-type ID struct {
-	Src, Dst         [16]byte // IPv4 in its IPv4-mapped form
+// RawTuple is a Tuple without pointers (netip.Addr holds one): the
+// addresses in netip.Addr.As16's form, each with its own family, since
+// ctnl unmaps them one by one (an IPv6 flow to ::ffff:10.0.0.1 has an
+// IPv6 source and an IPv4 destination). Tuple and RawTuple convert both
+// ways exactly for valid addresses without an IPv6 zone, which is what
+// conntrack's tuples hold.
+type RawTuple struct {
+	Src, Dst         [16]byte
 	SrcPort, DstPort uint16
-	Proto            uint8
-	// IPv4 and DstIPv4 say which of Src and Dst are IPv4: each address's
-	// own, since ctnl unmaps them one by one (an IPv6 flow to
-	// ::ffff:10.0.0.1 has an IPv6 source and an IPv4 destination).
-	IPv4, DstIPv4 bool
-	Zone          uint16
+	Src4, Dst4       bool
 }
 
-// ID returns k's ID.
-func (k Key) ID() ID {
-	return ID{
-		Src: k.Orig.Src.As16(), Dst: k.Orig.Dst.As16(),
-		SrcPort: k.Orig.SrcPort, DstPort: k.Orig.DstPort,
-		Proto: k.Proto, IPv4: k.Orig.Src.Is4(), DstIPv4: k.Orig.Dst.Is4(), Zone: k.Zone,
-	}
+// Raw is t without pointers.
+func (t Tuple) Raw() RawTuple {
+	return RawTuple{Src: t.Src.As16(), Dst: t.Dst.As16(), SrcPort: t.SrcPort, DstPort: t.DstPort, Src4: t.Src.Is4(), Dst4: t.Dst.Is4()}
 }
 
-// Key returns the Key id was made from. It is exact for valid addresses
-// without an IPv6 zone, which is what conntrack's tuples hold.
-func (id ID) Key() Key {
-	return Key{Orig: Tuple{Src: Addr16(id.Src, id.IPv4), Dst: Addr16(id.Dst, id.DstIPv4), SrcPort: id.SrcPort, DstPort: id.DstPort}, Proto: id.Proto, Zone: id.Zone}
+// Tuple is r as a Tuple.
+func (r RawTuple) Tuple() Tuple {
+	return Tuple{Src: addr16(r.Src, r.Src4), Dst: addr16(r.Dst, r.Dst4), SrcPort: r.SrcPort, DstPort: r.DstPort}
 }
 
-// Addr16 is the address b (netip.Addr.As16's form) holds, IPv4 if v4.
-func Addr16(b [16]byte, v4 bool) netip.Addr {
+// Invert returns the tuple seen from the other direction.
+func (r RawTuple) Invert() RawTuple {
+	return RawTuple{Src: r.Dst, Dst: r.Src, SrcPort: r.DstPort, DstPort: r.SrcPort, Src4: r.Dst4, Dst4: r.Src4}
+}
+
+// addr16 is the address b (As16's form) holds, IPv4 if v4.
+func addr16(b [16]byte, v4 bool) netip.Addr {
 	if v4 {
 		return netip.AddrFrom4([4]byte(b[12:]))
 	}
 	return netip.AddrFrom16(b)
 }
 
-// ID returns the flow's ID (f.Key().ID()).
-func (f *Flow) ID() ID {
-	return ID{
-		Src: f.Orig.Src.As16(), Dst: f.Orig.Dst.As16(),
-		SrcPort: f.Orig.SrcPort, DstPort: f.Orig.DstPort,
-		Proto: f.Proto, IPv4: f.Orig.Src.Is4(), DstIPv4: f.Orig.Dst.Is4(), Zone: f.Zone,
-	}
+// ID is a Key as a fixed-size value without pointers: one memory hash
+// and compare instead of one per field, and a map keyed by ID with
+// pointer-free values is never scanned by the garbage collector. The hot
+// tables of the sender and the injector use it.
+type ID struct {
+	Orig  RawTuple
+	Proto uint8
+	Zone  uint16
 }
+
+// ID returns k's ID.
+func (k Key) ID() ID { return ID{Orig: k.Orig.Raw(), Proto: k.Proto, Zone: k.Zone} }
+
+// Key returns the Key id was made from (exact as RawTuple says).
+func (id ID) Key() Key { return Key{Orig: id.Orig.Tuple(), Proto: id.Proto, Zone: id.Zone} }
+
+// ID returns the flow's ID (f.Key().ID()).
+func (f *Flow) ID() ID { return ID{Orig: f.Orig.Raw(), Proto: f.Proto, Zone: f.Zone} }
 
 // Flow is one flow record.
 type Flow struct {
