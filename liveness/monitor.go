@@ -602,20 +602,21 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 	// (package doc). A path at the fast interval moves the other's by no
 	// more than that interval, so a fast master's idle beats keep their
 	// rate.
-	var carry time.Duration // the shortest period among the due heartbeats
+	var iv [NumPaths + 1]time.Duration // each usable path's period (0: not usable)
+	var carry time.Duration            // the shortest period among the due heartbeats
 	for p := Path(1); p <= NumPaths; p++ {
 		if !m.usable(p) {
 			continue
 		}
 		ps := &m.paths[p]
-		iv := m.interval(now, p)
-		if ps.nextSend.Sub(now) > iv {
+		iv[p] = m.interval(now, p)
+		if ps.nextSend.Sub(now) > iv[p] {
 			// The period shrank (the sync link went down under a master):
 			// the next heartbeat is due now, not at the old schedule.
 			ps.nextSend = now
 		}
-		if !now.Before(ps.nextSend) && (carry == 0 || iv < carry) {
-			carry = iv
+		if !now.Before(ps.nextSend) && (carry == 0 || iv[p] < carry) {
+			carry = iv[p]
 		}
 	}
 	if carry == 0 {
@@ -623,14 +624,9 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 	}
 	var sent [NumPaths + 1]bool
 	for p := Path(1); p <= NumPaths; p++ {
-		if !m.usable(p) {
-			continue
-		}
-		ps := &m.paths[p]
-		iv := m.interval(now, p)
-		if ps.nextSend.Sub(now) <= min(iv/4, carry) {
+		if ps := &m.paths[p]; iv[p] != 0 && ps.nextSend.Sub(now) <= min(iv[p]/4, carry) {
 			out = m.send(now, p, TypeHeartbeat, out)
-			ps.nextSend = now.Add(iv)
+			ps.nextSend = now.Add(iv[p])
 			sent[p] = true
 		}
 	}
@@ -640,20 +636,15 @@ func (m *Monitor) tick(now time.Time, out []Action) []Action {
 	// an offset the rule above never closes (a 50 ms beat 25-37.5 ms ahead
 	// of a 100 ms one).
 	for p := Path(1); p <= NumPaths; p++ {
-		if !sent[p] {
-			continue
-		}
-		iv := m.interval(now, p)
 		for q := Path(1); q <= NumPaths; q++ {
 			qs := &m.paths[q]
-			if q == p || sent[q] || !m.usable(q) || m.interval(now, q)%iv != 0 || !qs.nextSend.After(now) {
+			if !sent[p] || sent[q] || iv[q] == 0 || iv[q]%iv[p] != 0 || !qs.nextSend.After(now) {
 				continue
 			}
-			ahead := qs.nextSend.Sub(now) // > 0
 			// The instant of q's schedule, stepped back by p's period,
-			// that falls in (now, now+iv].
-			at := now.Add(ahead - ((ahead-1)/iv)*iv)
-			if at.Before(m.paths[p].nextSend) {
+			// that falls in (now, now+iv[p]].
+			ahead := qs.nextSend.Sub(now)
+			if at := now.Add(ahead - ((ahead-1)/iv[p])*iv[p]); at.Before(m.paths[p].nextSend) {
 				m.paths[p].nextSend = at
 			}
 		}
