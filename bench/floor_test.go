@@ -214,15 +214,8 @@ func threadTotals(pid int) ([2]uint64, error) {
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(string(st), "\n") {
-			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-				if err != nil {
-					return t, fmt.Errorf("status of %d/%s: %w", pid, tid.Name(), err)
-				}
-				t[1] += n
-			}
-		}
+		_, sw := taskSwitches(st)
+		t[1] += sw[0]
 	}
 	return t, nil
 }

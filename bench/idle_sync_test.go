@@ -190,27 +190,32 @@ func nsSwitches(ns *lab.Netns) (threadSwitches, error) {
 			if err != nil {
 				continue
 			}
-			var name string
-			var v [2]uint64
-			for _, line := range strings.Split(string(st), "\n") {
-				k, val, ok := strings.Cut(line, ":")
-				if !ok {
-					continue
-				}
-				val = strings.TrimSpace(val)
-				switch k {
-				case "Name":
-					name = val
-				case "voluntary_ctxt_switches":
-					v[0], _ = strconv.ParseUint(val, 10, 64)
-				case "nonvoluntary_ctxt_switches":
-					v[1], _ = strconv.ParseUint(val, 10, 64)
-				}
-			}
+			name, v := taskSwitches(st)
 			ts[pid+"/"+name+"/"+tid.Name()] = v
 		}
 	}
 	return ts, nil
+}
+
+// taskSwitches reads a thread's name and its voluntary and involuntary
+// context switches from /proc/<pid>/task/<tid>/status.
+func taskSwitches(status []byte) (name string, v [2]uint64) {
+	for _, line := range strings.Split(string(status), "\n") {
+		k, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch k {
+		case "Name":
+			name = val
+		case "voluntary_ctxt_switches":
+			v[0], _ = strconv.ParseUint(val, 10, 64)
+		case "nonvoluntary_ctxt_switches":
+			v[1], _ = strconv.ParseUint(val, 10, 64)
+		}
+	}
+	return name, v
 }
 
 // writeThreadSwitches appends each thread's switches per second over wall
