@@ -4,10 +4,11 @@ import "github.com/muros/muros-had/ctsync/ctwire"
 
 // flowRecord is a ctwire.Flow as the sender's table keeps it: without a
 // pointer. A netip.Addr holds one, so a table of Flows is memory the
-// garbage collector must walk at every cycle: with 250,000 flows a cycle's
-// marking took 10-20 ms of CPU, at the daemon's real-time priority, in
-// which nothing of time-sharing priority ran on that CPU (the forwarding
-// path's deferred softirqs, the firewall's own processes). A table of
+// garbage collector must walk at every cycle: while a new master filled a
+// 250,000-flow table, marking took about 16 ms of CPU in a 20 ms window
+// (one profile), at the daemon's real-time priority, ahead of everything
+// of time-sharing priority on that CPU (the forwarding path's deferred
+// softirqs, the firewall's own processes). A table of
 // flowRecords in a map of indexes is never walked (bench/README.md,
 // session 8). The conversion is exact as ctwire.RawTuple says.
 type flowRecord struct {
