@@ -57,6 +57,11 @@ type Options struct {
 	// ApplyScheduling, if set, applies a reloaded scheduling: and returns
 	// the outcome for the status.
 	ApplyScheduling func(config.Scheduling) string
+	// Left, if set, runs once a final stop (ctx done, or the loop failed)
+	// has left the pair: the stop's adverts are out and the VIPs released.
+	// What follows is teardown that no one waits for; the command lowers
+	// the process's CPU priority here (an in-process restart keeps it).
+	Left func()
 	// Adapters reach the kernel and the peer; nil fields take the real
 	// ones (tests replace them to run the loop without root).
 	Adapters Adapters
@@ -414,6 +419,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			d.opts.Notify("STOPPING=1")
 			d.shutdown()
+			d.left()
 			return nil
 		}
 		d.readAdverts(ctx, work, readable)
@@ -471,6 +477,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wait.Arm(at)
 		if readable, err = wait.Wait(); err != nil {
 			d.shutdown()
+			d.left()
 			return fmt.Errorf("daemon: event loop: %w", err)
 		}
 	}
@@ -588,6 +595,13 @@ func (d *Daemon) shutdown() {
 		d.gateCancel = nil
 	}
 	d.log.Info("stopped", "state", d.core.State())
+}
+
+// left runs Options.Left after a final stop's shutdown.
+func (d *Daemon) left() {
+	if d.opts.Left != nil {
+		d.opts.Left()
+	}
 }
 
 // NextConfig is the configuration to restart with after Run returned

@@ -657,6 +657,56 @@ func TestLoopGracefulStop(t *testing.T) {
 	})
 }
 
+// TestLoopLeftRunsOnFinalStopOnly: Options.Left (where the command lowers
+// the process's CPU priority) runs once a final stop has released the
+// VIPs, and not at an in-process restart, whose next instance keeps the
+// priority it cannot regain (the unit's RestrictRealtime=).
+func TestLoopLeftRunsOnFinalStopOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		link, fw1, fw2 := loopPair(t, loopOpts{})
+		var calls []string
+		left := func() {
+			calls = append(calls, fmt.Sprintf("holds=%v releases=%d", fw1.vips.Holds(), fw1.vips.releases))
+		}
+		fw1.d.opts.Left = left
+		fw1.start(t)
+		fw2.start(t)
+		settle(time.Second)
+		fw1.check(t, "MASTER")
+
+		// A reload that changes the advert interval restarts the instances.
+		b, err := os.ReadFile(filepath.Join(fw1.dir, "ha.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(fw1.dir, "ha2.yaml")
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), "advert_interval: 100ms", "advert_interval: 200ms", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fw1.d.opts.Reload = func() (*config.Config, error) { return config.Load(p) }
+		fw1.d.Trigger()
+		settle(100 * time.Millisecond)
+		if err := <-fw1.done; !errors.Is(err, ErrRestart) {
+			t.Fatalf("Run after a reload changing advert_interval: %v, want ErrRestart", err)
+		}
+		if calls != nil {
+			t.Fatalf("Left ran at an in-process restart: %v", calls)
+		}
+
+		fw1.cfg = fw1.d.NextConfig()
+		fw1.d = fw1.newDaemon(t, link)
+		fw1.d.opts.Left = left
+		fw1.start(t)
+		settle(2 * time.Second)
+		fw1.halt(t)
+		// The final stop released once more than the restart did, before Left.
+		if want := fmt.Sprintf("holds=false releases=%d", fw1.vips.releases); len(calls) != 1 || calls[0] != want {
+			t.Errorf("Left at the final stop: %q, want once with %q", calls, want)
+		}
+		fw2.halt(t)
+	})
+}
+
 // TestLoopClaimFailureThenStepDown is the first replication-role bug of
 // the decision-core issue, through the whole loop: fw2's claim fails (its
 // replications are senders already), fw1 preempts before the retry, and

@@ -66,6 +66,9 @@ func electionChanges(old, cur *config.Config) []string {
 	add("run_dir", old.RunDir != cur.RunDir)
 	add("conntrack", !reflect.DeepEqual(old.Conntrack, cur.Conntrack))
 	add("dbsync", !reflect.DeepEqual(roleNeutralDBSync(old), roleNeutralDBSync(cur)))
+	// The liveness engine is built with its settings; swapping it under a
+	// running election would silence the heartbeats a backup counts on.
+	add("liveness", !reflect.DeepEqual(old.Liveness, cur.Liveness))
 	// The DB sync client is built with the peer's address.
 	add("peer", old.Peer != cur.Peer && (old.DBSync.Enabled || cur.DBSync.Enabled))
 	return out

@@ -2,10 +2,12 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/internal/status"
 	"github.com/muros/muros-had/lab"
 )
@@ -402,6 +405,12 @@ func TestSystemdNotify(t *testing.T) {
 	mustState(t, n1, "MASTER", 5*time.Second)
 	mark = len(nl.messages())
 	nl.waitFor(t, mark, "WATCHDOG=1", 2)
+	// The restarted instance keeps the real-time policy: only a final stop
+	// lowers it (cmd/muros-had, lowerForTeardown).
+	if strings.Contains(logText(), "left the pair") {
+		t.Errorf("the in-process restart lowered the priority:\n%s", tail(logText(), 20))
+	}
+	checkThreadsRealTime(t, cmd.Process.Pid)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -415,6 +424,35 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatal("daemon did not exit after SIGTERM")
 	}
 	nl.waitFor(t, mark, "STOPPING=1", 1)
+	// Lowered after the stop released the VIPs, once.
+	l := logText()
+	if i, j := strings.Index(l, "msg=stopped"), strings.Index(l, "left the pair"); i < 0 || j < i || strings.Count(l, "left the pair") != 1 ||
+		!strings.Contains(l[j:], "SCHED_OTHER nice 19") {
+		t.Errorf("want one \"left the pair\" line at SCHED_OTHER nice 19 after \"stopped\":\n%s", tail(l, 20))
+	}
+}
+
+// checkThreadsRealTime fails unless every thread of process pid runs a
+// real-time policy.
+func checkThreadsRealTime(t *testing.T, pid int) {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p, err := sched.Of(tid)
+		if err != nil {
+			continue // ended meanwhile
+		}
+		if p.Kind != sched.RR && p.Kind != sched.FIFO {
+			t.Errorf("thread %d of %d runs %s, want real-time", tid, pid, p)
+		}
+	}
 }
 
 // checkReloadSequence asserts RELOADING=1 ... READY=1 with no STOPPING=1

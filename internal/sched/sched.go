@@ -77,6 +77,12 @@ func (p Policy) attr() (*unix.SchedAttr, error) {
 	return a, nil
 }
 
+// Lowest is the policy for work that no one waits for: time-sharing at
+// the weakest nice. Any thread may take it, whatever its policy, without
+// CAP_SYS_NICE and under systemd's RestrictRealtime= (lowering is never
+// refused); nothing but a privileged call takes a thread back up.
+func Lowest() Policy { return Policy{Kind: Other, Nice: 19} }
+
 // Of returns the policy of thread tid (0: the calling thread).
 func Of(tid int) (Policy, error) {
 	a, err := unix.SchedGetAttr(tid, 0)

@@ -244,7 +244,21 @@ func unitHelper() error {
 	if err == nil || !strings.Contains(err.Error(), "CAP_SYS_NICE") {
 		return fmt.Errorf("another policy without CAP_SYS_NICE: %v, want a refusal naming CAP_SYS_NICE", err)
 	}
-	return childIsTimeSharing()
+	if err := childIsTimeSharing(); err != nil {
+		return err
+	}
+	// A final stop's teardown (cmd/muros-had): down to Lowest, which the
+	// unit's settings allow, and no way back up.
+	if _, err := Apply(Lowest()); err != nil {
+		return fmt.Errorf("lowering to %s under the unit's settings: %w", Lowest(), err)
+	}
+	if err := allAre(Lowest()); err != nil {
+		return fmt.Errorf("after lowering: %w", err)
+	}
+	if _, err := Apply(want); err == nil {
+		return fmt.Errorf("back to %s after lowering without CAP_SYS_NICE: allowed, want refused", want)
+	}
+	return nil
 }
 
 // childIsTimeSharing starts a program with Start and checks its policy:

@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestReloadSeesEveryKey changes every setting of the configuration, one
+// leaf at a time, and checks that a reload would act on it: restart the
+// instances (electionChanges), apply it in place (inPlaceChanges), or move
+// the priority (the role). A key that none of them compares would be taken
+// into d.cfg and shown in the status while the running daemon still used
+// the old value: the liveness keys were so until this test.
+func TestReloadSeesEveryKey(t *testing.T) {
+	base := loopConfig(t, t.TempDir(), "master", loopAddr2, true)
+	// Not settings: where the file was read from, and what was found in it.
+	notSettings := []string{"File", "ConfigDir", "Warnings"}
+	// Leaves whose change needs nothing: VRIDExplicit says whether the
+	// VRID was written or derived, and the VRID itself is compared.
+	inert := []string{"VIPs.VRIDExplicit"}
+
+	typ := reflect.TypeOf(*base)
+	seen := 0
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if slices.Contains(notSettings, f.Name) {
+			continue
+		}
+		for _, m := range leafChanges(reflect.ValueOf(*base).Field(i), f.Name) {
+			if slices.Contains(inert, m.path) {
+				continue
+			}
+			seen++
+			cur := *base
+			reflect.ValueOf(&cur).Elem().Field(i).Set(m.value)
+			got := append(electionChanges(base, &cur), inPlaceChanges(base, &cur)...)
+			if cur.Priority() != base.Priority() {
+				got = append(got, "role")
+			}
+			if len(got) == 0 {
+				t.Errorf("%s changed (%v to %v): a reload neither restarts, applies nor re-prioritises", m.path, m.from, m.to)
+			}
+		}
+	}
+	if seen < 40 {
+		t.Fatalf("only %d settings changed: the walk missed most of the configuration", seen)
+	}
+}
+
+// leafChange is one setting changed: v is the top-level field's new value.
+type leafChange struct {
+	path     string
+	value    reflect.Value
+	from, to any
+}
+
+// leafChanges returns, for each leaf setting under v (a top-level field's
+// value, named path), a copy of v with only that leaf changed.
+func leafChanges(v reflect.Value, path string) []leafChange {
+	changed, ok := otherValue(v)
+	if ok {
+		return []leafChange{{path: path, value: changed, from: v.Interface(), to: changed.Interface()}}
+	}
+	var out []leafChange
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if !v.Type().Field(i).IsExported() {
+				continue
+			}
+			for _, m := range leafChanges(v.Field(i), path+"."+v.Type().Field(i).Name) {
+				c := reflect.New(v.Type()).Elem()
+				c.Set(v)
+				c.Field(i).Set(m.value)
+				out = append(out, leafChange{path: m.path, value: c, from: m.from, to: m.to})
+			}
+		}
+	case reflect.Slice:
+		if v.Len() == 0 {
+			// One more element of the zero value, then its leaves changed.
+			one := reflect.Append(reflect.MakeSlice(v.Type(), 0, 1), reflect.Zero(v.Type().Elem()))
+			out = append(out, leafChange{path: path, value: one, from: "empty", to: "one element"})
+			return out
+		}
+		for _, m := range leafChanges(v.Index(0), path) {
+			c := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+			reflect.Copy(c, v)
+			c.Index(0).Set(m.value)
+			out = append(out, leafChange{path: m.path, value: c, from: m.from, to: m.to})
+		}
+	case reflect.Map:
+		c := reflect.MakeMap(v.Type())
+		if v.Len() == 0 {
+			c.SetMapIndex(reflect.Zero(v.Type().Key()), reflect.Zero(v.Type().Elem()))
+		}
+		out = append(out, leafChange{path: path, value: c, from: v.Len(), to: c.Len()})
+	case reflect.Pointer:
+		c := reflect.Zero(v.Type())
+		if v.IsNil() {
+			c = reflect.New(v.Type().Elem())
+		}
+		out = append(out, leafChange{path: path, value: c, from: v.IsNil(), to: c.IsNil()})
+	}
+	return out
+}
+
+// otherValue returns a value of v's type that differs from v, for a leaf
+// (a scalar or an address); ok false for a composite to walk into.
+func otherValue(v reflect.Value) (reflect.Value, bool) {
+	switch x := v.Interface().(type) {
+	case netip.Addr:
+		if x.IsValid() {
+			return reflect.ValueOf(x.Next()), true
+		}
+		return reflect.ValueOf(netip.MustParseAddr("192.0.2.99")), true
+	case netip.Prefix:
+		return reflect.ValueOf(netip.MustParsePrefix("198.51.100.7/24")), x != netip.MustParsePrefix("198.51.100.7/24")
+	case time.Duration:
+		return reflect.ValueOf(x + time.Millisecond), true
+	}
+	c := reflect.New(v.Type()).Elem()
+	switch v.Kind() {
+	case reflect.Bool:
+		c.SetBool(!v.Bool())
+	case reflect.String:
+		c.SetString(v.String() + "x")
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		c.SetInt(v.Int() + 1)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		c.SetUint(v.Uint() + 1)
+	default:
+		return reflect.Value{}, false
+	}
+	return c, true
+}
+
+// The walk itself: a setting a reload ignores is found.
+func TestReloadSeesEveryKeyFindsAnIgnoredKey(t *testing.T) {
+	base := loopConfig(t, t.TempDir(), "master", loopAddr2, true)
+	var ignored []string
+	v := reflect.ValueOf(*base).FieldByName("Liveness")
+	for _, m := range leafChanges(v, "Liveness") {
+		cur := *base
+		reflect.ValueOf(&cur).Elem().FieldByName("Liveness").Set(m.value)
+		if len(inPlaceChanges(base, &cur)) == 0 {
+			ignored = append(ignored, m.path)
+		}
+	}
+	want := []string{"Liveness.Enabled", "Liveness.Group", "Liveness.Port", "Liveness.Interval", "Liveness.Detect",
+		"Liveness.QuietInterval", "Liveness.QuietAfter", "Liveness.PeerAddress"}
+	if !slices.Equal(ignored, want) {
+		t.Errorf("leaves of Liveness that inPlaceChanges ignores: %v, want %v", ignored, want)
+	}
+}
