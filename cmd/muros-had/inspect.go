@@ -41,9 +41,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
-
+	"github.com/muros/muros-had/internal/capfile"
 	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/vrrp"
 )
@@ -110,27 +108,6 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// packetSource is the part of pcapgo's readers inspect uses.
-type packetSource interface {
-	ReadPacketData() ([]byte, captureInfo, error)
-}
-
-type captureInfo struct{ iface int }
-
-type pcapSource struct{ r *pcapgo.Reader }
-
-func (s pcapSource) ReadPacketData() ([]byte, captureInfo, error) {
-	d, _, err := s.r.ReadPacketData()
-	return d, captureInfo{}, err
-}
-
-type ngSource struct{ r *pcapgo.NgReader }
-
-func (s ngSource) ReadPacketData() ([]byte, captureInfo, error) {
-	d, ci, err := s.r.ReadPacketData()
-	return d, captureInfo{iface: ci.InterfaceIndex}, err
-}
-
 // inspector decodes packets without enforcing anything: a capture is
 // looked at, not acted on.
 type inspector struct {
@@ -178,45 +155,20 @@ func (in *inspector) codecs(master kdf.Master) error {
 
 // run reads the capture from r and writes JSON lines to w.
 func (in *inspector) run(r io.Reader, w io.Writer) error {
-	br := bufio.NewReader(r)
-	magic, err := br.Peek(4)
+	src, err := capfile.NewReader(r)
 	if err != nil {
-		return fmt.Errorf("read capture header: %w", err)
-	}
-	var src packetSource
-	linkType := func(captureInfo) layers.LinkType { return 0 }
-	if binary.BigEndian.Uint32(magic) == 0x0a0d0d0a { // pcapng section header block
-		ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			return fmt.Errorf("pcapng: %w", err)
-		}
-		src = ngSource{ng}
-		linkType = func(ci captureInfo) layers.LinkType {
-			iface, err := ng.Interface(ci.iface)
-			if err != nil {
-				return 0xffff // unknown interface: no link type decodes
-			}
-			return iface.LinkType
-		}
-	} else {
-		pr, err := pcapgo.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("pcap: %w", err)
-		}
-		src = pcapSource{pr}
-		lt := pr.LinkType()
-		linkType = func(captureInfo) layers.LinkType { return lt }
+		return fmt.Errorf("read capture: %w", err)
 	}
 	enc := json.NewEncoder(w)
 	for n := 1; ; n++ {
-		data, ci, err := src.ReadPacketData()
+		data, link, err := src.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("packet %d: %w", n, err)
 		}
-		ip, ok := linkPayload(linkType(ci), data)
+		ip, ok := linkPayload(link, data)
 		if !ok {
 			continue
 		}
@@ -248,10 +200,10 @@ func (in *inspector) summary() string {
 
 // linkPayload returns the IPv4 / IPv6 packet inside a link-layer frame, or
 // false for anything else.
-func linkPayload(lt layers.LinkType, frame []byte) ([]byte, bool) {
+func linkPayload(lt uint16, frame []byte) ([]byte, bool) {
 	var ethertype uint16
 	switch lt {
-	case layers.LinkTypeEthernet:
+	case capfile.LinkEthernet:
 		if len(frame) < 14 {
 			return nil, false
 		}
@@ -262,19 +214,19 @@ func linkPayload(lt layers.LinkType, frame []byte) ([]byte, bool) {
 			}
 			ethertype, frame = binary.BigEndian.Uint16(frame[2:4]), frame[4:]
 		}
-	case layers.LinkTypeLinuxSLL:
+	case capfile.LinkLinuxSLL:
 		if len(frame) < 16 {
 			return nil, false
 		}
 		ethertype, frame = binary.BigEndian.Uint16(frame[14:16]), frame[16:]
-	case layers.LinkTypeLinuxSLL2:
+	case capfile.LinkSLL2:
 		if len(frame) < 20 {
 			return nil, false
 		}
 		ethertype, frame = binary.BigEndian.Uint16(frame[0:2]), frame[20:]
-	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
+	case capfile.LinkRaw, capfile.LinkIPv4, capfile.LinkIPv6:
 		return frame, len(frame) > 0
-	case layers.LinkTypeNull, layers.LinkTypeLoop:
+	case capfile.LinkNull, capfile.LinkLoop:
 		// The family is in the capturing host's byte order: accept either.
 		if len(frame) < 4 {
 			return nil, false
