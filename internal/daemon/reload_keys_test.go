@@ -48,6 +48,7 @@ func TestReloadSeesEveryKey(t *testing.T) {
 	if seen < 40 {
 		t.Fatalf("only %d settings changed: the walk missed most of the configuration", seen)
 	}
+	t.Logf("%d settings changed one at a time", seen)
 }
 
 // leafChange is one setting changed: v is the top-level field's new value.
