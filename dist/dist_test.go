@@ -80,7 +80,7 @@ func TestExampleConfigMatchesUnit(t *testing.T) {
 	if ps, ok := err.(config.Problems); ok {
 		got = ps.Strings()
 	}
-	want := []string{`muros-had.yaml:13: password: is a placeholder (it contains "generate me"): generate a shared secret, e.g. with openssl rand -base64 24, the same on both nodes; to change it on a running pair without a split brain see README.md, "Changing the password"`}
+	want := []string{`muros-had.yaml:17: password: is a placeholder (it contains "generate me"): generate a shared secret, e.g. with openssl rand -base64 24, the same on both nodes; to change it on a running pair without a split brain see README.md, "Changing the password"`}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("example as shipped (-want +got):\n%s", diff)
 	}

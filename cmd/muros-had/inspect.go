@@ -3,7 +3,8 @@ package main
 // muros-had inspect decodes every VRRP (IP protocol 112) and IPsec AH
 // (protocol 51) packet of a capture file and prints one JSON object per line.
 //
-// Input: classic pcap (either byte order, µs or ns timestamps) or pcapng,
+// Input: classic pcap (either byte order, µs or ns timestamps) or pcapng
+// (each interface with its own link type), either one gzip-compressed,
 // with link type Ethernet (1, 802.1Q / 802.1ad tags skipped), Linux cooked
 // v1 (113), Linux cooked v2 (276), raw IP (101, 228, 229) or BSD loopback
 // (0, 108). Link headers, byte by byte:

@@ -133,7 +133,8 @@ func applyScheduling(c config.Scheduling, log *slog.Logger) string {
 // pair, the leaving box's last packets. Lowered, 6.2 against 4.4 ms
 // (ConntrackTakeoverGap/graceful, 10 runs each, bench/README.md). An
 // in-process restart does not come here: its next instance could not
-// take real-time back under the unit's RestrictRealtime=.
+// take real-time back (the unit grants no CAP_SYS_NICE, and its
+// RestrictRealtime= forbids it anyway).
 func lowerForTeardown(log *slog.Logger) {
 	p := sched.Lowest()
 	if n, err := sched.Apply(p); err != nil {

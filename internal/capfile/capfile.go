@@ -1,22 +1,24 @@
 // Package capfile reads packet capture files: the classic libpcap format
 // (draft-ietf-opsawg-pcap) and pcapng (draft-ietf-opsawg-pcapng), as
-// tcpdump, tshark and dumpcap write them. It gives each packet's captured
-// bytes and its link type; nothing else (timestamps, comments, statistics)
-// is kept.
+// tcpdump, tshark and dumpcap write them, either one gzip-compressed
+// (RFC 1952). It gives each packet's captured bytes and its link type;
+// nothing else (timestamps, comments, statistics) is kept.
 //
 // Why not gopacket's pcapgo: it imports gopacket/layers, whose init fills
-// tables of 65,536 entries per EtherType and PPP type; linked into the
-// daemon (for `muros-had inspect`) that cost every node about 2.9 MB of
-// resident memory it never uses.
+// tables of 65,536 entries per EtherType and PPP type. Linked into the
+// daemon for `muros-had inspect`, that was resident in every node (a bare
+// program importing layers: 2.9 MB more RSS; the daemon without it: 1.4
+// to 2.3 MiB less, bench/README.md, session 9).
 //
 // Classic pcap, in the byte order of the magic number (either):
 //
-//	0       4       6       8              16      20      24
-//	+-------+---+---+-------+-------+------+-------+-------+
-//	| magic |maj|min| zone  | sigfig| snaplen      | link  |   file header
-//	+-------+---+---+-------+-------+------+-------+-------+
+//	0       4     6     8          12         16        20      24
+//	+-------+-----+-----+----------+----------+---------+-------+
+//	| magic | maj | min | reserved | reserved | snaplen | link  |  file header
+//	+-------+-----+-----+----------+----------+---------+-------+
 //	magic a1b2c3d4 (µs timestamps) or a1b23c4d (ns); link: bits 0-15
-//	the link type (bits 16-31: FCS information, ignored)
+//	the link type (16-25 reserved, 26 FCS present, 28-31 FCS length:
+//	ignored)
 //
 //	0        4         8         12        16
 //	+--------+---------+---------+---------+--------------------+
@@ -48,6 +50,7 @@ package capfile
 
 import (
 	"bufio"
+	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -99,7 +102,6 @@ type Reader struct {
 	link   uint16
 	ifaces []iface
 	buf    []byte
-	n      int // packets read
 }
 
 type iface struct {
@@ -114,6 +116,16 @@ func NewReader(r io.Reader) (*Reader, error) {
 	head, err := rd.r.Peek(4)
 	if err != nil {
 		return nil, fmt.Errorf("%w: file header: %w", ErrFormat, eof(err))
+	}
+	if head[0] == 0x1f && head[1] == 0x8b { // gzip (RFC 1952), as tcpdump -z leaves it
+		z, err := gzip.NewReader(rd.r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: gzip: %w", ErrFormat, err)
+		}
+		rd.r = bufio.NewReader(gzipErrors{z})
+		if head, err = rd.r.Peek(4); err != nil {
+			return nil, fmt.Errorf("%w: file header: %w", ErrFormat, eof(err))
+		}
 	}
 	if binary.BigEndian.Uint32(head) == ngSHB { // the same in either byte order
 		rd.ng = true
@@ -142,14 +154,9 @@ func NewReader(r io.Reader) (*Reader, error) {
 // are valid until the next call. At the end of the file: io.EOF.
 func (rd *Reader) Next() (data []byte, link uint16, err error) {
 	if rd.ng {
-		data, link, err = rd.nextBlock()
-	} else {
-		data, link, err = rd.nextRecord()
+		return rd.nextBlock()
 	}
-	if err == nil {
-		rd.n++
-	}
-	return data, link, err
+	return rd.nextRecord()
 }
 
 func (rd *Reader) nextRecord() ([]byte, uint16, error) {
@@ -158,15 +165,15 @@ func (rd *Reader) nextRecord() ([]byte, uint16, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, 0, io.EOF
 		}
-		return nil, 0, fmt.Errorf("%w: packet %d: header: %w", ErrFormat, rd.n+1, eof(err))
+		return nil, 0, fmt.Errorf("%w: record header: %w", ErrFormat, eof(err))
 	}
 	caplen := rd.order.Uint32(h[8:])
 	if caplen > MaxBlock {
-		return nil, 0, fmt.Errorf("%w: packet %d: captured length %d over %d", ErrFormat, rd.n+1, caplen, MaxBlock)
+		return nil, 0, fmt.Errorf("%w: captured length %d over %d", ErrFormat, caplen, MaxBlock)
 	}
 	b, err := rd.read(int(caplen))
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: packet %d: %w", ErrFormat, rd.n+1, eof(err))
+		return nil, 0, fmt.Errorf("%w: record: %w", ErrFormat, eof(err))
 	}
 	return b, rd.link, nil
 }
@@ -198,16 +205,14 @@ func (rd *Reader) nextBlock() ([]byte, uint16, error) {
 		switch typ {
 		case ngIDB:
 			if len(body) < 8 {
-				return nil, 0, fmt.Errorf("%w: interface description of %d bytes", ErrFormat, len(body))
+				return nil, 0, fmt.Errorf("%w: interface description block of %d bytes", ErrFormat, len(body)+12)
 			}
 			rd.ifaces = append(rd.ifaces, iface{link: rd.order.Uint16(body), snaplen: rd.order.Uint32(body[4:])})
-		case ngEPB:
-			return rd.packet(body, rd.order.Uint32(body), 20, "enhanced")
-		case ngPB:
-			return rd.packet(body, uint32(rd.order.Uint16(body)), 20, "obsolete")
+		case ngEPB, ngPB:
+			return rd.packet(typ, body)
 		case ngSPB:
 			if len(body) < 4 {
-				return nil, 0, fmt.Errorf("%w: simple packet block of %d bytes", ErrFormat, len(body))
+				return nil, 0, fmt.Errorf("%w: simple packet block of %d bytes", ErrFormat, len(body)+12)
 			}
 			if len(rd.ifaces) == 0 {
 				return nil, LinkUnknown, nil
@@ -225,20 +230,26 @@ func (rd *Reader) nextBlock() ([]byte, uint16, error) {
 }
 
 // packet returns the data of an enhanced or obsolete packet block: the
-// captured length at [12:16], the data at off.
-func (rd *Reader) packet(body []byte, ifc uint32, off int, kind string) ([]byte, uint16, error) {
-	if len(body) < off {
+// interface at [0:4] (enhanced) or [0:2] (obsolete), the captured length
+// at [12:16], the data at 20.
+func (rd *Reader) packet(typ uint32, body []byte) ([]byte, uint16, error) {
+	kind := map[uint32]string{ngEPB: "enhanced", ngPB: "obsolete"}[typ]
+	if len(body) < 20 {
 		return nil, 0, fmt.Errorf("%w: %s packet block of %d bytes", ErrFormat, kind, len(body)+12)
 	}
+	ifc := rd.order.Uint32(body)
+	if typ == ngPB {
+		ifc = uint32(rd.order.Uint16(body))
+	}
 	caplen := uint64(rd.order.Uint32(body[12:]))
-	if caplen > uint64(len(body)-off) {
+	if caplen > uint64(len(body)-20) {
 		return nil, 0, fmt.Errorf("%w: %s packet of %d bytes in a %d-byte block", ErrFormat, kind, caplen, len(body)+12)
 	}
 	link := LinkUnknown
 	if uint64(ifc) < uint64(len(rd.ifaces)) {
 		link = rd.ifaces[ifc].link
 	}
-	return body[off : off+int(caplen)], link, nil
+	return body[20 : 20+int(caplen)], link, nil
 }
 
 // section reads a section header block whose 8 bytes h were read: it sets
@@ -304,6 +315,18 @@ func (rd *Reader) read(n int) ([]byte, error) {
 	}
 	rd.buf = b[:0]
 	return b, nil
+}
+
+// gzipErrors marks the decompressor's errors (a corrupt stream, a wrong
+// checksum) as the file's.
+type gzipErrors struct{ r io.Reader }
+
+func (g gzipErrors) Read(b []byte) (int, error) {
+	n, err := g.r.Read(b)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w: gzip: %w", ErrFormat, err)
+	}
+	return n, err
 }
 
 // eof turns an end of file inside a header or block into the truncation

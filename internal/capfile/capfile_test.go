@@ -2,6 +2,7 @@ package capfile
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -268,6 +269,48 @@ func TestPcapngSectionsAndBlocks(t *testing.T) {
 	}
 }
 
+// A gzip-compressed file (tcpdump -z gzip, pcapgo read those too) reads as
+// the file itself; a damaged or cut stream is the file's error.
+func TestGzip(t *testing.T) {
+	f := &ngFile{}
+	f.section(binary.BigEndian)
+	f.iface(LinkRaw, 0)
+	f.enhanced(0, []byte{0x45, 1, 2, 3})
+	classic, err := os.ReadFile("../../testdata/pcaps/v3-ipv4.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, plain := range map[string][]byte{"pcap": classic, "pcapng": f.buf} {
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		if _, err := zw.Write(plain); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		want, err := readAll(plain)
+		if err != nil || len(want) == 0 {
+			t.Fatalf("%s: %d packets, %v", name, len(want), err)
+		}
+		got, err := readAll(z.Bytes())
+		if err != nil {
+			t.Fatalf("%s, gzip: %v", name, err)
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("%s, gzip (-plain +gzip):\n%s", name, d)
+		}
+		damaged := bytes.Clone(z.Bytes())
+		damaged[len(damaged)-6] ^= 0xff // the CRC-32 of the data
+		if _, err := readAll(damaged); !errors.Is(err, ErrFormat) {
+			t.Errorf("%s, gzip with a wrong checksum: %v, want an error wrapping ErrFormat", name, err)
+		}
+		if _, err := readAll(z.Bytes()[:len(z.Bytes())/2]); !errors.Is(err, ErrFormat) {
+			t.Errorf("%s, gzip cut in half: %v, want an error wrapping ErrFormat", name, err)
+		}
+	}
+}
+
 // A big-endian classic file (what a SPARC or a PowerPC wrote).
 func TestClassicBigEndian(t *testing.T) {
 	var b []byte
@@ -348,6 +391,28 @@ func TestDamagedFiles(t *testing.T) {
 			t.Errorf("%s: %v, want an error wrapping ErrFormat", name, err)
 		}
 	}
+
+	// Every block type with an empty or short body (12 and 16 bytes in
+	// all), after a section and an interface.
+	for _, typ := range []uint32{ngIDB, ngPB, ngSPB, 4, 5, ngEPB, 7, 0x80000001} {
+		for _, body := range [][]byte{nil, {1, 2, 3, 4}} {
+			b := &ngFile{}
+			b.section(binary.LittleEndian)
+			b.iface(LinkEthernet, 0)
+			b.block(typ, body)
+			got, err := readAll(b.buf)
+			switch typ {
+			case 4, 5, 7, 0x80000001: // skipped: the file ends cleanly
+				if err != nil || len(got) != 0 {
+					t.Errorf("block type %d of %d bytes: %v, %v; want no packet and no error", typ, 12+len(body), got, err)
+				}
+			default:
+				if !errors.Is(err, ErrFormat) {
+					t.Errorf("block type %d of %d bytes: %v, %v; want an error wrapping ErrFormat", typ, 12+len(body), got, err)
+				}
+			}
+		}
+	}
 }
 
 // mismatched is b with its last block's trailing length changed.
@@ -374,6 +439,14 @@ func FuzzReader(f *testing.F) {
 	ng.simple(20, bytes.Repeat([]byte{1}, 8))
 	ng.obsolete(3, nil)
 	f.Add(ng.buf)
+	for _, typ := range []uint32{ngIDB, ngPB, ngSPB, ngEPB} {
+		for _, body := range [][]byte{nil, {1, 2, 3, 4}} {
+			b := &ngFile{}
+			b.section(binary.BigEndian)
+			b.block(typ, body)
+			f.Add(b.buf)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rd, err := NewReader(bytes.NewReader(b))
 		if err != nil {

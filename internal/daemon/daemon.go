@@ -58,7 +58,8 @@ type Options struct {
 	// the outcome for the status.
 	ApplyScheduling func(config.Scheduling) string
 	// Left, if set, runs once a final stop (ctx done, or the loop failed)
-	// has left the pair: the stop's adverts are out and the VIPs released.
+	// has left the pair: LEAVING sent (or its 20 ms bound passed), the
+	// priority 0 adverts sent, the stop hooks run and the VIPs released.
 	// What follows is teardown that no one waits for; the command lowers
 	// the process's CPU priority here (an in-process restart keeps it).
 	Left func()

@@ -69,8 +69,9 @@ func electionChanges(old, cur *config.Config) []string {
 	// The liveness engine is built with its settings; swapping it under a
 	// running election would silence the heartbeats a backup counts on.
 	add("liveness", !reflect.DeepEqual(old.Liveness, cur.Liveness))
-	// The DB sync client is built with the peer's address.
-	add("peer", old.Peer != cur.Peer && (old.DBSync.Enabled || cur.DBSync.Enabled))
+	// The peer view (its health poll and alarms) and the DB sync client
+	// are built with the peer's address.
+	add("peer", old.Peer != cur.Peer)
 	return out
 }
 
