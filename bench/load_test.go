@@ -116,8 +116,15 @@ func falseTakeoversOnce(im impl, interval time.Duration) (FalseTakeovers, error)
 		stop()
 		p.Close()
 	}()
-	if _, _, err := electPair(p, im, interval); err != nil {
+	_, n2, err := electPair(p, im, interval)
+	if err != nil {
 		return FalseTakeovers{}, err
+	}
+	if h, ok := n2.(*hatest.Node); ok {
+		// The load meets muros-had's liveness detection at its floor, past
+		// the cold start (package liveness), as it would a pair that has
+		// run for a while.
+		waitDetectFloor(h, 30*time.Second)
 	}
 	capt, err := p.FW2.StartCapture(lab.IfSync)
 	if err != nil {

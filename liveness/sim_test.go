@@ -233,6 +233,13 @@ func settled(t testing.TB, cfgs ...Config) *sim {
 			t.Fatalf("node %d: verdict %v after 1 s, want alive (verdicts %v)", i, n.m.Verdict(), n.verdicts)
 		}
 	}
+	// Past the cold start: the detection time is down to its floor.
+	s.run(gapHalfLife)
+	for i, n := range s.nodes {
+		if d := n.m.Detect(s.now); d != n.m.cfg.Detect {
+			t.Fatalf("node %d: detection %v after the cold start, want the floor %v", i, d, n.m.cfg.Detect)
+		}
+	}
 	if r := s.nodes[1].m.PeerRole(); r != RoleMaster {
 		t.Fatalf("backup sees its peer as %v", r)
 	}
