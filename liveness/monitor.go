@@ -81,11 +81,17 @@ func (c Config) Validate() error {
 // goes unheard for 9 ms, the next verdict waits 18 ms instead of crying
 // wolf. The memory halves every gapHalfLife, so the detection time comes
 // back to the floor within a minute of the load going away. A newly met
-// peer starts as if one silence as long as the floor had been seen (the
-// cold start, in receive).
+// peer starts as if one silence of coldStartGaps floors had been seen
+// (the cold start, in receive).
 const (
 	gapFactor   = 2
 	gapHalfLife = 10 * time.Second
+	// coldStartGaps is the silence, in floors, a newly met peer is
+	// assumed to have shown: the detection time starts at twice it (12
+	// ms at the default 3 ms floor), halves at each gapHalfLife, and is
+	// at the floor after coldStart.
+	coldStartGaps = 2
+	coldStart     = 2 * gapHalfLife
 	// maxDetect caps the adaptive detection time: past it VRRP's own
 	// Master_Down_Interval is as good.
 	maxDetect = time.Second
@@ -746,16 +752,17 @@ func (m *Monitor) receive(ev Event, out []Action) []Action {
 			m.adoptedAt = now
 		}
 		// Cold start: nothing is known yet of this pair's delays, so the
-		// monitor assumes one silence as long as the floor and earns the
-		// floor over a half-life (the detection time starts at twice it;
-		// TCP's initial RTO before its first sample, RFC 6298, is the
-		// same caution). Why: a vCPU the hypervisor did not run for 3.3
-		// ms silenced a master half a second after the pair met, while
-		// both CPUs were idle in the guest (a sched_switch ring, 22:43
-		// UTC), and the monitor, with nothing learnt, declared it dead:
-		// about one false takeover in 60 fresh pairs on this machine.
-		if m.gapMax < m.cfg.Detect {
-			m.gapMax, m.gapAt = m.cfg.Detect, now
+		// monitor assumes one silence of coldStartGaps floors and earns
+		// the floor over as many half-lives (TCP's initial RTO before its
+		// first sample, RFC 6298, is the same caution). Why: a vCPU the
+		// hypervisor did not run for 3.3 ms silenced a master half a
+		// second after the pair met, while both CPUs were idle in the
+		// guest (a sched_switch ring, 22:43 UTC), and the monitor, with
+		// nothing learnt, declared it dead: about one false takeover in
+		// 60 fresh pairs on this machine. A first cold start of one floor
+		// still met a 6.1 and a 7.4 ms silence in 210 pairs.
+		if cold := coldStartGaps * m.cfg.Detect; m.gapMax < cold {
+			m.gapMax, m.gapAt = cold, now
 		}
 	}
 	m.peerSeq[ev.Path] = msg.Seq

@@ -234,7 +234,7 @@ func settled(t testing.TB, cfgs ...Config) *sim {
 		}
 	}
 	// Past the cold start: the detection time is down to its floor.
-	s.run(gapHalfLife)
+	s.run(coldStart)
 	for i, n := range s.nodes {
 		if d := n.m.Detect(s.now); d != n.m.cfg.Detect {
 			t.Fatalf("node %d: detection %v after the cold start, want the floor %v", i, d, n.m.cfg.Detect)
