@@ -470,10 +470,10 @@ func electWatched(p *lab.Pair, im impl, interval time.Duration) (n1, n2 node, ca
 	}
 	settled = time.Now()
 	if h, ok := n2.(*hatest.Node); ok {
-		// A muros-had backup's liveness detection starts at twice its
-		// floor and comes down to it within a half-life (10 s; package
-		// liveness, the cold start): measure the steady state. The wait
-		// counts as settled time, watched for false takeovers.
+		// A muros-had backup's liveness detection starts at four times
+		// its floor and comes down to it within 20 s (package liveness,
+		// the cold start): measure the steady state. The wait counts as
+		// settled time, watched for false takeovers.
 		waitDetectFloor(h, 30*time.Second)
 	}
 	return n1, n2, capSync, started, settled, nil
