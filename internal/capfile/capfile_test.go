@@ -47,40 +47,40 @@ func readAll(b []byte) ([]pkt, error) {
 // pcapgoAll reads b with gopacket's pcapgo: the reference.
 func pcapgoAll(t *testing.T, b []byte) []pkt {
 	t.Helper()
-	var out []pkt
+	var next func() ([]byte, uint16, error)
 	if binary.BigEndian.Uint32(b) == ngSHB {
 		r, err := pcapgo.NewNgReader(bytes.NewReader(b), pcapgo.DefaultNgReaderOptions)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for {
+		next = func() ([]byte, uint16, error) {
 			d, ci, err := r.ReadPacketData()
-			if errors.Is(err, io.EOF) {
-				return out
-			}
 			if err != nil {
-				t.Fatal(err)
+				return nil, 0, err
 			}
 			ifc, err := r.Interface(ci.InterfaceIndex)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, pkt{uint16(ifc.LinkType), d})
+			return d, uint16(ifc.LinkType), err
+		}
+	} else {
+		r, err := pcapgo.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next = func() ([]byte, uint16, error) {
+			d, _, err := r.ReadPacketData()
+			return d, uint16(r.LinkType()), err
 		}
 	}
-	r, err := pcapgo.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var out []pkt
 	for {
-		d, _, err := r.ReadPacketData()
+		d, link, err := next()
 		if errors.Is(err, io.EOF) {
 			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, pkt{uint16(r.LinkType()), d})
+		out = append(out, pkt{link, d})
 	}
 }
 
@@ -472,4 +472,38 @@ func FuzzReader(f *testing.F) {
 		}
 		t.Fatal("more packets than the file has bytes")
 	})
+}
+
+// Reading a packet allocates nothing once the buffer has grown, in
+// either format: the headers are read into the Reader's own array (a
+// local one escaped through io.Reader, one allocation per packet).
+func TestReaderAllocatesNothing(t *testing.T) {
+	f := &ngFile{}
+	f.section(binary.LittleEndian)
+	f.iface(LinkEthernet, 0)
+	for range 1000 {
+		f.enhanced(0, make([]byte, 100))
+	}
+	var classic bytes.Buffer
+	w := pcapgo.NewWriter(&classic)
+	if err := w.WriteFileHeader(65536, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	for range 1000 {
+		if err := w.WritePacket(gopacket.CaptureInfo{CaptureLength: 100, Length: 100}, make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, b := range map[string][]byte{"pcapng": f.buf, "pcap": classic.Bytes()} {
+		rd, err := NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := rd.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if n := testing.AllocsPerRun(200, func() { _, _, _ = rd.Next() }); n != 0 {
+			t.Errorf("%s: %v allocations per packet, want 0", name, n)
+		}
+	}
 }
