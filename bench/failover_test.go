@@ -456,8 +456,9 @@ func episodes(runs []settling) []string {
 
 // electWatched elects the pair with fw2's sync link captured from before
 // the daemons start, so that every advert the backup sent while the pair
-// settled is seen. The caller stops the capture (settlingOf).
-func electWatched(p *lab.Pair, im impl, interval time.Duration) (n1, n2 node, capSync *lab.Capture, started, settled time.Time, err error) {
+// settled is seen; with warm, it then waits for a muros-had backup's
+// detection floor. The caller stops the capture (settlingOf).
+func electWatched(p *lab.Pair, im impl, interval time.Duration, warm bool) (n1, n2 node, capSync *lab.Capture, started, settled time.Time, err error) {
 	capSync, err = p.FW2.StartCapture(lab.IfSync)
 	if err != nil {
 		return nil, nil, nil, started, settled, err
@@ -469,7 +470,7 @@ func electWatched(p *lab.Pair, im impl, interval time.Duration) (n1, n2 node, ca
 		return nil, nil, nil, started, settled, err
 	}
 	settled = time.Now()
-	if h, ok := n2.(*hatest.Node); ok {
+	if h, ok := n2.(*hatest.Node); ok && warm {
 		// A muros-had backup's liveness detection starts at four times
 		// its floor and comes down to it within 20 s (package liveness,
 		// the cold start): measure the steady state. The wait counts as
@@ -518,7 +519,7 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (runO
 	// The master's adverts as the backup receives them (and the backup's
 	// own, from before the daemons start), and the new owner's
 	// gratuitous ARP as the client receives it.
-	n1, n2, capSync, started, settled, err := electWatched(p, im, interval)
+	n1, n2, capSync, started, settled, err := electWatched(p, im, interval, true)
 	if err != nil {
 		return runOutcome{}, tl, st, err
 	}
@@ -671,7 +672,7 @@ func cutOnce(im impl, interval, window time.Duration, rng *rand.Rand) (cutOutcom
 		stop()
 		p.Close()
 	}()
-	_, _, capSync, started, settled, err := electWatched(p, im, interval)
+	_, _, capSync, started, settled, err := electWatched(p, im, interval, true)
 	if err != nil {
 		return o, err
 	}
