@@ -73,6 +73,29 @@ func Derive(password string) (Master, error) {
 // Valid reports whether m came from Derive.
 func (m Master) Valid() bool { return m.set }
 
+// Secret is the master secret itself, for the one hand-over that needs it:
+// from a process that ran Derive to the daemon that uses it (cmd/muros-had
+// stretches in a time-sharing child, so that Argon2id's quarter second on
+// every CPU does not run at the daemon's real-time priority). ok is false
+// for a Master not derived.
+func (m Master) Secret() (secret [KeyLen]byte, ok bool) { return m.secret, m.set }
+
+// FromSecret is the Master whose secret is b, as Secret returned it in the
+// process that derived it. b must be KeyLen bytes and not all zero (what
+// an unset Master or a cut hand-over would carry).
+func FromSecret(b []byte) (Master, error) {
+	if len(b) != KeyLen {
+		return Master{}, fmt.Errorf("kdf: master secret of %d bytes, want %d", len(b), KeyLen)
+	}
+	var m Master
+	copy(m.secret[:], b)
+	if m.secret == [KeyLen]byte{} {
+		return Master{}, errors.New("kdf: master secret is all zero")
+	}
+	m.set = true
+	return m, nil
+}
+
 // String, GoString and LogValue keep the secret out of logs and dumps of
 // the configurations that carry it.
 func (m Master) String() string {

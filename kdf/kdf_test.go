@@ -85,3 +85,33 @@ func TestMasterRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretHandOver: a Master rebuilt from Secret gives the same keys, and
+// FromSecret refuses what a failed hand-over would carry.
+func TestSecretHandOver(t *testing.T) {
+	m, err := Derive("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := m.Secret()
+	if !ok {
+		t.Fatal("Secret of a derived Master: not ok")
+	}
+	back, err := FromSecret(s[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := m.Key("label")
+	b, err := back.Key("label")
+	if err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("key from the handed-over secret %x (%v), want %x", b, err, a)
+	}
+	if _, ok := (Master{}).Secret(); ok {
+		t.Error("Secret of an unset Master: ok")
+	}
+	for _, bad := range [][]byte{nil, s[:31], append(s[:], 0), make([]byte, KeyLen)} {
+		if _, err := FromSecret(bad); err == nil {
+			t.Errorf("FromSecret(%d bytes %x): accepted", len(bad), bad)
+		}
+	}
+}

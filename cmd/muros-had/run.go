@@ -65,11 +65,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	notify := func(state string) { _, _ = sddaemon.SdNotify(false, state) }
 	wd, _ := sddaemon.SdWatchdogEnabled(false)
+	stretch := newStretcher(log)
 	for {
 		d, err := daemon.New(daemon.Options{
 			Config: cfg, Logger: log, Notify: notify, WatchdogInterval: wd / 2, Scheduling: schedState,
 			ApplyScheduling: func(c config.Scheduling) string { return applyScheduling(c, log) },
 			Left:            func() { lowerForTeardown(log) },
+			Stretch:         stretch.Stretch,
 			Reload:          func() (*config.Config, error) { return config.Load(*path) },
 		})
 		if err != nil {

@@ -63,6 +63,11 @@ type Options struct {
 	// What follows is teardown that no one waits for; the command lowers
 	// the process's CPU priority here (an in-process restart keeps it).
 	Left func()
+	// Stretch, if set, turns the password into the master secret every
+	// key is expanded from (kdf.Derive's result). The command stretches
+	// in a time-sharing child process and remembers the result across
+	// in-process restarts; nil derives here, at the daemon's own priority.
+	Stretch func(password string) (kdf.Master, error)
 	// Adapters reach the kernel and the peer; nil fields take the real
 	// ones (tests replace them to run the loop without root).
 	Adapters Adapters
@@ -232,15 +237,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// and every key is expanded from it.
 	if d.cfg.Auth == config.AuthAH || d.cfg.Conntrack.Enabled || d.cfg.Liveness.Enabled {
 		start := time.Now()
-		m, err := kdf.Derive(d.cfg.Password)
+		stretch := d.opts.Stretch
+		if stretch == nil {
+			stretch = deriveHere
+		}
+		m, err := stretch(d.cfg.Password)
 		if err != nil {
 			return fmt.Errorf("daemon: keys: %w", err)
 		}
 		d.master = m
-		// Argon2id's 64 MiB are garbage now: hand them back to the kernel
-		// at once, or the idle daemon keeps them resident (85 MiB instead
-		// of 21 in BenchmarkIdleCPU).
-		debug.FreeOSMemory()
 		d.log.Info("keys derived from the password", "kdf", "argon2id", "took", time.Since(start).Round(time.Millisecond))
 	}
 	ad, closeAdapters, err := d.opts.Adapters.withDefaults()
@@ -879,4 +884,14 @@ func (d *Daemon) isTracked(ifname string) bool {
 		}
 	}
 	return false
+}
+
+// deriveHere stretches the password in this process (Options.Stretch nil).
+func deriveHere(password string) (kdf.Master, error) {
+	m, err := kdf.Derive(password)
+	// Argon2id's 64 MiB are garbage now: hand them back to the kernel at
+	// once, or the idle daemon keeps them resident (85 MiB instead of 21
+	// in BenchmarkIdleCPU).
+	debug.FreeOSMemory()
+	return m, err
 }

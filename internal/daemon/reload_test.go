@@ -408,6 +408,13 @@ func TestSystemdNotify(t *testing.T) {
 		t.Errorf("the in-process restart lowered the priority:\n%s", tail(logText(), 20))
 	}
 	checkThreadsRealtime(t, cmd.Process.Pid, schedRR, 40)
+	// The password was stretched once, in a child the kernel ran
+	// time-sharing while the daemon was real-time (cmd/muros-had,
+	// stretcher), and the restarted instance reused the secret.
+	if l := logText(); strings.Count(l, "password stretched in a child process") != 1 ||
+		!strings.Contains(l, `policy="SCHED_OTHER nice 0"`) || strings.Count(l, "keys derived from the password") != 2 {
+		t.Errorf("want the password stretched once in a SCHED_OTHER child and keys derived by both instances:\n%s", tail(l, 40))
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
