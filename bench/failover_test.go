@@ -411,6 +411,9 @@ func benchFailover(b *testing.B, im impl, m mode, interval time.Duration) {
 			b.Fatal(err)
 		}
 		gaps = append(gaps, o.Gap)
+		if o.Backup != "" {
+			b.Logf("run %d: gap %v; backup: %s", len(gaps), o.Gap.Round(10*time.Microsecond), o.Backup)
+		}
 		sendLag = max(sendLag, o.SendLag)
 		if o.RunMaxGap > o.Gap {
 			elsewhere = max(elsewhere, o.RunMaxGap)
@@ -456,9 +459,10 @@ func episodes(runs []settling) []string {
 
 // electWatched elects the pair with fw2's sync link captured from before
 // the daemons start, so that every advert the backup sent while the pair
-// settled is seen; with warm, it then waits for a muros-had backup's
-// detection floor. The caller stops the capture (settlingOf).
-func electWatched(p *lab.Pair, im impl, interval time.Duration, warm bool) (n1, n2 node, capSync *lab.Capture, started, settled time.Time, err error) {
+// settled is seen; with warm non-nil, it then waits for a muros-had
+// backup's detection floor and says in *warm how that went. The caller
+// stops the capture (settlingOf).
+func electWatched(p *lab.Pair, im impl, interval time.Duration, warm *string) (n1, n2 node, capSync *lab.Capture, started, settled time.Time, err error) {
 	capSync, err = p.FW2.StartCapture(lab.IfSync)
 	if err != nil {
 		return nil, nil, nil, started, settled, err
@@ -470,12 +474,12 @@ func electWatched(p *lab.Pair, im impl, interval time.Duration, warm bool) (n1, 
 		return nil, nil, nil, started, settled, err
 	}
 	settled = time.Now()
-	if h, ok := n2.(*hatest.Node); ok && warm {
+	if h, ok := n2.(*hatest.Node); ok && warm != nil {
 		// A muros-had backup's liveness detection starts at four times
 		// its floor and comes down to it within 20 s (package liveness,
 		// the cold start): measure the steady state. The wait counts as
 		// settled time, watched for false takeovers.
-		waitDetectFloor(h, 30*time.Second)
+		*warm = waitDetectFloor(h, 30*time.Second)
 	}
 	return n1, n2, capSync, started, settled, nil
 }
@@ -499,6 +503,9 @@ func settlingOf(p *lab.Pair, frames []lab.Frame, interval time.Duration, started
 type runOutcome struct {
 	lab.FailoverOutcome
 	RunMaxGap time.Duration
+	// Backup is what a muros-had backup said: its liveness detection
+	// after the warm-up, and its last liveness verdict (the takeover's).
+	Backup string
 }
 
 func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (runOutcome, Timeline, settling, error) {
@@ -519,7 +526,8 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (runO
 	// The master's adverts as the backup receives them (and the backup's
 	// own, from before the daemons start), and the new owner's
 	// gratuitous ARP as the client receives it.
-	n1, n2, capSync, started, settled, err := electWatched(p, im, interval, true)
+	var warm string
+	n1, n2, capSync, started, settled, err := electWatched(p, im, interval, &warm)
 	if err != nil {
 		return runOutcome{}, tl, st, err
 	}
@@ -579,6 +587,9 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (runO
 		return runOutcome{}, tl, st, fmt.Errorf("%s %s: backup did not take over: %w", im.name, m.name, err)
 	}
 	o := runOutcome{FailoverOutcome: lab.Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start)), RunMaxGap: res.MaxGap}
+	if h, ok := n2.(*hatest.Node); ok {
+		o.Backup = warm + "; " + lastLine(h.Proc.Log(), `msg="peer liveness"`)
+	}
 	err = o.Err()
 	if errors.Is(err, lab.ErrGapNotAtEvent) {
 		// A failover of a few milliseconds is shorter than this machine's
@@ -672,7 +683,8 @@ func cutOnce(im impl, interval, window time.Duration, rng *rand.Rand) (cutOutcom
 		stop()
 		p.Close()
 	}()
-	_, _, capSync, started, settled, err := electWatched(p, im, interval, true)
+	var warm string
+	_, _, capSync, started, settled, err := electWatched(p, im, interval, &warm)
 	if err != nil {
 		return o, err
 	}
@@ -944,4 +956,18 @@ func BenchmarkProbeNoiseFloor(b *testing.B) {
 	b.ReportMetric(Millis(s.Max), "gap_max_ms")
 	b.ReportMetric(Millis(sendLag), "sendlag_max_ms")
 	b.ReportMetric(float64(lost), "lost")
+}
+
+// lastLine is the last line of log that contains substr ("" if none).
+func lastLine(log, substr string) string {
+	i := strings.LastIndex(log, substr)
+	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndexByte(log[:i], '\n') + 1
+	end := strings.IndexByte(log[i:], '\n')
+	if end < 0 {
+		return log[start:]
+	}
+	return log[start : i+end]
 }

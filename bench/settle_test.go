@@ -78,7 +78,7 @@ func settleOnce(im impl, interval time.Duration) (settling, [2]string, error) {
 		p.Close()
 	}()
 	// Not warm: the cold start is what this benchmark watches.
-	n1, n2, capSync, started, settled, err := electWatched(p, im, interval, false)
+	n1, n2, capSync, started, settled, err := electWatched(p, im, interval, nil)
 	if err != nil {
 		return settling{}, logs, err
 	}
