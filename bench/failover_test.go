@@ -504,7 +504,8 @@ type runOutcome struct {
 	lab.FailoverOutcome
 	RunMaxGap time.Duration
 	// Backup is what a muros-had backup said: its liveness detection
-	// after the warm-up, and its last liveness verdict (the takeover's).
+	// after the warm-up, and its first liveness verdict after the
+	// trigger (the takeover's).
 	Backup string
 }
 
@@ -588,7 +589,7 @@ func failoverOnce(im impl, m mode, interval time.Duration, rng *rand.Rand) (runO
 	}
 	o := runOutcome{FailoverOutcome: lab.Outcome(res, trigAt.Sub(res.Start), trigDone.Sub(res.Start)), RunMaxGap: res.MaxGap}
 	if h, ok := n2.(*hatest.Node); ok {
-		o.Backup = warm + "; " + lastLine(h.Proc.Log(), `msg="peer liveness"`)
+		o.Backup = warm + "; " + verdictAfter(h.Proc.Log(), trigAt)
 	}
 	err = o.Err()
 	if errors.Is(err, lab.ErrGapNotAtEvent) {
@@ -683,8 +684,7 @@ func cutOnce(im impl, interval, window time.Duration, rng *rand.Rand) (cutOutcom
 		stop()
 		p.Close()
 	}()
-	var warm string
-	_, _, capSync, started, settled, err := electWatched(p, im, interval, &warm)
+	_, _, capSync, started, settled, err := electWatched(p, im, interval, new(string))
 	if err != nil {
 		return o, err
 	}
@@ -958,16 +958,17 @@ func BenchmarkProbeNoiseFloor(b *testing.B) {
 	b.ReportMetric(float64(lost), "lost")
 }
 
-// lastLine is the last line of log that contains substr ("" if none).
-func lastLine(log, substr string) string {
-	i := strings.LastIndex(log, substr)
-	if i < 0 {
-		return ""
+// verdictAfter is the first liveness verdict a muros-had log has at or
+// after since (the takeover's), or "" if none.
+func verdictAfter(log string, since time.Time) string {
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, `msg="peer liveness"`) {
+			continue
+		}
+		stamp, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if at, err := time.Parse(time.RFC3339Nano, stamp); err == nil && !at.Before(since) {
+			return strings.TrimSpace(line)
+		}
 	}
-	start := strings.LastIndexByte(log[:i], '\n') + 1
-	end := strings.IndexByte(log[i:], '\n')
-	if end < 0 {
-		return log[start:]
-	}
-	return log[start : i+end]
+	return ""
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/muros/muros-had/config"
 	"github.com/muros/muros-had/internal/hatest"
+	"github.com/muros/muros-had/lab"
 )
 
 var startAltFlag = flag.String("start.alt", "", "BenchmarkStartStarvation: another muros-had binary measured beside this tree's (case muros-had-alt), e.g. one built from an earlier commit")
@@ -63,15 +64,19 @@ func (p *starvationProbe) Stop() time.Duration {
 // conntrack replication and liveness on, so the password is stretched)
 // -failover.reps times per case and reports the longest time a
 // time-sharing task could not run from the start to the settled BACKUP
-// (starved_ms: median and max), beside the same window with nothing
-// starting (none) and, with -start.alt, another binary.
+// (starved_*), and the same over a window as long with nothing starting,
+// right after each start (idle_*: the machine's own noise), medians and
+// maxima in ms. -start.alt adds another binary beside this tree's.
+//
+//	sudo go test -run '^$' -v -bench StartStarvation -benchtime 1x ./bench/ -args -failover.reps=5 -start.alt=/tmp/muros-had-old
 func BenchmarkStartStarvation(b *testing.B) {
-	cases := []struct{ name, bin string }{{"none", ""}, {"muros-had", binary}}
+	cases := []struct{ name, bin string }{{"muros-had", binary}}
 	if *startAltFlag != "" {
 		cases = append(cases, struct{ name, bin string }{"muros-had-alt", *startAltFlag})
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
+			lab.Require(b)
 			p := newPair(b)
 			o := hatest.NodeOptions{Auth: "ah", Interval: 10 * time.Millisecond, Extra: conntrackExtra, LivenessDetect: config.DefaultLivenessDetect}
 			o1, o2 := o, o
@@ -84,45 +89,44 @@ func BenchmarkStartStarvation(b *testing.B) {
 			if err := n1.WaitState("MASTER", 10*time.Second); err != nil {
 				b.Fatal(err)
 			}
-			var starved, started []time.Duration
+			var starved, idle, started []time.Duration
 			for range max(*repsFlag, b.N) {
 				time.Sleep(500 * time.Millisecond)
 				probe := startStarvationProbe()
 				begin := time.Now()
-				if c.bin == "" {
-					// The window a start takes, with nothing starting.
-					time.Sleep(time.Second)
-				} else {
-					n2, err := hatest.StartNode(c.bin, p, p.FW2, o2)
-					if err != nil {
-						probe.Stop()
-						b.Fatal(err)
-					}
-					err = n2.WaitState("BACKUP", 10*time.Second)
-					if err == nil {
-						err = waitBulkSynced(n2, 10*time.Second)
-					}
-					started = append(started, time.Since(begin))
-					gap := probe.Stop()
-					if stopErr := n2.Stop(); err == nil {
-						err = stopErr
-					}
-					if err != nil {
-						b.Fatal(err)
-					}
-					starved = append(starved, gap)
-					b.Logf("start %d: settled BACKUP in %s, time-sharing task starved for up to %s", len(starved), started[len(started)-1].Round(time.Millisecond), gap.Round(10*time.Microsecond))
-					continue
+				n2, err := hatest.StartNode(c.bin, p, p.FW2, o2)
+				if err != nil {
+					probe.Stop()
+					b.Fatal(err)
 				}
-				starved = append(starved, probe.Stop())
-				b.Logf("window %d: time-sharing task starved for up to %s", len(starved), starved[len(starved)-1].Round(10*time.Microsecond))
+				err = n2.WaitState("BACKUP", 10*time.Second)
+				if err == nil {
+					err = waitBulkSynced(n2, 10*time.Second)
+				}
+				window := time.Since(begin)
+				gap := probe.Stop()
+				if stopErr := n2.Stop(); err == nil {
+					err = stopErr
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				// The same window with nothing starting: a longer window
+				// would see a longer gap by chance alone.
+				time.Sleep(500 * time.Millisecond)
+				probe = startStarvationProbe()
+				time.Sleep(window)
+				quiet := probe.Stop()
+				starved, idle, started = append(starved, gap), append(idle, quiet), append(started, window)
+				b.Logf("start %d: settled BACKUP in %s, a time-sharing task starved for up to %s (nothing starting, as long: %s)",
+					len(starved), window.Round(time.Millisecond), gap.Round(10*time.Microsecond), quiet.Round(10*time.Microsecond))
 			}
-			st := Summarize(starved)
-			b.ReportMetric(Millis(st.P50), "starved_p50_ms")
-			b.ReportMetric(Millis(st.Max), "starved_max_ms")
-			if len(started) > 0 {
-				b.ReportMetric(Millis(Summarize(started).P50), "settled_p50_ms")
+			for name, ds := range map[string][]time.Duration{"starved": starved, "idle": idle, "settled": started} {
+				s := Summarize(ds)
+				b.ReportMetric(Millis(s.P50), name+"_p50_ms")
+				b.ReportMetric(Millis(s.Max), name+"_max_ms")
 			}
+			b.ReportMetric(0, "ns/op")
 		})
 	}
 }

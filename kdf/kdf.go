@@ -1,8 +1,10 @@
 // Package kdf derives muros-had's authentication keys from the cluster
 // password.
 //
-// Version 2 (this package's Master): the password is stretched once per
-// process start with Argon2id (RFC 9106) into a 32-byte master secret, and
+// Version 2 (this package's Master): the password is stretched once with
+// Argon2id (RFC 9106) into a 32-byte master secret (the daemon does it in
+// a child process, WriteSecret / ReadSecret, and keeps it while the
+// password is unchanged), and
 // every key is HKDF-Expand-SHA-256 (RFC 5869 section 2.3) of that secret
 // with a per-purpose info label (Master.Key). Argon2id parameters are RFC
 // 9106 section 4's second recommended option: t = 3 passes, m = 64 MiB,
@@ -33,6 +35,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"golang.org/x/crypto/argon2"
@@ -52,7 +55,7 @@ const (
 )
 
 // Master is the stretched cluster secret of version 2. Derive it once per
-// process start and hand it to every component; Key is cheap.
+// password and hand it to every component; Key is cheap.
 type Master struct {
 	secret [KeyLen]byte
 	set    bool
@@ -70,25 +73,37 @@ func Derive(password string) (Master, error) {
 	return m, nil
 }
 
-// Valid reports whether m came from Derive.
+// Valid reports whether m holds a secret (from Derive, or handed over by
+// the process that ran Derive: ReadSecret).
 func (m Master) Valid() bool { return m.set }
 
-// Secret is the master secret itself, for the one hand-over that needs it:
-// from a process that ran Derive to the daemon that uses it (cmd/muros-had
-// stretches in a time-sharing child, so that Argon2id's quarter second on
-// every CPU does not run at the daemon's real-time priority). ok is false
-// for a Master not derived.
-func (m Master) Secret() (secret [KeyLen]byte, ok bool) { return m.secret, m.set }
-
-// FromSecret is the Master whose secret is b, as Secret returned it in the
-// process that derived it. b must be KeyLen bytes and not all zero (what
-// an unset Master or a cut hand-over would carry).
-func FromSecret(b []byte) (Master, error) {
-	if len(b) != KeyLen {
-		return Master{}, fmt.Errorf("kdf: master secret of %d bytes, want %d", len(b), KeyLen)
+// WriteSecret writes m's secret, KeyLen bytes, to w: the one hand-over
+// that needs the raw secret, from a process that ran Derive to the
+// daemon that uses it (cmd/muros-had stretches in a time-sharing child,
+// so that Argon2id does not run at the daemon's real-time priority).
+func WriteSecret(w io.Writer, m Master) error {
+	if !m.set {
+		return errors.New("kdf: master secret not derived")
 	}
+	if _, err := w.Write(m.secret[:]); err != nil {
+		return fmt.Errorf("kdf: writing the master secret: %w", err)
+	}
+	return nil
+}
+
+// ReadSecret reads what WriteSecret wrote: exactly KeyLen bytes, not all
+// zero (what an unset Master would carry), then the end of r (a longer
+// answer is not a secret either).
+func ReadSecret(r io.Reader) (Master, error) {
 	var m Master
-	copy(m.secret[:], b)
+	if _, err := io.ReadFull(r, m.secret[:]); err != nil {
+		return Master{}, fmt.Errorf("kdf: reading the master secret: %w", err)
+	}
+	var extra [1]byte
+	if n, _ := r.Read(extra[:]); n != 0 {
+		clear(m.secret[:])
+		return Master{}, fmt.Errorf("kdf: more than the %d bytes of a master secret", KeyLen)
+	}
 	if m.secret == [KeyLen]byte{} {
 		return Master{}, errors.New("kdf: master secret is all zero")
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -86,18 +87,19 @@ func TestMasterRedacted(t *testing.T) {
 	}
 }
 
-// TestSecretHandOver: a Master rebuilt from Secret gives the same keys, and
-// FromSecret refuses what a failed hand-over would carry.
+// TestSecretHandOver: a Master read back from what WriteSecret wrote gives
+// the same keys, and ReadSecret refuses what a failed hand-over carries.
 func TestSecretHandOver(t *testing.T) {
 	m, err := Derive("correct horse battery staple")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, ok := m.Secret()
-	if !ok {
-		t.Fatal("Secret of a derived Master: not ok")
+	var buf bytes.Buffer
+	if err := WriteSecret(&buf, m); err != nil {
+		t.Fatal(err)
 	}
-	back, err := FromSecret(s[:])
+	wire := bytes.Clone(buf.Bytes())
+	back, err := ReadSecret(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +108,12 @@ func TestSecretHandOver(t *testing.T) {
 	if err != nil || !bytes.Equal(a, b) {
 		t.Fatalf("key from the handed-over secret %x (%v), want %x", b, err, a)
 	}
-	if _, ok := (Master{}).Secret(); ok {
-		t.Error("Secret of an unset Master: ok")
+	if err := WriteSecret(io.Discard, Master{}); err == nil {
+		t.Error("WriteSecret of an unset Master: no error")
 	}
-	for _, bad := range [][]byte{nil, s[:31], append(s[:], 0), make([]byte, KeyLen)} {
-		if _, err := FromSecret(bad); err == nil {
-			t.Errorf("FromSecret(%d bytes %x): accepted", len(bad), bad)
+	for _, bad := range [][]byte{nil, wire[:31], append(bytes.Clone(wire), 0), make([]byte, KeyLen)} {
+		if m, err := ReadSecret(bytes.NewReader(bad)); err == nil || m.Valid() {
+			t.Errorf("ReadSecret(%d bytes): accepted", len(bad))
 		}
 	}
 }

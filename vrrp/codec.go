@@ -45,7 +45,7 @@ type Config struct {
 	Version  uint8 // 2 or 3
 	Auth     AuthMode
 	Password string // required for pass, keepalived-ah and ah; optional for none (enables inspection)
-	// Master is the password stretched once per process (kdf.Derive): it
+	// Master is the password stretched once (kdf.Derive): it
 	// gives the version-2 AH key. Without it the ah scheme signs and
 	// checks version-1 keys only (what muros-had spoke before version 2).
 	Master   kdf.Master

@@ -4,7 +4,9 @@
 //
 // Each subcommand lives in its own file (run.go, check.go, status.go,
 // maintenance.go, events.go, render.go, inspect.go, token.go, pair.go) as a
-// func(args []string, stdout, stderr io.Writer) int returning the exit code.
+// func(args []string, stdout, stderr io.Writer) int returning the exit code;
+// stretch.go is the hidden one the daemon runs itself as to stretch the
+// password time-sharing.
 package main
 
 import (

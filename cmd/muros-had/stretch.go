@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +12,8 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/muros/muros-had/internal/daemon"
+	"github.com/muros/muros-had/internal/procout"
 	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/kdf"
 )
@@ -22,10 +26,11 @@ const stretchCommand = "stretch-password"
 // password the configuration accepts, far below anything that matters.
 const maxPasswordInput = 64 << 10
 
-// stretchTimeout bounds the child: Argon2id takes about a quarter of a
-// second on two cores; a child that has not answered in this long is
-// killed and the daemon stretches in-process instead.
-const stretchTimeout = time.Minute
+// stretchTimeout bounds the child: Argon2id takes about 0.3 s on two
+// busy cores; a child that has not answered in this long is killed and
+// the daemon stretches in-process instead, well inside systemd's
+// WatchdogSec (10 s), which an in-process restart is already under.
+const stretchTimeout = 5 * time.Second
 
 // cmdStretch is the child's side: the password on stdin (all of it), the
 // kdf.KeyLen bytes of the master secret on stdout, nothing else.
@@ -34,17 +39,15 @@ func cmdStretch(stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil && len(pw) > maxPasswordInput {
 		err = fmt.Errorf("password longer than %d bytes", maxPasswordInput)
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "muros-had %s: %v\n", stretchCommand, err)
-		return 1
+	var m kdf.Master
+	if err == nil {
+		m, err = kdf.Derive(string(pw))
 	}
-	m, err := kdf.Derive(string(pw))
-	if err != nil {
-		fmt.Fprintf(stderr, "muros-had %s: %v\n", stretchCommand, err)
-		return 1
+	clear(pw)
+	if err == nil {
+		err = kdf.WriteSecret(stdout, m)
 	}
-	secret, _ := m.Secret()
-	if _, err := stdout.Write(secret[:]); err != nil {
+	if err != nil {
 		fmt.Fprintf(stderr, "muros-had %s: %v\n", stretchCommand, err)
 		return 1
 	}
@@ -54,77 +57,93 @@ func cmdStretch(stdin io.Reader, stdout, stderr io.Writer) int {
 // stretcher gives the daemon its master secret (daemon.Options.Stretch).
 //
 // Why a child: the unit starts the daemon at real-time priority (its
-// CPUSchedulingPolicy=), and Argon2id holds every CPU for a quarter of a
-// second (four lanes). In the daemon that is a quarter second in which no
-// time-sharing task runs on the box: not the kernel's deferred softirqs
-// (forwarding under load), not Kea, not sshd (bench/README.md, session
-// 10). The daemon cannot lower one thread for it (Argon2 spreads its lanes
-// over the runtime's threads) nor take real-time back after lowering all
-// of them (no CAP_SYS_NICE, RestrictRealtime=), so the work runs in a
-// process of its own started time-sharing (sched.Start). The result is
-// remembered: an in-process restart with the same password stretches
-// nothing.
+// CPUSchedulingPolicy=), and Argon2id's four lanes then hold every CPU of
+// a small box, ahead of every time-sharing task (the kernel's deferred
+// softirqs, Kea, sshd), for as long as they run: 121 ms in the median of
+// five starts in the lab (bench/README.md, "A start that starves
+// nothing"). The daemon cannot lower one thread for it (Argon2 spreads
+// its lanes over the runtime's threads) nor take real-time back after
+// lowering all of them (no CAP_SYS_NICE, RestrictRealtime=), so the work
+// runs in a process of its own started time-sharing (sched.Start). The
+// secret is kept while the password is unchanged: an in-process restart
+// stretches nothing. Not safe for concurrent use (cmdRun's loop calls it
+// once per instance).
 type stretcher struct {
 	log *slog.Logger
 	// exe is the program run with stretchCommand: /proc/self/exe, the
 	// binary this process runs even once a package upgrade replaced it
 	// on disk.
-	exe string
+	exe     string
+	timeout time.Duration
 	// start starts the child (sched.Start); derive is the in-process
-	// fallback when the child fails (kdf.Derive).
+	// fallback when the child fails (daemon.DeriveHere).
 	start  func(*exec.Cmd) error
 	derive func(string) (kdf.Master, error)
 
-	password string
-	master   kdf.Master
+	// digest is SHA-256 of the password master was stretched from: the
+	// password itself is not kept.
+	digest [sha256.Size]byte
+	master kdf.Master
 }
 
 func newStretcher(log *slog.Logger) *stretcher {
-	return &stretcher{log: log, exe: "/proc/self/exe", start: sched.Start, derive: kdf.Derive}
+	return &stretcher{log: log, exe: "/proc/self/exe", timeout: stretchTimeout, start: sched.Start, derive: daemon.DeriveHere}
 }
 
-// Stretch returns the master secret of password: the one remembered if
-// the password is the last one stretched, else a child's, else (the child
-// failed: logged) one derived here.
-func (s *stretcher) Stretch(password string) (kdf.Master, error) {
-	if s.master.Valid() && password == s.password {
+// Stretch returns the master secret of password: the one kept if the
+// password is the last one stretched, else a child's, else (the child
+// failed: logged) one derived here. A ctx done meanwhile (the daemon
+// stopping) ends the child and the call.
+func (s *stretcher) Stretch(ctx context.Context, password string) (kdf.Master, error) {
+	digest := sha256.Sum256([]byte(password))
+	if s.master.Valid() && digest == s.digest {
 		return s.master, nil
 	}
-	m, err := s.inChild(password)
+	m, err := s.inChild(ctx, password)
 	if err != nil {
+		if ctx.Err() != nil {
+			return kdf.Master{}, fmt.Errorf("stretching the password: %w", ctx.Err())
+		}
 		s.log.Warn("stretching the password in a time-sharing process failed; stretching it here, at the daemon's priority", "err", err)
-		if m, err = s.derive(password); err != nil {
-			return kdf.Master{}, err
+		var errHere error
+		if m, errHere = s.derive(password); errHere != nil {
+			return kdf.Master{}, errors.Join(err, errHere)
 		}
 	}
-	s.password, s.master = password, m
+	s.digest, s.master = digest, m
 	return m, nil
 }
 
-func (s *stretcher) inChild(password string) (kdf.Master, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), stretchTimeout)
+func (s *stretcher) inChild(ctx context.Context, password string) (kdf.Master, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	var out, errOut bytes.Buffer
+	in := []byte(password)
+	defer clear(in)
+	out := &procout.Capture{N: kdf.KeyLen + 1}
+	defer out.Clear()
+	errOut := &procout.Capture{N: 4096}
 	cmd := exec.CommandContext(ctx, s.exe, stretchCommand)
-	cmd.Stdin = bytes.NewReader([]byte(password))
-	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Args[0] = "muros-had"
+	cmd.Env = []string{} // not NOTIFY_SOCKET, WATCHDOG_*: the child is no service
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), out, errOut
+	cmd.WaitDelay = 100 * time.Millisecond
 	begin := time.Now()
 	if err := s.start(cmd); err != nil {
 		return kdf.Master{}, fmt.Errorf("start %s %s: %w", s.exe, stretchCommand, err)
 	}
-	// What the child actually runs with, read back from the kernel (the
-	// status of a start says so; TestSystemdNotify checks it).
+	// What the child actually runs with, read back from the kernel, for
+	// the log line (TestSystemdNotify checks it on the real binary).
 	policy := "unknown (ended)"
 	if p, err := sched.Of(cmd.Process.Pid); err == nil {
 		policy = p.String()
 	}
 	if err := cmd.Wait(); err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("%w after %s", ctx.Err(), stretchTimeout)
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
-		return kdf.Master{}, fmt.Errorf("%s %s: %w: %s", s.exe, stretchCommand, err, bytes.TrimSpace(errOut.Bytes()))
+		return kdf.Master{}, fmt.Errorf("%s %s: %w: %s", s.exe, stretchCommand, err, errOut.FirstLine())
 	}
-	m, err := kdf.FromSecret(out.Bytes())
+	m, err := kdf.ReadSecret(bytes.NewReader(out.Bytes()))
 	if err != nil {
 		return kdf.Master{}, fmt.Errorf("%s %s: %w", s.exe, stretchCommand, err)
 	}
@@ -133,7 +152,11 @@ func (s *stretcher) inChild(password string) (kdf.Master, error) {
 }
 
 // runStretch is the dispatch entry of stretchCommand.
-func runStretch(_ []string, stdout, stderr io.Writer) int {
+func runStretch(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 0 {
+		fmt.Fprintf(stderr, "muros-had %s takes no arguments\n", stretchCommand)
+		return 2
+	}
 	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 		fmt.Fprintf(stderr, "muros-had %s reads the password from a pipe: the daemon runs it, not people\n", stretchCommand)
 		return 2

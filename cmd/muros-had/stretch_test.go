@@ -2,14 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"go.uber.org/goleak"
+
+	"github.com/muros/muros-had/internal/daemon"
 	"github.com/muros/muros-had/internal/sched"
 	"github.com/muros/muros-had/kdf"
 )
@@ -33,7 +39,7 @@ func testStretcher(t *testing.T, log *bytes.Buffer) (s *stretcher, starts, deriv
 	s = newStretcher(slog.New(slog.NewTextHandler(log, nil)))
 	s.exe = os.Args[0]
 	s.start = func(c *exec.Cmd) error { *starts++; return sched.Start(c) }
-	s.derive = func(pw string) (kdf.Master, error) { *derives++; return kdf.Derive(pw) }
+	s.derive = func(pw string) (kdf.Master, error) { *derives++; return daemon.DeriveHere(pw) }
 	return s, starts, derives
 }
 
@@ -55,9 +61,10 @@ func sameKeys(t *testing.T, got kdf.Master, password string) {
 // same password only (an in-process restart with the password unchanged
 // starts nothing; a changed one is stretched again).
 func TestStretchInChild(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	var log bytes.Buffer
 	s, starts, derives := testStretcher(t, &log)
-	m, err := s.Stretch(stretchTestPassword)
+	m, err := s.Stretch(context.Background(), stretchTestPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,15 +72,15 @@ func TestStretchInChild(t *testing.T) {
 	if *starts != 1 || *derives != 0 {
 		t.Fatalf("%d children started, %d derived in-process; want 1, 0\n%s", *starts, *derives, log.String())
 	}
-	if l := log.String(); !strings.Contains(l, "password stretched in a child process") || !strings.Contains(l, `policy="SCHED_OTHER nice 0"`) {
+	if l := log.String(); !strings.Contains(l, "password stretched in a child process") || !strings.Contains(l, `policy="SCHED_OTHER nice`) {
 		t.Errorf("log does not report a time-sharing child:\n%s", l)
 	}
 
-	if _, err := s.Stretch(stretchTestPassword); err != nil || *starts != 1 {
+	if _, err := s.Stretch(context.Background(), stretchTestPassword); err != nil || *starts != 1 {
 		t.Fatalf("same password again: %d children started (%v), want the remembered secret", *starts, err)
 	}
 	other := stretchTestPassword + "-rotated"
-	m, err = s.Stretch(other)
+	m, err = s.Stretch(context.Background(), other)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +88,7 @@ func TestStretchInChild(t *testing.T) {
 	if *starts != 2 {
 		t.Fatalf("a changed password: %d children started, want 2", *starts)
 	}
-	m, err = s.Stretch(stretchTestPassword)
+	m, err = s.Stretch(context.Background(), stretchTestPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,18 +102,19 @@ func TestStretchInChild(t *testing.T) {
 // something other than a secret leaves the daemon starting anyway, with
 // the secret derived in-process and a warning that says why.
 func TestStretchFallsBack(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	for _, tc := range []struct {
 		name, exe, why string
 	}{
 		{"missing program", "/nonexistent/muros-had", "no such file"},
 		{"child fails", "/bin/false", "exit status 1"},
-		{"not a secret", "/bin/echo", "want 32"}, // echo prints "stretch-password\n"
+		{"not a secret", "/bin/echo", "reading the master secret"}, // echo prints "stretch-password\n"
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var log bytes.Buffer
 			s, _, derives := testStretcher(t, &log)
 			s.exe = tc.exe
-			m, err := s.Stretch(stretchTestPassword)
+			m, err := s.Stretch(context.Background(), stretchTestPassword)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,11 +127,36 @@ func TestStretchFallsBack(t *testing.T) {
 			}
 		})
 	}
+	// A child that never answers is killed at the timeout.
+	hang := filepath.Join(t.TempDir(), "hang")
+	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var log bytes.Buffer
-	s, _, _ := testStretcher(t, &log)
+	s, _, derives := testStretcher(t, &log)
+	s.exe, s.timeout = hang, 200*time.Millisecond
+	begin := time.Now()
+	m, err := s.Stretch(context.Background(), stretchTestPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameKeys(t, m, stretchTestPassword)
+	if took := time.Since(begin); *derives != 1 || !strings.Contains(log.String(), "deadline exceeded") || took > 10*time.Second {
+		t.Errorf("hanging child: %d in-process derivations after %v, want 1 after the timeout:\n%s", *derives, took, log.String())
+	}
+	// The daemon stopping meanwhile ends the stretch, with no fallback.
+	s, _, derives = testStretcher(t, &log)
+	s.exe = hang
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := s.Stretch(ctx, stretchTestPassword); !errors.Is(err, context.DeadlineExceeded) || *derives != 0 {
+		t.Errorf("stopped during the stretch: err %v, %d in-process derivations; want the context's error and none", err, *derives)
+	}
+
+	s, _, _ = testStretcher(t, &log)
 	s.exe = "/bin/false"
 	s.derive = func(string) (kdf.Master, error) { return kdf.Master{}, errors.New("no memory") }
-	if _, err := s.Stretch(stretchTestPassword); err == nil {
+	if _, err := s.Stretch(context.Background(), stretchTestPassword); err == nil {
 		t.Fatal("child and in-process derivation both failed: no error")
 	}
 	if s.master.Valid() {

@@ -64,10 +64,11 @@ type Options struct {
 	// the process's CPU priority here (an in-process restart keeps it).
 	Left func()
 	// Stretch, if set, turns the password into the master secret every
-	// key is expanded from (kdf.Derive's result). The command stretches
-	// in a time-sharing child process and remembers the result across
-	// in-process restarts; nil derives here, at the daemon's own priority.
-	Stretch func(password string) (kdf.Master, error)
+	// key is expanded from (kdf.Derive's result); ctx is Run's. The
+	// command stretches in a time-sharing child process and keeps the
+	// result across in-process restarts; nil is DeriveHere, at the
+	// daemon's own priority.
+	Stretch func(ctx context.Context, password string) (kdf.Master, error)
 	// Adapters reach the kernel and the peer; nil fields take the real
 	// ones (tests replace them to run the loop without root).
 	Adapters Adapters
@@ -237,16 +238,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// and every key is expanded from it.
 	if d.cfg.Auth == config.AuthAH || d.cfg.Conntrack.Enabled || d.cfg.Liveness.Enabled {
 		start := time.Now()
-		stretch := d.opts.Stretch
-		if stretch == nil {
-			stretch = deriveHere
+		var m kdf.Master
+		var err error
+		if d.opts.Stretch != nil {
+			m, err = d.opts.Stretch(ctx, d.cfg.Password)
+		} else {
+			m, err = DeriveHere(d.cfg.Password)
 		}
-		m, err := stretch(d.cfg.Password)
 		if err != nil {
 			return fmt.Errorf("daemon: keys: %w", err)
 		}
 		d.master = m
-		d.log.Info("keys derived from the password", "kdf", "argon2id", "took", time.Since(start).Round(time.Millisecond))
+		d.log.Info("keys ready: the password's master secret (argon2id)", "took", time.Since(start).Round(time.Millisecond))
 	}
 	ad, closeAdapters, err := d.opts.Adapters.withDefaults()
 	if err != nil {
@@ -886,8 +889,9 @@ func (d *Daemon) isTracked(ifname string) bool {
 	return false
 }
 
-// deriveHere stretches the password in this process (Options.Stretch nil).
-func deriveHere(password string) (kdf.Master, error) {
+// DeriveHere stretches the password in this process (Options.Stretch
+// nil, and the command's fallback when its child fails).
+func DeriveHere(password string) (kdf.Master, error) {
 	m, err := kdf.Derive(password)
 	// Argon2id's 64 MiB are garbage now: hand them back to the kernel at
 	// once, or the idle daemon keeps them resident (85 MiB instead of 21

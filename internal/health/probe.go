@@ -1,7 +1,6 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/muros/muros-had/config"
+	"github.com/muros/muros-had/internal/procout"
 	"github.com/muros/muros-had/internal/sched"
 )
 
@@ -61,9 +61,8 @@ func (c Command) Probe(ctx context.Context) error {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A grandchild holding the output pipe open must not hold the check.
 	cmd.WaitDelay = 100 * time.Millisecond
-	var out bytes.Buffer
-	cmd.Stdout = &limited{w: &out, n: 512}
-	cmd.Stderr = cmd.Stdout
+	out := &procout.Capture{N: 512}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := sched.Start(cmd); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
@@ -72,30 +71,12 @@ func (c Command) Probe(ctx context.Context) error {
 		return ErrTimeout
 	}
 	if err != nil {
-		if msg := strings.TrimSpace(out.String()); msg != "" {
-			return fmt.Errorf("%w: %s", err, firstLine(msg))
+		if msg := out.FirstLine(); msg != "" {
+			return fmt.Errorf("%w: %s", err, msg)
 		}
 		return err
 	}
 	return nil
-}
-
-// limited keeps the first n bytes written and swallows the rest.
-type limited struct {
-	w *bytes.Buffer
-	n int
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	if room := l.n - l.w.Len(); room > 0 {
-		l.w.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
 }
 
 // Process passes when a process whose name (/proc/PID/comm) is Name runs.

@@ -34,6 +34,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/muros/muros-had/internal/procout"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -251,28 +252,22 @@ type Lister func(ctx context.Context) ([]byte, error)
 func NFT(start func(*exec.Cmd) error) Lister {
 	return func(ctx context.Context) ([]byte, error) {
 		cmd := exec.CommandContext(ctx, "nft", "-s", "list", "ruleset")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		var stdout bytes.Buffer
+		stderr := &procout.Capture{N: 4096}
+		cmd.Stdout, cmd.Stderr = &stdout, stderr
 		err := start(cmd)
 		if err == nil {
 			err = cmd.Wait()
 		}
 		out := stdout.Bytes()
 		if err != nil {
-			if msg := strings.TrimSpace(stderr.String()); msg != "" {
-				return nil, fmt.Errorf("nft -s list ruleset: %w: %s", err, firstLine(msg))
+			if msg := stderr.FirstLine(); msg != "" {
+				return nil, fmt.Errorf("nft -s list ruleset: %w: %s", err, msg)
 			}
 			return nil, fmt.Errorf("nft -s list ruleset: %w", err)
 		}
 		return out, nil
 	}
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // Check computes one fingerprint; a failure is a status, never fatal.
