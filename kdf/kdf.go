@@ -97,12 +97,18 @@ func WriteSecret(w io.Writer, m Master) error {
 func ReadSecret(r io.Reader) (Master, error) {
 	var m Master
 	if _, err := io.ReadFull(r, m.secret[:]); err != nil {
+		clear(m.secret[:])
 		return Master{}, fmt.Errorf("kdf: reading the master secret: %w", err)
 	}
 	var extra [1]byte
-	if n, _ := r.Read(extra[:]); n != 0 {
+	switch _, err := io.ReadFull(r, extra[:]); {
+	case errors.Is(err, io.EOF): // the end: exactly a secret
+	case err == nil:
 		clear(m.secret[:])
 		return Master{}, fmt.Errorf("kdf: more than the %d bytes of a master secret", KeyLen)
+	default:
+		clear(m.secret[:])
+		return Master{}, fmt.Errorf("kdf: reading the master secret: %w", err)
 	}
 	if m.secret == [KeyLen]byte{} {
 		return Master{}, errors.New("kdf: master secret is all zero")

@@ -5,11 +5,13 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -110,6 +112,13 @@ func TestSecretHandOver(t *testing.T) {
 	}
 	if err := WriteSecret(io.Discard, Master{}); err == nil {
 		t.Error("WriteSecret of an unset Master: no error")
+	}
+	if _, err := ReadSecret(iotest.OneByteReader(bytes.NewReader(wire))); err != nil {
+		t.Errorf("ReadSecret a byte at a time: %v", err)
+	}
+	// A pipe that fails after the secret has not said it ended.
+	if m, err := ReadSecret(io.MultiReader(bytes.NewReader(wire), iotest.ErrReader(errors.New("cut")))); err == nil || m.Valid() {
+		t.Error("ReadSecret with a read error after the secret: accepted")
 	}
 	for _, bad := range [][]byte{nil, wire[:31], append(bytes.Clone(wire), 0), make([]byte, KeyLen)} {
 		if m, err := ReadSecret(bytes.NewReader(bad)); err == nil || m.Valid() {

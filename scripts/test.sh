@@ -26,7 +26,7 @@ failed_pkgs=$(grep -E '^FAIL\s' "$out" | sort -u | wc -l)
 # test, its package; both count as failures below. Their passes were
 # counted above. TestInspectProperty is left out here: single-goroutine
 # decoding, minutes under -race for nothing the detector can see.
-race_pkgs=(./atomicfile ./internal/capfile ./liveness ./cmd/muros-had ./ctsync/ctrel ./ctsync/ctwire ./internal/demo ./internal/nodecfg ./internal/peerview ./internal/replicas ./rawio ./replpath ./internal/ruleset ./internal/status ./kdf ./node ./peerlink ./vrrp/vrrpsim)
+race_pkgs=(./atomicfile ./internal/capfile ./internal/procout ./liveness ./cmd/muros-had ./ctsync/ctrel ./ctsync/ctwire ./internal/demo ./internal/nodecfg ./internal/peerview ./internal/replicas ./rawio ./replpath ./internal/ruleset ./internal/status ./kdf ./node ./peerlink ./vrrp/vrrpsim)
 race_out=${out%.log}-race.log
 echo "race detector: ${race_pkgs[*]}"
 go test -race -count=1 -timeout 20m -skip '^TestInspectProperty$' "$@" "${race_pkgs[@]}" 2>&1 | tee "$race_out" | grep --line-buffered -E '^(--- FAIL|ok|FAIL|panic|WARNING: DATA RACE)'

@@ -27,9 +27,10 @@ const stretchCommand = "stretch-password"
 const maxPasswordInput = 64 << 10
 
 // stretchTimeout bounds the child: Argon2id takes about 0.3 s on two
-// busy cores; a child that has not answered in this long is killed and
-// the daemon stretches in-process instead, well inside systemd's
-// WatchdogSec (10 s), which an in-process restart is already under.
+// cores; a child that has not answered in this long is killed and the
+// daemon stretches in-process instead. With the fallback it stays inside
+// systemd's WatchdogSec (10 s): the daemon pings the watchdog on both
+// sides of the stretch (an in-process restart is already under it).
 const stretchTimeout = 5 * time.Second
 
 // cmdStretch is the child's side: the password on stdin (all of it), the
@@ -59,8 +60,8 @@ func cmdStretch(stdin io.Reader, stdout, stderr io.Writer) int {
 // Why a child: the unit starts the daemon at real-time priority (its
 // CPUSchedulingPolicy=), and Argon2id's four lanes then hold every CPU of
 // a small box, ahead of every time-sharing task (the kernel's deferred
-// softirqs, Kea, sshd), for as long as they run: 121 ms in the median of
-// five starts in the lab (bench/README.md, "A start that starves
+// softirqs, Kea, sshd), for as long as they run: a time-sharing task
+// waited 101 ms in the median of five starts in the lab, 5 ms now (bench/README.md, "A start that starves
 // nothing"). The daemon cannot lower one thread for it (Argon2 spreads
 // its lanes over the runtime's threads) nor take real-time back after
 // lowering all of them (no CAP_SYS_NICE, RestrictRealtime=), so the work
@@ -119,13 +120,17 @@ func (s *stretcher) inChild(ctx context.Context, password string) (kdf.Master, e
 	defer cancel()
 	in := []byte(password)
 	defer clear(in)
+	// One byte more than a secret, so that a longer answer is refused;
+	// a few kB of stderr is enough for its first line.
 	out := &procout.Capture{N: kdf.KeyLen + 1}
 	defer out.Clear()
 	errOut := &procout.Capture{N: 4096}
 	cmd := exec.CommandContext(ctx, s.exe, stretchCommand)
-	cmd.Args[0] = "muros-had"
-	cmd.Env = []string{} // not NOTIFY_SOCKET, WATCHDOG_*: the child is no service
+	cmd.Args[0] = "muros-had" // what ps shows, not /proc/self/exe
+	cmd.Env = []string{}      // not NOTIFY_SOCKET, WATCHDOG_*: the child is no service
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), out, errOut
+	// Wait returns once the child has exited even if something it left
+	// holds the pipes.
 	cmd.WaitDelay = 100 * time.Millisecond
 	begin := time.Now()
 	if err := s.start(cmd); err != nil {
@@ -139,9 +144,12 @@ func (s *stretcher) inChild(ctx context.Context, password string) (kdf.Master, e
 	}
 	if err := cmd.Wait(); err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return kdf.Master{}, fmt.Errorf("%s %s: %w: %s", s.exe, stretchCommand, err, errOut.FirstLine())
+		if msg := errOut.FirstLine(); msg != "" {
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+		return kdf.Master{}, fmt.Errorf("%s %s: %w", s.exe, stretchCommand, err)
 	}
 	m, err := kdf.ReadSecret(bytes.NewReader(out.Bytes()))
 	if err != nil {

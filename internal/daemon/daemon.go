@@ -240,12 +240,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 		start := time.Now()
 		var m kdf.Master
 		var err error
+		// An in-process restart is already under the watchdog, and the
+		// stretch may take its child's timeout and a fallback: ping on
+		// both sides of it.
+		d.pingWatchdog()
 		if d.opts.Stretch != nil {
 			m, err = d.opts.Stretch(ctx, d.cfg.Password)
 		} else {
 			m, err = DeriveHere(d.cfg.Password)
 		}
+		d.pingWatchdog()
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting: nothing held, a graceful stop
+			}
 			return fmt.Errorf("daemon: keys: %w", err)
 		}
 		d.master = m
@@ -266,6 +274,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.rxBuf, d.rxOOB, d.rxAddrs = make([]byte, 65536), make([]byte, 256), make([]netip.Addr, 0, 255)
 
 	if err := d.openLinks(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the sync link: a graceful stop
+		}
 		return err
 	}
 	defer d.closeLinks()
@@ -898,4 +909,11 @@ func DeriveHere(password string) (kdf.Master, error) {
 	// in BenchmarkIdleCPU).
 	debug.FreeOSMemory()
 	return m, err
+}
+
+// pingWatchdog sends WATCHDOG=1 if the service manager watches the daemon.
+func (d *Daemon) pingWatchdog() {
+	if d.opts.WatchdogInterval > 0 {
+		d.opts.Notify("WATCHDOG=1")
+	}
 }

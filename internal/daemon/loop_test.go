@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/muros/muros-had/ctsync/ctrel"
 	"github.com/muros/muros-had/dbsync"
 	"github.com/muros/muros-had/internal/vrrpconn"
+	"github.com/muros/muros-had/kdf"
 	"github.com/muros/muros-had/liveness"
 	"github.com/muros/muros-had/vip"
 	"github.com/muros/muros-had/vrrp"
@@ -704,6 +706,42 @@ func TestLoopLeftRunsOnFinalStopOnly(t *testing.T) {
 			t.Errorf("Left at the final stop: %q, want once with %q", calls, want)
 		}
 		fw2.halt(t)
+	})
+}
+
+// TestLoopStopDuringStretch: a stop while the password is being
+// stretched (the first start, or a restart with a new password) is a
+// graceful stop, Run returns nil, and the watchdog was pinged before the
+// stretch (an in-process restart is already under it).
+func TestLoopStopDuringStretch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fw1, _ := loopPair(t, loopOpts{})
+		var mu sync.Mutex
+		var notes []string
+		stretched := false
+		fw1.d.opts.WatchdogInterval = time.Second
+		fw1.d.opts.Notify = func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }
+		fw1.d.opts.Stretch = func(ctx context.Context, _ string) (kdf.Master, error) {
+			mu.Lock()
+			stretched = true
+			mu.Unlock()
+			<-ctx.Done()
+			return kdf.Master{}, ctx.Err()
+		}
+		fw1.start(t)
+		settle(100 * time.Millisecond)
+		fw1.halt(t) // fails the test unless Run returned nil
+		mu.Lock()
+		defer mu.Unlock()
+		if !stretched {
+			t.Fatal("the stretch never ran: the test's premise")
+		}
+		if len(notes) == 0 || notes[0] != "WATCHDOG=1" {
+			t.Errorf("sd_notify %q, want WATCHDOG=1 before the stretch", notes)
+		}
+		if slices.Contains(notes, "READY=1") || fw1.vips.Holds() {
+			t.Errorf("stopped during the stretch: notes %q, holds VIPs %v; want neither READY=1 nor VIPs", notes, fw1.vips.Holds())
+		}
 	})
 }
 

@@ -32,8 +32,8 @@ func TestFirstLine(t *testing.T) {
 		"\n\n  panic: boom  \ngoro": "panic: boom",
 		strings.Repeat("x", 3):      "xxx",
 	} {
-		if got := FirstLine(in); got != want {
-			t.Errorf("FirstLine(%q) = %q, want %q", in, got, want)
+		if diff := cmp.Diff(want, FirstLine(in)); diff != "" {
+			t.Errorf("FirstLine(%q) (-want +got):\n%s", in, diff)
 		}
 	}
 	c := &Capture{N: 64}

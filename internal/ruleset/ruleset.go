@@ -34,12 +34,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/muros/muros-had/internal/procout"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/muros/muros-had/internal/procout"
 )
 
 // Status is one node's ruleset fingerprint.

@@ -157,7 +157,8 @@ func threads() ([]int, error) {
 	return tids, nil
 }
 
-// Start starts cmd with the time-sharing policy (nice 0) whatever the
+// Start starts cmd with the time-sharing policy (SCHED_OTHER, keeping the
+// thread's nice value, 0 unless the operator set one) whatever the
 // daemon's own policy: the fork happens on a thread locked for the purpose,
 // set to SCHED_OTHER, and that thread ends with the call (a locked
 // goroutine that returns takes its thread with it; if it was the main
