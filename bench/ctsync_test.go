@@ -2280,28 +2280,39 @@ func waitQuiet(limit time.Duration) (time.Duration, float64) {
 
 // cpuTimes reads the busy and total jiffies of all CPUs from /proc/stat.
 func cpuTimes() (busy, total uint64, err error) {
-	b, err := os.ReadFile("/proc/stat")
+	v, err := procStatCPU()
 	if err != nil {
 		return 0, 0, err
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 5 || f[0] != "cpu" {
-		return 0, 0, fmt.Errorf("/proc/stat: %q", line)
-	}
-	for i, s := range f[1:] {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/stat: %q", line)
-		}
-		if i < 8 { // user nice system idle iowait irq softirq steal (guest is in user)
-			total += v
-			if i != 3 && i != 4 {
-				busy += v
-			}
+	for i, t := range v[:min(8, len(v))] { // user nice system idle iowait irq softirq steal (guest is in user)
+		total += t
+		if i != 3 && i != 4 {
+			busy += t
 		}
 	}
 	return busy, total, nil
+}
+
+// procStatCPU is /proc/stat's "cpu" line: the times of all CPUs in
+// USER_HZ ticks, in proc(5)'s order (user, nice, system, idle, iowait,
+// irq, softirq, steal, ...).
+func procStatCPU() ([]uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return nil, fmt.Errorf("/proc/stat: %q", line)
+	}
+	v := make([]uint64, len(f)-1)
+	for i, s := range f[1:] {
+		if v[i], err = strconv.ParseUint(s, 10, 64); err != nil {
+			return nil, fmt.Errorf("/proc/stat: %q", line)
+		}
+	}
+	return v, nil
 }
 
 func benchTakeoverGap(b *testing.B, mode string, table int) {

@@ -16,10 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,17 +111,11 @@ func BenchmarkHostStalls(b *testing.B) {
 	b.Logf("load average %s", loadAverage())
 }
 
-// stealTicks is the steal time of all CPUs, in USER_HZ ticks (10 ms), from
-// /proc/stat's first line (proc(5): the eighth value).
+// stealTicks is the steal time of all CPUs, in USER_HZ ticks (10 ms).
 func stealTicks() (uint64, error) {
-	b, err := os.ReadFile("/proc/stat")
+	v, err := procStatCPU()
 	if err != nil {
 		return 0, err
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
-	}
-	return strconv.ParseUint(f[8], 10, 64)
+	return v[7], nil
 }
