@@ -33,23 +33,24 @@ var idleProfileFlag = flag.String("idle.profile", "", "directory: per-thread con
 // default 1 s.
 func BenchmarkIdleSync(b *testing.B) {
 	const fast, dflt = 10 * time.Millisecond, config.DefaultAdvertInterval
+	muros := func(extra string) func(*testing.B, *lab.Pair, time.Duration) {
+		return func(b *testing.B, p *lab.Pair, iv time.Duration) { startIdleMuros(b, p, iv, extra) }
+	}
 	for _, c := range []struct {
 		interval time.Duration
 		name     string
 		start    func(b *testing.B, p *lab.Pair, interval time.Duration)
 	}{
-		{fast, "muros-had-ah-ct-db", func(b *testing.B, p *lab.Pair, iv time.Duration) { startIdleMuros(b, p, iv, "") }},
+		{fast, "muros-had-ah-ct-db", muros("")},
 		// The same without the peer liveness protocol (1 ms heartbeats):
 		// what the rest of the daemon costs.
-		{fast, "muros-had-ah-ct-db-noliveness", func(b *testing.B, p *lab.Pair, iv time.Duration) {
-			startIdleMuros(b, p, iv, "liveness:\n  enabled: false\n")
-		}},
+		{fast, "muros-had-ah-ct-db-noliveness", muros("liveness:\n  enabled: false\n")},
 		{fast, "keepalived+conntrackd", startIdleKeepalived},
 		// At the default advert interval. muros-had's takeover does not
 		// depend on it (the liveness protocol finds a dead master:
 		// BenchmarkFailover's 1s cases); keepalived's does (three adverts
 		// and a skew).
-		{dflt, "muros-had-ah-ct-db", func(b *testing.B, p *lab.Pair, iv time.Duration) { startIdleMuros(b, p, iv, "") }},
+		{dflt, "muros-had-ah-ct-db", muros("")},
 		{dflt, "keepalived+conntrackd", startIdleKeepalived},
 	} {
 		b.Run(fmt.Sprintf("%s/%s", c.interval, c.name), func(b *testing.B) {

@@ -2,8 +2,9 @@ package bench
 
 // What a daemon's start costs the rest of its box: how long an ordinary
 // (time-sharing) task cannot run while muros-had starts at its real-time
-// priority. The password's Argon2id stretch (a quarter second on every
-// CPU) ran inside the real-time daemon until session 10; it now runs in a
+// priority. The password's Argon2id stretch (four lanes, about 0.3 s of
+// work) ran inside the real-time daemon until session 10 (a time-sharing
+// task then waited 101 ms in the median start); it now runs in a
 // time-sharing child (cmd/muros-had, stretcher).
 
 import (
